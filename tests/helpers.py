@@ -1,0 +1,218 @@
+"""Builders for the small synthetic upstreams the fast tests use: sdists, a local index, git repos."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from toolkit.cli import main as vpatch_main
+from toolkit.git import Git
+
+AUTHOR_ENV = {
+    "GIT_AUTHOR_NAME": "Upstream Dev",
+    "GIT_AUTHOR_EMAIL": "dev@upstream.example",
+    "GIT_AUTHOR_DATE": "2024-03-01T12:00:00+00:00",
+    "GIT_COMMITTER_DATE": "2024-03-01T12:00:00+00:00",
+}
+
+
+def module_text(name: str, lines: int = 40) -> str:
+    """A Python module with enough numbered lines for hunks to have context."""
+    body = [f'"""Module {name}."""', ""]
+    body += [f"VALUE_{i} = {i}  # {name} line {i}" for i in range(1, lines + 1)]
+    return "\n".join(body) + "\n"
+
+
+def default_tree(version: str) -> dict[str, str | bytes]:
+    return {
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n",
+        "setup.py": "from setuptools import setup\nsetup()\n",
+        "vllm/__init__.py": f'__version__ = "{version}"\n',
+        "vllm/core/scheduler.py": module_text("scheduler"),
+        "vllm/core/block_pool.py": module_text("block_pool"),
+        "vllm/engine/args.py": module_text("args"),
+        "README.md": "# vllm\n",
+    }
+
+
+def make_sdist(directory: Path, version: str, tree: dict[str, str | bytes] | None = None, *,
+               project: str = "vllm", extra_members: list[tuple[tarfile.TarInfo, bytes | None]] | None = None) -> Path:
+    """A gzip'd sdist `project-version.tar.gz` with one top-level directory, like setuptools makes."""
+    tree = tree if tree is not None else default_tree(version)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{project}-{version}.tar.gz"
+    prefix = f"{project}-{version}"
+    with tarfile.open(path, "w:gz") as archive:
+        top = tarfile.TarInfo(prefix)
+        top.type = tarfile.DIRTYPE
+        top.mode = 0o755
+        archive.addfile(top)
+        for name, content in sorted(tree.items()):
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(f"{prefix}/{name}")
+            info.size = len(data)
+            info.mode = 0o755 if name.endswith(".sh") else 0o644
+            info.mtime = 1700000000
+            archive.addfile(info, io.BytesIO(data))
+        for info, data in extra_members or []:
+            archive.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class LocalIndex:
+    """A PEP 691 JSON simple index served over real HTTP on 127.0.0.1."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.files_dir = root / "files"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.server: ThreadingHTTPServer | None = None
+        self.overrides: dict[str, str] = {}  # filename -> sha256 the index claims instead
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/simple"
+
+    def add(self, path: Path) -> Path:
+        target = self.files_dir / path.name
+        if path != target:
+            target.write_bytes(path.read_bytes())
+        self._write_project_pages()
+        return target
+
+    def _write_project_pages(self) -> None:
+        projects: dict[str, list[dict]] = {}
+        for file in sorted(self.files_dir.iterdir()):
+            project = file.name.split("-")[0]
+            projects.setdefault(project, []).append(
+                {
+                    "filename": file.name,
+                    "url": f"../../files/{file.name}",
+                    "hashes": {"sha256": self.overrides.get(file.name, sha256(file))},
+                    "size": file.stat().st_size,
+                }
+            )
+        for project, files in projects.items():
+            page = self.root / "simple" / project
+            page.mkdir(parents=True, exist_ok=True)
+            (page / "index.html").write_text(json.dumps({"meta": {"api-version": "1.0"}, "name": project,
+                                                         "files": files}))
+
+    def claim(self, filename: str, sha: str) -> None:
+        self.overrides[filename] = sha
+        self._write_project_pages()
+
+    def start(self) -> None:
+        handler = partial(_QuietHandler, directory=str(self.root))
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+def git_repo(path: Path, tree: dict[str, str | bytes], *, tag: str | None = None, message: str = "initial") -> Git:
+    """A work-tree repository with `tree` committed (and tagged)."""
+    repo = Git.init(path)
+    commit_tree(repo, tree, message=message)
+    if tag:
+        repo.run("tag", "-a", tag, "-m", tag, env=AUTHOR_ENV)
+    return repo
+
+
+def commit_tree(repo: Git, tree: dict[str, str | bytes], *, message: str) -> str:
+    for name, content in tree.items():
+        file = repo.path / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(content.encode() if isinstance(content, str) else content)
+    repo.run("add", "-A")
+    repo.run("commit", "-q", "-m", message, env=AUTHOR_ENV)
+    return repo.out("rev-parse", "HEAD")
+
+
+class Workspace:
+    """A vpatch project in a tmp dir with its own cache and index; `run` calls the CLI in-process."""
+
+    def __init__(self, root: Path, cache: Path, index: LocalIndex) -> None:
+        self.root = root
+        self.cache = cache
+        self.index = index
+        (root / "patches").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def patches(self) -> Path:
+        return self.root / "patches"
+
+    def run(self, *args: str) -> int:
+        return vpatch_main(["--root", str(self.root), "--cache-dir", str(self.cache), "--index-url", self.index.url,
+                            *args])
+
+    def publish(self, version: str, tree: dict[str, str | bytes] | None = None, **kwargs) -> Path:
+        return self.index.add(make_sdist(self.root / "build", version, tree, **kwargs))
+
+    def series_dir(self, version: str) -> Path:
+        return self.patches / f"vllm-{version}"
+
+    def write_series(self, version: str, patches: dict[str, bytes], comment: str = "# test series") -> Path:
+        directory = self.series_dir(version)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, data in patches.items():
+            (directory / name).write_bytes(data)
+        (directory / "series").write_text(comment + "\n" + "".join(f"{n}\n" for n in patches))
+        return directory
+
+    def checkout(self, version: str) -> Path:
+        return self.root / "checkouts" / f"vllm-{version}"
+
+    def snapshot(self) -> dict[str, bytes]:
+        """Every file under patches/, for asserting that a failed command changed nothing."""
+        return {str(p.relative_to(self.patches)): p.read_bytes() for p in sorted(self.patches.rglob("*"))
+                if p.is_file()}
+
+
+def commit_in(checkout: Path, changes: dict[str, str], *, subject: str, body: str = "",
+              headers: str = "Upstream-Status: Pending\nFeature: kv-routing") -> str:
+    """Make a patch commit in a checkout the way a maintainer would."""
+    repo = Git(checkout)
+    for name, content in changes.items():
+        file = checkout / name
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(content)
+    repo.run("add", "-A")
+    message = subject + "\n\n" + (body + "\n\n" if body else "") + headers + "\n"
+    repo.run("commit", "-q", "-F", "-", input=message.encode(), env=AUTHOR_ENV)
+    return repo.out("rev-parse", "HEAD")
+
+
+@contextmanager
+def env_var(key: str, value: str) -> Iterator[None]:
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old

@@ -1,0 +1,231 @@
+"""The apply stage: a Series onto a Checkout, one commit per patch.
+
+One `git am` runs the whole series (as fast as a raw `git am`). Offsets are found
+afterwards by comparing each patch's hunk positions with the commit it produced;
+that rendering is the same one export and check use. On a failing patch the `git
+am` session is left in place, so the maintainer can fix it with ordinary git and
+run `vpatch apply --continue`, or `--abort` to return to the upstream base.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.checkout import UPSTREAM_REF, Checkout, read_state, update_state, write_state
+from toolkit.errors import VpatchError
+from toolkit.model import Patch, Series, parse_patch
+from toolkit.render import render_range
+
+AM_ARGS = ("am", "--keep-cr", "--keep-non-patch", "--committer-date-is-author-date")
+
+CLEAN, OFFSET, FUZZ, MERGED = "clean", "offset", "fuzz", "merged"
+FAILED, CONFLICT, NOT_APPLIED = "failed", "conflict", "not applied"
+
+
+@dataclass(frozen=True)
+class PatchOutcome:
+    name: str
+    subject: str
+    status: str
+    details: tuple[str, ...] = ()
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    checkout: Checkout
+    series: Series
+    outcomes: tuple[PatchOutcome, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.status in (CLEAN, OFFSET, FUZZ, MERGED) for o in self.outcomes)
+
+    @property
+    def stopped_at(self) -> PatchOutcome | None:
+        return next((o for o in self.outcomes if o.status in (FAILED, CONFLICT)), None)
+
+
+def am_in_progress(checkout: Checkout) -> bool:
+    return (checkout.git.git_dir() / "rebase-apply").is_dir()
+
+
+def apply_series(checkout: Checkout, series: Series, *, three_way: bool = False, fuzz: int = 0) -> ApplyResult:
+    if am_in_progress(checkout):
+        raise VpatchError(f"{checkout.path}: an apply is in progress; use --continue or --abort")
+    upstream = checkout.git.rev_parse(UPSTREAM_REF)
+    if checkout.git.rev_parse("HEAD") != upstream:
+        raise VpatchError(f"{checkout.path}: HEAD is not at {UPSTREAM_REF}; apply needs a fresh checkout")
+    write_state(
+        checkout,
+        {
+            "series_dir": str(series.directory),
+            "patches": [p.name for p in series.patches],
+            "three_way": three_way,
+            "fuzz": fuzz,
+        },
+    )
+    notes: dict[int, tuple[str, tuple[str, ...]]] = {}
+    if series.patches:
+        args = [*AM_ARGS, *(["--3way"] if three_way else [])]
+        proc = checkout.git.run(*args, *(str(p.path) for p in series.patches), check=False)
+        _record_merges(proc.stdout.decode("utf-8", "replace"), series, notes, offset=0)
+        if proc.returncode != 0:
+            return _resolve_stop(checkout, series, notes, three_way=three_way, fuzz=fuzz)
+    return _finish(checkout, series, notes)
+
+
+def continue_apply(checkout: Checkout) -> ApplyResult:
+    state = read_state(checkout.path)
+    series = _series_from_state(checkout, state)
+    if not am_in_progress(checkout):
+        raise VpatchError(f"{checkout.path}: no apply is in progress")
+    notes = {int(k): (v[0], tuple(v[1])) for k, v in state.get("notes", {}).items()}
+    applied = len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD"))
+    proc = checkout.git.run("am", "--continue", check=False)
+    if proc.returncode == 0 or len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD")) > applied:
+        notes.setdefault(applied, (MERGED, ("resolved by hand",)))
+    _record_merges(proc.stdout.decode("utf-8", "replace"), series, notes, offset=applied + 1)
+    if proc.returncode != 0:
+        return _resolve_stop(
+            checkout, series, notes, three_way=state.get("three_way", False), fuzz=state.get("fuzz", 0)
+        )
+    return _finish(checkout, series, notes)
+
+
+def abort_apply(checkout: Checkout) -> None:
+    """Drop the in-progress apply and every applied patch: back to the upstream base."""
+    if am_in_progress(checkout):
+        checkout.git.run("am", "--abort")
+    checkout.git.run("reset", "--quiet", "--hard", UPSTREAM_REF)
+    write_state(checkout, {})
+
+
+def _series_from_state(checkout: Checkout, state: dict) -> Series:
+    from toolkit.model import SeriesEntry
+
+    directory = Path(state["series_dir"])
+    patches = tuple(parse_patch(directory / name) for name in state["patches"])
+    entries = tuple(SeriesEntry(p.name, i + 1) for i, p in enumerate(patches))
+    return Series(checkout.version, directory, entries, patches, "")
+
+
+def _record_merges(output: str, series: Series, notes: dict, *, offset: int) -> None:
+    """Note which patches `git am --3way` had to merge, from its 'Applying:' log."""
+    index = offset - 1
+    for line in output.splitlines():
+        if line.startswith("Applying: "):
+            index += 1
+        elif line.startswith("Falling back to patching base and 3-way merge") and 0 <= index < len(series.patches):
+            notes[index] = (MERGED, ("applied with a three-way merge",))
+
+
+def _resolve_stop(checkout: Checkout, series: Series, notes: dict, *, three_way: bool, fuzz: int) -> ApplyResult:
+    """`git am` stopped: apply with fuzz if allowed and go on, else describe the failure and leave it resumable."""
+    repo = checkout.git
+    while True:
+        index = len(repo.commits(f"{UPSTREAM_REF}..HEAD"))
+        patch = series.patches[index]
+        unmerged = repo.out("diff", "--name-only", "--diff-filter=U")
+        if unmerged:
+            details = tuple(f"{path}: conflict, resolve and `git add` it" for path in unmerged.splitlines())
+            return _stopped(checkout, series, notes, index, CONFLICT, details)
+        details = _diagnose(checkout, patch)
+        if fuzz > 0:
+            context = max(0, 3 - fuzz)
+            fuzzed = repo.run("apply", f"-C{context}", "--index", str(patch.path), check=False)
+            if fuzzed.returncode == 0:
+                notes[index] = (FUZZ, tuple(d.replace("does not apply", "applied with fuzz") for d in details))
+                proc = repo.run("am", "--continue", check=False)
+                _record_merges(proc.stdout.decode("utf-8", "replace"), series, notes, offset=index + 1)
+                if proc.returncode == 0:
+                    return _finish(checkout, series, notes)
+                continue
+        return _stopped(checkout, series, notes, index, FAILED, details)
+
+
+def _stopped(
+    checkout: Checkout, series: Series, notes: dict, index: int, status: str, details: tuple[str, ...]
+) -> ApplyResult:
+    update_state(checkout, {"notes": {str(k): [v[0], list(v[1])] for k, v in notes.items()}})
+    done = _finish(checkout, series, notes, upto=index).outcomes
+    stopped = PatchOutcome(series.patches[index].name, series.patches[index].subject, status, details)
+    rest = tuple(PatchOutcome(p.name, p.subject, NOT_APPLIED) for p in series.patches[index + 1 :])
+    return ApplyResult(checkout, series, (*done, stopped, *rest))
+
+
+_FAILED_AT = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$")
+_NOT_APPLY = re.compile(
+    r"^error: (?P<path>.+): (?P<why>patch does not apply|does not exist in index|"
+    r"No such file or directory|already exists in (?:index|working directory))$"
+)
+
+
+def _diagnose(checkout: Checkout, patch: Patch) -> tuple[str, ...]:
+    """Which file and hunk of `patch` does not apply, in words."""
+    proc = checkout.git.run("apply", "--check", "-v", str(patch.path), check=False)
+    details: list[str] = []
+    for line in proc.stderr.decode("utf-8", "replace").splitlines():
+        failed = _FAILED_AT.match(line)
+        if failed:
+            path, at = failed["path"], int(failed["line"])
+            hunk = _hunk_number(patch, path, at)
+            details.append(
+                f"{path}: hunk #{hunk} at line {at} does not apply"
+                if hunk
+                else f"{path}: hunk at line {at} does not apply"
+            )
+            continue
+        other = _NOT_APPLY.match(line)
+        if other and other["why"] != "patch does not apply":
+            details.append(f"{other['path']}: {other['why']}")
+    if not details:
+        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        details.append(message[-1] if message else "git am failed")
+    return tuple(details)
+
+
+def _hunk_number(patch: Patch, path: str, line: int) -> int | None:
+    for diff in patch.files:
+        if path in diff.paths:
+            for number, start in enumerate(diff.hunk_starts, start=1):
+                if start == line:
+                    return number
+    return None
+
+
+def _finish(checkout: Checkout, series: Series, notes: dict, *, upto: int | None = None) -> ApplyResult:
+    """Outcomes of the applied patches: clean, or offset when a hunk landed elsewhere than written."""
+    count = len(series.patches) if upto is None else upto
+    rendered = render_range(checkout.git, UPSTREAM_REF, "HEAD")
+    if len(rendered) != len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD")) or len(rendered) < count:
+        raise VpatchError(f"{checkout.path}: expected {count} applied commits, found {len(rendered)}")
+    outcomes = []
+    for index, (patch, mail) in enumerate(zip(series.patches[:count], rendered, strict=False)):
+        if index in notes:
+            status, details = notes[index]
+        else:
+            details = _offsets(patch, parse_patch(patch.path, mail.data))
+            status = OFFSET if details else CLEAN
+        outcomes.append(PatchOutcome(patch.name, patch.subject, status, details, mail.commit))
+    if upto is None:
+        update_state(checkout, {}, drop=("notes",))
+    return ApplyResult(checkout, series, tuple(outcomes))
+
+
+def _offsets(original: Patch, applied: Patch) -> tuple[str, ...]:
+    details = []
+    applied_by_path = {d.path: d for d in applied.files}
+    for diff in original.files:
+        now = applied_by_path.get(diff.path)
+        if now is None:
+            continue
+        if len(now.hunk_starts) != len(diff.hunk_starts):
+            details.append(f"{diff.path}: hunks regrouped ({len(diff.hunk_starts)} → {len(now.hunk_starts)})")
+            continue
+        for number, (was, got) in enumerate(zip(diff.hunk_starts, now.hunk_starts, strict=True), start=1):
+            if was != got:
+                details.append(f"{diff.path}: hunk #{number} at line {got} (offset {got - was:+d} lines)")
+    return tuple(details)

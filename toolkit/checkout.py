@@ -1,0 +1,106 @@
+"""Work trees: a clone of a cached base with the upstream head marked by a ref.
+
+A checkout is an ordinary git repository a maintainer can edit: branch
+`vpatch/<version>` holds one commit per patch on top of `refs/vpatch/upstream`.
+`.git/vpatch.json` remembers which pin and series it belongs to.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.version import Version
+
+from toolkit.cache import atomic_write_text
+from toolkit.errors import VpatchError
+from toolkit.git import Git
+from toolkit.sources import Base
+
+UPSTREAM_REF = "refs/vpatch/upstream"
+STATE_FILE = "vpatch.json"
+# In-tree .gitattributes must not rewrite bytes (eol conversion, filters): the work
+# tree has to be byte-identical to the release it came from.
+NEUTRAL_ATTRIBUTES = "* -text -filter -ident\n"
+
+
+@dataclass(frozen=True)
+class Checkout:
+    path: Path
+    version: Version
+    project: str
+    base_commit: str
+    source: str
+
+    @property
+    def git(self) -> Git:
+        return Git(self.path)
+
+    @property
+    def branch(self) -> str:
+        return f"vpatch/{self.version}"
+
+
+def create_checkout(base: Base, dest: Path) -> Checkout:
+    """Clone the base into `dest` (which must not exist or be empty) and check out its commit."""
+    if dest.exists() and any(dest.iterdir()):
+        raise VpatchError(f"{dest} already exists and is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        Git(dest.parent).run("clone", "--quiet", "--local", "--no-checkout", str(base.repo), str(dest))
+        repo = Git(dest)
+        repo.run("remote", "remove", "origin")
+        git_dir = repo.git_dir()
+        (git_dir / "info").mkdir(exist_ok=True)
+        (git_dir / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+        branch = f"vpatch/{base.pin.version}"
+        repo.run("checkout", "--quiet", "-B", branch, base.commit)
+        repo.update_ref(UPSTREAM_REF, base.commit)
+        checkout = Checkout(dest, base.pin.version, base.pin.project, base.commit, base.source)
+        write_state(checkout, {})
+        return checkout
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+
+
+def write_state(checkout: Checkout, extra: dict) -> None:
+    state = {
+        "version": str(checkout.version),
+        "project": checkout.project,
+        "base_commit": checkout.base_commit,
+        "source": checkout.source,
+        **extra,
+    }
+    atomic_write_text(checkout.git.git_dir() / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def update_state(checkout: Checkout, changes: dict, *, drop: tuple[str, ...] = ()) -> None:
+    """Merge `changes` into the checkout's state file and remove the keys in `drop`."""
+    state = read_state(checkout.path)
+    for key in drop:
+        state.pop(key, None)
+    state.update(changes)
+    atomic_write_text(checkout.git.git_dir() / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def read_state(path: Path) -> dict:
+    git_dir = path / ".git"
+    state_file = git_dir / STATE_FILE
+    if not state_file.is_file():
+        raise VpatchError(f"{path} is not a vpatch checkout (no .git/{STATE_FILE}); create one with `vpatch apply`")
+    try:
+        return json.loads(state_file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise VpatchError(f"unreadable checkout state: {exc}", path=state_file) from None
+
+
+def open_checkout(path: Path) -> Checkout:
+    state = read_state(path)
+    checkout = Checkout(path, Version(state["version"]), state["project"], state["base_commit"], state["source"])
+    upstream = checkout.git.rev_parse(UPSTREAM_REF)
+    if upstream is None:
+        raise VpatchError(f"{path}: the ref {UPSTREAM_REF} is missing; the checkout was damaged")
+    return checkout

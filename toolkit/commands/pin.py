@@ -1,0 +1,181 @@
+"""`vpatch pin add|verify|list`: manage patches/pins.toml."""
+
+from __future__ import annotations
+
+import argparse
+
+from packaging.utils import parse_sdist_filename
+
+from toolkit import ui
+from toolkit.errors import VpatchError
+from toolkit.index import fetch_artifact, list_release_files
+from toolkit.model import Artifact, Pin, parse_version
+from toolkit.options import Options
+from toolkit.pins import PinsFile, load_pins, write_pin
+from toolkit.sources import materialize
+
+DEFAULT_REMOTE = "https://github.com/vllm-project/vllm.git"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("pin", help="add, verify or list pinned upstream releases")
+    actions = parser.add_subparsers(dest="pin_command", metavar="ACTION", required=True)
+
+    add = actions.add_parser("add", help="pin a release from the package index (downloads and hashes it)")
+    add.add_argument("version")
+    add.add_argument(
+        "--source",
+        choices=("sdist", "git"),
+        default="sdist",
+        help="where the base checkout comes from (default: sdist)",
+    )
+    add.add_argument("--remote", default=DEFAULT_REMOTE, help="git remote URL")
+    add.add_argument("--tag", help="git tag (default: vVERSION)")
+    add.add_argument("--commit", help="the commit the tag must point to, when known")
+    add.add_argument("--project", default=None, help="distribution name (default: from pins.toml, else vllm)")
+    add.add_argument("--replace", action="store_true", help="replace an existing pin of this version")
+    add.add_argument("--json", action="store_true")
+    add.set_defaults(run=run_add)
+
+    verify = actions.add_parser("verify", help="download (if needed) and re-hash every pinned artifact")
+    verify.add_argument("versions", nargs="*")
+    verify.add_argument("--index", action="store_true", help="also compare with the hashes the index serves now")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(run=run_verify)
+
+    listing = actions.add_parser("list", help="show the pins")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=run_list)
+
+
+def _existing(options: Options) -> PinsFile | None:
+    return load_pins(options.pins_file) if options.pins_file.exists() else None
+
+
+def run_add(args: argparse.Namespace, options: Options) -> int:
+    version = parse_version(args.version)
+    pins = _existing(options)
+    project = args.project or (pins.project if pins else "vllm")
+    if pins and any(p.version == version for p in pins.pins) and not args.replace:
+        raise VpatchError(f"{project} {version} is already pinned (use --replace to re-pin)", path=options.pins_file)
+    with ui.step(f"look up {project} {version} on {options.index_url}", quiet=options.json):
+        files = list_release_files(options.index_url, project, version)
+    sdists = [f for f in files if f.filename.endswith(".tar.gz") and parse_sdist_filename(f.filename)[1] == version]
+    wheels = [f for f in files if f.filename.endswith(".whl")]
+    if not sdists and args.source == "sdist":
+        raise VpatchError(f"{project} {version}: the index has no sdist for this release")
+    artifacts: list[Artifact] = []
+    for entry in [*sdists[:1], *wheels]:
+        artifact = Artifact(entry.filename, entry.sha256, entry.url)
+        # The download is hashed locally and must equal the index's hash before it is recorded.
+        with ui.step(f"download and verify {entry.filename}", quiet=options.json):
+            fetch_artifact(options.cache_dir, artifact, quiet=options.json)
+        artifacts.append(artifact)
+    sdist = artifacts[0] if sdists else None
+    pin = Pin(
+        version=version,
+        source=args.source,
+        remote=args.remote,
+        tag=args.tag or f"v{version}",
+        commit=args.commit,
+        sdist=sdist,
+        wheels=tuple(a for a in artifacts if a.kind == "wheel"),
+        base_commit=None,
+        project=project,
+    )
+    base_commit = None
+    if sdist is not None:
+        with ui.step(f"materialize the sdist base of {project} {version}", quiet=options.json):
+            base_commit = materialize(pin, options.cache_dir, source="sdist").commit
+    commit = args.commit
+    if args.source == "git":
+        with ui.step(f"fetch {pin.tag} from {pin.remote}", quiet=options.json):
+            commit = materialize(pin, options.cache_dir, source="git").commit
+    pin = Pin(pin.version, pin.source, pin.remote, pin.tag, commit, sdist, pin.wheels, base_commit, project)
+    write_pin(options.pins_file, pin)
+    if options.json:
+        ui.print_json(_pin_dict(pin))
+    else:
+        ui.out.print(
+            f"pinned {project} {version}: sdist {sdist.file if sdist else '-'}, {len(pin.wheels)} wheel(s), "
+            f"base commit {base_commit or commit}"
+        )
+    return 0
+
+
+def _pin_dict(pin: Pin) -> dict:
+    return {
+        "version": str(pin.version),
+        "source": pin.source,
+        "remote": pin.remote,
+        "tag": pin.tag,
+        "commit": pin.commit,
+        "base_commit": pin.base_commit,
+        "sdist": pin.sdist.__dict__ if pin.sdist else None,
+        "wheels": [w.__dict__ for w in pin.wheels],
+    }
+
+
+def run_verify(args: argparse.Namespace, options: Options) -> int:
+    pins = load_pins(options.pins_file)
+    rows = []
+    failures = 0
+    for pin in pins.select(args.versions):
+        served = {}
+        if args.index:
+            served = {f.filename: f.sha256 for f in list_release_files(options.index_url, pin.project, pin.version)}
+        for artifact in [*([pin.sdist] if pin.sdist else []), *pin.wheels]:
+            status = "ok"
+            try:
+                fetch_artifact(options.cache_dir, artifact, quiet=options.json)
+                if args.index and served.get(artifact.file) != artifact.sha256:
+                    status = f"index now serves {served.get(artifact.file, 'nothing')} for this file"
+            except VpatchError as error:
+                status = error.message
+            failures += status != "ok"
+            rows.append(
+                {"version": str(pin.version), "file": artifact.file, "sha256": artifact.sha256, "status": status}
+            )
+        if pin.sdist is not None and pin.base_commit:
+            status = "ok"
+            try:
+                materialize(pin, options.cache_dir, source="sdist", quiet=options.json)
+            except VpatchError as error:
+                status = error.message
+            failures += status != "ok"
+            rows.append(
+                {
+                    "version": str(pin.version),
+                    "file": "(sdist base commit)",
+                    "sha256": pin.base_commit,
+                    "status": status,
+                }
+            )
+    if options.json:
+        ui.print_json({"artifacts": rows, "ok": failures == 0})
+    else:
+        table = ui.table("pinned artifacts", ["version", "file", "sha256", "status"])
+        for row in rows:
+            style = "green" if row["status"] == "ok" else "red"
+            table.add_row(row["version"], row["file"], row["sha256"][:16] + "…", f"[{style}]{row['status']}[/]")
+        ui.out.print(table)
+    return 1 if failures else 0
+
+
+def run_list(args: argparse.Namespace, options: Options) -> int:
+    pins = load_pins(options.pins_file)
+    if options.json:
+        ui.print_json([_pin_dict(p) for p in pins.pins])
+        return 0
+    table = ui.table(f"pins ({pins.path.name})", ["version", "source", "tag", "sdist", "wheels", "base commit"])
+    for pin in pins.pins:
+        table.add_row(
+            str(pin.version),
+            pin.source,
+            pin.tag,
+            pin.sdist.file if pin.sdist else "-",
+            str(len(pin.wheels)),
+            (pin.base_commit or pin.commit or "-")[:12],
+        )
+    ui.out.print(table)
+    return 0

@@ -1,0 +1,71 @@
+"""`vpatch status`: pinned versions × patches, with feature and upstream status."""
+
+from __future__ import annotations
+
+import argparse
+
+from toolkit import ui
+from toolkit.errors import VpatchError
+from toolkit.options import Options
+from toolkit.project import Project
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("status", help="show each pinned version's patches and their upstream status")
+    parser.add_argument("versions", nargs="*")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def collect(project: Project, versions: list[str] | None) -> list[dict]:
+    rows = []
+    for pin in project.pins.select(versions):
+        entry: dict = {"version": str(pin.version), "source": pin.source, "series": None, "patches": []}
+        if project.has_series(pin):
+            try:
+                series = project.series(pin)
+            except VpatchError as error:
+                entry["error"] = error.render()
+            else:
+                entry["series"] = str(series.directory)
+                entry["fingerprint"] = series.fingerprint()
+                for patch in series.patches:
+                    try:
+                        status = str(patch.upstream_status)
+                    except ValueError as exc:
+                        status = f"invalid: {exc}"
+                    entry["patches"].append(
+                        {
+                            "name": patch.name,
+                            "subject": patch.subject,
+                            "feature": patch.feature,
+                            "upstream_status": status,
+                            "files": list(patch.touched_paths),
+                        }
+                    )
+        rows.append(entry)
+    return rows
+
+
+def run(args: argparse.Namespace, options: Options) -> int:
+    project = Project.load(options)
+    rows = collect(project, args.versions)
+    if options.json:
+        ui.print_json({"project": project.pins.project, "features": project.pins.features, "versions": rows})
+        return 0
+    for row in rows:
+        if row.get("error"):
+            ui.out.print(f"[bold]{project.pins.project} {row['version']}[/]: [red]{row['error']}[/]")
+            continue
+        if row["series"] is None:
+            ui.out.print(f"[bold]{project.pins.project} {row['version']}[/]: no series yet")
+            continue
+        table = ui.table(
+            f"{project.pins.project} {row['version']} ({len(row['patches'])} patches, "
+            f"fingerprint {row['fingerprint']})",
+            ["patch", "feature", "upstream status", "subject"],
+        )
+        for patch in row["patches"]:
+            table.add_row(patch["name"], patch["feature"], patch["upstream_status"], patch["subject"])
+        ui.out.print(table)
+    return 0

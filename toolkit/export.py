@@ -1,0 +1,120 @@
+"""The export stage: the commits above the upstream ref, written back as a series.
+
+File names are stable: each mail carries its own name in a `Patch-File:` header,
+so reordering, rewording or inserting patches never renames the others. A commit
+without one (new work) gets `NNNN-<subject-slug>.patch` and the header is added to
+its mail. The series directory is rewritten as a whole: built beside the old one
+and swapped in, so an interrupted export leaves the old series untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.cache import replace_dir, staging_dir
+from toolkit.checkout import UPSTREAM_REF, Checkout
+from toolkit.errors import VpatchError
+from toolkit.model import parse_patch, parse_series_file
+from toolkit.render import render_range, set_patch_file_header, slugify
+
+
+@dataclass(frozen=True)
+class ExportPlan:
+    directory: Path
+    patches: tuple[tuple[str, bytes], ...]  # (file name, mail bytes) in series order
+    series_text: str
+    removed: tuple[str, ...]  # patch files of the old series that are no longer in it
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.patches)
+
+    def changes(self) -> dict[str, str]:
+        """file name -> 'added' | 'modified' | 'removed' against what is on disk."""
+        result: dict[str, str] = {}
+        for name, data in self.patches:
+            path = self.directory / name
+            if not path.exists():
+                result[name] = "added"
+            elif path.read_bytes() != data:
+                result[name] = "modified"
+        series = self.directory / "series"
+        if not series.exists():
+            result["series"] = "added"
+        elif series.read_text(encoding="utf-8") != self.series_text:
+            result["series"] = "modified"
+        for name in self.removed:
+            result[name] = "removed"
+        return result
+
+
+def plan_export(checkout: Checkout, directory: Path) -> ExportPlan:
+    rendered = render_range(checkout.git, UPSTREAM_REF, "HEAD")
+    old_names: list[str] = []
+    old_text = ""
+    if (directory / "series").exists():
+        entries, old_text = parse_series_file(directory / "series")
+        old_names = [e.name for e in entries]
+    patches: list[tuple[str, bytes]] = []
+    taken: set[str] = set()
+    pending: list[tuple[int, bytes, str]] = []
+    for index, mail in enumerate(rendered):
+        parsed = parse_patch(directory / f"commit-{mail.commit[:12]}.patch", mail.data)
+        name = parsed.header("Patch-File")
+        if name:
+            if "/" in name or not name.endswith(".patch"):
+                raise VpatchError(f"commit {mail.commit[:12]} ({mail.subject}): bad Patch-File header {name!r}")
+            if name in taken:
+                raise VpatchError(f"two commits claim Patch-File {name}; reword one of them")
+            taken.add(name)
+            patches.append((name, mail.data))
+        else:
+            patches.append(("", mail.data))
+            pending.append((index, mail.data, parsed.subject))
+    numbers = [int(n[:4]) for n in taken | set(old_names) if n[:4].isdigit()]
+    next_number = max(numbers, default=0) + 1
+    for index, data, subject in pending:
+        name = f"{index + 1:04d}-{slugify(subject)}.patch"
+        if name in taken or name in old_names:
+            name = f"{next_number:04d}-{slugify(subject)}.patch"
+            next_number += 1
+        taken.add(name)
+        patches[index] = (name, set_patch_file_header(data, name))
+    names = [name for name, _ in patches]
+    series_text = old_text if old_names == names else _series_text(old_text, names)
+    removed = tuple(n for n in old_names if n not in names)
+    return ExportPlan(directory, tuple(patches), series_text, removed)
+
+
+def _series_text(old_text: str, names: list[str]) -> str:
+    """Keep the old file's leading comment block, then one patch per line."""
+    header = []
+    for line in old_text.split("\n"):
+        if line.startswith("#") or (not line.strip() and header):
+            header.append(line)
+        else:
+            break
+    while header and not header[-1].strip():
+        header.pop()
+    lines = [*header, *([""] if header else []), *names]
+    return "\n".join(lines) + "\n"
+
+
+def write_export(plan: ExportPlan) -> None:
+    """Replace the series directory with the plan's content in one swap."""
+    with staging_dir(plan.directory) as staged:
+        if plan.directory.exists():
+            for item in plan.directory.iterdir():
+                if item.name in plan.removed:
+                    continue
+                if item.is_dir():
+                    shutil.copytree(item, staged / item.name, symlinks=True)
+                else:
+                    shutil.copy2(item, staged / item.name)
+        for name, data in plan.patches:
+            (staged / name).write_bytes(data)
+        (staged / "series").write_text(plan.series_text, encoding="utf-8")
+        staged.chmod(0o755)
+        replace_dir(staged, plan.directory)

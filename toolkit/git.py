@@ -1,0 +1,141 @@
+"""The only module that runs git.
+
+Every call goes through `Git.run`, which passes arguments as a list (never a shell),
+ignores the user's global and system git configuration (so output such as
+format-patch mails is byte-identical on every machine), and turns failures into
+`GitError` carrying git's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# The identity used for commits the toolkit makes itself (base commits, applied patches' committer).
+TOOL_NAME = "vpatch"
+TOOL_EMAIL = "vpatch@localhost"
+
+# Settings that would change the bytes of generated patches or the content of commits.
+STABLE_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.autocrlf", "false"),
+    ("core.safecrlf", "false"),
+    ("core.abbrev", "12"),
+    ("core.quotepath", "true"),
+    ("diff.noprefix", "false"),
+    ("diff.mnemonicprefix", "false"),
+    ("diff.algorithm", "myers"),
+    ("diff.renames", "false"),
+    ("diff.relative", "false"),
+    ("diff.suppressBlankEmpty", "false"),
+    ("format.signature", ""),
+    ("format.numbered", "false"),
+    ("format.coverLetter", "false"),
+    ("gc.auto", "0"),
+    ("init.defaultBranch", "main"),
+    ("advice.detachedHead", "false"),
+    ("commit.gpgSign", "false"),
+    ("tag.gpgSign", "false"),
+    ("am.keepcr", "true"),
+    ("am.threeWay", "false"),
+    ("i18n.commitEncoding", "UTF-8"),
+    ("i18n.logOutputEncoding", "UTF-8"),
+)
+
+
+class GitError(Exception):
+    def __init__(self, args: Sequence[str], returncode: int, stdout: bytes, stderr: bytes) -> None:
+        self.args_ = list(args)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        message = stderr.decode("utf-8", "replace").strip() or stdout.decode("utf-8", "replace").strip()
+        first = message.splitlines()[-1] if message else f"exit code {returncode}"
+        super().__init__(f"git {' '.join(args[:2])} failed: {first}")
+
+    @property
+    def output(self) -> str:
+        return (self.stdout + self.stderr).decode("utf-8", "replace")
+
+
+def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        {
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_EDITOR": "true",
+            "GIT_MERGE_AUTOEDIT": "no",
+            "GIT_COMMITTER_NAME": TOOL_NAME,
+            "GIT_COMMITTER_EMAIL": TOOL_EMAIL,
+            "LC_ALL": "C",
+            "LANG": "C",
+            "TZ": "UTC",
+        }
+    )
+    if extra:
+        env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Git:
+    """A git repository (work tree or bare) that commands run in."""
+
+    path: Path
+
+    def run(
+        self,
+        *args: str,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[bytes]:
+        argv = ["git"]
+        for key, value in STABLE_CONFIG:
+            argv += ["-c", f"{key}={value}"]
+        argv += list(args)
+        proc = subprocess.run(
+            argv,
+            cwd=self.path,
+            input=input,
+            env=git_env(env),
+            capture_output=True,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise GitError(list(args), proc.returncode, proc.stdout, proc.stderr)
+        return proc
+
+    def out(self, *args: str, env: Mapping[str, str] | None = None) -> str:
+        return self.run(*args, env=env).stdout.decode("utf-8", "replace").strip()
+
+    def ok(self, *args: str) -> bool:
+        return self.run(*args, check=False).returncode == 0
+
+    def rev_parse(self, rev: str) -> str | None:
+        proc = self.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def update_ref(self, ref: str, commit: str) -> None:
+        self.run("update-ref", ref, commit)
+
+    def git_dir(self) -> Path:
+        return Path(self.out("rev-parse", "--absolute-git-dir"))
+
+    def is_clean(self) -> bool:
+        return self.run("status", "--porcelain", "--untracked-files=no").stdout.strip() == b""
+
+    def commits(self, range_: str) -> list[str]:
+        text = self.out("rev-list", "--reverse", "--topo-order", range_)
+        return text.split() if text else []
+
+    @staticmethod
+    def init(path: Path, *, bare: bool = False) -> Git:
+        path.mkdir(parents=True, exist_ok=True)
+        repo = Git(path)
+        repo.run("init", "-q", *(["--bare"] if bare else []))
+        return repo

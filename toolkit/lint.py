@@ -1,0 +1,107 @@
+"""Series lint and the sync check: every problem as `path:line: message`, all of them, not just the first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import VpatchError, display_path
+from toolkit.model import Patch, Pin, UpstreamStatus, parse_patch, parse_series_file
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    line: int | None
+    message: str
+
+    def render(self) -> str:
+        where = display_path(self.path)
+        return f"{where}:{self.line}: {self.message}" if self.line else f"{where}: {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"path": display_path(self.path), "line": self.line, "message": self.message}
+
+
+def problem_from(error: VpatchError, fallback: Path) -> Problem:
+    return Problem(error.path or fallback, error.line, error.message)
+
+
+def lint_series_dir(directory: Path, pin: Pin, features: dict[str, str]) -> tuple[list[Problem], list[Patch]]:
+    """Structural and header problems of one series directory, and the patches that parsed."""
+    problems: list[Problem] = []
+    series_file = directory / "series"
+    try:
+        entries, _ = parse_series_file(series_file)
+    except VpatchError as error:
+        return [problem_from(error, series_file)], []
+    listed = {e.name for e in entries}
+    for path in sorted(directory.glob("*.patch")):
+        if path.name not in listed:
+            problems.append(Problem(path, None, "patch file is not listed in series"))
+    patches: list[Patch] = []
+    subjects: dict[str, str] = {}
+    for entry in entries:
+        path = directory / entry.name
+        if not path.is_file():
+            problems.append(Problem(series_file, entry.line, f"series lists {entry.name} but the file does not exist"))
+            continue
+        try:
+            patch = parse_patch(path)
+        except VpatchError as error:
+            problems.append(problem_from(error, path))
+            continue
+        patches.append(patch)
+        problems.extend(lint_headers(patch, features))
+        if patch.subject in subjects:
+            problems.append(Problem(path, None, f"subject {patch.subject!r} is also used by {subjects[patch.subject]}"))
+        subjects.setdefault(patch.subject, patch.name)
+    return problems, patches
+
+
+def lint_headers(patch: Patch, features: dict[str, str]) -> list[Problem]:
+    problems = []
+    seen: dict[str, int] = {}
+    for key, _value, line in patch.headers:
+        if key in seen and key not in ("Signed-off-by", "Reviewed-by", "Bug", "Origin"):
+            problems.append(Problem(patch.path, line, f"header {key} appears twice (first on line {seen[key]})"))
+        seen.setdefault(key, line)
+    last_line = patch.headers[-1][2] if patch.headers else None
+    for key in ("Upstream-Status", "Feature"):
+        if patch.header(key) is None:
+            problems.append(Problem(patch.path, last_line, f"required header {key}: is missing"))
+    status = patch.header("Upstream-Status")
+    if status is not None:
+        try:
+            UpstreamStatus.parse(status)
+        except ValueError as exc:
+            problems.append(Problem(patch.path, patch.header_line("Upstream-Status"), str(exc)))
+    feature = patch.header("Feature")
+    if feature is not None and feature not in features:
+        declared = ", ".join(sorted(features)) or "none"
+        problems.append(
+            Problem(
+                patch.path,
+                patch.header_line("Feature"),
+                f"unknown feature {feature!r} (declared in pins.toml [features]: {declared})",
+            )
+        )
+    name = patch.header("Patch-File")
+    if name is not None and name != patch.name:
+        problems.append(
+            Problem(
+                patch.path,
+                patch.header_line("Patch-File"),
+                f"Patch-File header says {name!r} but the file is {patch.name!r}",
+            )
+        )
+    return problems
+
+
+def first_difference(old: bytes, new: bytes) -> int:
+    """1-based line number of the first line where two byte strings differ."""
+    old_lines, new_lines = old.split(b"\n"), new.split(b"\n")
+    for number, (a, b) in enumerate(zip(old_lines, new_lines, strict=False), start=1):
+        if a != b:
+            return number
+    return min(len(old_lines), len(new_lines)) + 1

@@ -1,0 +1,181 @@
+"""patches/pins.toml: the pinned upstream releases and the declared feature names.
+
+Read with tomllib into `Pin` objects (validated, with file:line errors); written with
+tomlkit so that comments and layout survive `vpatch pin add`.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomlkit
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import Version
+
+from toolkit.cache import atomic_write_text
+from toolkit.errors import VpatchError
+from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Pin, parse_version
+
+SOURCES = ("sdist", "git")
+DEFAULT_FEATURES = {
+    "kv-routing": "KV-cache events and load metrics for KV-aware routing",
+    "pd-disagg": "prefill/decode disaggregation: remote prefill and KV block transfer",
+}
+HEADER = """\
+# Pinned upstream releases of vLLM that dynamo-base is built for.
+# `vpatch pin add VERSION` fills an entry from the package index (every hash is
+# computed from the downloaded file and compared with the index's);
+# `vpatch pin verify` checks them again.
+"""
+
+
+@dataclass(frozen=True)
+class PinsFile:
+    path: Path
+    project: str
+    pins: tuple[Pin, ...]
+    features: dict[str, str]
+
+    def get(self, version: Version | str) -> Pin:
+        wanted = Version(str(version))
+        for pin in self.pins:
+            if pin.version == wanted:
+                return pin
+        known = ", ".join(str(p.version) for p in self.pins) or "none"
+        raise VpatchError(
+            f"no pin for {self.project} {version} (pinned: {known}); run `vpatch pin add {version}`", path=self.path
+        )
+
+    def select(self, versions: list[str] | None) -> list[Pin]:
+        if not versions:
+            return list(self.pins)
+        return [self.get(v) for v in versions]
+
+
+def _line_of(text: str, version: str) -> int | None:
+    pattern = re.compile(rf'^\s*\[pins\.(?:"{re.escape(version)}"|{re.escape(version)})\]', re.M)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def load_pins(path: Path) -> PinsFile:
+    if not path.exists():
+        raise VpatchError("pins file does not exist (run `vpatch pin add VERSION`)", path=path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        raise VpatchError(f"invalid TOML: {exc}", path=path, line=int(match[1]) if match else None) from None
+    project = data.get("project", "vllm")
+    features = data.get("features", DEFAULT_FEATURES)
+    if not isinstance(features, dict) or not all(isinstance(v, str) for v in features.values()):
+        raise VpatchError("[features] must map feature names to descriptions", path=path)
+    pins = []
+    for key, entry in data.get("pins", {}).items():
+        line = _line_of(text, key)
+
+        def fail(message: str, key: str = key, line: int | None = line) -> VpatchError:
+            return VpatchError(f"pin {key}: {message}", path=path, line=line)
+
+        if not isinstance(entry, dict):
+            raise fail("must be a table")
+        version = parse_version(key, path=path, line=line)
+        source = entry.get("source", "sdist")
+        if source not in SOURCES:
+            raise fail(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
+        commit = entry.get("commit") or None
+        if commit is not None and not COMMIT_RE.match(commit):
+            raise fail(f"commit {commit!r} is not a full 40-hex commit id")
+        base_commit = entry.get("base-commit") or None
+        if base_commit is not None and not COMMIT_RE.match(base_commit):
+            raise fail(f"base-commit {base_commit!r} is not a full 40-hex commit id")
+        sdist = _artifact(entry.get("sdist"), project, version, "sdist", fail) if entry.get("sdist") else None
+        wheels = tuple(_artifact(w, project, version, "wheel", fail) for w in entry.get("wheels", []))
+        remote = entry.get("remote", "")
+        tag = entry.get("tag", "")
+        if source == "sdist" and sdist is None:
+            raise fail("source is 'sdist' but no sdist is pinned")
+        if source == "git" and not (remote and tag):
+            raise fail("source is 'git' but remote or tag is missing")
+        pins.append(Pin(version, source, remote, tag, commit, sdist, wheels, base_commit, project))
+    pins.sort(key=lambda p: p.version)
+    return PinsFile(path, project, tuple(pins), dict(features))
+
+
+def _artifact(value: object, project: str, version: Version, kind: str, fail) -> Artifact:
+    if not isinstance(value, dict):
+        raise fail(f"{kind} entry must be a table with file and sha256")
+    file, sha = value.get("file", ""), value.get("sha256", "")
+    if not SHA256_RE.match(sha or ""):
+        raise fail(f"{kind} {file or '?'}: sha256 {sha!r} is not 64 lowercase hex digits")
+    try:
+        if kind == "wheel":
+            name, file_version, _, _ = parse_wheel_filename(file)
+        else:
+            name, file_version = parse_sdist_filename(file)
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise fail(f"invalid {kind} file name {file!r}: {exc}") from None
+    if name != canonicalize_name(project) or file_version != version:
+        raise fail(f"{kind} {file} is not {project} {version}")
+    return Artifact(file=file, sha256=sha, url=value.get("url", ""))
+
+
+def write_pin(path: Path, pin: Pin) -> None:
+    """Add or replace one pin entry, keeping the rest of the file (comments included) as it is."""
+    if path.exists():
+        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+    else:
+        document = tomlkit.document()
+        for line in HEADER.strip().splitlines():
+            document.add(tomlkit.comment(line.lstrip("# ")))
+        document.add(tomlkit.nl())
+        document["project"] = pin.project
+        features = tomlkit.table()
+        for name, description in DEFAULT_FEATURES.items():
+            features[name] = description
+        document["features"] = features
+    pins = document.get("pins")
+    if pins is None:
+        pins = tomlkit.table(is_super_table=True)
+        document["pins"] = pins
+    entry = tomlkit.table()
+    entry["source"] = pin.source
+    entry["remote"] = pin.remote
+    entry["tag"] = pin.tag
+    entry["commit"] = pin.commit or ""
+    if pin.base_commit:
+        entry["base-commit"] = pin.base_commit
+    if pin.sdist:
+        entry["sdist"] = _artifact_table(pin.sdist)
+    wheels = tomlkit.array()
+    wheels.multiline(True)
+    for wheel in pin.wheels:
+        wheels.append(_artifact_table(wheel))
+    entry["wheels"] = wheels
+    pins[str(pin.version)] = entry
+    # keep versions in order
+    ordered = sorted(((Version(k), k, v) for k, v in pins.items()), key=lambda t: t[0])
+    for _, key, _ in ordered:
+        value = pins[key]
+        del pins[key]
+        pins[key] = value
+    atomic_write_text(path, tomlkit.dumps(document))
+
+
+def _artifact_table(artifact: Artifact):
+    table = tomlkit.inline_table()
+    table["file"] = artifact.file
+    table["sha256"] = artifact.sha256
+    if artifact.url:
+        table["url"] = artifact.url
+    return table

@@ -1,0 +1,49 @@
+"""The project a command works on: options, pins and series directories."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.checkout import Checkout, create_checkout
+from toolkit.model import Pin, Series, load_series
+from toolkit.options import Options
+from toolkit.pins import PinsFile, load_pins
+from toolkit.sources import Base, materialize
+
+
+@dataclass(frozen=True)
+class Project:
+    options: Options
+    pins: PinsFile
+
+    @classmethod
+    def load(cls, options: Options) -> Project:
+        return cls(options, load_pins(options.pins_file))
+
+    def series_dir(self, pin: Pin) -> Path:
+        return self.options.patches_dir / pin.series_dirname
+
+    def has_series(self, pin: Pin) -> bool:
+        return (self.series_dir(pin) / "series").exists()
+
+    def series(self, pin: Pin) -> Series:
+        return load_series(self.series_dir(pin), pin.version)
+
+    def base(self, pin: Pin, *, source: str | None = None) -> Base:
+        return materialize(pin, self.options.cache_dir, source=source, quiet=self.options.json)
+
+    def default_checkout_dir(self, pin: Pin) -> Path:
+        return self.options.checkouts_dir / pin.series_dirname
+
+    @contextmanager
+    def scratch_checkout(self, pin: Pin, *, source: str | None = None) -> Iterator[Checkout]:
+        """A throw-away checkout of the pin's base (for check and export comparisons)."""
+        base = self.base(pin, source=source)
+        scratch_root = self.options.cache_dir / "tmp"
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f"{pin.series_dirname}-", dir=scratch_root) as tmp:
+            yield create_checkout(base, Path(tmp) / "tree")

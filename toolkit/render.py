@@ -1,0 +1,72 @@
+"""Rendering commits as patch mails, byte-stably.
+
+`git format-patch` with every knob that could vary pinned: no version signature,
+zero commit hash in the mbox line, full blob ids, `[PATCH]` without numbering (so
+inserting a patch does not touch its neighbours), fixed diffstat width, and the
+caller's git configuration ignored (see toolkit.git).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from toolkit.git import Git
+
+FORMAT_PATCH_ARGS = (
+    "format-patch",
+    "--stdout",
+    "--no-signature",
+    "--zero-commit",
+    "--full-index",
+    "--no-numbered",
+    "--subject-prefix=PATCH",
+    "--stat=72",
+    "--encode-email-headers",
+    "--no-thread",
+    "--no-renames",
+    "--binary",
+)
+MBOX_SEPARATOR = re.compile(rb"^From 0{40} Mon Sep 17 00:00:00 2001\n", re.M)
+
+
+@dataclass(frozen=True)
+class RenderedPatch:
+    commit: str
+    subject: str
+    data: bytes
+
+
+def render_range(repo: Git, base: str, head: str = "HEAD") -> list[RenderedPatch]:
+    commits = repo.commits(f"{base}..{head}")
+    if not commits:
+        return []
+    raw = repo.run(*FORMAT_PATCH_ARGS, f"{base}..{head}").stdout
+    starts = [m.start() for m in MBOX_SEPARATOR.finditer(raw)]
+    mails = [raw[s:e] for s, e in zip(starts, [*starts[1:], len(raw)], strict=True)]
+    if len(mails) != len(commits):
+        raise RuntimeError(f"format-patch produced {len(mails)} mails for {len(commits)} commits")
+    subjects = repo.out("log", "--reverse", "--format=%s", f"{base}..{head}").split("\n")
+    return [RenderedPatch(c, s, m) for c, s, m in zip(commits, subjects, mails, strict=True)]
+
+
+def slugify(subject: str, limit: int = 52) -> str:
+    """File-name part derived from a subject, in the spirit of format-patch's own names."""
+    slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip("-.").lower()
+    slug = re.sub(r"\.{2,}", ".", slug)
+    return slug[:limit].rstrip("-.") or "patch"
+
+
+def set_patch_file_header(data: bytes, name: str) -> bytes:
+    """Add `Patch-File: name` to the mail's header paragraph (the last paragraph of the message)."""
+    mail_headers, _, body = data.partition(b"\n\n")
+    separator = re.search(rb"^(---\n|diff --git )", body, re.M)
+    cut = separator.start() if separator else len(body)
+    message, rest = body[:cut].rstrip(b"\n"), body[cut:]
+    line = b"Patch-File: " + name.encode()
+    paragraphs = message.split(b"\n\n") if message else []
+    if paragraphs and all(re.match(rb"^[A-Za-z][A-Za-z0-9-]*: ", ln) for ln in paragraphs[-1].split(b"\n")):
+        paragraphs[-1] += b"\n" + line
+    else:
+        paragraphs.append(line)
+    return mail_headers + b"\n\n" + b"\n\n".join(paragraphs) + b"\n" + rest

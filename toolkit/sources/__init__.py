@@ -1,0 +1,81 @@
+"""Sources: materialize a pinned upstream release as a base commit in the cache.
+
+Two kinds behind one interface: `sdist` (the pinned source tarball, extracted
+safely into a repository whose commit id is the same on every machine) and `git`
+(a mirror of the remote, the pinned tag verified against the pinned commit).
+`materialize` returns a `Base`; `toolkit.checkout` turns a Base into a work tree.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.cache import atomic_write_text, sha256_file
+from toolkit.errors import VpatchError
+from toolkit.model import Pin
+
+STAMP = "vpatch-stamp.json"
+
+
+@dataclass(frozen=True)
+class Base:
+    """A pinned release's source as a commit in a cached repository."""
+
+    pin: Pin
+    source: str
+    repo: Path  # bare repository in the cache holding `commit`
+    commit: str
+    reused: bool  # True when the cache already held a verified entry
+
+
+def materialize(pin: Pin, cache_dir: Path, *, source: str | None = None, quiet: bool = False) -> Base:
+    kind = source or pin.source
+    if kind == "sdist":
+        from toolkit.sources.sdist import materialize_sdist
+
+        return materialize_sdist(pin, cache_dir, quiet=quiet)
+    if kind == "git":
+        from toolkit.sources.gitsource import materialize_git
+
+        return materialize_git(pin, cache_dir)
+    raise VpatchError(f"unknown source kind {kind!r} (expected sdist or git)")
+
+
+# ---------------------------------------------------------------- cache entry integrity
+
+
+def _object_files(repo: Path) -> dict[str, str]:
+    objects = repo / "objects"
+    return {
+        str(path.relative_to(repo)): sha256_file(path)
+        for path in sorted(objects.rglob("*"))
+        if path.is_file() and "info" not in path.relative_to(objects).parts[:1]
+    }
+
+
+def write_stamp(repo: Path, **facts: str) -> None:
+    """Record what a good entry looks like; written last, so an entry without it is incomplete."""
+    stamp = {"objects": _object_files(repo), **facts}
+    atomic_write_text(repo / STAMP, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+
+
+def read_stamp(repo: Path) -> dict | None:
+    """The entry's stamp if it exists and every object file is exactly as stamped; else None."""
+    stamp_path = repo / STAMP
+    if not stamp_path.is_file():
+        return None
+    try:
+        stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
+        if _object_files(repo) != stamp.get("objects"):
+            return None
+    except (OSError, ValueError):
+        return None
+    return stamp
+
+
+def discard(repo: Path) -> None:
+    if repo.exists():
+        shutil.rmtree(repo)
