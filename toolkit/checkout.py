@@ -66,6 +66,15 @@ def create_checkout(base: Base, dest: Path) -> Checkout:
         raise
 
 
+def add_base_objects(checkout: Checkout, bases: list[Base]) -> None:
+    """Make other releases' blobs available, so `git am --3way` can rebuild a patch's preimage."""
+    for base in bases:
+        if base.commit != checkout.base_commit:
+            checkout.git.run(
+                "fetch", "--quiet", "--no-tags", str(base.repo), f"+{base.commit}:refs/vpatch/bases/{base.pin.version}"
+            )
+
+
 def write_state(checkout: Checkout, extra: dict) -> None:
     state = {
         "version": str(checkout.version),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.checkout import Checkout, create_checkout
+from toolkit.errors import VpatchError
 from toolkit.model import Pin, Series, load_series
 from toolkit.options import Options
 from toolkit.pins import PinsFile, load_pins
@@ -35,6 +36,17 @@ class Project:
 
     def base(self, pin: Pin, *, source: str | None = None) -> Base:
         return materialize(pin, self.options.cache_dir, source=source, quiet=self.options.json)
+
+    def other_bases(self, pin: Pin) -> list[Base]:
+        """Bases of the other pins that materialize without error (for three-way merges)."""
+        bases = []
+        for other in self.pins.pins:
+            if other.version != pin.version:
+                try:
+                    bases.append(self.base(other))
+                except VpatchError:
+                    continue
+        return bases
 
     def default_checkout_dir(self, pin: Pin) -> Path:
         return self.options.checkouts_dir / pin.series_dirname

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from toolkit import ui
 from toolkit.apply import ApplyResult, abort_apply, apply_series, continue_apply
-from toolkit.checkout import create_checkout, open_checkout, read_state
+from toolkit.checkout import add_base_objects, create_checkout, open_checkout, read_state
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
@@ -70,6 +70,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
         base = project.base(pin, source=args.source)
     with ui.step(f"checkout into {target}", quiet=options.json):
         checkout = create_checkout(base, target)
+    if args.three_way:
+        with ui.step("fetch the other pinned bases for three-way merges", quiet=options.json):
+            add_base_objects(checkout, project.other_bases(pin))
     with ui.step(f"apply {len(series.patches)} patch(es)", quiet=options.json):
         result = apply_series(checkout, series, three_way=args.three_way, fuzz=args.fuzz)
     return _report(result, options)
