@@ -43,8 +43,12 @@ class Checkout:
         return f"vpatch/{self.version}"
 
 
-def create_checkout(base: Base, dest: Path) -> Checkout:
-    """Clone the base into `dest` (which must not exist or be empty) and check out its commit."""
+def create_checkout(base: Base, dest: Path, *, sparse_paths: tuple[str, ...] | None = None) -> Checkout:
+    """Clone the base into `dest` (which must not exist or be empty) and check out its commit.
+
+    With `sparse_paths`, only those files are written to the work tree (enough for
+    applying patches that touch nothing else, which is all a wheel overlay needs).
+    """
     if dest.exists() and any(dest.iterdir()):
         raise VpatchError(f"{dest} already exists and is not empty")
     dest.mkdir(parents=True, exist_ok=True)
@@ -55,6 +59,14 @@ def create_checkout(base: Base, dest: Path) -> Checkout:
         git_dir = repo.git_dir()
         (git_dir / "info").mkdir(exist_ok=True)
         (git_dir / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
+        if sparse_paths is not None:
+            repo.run(
+                "sparse-checkout",
+                "set",
+                "--no-cone",
+                "--stdin",
+                input="".join(f"/{_escape_pattern(p)}\n" for p in sparse_paths).encode(),
+            )
         branch = f"vpatch/{base.pin.version}"
         repo.run("checkout", "--quiet", "-B", branch, base.commit)
         repo.update_ref(UPSTREAM_REF, base.commit)
@@ -64,6 +76,10 @@ def create_checkout(base: Base, dest: Path) -> Checkout:
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
+
+
+def _escape_pattern(path: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]!#\\" else c for c in path)
 
 
 def add_base_objects(checkout: Checkout, bases: list[Base]) -> None:

@@ -31,10 +31,12 @@ def lint_series_dir(directory: Path, pin: Pin, features: dict[str, str]) -> tupl
     """Structural and header problems of one series directory, and the patches that parsed."""
     problems: list[Problem] = []
     series_file = directory / "series"
+    entry_errors: list[VpatchError] = []
     try:
-        entries, _ = parse_series_file(series_file)
+        entries, _ = parse_series_file(series_file, entry_errors)
     except VpatchError as error:
         return [problem_from(error, series_file)], []
+    problems.extend(problem_from(error, series_file) for error in entry_errors)
     listed = {e.name for e in entries}
     for path in sorted(directory.glob("*.patch")):
         if path.name not in listed:
@@ -63,9 +65,10 @@ def lint_headers(patch: Patch, features: dict[str, str]) -> list[Problem]:
     problems = []
     seen: dict[str, int] = {}
     for key, _value, line in patch.headers:
-        if key in seen and key not in ("Signed-off-by", "Reviewed-by", "Bug", "Origin"):
-            problems.append(Problem(patch.path, line, f"header {key} appears twice (first on line {seen[key]})"))
-        seen.setdefault(key, line)
+        folded = key.lower()  # header names are case-insensitive, as Patch.header() reads them
+        if folded in seen and folded not in ("signed-off-by", "reviewed-by", "bug", "origin"):
+            problems.append(Problem(patch.path, line, f"header {key} appears twice (first on line {seen[folded]})"))
+        seen.setdefault(folded, line)
     last_line = patch.headers[-1][2] if patch.headers else None
     for key in ("Upstream-Status", "Feature"):
         if patch.header(key) is None:

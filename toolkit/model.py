@@ -445,8 +445,11 @@ class Series:
         raise VpatchError(f"no patch named {name!r} in this series", path=self.series_file)
 
 
-def parse_series_file(path: Path) -> tuple[list[SeriesEntry], str]:
-    """Read a quilt-compatible series file: one patch per line, `#` comments, optional -p1."""
+def parse_series_file(path: Path, problems: list[VpatchError] | None = None) -> tuple[list[SeriesEntry], str]:
+    """Read a quilt-compatible series file: one patch per line, `#` comments, optional -p1.
+
+    A bad entry raises, unless `problems` is given: then it is appended there and parsing goes on (for lint).
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -465,14 +468,21 @@ def parse_series_file(path: Path) -> tuple[list[SeriesEntry], str]:
             continue
         words = stripped.split()
         name, options = words[0], words[1:]
-        if options and options != ["-p1"]:
-            raise VpatchError(f"unsupported series options {' '.join(options)!r} (only -p1)", path=path, line=number)
+        problem = None
         if "/" in name or name in (".", ".."):
-            raise VpatchError(f"series entry {name!r} must be a file name in this directory", path=path, line=number)
-        if name in seen:
-            raise VpatchError(f"{name} is listed twice (first on line {seen[name]})", path=path, line=number)
-        seen[name] = number
-        entries.append(SeriesEntry(name, number))
+            problem = f"series entry {name!r} must be a file name in this directory"
+        elif name in seen:
+            problem = f"{name} is listed twice (first on line {seen[name]})"
+        else:
+            seen[name] = number
+            entries.append(SeriesEntry(name, number))
+            if options and options != ["-p1"]:
+                problem = f"unsupported series options {' '.join(options)!r} (only -p1)"
+        if problem is not None:
+            error = VpatchError(problem, path=path, line=number)
+            if problems is None:
+                raise error
+            problems.append(error)
     return entries, text
 
 

@@ -46,7 +46,7 @@ class PinsFile:
     features: dict[str, str]
 
     def get(self, version: Version | str) -> Pin:
-        wanted = Version(str(version))
+        wanted = version if isinstance(version, Version) else parse_version(version)
         for pin in self.pins:
             if pin.version == wanted:
                 return pin
@@ -62,7 +62,7 @@ class PinsFile:
 
 
 def _line_of(text: str, version: str) -> int | None:
-    pattern = re.compile(rf'^\s*\[pins\.(?:"{re.escape(version)}"|{re.escape(version)})\]', re.M)
+    pattern = re.compile(rf'^[ \t]*\[pins\.(?:"{re.escape(version)}"|{re.escape(version)})\]', re.M)
     match = pattern.search(text)
     return text.count("\n", 0, match.start()) + 1 if match else None
 
@@ -70,16 +70,24 @@ def _line_of(text: str, version: str) -> int | None:
 def load_pins(path: Path) -> PinsFile:
     if not path.exists():
         raise VpatchError("pins file does not exist (run `vpatch pin add VERSION`)", path=path)
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VpatchError("pins file is not valid UTF-8", path=path, line=raw[: exc.start].count(b"\n") + 1) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         raise VpatchError(f"invalid TOML: {exc}", path=path, line=int(match[1]) if match else None) from None
     project = data.get("project", "vllm")
+    if not isinstance(project, str) or not project:
+        raise VpatchError(f"project must be a distribution name, not {project!r}", path=path)
     features = data.get("features", DEFAULT_FEATURES)
     if not isinstance(features, dict) or not all(isinstance(v, str) for v in features.values()):
         raise VpatchError("[features] must map feature names to descriptions", path=path)
+    if not isinstance(data.get("pins", {}), dict):
+        raise VpatchError("[pins] must be a table of versions", path=path)
     pins = []
     for key, entry in data.get("pins", {}).items():
         line = _line_of(text, key)
@@ -89,6 +97,11 @@ def load_pins(path: Path) -> PinsFile:
 
         if not isinstance(entry, dict):
             raise fail("must be a table")
+        for name in ("source", "remote", "tag", "commit", "base-commit"):
+            if not isinstance(entry.get(name, ""), str):
+                raise fail(f"{name} must be a string, not {entry[name]!r}")
+        if not isinstance(entry.get("wheels", []), list):
+            raise fail("wheels must be a list of tables with file and sha256")
         version = parse_version(key, path=path, line=line)
         source = entry.get("source", "sdist")
         if source not in SOURCES:
@@ -116,8 +129,10 @@ def _artifact(value: object, project: str, version: Version, kind: str, fail) ->
     if not isinstance(value, dict):
         raise fail(f"{kind} entry must be a table with file and sha256")
     file, sha = value.get("file", ""), value.get("sha256", "")
-    if not SHA256_RE.match(sha or ""):
+    if not isinstance(sha, str) or not SHA256_RE.match(sha):
         raise fail(f"{kind} {file or '?'}: sha256 {sha!r} is not 64 lowercase hex digits")
+    if not isinstance(file, str):
+        raise fail(f"invalid {kind} file name {file!r}")
     try:
         if kind == "wheel":
             name, file_version, _, _ = parse_wheel_filename(file)

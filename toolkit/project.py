@@ -52,10 +52,12 @@ class Project:
         return self.options.checkouts_dir / pin.series_dirname
 
     @contextmanager
-    def scratch_checkout(self, pin: Pin, *, source: str | None = None) -> Iterator[Checkout]:
-        """A throw-away checkout of the pin's base (for check and export comparisons)."""
+    def scratch_checkout(
+        self, pin: Pin, *, source: str | None = None, sparse_paths: tuple[str, ...] | None = None
+    ) -> Iterator[Checkout]:
+        """A throw-away checkout of the pin's base (for check, export comparisons and builds)."""
         base = self.base(pin, source=source)
         scratch_root = self.options.cache_dir / "tmp"
         scratch_root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f"{pin.series_dirname}-", dir=scratch_root) as tmp:
-            yield create_checkout(base, Path(tmp) / "tree")
+            yield create_checkout(base, Path(tmp) / "tree", sparse_paths=sparse_paths)

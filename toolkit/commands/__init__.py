@@ -1,5 +1,5 @@
 """One module per `vpatch` subcommand; each has `register(subparsers)` and sets `run`."""
 
-from toolkit.commands import apply, check, export, fetch, pin, status
+from toolkit.commands import apply, build, check, export, fetch, pin, status, verify
 
-COMMANDS = (pin, fetch, apply, export, check, status)
+COMMANDS = (pin, fetch, apply, export, check, status, build, verify)

@@ -39,23 +39,15 @@ def check_pin(project: Project, pin: Pin, *, wheels: bool = True) -> tuple[list[
     lint_problems, patches = lint_series_dir(directory, pin, project.pins.features)
     problems.extend(lint_problems)
     facts["patches"] = len(patches)
-    if any(
-        p.message.startswith(("not ", "patch ", "malformed", "CRLF", "mail ")) or "does not exist" in p.message
-        for p in lint_problems
-        if p.path.suffix == ".patch" or p.path.name == "series"
-    ):
-        # The series does not even parse; applying it would only repeat those errors.
-        structural = [
-            p
-            for p in lint_problems
-            if p.path.name == "series"
-            or "not valid UTF-8" in p.message
-            or p.message.startswith(("not a git", "malformed", "CRLF", "mail ", "patch "))
-        ]
-        if structural:
-            return problems, facts
     try:
         series = project.series(pin)
+    except VpatchError as error:
+        # The series does not even load; lint has reported why (every problem, not only this first one).
+        problem = problem_from(error, directory / "series")
+        if problem not in problems:
+            problems.append(problem)
+        return problems, facts
+    try:
         with project.scratch_checkout(pin) as checkout:
             started = time.perf_counter()
             result = apply_series(checkout, series)

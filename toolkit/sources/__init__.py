@@ -56,7 +56,7 @@ def _object_files(repo: Path) -> dict[str, str]:
     }
 
 
-def write_stamp(repo: Path, **facts: str) -> None:
+def write_stamp(repo: Path, **facts: object) -> None:
     """Record what a good entry looks like; written last, so an entry without it is incomplete."""
     stamp = {"objects": _object_files(repo), **facts}
     atomic_write_text(repo / STAMP, json.dumps(stamp, indent=1, sort_keys=True) + "\n")

@@ -23,9 +23,11 @@ def materialize_git(pin: Pin, cache_dir: Path) -> Base:
     repo = mirror_path(cache_dir, pin.remote)
     ref = f"refs/tags/{pin.tag}"
     with locked(repo):
-        # One mirror per remote serves every pinned tag; a mirror whose objects changed
+        # One mirror per remote serves every pinned tag; a mirror whose objects or tags changed
         # outside our own fetches (or was never stamped) is damaged and rebuilt.
-        intact = read_stamp(repo) is not None
+        stamp = read_stamp(repo)
+        tags = _tags(repo) if stamp is not None else None
+        intact = stamp is not None and tags is not None and stamp.get("tags") == tags
         if not intact:
             discard(repo)
             with staging_dir(repo) as staged:
@@ -43,10 +45,18 @@ def materialize_git(pin: Pin, cache_dir: Path) -> Base:
             if commit is None:
                 raise VpatchError(f"pin {pin.version}: tag {pin.tag} from {pin.remote} does not name a commit")
             mirror.run("fsck", "--no-dangling", "--no-progress", "--connectivity-only")
-            write_stamp(repo, remote=pin.remote)
+            write_stamp(repo, remote=pin.remote, tags=_tags(repo))
     if pin.commit and commit != pin.commit:
         raise VpatchError(
             f"pin {pin.version}: tag {pin.tag} at {pin.remote} is commit {commit}, but the pin records {pin.commit} "
             "(the tag moved upstream, or the pin is wrong)"
         )
     return Base(pin=pin, source="git", repo=repo, commit=commit, reused=reused)
+
+
+def _tags(repo: Path) -> dict[str, str] | None:
+    """Every tag ref of the mirror and the object it names (None if git cannot read the mirror)."""
+    proc = Git(repo).run("for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/", check=False)
+    if proc.returncode != 0:
+        return None
+    return dict(line.split(" ", 1) for line in proc.stdout.decode("utf-8", "replace").splitlines())

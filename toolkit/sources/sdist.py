@@ -87,7 +87,8 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
     stream += b"data %d\n" % len(msg) + msg + b"\n"
     for path in sorted(marks):
         mode, mark = marks[path]
-        stream += f"M {mode} :{mark} {_quote(path)}\n".encode()
+        # Names that are not UTF-8 were decoded with surrogateescape; git keeps their original bytes.
+        stream += f"M {mode} :{mark} {_quote(path)}\n".encode("utf-8", "surrogateescape")
     stream += b"\ndone\n"
     try:
         repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
@@ -116,6 +117,10 @@ def _read_members(tarball: Path):
                 if problem:
                     raise VpatchError(f"refusing tarball member: {problem}", path=tarball)
                 parts = PurePosixPath(name).parts
+                if not parts:  # `.` (as in `tar -C dir -cf x.tar .`): the archive root, not a member
+                    if member.isdir():
+                        continue
+                    raise VpatchError(f"refusing tarball member {name!r}: it is not a file name", path=tarball)
                 top, rest = parts[0], "/".join(parts[1:])
                 if prefix is None:
                     prefix = top
@@ -154,6 +159,16 @@ def _read_members(tarball: Path):
                     raise VpatchError(f"refusing special file {rest!r} (device, fifo or unknown type)", path=tarball)
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise VpatchError(f"corrupt tarball: {exc}", path=tarball) from None
+    # Each link was checked on its own; followed through one another they must stay inside too.
+    links = {
+        path: content.decode("utf-8", "surrogateescape")
+        for path, content in contents.items()
+        if modes[path] == "120000"
+    }
+    for path in sorted(links):
+        problem = _symlink_escape(path, links)
+        if problem:
+            raise VpatchError(f"refusing symlink {path!r} -> {links[path]!r}: {problem}", path=tarball)
     # A path that is both a file and a directory prefix of another file cannot be committed.
     dirs = {str(p) for path in contents for p in PurePosixPath(path).parents}
     clash = sorted(dirs & contents.keys())
@@ -161,3 +176,49 @@ def _read_members(tarball: Path):
         raise VpatchError(f"member {clash[0]!r} is both a file and a directory", path=tarball)
     for path in sorted(contents):
         yield path, modes[path], contents[path]
+
+
+MAX_LINK_HOPS = 40  # as the kernel's ELOOP limit
+
+
+def _symlink_escape(path: str, links: dict[str, str]) -> str | None:
+    """Why the in-tree symlink `path` resolves outside the tree (following the tree's other links), or None.
+
+    Components are resolved one at a time, as the kernel does: a `..` after a symlink leaves the
+    link's target, not the directory holding the link (so `up -> ..` then `esc -> up/../x` escapes).
+    """
+    hops = 0
+
+    def walk(start: list[str], target: str) -> list[str] | None:
+        nonlocal hops
+        if target.startswith("/"):
+            return None
+        resolved = list(start)
+        for part in target.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not resolved:
+                    return None
+                resolved.pop()
+                continue
+            resolved.append(part)
+            link = links.get("/".join(resolved))
+            if link is not None:
+                hops += 1
+                if hops > MAX_LINK_HOPS:
+                    raise _LinkLoop
+                followed = walk(resolved[:-1], link)
+                if followed is None:
+                    return None
+                resolved = followed
+        return resolved
+
+    try:
+        return None if walk(path.split("/")[:-1], links[path]) is not None else "it points outside the tree"
+    except _LinkLoop:
+        return "too many levels of symbolic links"
+
+
+class _LinkLoop(Exception):
+    pass

