@@ -32,20 +32,96 @@ def module_text(name: str, lines: int = 40) -> str:
     return "\n".join(body) + "\n"
 
 
+def version_file(version: str) -> str:
+    return f"__version__ = version = {version!r}\n__version_tuple__ = version_tuple = (1, 0)\n"
+
+
+def package_files(version: str) -> dict[str, str]:
+    """The Python files both the sdist and the stock wheel ship under vllm/."""
+    return {
+        "vllm/__init__.py": "from vllm._version import __version__, __version_tuple__  # noqa: F401\n",
+        "vllm/_version.py": version_file(version),
+        "vllm/core/__init__.py": "",
+        "vllm/core/scheduler.py": module_text("scheduler"),
+        "vllm/core/block_pool.py": module_text("block_pool"),
+        "vllm/engine/__init__.py": "",
+        "vllm/engine/args.py": module_text("args"),
+    }
+
+
 def default_tree(version: str) -> dict[str, str | bytes]:
     return {
         "PKG-INFO": f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n",
         "setup.py": "from setuptools import setup\nsetup()\n",
-        "vllm/__init__.py": f'__version__ = "{version}"\n',
-        "vllm/core/scheduler.py": module_text("scheduler"),
-        "vllm/core/block_pool.py": module_text("block_pool"),
-        "vllm/engine/args.py": module_text("args"),
+        "csrc/ops.cu": "__global__ void kernel() {}\n",
+        "tests/test_core.py": "def test_nothing():\n    pass\n",
+        **package_files(version),
         "README.md": "# vllm\n",
     }
 
 
-def make_sdist(directory: Path, version: str, tree: dict[str, str | bytes] | None = None, *,
-               project: str = "vllm", extra_members: list[tuple[tarfile.TarInfo, bytes | None]] | None = None) -> Path:
+WHEEL_TAG = "cp38-abi3-manylinux1_x86_64"
+
+
+def compiled_blob(size: int = 300_000, seed: int = 7) -> bytes:
+    """Deterministic incompressible bytes standing in for a compiled extension."""
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+def make_wheel(
+    directory: Path,
+    version: str,
+    files: dict[str, str | bytes] | None = None,
+    *,
+    extra: dict[str, bytes] | None = None,
+    project: str = "vllm",
+) -> Path:
+    """A stock-like binary wheel: Python files, a compiled member, dist-info with a CSV RECORD."""
+    import base64
+    import csv
+    import zipfile
+
+    files = dict(files if files is not None else package_files(version))
+    files["vllm/_C.abi3.so"] = compiled_blob()
+    files.update(extra or {})
+    dist_info = f"{project}-{version}.dist-info"
+    files[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {project}\nVersion: {version}\nSummary: a synthetic vLLM\n\nLong description.\n"
+    )
+    files[f"{dist_info}/WHEEL"] = (
+        "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: false\nTag: cp38-abi3-linux_x86_64\n\n"
+    )
+    files[f"{dist_info}/top_level.txt"] = "vllm\n"
+    rows = []
+    for name, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        rows.append((name, f"sha256={digest}", str(len(data))))
+    rows.append((f"{dist_info}/RECORD", "", ""))
+    record = io.StringIO()
+    csv.writer(record, lineterminator="\n").writerows(rows)
+    files[f"{dist_info}/RECORD"] = record.getvalue()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{project}-{version}-{WHEEL_TAG}.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 2, 3, 4, 6))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = (0o100755 if name.endswith(".so") else 0o100644) << 16
+            archive.writestr(info, content)
+    return path
+
+
+def make_sdist(
+    directory: Path,
+    version: str,
+    tree: dict[str, str | bytes] | None = None,
+    *,
+    project: str = "vllm",
+    extra_members: list[tuple[tarfile.TarInfo, bytes | None]] | None = None,
+) -> Path:
     """A gzip'd sdist `project-version.tar.gz` with one top-level directory, like setuptools makes."""
     tree = tree if tree is not None else default_tree(version)
     directory.mkdir(parents=True, exist_ok=True)
@@ -109,8 +185,9 @@ class LocalIndex:
         for project, files in projects.items():
             page = self.root / "simple" / project
             page.mkdir(parents=True, exist_ok=True)
-            (page / "index.html").write_text(json.dumps({"meta": {"api-version": "1.0"}, "name": project,
-                                                         "files": files}))
+            (page / "index.html").write_text(
+                json.dumps({"meta": {"api-version": "1.0"}, "name": project, "files": files})
+            )
 
     def claim(self, filename: str, sha: str) -> None:
         self.overrides[filename] = sha
@@ -119,7 +196,7 @@ class LocalIndex:
     def start(self) -> None:
         handler = partial(_QuietHandler, directory=str(self.root))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
 
     def stop(self) -> None:
         if self.server:
@@ -128,7 +205,7 @@ class LocalIndex:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -165,11 +242,20 @@ class Workspace:
         return self.root / "patches"
 
     def run(self, *args: str) -> int:
-        return vpatch_main(["--root", str(self.root), "--cache-dir", str(self.cache), "--index-url", self.index.url,
-                            *args])
+        return vpatch_main(
+            ["--root", str(self.root), "--cache-dir", str(self.cache), "--index-url", self.index.url, *args]
+        )
 
-    def publish(self, version: str, tree: dict[str, str | bytes] | None = None, **kwargs) -> Path:
-        return self.index.add(make_sdist(self.root / "build", version, tree, **kwargs))
+    def publish(
+        self, version: str, tree: dict[str, str | bytes] | None = None, *, wheel: bool = True, **kwargs
+    ) -> Path:
+        """Publish an sdist (and a stock wheel whose vllm/ files match it) on the local index."""
+        sdist = self.index.add(make_sdist(self.root / "build", version, tree, **kwargs))
+        if wheel:
+            source = tree if tree is not None else default_tree(version)
+            shipped = {k: v for k, v in source.items() if k.startswith("vllm/")}
+            self.index.add(make_wheel(self.root / "build", version, shipped))
+        return sdist
 
     def series_dir(self, version: str) -> Path:
         return self.patches / f"vllm-{version}"
@@ -187,12 +273,19 @@ class Workspace:
 
     def snapshot(self) -> dict[str, bytes]:
         """Every file under patches/, for asserting that a failed command changed nothing."""
-        return {str(p.relative_to(self.patches)): p.read_bytes() for p in sorted(self.patches.rglob("*"))
-                if p.is_file()}
+        return {
+            str(p.relative_to(self.patches)): p.read_bytes() for p in sorted(self.patches.rglob("*")) if p.is_file()
+        }
 
 
-def commit_in(checkout: Path, changes: dict[str, str], *, subject: str, body: str = "",
-              headers: str = "Upstream-Status: Pending\nFeature: kv-routing") -> str:
+def commit_in(
+    checkout: Path,
+    changes: dict[str, str],
+    *,
+    subject: str,
+    body: str = "",
+    headers: str = "Upstream-Status: Pending\nFeature: kv-routing",
+) -> str:
     """Make a patch commit in a checkout the way a maintainer would."""
     repo = Git(checkout)
     for name, content in changes.items():

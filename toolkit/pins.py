@@ -46,7 +46,7 @@ class PinsFile:
     features: dict[str, str]
 
     def get(self, version: Version | str) -> Pin:
-        wanted = version if isinstance(version, Version) else parse_version(version)
+        wanted = version if isinstance(version, Version) else parse_version(str(version))
         for pin in self.pins:
             if pin.version == wanted:
                 return pin

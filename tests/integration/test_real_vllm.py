@@ -44,7 +44,9 @@ def test_sdist_base_commit_is_the_pinned_one_on_this_machine(project, pin, tmp_p
     assert base.commit == pin.base_commit
     # Built again from scratch in another place: the same commit id, byte for byte.
     tarball = project.options.cache_dir / "downloads" / pin.sdist.sha256 / pin.sdist.file
-    again = build_base_repo(tarball, tmp_path / "again.git", message=Git(base.repo).out("log", "-1", "--format=%B") + "\n")
+    again = build_base_repo(
+        tarball, tmp_path / "again.git", message=Git(base.repo).out("log", "-1", "--format=%B") + "\n"
+    )
     assert again == pin.base_commit
     tree = Git(base.repo).out("ls-tree", "-r", "--name-only", base.commit).splitlines()
     assert "vllm/v1/core/block_pool.py" in tree and "tests/v1/core/test_prefix_caching.py" in tree
@@ -97,8 +99,12 @@ def test_one_patch_round_trip_on_the_real_tree(project, pin, tmp_path):
 def test_vpatch_check_passes_on_the_repository(tmp_path):
     """The console script itself, as CI runs it, on the committed pins and series."""
     vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run([str(vpatch), "--root", str(REPO), "check", VERSION, "--no-wheels"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [str(vpatch), "--root", str(REPO), "check", VERSION, "--no-wheels"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout == ""  # no problem lines
     assert f"vllm {VERSION}:" in proc.stderr

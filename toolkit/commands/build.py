@@ -30,6 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="verify contents only; skip installing the wheel into fresh venvs",
     )
+    parser.add_argument(
+        "--no-runtime",
+        action="store_true",
+        help="import the installed wheel without the cached CPU runtime layer (torch etc.)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -70,7 +75,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
         }
         if not args.no_verify:
             with ui.step(f"verify {built.path.name}", quiet=options.json):
-                report = verify_wheel(built.path, project, install=not args.no_install_check)
+                report = verify_wheel(
+                    built.path, project, install=not args.no_install_check, runtime=not args.no_runtime
+                )
             entry["verify"] = report.as_dict()
             failed |= not report.ok
         results.append(entry)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from packaging.utils import parse_sdist_filename
 
@@ -48,6 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing.set_defaults(run=run_list)
 
 
+def _absolute_remote(remote: str) -> str:
+    """Local paths are made absolute: git runs from inside the cache, not from here."""
+    if "://" in remote or remote.startswith("git@"):
+        return remote
+    path = Path(remote).expanduser()
+    return str(path.resolve()) if path.exists() else remote
+
+
 def _existing(options: Options) -> PinsFile | None:
     return load_pins(options.pins_file) if options.pins_file.exists() else None
 
@@ -75,7 +84,7 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     pin = Pin(
         version=version,
         source=args.source,
-        remote=args.remote,
+        remote=_absolute_remote(args.remote),
         tag=args.tag or f"v{version}",
         commit=args.commit,
         sdist=sdist,

@@ -16,6 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("verify", help="verify a built wheel (contents, RECORD, stock members, installs)")
     parser.add_argument("wheels", nargs="+", type=Path)
     parser.add_argument("--no-install-check", action="store_true", help="skip installing into fresh venvs")
+    parser.add_argument(
+        "--no-runtime",
+        action="store_true",
+        help="import the installed wheel without the cached CPU runtime layer (torch etc.)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -29,7 +34,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
         if not wheel.is_file():
             raise VpatchError("no such wheel", path=wheel)
         with ui.step(f"verify {wheel.name}", quiet=options.json):
-            reports.append(verify_wheel(wheel, project, install=not args.no_install_check))
+            reports.append(verify_wheel(wheel, project, install=not args.no_install_check, runtime=not args.no_runtime))
     if options.json:
         ui.print_json({"ok": all(r.ok for r in reports), "wheels": [r.as_dict() for r in reports]})
     else:

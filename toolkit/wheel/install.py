@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -22,15 +23,22 @@ print("VPATCH-PROBE " + json.dumps(result))
 """
 
 
-def install_checks(wheel: Path, version: str, project) -> list[tuple[str, bool, str]]:
-    """(check name, ok, detail) for a pip and a uv install of `wheel` into fresh venvs."""
+def install_checks(wheel: Path, version: str, project, *, runtime: bool = True) -> list[tuple[str, bool, str]]:
+    """(check name, ok, detail) for a pip and a uv install of `wheel` into fresh venvs.
+
+    With `runtime`, the venvs see the cached CPU runtime layer (torch and vLLM's
+    imports), so that `import vllm` runs for real; without it the package must
+    import on its own (small synthetic wheels in tests).
+    """
     dist, _, _, _ = parse_wheel_filename(wheel.name)
     cache_dir = project.options.cache_dir if project is not None else Path(tempfile.gettempdir())
     results = []
-    try:
-        runtime = runtime_env(cache_dir)
-    except VpatchError as error:
-        return [("install-runtime", False, error.message)]
+    layer = None
+    if runtime:
+        try:
+            layer = runtime_env(cache_dir)
+        except VpatchError as error:
+            return [("install-runtime", False, error.message)]
     for installer in ("pip", "uv"):
         name = f"install-{installer}"
         if installer == "uv" and uv_binary() is None:
@@ -45,8 +53,8 @@ def install_checks(wheel: Path, version: str, project) -> list[tuple[str, bool, 
             except VpatchError as error:
                 results.append((name, False, error.message))
                 continue
-            layer_on(venv, runtime)
-            import subprocess
+            if layer is not None:
+                layer_on(venv, layer)
 
             proc = subprocess.run(
                 [str(venv_python(venv)), "-c", PROBE, str(dist)],

@@ -81,7 +81,7 @@ def _raw_bytes(archive: zipfile.ZipFile, handle, info: zipfile.ZipInfo) -> bytes
     return handle.read(info.compress_size)
 
 
-def verify_wheel(path: Path, project=None, *, install: bool = True) -> VerifyReport:
+def verify_wheel(path: Path, project=None, *, install: bool = True, runtime: bool = True) -> VerifyReport:
     report = VerifyReport(path)
     try:
         archive = zipfile.ZipFile(path)
@@ -118,7 +118,7 @@ def verify_wheel(path: Path, project=None, *, install: bool = True) -> VerifyRep
     if install:
         from toolkit.wheel.install import install_checks
 
-        for name, ok, detail in install_checks(path, str(version), project):
+        for name, ok, detail in install_checks(path, str(version), project, runtime=runtime):
             report.add(name, ok, detail)
     return report
 
