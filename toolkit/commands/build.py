@@ -24,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out", type=Path, default=Path("dist"), help="output directory (default: dist/)")
     parser.add_argument("--dist-name", help="publish under another distribution name (a renamed fork)")
     parser.add_argument("--version", dest="wheel_version", help="explicit version, e.g. 0.8.4.post1")
+    parser.add_argument(
+        "--target-device",
+        help="source mode: VLLM_TARGET_DEVICE (default: $VLLM_TARGET_DEVICE or cuda; `empty` for a Python-only wheel)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the post-build verification")
     parser.add_argument(
         "--no-install-check",
@@ -62,7 +66,14 @@ def run(args: argparse.Namespace, options: Options) -> int:
             from toolkit.wheel.source import build_source
 
             with ui.step(f"source build of {pin.label}", quiet=options.json):
-                built = build_source(project, pin, out_dir, dist_name=args.dist_name, version=args.wheel_version)
+                built = build_source(
+                    project,
+                    pin,
+                    out_dir,
+                    dist_name=args.dist_name,
+                    version=args.wheel_version,
+                    target_device=args.target_device,
+                )
         entry = {
             "version": str(pin.version),
             "wheel": str(built.path),

@@ -23,7 +23,9 @@ print("VPATCH-PROBE " + json.dumps(result))
 """
 
 
-def install_checks(wheel: Path, version: str, project, *, runtime: bool = True) -> list[tuple[str, bool, str]]:
+def install_checks(
+    wheel: Path, version: str, project, *, runtime: bool = True, exact_module_version: bool = True
+) -> list[tuple[str, bool, str]]:
     """(check name, ok, detail) for a pip and a uv install of `wheel` into fresh venvs.
 
     With `runtime`, the venvs see the cached CPU runtime layer (torch and vLLM's

@@ -112,13 +112,17 @@ def verify_wheel(path: Path, project=None, *, install: bool = True, runtime: boo
         if provenance is None:
             report.add("provenance", False, f"{dist_info}/{PROVENANCE_FILE} is missing: not a dynamo-base wheel")
             return report
-        if project is not None:
+        if project is not None and provenance["build"]["mode"] == "overlay":
+            # Source builds are compiled (or Python-only) afresh: there is no stock wheel to compare with.
             _check_against_stock(report, archive, path, provenance, project)
     _check_wheel_contents(report, path)
     if install:
         from toolkit.wheel.install import install_checks
 
-        for name, ok, detail in install_checks(path, str(version), project, runtime=runtime):
+        overlay = provenance is not None and provenance["build"]["mode"] == "overlay"
+        for name, ok, detail in install_checks(
+            path, str(version), project, runtime=runtime, exact_module_version=overlay
+        ):
             report.add(name, ok, detail)
     return report
 
