@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tomlkit
@@ -43,7 +43,8 @@ class PinsFile:
     path: Path
     project: str
     pins: tuple[Pin, ...]
-    features: dict[str, str]
+    features: dict[str, str]  # name -> description
+    feature_info: dict[str, dict] = field(default_factory=dict)  # name -> {description, native_since}
 
     def get(self, version: Version | str) -> Pin:
         wanted = version if isinstance(version, Version) else parse_version(str(version))
@@ -83,9 +84,7 @@ def load_pins(path: Path) -> PinsFile:
     project = data.get("project", "vllm")
     if not isinstance(project, str) or not project:
         raise VpatchError(f"project must be a distribution name, not {project!r}", path=path)
-    features = data.get("features", DEFAULT_FEATURES)
-    if not isinstance(features, dict) or not all(isinstance(v, str) for v in features.values()):
-        raise VpatchError("[features] must map feature names to descriptions", path=path)
+    features, feature_info = _features(data.get("features", DEFAULT_FEATURES), path)
     if not isinstance(data.get("pins", {}), dict):
         raise VpatchError("[pins] must be a table of versions", path=path)
     pins = []
@@ -122,7 +121,32 @@ def load_pins(path: Path) -> PinsFile:
             raise fail("source is 'git' but remote or tag is missing")
         pins.append(Pin(version, source, remote, tag, commit, sdist, wheels, base_commit, project))
     pins.sort(key=lambda p: p.version)
-    return PinsFile(path, project, tuple(pins), dict(features))
+    return PinsFile(path, project, tuple(pins), features, feature_info)
+
+
+def _features(table: object, path: Path) -> tuple[dict[str, str], dict[str, dict]]:
+    """`name = "description"` or `name = { description = "...", native-since = "0.9.0" }`."""
+    problem = VpatchError(
+        "[features] must map feature names to a description or a table with description "
+        "and native-since (the first upstream release that has the feature)",
+        path=path,
+    )
+    if not isinstance(table, dict):
+        raise problem
+    features, info = {}, {}
+    for name, value in table.items():
+        if isinstance(value, str):
+            value = {"description": value}
+        if not isinstance(value, dict) or not isinstance(value.get("description", ""), str):
+            raise problem
+        native = value.get("native-since")
+        if native is not None:
+            if not isinstance(native, str):
+                raise problem
+            parse_version(native, path=path)
+        features[name] = value.get("description", "")
+        info[name] = {"description": features[name], "native_since": native}
+    return features, info
 
 
 def _artifact(value: object, project: str, version: Version, kind: str, fail) -> Artifact:

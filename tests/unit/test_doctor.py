@@ -1,0 +1,98 @@
+"""`vpatch doctor` against real venvs holding synthetic stock and dynamo-base wheels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import commit_in, module_text
+
+from toolkit.envs import create_venv, install, venv_python
+
+
+def site_packages(venv: Path) -> Path:
+    return next((venv / "lib").glob("python3.*")) / "site-packages"
+
+
+@pytest.fixture
+def built(pinned, tmp_path):
+    """A one-patch series built into an overlay wheel (no verification: doctor is under test)."""
+    ws = pinned
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(
+        ws.checkout("1.0"),
+        {"vllm/core/scheduler.py": module_text("scheduler").replace("= 7 ", "= 77 ")},
+        subject="[Core] schedule differently",
+        headers="Upstream-Status: Pending\nFeature: kv-routing",
+    )
+    assert ws.run("export", "1.0") == 0
+    assert ws.run("build", "1.0", "-o", str(tmp_path / "dist"), "--no-verify") == 0
+    return ws, next((tmp_path / "dist").glob("*.whl"))
+
+
+def doctor(ws, capsys, python: Path) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = ws.run("doctor", "--python", str(python), "--json")
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_dynamo_base_intact_then_damaged(built, capsys, tmp_path):
+    ws, wheel = built
+    venv = create_venv(tmp_path / "venv")
+    install(venv, [str(wheel)], installer="uv", no_deps=True)
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 0 and result["state"] == "dynamo-base"
+    assert [p["file"] for p in result["patches"]] == ["0001-core-schedule-differently.patch"]
+    assert result["features"] == ["kv-routing"] and result["problems"] == []
+
+    patched = site_packages(venv) / "vllm/core/scheduler.py"
+    patched.write_text(patched.read_text() + "# edited after install\n")
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 4 and result["state"] == "damaged"
+    assert result["problems"] == ["vllm/core/scheduler.py (changed by the series) differs from the wheel's RECORD"]
+
+
+def test_damaged_compiled_file(built, capsys, tmp_path):
+    ws, wheel = built
+    venv = create_venv(tmp_path / "venv")
+    install(venv, [str(wheel)], installer="uv", no_deps=True)
+    compiled = site_packages(venv) / "vllm/_C.abi3.so"
+    data = bytearray(compiled.read_bytes())
+    data[100] ^= 0xFF
+    compiled.write_bytes(bytes(data))
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 4
+    assert result["problems"] == ["compiled file vllm/_C.abi3.so differs from the pinned stock wheel"]
+
+
+def test_stock_and_missing(pinned, capsys, tmp_path):
+    ws = pinned
+    stock = next(ws.index.files_dir.glob("*.whl"))
+    venv = create_venv(tmp_path / "stock")
+    install(venv, [str(stock)], installer="pip", no_deps=True)
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 3 and result["state"] == "stock" and result["version"] == "1.0"
+    assert "stock vllm 1.0 lacks the kv-routing feature" in result["warnings"]
+
+    empty = create_venv(tmp_path / "empty")
+    code, result = doctor(ws, capsys, venv_python(empty))
+    assert code == 5 and result["state"] == "missing"
+
+
+def test_native_since_silences_the_warning(pinned, capsys, tmp_path):
+    ws = pinned
+    pins = ws.patches / "pins.toml"
+    text = pins.read_text().replace(
+        'kv-routing = "KV-cache events and load metrics for KV-aware routing"',
+        'kv-routing = { description = "events", native-since = "0.9" }',
+    )
+    assert "native-since" in text
+    pins.write_text(text)
+    venv = create_venv(tmp_path / "stock")
+    install(venv, [str(next(ws.index.files_dir.glob("*.whl")))], installer="uv", no_deps=True)
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 3
+    assert "kv-routing" in result["features"]
+    assert all("kv-routing" not in w for w in result["warnings"])
