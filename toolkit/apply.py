@@ -199,20 +199,59 @@ def _hunk_number(patch: Patch, path: str, line: int) -> int | None:
 def _finish(checkout: Checkout, series: Series, notes: dict, *, upto: int | None = None) -> ApplyResult:
     """Outcomes of the applied patches: clean, or offset when a hunk landed elsewhere than written."""
     count = len(series.patches) if upto is None else upto
-    rendered = render_range(checkout.git, UPSTREAM_REF, "HEAD")
-    if len(rendered) != len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD")) or len(rendered) < count:
-        raise VpatchError(f"{checkout.path}: expected {count} applied commits, found {len(rendered)}")
+    applied = _applied_blobs(checkout)
+    if len(applied) < count:
+        raise VpatchError(f"{checkout.path}: expected {count} applied commits, found {len(applied)}")
+    # A patch whose every file went from exactly the blob it was made against to exactly the blob
+    # it describes landed as written; only the others are rendered to find their offsets.
+    exact = [_lands_as_written(patch, applied[i][1]) for i, patch in enumerate(series.patches[:count])]
+    rendered = None if all(exact) else render_range(checkout.git, UPSTREAM_REF, "HEAD")
     outcomes = []
-    for index, (patch, mail) in enumerate(zip(series.patches[:count], rendered, strict=False)):
+    for index, patch in enumerate(series.patches[:count]):
+        commit = applied[index][0]
         if index in notes:
             status, details = notes[index]
+        elif exact[index]:
+            status, details = CLEAN, ()
         else:
-            details = _offsets(patch, parse_patch(patch.path, mail.data))
+            assert rendered is not None
+            details = _offsets(patch, parse_patch(patch.path, rendered[index].data))
             status = OFFSET if details else CLEAN
-        outcomes.append(PatchOutcome(patch.name, patch.subject, status, details, mail.commit))
+        outcomes.append(PatchOutcome(patch.name, patch.subject, status, details, commit))
     if upto is None:
         update_state(checkout, {}, drop=("notes",))
     return ApplyResult(checkout, series, tuple(outcomes))
+
+
+def _applied_blobs(checkout: Checkout) -> list[tuple[str, dict[str, tuple[str, str]]]]:
+    """Each applied commit with {path: (old blob, new blob)} from `git log --raw`."""
+    raw = checkout.git.out(
+        "log", "--reverse", "--raw", "--no-abbrev", "--no-renames", "--format=%x00%H", f"{UPSTREAM_REF}..HEAD"
+    )
+    commits: list[tuple[str, dict[str, tuple[str, str]]]] = []
+    for block in raw.split("\x00")[1:]:
+        lines = block.strip("\n").split("\n")
+        files = {}
+        for line in lines[1:]:
+            if line.startswith(":"):
+                meta, _, path = line.partition("\t")
+                parts = meta.split()
+                files[path] = (parts[2], parts[3])
+        commits.append((lines[0], files))
+    return commits
+
+
+def _lands_as_written(patch: Patch, files: dict[str, tuple[str, str]]) -> bool:
+    zero = "0" * 40
+    if len(files) != len(patch.files):
+        return False
+    for diff in patch.files:
+        if diff.blob_ids is None or diff.path not in files:
+            return False
+        old, new = diff.blob_ids
+        if files[diff.path] != (old if diff.old_path else zero, new if diff.new_path else zero):
+            return False
+    return True
 
 
 def _offsets(original: Patch, applied: Patch) -> tuple[str, ...]:

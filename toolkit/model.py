@@ -137,6 +137,7 @@ class FileDiff:
     binary: bool
     line: int  # line of `diff --git` in the patch file
     hunk_starts: tuple[int, ...] = ()  # old-file start line of each hunk
+    blob_ids: tuple[str, str] | None = None  # full `index <old>..<new>` ids, when the patch has them
 
     @property
     def path(self) -> str:
@@ -346,6 +347,7 @@ def _parse_diffs(lines: list[str], start: int, fail) -> list[FileDiff]:
                     current["binary"],
                     current["line"],
                     tuple(current["starts"]),
+                    current["ids"],
                 )
             )
 
@@ -359,13 +361,24 @@ def _parse_diffs(lines: list[str], start: int, fail) -> list[FileDiff]:
                 raise fail(f"malformed diff header {line!r}", index + 1)
             old = _strip_prefix(match["a"], "a/")
             new = _strip_prefix(match["b"], "b/")
-            current = {"old": old, "new": new, "hunks": 0, "binary": False, "line": index + 1, "starts": []}
+            current = {
+                "old": old,
+                "new": new,
+                "hunks": 0,
+                "binary": False,
+                "line": index + 1,
+                "starts": [],
+                "ids": None,
+            }
             for candidate in (old, new):
                 problem = check_tree_path(candidate or "x")
                 if problem:
                     raise fail(f"patch touches a path outside the tree: {problem}", index + 1)
         elif current is not None and not current["hunks"]:
             # extended header lines, before the first hunk
+            index_ids = _INDEX_RE.match(line)
+            if index_ids:
+                current["ids"] = (index_ids[1], index_ids[2])
             if line.startswith("new file mode"):
                 current["old"] = None
             elif line.startswith("deleted file mode"):
@@ -400,6 +413,7 @@ def _parse_diffs(lines: list[str], start: int, fail) -> list[FileDiff]:
     return files
 
 
+_INDEX_RE = re.compile(r"^index ([0-9a-f]{40})\.\.([0-9a-f]{40})(?: [0-7]{6})?$")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 

@@ -510,7 +510,9 @@ def test_malformed_pins_toml(exported, capsys, pattern: str, replacement: str, a
     [
         pytest.param("pins = 3\n", None, "[pins] must be a table of versions", id="pins-not-a-table"),
         pytest.param("project = 3\n", None, "project must be a distribution name, not 3", id="project-int"),
-        pytest.param("[features]\nkv = 1\n", None, "[features] must map feature names to descriptions", id="features"),
+        pytest.param(
+            "[features]\nkv = 1\n", None, "[features] must map feature names to a description or a table", id="features"
+        ),
         pytest.param(
             '[pins."1.0"]\nsource = "git"\nremote = "https://x"\n', 1, "pin 1.0: source is 'git' but", id="git-no-tag"
         ),

@@ -100,7 +100,11 @@ def download_files(cache: Path) -> list[str]:
     downloads = cache / "downloads"
     if not downloads.exists():
         return []
-    return sorted(str(p.relative_to(downloads)) for p in downloads.rglob("*") if p.is_file() and p.suffix != ".lock")
+    return sorted(
+        str(p.relative_to(downloads))
+        for p in downloads.rglob("*")
+        if p.is_file() and p.suffix not in (".lock", ".verified")
+    )
 
 
 def the_error(capsys: pytest.CaptureFixture[str]) -> str:

@@ -30,7 +30,7 @@ def check_pin(project: Project, pin: Pin, *, wheels: bool = True) -> tuple[list[
     pins_file = project.pins.path
     for artifact in [*([pin.sdist] if pin.sdist else []), *(pin.wheels if wheels else ())]:
         try:
-            fetch_artifact(project.options.cache_dir, artifact, quiet=project.options.json)
+            fetch_artifact(project.options.cache_dir, artifact, quiet=project.options.json, rehash=True)
         except VpatchError as error:
             problems.append(Problem(pins_file, None, f"pin {pin.version}: {error.message}"))
     if not project.has_series(pin):

@@ -136,7 +136,7 @@ def run_verify(args: argparse.Namespace, options: Options) -> int:
         for artifact in [*([pin.sdist] if pin.sdist else []), *pin.wheels]:
             status = "ok"
             try:
-                fetch_artifact(options.cache_dir, artifact, quiet=options.json)
+                fetch_artifact(options.cache_dir, artifact, quiet=options.json, rehash=True)
                 if args.index and served.get(artifact.file) != artifact.sha256:
                     status = f"index now serves {served.get(artifact.file, 'nothing')} for this file"
             except VpatchError as error:
