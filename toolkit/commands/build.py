@@ -9,7 +9,7 @@ from toolkit import ui
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
-from toolkit.wheel.naming import parse_user_version
+from toolkit.wheel.naming import parse_dist_name, parse_user_version
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +50,8 @@ def run(args: argparse.Namespace, options: Options) -> int:
     project = Project.load(options)
     if args.wheel_version:
         parse_user_version(args.wheel_version)
+    if args.dist_name is not None:
+        parse_dist_name(args.dist_name)
     pins = (
         project.pins.select(args.versions) if args.versions else [p for p in project.pins.pins if project.has_series(p)]
     )

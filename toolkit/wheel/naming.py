@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from toolkit.errors import VpatchError
 
 LOCAL_PREFIX = "dynamo"
+# PEP 508 distribution names
+NAME_RE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
 def default_version(upstream: Version, fingerprint: str) -> Version:
@@ -20,6 +24,12 @@ def parse_user_version(text: str) -> Version:
         return Version(text)
     except InvalidVersion:
         raise VpatchError(f"--version {text!r} is not a valid PEP 440 version") from None
+
+
+def parse_dist_name(text: str) -> str:
+    if not NAME_RE.match(text):
+        raise VpatchError(f"--dist-name {text!r} is not a valid distribution name")
+    return text
 
 
 def wheel_name_part(name: str) -> str:

@@ -12,6 +12,7 @@ and are refused with the patch and file named.
 from __future__ import annotations
 
 import base64
+import calendar
 import contextlib
 import csv
 import hashlib
@@ -82,7 +83,8 @@ def build_time(stock: zipfile.ZipFile) -> tuple[int, str]:
         except ValueError:
             raise VpatchError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer") from None
     newest = max(info.date_time for info in stock.infolist())
-    return int(time.mktime((*newest, 0, 0, -1)) - time.timezone), "stock-wheel"
+    # zip dates carry no zone: read them as UTC (time.mktime would add the local DST hour)
+    return calendar.timegm((*newest, 0, 0, 0)), "stock-wheel"
 
 
 def classify_changes(

@@ -236,11 +236,13 @@ def _check_against_stock(report: VerifyReport, archive: zipfile.ZipFile, path: P
         changed |= {n for n in ours if n not in stock_infos and not n.startswith(our_dist_info + "/")}
         compiled = [n for n in stock_infos if n.endswith((".so", ".pyd"))]
         bad_compiled = [n for n in compiled if n in changed or n in mismatched]
+        # the stock dist-info is always replaced, and added files were never in the stock wheel
+        identical = [n for n in stock_infos if not n.startswith(stock_dist_info + "/") and n not in changed]
         report.add(
             "stock-members",
             not mismatched and not bad_compiled,
             "; ".join([*(f"{n} differs from the stock wheel" for n in mismatched + bad_compiled)][:10])
-            or f"{len(stock_infos) - len(changed)} members identical to the stock wheel, {len(compiled)} compiled",
+            or f"{len(identical)} members identical to the stock wheel, {len(compiled)} compiled",
         )
         expected = declared
         series_note = ""
