@@ -166,8 +166,13 @@ _NOT_APPLY = re.compile(
 def _diagnose(checkout: Checkout, patch: Patch) -> tuple[str, ...]:
     """Which file and hunk of `patch` does not apply, in words."""
     proc = checkout.git.run("apply", "--check", "-v", str(patch.path), check=False)
+    return describe_apply_failure(patch, proc.stderr.decode("utf-8", "replace"))
+
+
+def describe_apply_failure(patch: Patch, stderr: str) -> tuple[str, ...]:
+    """git apply's complaints about `patch`, as 'file: hunk #N at line L does not apply'."""
     details: list[str] = []
-    for line in proc.stderr.decode("utf-8", "replace").splitlines():
+    for line in stderr.splitlines():
         failed = _FAILED_AT.match(line)
         if failed:
             path, at = failed["path"], int(failed["line"])
@@ -182,8 +187,8 @@ def _diagnose(checkout: Checkout, patch: Patch) -> tuple[str, ...]:
         if other and other["why"] != "patch does not apply":
             details.append(f"{other['path']}: {other['why']}")
     if not details:
-        message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        details.append(message[-1] if message else "git am failed")
+        message = stderr.strip().splitlines()
+        details.append(message[-1] if message else "git apply failed")
     return tuple(details)
 
 

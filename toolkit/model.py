@@ -13,7 +13,7 @@ import email.header
 import hashlib
 import re
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
@@ -213,12 +213,12 @@ def check_tree_path(path: str) -> str | None:
         return "empty path"
     if "\x00" in path or "\\" in path:
         return f"path {path!r} contains a NUL or backslash"
-    pure = PurePosixPath(path)
-    if pure.is_absolute():
+    if path.startswith("/"):
         return f"absolute path {path!r}"
-    if ".." in pure.parts:
+    parts = path.split("/")  # plain string work: this runs for every member of a 1000-file wheel
+    if ".." in parts:
         return f"path {path!r} leaves the tree through '..'"
-    if pure.parts and pure.parts[0] == ".git":
+    if next((p for p in parts if p and p != "."), "") == ".git":
         return f"path {path!r} is inside .git"
     return None
 

@@ -545,7 +545,7 @@ def test_a_patch_that_does_not_apply_is_named(series, capsys, tmp_path):
     code, result, stderr = build(ws, capsys, out)
     assert code == 1 and result is None
     message = error_line(stderr)
-    assert f"{names[0]}: {names[0]} does not apply to vllm 1.0" in message
+    assert f"{names[0]}: does not apply to vllm 1.0: vllm/core/scheduler.py: hunk #1" in message
     assert "vllm/core/scheduler.py" in message
     assert files_in(out) == []
 

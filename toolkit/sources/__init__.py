@@ -47,28 +47,48 @@ def materialize(pin: Pin, cache_dir: Path, *, source: str | None = None, quiet: 
 # ---------------------------------------------------------------- cache entry integrity
 
 
-def _object_files(repo: Path) -> dict[str, str]:
+def _object_paths(repo: Path) -> list[Path]:
     objects = repo / "objects"
-    return {
-        str(path.relative_to(repo)): sha256_file(path)
+    return [
+        path
         for path in sorted(objects.rglob("*"))
         if path.is_file() and "info" not in path.relative_to(objects).parts[:1]
-    }
+    ]
+
+
+def _object_files(repo: Path) -> dict[str, str]:
+    return {str(path.relative_to(repo)): sha256_file(path) for path in _object_paths(repo)}
+
+
+def _object_stats(repo: Path) -> dict[str, list[int]]:
+    # Any write to a file changes its ctime, which no user-level call can set back; so an object
+    # file whose size, mtime, ctime and inode are as stamped still has the stamped content.
+    stats = {}
+    for path in _object_paths(repo):
+        st = path.stat()
+        stats[str(path.relative_to(repo))] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    return stats
 
 
 def write_stamp(repo: Path, **facts: object) -> None:
     """Record what a good entry looks like; written last, so an entry without it is incomplete."""
-    stamp = {"objects": _object_files(repo), **facts}
+    stamp = {"objects": _object_files(repo), "stats": _object_stats(repo), **facts}
     atomic_write_text(repo / STAMP, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
 
 
 def read_stamp(repo: Path) -> dict | None:
-    """The entry's stamp if it exists and every object file is exactly as stamped; else None."""
+    """The entry's stamp if it exists and every object file is exactly as stamped; else None.
+
+    Files whose stat is unchanged since stamping are trusted without re-hashing (the cheap path
+    that makes a cached base near-instant); any other difference means a full hash comparison.
+    """
     stamp_path = repo / STAMP
     if not stamp_path.is_file():
         return None
     try:
         stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
+        if stamp.get("stats") is not None and _object_stats(repo) == stamp["stats"]:
+            return stamp
         if _object_files(repo) != stamp.get("objects"):
             return None
     except (OSError, ValueError):

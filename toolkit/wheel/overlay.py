@@ -1,6 +1,6 @@
 """The overlay build: the pinned stock wheel with the series applied to its own Python files.
 
-Nothing is compiled. The series is applied to the pinned base checkout; every file
+Nothing is compiled. The series is applied to the pinned base (in a throw-away index); every file
 it changes is mapped onto the stock wheel's members. Members no patch touches
 (all compiled `.so` among them) are copied byte for byte, compressed data
 included; changed and added files are written fresh; the dist-info is renamed
@@ -23,16 +23,16 @@ import tempfile
 import time
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from packaging.version import Version
 
-from toolkit.apply import apply_series
 from toolkit.cache import sha256_file
-from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, Pin, Series, check_tree_path
+from toolkit.patched import PatchedFiles, git_blob_id, patched_files
 from toolkit.project import Project
 from toolkit.wheel.naming import default_version, dist_info_dir, wheel_filename, wheel_tags
 from toolkit.wheel.provenance import PROVENANCE_FILE, FileChanges, Provenance
@@ -62,16 +62,20 @@ __version_tuple__ = version_tuple = {version_tuple!r}
 """
 
 
-@dataclass(frozen=True)
+@dataclass
 class BuiltWheel:
     path: Path
     dist_name: str
     version: Version
-    sha256: str
     size: int
     stock: Path
     provenance: Provenance
     seconds: float
+
+    @cached_property
+    def sha256(self) -> str:
+        # Hashed when asked (reports, JSON), not as part of the build: it costs as much as the copy.
+        return sha256_file(self.path)
 
 
 def build_time(stock: zipfile.ZipFile) -> tuple[int, str]:
@@ -88,17 +92,15 @@ def build_time(stock: zipfile.ZipFile) -> tuple[int, str]:
 
 
 def classify_changes(
-    checkout: Checkout, series: Series, stock_names: set[str], package: str, stock: zipfile.ZipFile
+    patched: PatchedFiles, series: Series, stock_names: set[str], package: str, stock: zipfile.ZipFile
 ) -> FileChanges:
     """Map the patched tree's changes onto wheel members; refuse what an overlay cannot carry."""
-    diff = checkout.git.out("diff", "--name-status", "--no-renames", UPSTREAM_REF, "HEAD")
     owners: dict[str, str] = {}
     for patch in series.patches:
         for path in patch.touched_paths:
             owners.setdefault(path, patch.name)
     modified, added, removed, not_shipped = [], [], [], []
-    for line in diff.splitlines():
-        status, path = line.split("\t", 1)
+    for status, path in patched.changes:
         owner = owners.get(path, "the series")
 
         def refuse(why: str, path: str = path, owner: str = owner) -> VpatchError:
@@ -120,8 +122,7 @@ def classify_changes(
         elif status in ("M", "T"):
             if path not in stock_names:
                 raise refuse("the stock wheel does not ship this file")
-            base = checkout.git.run("show", f"{UPSTREAM_REF}:{path}").stdout
-            if stock.read(path) != base:
+            if git_blob_id(stock.read(path)) != patched.base_blobs[path]:
                 raise refuse("the stock wheel's copy differs from the pinned source, so it is not shipped as-is")
             modified.append(path)
         elif status == "D":
@@ -180,21 +181,12 @@ def build_overlay(
         raise VpatchError(f"no series for {pin.label} ({project.series_dir(pin)}/series)")
     name = dist_name or pin.project
     out_version = Version(version) if version else default_version(pin.version, series.fingerprint())
-    touched = tuple(sorted({path for patch in series.patches for path in patch.touched_paths}))
-    with project.scratch_checkout(pin, sparse_paths=touched) as checkout:
-        result = apply_series(checkout, series)
-        if not result.ok:
-            stopped = result.stopped_at
-            assert stopped is not None
-            raise VpatchError(
-                f"{stopped.name} does not apply to {pin.label}: {'; '.join(stopped.details)}",
-                path=series.directory / stopped.name,
-            )
-        return _write_overlay(checkout, pin, series, artifact, stock_path, out_dir, name, out_version, started)
+    patched = patched_files(project.base(pin), series, project.options.cache_dir)
+    return _write_overlay(patched, pin, series, artifact, stock_path, out_dir, name, out_version, started)
 
 
 def _write_overlay(
-    checkout: Checkout,
+    patched: PatchedFiles,
     pin: Pin,
     series: Series,
     artifact: Artifact,
@@ -221,7 +213,7 @@ def _write_overlay(
         if old_dist_info is None:
             raise VpatchError("the stock wheel has no .dist-info directory", path=stock_path)
         package = pin.project.replace("-", "_")
-        changes = classify_changes(checkout, series, stock_names, package, stock)
+        changes = classify_changes(patched, series, stock_names, package, stock)
         timestamp, time_source = build_time(stock)
         date_time = time.gmtime(timestamp)[:6]
         new_dist_info = dist_info_dir(name, out_version)
@@ -242,7 +234,7 @@ def _write_overlay(
         provenance = Provenance(
             pin=pin,
             series=series,
-            base_commit=checkout.base_commit,
+            base_commit=patched.base_commit,
             stock_wheel=artifact.file,
             stock_sha256=artifact.sha256,
             dist_name=name,
@@ -255,7 +247,7 @@ def _write_overlay(
         )
         replaced: dict[str, bytes] = {}
         for path in changes.modified:
-            replaced[path] = (checkout.path / path).read_bytes()
+            replaced[path] = patched.contents[path]
         if generated:
             replaced[version_file] = VERSION_TEMPLATE.format(
                 version=str(out_version), version_tuple=_version_tuple(out_version)
@@ -295,7 +287,7 @@ def _write_overlay(
                             raise VpatchError(f"the stock wheel's RECORD does not list {member}", path=stock_path)
                         record.append((member, *record_rows[member]))
                 for path in sorted(changes.added):
-                    data = (checkout.path / path).read_bytes()
+                    data = patched.contents[path]
                     writer.write(path, data, date_time=date_time)
                     record.append((path, _record_hash(data), str(len(data))))
                 for relative in sorted(dist_info_files):
@@ -308,8 +300,9 @@ def _write_overlay(
                 csv.writer(record_text, lineterminator="\n").writerows(record)
                 writer.write(f"{new_dist_info}/RECORD", record_text.getvalue().encode(), date_time=date_time)
                 writer.close()
+                # No fsync: the rename below makes the wheel appear whole or not at all if the
+                # build is interrupted; flushing 300 MB to disk would double the build time.
                 out.flush()
-                os.fsync(out.fileno())
             os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         except ZipFormatError as exc:
@@ -319,7 +312,6 @@ def _write_overlay(
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    digest = sha256_file(target)
     return BuiltWheel(
-        target, name, out_version, digest, target.stat().st_size, stock_path, provenance, time.perf_counter() - started
+        target, name, out_version, target.stat().st_size, stock_path, provenance, time.perf_counter() - started
     )

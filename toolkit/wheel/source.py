@@ -24,7 +24,6 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from toolkit.apply import apply_series
-from toolkit.cache import sha256_file
 from toolkit.envs import build_env, venv_python
 from toolkit.errors import VpatchError
 from toolkit.model import Pin
@@ -125,7 +124,6 @@ def build_source(
         target,
         pin.project,
         built_version,
-        sha256_file(target),
         target.stat().st_size,
         target,
         provenance,

@@ -73,6 +73,8 @@ class RawZipWriter:
         self.out = out
         self.entries: list[Entry] = []
         self.names: set[str] = set()
+        self._pending: tuple[BinaryIO, int, int] | None = None  # (source, start, end) not yet copied
+        self._pending_end = 0
 
     def _add(self, entry: Entry) -> None:
         if entry.name in self.names:
@@ -81,7 +83,11 @@ class RawZipWriter:
         self.entries.append(entry)
 
     def copy_raw(self, source: BinaryIO, info: zipfile.ZipInfo, span: tuple[int, int]) -> None:
-        offset = self.out.tell()
+        """Carry a member over as stored: its local record is copied byte for byte.
+
+        Consecutive members of the source are copied as one byte range (see `flush_raw`).
+        """
+        offset = self._pending_end if self._pending is not None else self.out.tell()
         self._add(
             Entry(
                 info.filename,
@@ -98,11 +104,24 @@ class RawZipWriter:
                 offset,
             )
         )
-        copy_range(source, self.out, span[0], span[1] - span[0])
+        if self._pending is not None and self._pending[0] is source and self._pending[2] == span[0]:
+            self._pending = (source, self._pending[1], span[1])
+        else:
+            self.flush_raw()
+            self._pending = (source, span[0], span[1])
+        self._pending_end = offset + span[1] - span[0]
+
+    def flush_raw(self) -> None:
+        """Copy the pending run of raw members; called before anything else is written."""
+        if self._pending is not None:
+            source, start, end = self._pending
+            self._pending = None
+            copy_range(source, self.out, start, end - start)
 
     def write(
         self, name: str, data: bytes, *, date_time: tuple[int, int, int, int, int, int], mode: int = 0o644
     ) -> None:
+        self.flush_raw()
         compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
         compressed = compressor.compress(data) + compressor.flush()
         crc = zlib.crc32(data) & 0xFFFFFFFF
@@ -135,11 +154,12 @@ class RawZipWriter:
         )
 
     def close(self) -> None:
+        self.flush_raw()
         central_start = self.out.tell()
         for entry in self.entries:
             encoded = entry.name.encode("utf-8")
             date, time = dos_datetime(entry.date_time)
-            # Data descriptors are not carried into the central directory's flags.
+            # Flags are carried as stored (a data-descriptor bit stays valid: the descriptor was copied too).
             self.out.write(
                 CENTRAL_HEADER.pack(
                     CENTRAL_SIG,
