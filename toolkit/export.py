@@ -77,7 +77,10 @@ def plan_export(checkout: Checkout, directory: Path) -> ExportPlan:
     next_number = max(numbers, default=0) + 1
     for index, data, subject in pending:
         name = f"{index + 1:04d}-{slugify(subject)}.patch"
-        if name in taken or name in old_names:
+        # The old series may already hold this very patch under that name (exported before its
+        # commit carried a Patch-File header): same subject, same name. Anything else is a clash.
+        same_patch = name in old_names and _subject_of(directory / name) == subject
+        if name in taken or (name in old_names and not same_patch):
             name = f"{next_number:04d}-{slugify(subject)}.patch"
             next_number += 1
         taken.add(name)
@@ -86,6 +89,13 @@ def plan_export(checkout: Checkout, directory: Path) -> ExportPlan:
     series_text = old_text if old_names == names else _series_text(old_text, names)
     removed = tuple(n for n in old_names if n not in names)
     return ExportPlan(directory, tuple(patches), series_text, removed)
+
+
+def _subject_of(path: Path) -> str | None:
+    try:
+        return parse_patch(path).subject
+    except VpatchError:
+        return None
 
 
 def _series_text(old_text: str, names: list[str]) -> str:

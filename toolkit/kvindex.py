@@ -559,9 +559,16 @@ class Vllm084BlockHasher:
     `extra_keys` is None for plain text requests, `(lora_int_id,)` with LoRA, and includes the
     multimodal input hashes for blocks that overlap multimodal placeholders.
 
-    The chain uses the full values; only the output is reduced mod 2**64 for the wire. The builtin `hash`
-    of a tuple of ints does not depend on PYTHONHASHSEED (only str/bytes hashing is randomised), so with
-    the default `none_hash` and no string extra keys this matches an engine on any 64-bit CPython >= 3.8.
+    The chain uses the full values; only the output is reduced mod 2**64 for the wire.
+
+    Reproducibility across processes (the router is not the engine process):
+    - `sha256`: always, given the engine's NONE_HASH (the default one for an engine without PYTHONHASHSEED).
+    - builtin `hash`: the hash of a tuple of ints does not depend on PYTHONHASHSEED (only str/bytes hashing is
+      randomised), but `extra_keys` is `None` for plain text requests, and before CPython 3.12 `hash(None)`
+      is derived from the address of `None`, which differs from process to process. So builtin block
+      hashes of plain text requests match only when both the engine and this process run CPython >= 3.12
+      (64-bit); with LoRA (`extra_keys=(lora_int_id,)`) they match on any 64-bit CPython >= 3.8.
+      Multimodal extra keys are strings, whose hash is randomised unless PYTHONHASHSEED is shared.
 
     `extra_keys` is either one tuple (or None) used for every block, or a callable
     `(start, end) -> tuple | None` given each block's token range.

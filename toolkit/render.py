@@ -54,7 +54,11 @@ def slugify(subject: str, limit: int = 52) -> str:
     """File-name part derived from a subject, in the spirit of format-patch's own names."""
     slug = re.sub(r"[^A-Za-z0-9._]+", "-", subject).strip("-.").lower()
     slug = re.sub(r"\.{2,}", ".", slug)
-    return slug[:limit].rstrip("-.") or "patch"
+    if len(slug) > limit:
+        cut = slug[:limit]
+        # end on a whole word when one fits, rather than mid-word
+        slug = cut[: cut.rfind("-")] if "-" in cut[limit // 2 :] else cut
+    return slug.rstrip("-.") or "patch"
 
 
 def set_patch_file_header(data: bytes, name: str) -> bytes:

@@ -282,3 +282,17 @@ def test_applied_commits_are_deterministic(series_10, tmp_path):
     first = Git(ws.checkout("1.0")).rev_parse("HEAD")
     assert ws.run("apply", "1.0", "--into", str(tmp_path / "elsewhere")) == 0
     assert Git(tmp_path / "elsewhere").rev_parse("HEAD") == first
+
+
+def test_re_export_from_the_same_checkout_keeps_names(pinned):
+    """Commits made by hand carry no Patch-File header; exporting twice must not rename them."""
+    ws = pinned
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(ws.checkout("1.0"), {"README.md": "# patched\n"}, subject="A subject long enough to be cut " * 3)
+    assert ws.run("export", "1.0") == 0
+    first = ws.snapshot()
+    assert ws.run("export", "1.0") == 0
+    assert ws.snapshot() == first
+    (name,) = [n for n in first if n.endswith(".patch")]
+    assert name == "vllm-1.0/0001-a-subject-long-enough-to-be-cut-a-subject-long.patch"  # cut on a word
