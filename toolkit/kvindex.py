@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -239,7 +241,7 @@ class Subscriber:
         self.next_seq = 0
         self.first_seen_seq: int | None = None
         self.unrecoverable: list[tuple[int, int]] = []
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=100)  # the latest problems, newest last
         self.batches = 0  # applied, from the stream and from replay
         self.replayed = 0  # applied from replay
         self.replay_requests = 0
@@ -284,7 +286,7 @@ class Subscriber:
     def poll(self, timeout_ms: float = 0, *, max_messages: int = 10_000) -> int:
         """Wait up to `timeout_ms` for stream messages, handle those available; return batches applied."""
         applied = 0
-        if not self._poller.poll(max(0, int(timeout_ms))):
+        if not self._poller.poll(max(0, math.ceil(timeout_ms))):
             return 0
         for _ in range(max_messages):
             try:

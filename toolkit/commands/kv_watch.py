@@ -31,9 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+def gaps_text(gaps: list[list[int]], shown: int = 5) -> str:
+    if not gaps:
+        return "[green]none[/]"
+    text = ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in gaps[-shown:])
+    if len(gaps) > shown:
+        text = f"{len(gaps) - shown} earlier, " + text
+    return f"[red]{text} unrecoverable[/]"
+
+
 def render(subscriber: Subscriber, elapsed: float) -> Group:
     summary = subscriber.summary()
-    head = ui.table(f"kv-watch {summary['endpoint']} ({elapsed:.0f}s)", ["", ""])
+    head = ui.table(f"kv-watch {summary['endpoint']} ({elapsed:.1f}s)", ["", ""])
     head.show_header = False
     head.add_row("worker", summary["worker"] + (" [red](stale)[/]" if summary["stale"] else ""))
     head.add_row("replay", summary["replay_endpoint"] or "[dim]none[/]")
@@ -58,13 +67,7 @@ def render(subscriber: Subscriber, elapsed: float) -> Group:
         )
     else:
         head.add_row("load", "[dim]no metrics yet[/]")
-    gaps = summary["unrecoverable"]
-    head.add_row(
-        "gaps",
-        "[green]none[/]"
-        if not gaps
-        else "[red]" + ", ".join(f"{a}..{b}" for a, b in gaps[-5:]) + (" …" if len(gaps) > 5 else "") + "[/]",
-    )
+    head.add_row("gaps", gaps_text(summary["unrecoverable"]))
     parts: list[Table | str] = [head]
     parts += [f"[yellow]warning:[/] {error}" for error in summary["errors"][-3:]]
     return Group(*parts)

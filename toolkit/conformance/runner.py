@@ -1,0 +1,426 @@
+"""Scenario runner: executed *inside* a venv that has vLLM installed (stock or dynamo-base).
+
+It imports nothing from vpatch (the venv does not have it): only vLLM and the
+standard library. It drives vLLM's real V1 scheduler, KV-cache manager and block
+pool with a deterministic fake model (the sampled token is a seeded function of
+request id and position), over named workloads, and writes one normalized JSON
+line per engine step:
+
+  {"workload", "step", "scheduled": {req: tokens}, "new", "resumed", "preempted",
+   "finished", "blocks": {req: [block ids]}, "num_free_blocks", "cached_hashes": [...],
+   "num_computed_on_admit": {req: tokens}, "events": [...], "event_seq": int | null,
+   "outputs": {req: [token ids]}}
+
+`cached_hashes` are the keys of the block pool's cached map as wire hashes
+(hash value mod 2**64), sorted; the default sha256 block hash makes them equal
+across processes (vLLM 0.8.4's builtin hash includes hash(None), which on
+Python < 3.12 changes from process to process). With `--kv-events JSON` the patched engine's
+KV-cache events are switched on; the events each step publishes are recorded
+in the trace too (and, with the zmq publisher, really sent).
+
+Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON]
+                        [--wait-for PATH --wait-seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+WIRE_MASK = (1 << 64) - 1
+BLOCK_SIZE = 16
+EOS = 2
+
+# A small OPT-style config: the scheduler only needs a model config it can build offline.
+MODEL_CONFIG = {
+    "architectures": ["OPTForCausalLM"],
+    "model_type": "opt",
+    "vocab_size": 50272,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "ffn_dim": 128,
+    "max_position_embeddings": 4096,
+    "torch_dtype": "float32",
+    "word_embed_proj_dim": 64,
+    "do_layer_norm_before": True,
+    "eos_token_id": EOS,
+    "bos_token_id": EOS,
+    "pad_token_id": 1,
+}
+
+
+def use_cpu_platform() -> None:
+    """vLLM finds no platform on a machine without a GPU; its Python core runs fine on the CPU one."""
+    import vllm.platforms as platforms
+    from vllm.platforms.cpu import CpuPlatform
+
+    platforms._current_platform = CpuPlatform()
+
+
+class Engine:
+    """One scheduler with its configs, as EngineCore would build it, minus the model."""
+
+    def __init__(
+        self,
+        *,
+        num_blocks: int,
+        max_num_seqs: int,
+        max_batched: int,
+        kv_events: dict | None,
+        model_dir: str,
+        hash_algo: str,
+    ) -> None:
+        import torch
+        from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
+        from vllm.v1.core.sched.scheduler import Scheduler
+        from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
+        from vllm.v1.structured_output import StructuredOutputManager
+
+        model = ModelConfig(
+            model=model_dir,
+            task="generate",
+            tokenizer=model_dir,
+            tokenizer_mode="auto",
+            trust_remote_code=False,
+            dtype="float32",
+            seed=0,
+            skip_tokenizer_init=True,
+        )
+        scheduler_config = SchedulerConfig(
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_batched,
+            max_model_len=2048,
+            enable_chunked_prefill=True,
+        )
+        cache = CacheConfig(
+            block_size=BLOCK_SIZE,
+            gpu_memory_utilization=0.9,
+            swap_space=0,
+            cache_dtype="auto",
+            enable_prefix_caching=True,
+            prefix_caching_hash_algo=hash_algo,
+        )
+        vllm_config = VllmConfig(
+            scheduler_config=scheduler_config, model_config=model, cache_config=cache, device_config=DeviceConfig("cpu")
+        )
+        kv_cache_config = KVCacheConfig(
+            num_blocks=num_blocks,
+            tensors={},
+            kv_cache_groups=[KVCacheGroupSpec(["layer"], FullAttentionSpec(BLOCK_SIZE, 1, 1, torch.float32, False))],
+        )
+        cache.num_gpu_blocks = num_blocks
+        kwargs = {}
+        if kv_events is not None:
+            from vllm.config import KVEventsConfig
+
+            kwargs["kv_events_config"] = KVEventsConfig.from_dict(kv_events)
+        self.scheduler = Scheduler(
+            scheduler_config,
+            model,
+            cache,
+            lora_config=None,
+            kv_cache_config=kv_cache_config,
+            log_stats=True,
+            structured_output_manager=StructuredOutputManager(vllm_config),
+            **kwargs,
+        )
+        self.recorded: list[tuple[int | None, list]] = []
+        publisher = getattr(self.scheduler, "kv_event_publisher", None)
+        if publisher is not None:
+            original = publisher.publish
+
+            def recording_publish(events, metrics=None):
+                seq = original(events, metrics)
+                self.recorded.append((seq, [_event_dict(e) for e in events]))
+                return seq
+
+            publisher.publish = recording_publish
+
+    def take_recorded(self) -> tuple[int | None, list]:
+        """The batches published since the last call: (last seq, events of all of them)."""
+        batches, self.recorded = self.recorded, []
+        events = [e for _, evs in batches for e in evs]
+        return (batches[-1][0] if batches else None), events
+
+    def shutdown(self) -> None:
+        shutdown = getattr(self.scheduler, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    @property
+    def block_pool(self):
+        return self.scheduler.kv_cache_manager.block_pool
+
+    def cached_hashes(self) -> list[int]:
+        return sorted({h.hash_value & WIRE_MASK for h in self.block_pool.cached_block_hash_to_block})
+
+    def blocks_of(self, req_id: str) -> list[int]:
+        manager = self.scheduler.kv_cache_manager
+        blocks = manager.req_to_blocks.get(req_id, []) if hasattr(manager, "req_to_blocks") else []
+        return [b.block_id for b in blocks]
+
+
+def _event_dict(event) -> dict:
+    import msgspec
+
+    data = msgspec.to_builtins(event)
+    data["type"] = type(event).__name__
+    return data
+
+
+def make_request(req_id: str, prompt: list[int], max_tokens: int):
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.request import Request
+
+    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
+    wanted = {
+        "request_id": req_id,
+        "prompt": None,
+        "prompt_token_ids": list(prompt),
+        "multi_modal_inputs": None,
+        "multi_modal_hashes": None,
+        "multi_modal_placeholders": None,
+        "sampling_params": params,
+        "eos_token_id": EOS,
+        "arrival_time": 0.0,
+        "lora_request": None,
+    }
+    accepted = inspect.signature(Request.__init__).parameters
+    return Request(**{k: v for k, v in wanted.items() if k in accepted})
+
+
+def fake_token(seed: int, req_id: str, position: int) -> int:
+    """The 'model': a deterministic token for this request and position (never EOS)."""
+    return 3 + random.Random(f"{seed}:{req_id}:{position}").randrange(50000)
+
+
+# ---------------------------------------------------------------- workloads
+# Each workload is a list of arrivals and actions keyed by step number.
+
+
+def _tokens(rng: random.Random, n: int) -> list[int]:
+    return [3 + rng.randrange(50000) for _ in range(n)]
+
+
+def workload_shared_prefix(rng: random.Random) -> dict:
+    system = _tokens(rng, 64)
+    plan: dict[int, list] = {}
+    for conv in range(4):
+        history = system + _tokens(rng, 20 + 7 * conv)
+        for turn in range(3):
+            step = conv * 2 + turn * 6
+            plan.setdefault(step, []).append(("add", f"chat{conv}-t{turn}", list(history), 6))
+            history = history + _tokens(rng, 24)
+    return {"config": {"num_blocks": 96, "max_num_seqs": 4, "max_batched": 128}, "plan": plan}
+
+
+def workload_chunked_prefill(rng: random.Random) -> dict:
+    plan = {
+        0: [("add", "long0", _tokens(rng, 700), 4)],
+        1: [("add", "long1", _tokens(rng, 530), 4)],
+        3: [("add", "short0", _tokens(rng, 40), 8)],
+    }
+    return {"config": {"num_blocks": 160, "max_num_seqs": 4, "max_batched": 192}, "plan": plan}
+
+
+def workload_preemption(rng: random.Random) -> dict:
+    shared = _tokens(rng, 48)
+    plan = {step: [("add", f"p{step}", shared + _tokens(rng, 30 + 11 * step), 40)] for step in range(6)}
+    return {"config": {"num_blocks": 30, "max_num_seqs": 6, "max_batched": 256}, "plan": plan}
+
+
+def workload_aborts(rng: random.Random) -> dict:
+    shared = _tokens(rng, 40)
+    plan: dict[int, list] = {0: [("add", f"a{i}", shared + _tokens(rng, 25 + i), 30) for i in range(4)]}
+    plan[3] = [("abort", "a1")]
+    plan[5] = [("abort", "a3"), ("add", "a4", shared + _tokens(rng, 10), 5)]
+    plan[7] = [("abort", "a0")]
+    return {"config": {"num_blocks": 64, "max_num_seqs": 4, "max_batched": 128}, "plan": plan}
+
+
+def workload_prefix_reset(rng: random.Random) -> dict:
+    shared = _tokens(rng, 48)
+    plan: dict[int, list] = {
+        0: [("add", "r0", shared + _tokens(rng, 20), 3), ("add", "r1", shared + _tokens(rng, 9), 3)]
+    }
+    plan[12] = [("reset",), ("add", "r2", shared + _tokens(rng, 5), 3)]
+    plan[20] = [("add", "r3", shared + _tokens(rng, 7), 3)]
+    return {"config": {"num_blocks": 48, "max_num_seqs": 4, "max_batched": 128}, "plan": plan}
+
+
+def workload_mixed(rng: random.Random) -> dict:
+    plan: dict[int, list] = {}
+    for i in range(10):
+        length = rng.choice([5, 17, 33, 90, 200])
+        plan.setdefault(rng.randrange(8), []).append(("add", f"m{i}", _tokens(rng, length), rng.choice([1, 4, 12])))
+    return {"config": {"num_blocks": 80, "max_num_seqs": 5, "max_batched": 160}, "plan": plan}
+
+
+WORKLOADS = {
+    "shared-prefix": workload_shared_prefix,
+    "chunked-prefill": workload_chunked_prefill,
+    "preemption": workload_preemption,
+    "aborts": workload_aborts,
+    "prefix-reset": workload_prefix_reset,
+    "mixed": workload_mixed,
+}
+
+
+def run_workload(
+    name: str,
+    seed: int,
+    kv_events: dict | None,
+    model_dir: str,
+    out,
+    *,
+    hash_algo: str = "sha256",
+    max_steps: int = 400,
+) -> Engine:
+    from vllm.v1.outputs import ModelRunnerOutput
+    from vllm.v1.request import RequestStatus
+
+    spec = WORKLOADS[name](random.Random(f"{seed}:{name}"))
+    engine = Engine(kv_events=kv_events, model_dir=model_dir, hash_algo=hash_algo, **spec["config"])
+    scheduler = engine.scheduler
+    plan = spec["plan"]
+    last_planned = max(plan)
+    outputs: dict[str, list[int]] = {}
+    step = 0
+    while step < max_steps:
+        actions = plan.get(step, [])
+        reset_note = None
+        for action in actions:
+            if action[0] == "add":
+                _, req_id, prompt, max_tokens = action
+                scheduler.add_request(make_request(req_id, prompt, max_tokens))
+            elif action[0] == "abort":
+                scheduler.finish_requests(action[1], RequestStatus.FINISHED_ABORTED)
+            elif action[0] == "reset":
+                reset_note = bool(scheduler.reset_prefix_cache())
+        _reset_seq, reset_events = engine.take_recorded()
+        output = scheduler.schedule()
+        scheduled = dict(sorted(output.num_scheduled_tokens.items()))
+        req_ids = sorted(scheduled)
+        sampled = []
+        for req_id in req_ids:
+            request = scheduler.requests[req_id]
+            # After schedule(), num_computed_tokens already counts this step's tokens.
+            if request.num_computed_tokens >= request.num_tokens:
+                sampled.append([fake_token(seed, req_id, request.num_tokens)])
+            else:
+                sampled.append([])  # a partial prefill samples nothing
+        runner_output = ModelRunnerOutput(
+            req_ids=req_ids,
+            req_id_to_index={r: i for i, r in enumerate(req_ids)},
+            sampled_token_ids=sampled,
+            spec_token_ids=None,
+            logprobs=None,
+            prompt_logprobs_dict={},
+        )
+        admitted = {r.req_id: r.num_computed_tokens for r in output.scheduled_new_reqs}
+        engine_outputs = scheduler.update_from_output(output, runner_output)
+        finished = []
+        for item in engine_outputs.outputs:
+            outputs.setdefault(item.request_id, []).extend(item.new_token_ids)
+            if item.finish_reason is not None:
+                finished.append(item.request_id)
+        seq, events = engine.take_recorded()
+        record = {
+            "workload": name,
+            "step": step,
+            "actions": [list(a[:2]) if a[0] != "reset" else ["reset", reset_note] for a in actions],
+            "scheduled": scheduled,
+            "new": sorted(r.req_id for r in output.scheduled_new_reqs),
+            "resumed": sorted(r.req_id for r in output.scheduled_cached_reqs if r.resumed_from_preemption),
+            "preempted": sorted(set(_preempted(scheduler, output))),
+            "finished": sorted(finished),
+            "num_computed_on_admit": dict(sorted(admitted.items())),
+            "blocks": {r: engine.blocks_of(r) for r in sorted(scheduler.requests)},
+            "num_free_blocks": engine.block_pool.get_num_free_blocks(),
+            "cached_hashes": engine.cached_hashes(),
+            "events": reset_events + events,
+            "event_seq": seq,
+        }
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+        step += 1
+        if step > last_planned and not scheduler.has_unfinished_requests():
+            break
+    out.write(
+        json.dumps(
+            {
+                "workload": name,
+                "summary": True,
+                "steps": step,
+                "outputs": dict(sorted(outputs.items())),
+                "num_free_blocks": engine.block_pool.get_num_free_blocks(),
+                "num_blocks": engine.block_pool.num_gpu_blocks,
+            },
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    out.flush()
+    return engine
+
+
+def _preempted(scheduler, output) -> list[str]:
+    return [r.request_id for r in scheduler.waiting if r.status.name == "PREEMPTED"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--hash-algo",
+        choices=("sha256", "builtin"),
+        default="sha256",
+        help="prefix-caching hash: builtin hashes differ between processes on Python < 3.12 "
+        "(hash(None) is address-based), so traces compare across processes only with sha256",
+    )
+    parser.add_argument("--kv-events", help="KVEventsConfig as JSON (dynamo-base only)")
+    parser.add_argument("--wait-for", help="after the run, keep publishers alive until this file exists")
+    parser.add_argument("--wait-seconds", type=float, default=60)
+    args = parser.parse_args(argv)
+    use_cpu_platform()
+    kv_events = json.loads(args.kv_events) if args.kv_events else None
+    with tempfile.TemporaryDirectory(prefix="vpatch-model-") as model_dir:
+        with open(os.path.join(model_dir, "config.json"), "w") as handle:
+            json.dump(MODEL_CONFIG, handle)
+        names = args.workloads.split(",")
+        unknown = [n for n in names if n not in WORKLOADS]
+        if unknown:
+            print(f"unknown workload(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        engine = None
+        with open(args.out, "w") as out:
+            for name in names:
+                if engine is not None:
+                    engine.shutdown()
+                engine = run_workload(name, args.seed, kv_events, model_dir, out, hash_algo=args.hash_algo)
+        print("VPATCH-RUNNER-DONE", flush=True)
+        if args.wait_for:
+            # Subscribers may still be catching up through replay: keep the publisher alive.
+            deadline = time.monotonic() + args.wait_seconds
+            while not os.path.exists(args.wait_for) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if engine is not None:
+            engine.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
