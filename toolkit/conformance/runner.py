@@ -287,12 +287,17 @@ def run_workload(
     *,
     hash_algo: str = "sha256",
     max_steps: int = 400,
+    start_delay: float = 0.0,
 ) -> Engine:
     from vllm.v1.outputs import ModelRunnerOutput
     from vllm.v1.request import RequestStatus
 
     spec = WORKLOADS[name](random.Random(f"{seed}:{name}"))
     engine = Engine(kv_events=kv_events, model_dir=model_dir, hash_algo=hash_algo, **spec["config"])
+    if start_delay:
+        # ZMQ subscribers need a moment to finish connecting to a freshly bound PUB socket.
+        print("VPATCH-RUNNER-ENGINE-READY", flush=True)
+        time.sleep(start_delay)
     scheduler = engine.scheduler
     plan = spec["plan"]
     last_planned = max(plan)
@@ -394,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kv-events", help="KVEventsConfig as JSON (dynamo-base only)")
     parser.add_argument("--wait-for", help="after the run, keep publishers alive until this file exists")
     parser.add_argument("--wait-seconds", type=float, default=60)
+    parser.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.0,
+        help="pause after building each engine, before its first step (lets subscribers join)",
+    )
     args = parser.parse_args(argv)
     use_cpu_platform()
     kv_events = json.loads(args.kv_events) if args.kv_events else None
@@ -410,7 +421,9 @@ def main(argv: list[str] | None = None) -> int:
             for name in names:
                 if engine is not None:
                     engine.shutdown()
-                engine = run_workload(name, args.seed, kv_events, model_dir, out, hash_algo=args.hash_algo)
+                engine = run_workload(
+                    name, args.seed, kv_events, model_dir, out, hash_algo=args.hash_algo, start_delay=args.start_delay
+                )
         print("VPATCH-RUNNER-DONE", flush=True)
         if args.wait_for:
             # Subscribers may still be catching up through replay: keep the publisher alive.

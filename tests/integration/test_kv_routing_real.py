@@ -1,0 +1,269 @@
+"""The kv-routing series on real vLLM 0.8.4 code on CPU, against stock vLLM 0.8.4, over real ZMQ sockets.
+
+The scenario runner (toolkit/conformance/runner.py) drives vLLM's own V1 scheduler, KV-cache
+manager and block pool in a venv holding the stock or the dynamo-base wheel, with a deterministic
+fake model, over six workloads (shared-prefix chat, chunked prefill, preemption under memory
+pressure, aborts, prefix-cache reset, mixed lengths).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit.conformance.envs import RUNNER, read_trace, run_runner
+from toolkit.envs import offline_env, venv_python
+from toolkit.kvindex import EventBatch, KVIndex, Router, Subscriber, Vllm084BlockHasher, pickle_sha256
+
+pytestmark = pytest.mark.real
+EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
+WORKLOADS = ["shared-prefix", "chunked-prefill", "preemption", "aborts", "prefix-reset", "mixed"]
+
+
+def steps(trace: list[dict]) -> list[dict]:
+    return [r for r in trace if not r.get("summary")]
+
+
+def without_events(trace: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("events", "event_seq")} for r in trace]
+
+
+@pytest.fixture(scope="module")
+def stock_trace(stock_env_084, tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("traces") / "stock.jsonl"
+    run_runner(stock_env_084, out)
+    return read_trace(out)
+
+
+@pytest.fixture(scope="module")
+def events_trace(patched_env_084, tmp_path_factory) -> list[dict]:
+    out = tmp_path_factory.mktemp("traces") / "patched-events.jsonl"
+    run_runner(patched_env_084, out, kv_events=EVENTS_NULL)
+    return read_trace(out)
+
+
+def test_workloads_exercise_what_they_claim(stock_trace):
+    rows = steps(stock_trace)
+    assert {r["workload"] for r in rows} == set(WORKLOADS)
+    assert sum(len(r["preempted"]) for r in rows if r["workload"] == "preemption") > 0
+    assert any(r["num_computed_on_admit"] and max(r["num_computed_on_admit"].values()) > 0 for r in rows)
+    assert any(any(n < t for n, t in [(v, 192) for v in r["scheduled"].values()]) for r in rows)
+    for summary in (r for r in stock_trace if r.get("summary")):
+        # every block is back in the free pool at the end (the null block is never free)
+        assert summary["num_free_blocks"] == summary["num_blocks"] - 1, summary["workload"]
+
+
+def test_feature_off_is_stock_step_for_step(stock_trace, patched_env_084, tmp_path):
+    out = tmp_path / "patched-off.jsonl"
+    run_runner(patched_env_084, out)
+    patched = read_trace(out)
+    assert len(patched) == len(stock_trace)
+    for mine, theirs in zip(patched, stock_trace, strict=True):
+        assert mine == theirs, (mine.get("workload"), mine.get("step"))
+
+
+def test_events_on_do_not_change_scheduling_or_block_ids(stock_trace, events_trace):
+    assert without_events(events_trace) == without_events(stock_trace)
+    assert sum(len(r["events"]) for r in steps(events_trace)) > 50
+
+
+def test_index_rebuilt_from_events_equals_the_cached_map_after_every_step(events_trace):
+    index = KVIndex()
+    kinds: set[str] = set()
+    workload = None
+    for row in steps(events_trace):
+        if row["workload"] != workload:  # every workload starts a fresh engine
+            workload, index = row["workload"], KVIndex()
+        index.apply("w", _batch(row))
+        kinds.update(e["type"] for e in row["events"])
+        assert sorted(index.hashes("w")) == row["cached_hashes"], (row["workload"], row["step"])
+    assert kinds == {"BlockStored", "BlockRemoved", "AllBlocksCleared"}
+
+
+def _batch(row: dict) -> EventBatch:
+    import msgspec
+
+    return msgspec.convert(
+        {"ts": 0.0, "seq": row["event_seq"] or 0, "events": row["events"], "metrics": None}, EventBatch
+    )
+
+
+def test_router_hashes_blocks_as_vllm_does_and_picks_the_worker_holding_the_prefix(events_trace):
+    rows = steps(events_trace)
+    index = KVIndex()
+    for row in rows:
+        if row["workload"] == "shared-prefix":
+            index.apply("chat-worker", _batch(row))
+        elif row["workload"] == "mixed":
+            index.apply("other-worker", _batch(row))
+    first = next(e for r in rows if r["workload"] == "shared-prefix" for e in r["events"] if e["type"] == "BlockStored")
+    assert first["parent_block_hash"] is None
+    hasher = Vllm084BlockHasher(16, hash_fn=pickle_sha256, none_hash=_sha256_none_hash())
+    prompt = first["token_ids"] + [7, 7, 7]
+    assert hasher(prompt)[: len(first["block_hashes"])] == first["block_hashes"]
+    decision = Router(index, hasher).route(prompt)
+    assert decision.worker == "chat-worker"
+    assert decision.overlaps["chat-worker"] >= len(first["block_hashes"]) > 0
+    assert decision.overlaps["other-worker"] == 0
+
+
+def _sha256_none_hash() -> int:
+    from toolkit.kvindex import VLLM_084_NONE_HASH
+
+    return VLLM_084_NONE_HASH
+
+
+def _start_runner(venv: Path, out: Path, workload: str, ports: list[int], sentinel: Path) -> subprocess.Popen:
+    config = {
+        "enable_kv_cache_events": True,
+        "endpoint": f"tcp://127.0.0.1:{ports[0]}",
+        "replay_endpoint": f"tcp://127.0.0.1:{ports[1]}",
+        "buffer_steps": 10000,
+    }
+    return run_runner(
+        venv, out, workloads=[workload], kv_events=config, wait_for=sentinel, start_delay=1.5, background=True
+    )
+
+
+def _finished(trace: Path) -> bool:
+    try:
+        return trace.exists() and any(r.get("summary") for r in read_trace(trace))
+    except ValueError:  # a line is still being written
+        return False
+
+
+def _per_seq_snapshots(subscriber: Subscriber) -> dict[int, frozenset]:
+    snapshots: dict[int, frozenset] = {}
+    original = subscriber.index.apply
+
+    def recording(worker, batch, *, seq=None):
+        original(worker, batch, seq=seq)
+        snapshots[batch.seq if seq is None else seq] = subscriber.index.hashes(worker)
+
+    subscriber.index.apply = recording
+    return snapshots
+
+
+@pytest.mark.parametrize("workload", ["preemption", "prefix-reset"])
+def test_zmq_stream_late_joiner_and_dropped_batch_miss_nothing(patched_env_084, tmp_path, free_ports, workload):
+    ports = free_ports(2)
+    sentinel = tmp_path / "done"
+    out = tmp_path / "trace.jsonl"
+    endpoint, replay = f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}"
+    proc = _start_runner(patched_env_084, out, workload, ports, sentinel)
+    try:
+        # One subscriber is there from the start and loses one batch on the way ...
+        early = Subscriber(endpoint, replay, worker="early")
+        early_snapshots = _per_seq_snapshots(early)
+        dropped: list[int] = []
+        original_on_stream = early._on_stream
+
+        def lossy(frames):
+            if not dropped and int.from_bytes(frames[1], "big") == 3:
+                dropped.append(3)
+                return 0
+            return original_on_stream(frames)
+
+        early._on_stream = lossy
+        deadline = time.monotonic() + 300
+        while not _finished(out) and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"runner exited early: {proc.stderr.read() if proc.stderr else ''}")
+            early.poll(50)
+        rows = steps(read_trace(out))
+        last_seq = max(r["event_seq"] for r in rows)
+        assert early.drain(last_seq, timeout_s=30), json.dumps(early.summary(), default=str)
+        # ... and one joins after the engine has published everything.
+        late = Subscriber(endpoint, replay, worker="late")
+        late_snapshots = _per_seq_snapshots(late)
+        late.catch_up()
+        assert late.drain(last_seq, timeout_s=30)
+    finally:
+        sentinel.touch()
+        proc.wait(timeout=60)
+    assert dropped == [3] and early.replayed > 0
+    for subscriber, snapshots in ((early, early_snapshots), (late, late_snapshots)):
+        assert subscriber.unrecoverable == [] and not subscriber.stale
+        for row in rows:
+            assert sorted(snapshots[row["event_seq"]]) == row["cached_hashes"], (subscriber.worker, row["step"])
+    early.close()
+    late.close()
+
+
+def _probe(venv: Path, code: str) -> subprocess.CompletedProcess:
+    script = f"import sys; sys.path.insert(0, {str(RUNNER.parent)!r})\n" + textwrap.dedent(code)
+    return subprocess.run(
+        [str(venv_python(venv)), "-c", script], capture_output=True, text=True, env=offline_env(), timeout=300
+    )
+
+
+ENGINE_PROBE = """
+import json, os, tempfile, threading
+import psutil
+import runner
+runner.use_cpu_platform()
+model_dir = tempfile.mkdtemp()
+json.dump(runner.MODEL_CONFIG, open(os.path.join(model_dir, "config.json"), "w"))
+engine = runner.Engine(num_blocks=16, max_num_seqs=2, max_batched=64, kv_events=KV_EVENTS, model_dir=model_dir,
+                       hash_algo="sha256")
+listening = sorted(c.laddr.port for c in psutil.Process().net_connections("tcp") if c.status == "LISTEN")
+print(json.dumps({"publisher": type(getattr(engine.scheduler, "kv_event_publisher", None)).__name__,
+                  "threads": sorted(t.name for t in threading.enumerate()), "listening": listening}))
+engine.shutdown()
+"""
+
+
+def test_feature_off_opens_no_sockets_and_starts_no_thread(patched_env_084, free_ports):
+    off = _probe(patched_env_084, ENGINE_PROBE.replace("KV_EVENTS", "None"))
+    assert off.returncode == 0, off.stderr
+    result = json.loads(off.stdout.strip().splitlines()[-1])
+    assert result["publisher"] == "NoneType" and result["listening"] == []
+    assert "kv-event-publisher" not in result["threads"]
+    (port,) = free_ports(1)
+    config = {"enable_kv_cache_events": True, "endpoint": f"tcp://127.0.0.1:{port}"}
+    on = _probe(patched_env_084, ENGINE_PROBE.replace("KV_EVENTS", repr(config).replace("True", "True")))
+    assert on.returncode == 0, on.stderr
+    result = json.loads(on.stdout.strip().splitlines()[-1])
+    assert result["publisher"] == "ZmqEventPublisher" and port in result["listening"]
+    assert "kv-event-publisher" in result["threads"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('{"enable_kv_cache_events": true, "buffer_steps": -1}', "'buffer_steps' must be a positive integer"),
+        ('{"enable_kv_cache_events": true, "endpoint": "http://x"}', "'endpoint' must be a ZMQ endpoint"),
+        ('{"enable_kv_cache_events": true, "publishr": "zmq"}', "unknown key(s) publishr"),
+        ('{"enable_kv_cache_events": "yes"}', "'enable_kv_cache_events' must be true or false"),
+        ("not json", "kv-events-config is not valid JSON"),
+    ],
+)
+def test_bad_kv_events_config_fails_at_start_up(patched_env_084, value, message):
+    code = f"""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.utils import FlexibleArgumentParser
+    parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+    parser.parse_args(["--kv-events-config", {value!r}])
+    """
+    proc = _probe(patched_env_084, code)
+    assert proc.returncode == 2
+    assert message in proc.stderr.strip().splitlines()[-1]
+
+
+def test_good_kv_events_config_reaches_the_engine_config(patched_env_084):
+    code = """
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.utils import FlexibleArgumentParser
+    parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
+    args = parser.parse_args(["--kv-events-config", '{"enable_kv_cache_events": true, "topic": "w7"}'])
+    engine_args = EngineArgs.from_cli_args(args)
+    print(engine_args.kv_events_config)
+    """
+    proc = _probe(patched_env_084, code)
+    assert proc.returncode == 0, proc.stderr
+    assert "enable_kv_cache_events=True" in proc.stdout and "topic='w7'" in proc.stdout

@@ -1,0 +1,77 @@
+"""Venvs that hold one vLLM wheel (stock or dynamo-base) on top of the CPU runtime layer.
+
+Keyed by the wheel's sha256 and cached under the cache root: the first use installs
+the wheel (`--no-deps`, uv when present), later uses are instant. An entry whose
+stamp is missing (an interrupted install) is rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from toolkit.cache import atomic_write_text, locked, sha256_file
+from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
+from toolkit.errors import VpatchError
+
+RUNNER = Path(__file__).with_name("runner.py")
+STAMP = "vpatch-vllm-env.json"
+
+
+def vllm_env(cache_dir: Path, wheel: Path, *, sha256: str | None = None) -> Path:
+    digest = sha256 or sha256_file(wheel)
+    venv = cache_dir / "envs" / f"vllm-{digest[:20]}"
+    with locked(venv):
+        if (venv / STAMP).is_file() and venv_python(venv).exists():
+            return venv
+        if venv.exists():
+            shutil.rmtree(venv)
+        runtime = runtime_env(cache_dir)
+        create_venv(venv)
+        try:
+            install(venv, [str(wheel)], installer="uv" if uv_binary() else "pip", no_deps=True)
+            layer_on(venv, runtime)
+        except BaseException:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+        atomic_write_text(venv / STAMP, json.dumps({"wheel": wheel.name, "sha256": digest}) + "\n")
+    return venv
+
+
+def run_runner(
+    venv: Path,
+    out: Path,
+    *,
+    workloads: list[str] | None = None,
+    kv_events: dict | None = None,
+    hash_algo: str = "sha256",
+    wait_for: Path | None = None,
+    start_delay: float = 0.0,
+    background: bool = False,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Run the scenario runner inside `venv`, writing the trace to `out`."""
+    argv = [str(venv_python(venv)), str(RUNNER), "--out", str(out), "--hash-algo", hash_algo]
+    if workloads:
+        argv += ["--workloads", ",".join(workloads)]
+    if kv_events is not None:
+        argv += ["--kv-events", json.dumps(kv_events)]
+    if wait_for is not None:
+        argv += ["--wait-for", str(wait_for)]
+    if start_delay:
+        argv += ["--start-delay", str(start_delay)]
+    env = offline_env()
+    env.setdefault("OMP_NUM_THREADS", "1")
+    if background:
+        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VpatchError(f"the scenario runner failed in {venv}: {last}")
+    return proc
+
+
+def read_trace(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
