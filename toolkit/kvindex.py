@@ -113,6 +113,10 @@ class WorkerState:
 
     blocks: set[int] = field(default_factory=set)
     tokens: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    # engine block hash -> content key (see `content_chain`), and how many cached blocks share each key
+    content: dict[int, int] = field(default_factory=dict)
+    content_refs: dict[int, int] = field(default_factory=dict)
+    block_size: int | None = None
     metrics: Metrics | None = None
     metrics_ts: float | None = None
     stale: bool = False
@@ -157,6 +161,7 @@ class KVIndex:
             if isinstance(event, BlockStored):
                 state.blocks.update(event.block_hashes)
                 state.blocks_stored += len(event.block_hashes)
+                self._store_content(state, event)
                 if self.keep_tokens and len(event.token_ids) == len(event.block_hashes) * event.block_size:
                     size = event.block_size
                     for i, block_hash in enumerate(event.block_hashes):
@@ -166,15 +171,51 @@ class KVIndex:
                 state.blocks_removed += len(event.block_hashes)
                 for block_hash in event.block_hashes:
                     state.tokens.pop(block_hash, None)
+                    key = state.content.pop(block_hash, None)
+                    if key is not None:
+                        state.content_refs[key] -= 1
+                        if not state.content_refs[key]:
+                            del state.content_refs[key]
             elif isinstance(event, AllBlocksCleared):
                 state.blocks.clear()
                 state.tokens.clear()
+                state.content.clear()
+                state.content_refs.clear()
                 state.stale = False
         if batch.metrics is not None:
             state.metrics = batch.metrics
             state.metrics_ts = batch.ts
         state.batches += 1
         state.last_seq = batch.seq if seq is None else seq
+
+    @staticmethod
+    def _store_content(state: WorkerState, event: BlockStored) -> None:
+        """Give each stored block a content key chained from its parent's (when the parent is known)."""
+        size = event.block_size
+        if len(event.token_ids) != len(event.block_hashes) * size:
+            return
+        if event.parent_block_hash is None:
+            parent = None
+        elif event.parent_block_hash in state.content:
+            parent = state.content[event.parent_block_hash]
+        else:
+            return  # the parent was stored before we joined (or lost): these blocks cannot be keyed
+        state.block_size = size
+        for i, block_hash in enumerate(event.block_hashes):
+            parent = content_key(parent, event.token_ids[i * size : (i + 1) * size], event.lora_id)
+            if block_hash not in state.content:
+                state.content[block_hash] = parent
+                state.content_refs[parent] = state.content_refs.get(parent, 0) + 1
+
+    def content_overlap(self, worker: str, keys: Sequence[int]) -> int:
+        """How many leading content keys (see `content_chain`) the worker holds."""
+        refs = self.state(worker).content_refs
+        count = 0
+        for key in keys:
+            if key not in refs:
+                break
+            count += 1
+        return count
 
     def mark_stale(self, worker: str) -> None:
         self.add_worker(worker).stale = True
@@ -467,6 +508,13 @@ class RouteDecision:
 class Router:
     """Pick a worker for a request from the cached prefixes in a `KVIndex`.
 
+    Overlap is measured with `hash_blocks` (the engine's own block hashes, recomputed: exact, but only
+    possible when the engine's hash is reproducible outside it) or, by default, with content keys that
+    the index derives from the token ids the events carry (`content_chain`): independent of the engine's
+    hash function and of the Python it runs on. vLLM 0.8.4's default builtin block hash includes
+    `hash(None)`, which before Python 3.12 differs from process to process, so content keys are what a
+    router can rely on.
+
     For a request of `total_blocks` full blocks, each worker gets
 
         score = overlap_blocks - load_weight * kv_cache_usage * max(total_blocks, 1)
@@ -482,21 +530,29 @@ class Router:
     def __init__(
         self,
         index: KVIndex,
-        hash_blocks: Callable[[Sequence[int]], list[int]],
+        hash_blocks: Callable[[Sequence[int]], list[int]] | None = None,
         *,
         load_weight: float = 1.0,
+        block_size: int = 16,
     ) -> None:
         self.index = index
         self.hash_blocks = hash_blocks
         self.load_weight = load_weight
+        self.block_size = block_size
 
     def route(self, token_ids: Sequence[int], workers: Iterable[str] | None = None) -> RouteDecision:
-        block_hashes = self.hash_blocks(token_ids)
+        if self.hash_blocks is not None:
+            block_hashes = self.hash_blocks(token_ids)
+        else:
+            block_hashes = content_chain(token_ids, self.block_size)
         total = len(block_hashes)
         ranking = []
         for worker in self.index.workers() if workers is None else workers:
             state = self.index.state(worker)
-            overlap = self.index.overlap(worker, block_hashes)
+            if self.hash_blocks is not None:
+                overlap = self.index.overlap(worker, block_hashes)
+            else:
+                overlap = self.index.content_overlap(worker, block_hashes)
             metrics = state.metrics
             usage = metrics.kv_cache_usage if metrics else 0.0
             score = overlap - self.load_weight * usage * max(total, 1)
@@ -521,6 +577,25 @@ class Router:
 
 
 # --------------------------------------------------------------------------------------------- block hashes
+
+
+def content_key(parent: int | None, block_token_ids: Sequence[int], lora_id: int | None = None) -> int:
+    """A block's identity from its tokens and its parent's identity: blake2b, 64 bits, stable everywhere."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(b"root" if parent is None else parent.to_bytes(8, "big"))
+    digest.update(b"lora:" + str(lora_id).encode() + b";")
+    digest.update(",".join(map(str, block_token_ids)).encode())
+    return int.from_bytes(digest.digest(), "big")
+
+
+def content_chain(token_ids: Sequence[int], block_size: int, lora_id: int | None = None) -> list[int]:
+    """Content keys of the full blocks of a token sequence (what `KVIndex` keys stored blocks by)."""
+    keys: list[int] = []
+    parent: int | None = None
+    for start in range(0, len(token_ids) - block_size + 1, block_size):
+        parent = content_key(parent, token_ids[start : start + block_size], lora_id)
+        keys.append(parent)
+    return keys
 
 
 def pickle_sha256(obj: object) -> int:

@@ -112,6 +112,23 @@ def test_router_hashes_blocks_as_vllm_does_and_picks_the_worker_holding_the_pref
     assert decision.overlaps["other-worker"] == 0
 
 
+def test_router_content_keys_work_with_vllms_default_builtin_hash(patched_env_084, tmp_path):
+    """vLLM 0.8.4's default block hash cannot be recomputed outside the engine on Python 3.11 (it hashes
+    None, whose hash is address-based); routing by the content keys the index derives from the events'
+    token ids does not need it."""
+    out = tmp_path / "builtin.jsonl"
+    run_runner(patched_env_084, out, workloads=["shared-prefix", "mixed"], kv_events=EVENTS_NULL, hash_algo="builtin")
+    rows = steps(read_trace(out))
+    index = KVIndex()
+    for row in rows:
+        index.apply("chat-worker" if row["workload"] == "shared-prefix" else "other-worker", _batch(row))
+    first = next(e for r in rows if r["workload"] == "shared-prefix" for e in r["events"] if e["type"] == "BlockStored")
+    decision = Router(index).route(first["token_ids"] + [5] * 20)
+    assert decision.worker == "chat-worker"
+    assert decision.overlaps["chat-worker"] >= len(first["block_hashes"]) > 0
+    assert decision.overlaps["other-worker"] == 0
+
+
 def _sha256_none_hash() -> int:
     from toolkit.kvindex import VLLM_084_NONE_HASH
 

@@ -558,3 +558,48 @@ def test_kv_watch_live_view_and_bad_arguments(engines: list[FakeEngine], capsys,
     assert "--seconds must be positive" in capsys.readouterr().err
     assert vpatch_main(["kv-watch", "not-an-endpoint", "--seconds", "1"]) == 1
     assert "vpatch: error: cannot connect to not-an-endpoint" in capsys.readouterr().err
+
+
+def test_content_keys_route_without_knowing_the_engines_hash_function():
+    """Engine hashes are opaque here (random numbers); routing uses the token ids the events carry."""
+    from toolkit.kvindex import content_chain
+
+    size = 4
+    tokens = list(range(100, 116))  # four blocks
+    index = KVIndex()
+    index.apply(
+        "a",
+        EventBatch(
+            ts=0.0,
+            seq=0,
+            events=[
+                BlockStored(block_hashes=[901, 902], parent_block_hash=None, token_ids=tokens[:8], block_size=size),
+                BlockStored(block_hashes=[903], parent_block_hash=902, token_ids=tokens[8:12], block_size=size),
+            ],
+        ),
+    )
+    index.apply(
+        "b",
+        EventBatch(
+            ts=0.0,
+            seq=0,
+            events=[
+                BlockStored(block_hashes=[777], parent_block_hash=None, token_ids=tokens[:4], block_size=size),
+                # the parent of this run was stored before the subscriber joined: it cannot be keyed
+                BlockStored(block_hashes=[778], parent_block_hash=555, token_ids=tokens[4:8], block_size=size),
+            ],
+        ),
+    )
+    chain = content_chain(tokens, size)
+    assert len(chain) == 4
+    assert index.content_overlap("a", chain) == 3
+    assert index.content_overlap("b", chain) == 1
+    decision = Router(index, block_size=size).route(tokens)
+    assert decision.worker == "a" and decision.overlaps == {"a": 3, "b": 1}
+    # a different first block changes every key after it (keys are chained)
+    other = [0, *tokens[1:]]
+    assert Router(index, block_size=size).route(other).overlaps == {"a": 0, "b": 0}
+    index.apply("a", EventBatch(ts=0.0, seq=1, events=[BlockRemoved(block_hashes=[902])]))
+    assert index.content_overlap("a", chain) == 1
+    index.apply("a", EventBatch(ts=0.0, seq=2, events=[AllBlocksCleared()]))
+    assert index.content_overlap("a", chain) == 0

@@ -289,7 +289,6 @@ def run_workload(
     max_steps: int = 400,
     start_delay: float = 0.0,
 ) -> Engine:
-    from vllm.v1.outputs import ModelRunnerOutput
     from vllm.v1.request import RequestStatus
 
     spec = WORKLOADS[name](random.Random(f"{seed}:{name}"))
@@ -317,23 +316,7 @@ def run_workload(
         _reset_seq, reset_events = engine.take_recorded()
         output = scheduler.schedule()
         scheduled = dict(sorted(output.num_scheduled_tokens.items()))
-        req_ids = sorted(scheduled)
-        sampled = []
-        for req_id in req_ids:
-            request = scheduler.requests[req_id]
-            # After schedule(), num_computed_tokens already counts this step's tokens.
-            if request.num_computed_tokens >= request.num_tokens:
-                sampled.append([fake_token(seed, req_id, request.num_tokens)])
-            else:
-                sampled.append([])  # a partial prefill samples nothing
-        runner_output = ModelRunnerOutput(
-            req_ids=req_ids,
-            req_id_to_index={r: i for i, r in enumerate(req_ids)},
-            sampled_token_ids=sampled,
-            spec_token_ids=None,
-            logprobs=None,
-            prompt_logprobs_dict={},
-        )
+        runner_output = fake_output(scheduler, output, seed)
         admitted = {r.req_id: r.num_computed_tokens for r in output.scheduled_new_reqs}
         engine_outputs = scheduler.update_from_output(output, runner_output)
         finished = []
@@ -378,6 +361,43 @@ def run_workload(
     )
     out.flush()
     return engine
+
+
+def fake_output(scheduler, output, seed: int):
+    """The fake model's ModelRunnerOutput for a scheduled step."""
+    from vllm.v1.outputs import ModelRunnerOutput
+
+    req_ids = sorted(output.num_scheduled_tokens)
+    sampled = []
+    for req_id in req_ids:
+        request = scheduler.requests[req_id]
+        # After schedule(), num_computed_tokens already counts this step's tokens.
+        if request.num_computed_tokens >= request.num_tokens:
+            sampled.append([fake_token(seed, req_id, request.num_tokens)])
+        else:
+            sampled.append([])  # a partial prefill samples nothing
+    return ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: i for i, r in enumerate(req_ids)},
+                             sampled_token_ids=sampled, spec_token_ids=None, logprobs=None, prompt_logprobs_dict={})
+
+
+def run_stream(engine: Engine, *, steps: int, seed: int) -> float:
+    """A steady stream of shared-prefix requests for `steps` steps; returns the seconds spent in steps.
+
+    Used to measure per-step overhead: only schedule(), the fake model and update_from_output() are timed.
+    """
+    rng = random.Random(seed)
+    scheduler = engine.scheduler
+    prefixes = [_tokens(rng, 48) for _ in range(4)]
+    spent = 0.0
+    for step in range(steps):
+        if step % 2 == 0:
+            prompt = rng.choice(prefixes) + _tokens(rng, rng.randrange(16, 80))
+            scheduler.add_request(make_request(f"s{seed}-{step}", prompt, rng.randrange(4, 16)))
+        start = time.perf_counter()
+        output = scheduler.schedule()
+        scheduler.update_from_output(output, fake_output(scheduler, output, seed))
+        spent += time.perf_counter() - start
+    return spent
 
 
 def _preempted(scheduler, output) -> list[str]:
