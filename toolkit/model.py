@@ -121,6 +121,7 @@ KNOWN_HEADERS = (
     "Signed-off-by",
     "Retired-Since",
     "Retired-Evidence",
+    "API-Change",
 )
 _HEADER_LINE_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9-]*):(?:\s(?P<value>.*))?$")
 _MBOX_FROM_RE = re.compile(r"^From [0-9a-f]{40} ")

@@ -284,3 +284,32 @@ def test_good_kv_events_config_reaches_the_engine_config(patched_env_084):
     proc = _probe(patched_env_084, code)
     assert proc.returncode == 0, proc.stderr
     assert "enable_kv_cache_events=True" in proc.stdout and "topic='w7'" in proc.stdout
+
+
+def test_publisher_carries_100k_events_per_second_through_a_real_socket(patched_env_084, free_ports):
+    """100 batches/s of 1000 events through the real PUB socket to a subscriber: nothing dropped or lost.
+
+    How long publish() takes inside the step is measured by bench/kv_events_overhead.py, not asserted here.
+    """
+    (port,) = free_ports(1)
+    request = {
+        "mode": "throughput",
+        "events": 1000,
+        "batches": 100,
+        "rate": 100_000,
+        "endpoint": f"tcp://127.0.0.1:{port}",
+    }
+    kvload = RUNNER.with_name("kvload.py")
+    proc = subprocess.run(
+        [str(venv_python(patched_env_084)), str(kvload), json.dumps(request)],
+        capture_output=True,
+        text=True,
+        env=offline_env(),
+        timeout=300,
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-BENCH ")), None)
+    assert proc.returncode == 0 and line is not None, proc.stderr[-2000:]
+    result = json.loads(line.removeprefix("VPATCH-BENCH "))
+    assert result["events_sent"] == 100_000
+    assert result["dropped_batches"] == 0
+    assert result["received_events"] == result["events_sent"]

@@ -376,14 +376,21 @@ def fake_output(scheduler, output, seed: int):
             sampled.append([fake_token(seed, req_id, request.num_tokens)])
         else:
             sampled.append([])  # a partial prefill samples nothing
-    return ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: i for i, r in enumerate(req_ids)},
-                             sampled_token_ids=sampled, spec_token_ids=None, logprobs=None, prompt_logprobs_dict={})
+    return ModelRunnerOutput(
+        req_ids=req_ids,
+        req_id_to_index={r: i for i, r in enumerate(req_ids)},
+        sampled_token_ids=sampled,
+        spec_token_ids=None,
+        logprobs=None,
+        prompt_logprobs_dict={},
+    )
 
 
-def run_stream(engine: Engine, *, steps: int, seed: int) -> float:
+def run_stream(engine: Engine, *, steps: int, seed: int, model_seconds: float = 0.0) -> float:
     """A steady stream of shared-prefix requests for `steps` steps; returns the seconds spent in steps.
 
-    Used to measure per-step overhead: only schedule(), the fake model and update_from_output() are timed.
+    Used to measure per-step overhead: only schedule(), the fake model and update_from_output() are timed;
+    `model_seconds` adds a sleep standing in for a real forward pass.
     """
     rng = random.Random(seed)
     scheduler = engine.scheduler
@@ -395,6 +402,8 @@ def run_stream(engine: Engine, *, steps: int, seed: int) -> float:
             scheduler.add_request(make_request(f"s{seed}-{step}", prompt, rng.randrange(4, 16)))
         start = time.perf_counter()
         output = scheduler.schedule()
+        if model_seconds:
+            time.sleep(model_seconds)  # stands in for the forward pass (which releases the GIL)
         scheduler.update_from_output(output, fake_output(scheduler, output, seed))
         spent += time.perf_counter() - start
     return spent

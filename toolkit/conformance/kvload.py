@@ -1,4 +1,7 @@
-"""Runs inside a venv holding the dynamo-base vLLM wheel (started by bench/kv_events_overhead.py).
+"""KV-event load measurements; runs *inside* a venv holding the dynamo-base vLLM wheel.
+
+Started by bench/kv_events_overhead.py and by the real-vLLM tests, as
+`python kvload.py '{"mode": ..., ...}'`; prints one `VPATCH-BENCH {json}` line.
 
 Modes:
   overhead    step time of vLLM's V1 scheduler on a workload, KV events off vs on (ZMQ, subscriber attached),
@@ -50,13 +53,19 @@ def overhead(args: dict) -> dict:
     endpoint = args["endpoint"]
     stop = threading.Event()
     counts = {"batches": 0, "events": 0}
-    thread = threading.Thread(target=subscriber, args=(endpoint, stop, counts))
+    thread = threading.Thread(target=subscriber, args=(endpoint, stop, counts), daemon=True)
     thread.start()
-    times: dict[str, list[float]] = {"off": [], "on": []}
-    configs = {"off": None, "on": {"enable_kv_cache_events": True, "endpoint": endpoint}}
+    modes = ("off", "null", "on")
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    configs = {
+        "off": None,
+        "null": {"enable_kv_cache_events": True, "publisher": "null"},
+        "on": {"enable_kv_cache_events": True, "endpoint": endpoint},
+    }
     events = 0
     for repetition in range(args["repeat"]):
-        for mode in ("off", "on") if repetition % 2 == 0 else ("on", "off"):
+        order = modes if repetition % 2 == 0 else tuple(reversed(modes))
+        for mode in order:
             engine = runner.Engine(
                 num_blocks=96,
                 max_num_seqs=8,
@@ -66,17 +75,24 @@ def overhead(args: dict) -> dict:
                 hash_algo="builtin",
             )
             time.sleep(0.3)  # let the subscriber finish joining a fresh PUB socket
-            times[mode].append(runner.run_stream(engine, steps=args["steps"], seed=repetition))
-            events += sum(len(e) for _, e in engine.recorded)
+            times[mode].append(
+                runner.run_stream(
+                    engine, steps=args["steps"], seed=repetition, model_seconds=args.get("model_ms", 0) / 1000
+                )
+            )
+            if mode == "on":
+                events += sum(len(e) for _, e in engine.recorded)
             engine.shutdown()
     time.sleep(0.5)
     stop.set()
-    thread.join()
+    thread.join(timeout=10)
     off, on = statistics.median(times["off"]), statistics.median(times["on"])
     return {
         "off": times["off"],
         "on": times["on"],
+        "null": times["null"],
         "ratio": on / off,
+        "null_ratio": statistics.median(times["null"]) / off,
         "steps": args["steps"],
         "events_published": events,
         "received_batches": counts["batches"],
@@ -92,7 +108,7 @@ def throughput(args: dict) -> dict:
     publisher = ZmqEventPublisher(KVEventsConfig(enable_kv_cache_events=True, endpoint=args["endpoint"]))
     stop = threading.Event()
     counts = {"batches": 0, "events": 0}
-    thread = threading.Thread(target=subscriber, args=(publisher.endpoint, stop, counts))
+    thread = threading.Thread(target=subscriber, args=(publisher.endpoint, stop, counts), daemon=True)
     thread.start()
     time.sleep(0.5)  # subscription handshake
     per_batch, batches, rate = args["events"], args["batches"], args["rate"]
@@ -121,7 +137,7 @@ def throughput(args: dict) -> dict:
     publisher.shutdown()
     time.sleep(0.5)
     stop.set()
-    thread.join()
+    thread.join(timeout=10)
     durations.sort()
     return {
         "events_sent": per_batch * batches,

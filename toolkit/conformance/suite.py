@@ -1,0 +1,250 @@
+"""`vpatch conform VERSION`: stock vLLM vs dynamo-base, check by check, results as JSON.
+
+Tiers:
+- static: the series applies to its base; the public API only grows (read statically from both wheels).
+- cpu:    static, plus the scenario runner in two real venvs (stock wheel, overlay wheel), each with CPU
+          torch: parity with every feature off, non-interference with KV events on, the KV index rebuilt
+          from events equals the cached map after every step, no block leaks.
+- gpu:    token-level greedy parity on a real small model (docs/conformance.md). Its code path is kept but
+          it cannot run on these machines: it reports not-applicable with the reason instead of passing.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit import __version__
+from toolkit.apply import apply_series
+from toolkit.cache import atomic_write_text, sha256_file
+from toolkit.conformance.api_surface import compare, wheel_surface
+from toolkit.conformance.checks import (
+    FAIL,
+    NOT_APPLICABLE,
+    PASS,
+    CheckList,
+    CheckResult,
+    compare_traces,
+    kv_index_invariant,
+    no_block_leaks,
+)
+from toolkit.conformance.envs import read_trace, run_runner, vllm_env
+from toolkit.errors import VpatchError
+from toolkit.index import fetch_artifact
+from toolkit.model import Pin, Series
+from toolkit.project import Project
+from toolkit.wheel.overlay import build_overlay
+
+TIERS = ("static", "cpu", "gpu")
+SCHEMA = 1
+EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
+GPU_UNAVAILABLE = (
+    "cannot run here: these machines have no GPU, and the GPU machine has no network and a 64 MiB upload "
+    "limit, so vLLM's wheel and its CUDA dependencies cannot be brought to it"
+)
+
+
+@dataclass
+class ConformanceResult:
+    version: str
+    tier: str
+    data: dict
+
+    @property
+    def ok(self) -> bool:
+        return self.data["ok"]
+
+
+def patched_wheel(project: Project, pin: Pin, series: Series) -> Path:
+    """The overlay wheel of the series, built once per fingerprint into the cache."""
+    directory = project.options.cache_dir / "wheels" / f"{pin.series_dirname}-{series.fingerprint()}"
+    existing = sorted(directory.glob("*.whl"))
+    if existing:
+        return existing[0]
+    staging = directory.with_name(directory.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    built = build_overlay(project, pin, staging)
+    staging.rename(directory)
+    return directory / built.path.name
+
+
+def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> ConformanceResult:
+    if tier not in TIERS:
+        raise VpatchError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
+    started = time.time()
+    checks = CheckList()
+    series = project.series(pin) if project.has_series(pin) else None
+    info: dict = {"stock": None, "patched": None}
+    if series is None:
+        checks.add(CheckResult("series-applies", FAIL, f"no series for {pin.label}"))
+        return _finish(project, pin, tier, series, checks, info, started, out_dir)
+
+    def applies() -> CheckResult:
+        with project.scratch_checkout(pin) as checkout:
+            result = apply_series(checkout, series)
+        stopped = result.stopped_at
+        if stopped is not None:
+            return CheckResult("series-applies", FAIL, f"{stopped.name}: " + "; ".join(stopped.details))
+        return CheckResult("series-applies", PASS, f"{len(series.patches)} patches apply with zero fuzz")
+
+    checks.run("series-applies", applies)
+    wheels: dict[str, Path] = {}
+
+    def get_wheels() -> CheckResult:
+        wheels["stock"] = fetch_artifact(project.options.cache_dir, pin.wheels[0], quiet=True)
+        wheels["patched"] = patched_wheel(project, pin, series)
+        info["stock"] = {"wheel": pin.wheels[0].file, "sha256": pin.wheels[0].sha256}
+        info["patched"] = {
+            "wheel": wheels["patched"].name,
+            "sha256": sha256_file(wheels["patched"]),
+            "fingerprint": series.fingerprint(),
+        }
+        return CheckResult("wheels", PASS, f"stock {wheels['stock'].name}, dynamo-base {wheels['patched'].name}")
+
+    checks.run("wheels", get_wheels)
+    if "patched" in wheels:
+        checks.run("api-surface", lambda: _api_surface(wheels["stock"], wheels["patched"], series, pin.project))
+    else:
+        checks.add(CheckResult("api-surface", FAIL, "no wheels to compare (see the wheels check)"))
+
+    if tier in ("cpu", "gpu"):
+        _cpu_tier(project, pin, checks, wheels, out_dir)
+    if tier == "gpu":
+        checks.add(CheckResult("gpu-greedy-parity", NOT_APPLICABLE, GPU_UNAVAILABLE))
+    return _finish(project, pin, tier, series, checks, info, started, out_dir)
+
+
+def _api_surface(stock: Path, patched: Path, series: Series, package: str) -> CheckResult:
+    declared = {p.header("API-Change").split()[0] for p in series.patches if p.header("API-Change")}
+    diff = compare(wheel_surface(str(stock), package), wheel_surface(str(patched), package))
+    undeclared = [s for s in (*diff.removed, *diff.changed_incompatibly) if s not in declared]
+    detail = (
+        f"{len(diff.added)} symbols added, {len(diff.changed_compatibly)} signatures extended compatibly, "
+        f"{len(diff.removed)} removed, {len(diff.changed_incompatibly)} changed incompatibly"
+    )
+    if undeclared:
+        lines = [f"- {s} (removed)" for s in diff.removed if s in undeclared]
+        lines += [f"~ {s} (incompatible signature)" for s in diff.changed_incompatibly if s in undeclared]
+        return CheckResult(
+            "api-surface", FAIL, detail + "; not declared by any patch's API-Change header", "\n".join(lines)
+        )
+    return CheckResult("api-surface", PASS, detail, "\n".join(f"+ {s}" for s in diff.added[:200]))
+
+
+def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, Path], out_dir: Path) -> None:
+    envs: dict[str, Path] = {}
+    for label in ("stock", "patched"):
+
+        def build_env(label: str = label) -> CheckResult:
+            if label not in wheels:
+                return CheckResult(f"env-{label}", FAIL, f"no {label} wheel (see the wheels check)")
+            sha = pin.wheels[0].sha256 if label == "stock" else None
+            envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha)
+            return CheckResult(f"env-{label}", PASS, str(envs[label]))
+
+        checks.run(f"env-{label}", build_env)
+    traces: dict[str, list[dict]] = {}
+    trace_dir = out_dir / "traces"
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    runs = {"stock": ("stock", None), "patched-off": ("patched", None), "patched-events": ("patched", EVENTS_NULL)}
+    for name, (env_label, kv_events) in runs.items():
+
+        def run(name: str = name, env_label: str = env_label, kv_events: dict | None = kv_events) -> CheckResult:
+            if env_label not in envs:
+                return CheckResult(f"run-{name}", FAIL, f"no {env_label} venv (see env-{env_label})")
+            out = trace_dir / f"{pin.series_dirname}-{name}.jsonl"
+            run_runner(envs[env_label], out, kv_events=kv_events)
+            traces[name] = read_trace(out)
+            return CheckResult(f"run-{name}", PASS, f"{len(traces[name])} trace lines → {out.name}")
+
+        checks.run(f"run-{name}", run)
+
+    def needs(*names: str) -> str | None:
+        missing = [n for n in names if n not in traces]
+        return f"missing trace(s) {', '.join(missing)} (see the run checks)" if missing else None
+
+    def parity() -> CheckResult:
+        if why := needs("stock", "patched-off"):
+            return CheckResult("parity", FAIL, why)
+        return compare_traces(
+            "parity", traces["stock"], traces["patched-off"], label_a="stock", label_b="dynamo-base (features off)"
+        )
+
+    def non_interference() -> CheckResult:
+        if why := needs("stock", "patched-events"):
+            return CheckResult("non-interference", FAIL, why)
+        return compare_traces(
+            "non-interference",
+            traces["stock"],
+            traces["patched-events"],
+            label_a="stock",
+            label_b="dynamo-base (KV events on)",
+            ignore=("events", "event_seq"),
+        )
+
+    def invariant() -> CheckResult:
+        if why := needs("patched-events"):
+            return CheckResult("kv-index-invariant", FAIL, why)
+        return kv_index_invariant(traces["patched-events"])
+
+    def leaks() -> CheckResult:
+        if not traces:
+            return CheckResult("no-block-leaks", FAIL, "no traces (see the run checks)")
+        return no_block_leaks(traces)
+
+    checks.run("parity", parity)
+    checks.run("non-interference", non_interference)
+    checks.run("kv-index-invariant", invariant)
+    checks.run("no-block-leaks", leaks)
+    checks.add(
+        CheckResult(
+            "pd-disagg-outputs",
+            NOT_APPLICABLE,
+            "the series has no pd-disagg patches yet"
+            if not any(p.feature == "pd-disagg" for p in project.series(pin).patches)
+            else "pd-disagg conformance is not implemented yet",
+        )
+    )
+    checks.add(
+        CheckResult(
+            "upstream-tests",
+            NOT_APPLICABLE,
+            "running vLLM's own tests/v1/core against both builds is the next increment",
+        )
+    )
+
+
+def _finish(
+    project: Project,
+    pin: Pin,
+    tier: str,
+    series: Series | None,
+    checks: CheckList,
+    info: dict,
+    started: float,
+    out_dir: Path,
+) -> ConformanceResult:
+    data = {
+        "schema": SCHEMA,
+        "project": pin.project,
+        "version": str(pin.version),
+        "tier": tier,
+        "toolkit": __version__,
+        "python": platform.python_version(),
+        "series": {"fingerprint": series.fingerprint(), "patches": [p.name for p in series.patches]}
+        if series
+        else None,
+        "stock": info["stock"],
+        "patched": info["patched"],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "seconds": round(time.time() - started, 3),
+        "checks": [r.as_dict() for r in checks.results],
+        "ok": checks.ok,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{pin.series_dirname}-{tier}.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return ConformanceResult(str(pin.version), tier, data)
