@@ -1,0 +1,61 @@
+"""`vpatch ci [--versions ...] [-o out/]`: the main job; the steps CI runs, run the same way locally."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit import ui
+from toolkit.options import Options
+from toolkit.project import Project
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("ci", help="the main job: verify, check, build, verify, conform; then report")
+    parser.add_argument("--versions", nargs="*", help="pinned versions (default: all)")
+    parser.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory (default: out/)")
+    parser.add_argument("--tiers", default="static,cpu", help="conformance tiers (default: static,cpu)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, options: Options) -> int:
+    from toolkit.ci import run_ci
+
+    project = Project.load(options)
+    out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    tiers = tuple(t for t in args.tiers.split(",") if t)
+    summary = run_ci(project, args.versions, out_dir, quiet=options.json, tiers=tiers)
+    report_note = _report(out_dir, quiet=options.json)
+    if options.json:
+        ui.print_json({**summary, "report": report_note})
+    else:
+        table = ui.table(
+            f"vpatch ci → {out_dir} ({summary['seconds']:.0f}s)", ["version", "step", "result", "time", "detail"]
+        )
+        for version in summary["versions"]:
+            for step in version["steps"]:
+                style = {"pass": "green", "fail": "red"}.get(step["status"], "dim")
+                table.add_row(
+                    version["version"],
+                    step["name"],
+                    f"[{style}]{step['status']}[/]",
+                    f"{step['seconds']:.1f}s",
+                    step["detail"],
+                )
+        ui.out.print(table)
+        for version in summary["versions"]:
+            ui.out.print(f"{project.pins.project} {version['version']}: {version['verdict']}")
+        if report_note:
+            ui.out.print(report_note)
+    return 0 if summary["ok"] else 1
+
+
+def _report(out_dir: Path, *, quiet: bool) -> str | None:
+    """Render the report when the report module is available (it reads OUT/ci-summary.json)."""
+    try:
+        from toolkit.report import write_report
+    except ImportError:
+        return None
+    written = write_report(out_dir, out_dir / "report")
+    return f"report: {', '.join(str(p) for p in written)}"
