@@ -1,5 +1,19 @@
 """One module per `vpatch` subcommand; each has `register(subparsers)` and sets `run`."""
 
-from toolkit.commands import apply, build, check, ci, conform, doctor, export, fetch, kv_watch, pin, status, verify
+from toolkit.commands import (
+    apply,
+    build,
+    check,
+    ci,
+    conform,
+    doctor,
+    export,
+    fetch,
+    kv_watch,
+    pin,
+    rebase,
+    status,
+    verify,
+)
 
-COMMANDS = (pin, fetch, apply, export, check, status, build, verify, doctor, kv_watch, conform, ci)
+COMMANDS = (pin, fetch, apply, export, check, rebase, status, build, verify, doctor, kv_watch, conform, ci)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from packaging.utils import parse_sdist_filename
+from packaging.version import Version
 
 from toolkit import ui
 from toolkit.errors import VpatchError
@@ -67,11 +68,36 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     project = args.project or (pins.project if pins else "vllm")
     if pins and any(p.version == version for p in pins.pins) and not args.replace:
         raise VpatchError(f"{project} {version} is already pinned (use --replace to re-pin)", path=options.pins_file)
+    pin = resolve_pin(
+        options, version, source=args.source, remote=args.remote, tag=args.tag, commit=args.commit, project=project
+    )
+    write_pin(options.pins_file, pin)
+    if options.json:
+        ui.print_json(_pin_dict(pin))
+    else:
+        ui.out.print(
+            f"pinned {project} {version}: sdist {pin.sdist.file if pin.sdist else '-'}, {len(pin.wheels)} wheel(s), "
+            f"base commit {pin.base_commit or pin.commit}"
+        )
+    return 0
+
+
+def resolve_pin(
+    options: Options,
+    version: Version,
+    *,
+    source: str = "sdist",
+    remote: str = DEFAULT_REMOTE,
+    tag: str | None = None,
+    commit: str | None = None,
+    project: str = "vllm",
+) -> Pin:
+    """Everything `pin add` does except writing pins.toml: look up, download, verify, materialize."""
     with ui.step(f"look up {project} {version} on {options.index_url}", quiet=options.json):
         files = list_release_files(options.index_url, project, version)
     sdists = [f for f in files if f.filename.endswith(".tar.gz") and parse_sdist_filename(f.filename)[1] == version]
     wheels = [f for f in files if f.filename.endswith(".whl")]
-    if not sdists and args.source == "sdist":
+    if not sdists and source == "sdist":
         raise VpatchError(f"{project} {version}: the index has no sdist for this release")
     artifacts: list[Artifact] = []
     for entry in [*sdists[:1], *wheels]:
@@ -83,10 +109,10 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     sdist = artifacts[0] if sdists else None
     pin = Pin(
         version=version,
-        source=args.source,
-        remote=_absolute_remote(args.remote),
-        tag=args.tag or f"v{version}",
-        commit=args.commit,
+        source=source,
+        remote=_absolute_remote(remote),
+        tag=tag or f"v{version}",
+        commit=commit,
         sdist=sdist,
         wheels=tuple(a for a in artifacts if a.kind == "wheel"),
         base_commit=None,
@@ -96,20 +122,10 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     if sdist is not None:
         with ui.step(f"materialize the sdist base of {project} {version}", quiet=options.json):
             base_commit = materialize(pin, options.cache_dir, source="sdist").commit
-    commit = args.commit
-    if args.source == "git":
+    if source == "git":
         with ui.step(f"fetch {pin.tag} from {pin.remote}", quiet=options.json):
             commit = materialize(pin, options.cache_dir, source="git").commit
-    pin = Pin(pin.version, pin.source, pin.remote, pin.tag, commit, sdist, pin.wheels, base_commit, project)
-    write_pin(options.pins_file, pin)
-    if options.json:
-        ui.print_json(_pin_dict(pin))
-    else:
-        ui.out.print(
-            f"pinned {project} {version}: sdist {sdist.file if sdist else '-'}, {len(pin.wheels)} wheel(s), "
-            f"base commit {base_commit or commit}"
-        )
-    return 0
+    return Pin(pin.version, pin.source, pin.remote, pin.tag, commit, sdist, pin.wheels, base_commit, project)
 
 
 def _pin_dict(pin: Pin) -> dict:

@@ -33,6 +33,7 @@ from toolkit.conformance.checks import (
     no_block_leaks,
 )
 from toolkit.conformance.envs import read_trace, run_runner, vllm_env
+from toolkit.conformance.upstream_tests import compare_outcomes, run_upstream_tests
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Pin, Series
@@ -209,13 +210,17 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
             else "pd-disagg conformance is not implemented yet",
         )
     )
-    checks.add(
-        CheckResult(
-            "upstream-tests",
-            NOT_APPLICABLE,
-            "running vLLM's own tests/v1/core against both builds is the next increment",
-        )
-    )
+
+    def upstream_tests() -> CheckResult:
+        if "stock" not in envs or "patched" not in envs:
+            return CheckResult("upstream-tests", FAIL, "a venv is missing (see the env checks)")
+        base = project.base(pin)
+        scratch = project.options.cache_dir / "tmp"
+        stock = run_upstream_tests(envs["stock"], base, scratch)
+        patched = run_upstream_tests(envs["patched"], base, scratch)
+        return compare_outcomes(stock, patched)
+
+    checks.run("upstream-tests", upstream_tests)
 
 
 def _finish(

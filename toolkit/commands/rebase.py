@@ -1,0 +1,176 @@
+"""`vpatch rebase VERSION --onto NEW`: carry VERSION's series to NEW, with review and evidence."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from toolkit import ui
+from toolkit.checkout import open_checkout
+from toolkit.commands.pin import resolve_pin
+from toolkit.errors import VpatchError
+from toolkit.lifecycle import CONFLICT
+from toolkit.lifecycle.rebase import (
+    RebaseResult,
+    abort_rebase,
+    continue_rebase,
+    default_rebase_dir,
+    rebase_state,
+    skip_patch,
+    start_rebase,
+)
+from toolkit.model import Pin, parse_version
+from toolkit.options import Options
+from toolkit.project import Project
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "rebase", help="replay a version's series onto another release (three-way, rerere) as that release's series"
+    )
+    parser.add_argument("version", nargs="?", help="the pinned version whose series is replayed")
+    parser.add_argument("--onto", metavar="NEW", help="the release to replay onto (pinned first if it is not)")
+    parser.add_argument("--into", type=Path, help="checkout directory (default: checkouts/vllm-NEW-rebase)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace an existing series of NEW, and an existing checkout directory"
+    )
+    pinning = parser.add_argument_group("pinning NEW when it is not pinned yet (defaults: as VERSION's pin)")
+    pinning.add_argument("--source", choices=("sdist", "git"), help="where NEW's base comes from")
+    pinning.add_argument("--remote", help="git remote URL")
+    pinning.add_argument("--tag", help="git tag (default: vNEW)")
+    pinning.add_argument("--commit", help="the commit the tag must point to, when known")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--continue", dest="resume", action="store_true", help="go on after resolving a conflict")
+    group.add_argument("--skip", action="store_true", help="drop the stopped patch from the new series and go on")
+    group.add_argument("--abort", action="store_true", help="give up: the checkout goes back to NEW's base")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, options: Options) -> int:
+    project = Project.load(options)
+    if args.resume or args.skip or args.abort:
+        return _resume(args, project, options)
+    if not args.version or not args.onto:
+        raise VpatchError("give the VERSION to rebase and --onto NEW (or --continue, --skip, --abort)")
+    old_pin = project.pins.get(args.version)
+    if not project.has_series(old_pin):
+        raise VpatchError(f"{old_pin.label} has no series to rebase ({project.series_dir(old_pin)}/series)")
+    new_dir = options.patches_dir / f"{project.pins.project}-{parse_version(args.onto)}"
+    if (new_dir / "series").exists() and not args.force:  # before pinning anything (checked again later)
+        raise VpatchError(f"{new_dir} already has a series; use --force to replace it with the rebased one")
+    new_pin, pending = _new_pin(args, project, old_pin)
+    target = args.into.resolve() if args.into else default_rebase_dir(project, new_pin)
+    result = start_rebase(
+        project,
+        old_pin,
+        new_pin,
+        target=target,
+        force=args.force,
+        pending_pin=pending,
+        step=lambda title: ui.step(title, quiet=options.json),
+    )
+    return _report(result, options)
+
+
+def _new_pin(args: argparse.Namespace, project: Project, old_pin: Pin) -> tuple[Pin, bool]:
+    """NEW's pin, and whether it still has to be written (it is, when the rebase completes)."""
+    version = parse_version(args.onto)
+    if any(p.version == version for p in project.pins.pins):
+        return project.pins.get(version), False
+    if version == old_pin.version:
+        raise VpatchError(f"{old_pin.label}: rebase onto the same version makes no sense")
+    pin = resolve_pin(
+        project.options,
+        version,
+        source=args.source or old_pin.source,
+        remote=args.remote or old_pin.remote,
+        tag=args.tag,
+        commit=args.commit,
+        project=project.pins.project,
+    )
+    return pin, True
+
+
+def _resume(args: argparse.Namespace, project: Project, options: Options) -> int:
+    target = _find_checkout(args, project)
+    checkout = open_checkout(target)
+    state = rebase_state(target)
+    if state is None:
+        raise VpatchError(f"{target}: no rebase is in progress")
+    if args.version and parse_version(args.version) != parse_version(state["old_version"]):
+        raise VpatchError(f"{target} rebases {state['old_version']}, not {args.version}")
+    if args.abort:
+        abort_rebase(project, checkout)
+        if options.json:
+            ui.print_json({"aborted": True, "checkout": str(target), "base_commit": checkout.base_commit})
+        else:
+            ui.err.print(
+                f"aborted: {target} is back at the {state['new_version']} base {checkout.base_commit[:12]}; "
+                "patches/ is unchanged"
+            )
+        return 0
+    with ui.step("replay the rest of the series", quiet=options.json):
+        result = skip_patch(project, checkout) if args.skip else continue_rebase(project, checkout, force=args.force)
+    return _report(result, options)
+
+
+def _find_checkout(args: argparse.Namespace, project: Project) -> Path:
+    if args.into is not None:
+        return args.into.resolve()
+    if args.onto:
+        version = parse_version(args.onto)
+        pinned = [p for p in project.pins.pins if p.version == version]
+        if pinned:
+            return default_rebase_dir(project, pinned[0])
+        return project.options.checkouts_dir / f"{project.pins.project}-{version}-rebase"
+    root = project.options.checkouts_dir
+    found = []
+    if root.is_dir():
+        for candidate in sorted(root.glob("*-rebase")):
+            try:
+                if rebase_state(candidate) is not None:
+                    found.append(candidate)
+            except VpatchError:
+                continue
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise VpatchError(f"no rebase in progress under {root}; give --into DIR")
+    raise VpatchError(f"rebases in progress in {', '.join(str(p) for p in found)}; say which with --onto or --into")
+
+
+def _report(result: RebaseResult, options: Options) -> int:
+    if options.json:
+        ui.print_json(result.as_dict())
+        return 0 if result.done else 1
+    table = ui.table(
+        f"rebase {result.old_version} → {result.new_version} ({result.checkout.path})",
+        ["#", "patch", "outcome", "details", "upstream evidence"],
+    )
+    patches = (result.evidence or {}).get("patches", {})
+    for number, outcome in enumerate(result.outcomes, start=1):
+        signals = ", ".join(patches.get(outcome["name"], {}).get("upstream_signals", []))
+        status = ui.styled(outcome["status"]) + (" (changed)" if outcome.get("content_changed") else "")
+        table.add_row(str(number), outcome["name"], status, "\n".join(outcome["details"]), signals)
+    ui.out.print(table)
+    if not result.done:
+        stopped = result.stopped
+        assert stopped is not None
+        what = "conflict" if stopped["status"] == CONFLICT else "does not apply"
+        ui.err.print(f"[red]stopped at {stopped['name']}[/] ({what}):", markup=True)
+        for line in stopped["details"]:
+            ui.err.print(f"  {line}", markup=False, highlight=False)
+        ui.err.print(
+            f"resolve it in {result.checkout.path} with git (edit, `git add`), then `vpatch rebase --continue`; "
+            "or `vpatch rebase --skip` to drop this patch, `vpatch rebase --abort` to give up",
+            markup=False,
+        )
+        return 1
+    ui.out.print("range-diff (old series on the old base vs new series on the new base):")
+    ui.out.print(result.range_diff or "(empty)", markup=False, highlight=False)
+    kept = len(result.outcomes) - len(result.dropped)
+    dropped = f"; left out: {', '.join(result.dropped)}" if result.dropped else ""
+    pinned = " (and pinned it)" if result.pinned else ""
+    ui.out.print(f"wrote {result.series_dir} ({kept} patches{dropped}){pinned}", markup=False, highlight=False)
+    return 0

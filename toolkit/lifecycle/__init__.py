@@ -1,0 +1,21 @@
+"""The series lifecycle: carry a series to a new upstream release, gather evidence, retire what upstream absorbed.
+
+`rebase` replays one version's series onto another pinned release (three-way merges, git rerere with
+resolutions remembered in the cache) and writes the result as that release's series, with a range-diff
+for review and per-patch evidence that upstream already has a patch (`upstream`). Retiring patches on
+that evidence comes later.
+"""
+
+from __future__ import annotations
+
+# Per-patch outcomes of a rebase.
+CLEAN = "clean"  # applied as written (offsets allowed)
+MERGED = "merged"  # needed a three-way merge, a recorded (rerere) resolution, or a hand resolution
+CONFLICT = "conflict"  # stopped: the merge left conflicts to resolve
+FAILED = "failed"  # stopped: the patch does not apply and cannot be merged (no conflict markers to resolve)
+EMPTY = "empty"  # the new release already contains the change: nothing left to carry
+SKIPPED = "skipped"  # dropped by hand (`vpatch rebase --skip`)
+PENDING = "pending"  # not replayed yet
+
+KEPT = (CLEAN, MERGED)
+DROPPED = (EMPTY, SKIPPED)

@@ -1,0 +1,686 @@
+"""Rebase a series onto another pinned release: replay, resolve, review, write the new series.
+
+`start_rebase` makes a checkout of the NEW release's base (`checkouts/<project>-NEW-rebase` by default),
+fetches the OLD base's objects into it so `git am --3way` can rebuild each patch's preimage, and replays
+the old series one patch at a time. Each patch ends up clean, merged (three-way, a recorded resolution, or
+by hand), empty (NEW already has the change) or skipped. A conflict stops the replay with the `git am`
+session left in place: resolve it with ordinary git (edit, `git add`) and `continue_rebase`, or
+`skip_patch`, or `abort_rebase` (back to NEW's base).
+
+git rerere is enabled in the checkout and its rr-cache is a link to `<cache>/rerere/<project>`, shared by
+every rebase: a conflict resolved once is resolved the same way the next time, without stopping.
+
+Only a completed rebase writes anything under patches/: the new series `patches/<project>-NEW/` (old
+headers carried over, `Last-Update:` refreshed on patches whose change differs, empty patches left out),
+`range-diff.txt` (old series on OLD's base vs new series on NEW's) and `evidence.json`, swapped in as one
+directory; and, when NEW was pinned for the rebase, its pin. The old series is never touched. The state
+lives in the checkout's `.git/vpatch.json` under `rebase`, with a private copy of the old patches (and
+of NEW's pin when it is not written yet) in `.git/vpatch-rebase/`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.apply import AM_ARGS, am_in_progress, apply_series, describe_apply_failure
+from toolkit.cache import replace_dir, staging_dir
+from toolkit.checkout import (
+    UPSTREAM_REF,
+    Checkout,
+    add_base_objects,
+    create_checkout,
+    read_state,
+    update_state,
+    write_state,
+)
+from toolkit.errors import VpatchError
+from toolkit.export import _series_text
+from toolkit.git import Git
+from toolkit.lifecycle import CLEAN, CONFLICT, EMPTY, FAILED, KEPT, MERGED, PENDING, SKIPPED
+from toolkit.lifecycle.upstream import carried_forward, collect_evidence, patch_id
+from toolkit.model import Patch, Pin, Series, parse_patch
+from toolkit.pins import load_pins, write_pin
+from toolkit.project import Project
+from toolkit.render import render_range, set_patch_file_header
+from toolkit.sources import Base, materialize
+
+STATE_KEY = "rebase"
+PRIVATE_DIR = "vpatch-rebase"
+OLD_HEAD_REF = "refs/vpatch/rebase/old-head"
+OLD_BASE_REF = "refs/vpatch/rebase/old-base"
+EVIDENCE_FILE = "evidence.json"
+RANGE_DIFF_FILE = "range-diff.txt"
+THREE_WAY_NOTE = "Falling back to patching base and 3-way merge"
+BECAME_EMPTY = "became empty: the new base already has this change"
+
+Step = Callable[[str], AbstractContextManager]
+
+
+def _no_step(_title: str) -> AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+def rerere_cache(cache_dir: Path, project: str) -> Path:
+    """Where resolutions are remembered across rebases (one rr-cache per project)."""
+    return cache_dir / "rerere" / project
+
+
+def default_rebase_dir(project: Project, new_pin: Pin) -> Path:
+    return project.options.checkouts_dir / f"{new_pin.series_dirname}-rebase"
+
+
+def rebase_state(path: Path) -> dict | None:
+    """The rebase in progress in the checkout at `path`, or None."""
+    return read_state(path).get(STATE_KEY)
+
+
+@dataclass
+class RebaseResult:
+    checkout: Checkout
+    old_version: str
+    new_version: str
+    outcomes: list[dict]
+    stopped: dict | None = None  # {name, status, files: [{path, kind, hunks}], details}
+    series_dir: Path | None = None
+    range_diff: str | None = None
+    evidence: dict | None = None
+    pinned: bool = False  # NEW's pin was written by this rebase
+    dropped: list[str] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped is None
+
+    def as_dict(self) -> dict:
+        return {
+            "old_version": self.old_version,
+            "new_version": self.new_version,
+            "checkout": str(self.checkout.path),
+            "done": self.done,
+            "patches": self.outcomes,
+            "stopped": self.stopped,
+            "series": str(self.series_dir) if self.series_dir else None,
+            "pinned": self.pinned,
+            "dropped": self.dropped,
+            "range_diff": self.range_diff,
+            "evidence": self.evidence,
+        }
+
+
+# ---------------------------------------------------------------- starting
+
+
+def prepare_target(target: Path, *, force: bool) -> None:
+    """Make room for a rebase checkout at `target`, removing only a vpatch checkout with nothing to lose."""
+    if not target.exists() or not any(target.iterdir()):
+        return
+    if not (target / ".git" / "vpatch.json").is_file():
+        raise VpatchError(f"{target} already exists and is not a vpatch checkout; choose another --into")
+    if rebase_state(target) is not None:
+        raise VpatchError(
+            f"{target}: a rebase is in progress there; `vpatch rebase --continue`, `--skip` or `--abort` it first"
+        )
+    repo = Git(target)
+    pristine = repo.rev_parse("HEAD") == repo.rev_parse(UPSTREAM_REF) and not repo.out("status", "--porcelain")
+    if not (pristine or force):
+        raise VpatchError(f"{target} already exists (a checkout with commits or changes); use --force to replace it")
+    shutil.rmtree(target)
+
+
+def start_rebase(
+    project: Project,
+    old_pin: Pin,
+    new_pin: Pin,
+    *,
+    target: Path,
+    force: bool = False,
+    pending_pin: bool = False,
+    step: Step = _no_step,
+) -> RebaseResult:
+    """Replay OLD's series onto NEW's base in a new checkout at `target`.
+
+    `pending_pin` means NEW is not in pins.toml yet: its pin is written only when the rebase completes.
+    """
+    if old_pin.version == new_pin.version:
+        raise VpatchError(f"{old_pin.label}: rebase onto the same version makes no sense")
+    old_series = project.series(old_pin)
+    series_dir = project.options.patches_dir / new_pin.series_dirname
+    if (series_dir / "series").exists() and not force:
+        raise VpatchError(f"{series_dir} already has a series; use --force to replace it with the rebased one")
+    prepare_target(target, force=force)
+    with step(f"bases {old_pin.label} ({old_pin.source}) and {new_pin.label} ({new_pin.source})"):
+        old_base = project.base(old_pin)
+        new_base = materialize(new_pin, project.options.cache_dir, quiet=project.options.json)
+    with step(f"checkout of {new_pin.label} into {target}"):
+        checkout = create_checkout(new_base, target)
+    try:
+        with step(f"fetch {old_pin.label}'s base for three-way merges; enable rerere"):
+            add_base_objects(checkout, [old_base])
+            checkout.git.update_ref(OLD_BASE_REF, old_base.commit)
+            _enable_rerere(checkout, rerere_cache(project.options.cache_dir, project.pins.project))
+        private = _private_dir(checkout)
+        (private / "patches").mkdir(parents=True)
+        for patch in old_series.patches:
+            (private / "patches" / patch.name).write_bytes(patch.data)
+        (private / "series").write_text(old_series.text, encoding="utf-8")
+        old_evidence = old_series.directory / EVIDENCE_FILE
+        if old_evidence.is_file():
+            shutil.copyfile(old_evidence, private / EVIDENCE_FILE)
+        if pending_pin:
+            write_pin(private / "pin.toml", new_pin)
+        with step(f"old series on {old_pin.label}'s base (for the range-diff)"):
+            old_head = _old_head(project, old_pin, old_series, old_base, checkout)
+        state = {
+            "old_version": str(old_pin.version),
+            "new_version": str(new_pin.version),
+            "old_base": old_base.commit,
+            "old_head": old_head,
+            "patches": [p.name for p in old_series.patches],
+            "remaining": [p.name for p in old_series.patches],
+            "outcomes": [],
+            "current": None,
+            "stopped": None,
+            "force": force,
+            "pending_pin": pending_pin,
+        }
+        update_state(checkout, {STATE_KEY: state})
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    with step(f"replay {len(old_series.patches)} patch(es) onto {new_pin.label}"):
+        return _Rebase(project, checkout, state).replay()
+
+
+def _private_dir(checkout: Checkout) -> Path:
+    return checkout.git.git_dir() / PRIVATE_DIR
+
+
+def _enable_rerere(checkout: Checkout, shared: Path) -> None:
+    shared.mkdir(parents=True, exist_ok=True)
+    link = checkout.git.git_dir() / "rr-cache"
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(shared.resolve(), target_is_directory=True)
+    checkout.git.run("config", "rerere.enabled", "true")
+
+
+def _old_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
+    """The old series as commits on OLD's base, fetched into the checkout; None if it does not apply there."""
+    if not series.patches:
+        return old_base.commit
+    paths = tuple(sorted({p for patch in series.patches for p in patch.touched_paths}))
+    with project.scratch_checkout(old_pin, sparse_paths=paths) as scratch:
+        if scratch.base_commit != old_base.commit or not apply_series(scratch, series).ok:
+            return None
+        checkout.git.run("fetch", "--quiet", "--no-tags", str(scratch.path), f"+HEAD:{OLD_HEAD_REF}")
+    return checkout.git.rev_parse(OLD_HEAD_REF)
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False) -> RebaseResult:
+    """Go on after the stopped patch was resolved (edited and `git add`ed) in the checkout."""
+    rebase = _Rebase.load(project, checkout)
+    rebase.state["force"] = rebase.state.get("force", False) or force
+    name = rebase.state["current"]
+    if name is not None:
+        stopped = rebase.state.get("stopped") or {}
+        repo = checkout.git
+        if am_in_progress(checkout):
+            unmerged = [path for _, path in rebase.unmerged()]
+            if unmerged:
+                raise VpatchError(
+                    f"{checkout.path}: still unmerged: {', '.join(unmerged)}; resolve, `git add`, then continue"
+                )
+            for entry in stopped.get("files", []):
+                hunks = conflict_hunks(checkout.path / entry["path"])
+                if hunks:
+                    raise VpatchError(
+                        f"conflict markers remain at {_ranges(hunks)}; resolve them, `git add`, then continue",
+                        path=checkout.path / entry["path"],
+                    )
+            if stopped.get("status") == FAILED and repo.ok("diff", "--cached", "--quiet", "HEAD"):
+                raise VpatchError(
+                    f"{checkout.path}: nothing is staged for {name}; make its change by hand and `git add` it, "
+                    "or `vpatch rebase --skip` to drop it"
+                )
+            how = "conflict resolved by hand" if stopped.get("status") == CONFLICT else "applied by hand"
+            rebase.continue_am(name, how)
+        elif len(repo.commits(f"{UPSTREAM_REF}..HEAD")) > rebase.state["current_start"]:
+            rebase.settle(name, MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
+        else:
+            rebase.settle(name, SKIPPED, ["skipped with git"])
+    return rebase.replay()
+
+
+def skip_patch(project: Project, checkout: Checkout) -> RebaseResult:
+    """Drop the stopped patch from the new series and go on with the rest."""
+    rebase = _Rebase.load(project, checkout)
+    name = rebase.state["current"]
+    if name is None:
+        raise VpatchError(f"{checkout.path}: no patch is stopped; nothing to skip")
+    if am_in_progress(checkout):
+        checkout.git.run("am", "--skip")
+    checkout.git.run("reset", "--quiet", "--hard", rebase.state["current_head"])
+    rebase.settle(name, SKIPPED, ["dropped by hand (vpatch rebase --skip)"])
+    return rebase.replay()
+
+
+def abort_rebase(project: Project, checkout: Checkout) -> dict:
+    """Give up: the checkout goes back to NEW's base, patches/ was never written. Returns the dropped state."""
+    state = rebase_state(checkout.path)
+    if state is None:
+        raise VpatchError(f"{checkout.path}: no rebase is in progress")
+    repo = checkout.git
+    if am_in_progress(checkout):
+        # Remember what was resolved so far (a resolved file without markers), so the next rebase reuses it.
+        repo.run("rerere", check=False)
+        repo.run("am", "--abort")
+    repo.run("reset", "--quiet", "--hard", UPSTREAM_REF)
+    for ref in (OLD_HEAD_REF, OLD_BASE_REF):
+        repo.run("update-ref", "-d", ref, check=False)
+    shutil.rmtree(_private_dir(checkout), ignore_errors=True)
+    write_state(checkout, {})
+    return state
+
+
+# ---------------------------------------------------------------- the replay
+
+
+class _Rebase:
+    def __init__(self, project: Project, checkout: Checkout, state: dict) -> None:
+        self.project = project
+        self.checkout = checkout
+        self.repo = checkout.git
+        self.state = state
+        self.private = _private_dir(checkout)
+
+    @classmethod
+    def load(cls, project: Project, checkout: Checkout) -> _Rebase:
+        state = rebase_state(checkout.path)
+        if state is None:
+            raise VpatchError(f"{checkout.path}: no rebase is in progress")
+        return cls(project, checkout, state)
+
+    def save(self) -> None:
+        update_state(self.checkout, {STATE_KEY: self.state})
+
+    def patch_path(self, name: str) -> Path:
+        return self.private / "patches" / name
+
+    def patch(self, name: str) -> Patch:
+        return parse_patch(self.patch_path(name))
+
+    def count(self) -> int:
+        return len(self.repo.commits(f"{UPSTREAM_REF}..HEAD"))
+
+    def settle(self, name: str, status: str, details: list[str], commit: str | None = None) -> None:
+        self.state["outcomes"].append(
+            {"name": name, "subject": self.patch(name).subject, "status": status, "details": details, "commit": commit}
+        )
+        self.state["current"] = None
+        self.state["stopped"] = None
+        self.save()
+
+    def unmerged(self) -> list[tuple[str, str]]:
+        """(status code, path) of every unmerged path (`git status` XY codes: UU, AA, DU, UD ...)."""
+        raw = self.repo.run("status", "--porcelain", "-z", "--untracked-files=no").stdout.decode("utf-8", "replace")
+        entries = []
+        for item in raw.split("\0"):
+            code, path = item[:2], item[3:]
+            if code in ("DD", "AU", "UD", "UA", "DU", "AA", "UU"):
+                entries.append((code, path))
+        return entries
+
+    def replay(self) -> RebaseResult:
+        while self.state["remaining"]:
+            name = self.state["remaining"].pop(0)
+            self.state["current"] = name
+            self.state["current_start"] = self.count()
+            self.state["current_head"] = self.repo.rev_parse("HEAD")
+            self.save()
+            proc = self.repo.run(*AM_ARGS, "--3way", str(self.patch_path(name)), check=False)
+            output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+            if proc.returncode == 0:
+                self.settle_applied(name, [THREE_WAY_NOTE] if THREE_WAY_NOTE in output else [])
+                continue
+            stop = self.after_stop(name, output)
+            if stop is not None:
+                self.state["stopped"] = stop
+                self.save()
+                return self.result()
+        return self.finish()
+
+    def settle_applied(self, name: str, notes: list[str]) -> None:
+        """The current patch's `git am` succeeded: a commit (clean or merged), or nothing (empty)."""
+        if self.count() > self.state["current_start"]:
+            merged = bool(notes)
+            details = [n if n != THREE_WAY_NOTE else "applied with a three-way merge" for n in notes]
+            self.settle(name, MERGED if merged else CLEAN, details, self.repo.rev_parse("HEAD"))
+        else:
+            self.settle(name, EMPTY, [BECAME_EMPTY])
+
+    def after_stop(self, name: str, output: str) -> dict | None:
+        """`git am` stopped on `name`: settle it if rerere resolved every conflict, else describe the stop."""
+        if not am_in_progress(self.checkout):
+            lines = [line for line in output.splitlines() if line.strip()]
+            raise VpatchError(f"{name}: git am failed: {lines[-1] if lines else 'no output'}")
+        unmerged = self.unmerged()
+        if unmerged:
+            unresolved = set(self.repo.out("rerere", "remaining").splitlines())
+            auto = [
+                path
+                for _, path in unmerged
+                if path not in unresolved
+                and (self.checkout.path / path).is_file()
+                and not conflict_hunks(self.checkout.path / path)
+            ]
+            if auto:
+                self.repo.run("add", "--", *auto)
+            note = f"conflict in {', '.join(auto)} resolved by a recorded resolution (rerere)" if auto else ""
+            if len(auto) == len(unmerged):
+                self.continue_am(name, note)
+                return None
+            files = [
+                {
+                    "path": path,
+                    "kind": _CONFLICT_KINDS.get(code, code),
+                    "hunks": conflict_hunks(self.checkout.path / path),
+                }
+                for code, path in unmerged
+                if path not in auto
+            ]
+            details = [
+                f"{f['path']}: {f['kind']}" + (f" at {_ranges(f['hunks'])}" if f["hunks"] else "") for f in files
+            ]
+            return {"name": name, "status": CONFLICT, "files": files, "details": details + ([note] if note else [])}
+        check = self.repo.run("apply", "--check", "-v", str(self.patch_path(name)), check=False)
+        details = list(describe_apply_failure(self.patch(name), check.stderr.decode("utf-8", "replace")))
+        why = [line for line in output.splitlines() if line.startswith(("error:", "fatal:"))]
+        details += [line for line in why if "Failed to merge" not in line and line not in details]
+        return {"name": name, "status": FAILED, "files": [], "details": details}
+
+    def continue_am(self, name: str, note: str) -> None:
+        proc = self.repo.run("am", "--continue", check=False)
+        output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+        if proc.returncode == 0:
+            self.settle_applied(name, [note])
+            return
+        if "No changes" in output:
+            # Resolved to exactly what the new base has: nothing left of this patch.
+            self.repo.run("am", "--skip")
+            self.settle(name, EMPTY, [f"{note}; {BECAME_EMPTY}"])
+            return
+        lines = [line for line in output.splitlines() if line.strip()]
+        raise VpatchError(f"{name}: git am --continue failed: {lines[-1] if lines else 'no output'}")
+
+    def result(self) -> RebaseResult:
+        outcomes = list(self.state["outcomes"])
+        stopped = self.state.get("stopped")
+        if stopped:
+            outcomes.append(
+                {
+                    "name": stopped["name"],
+                    "subject": self.patch(stopped["name"]).subject,
+                    "status": stopped["status"],
+                    "details": stopped["details"],
+                    "commit": None,
+                }
+            )
+        for name in self.state["remaining"]:
+            outcomes.append(
+                {"name": name, "subject": self.patch(name).subject, "status": PENDING, "details": [], "commit": None}
+            )
+        return RebaseResult(
+            self.checkout, self.state["old_version"], self.state["new_version"], outcomes, stopped=stopped
+        )
+
+    # ------------------------------------------------------------ completing
+
+    def new_pin(self) -> Pin:
+        pins = self.project.pins
+        if not self.state["pending_pin"]:
+            return pins.get(self.state["new_version"])
+        return load_pins(self.private / "pin.toml").get(self.state["new_version"])
+
+    def finish(self) -> RebaseResult:
+        state = self.state
+        options = self.project.options
+        old_pin = self.project.pins.get(state["old_version"])
+        new_pin = self.new_pin()
+        series_dir = options.patches_dir / new_pin.series_dirname
+        if (series_dir / "series").exists() and not state["force"]:
+            raise VpatchError(
+                f"{series_dir} already has a series (written since the rebase started); "
+                "`vpatch rebase --continue --force` replaces it"
+            )
+        kept = [o for o in state["outcomes"] if o["status"] in KEPT]
+        commits = self.repo.commits(f"{UPSTREAM_REF}..HEAD")
+        if len(commits) != len(kept):
+            raise VpatchError(
+                f"{self.checkout.path}: {len(commits)} commits above {UPSTREAM_REF}, but the rebase kept "
+                f"{len(kept)} patches; put the branch back (or `vpatch rebase --abort`)"
+            )
+        mails, changed = self.final_mails(kept)
+        old_patches = [self.patch(name) for name in state["patches"]]
+        old_base = self.project.base(old_pin)
+        new_base = materialize(new_pin, options.cache_dir, quiet=options.json)
+        new_head = self.repo.rev_parse("HEAD")
+        assert new_head is not None
+        range_diff = self.range_diff(state["old_base"], state["old_head"], self.checkout.base_commit, new_head)
+        evidence = collect_evidence(
+            self.repo,
+            project=new_pin.project,
+            old_base=old_base,
+            new_base=new_base,
+            patches=old_patches,
+            outcomes=state["outcomes"],
+            content_changed=changed,
+            earlier=self.earlier(),
+        )
+        old_text = (self.private / "series").read_text(encoding="utf-8")
+        names = [name for name, _ in mails]
+        series_text = old_text if names == state["patches"] else _series_text(old_text, names)
+        pinned = self.write_pin(new_pin)
+        write_series(series_dir, mails, series_text, evidence, range_diff)
+        outcomes = state["outcomes"]
+        for outcome in outcomes:
+            if outcome["status"] in KEPT:
+                outcome["content_changed"] = changed[outcome["name"]]
+        dropped = [o["name"] for o in outcomes if o["status"] not in KEPT]
+        shutil.rmtree(self.private, ignore_errors=True)
+        write_state(self.checkout, {"rebased_from": state["old_version"]})
+        return RebaseResult(
+            self.checkout,
+            state["old_version"],
+            state["new_version"],
+            outcomes,
+            series_dir=series_dir,
+            range_diff=range_diff,
+            evidence=evidence,
+            pinned=pinned,
+            dropped=dropped,
+        )
+
+    def earlier(self) -> list[dict]:
+        """What the old series' own evidence.json says was dropped before (unreadable: nothing)."""
+        path = self.private / EVIDENCE_FILE
+        try:
+            old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+            return carried_forward(old) if isinstance(old, dict) else []
+        except (OSError, ValueError, AttributeError, TypeError):
+            return []
+
+    def final_mails(self, kept: list[dict]) -> tuple[list[tuple[str, bytes]], dict[str, bool]]:
+        """The new series' mails; `Last-Update:` refreshed where the change itself differs from the old patch.
+
+        "Differs" means a different `git patch-id --stable`: moved hunks and new blob ids are not a change,
+        a three-way merge or a resolution that altered the diff is. When any message changes, the branch is
+        rebuilt from the final mails, so the checkout and the written series are the same thing.
+        """
+        rendered = render_range(self.repo, UPSTREAM_REF, "HEAD")
+        date = today()
+        mails: list[tuple[str, bytes]] = []
+        changed: dict[str, bool] = {}
+        for outcome, mail in zip(kept, rendered, strict=True):
+            name = outcome["name"]
+            old = self.patch(name)
+            data = mail.data
+            if parse_patch(self.private / name, data).header("Patch-File") is None:
+                data = set_patch_file_header(data, name)
+            changed[name] = patch_id(self.repo, old.data) != patch_id(self.repo, data)
+            if changed[name]:
+                data = set_trailer(data, "Last-Update", date)
+            mails.append((name, data))
+        if all(data == mail.data for (_, data), mail in zip(mails, rendered, strict=True)):
+            return mails, changed
+        final = self.private / "final"
+        final.mkdir(exist_ok=True)
+        paths = []
+        for number, (_name, data) in enumerate(mails, start=1):
+            path = final / f"{number:04d}.patch"
+            path.write_bytes(data)
+            paths.append(str(path))
+        self.repo.run("reset", "--quiet", "--hard", UPSTREAM_REF)
+        self.repo.run(*AM_ARGS, *paths)
+        rerendered = render_range(self.repo, UPSTREAM_REF, "HEAD")
+        for outcome, mail in zip(kept, rerendered, strict=True):
+            outcome["commit"] = mail.commit
+        return [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)], changed
+
+    def range_diff(self, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
+        if old_head is None:
+            return "not available: the old series does not apply to its own base with zero fuzz\n"
+        old_commits = self.repo.commits(f"{old_base}..{old_head}")
+        new_commits = self.repo.commits(f"{new_base}..{new_head}")
+        if old_commits and new_commits:
+            return self.repo.run(
+                "range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}"
+            ).stdout.decode("utf-8", "replace")
+        # git range-diff refuses an empty range; list the commits the way it would.
+        lines = []
+        for number, commit in enumerate(old_commits, start=1):
+            short, subject = self.repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+            lines.append(f"{number}:  {short} < -:  {'-' * len(short)} {subject}")
+        for number, commit in enumerate(new_commits, start=1):
+            short, subject = self.repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+            lines.append(f"-:  {'-' * len(short)} > {number}:  {short} {subject}")
+        return "".join(line + "\n" for line in lines)
+
+    def write_pin(self, new_pin: Pin) -> bool:
+        """Write NEW's pin if the rebase pinned it; True when it did."""
+        if not self.state["pending_pin"]:
+            return False
+        pins_file = self.project.options.pins_file
+        current = load_pins(pins_file) if pins_file.exists() else None
+        if current is not None and any(p.version == new_pin.version for p in current.pins):
+            existing = current.get(new_pin.version)
+            base = materialize(existing, self.project.options.cache_dir, quiet=self.project.options.json)
+            if base.commit != self.checkout.base_commit:
+                raise VpatchError(
+                    f"{new_pin.label} was pinned since the rebase started, with another base ({base.commit[:12]})",
+                    path=pins_file,
+                )
+            return False
+        write_pin(pins_file, new_pin)
+        return True
+
+
+def write_series(
+    directory: Path, mails: list[tuple[str, bytes]], series_text: str, evidence: dict, range_diff: str
+) -> None:
+    """The new series directory, written beside the final place and swapped in whole."""
+    with staging_dir(directory) as staged:
+        for name, data in mails:
+            (staged / name).write_bytes(data)
+        (staged / "series").write_text(series_text, encoding="utf-8")
+        (staged / EVIDENCE_FILE).write_text(json.dumps(evidence, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        (staged / RANGE_DIFF_FILE).write_text(range_diff, encoding="utf-8")
+        staged.chmod(0o755)
+        replace_dir(staged, directory)
+
+
+# ---------------------------------------------------------------- helpers
+
+_CONFLICT_KINDS = {
+    "UU": "content conflict",
+    "AA": "added on both sides",
+    "DU": "deleted in the new base, changed by the patch",
+    "UD": "changed in the new base, deleted by the patch",
+    "AU": "added by the new base",
+    "UA": "added by the patch",
+    "DD": "deleted on both sides",
+}
+
+
+def conflict_hunks(path: Path) -> list[list[int]]:
+    """[first, last] line of every `<<<<<<<` ... `>>>>>>>` block in the file."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError:
+        return []
+    hunks, start = [], None
+    for number, line in enumerate(lines, start=1):
+        if start is None and line.startswith(b"<<<<<<<"):
+            start = number
+        elif start is not None and line.startswith(b">>>>>>>"):
+            hunks.append([start, number])
+            start = None
+    return hunks
+
+
+def _ranges(hunks: list[list[int]]) -> str:
+    return "lines " + ", ".join(f"{a}-{b}" for a, b in hunks)
+
+
+def today() -> str:
+    """YYYY-MM-DD for `Last-Update:`, from SOURCE_DATE_EPOCH when set (reproducible), else now (UTC)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    when = (
+        datetime.datetime.fromtimestamp(int(epoch), datetime.UTC)
+        if epoch.isdigit()
+        else datetime.datetime.now(datetime.UTC)
+    )
+    return when.date().isoformat()
+
+
+_TRAILER_LINE = re.compile(rb"^(?:[A-Za-z][A-Za-z0-9-]*:(?: |$)|[ \t])")
+
+
+def set_trailer(data: bytes, key: str, value: str) -> bytes:
+    """Set `Key: value` in the mail's header paragraph (the last of the message): replaced in place, or
+    added before `Patch-File:` (which stays last), or as a new paragraph when the message has none."""
+    mail_headers, _, body = data.partition(b"\n\n")
+    separator = re.search(rb"^(---\n|diff --git )", body, re.M)
+    cut = separator.start() if separator else len(body)
+    message, rest = body[:cut].rstrip(b"\n"), body[cut:]
+    line = f"{key}: {value}".encode()
+    paragraphs = message.split(b"\n\n") if message else []
+    if paragraphs and all(_TRAILER_LINE.match(ln) for ln in paragraphs[-1].split(b"\n")):
+        lines = paragraphs[-1].split(b"\n")
+        prefix = key.lower().encode() + b":"
+        at = next((i for i, ln in enumerate(lines) if ln.lower().startswith(prefix)), None)
+        if at is not None:
+            end = at + 1
+            while end < len(lines) and lines[end][:1] in (b" ", b"\t"):
+                end += 1  # a folded value goes with its key
+            lines[at:end] = [line]
+        else:
+            at = next((i for i, ln in enumerate(lines) if ln.lower().startswith(b"patch-file:")), len(lines))
+            lines.insert(at, line)
+        paragraphs[-1] = b"\n".join(lines)
+    else:
+        paragraphs.append(line)
+    return mail_headers + b"\n\n" + b"\n\n".join(paragraphs) + b"\n" + rest

@@ -1,0 +1,169 @@
+"""Evidence that upstream already has a patch, gathered when a series is rebased onto a newer release.
+
+Four independent signals per patch of the old series:
+
+* `became_empty`: replaying it onto the new base changed nothing (the new release already contains it);
+* `patch_id_match`: an upstream commit between the two bases has the same `git patch-id --stable`
+  (git sources only: an sdist base is a single commit without history);
+* `reverse_applies`: the old patch file reverse-applies cleanly to the new base's tree (`git apply
+  --reverse --check`), i.e. every line it adds is there, in the same context;
+* `header`: the patch itself says so (`Applied-Upstream:`, or `Upstream-Status: Accepted [...]`).
+
+Conformance-based evidence (stock vs dynamo-base behaviour) comes later; its field is `None` for now.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from toolkit.git import Git
+from toolkit.lifecycle import DROPPED, EMPTY, KEPT
+from toolkit.model import Patch
+from toolkit.sources import Base
+
+EVIDENCE_FORMAT = 1
+SDIST_NO_HISTORY = "not available: sdist bases have no history"
+DIFFERENT_REMOTES = "not available: the two pins come from different git remotes"
+
+
+def patch_id(repo: Git, data: bytes) -> str | None:
+    """`git patch-id --stable` of one patch (mail or diff); None when it carries no diff."""
+    words = repo.run("patch-id", "--stable", input=data).stdout.decode("ascii", "replace").split()
+    return words[0] if words else None
+
+
+def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[dict]] | str:
+    """{patch id: [{commit, subject}]} of the upstream commits in OLD..NEW touching `paths`, or why not available.
+
+    Only commits touching one of the paths can match a patch that touches exactly those, so the
+    listing is narrowed by path first and only those commits' diffs are computed.
+    """
+    if old.source != "git" or new.source != "git":
+        return SDIST_NO_HISTORY
+    if old.repo != new.repo:
+        return DIFFERENT_REMOTES
+    mirror = Git(new.repo)
+    pathspecs = [f":(literal){p}" for p in sorted(paths)]
+    listing = mirror.out(
+        "log", "--no-merges", "--full-history", "--format=%H", f"{old.commit}..{new.commit}", "--", *pathspecs
+    )
+    commits = listing.split()
+    if not commits:
+        return {}
+    revs = ("\n".join(commits) + "\n").encode()
+    diffs = mirror.run(
+        "log", "--stdin", "--no-walk=unsorted", "-p", "--no-renames", "--full-index", "--format=commit %H", input=revs
+    ).stdout
+    subjects = {}
+    for line in mirror.run("log", "--stdin", "--no-walk=unsorted", "--format=%H %s", input=revs).stdout.splitlines():
+        commit, _, subject = line.decode("utf-8", "replace").partition(" ")
+        subjects[commit] = subject
+    ids: dict[str, list[dict]] = {}
+    for line in mirror.run("patch-id", "--stable", input=diffs).stdout.decode("ascii", "replace").splitlines():
+        words = line.split()
+        if len(words) == 2:
+            ids.setdefault(words[0], []).append({"commit": words[1], "subject": subjects.get(words[1], "")})
+    return ids
+
+
+def reverse_applies(repo: Git, commit: str, patch_path: Path, index_file: Path) -> bool:
+    """Whether `patch_path` reverse-applies cleanly to `commit`'s tree (checked in a private index)."""
+    env = {"GIT_INDEX_FILE": str(index_file)}
+    if not index_file.exists():
+        repo.run("read-tree", commit, env=env)
+    proc = repo.run("apply", "--cached", "--reverse", "--check", str(patch_path), env=env, check=False)
+    return proc.returncode == 0
+
+
+def header_evidence(patch: Patch) -> dict:
+    try:
+        status = patch.upstream_status
+        accepted, status_text = status.is_upstream, str(status)
+    except ValueError as exc:
+        accepted, status_text = False, f"invalid: {exc}"
+    applied = patch.header("Applied-Upstream")
+    return {"applied_upstream": applied, "upstream_status": status_text, "says_upstream": bool(applied) or accepted}
+
+
+def collect_evidence(
+    repo: Git,
+    *,
+    project: str,
+    old_base: Base,
+    new_base: Base,
+    patches: list[Patch],
+    outcomes: list[dict],
+    content_changed: dict[str, bool],
+    earlier: list[dict] | None = None,
+) -> dict:
+    """The evidence.json document: every patch of the old series with its outcome and the four signals.
+
+    `earlier` carries forward the patches dropped by the rebases that led to the old series (from its own
+    evidence.json), so a series stays explained after it was emptied and then rebased again.
+    """
+    by_name = {o["name"]: o for o in outcomes}
+    paths = {p for patch in patches for p in patch.touched_paths}
+    upstream_ids = upstream_patch_ids(old_base, new_base, paths) if patches else {}
+    entries: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="vpatch-evidence-", dir=repo.git_dir()) as tmp:
+        index_file = Path(tmp) / "index"
+        for position, patch in enumerate(patches, start=1):
+            outcome = by_name.get(patch.name, {})
+            status = outcome.get("status", "")
+            own_id = patch_id(repo, patch.data)
+            if isinstance(upstream_ids, str):
+                match: list[dict] | str = upstream_ids
+            else:
+                match = sorted(upstream_ids.get(own_id or "", []), key=lambda m: m["commit"])
+            signals = {
+                "became_empty": status == EMPTY,
+                "patch_id_match": match,
+                "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
+                "header": header_evidence(patch),
+                "conformance": None,
+            }
+            fired = [
+                name
+                for name, hit in (
+                    ("became_empty", signals["became_empty"]),
+                    ("patch_id_match", isinstance(match, list) and bool(match)),
+                    ("reverse_applies", signals["reverse_applies"]),
+                    ("header", signals["header"]["says_upstream"]),
+                )
+                if hit
+            ]
+            entries[patch.name] = {
+                "position": position,
+                "subject": patch.subject,
+                "feature": patch.feature,
+                "outcome": status,
+                "details": list(outcome.get("details", [])),
+                "kept": status in KEPT,
+                "content_changed": content_changed.get(patch.name) if status in KEPT else None,
+                "patch_id": own_id,
+                "evidence": signals,
+                "upstream_signals": fired,
+            }
+    dropped = [
+        {"name": name, "feature": entry["feature"], "reason": entry["outcome"]}
+        for name, entry in sorted(entries.items())
+        if entry["outcome"] in DROPPED
+    ]
+    return {
+        "format": EVIDENCE_FORMAT,
+        "project": project,
+        "old": {"version": str(old_base.pin.version), "source": old_base.source, "base_commit": old_base.commit},
+        "new": {"version": str(new_base.pin.version), "source": new_base.source, "base_commit": new_base.commit},
+        "patches": entries,
+        "dropped": dropped,
+        "earlier": list(earlier or []),
+        "kept": [p.name for p in patches if entries[p.name]["kept"]],
+    }
+
+
+def carried_forward(old_evidence: dict) -> list[dict]:
+    """The `earlier` list for a rebase of a series that has `old_evidence`: its earlier and its dropped patches."""
+    version = old_evidence.get("new", {}).get("version")
+    dropped = [{**entry, "dropped_in": version} for entry in old_evidence.get("dropped", [])]
+    return [*old_evidence.get("earlier", []), *dropped]
