@@ -162,10 +162,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> dict:
             patches = []
             for patch in parsed.patches:
                 added, removed = patch_stats(patch)
-                try:
-                    status = str(patch.upstream_status)
-                except ValueError:
-                    status = patch.header("Upstream-Status") or ""
+                status = patch.upstream_status_text
                 patches.append(
                     {
                         "name": patch.name,

@@ -184,6 +184,14 @@ class Patch:
         return UpstreamStatus.parse(self.header("Upstream-Status") or "")
 
     @property
+    def upstream_status_text(self) -> str:
+        """The normalized status when it parses, else the header as written (for reports, never raises)."""
+        try:
+            return str(self.upstream_status)
+        except ValueError:
+            return self.header("Upstream-Status") or ""
+
+    @property
     def feature(self) -> str:
         return self.header("Feature") or ""
 

@@ -45,10 +45,7 @@ class Provenance:
     def to_json(self) -> bytes:
         patches = []
         for patch in self.series.patches:
-            try:
-                status = str(patch.upstream_status)
-            except ValueError:
-                status = patch.header("Upstream-Status") or ""
+            status = patch.upstream_status_text
             patches.append(
                 {
                     "file": patch.name,
