@@ -44,6 +44,9 @@ def render_range(repo: Git, base: str, head: str = "HEAD") -> list[RenderedPatch
     raw = repo.run(*FORMAT_PATCH_ARGS, f"{base}..{head}").stdout
     starts = [m.start() for m in MBOX_SEPARATOR.finditer(raw)]
     mails = [raw[s:e] for s, e in zip(starts, [*starts[1:], len(raw)], strict=True)]
+    # --stdout puts one blank line between mails; without it each mail is byte for byte what
+    # `format-patch -o` writes, whatever its position in the series.
+    mails = [m[:-1] if i < len(mails) - 1 and m.endswith(b"\n\n") else m for i, m in enumerate(mails)]
     if len(mails) != len(commits):
         raise RuntimeError(f"format-patch produced {len(mails)} mails for {len(commits)} commits")
     subjects = repo.out("log", "--reverse", "--format=%s", f"{base}..{head}").split("\n")

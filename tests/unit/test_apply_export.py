@@ -296,3 +296,21 @@ def test_re_export_from_the_same_checkout_keeps_names(pinned):
     assert ws.snapshot() == first
     (name,) = [n for n in first if n.endswith(".patch")]
     assert name == "vllm-1.0/0001-a-subject-long-enough-to-be-cut-a-subject-long.patch"  # cut on a word
+
+
+def test_each_patch_is_what_format_patch_writes_for_it_alone(series_10, tmp_path):
+    """A mail's bytes must not depend on its position in the series (--stdout adds a blank line between mails)."""
+    from toolkit.render import FORMAT_PATCH_ARGS
+
+    ws = series_10
+    assert ws.run("apply", "1.0", "--force") == 0
+    repo = Git(ws.checkout("1.0"))
+    args = [a for a in FORMAT_PATCH_ARGS if a != "--stdout"]
+    repo.run(*args, "-o", str(tmp_path / "single"), "refs/vpatch/upstream..HEAD")
+    singles = sorted((tmp_path / "single").iterdir())
+    exported = [
+        ws.series_dir("1.0") / n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")
+    ]
+    assert len(singles) == len(exported) == 3
+    for single, ours in zip(singles, exported, strict=True):
+        assert ours.read_bytes() == single.read_bytes(), ours.name

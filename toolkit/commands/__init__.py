@@ -9,6 +9,7 @@ from toolkit.commands import (
     doctor,
     export,
     fetch,
+    import_,
     kv_watch,
     pin,
     rebase,
@@ -16,4 +17,4 @@ from toolkit.commands import (
     verify,
 )
 
-COMMANDS = (pin, fetch, apply, export, check, rebase, status, build, verify, doctor, kv_watch, conform, ci)
+COMMANDS = (pin, fetch, apply, export, import_, check, rebase, status, build, verify, doctor, kv_watch, conform, ci)
