@@ -77,6 +77,7 @@ def run_ci(
     *,
     quiet: bool = False,
     tiers: tuple[str, ...] = ("static", "cpu"),
+    install_check: bool = True,
 ) -> dict:
     from toolkit.commands.check import check_pin
     from toolkit.conformance.suite import run_conformance
@@ -127,7 +128,7 @@ def run_ci(
         run.step("build", build, quiet=quiet)
 
         def verify(built: dict = built) -> str:
-            report = verify_wheel(built["path"], project, install=True)
+            report = verify_wheel(built["path"], project, install=install_check)
             failed = [c for c in report.checks if not c.ok]
             if failed:
                 raise VpatchError("; ".join(f"{c.name}: {c.detail}" for c in failed))

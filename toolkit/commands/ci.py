@@ -15,6 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--versions", nargs="*", help="pinned versions (default: all)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory (default: out/)")
     parser.add_argument("--tiers", default="static,cpu", help="conformance tiers (default: static,cpu)")
+    parser.add_argument(
+        "--no-install-check",
+        action="store_true",
+        help="verify wheels without installing them into fresh venvs (quicker, less proof)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 
@@ -25,7 +30,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
     project = Project.load(options)
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     tiers = tuple(t for t in args.tiers.split(",") if t)
-    summary = run_ci(project, args.versions, out_dir, quiet=options.json, tiers=tiers)
+    summary = run_ci(
+        project, args.versions, out_dir, quiet=options.json, tiers=tiers, install_check=not args.no_install_check
+    )
     report_note = _report(out_dir, quiet=options.json)
     if options.json:
         ui.print_json({**summary, "report": report_note})

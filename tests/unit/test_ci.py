@@ -1,0 +1,51 @@
+"""`vpatch ci` on a synthetic release: every step runs, is timed, and a failure still writes the summary."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import commit_in, module_text
+
+
+def run_ci(ws, capsys, out) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = ws.run("ci", "-o", str(out), "--tiers", "static", "--no-install-check", "--json")
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_ci_runs_every_step_and_writes_the_summary(pinned, capsys, tmp_path):
+    ws = pinned
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(
+        ws.checkout("1.0"), {"vllm/core/scheduler.py": module_text("scheduler") + "EXTRA = 1\n"}, subject="[Core] extra"
+    )
+    assert ws.run("export", "1.0") == 0
+    code, summary = run_ci(ws, capsys, tmp_path / "out")
+    assert code == 0 and summary["ok"] is True
+    (version,) = summary["versions"]
+    assert [s["name"] for s in version["steps"]] == ["pin-verify", "check", "build", "verify", "conform-static"]
+    assert all(s["status"] == "pass" and s["seconds"] >= 0 for s in version["steps"])
+    assert version["wheel"]["file"].startswith("vllm-1.0+dynamo.")
+    assert (tmp_path / "out" / "wheels" / version["wheel"]["file"]).exists()
+    assert version["conformance"] == {"static": "conform/vllm-1.0-static.json"}
+    (patch,) = version["series"]["patches"]
+    assert (patch["added_lines"], patch["removed_lines"], patch["apply"]) == (1, 0, "clean")
+    assert version["verdict"].startswith("dynamo-base needed (1 active patch")
+    on_disk = json.loads((tmp_path / "out" / "ci-summary.json").read_text())
+    assert on_disk["versions"][0]["steps"] == version["steps"]
+
+
+def test_a_failing_step_fails_the_job_but_the_summary_is_written(pinned, capsys, tmp_path):
+    ws = pinned
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(ws.checkout("1.0"), {"csrc/ops.cu": "// changed kernel\n"}, subject="[Kernel] change a kernel")
+    assert ws.run("export", "1.0") == 0
+    code, summary = run_ci(ws, capsys, tmp_path / "out")
+    assert code == 1 and summary["ok"] is False
+    steps = {s["name"]: s for s in summary["versions"][0]["steps"]}
+    assert steps["check"]["status"] == "pass"
+    assert steps["build"]["status"] == "fail" and "--mode source" in steps["build"]["detail"]
+    assert steps["verify"]["status"] == "skipped" and steps["verify"]["detail"] == "needs build"
+    assert json.loads((tmp_path / "out" / "ci-summary.json").read_text())["ok"] is False
