@@ -13,8 +13,25 @@ from toolkit.commands import (
     kv_watch,
     pin,
     rebase,
+    report,
     status,
     verify,
 )
 
-COMMANDS = (pin, fetch, apply, export, import_, check, rebase, status, build, verify, doctor, kv_watch, conform, ci)
+COMMANDS = (
+    pin,
+    fetch,
+    apply,
+    export,
+    import_,
+    check,
+    rebase,
+    status,
+    build,
+    verify,
+    doctor,
+    kv_watch,
+    conform,
+    ci,
+    report,
+)

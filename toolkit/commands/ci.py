@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from toolkit import ui
+from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
 
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace, options: Options) -> int:
             ui.out.print(f"{project.pins.project} {version['version']}: {version['verdict']}")
         if report_note:
             ui.out.print(report_note)
-    return 0 if summary["ok"] else 1
+    report_failed = bool(report_note and report_note.startswith("report failed"))
+    return 0 if summary["ok"] and not report_failed else 1
 
 
 def _report(out_dir: Path, *, quiet: bool) -> str | None:
@@ -64,5 +66,8 @@ def _report(out_dir: Path, *, quiet: bool) -> str | None:
         from toolkit.report import write_report
     except ImportError:
         return None
-    written = write_report(out_dir, out_dir / "report")
+    try:
+        written = write_report(out_dir, out_dir / "report")
+    except VpatchError as error:
+        return f"report failed: {error.render()}"
     return f"report: {', '.join(str(p) for p in written)}"

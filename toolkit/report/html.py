@@ -1,0 +1,531 @@
+"""The parity report as one self-contained static HTML page: inline CSS, an inline SVG chart, no script.
+
+Every piece of text from the inputs goes through `html.escape`; status words become CSS classes only
+through a fixed table. The page carries a Content-Security-Policy that allows nothing but its own inline
+styles, so it loads nothing from anywhere. The same report renders to the same bytes: the only time on
+the page is the job's own start time.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+from toolkit import __version__
+from toolkit.report import fmt
+from toolkit.report.load import Check, Conformance, Evidence, Patch, Report, Version
+
+# status word -> CSS class (a fixed table: input text never becomes a class name)
+STATUS_CLASS = {
+    "pass": "s-pass",
+    "clean": "s-pass",
+    "fail": "s-fail",
+    "failed": "s-fail",
+    "conflict": "s-fail",
+    "offset": "s-warn",
+    "fuzz": "s-warn",
+    "merged": "s-warn",
+    "not-applicable": "s-na",
+    "skipped": "s-na",
+    "empty": "s-na",
+}
+STATUS_LABEL = {"not-applicable": "n/a"}
+
+CSS = """
+:root { color-scheme: light; --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa;
+  --pass: #1a7f37; --fail: #cf222e; --warn: #9a6700; --na: #59636e; --link: #0969da; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff;
+  font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif; }
+main { max-width: 1240px; margin: 0 auto; padding: 20px 24px 40px; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 32px 0 8px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+a { color: var(--link); }
+nav { margin: 10px 0 0; } nav a { margin-right: 14px; }
+p { margin: 6px 0; }
+table { border-collapse: collapse; margin: 6px 0 12px; }
+table.wide { width: 100%; }
+th, td { border: 1px solid var(--line); padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; }
+th.num, td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+thead th { position: static; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 12.5px; }
+.hash { overflow-wrap: anywhere; }
+.badge { display: inline-block; padding: 0 7px; border: 1px solid currentColor; border-radius: 10px;
+  font-size: 12px; font-weight: 600; white-space: nowrap; }
+.s-pass { color: var(--pass); } .s-fail { color: var(--fail); } .s-warn { color: var(--warn); }
+.s-na { color: var(--na); } .s-other { color: var(--fg); }
+.banner { display: inline-block; margin: 8px 0 0; padding: 4px 10px; border-radius: 6px; font-weight: 600; }
+.banner.s-pass { background: #dafbe1; } .banner.s-fail { background: #ffebe9; }
+tr.row-fail td { background: #fff1f0; }
+td.absent { color: var(--muted); text-align: center; }
+.cell-line { display: block; font-size: 12.5px; }
+.muted { color: var(--muted); } th .muted { font-weight: 400; }
+table.checks th:first-child { width: 20%; } table.checks td:nth-child(2) { width: 9%; }
+table.checks td:nth-child(3) { width: 8%; }
+.error { color: var(--fail); font-weight: 600; }
+details { margin: 6px 0; border: 1px solid var(--line); border-radius: 6px; padding: 4px 8px; }
+summary { cursor: pointer; }
+pre.diff { margin: 6px 0; padding: 8px; overflow: auto; max-height: 520px; background: var(--soft);
+  font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+pre.diff .add { color: var(--pass); } pre.diff .del { color: var(--fail); } pre.diff .hunk { color: var(--link); }
+pre.diff .head { font-weight: 700; }
+figure { margin: 8px 0 12px; } figcaption { color: var(--muted); font-size: 12.5px; }
+svg.chart { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; background: #fff; }
+footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; }
+"""
+ROW_FAIL = ' class="row-fail"'
+NONE = '<span class="muted">none</span>'
+NO_REBASE = '<span class="muted">— (not rebased)</span>'
+NOT_YET = '<span class="muted">not yet upstream</span>'
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+
+
+def e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def badge(status: str | None, label: str | None = None) -> str:
+    if status is None:
+        return '<span class="badge s-na">not recorded</span>'
+    css = STATUS_CLASS.get(status, "s-other")
+    return f'<span class="badge {css}">{e(label or STATUS_LABEL.get(status, status))}</span>'
+
+
+def render_html(report: Report) -> str:
+    title = f"{report.project_name} parity report: dynamo-base vs stock"
+    sections = [
+        _header(report, title),
+        _overview(report),
+        _chart_section(report),
+        _patches(report),
+        _conformance(report),
+        _wheels(report),
+        _evidence(report),
+        _steps(report),
+        _features(report),
+        f"<footer>Generated by vpatch {e(__version__)} from <code>ci-summary.json</code> of the job started "
+        f"{e(report.started)} (vpatch {e(report.toolkit or 'unknown')}).</footer>",
+    ]
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{e(CSP)}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f'<meta name="generator" content="vpatch {e(__version__)}">\n'
+        f"<title>{e(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        + "\n".join(sections)
+        + "\n</main>\n</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _header(report: Report, title: str) -> str:
+    failed = [(v.version, s) for v in report.versions for s in v.failed_steps]
+    if report.ok and not failed:
+        banner = '<div class="banner s-pass">Job passed: every step of every version passed</div>'
+    else:
+        where = ", ".join(f"{version} {step.name}" for version, step in failed) or "see the steps"
+        banner = (
+            f'<div class="banner s-fail">Job failed: {e(fmt.plural(len(failed), "failed step"))} ({e(where)})</div>'
+        )
+    problems = ""
+    if report.problems:
+        items = "".join(f"<li>{e(p)}</li>" for p in report.problems)
+        problems = f'<p class="error">Inputs the report could not read:</p><ul class="error">{items}</ul>'
+    nav = " ".join(
+        f'<a href="#{anchor}">{label}</a>'
+        for anchor, label in (
+            ("overview", "Default engine"),
+            ("chart", "Chart"),
+            ("patches", "Patches"),
+            ("conformance", "Conformance"),
+            ("wheels", "Wheels"),
+            ("evidence", "Retirement evidence"),
+            ("steps", "Job steps"),
+            ("features", "Features"),
+        )
+    )
+    return (
+        f"<header>\n<h1>{e(title)}</h1>\n"
+        f'<p class="muted">{e(report.project)}: {e(fmt.plural(len(report.versions), "pinned version"))}; '
+        f"job started {e(report.started)}, took {e(fmt.seconds(report.seconds))}.</p>\n"
+        f"{banner}\n{problems}\n<nav>{nav}</nav>\n</header>"
+    )
+
+
+def _overview(report: Report) -> str:
+    rows = []
+    for v in report.versions:
+        if v.series is None:
+            active = retired = lines = '<td class="num muted">—</td>'
+        else:
+            active = f'<td class="num">{len(v.series.active)}</td>'
+            retired = f'<td class="num">{len(v.series.patches) - len(v.series.active)}</td>'
+            lines = f'<td class="num">{v.series.changed_lines}</td>'
+        counts = {s: sum(1 for step in v.steps if step.status == s) for s in ("pass", "fail", "skipped")}
+        steps = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none"
+        row_class = ' class="row-fail"' if v.failed_steps else ""
+        rows.append(
+            f"<tr{row_class}><th>{e(v.version)}</th><td>{e(v.verdict)}</td>{active}{retired}{lines}"
+            f"<td>{e(steps)}</td><td>{_conformance_counts(v)}</td></tr>"
+        )
+    body = "\n".join(rows) or '<tr><td colspan="7" class="muted">no versions in the summary</td></tr>'
+    return (
+        '<section id="overview">\n<h2>Default engine per version</h2>\n'
+        '<table class="wide">\n<thead><tr><th>version</th><th>verdict</th><th class="num">active patches</th>'
+        '<th class="num">retired</th><th class="num">changed lines</th><th>job steps</th><th>conformance</th>'
+        f"</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n</section>"
+    )
+
+
+def _conformance_counts(v: Version) -> str:
+    parts = []
+    for run in v.conformance:
+        if run.error:
+            parts.append(f'{e(run.tier)}: <span class="error">unreadable</span>')
+            continue
+        counts = [
+            f'<span class="{STATUS_CLASS[s]}">{run.count(s)} {e(STATUS_LABEL.get(s, s))}</span>'
+            for s in ("pass", "fail", "not-applicable")
+            if run.count(s)
+        ]
+        parts.append(f"{e(run.tier)}: {', '.join(counts) or 'no checks'}")
+    return "<br>".join(parts) or '<span class="muted">not run</span>'
+
+
+def _chart_section(report: Report) -> str:
+    return (
+        '<section id="chart">\n<h2>Patch load per version</h2>\n<figure>\n'
+        + chart_svg(report)
+        + "\n<figcaption>Active patches (not retired) and the lines they change (added + removed), per pinned "
+        "version. Retired patches are not counted.</figcaption>\n</figure>\n</section>"
+    )
+
+
+def nice_scale(maximum: float) -> tuple[int, int]:
+    """(top, step) of an axis from 0 that holds `maximum`, with 1/2/5 × 10^k steps and about four ticks."""
+    if maximum <= 0:
+        return 1, 1
+    raw = maximum / 4
+    magnitude = 10 ** math.floor(math.log10(raw)) if raw >= 1 else 1
+    step = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
+    step = max(1, int(step))
+    return int(math.ceil(maximum / step) * step), step
+
+
+def chart_svg(report: Report) -> str:
+    width, height = 960, 320
+    panels = (
+        ("patches", "Active patches", lambda v: len(v.series.active)),
+        ("lines", "Changed lines (added + removed)", lambda v: v.series.changed_lines),
+    )
+    colors = {"patches": "#4c78a8", "lines": "#e8741e"}
+    n = max(1, len(report.versions))
+    parts = [
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-labelledby="chart-title chart-desc" '
+        'font-family="system-ui, sans-serif" font-size="12">',
+        f'<title id="chart-title">{e(report.project_name)}: active patches and changed lines per version</title>',
+        '<desc id="chart-desc">'
+        + e(
+            "; ".join(
+                f"{v.version}: {len(v.series.active)} active patches, {v.series.changed_lines} changed lines"
+                if v.series
+                else f"{v.version}: no series"
+                for v in report.versions
+            )
+        )
+        + "</desc>",
+    ]
+    panel_width = width / 2
+    top, bottom = 48, height - 44
+    plot_height = bottom - top
+    for index, (metric, label, value_of) in enumerate(panels):
+        left = index * panel_width + 64
+        plot_width = panel_width - 64 - 24
+        values = [value_of(v) if v.series else None for v in report.versions]
+        scale_top, step = nice_scale(max((x for x in values if x is not None), default=0))
+        parts.append(f'<g class="panel" data-metric="{metric}">')
+        parts.append(
+            f'<text x="{fmt.number(left)}" y="24" font-size="14" font-weight="600" fill="#1f2328">{e(label)}</text>'
+        )
+        for tick in range(0, scale_top + 1, step):
+            y = bottom - tick / scale_top * plot_height
+            parts.append(
+                f'<line x1="{fmt.number(left)}" y1="{fmt.number(y)}" x2="{fmt.number(left + plot_width)}" '
+                f'y2="{fmt.number(y)}" stroke="{"#59636e" if tick == 0 else "#d1d9e0"}" stroke-width="1"/>'
+            )
+            parts.append(
+                f'<text x="{fmt.number(left - 8)}" y="{fmt.number(y + 4)}" text-anchor="end" fill="#59636e">'
+                f"{tick}</text>"
+            )
+        slot = plot_width / n
+        bar_width = min(64.0, slot * 0.6)
+        for position, (version, value) in enumerate(zip(report.versions, values, strict=True)):
+            center = left + slot * position + slot / 2
+            parts.append(
+                f'<text x="{fmt.number(center)}" y="{fmt.number(bottom + 18)}" text-anchor="middle" '
+                f'fill="#1f2328">{e(version.version)}</text>'
+            )
+            if value is None:
+                parts.append(
+                    f'<text x="{fmt.number(center)}" y="{fmt.number(bottom - 8)}" text-anchor="middle" '
+                    'fill="#59636e" font-style="italic">no series</text>'
+                )
+                continue
+            bar_height = value / scale_top * plot_height
+            parts.append(
+                f'<rect class="bar" data-metric="{metric}" data-version="{e(version.version)}" data-value="{value}" '
+                f'x="{fmt.number(center - bar_width / 2)}" y="{fmt.number(bottom - bar_height)}" '
+                f'width="{fmt.number(bar_width)}" height="{fmt.number(bar_height)}" fill="{colors[metric]}">'
+                f"<title>{e(version.version)}: {value} {e(label.lower())}</title></rect>"
+            )
+            parts.append(
+                f'<text x="{fmt.number(center)}" y="{fmt.number(bottom - bar_height - 6)}" text-anchor="middle" '
+                f'font-weight="600" fill="#1f2328">{value}</text>'
+            )
+        parts.append("</g>")
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _patch_names(report: Report) -> list[tuple[str, Patch]]:
+    """Every patch name of every version in first-seen order, with its first occurrence."""
+    seen: dict[str, Patch] = {}
+    for v in report.versions:
+        for patch in v.series.patches if v.series else ():
+            seen.setdefault(patch.name, patch)
+    return list(seen.items())
+
+
+def upstream_html(patch: Patch) -> str:
+    url = patch.upstream_url
+    if url is None:
+        return e(patch.upstream_status or "not recorded")
+    return f'{e(patch.upstream_kind)} <a href="{e(url)}" title="{e(patch.upstream_status)}">{e(fmt.link_text(url))}</a>'
+
+
+def _patch_cell(patch: Patch | None) -> str:
+    if patch is None:
+        return '<td class="absent">—</td>'
+    lines = [
+        f'<span class="cell-line">apply {badge(patch.apply)}</span>',
+        f'<span class="cell-line">rebase {badge(patch.rebase) if patch.rebase else NO_REBASE}</span>',
+        f'<span class="cell-line">upstream: {upstream_html(patch)}</span>',
+    ]
+    if patch.retired_since:
+        lines.append(f'<span class="cell-line"><strong>retired since {e(patch.retired_since)}</strong></span>')
+    lines.append(
+        f'<span class="cell-line muted">+{patch.added_lines} −{patch.removed_lines} in '
+        f"{e(fmt.plural(len(patch.files), 'file'))}</span>"
+    )
+    return f"<td>{''.join(lines)}</td>"
+
+
+def _patches(report: Report) -> str:
+    names = _patch_names(report)
+    heads = []
+    for v in report.versions:
+        sub = f"fingerprint <code>{e(v.series.fingerprint)}</code>" if v.series else "no series"
+        heads.append(f'<th>{e(v.version)}<br><span class="muted">{sub}</span></th>')
+    rows = []
+    for name, first in names:
+        feature = e(first.feature or "(no feature)")
+        cells = []
+        for v in report.versions:
+            found = next((p for p in v.series.patches if p.name == name), None) if v.series else None
+            cells.append(_patch_cell(found))
+        rows.append(
+            f'<tr><th><code>{e(name)}</code><br><span class="muted">{e(first.subject)}</span></th>'
+            f"<td>{feature}</td>{''.join(cells)}</tr>"
+        )
+    if not rows:
+        return '<section id="patches">\n<h2>Patches</h2>\n<p class="muted">No version has a series.</p>\n</section>'
+    return (
+        '<section id="patches">\n<h2>Patches per version</h2>\n'
+        "<p>Each cell: whether the patch applies to that version's base (clean, offset, fuzz, failed), how the "
+        "rebase that produced the series carried it, its upstream status and the release it was retired in.</p>\n"
+        f'<table class="wide">\n<thead><tr><th>patch</th><th>feature</th>{"".join(heads)}</tr></thead>\n'
+        f"<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>\n</section>"
+    )
+
+
+def diff_html(diff: str) -> str:
+    lines = []
+    for line in diff.splitlines():
+        if line.startswith(("--- ", "+++ ")):
+            css = "head"
+        elif line.startswith("@@"):
+            css = "hunk"
+        elif line.startswith("+"):
+            css = "add"
+        elif line.startswith("-"):
+            css = "del"
+        else:
+            css = ""
+        lines.append(f'<span class="{css}">{e(line)}</span>' if css else e(line))
+    return '<pre class="diff">' + "\n".join(lines) + "</pre>"
+
+
+def _failure_details(version: str, run: Conformance, check: Check) -> str:
+    diff = (
+        diff_html(check.diff)
+        if check.diff
+        else '<p class="muted">The check recorded no diff; its detail line is above.</p>'
+    )
+    count = len(check.diff.splitlines())
+    return (
+        f'<details class="failure" id="fail-{e(version)}-{e(run.tier)}-{e(check.name)}">'
+        f"<summary>{badge('fail')} {e(version)} {e(run.tier)} <strong>{e(check.name)}</strong>: {e(check.detail)} "
+        f'<span class="muted">({e(fmt.plural(count, "diff line"))})</span></summary>\n{diff}\n</details>'
+    )
+
+
+def _conformance(report: Report) -> str:
+    runs = [(v, run) for v in report.versions for run in v.conformance]
+    if not runs:
+        return (
+            '<section id="conformance">\n<h2>Conformance</h2>\n'
+            '<p class="muted">No conformance results in the summary.</p>\n</section>'
+        )
+    names: list[str] = []
+    for _, run in runs:
+        names.extend(c.name for c in run.checks if c.name not in names)
+    heads = "".join(f"<th>{e(v.version)}<br>{e(run.tier)}</th>" for v, run in runs)
+    rows = []
+    for name in names:
+        cells = []
+        for _, run in runs:
+            check = next((c for c in run.checks if c.name == name), None)
+            if run.error:
+                cells.append('<td class="absent error">unreadable</td>')
+            elif check is None:
+                cells.append('<td class="absent">—</td>')
+            else:
+                cells.append(f'<td title="{e(check.detail)}">{badge(check.status)}</td>')
+        rows.append(f"<tr><th>{e(name)}</th>{''.join(cells)}</tr>")
+    parts = [
+        '<section id="conformance">\n<h2>Conformance: dynamo-base vs stock</h2>',
+        "<p>pass / fail / n/a (not applicable) per version, tier and check; — where a tier does not run the check.</p>",
+        f"<table>\n<thead><tr><th>check</th>{heads}</tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>",
+    ]
+    for v, run in runs:
+        parts.append(f"<h3>{e(v.version)}: {e(run.tier)} tier</h3>")
+        if run.error:
+            parts.append(f'<p class="error">Could not read the results: {e(run.error)}</p>')
+            continue
+        parts.append(
+            f'<p class="muted"><code>{e(run.path)}</code>: started {e(run.started)}, took '
+            f"{e(fmt.seconds(run.seconds))}, Python {e(run.python or '?')}; stock "
+            f"<code>{e(run.stock_wheel or '?')}</code>, dynamo-base <code>{e(run.patched_wheel or '?')}</code></p>"
+        )
+        rows = [
+            f"<tr{ROW_FAIL if c.status == 'fail' else ''}><th>{e(c.name)}</th><td>{badge(c.status)}</td>"
+            f'<td class="num">{e(fmt.seconds(c.seconds))}</td><td>{e(c.detail)}</td></tr>'
+            for c in run.checks
+        ]
+        parts.append(
+            '<table class="wide checks">\n<thead><tr><th>check</th><th>result</th><th class="num">time</th>'
+            f"<th>detail</th></tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>"
+        )
+        parts.extend(_failure_details(v.version, run, c) for c in run.failed)
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _wheels(report: Report) -> str:
+    rows = []
+    for v in report.versions:
+        w = v.wheel
+        if w is None:
+            build = next((s for s in v.steps if s.name == "build"), None)
+            why = f"build {build.status}: {build.detail}" if build else "no build step"
+            rows.append(f'<tr><th>{e(v.version)}</th><td colspan="5" class="muted">no wheel ({e(why)})</td></tr>')
+            continue
+        rows.append(
+            f'<tr><th>{e(v.version)}</th><td><code class="hash">{e(w.file)}</code></td><td><code>{e(w.version)}'
+            f'</code></td><td><code class="hash">{e(w.sha256)}</code></td>'
+            f'<td class="num" title="{w.size} bytes">{e(fmt.size(w.size))}</td>'
+            f'<td class="num">{e(fmt.seconds(w.seconds))}</td></tr>'
+        )
+    return (
+        '<section id="wheels">\n<h2>Wheels</h2>\n<table class="wide">\n<thead><tr><th>version</th><th>wheel</th>'
+        '<th>wheel version</th><th>sha256</th><th class="num">size</th><th class="num">build time</th></tr></thead>'
+        f"\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>\n</section>"
+    )
+
+
+def _evidence_block(version: str, ev: Evidence) -> str:
+    head = f"<h3>{e(version)}</h3>"
+    if ev.error:
+        return f'{head}\n<p class="error">Could not read the evidence: {e(ev.error)}</p>'
+    parts = [
+        head,
+        f"<p><code>{e(ev.path)}</code>: rebased from {e(ev.old_version or '?')} onto {e(ev.new_version or '?')}.</p>",
+    ]
+    dropped = [*((d, ev.new_version) for d in ev.dropped), *((d, d.dropped_in) for d in ev.earlier)]
+    if dropped:
+        items = "".join(
+            f"<li><code>{e(d.name)}</code> ({e(d.feature or 'no feature')}): {e(d.reason or 'dropped')}"
+            f" in {e(where or '?')}</li>"
+            for d, where in dropped
+        )
+        parts.append(f"<p>Retired patches:</p><ul>{items}</ul>")
+    else:
+        parts.append('<p class="muted">No patch was dropped.</p>')
+    if ev.patches:
+        rows = "".join(
+            f"<tr><th><code>{e(p.name)}</code></th><td>{badge(p.outcome) if p.outcome else ''}</td>"
+            f"<td>{'kept' if p.kept else 'dropped'}</td>"
+            f"<td>{e(', '.join(p.signals)) if p.signals else NONE}</td></tr>"
+            for p in ev.patches
+        )
+        parts.append(
+            "<table>\n<thead><tr><th>patch</th><th>rebase outcome</th><th>carried</th><th>upstream signals</th>"
+            f"</tr></thead>\n<tbody>{rows}</tbody>\n</table>"
+        )
+    return "\n".join(parts)
+
+
+def _evidence(report: Report) -> str:
+    blocks = [_evidence_block(v.version, v.evidence) for v in report.versions if v.evidence]
+    body = "\n".join(blocks) or '<p class="muted">No version has retirement evidence (evidence.json).</p>'
+    return f'<section id="evidence">\n<h2>Retirement evidence</h2>\n{body}\n</section>'
+
+
+def _steps(report: Report) -> str:
+    rows = []
+    for v in report.versions:
+        if not v.steps:
+            rows.append(f'<tr><th>{e(v.version)}</th><td colspan="4" class="muted">no steps recorded</td></tr>')
+        for step in v.steps:
+            css = ROW_FAIL if step.status == "fail" else ""
+            rows.append(
+                f"<tr{css}><th>{e(v.version)}</th><td>{e(step.name)}</td><td>{badge(step.status)}</td>"
+                f'<td class="num">{e(fmt.seconds(step.seconds))}</td><td>{e(step.detail)}</td></tr>'
+            )
+    return (
+        '<section id="steps">\n<h2>Job steps</h2>\n'
+        f"<p>Started {e(report.started)}, {e(fmt.seconds(report.seconds))} in all.</p>\n"
+        '<table class="wide">\n<thead><tr><th>version</th><th>step</th><th>result</th><th class="num">time</th>'
+        f"<th>detail</th></tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>\n</section>"
+    )
+
+
+def _features(report: Report) -> str:
+    if not report.features:
+        return '<section id="features">\n<h2>Features</h2>\n<p class="muted">None declared.</p>\n</section>'
+    rows = "\n".join(
+        f"<tr><th>{e(f.name)}</th><td>{e(f.description)}</td>"
+        f"<td>{e(f.native_since) if f.native_since else NOT_YET}</td></tr>"
+        for f in report.features
+    )
+    return (
+        '<section id="features">\n<h2>Features</h2>\n<table>\n<thead><tr><th>feature</th><th>what</th>'
+        f"<th>native in stock {e(report.project_name)} since</th></tr></thead>\n<tbody>\n{rows}\n</tbody>\n"
+        "</table>\n</section>"
+    )
