@@ -41,3 +41,21 @@ def test_conform_084_all_tiers(tmp_path, patched_env_084, stock_env_084):
     written = json.loads((tmp_path / "vllm-0.8.4-gpu.json").read_text())
     assert written["schema"] == 1 and written["stock"]["sha256"] and written["patched"]["fingerprint"]
     assert written["ok"] is True
+
+
+def test_conform_090_against_dynamo_base_084(tmp_path):
+    """Upstream 0.9.0's own KV events against our 0.8.4 series: the retirement evidence for kv-routing."""
+    vpatch = Path(sys.executable).with_name("vpatch")
+    proc = subprocess.run(
+        [str(vpatch), "--root", str(REPO), "conform", "0.9.0", "--against", "0.8.4", "-o", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout)["results"][0]
+    statuses = {c["name"]: c["status"] for c in result["checks"]}
+    assert statuses["index-invariant (dynamo-base 0.8.4)"] == "pass"
+    assert statuses["index-invariant (stock 0.9.0)"] == "pass"
+    assert statuses["router-agreement"] == "pass"
+    assert (tmp_path / "vllm-0.9.0-against-0.8.4.json").exists()

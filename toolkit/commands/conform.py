@@ -17,6 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("versions", nargs="*", help="versions (default: every pin with a series)")
     parser.add_argument("--tier", choices=("static", "cpu", "gpu"), default="cpu")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/conform"), help="results directory")
+    parser.add_argument(
+        "--against",
+        metavar="OLD",
+        help="compare stock VERSION's own KV events with dynamo-base OLD's (retirement evidence)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -31,6 +36,13 @@ def run(args: argparse.Namespace, options: Options) -> int:
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     results = []
     for pin in pins:
+        if args.against:
+            from toolkit.conformance.suite import run_against
+
+            old = project.pins.get(args.against)
+            with ui.step(f"conform {pin.label} against dynamo-base {old.label}", quiet=options.json):
+                results.append(run_against(project, pin, old, out_dir))
+            continue
         with ui.step(f"conform {pin.label} ({args.tier} tier)", quiet=options.json):
             results.append(run_conformance(project, pin, args.tier, out_dir))
     if options.json:

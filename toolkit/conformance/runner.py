@@ -121,27 +121,45 @@ class Engine:
             kv_cache_groups=[KVCacheGroupSpec(["layer"], FullAttentionSpec(BLOCK_SIZE, 1, 1, torch.float32, False))],
         )
         cache.num_gpu_blocks = num_blocks
-        kwargs = {}
-        if kv_events is not None:
-            from vllm.config import KVEventsConfig
+        structured = _structured_output_manager(StructuredOutputManager, vllm_config)
+        if "vllm_config" in inspect.signature(Scheduler.__init__).parameters:
+            # vLLM >= 0.9: the scheduler takes the whole VllmConfig, KV events included (upstream's own).
+            if kv_events is not None:
+                from vllm.config import KVEventsConfig
 
-            kwargs["kv_events_config"] = KVEventsConfig.from_dict(kv_events)
-        self.scheduler = Scheduler(
-            scheduler_config,
-            model,
-            cache,
-            lora_config=None,
-            kv_cache_config=kv_cache_config,
-            log_stats=True,
-            structured_output_manager=StructuredOutputManager(vllm_config),
-            **kwargs,
-        )
+                vllm_config.kv_events_config = KVEventsConfig(**kv_events)
+            self.scheduler = Scheduler(
+                vllm_config=vllm_config,
+                kv_cache_config=kv_cache_config,
+                structured_output_manager=structured,
+                log_stats=True,
+            )
+        else:
+            kwargs = {}
+            if kv_events is not None:
+                from vllm.config import KVEventsConfig
+
+                kwargs["kv_events_config"] = KVEventsConfig.from_dict(kv_events)
+            self.scheduler = Scheduler(
+                scheduler_config,
+                model,
+                cache,
+                lora_config=None,
+                kv_cache_config=kv_cache_config,
+                log_stats=True,
+                structured_output_manager=structured,
+                **kwargs,
+            )
         self.recorded: list[tuple[int | None, list]] = []
         publisher = getattr(self.scheduler, "kv_event_publisher", None)
-        if publisher is not None:
+        if publisher is not None and (kv_events or {}).get("enable_kv_cache_events"):
             original = publisher.publish
 
             def recording_publish(events, metrics=None):
+                if hasattr(events, "events"):  # upstream (0.9+): one KVEventBatch argument
+                    original(events)
+                    self.recorded.append((None, [_event_dict(e) for e in events.events]))
+                    return None
                 seq = original(events, metrics)
                 self.recorded.append((seq, [_event_dict(e) for e in events]))
                 return seq
@@ -168,14 +186,37 @@ class Engine:
 
     def blocks_of(self, req_id: str) -> list[int]:
         manager = self.scheduler.kv_cache_manager
-        blocks = manager.req_to_blocks.get(req_id, []) if hasattr(manager, "req_to_blocks") else []
-        return [b.block_id for b in blocks]
+        if hasattr(manager, "req_to_blocks"):
+            return [b.block_id for b in manager.req_to_blocks.get(req_id, [])]
+        single = getattr(manager, "single_type_manager", None)  # vLLM 0.9
+        return [b.block_id for b in single.req_to_blocks.get(req_id, [])] if single is not None else []
+
+
+def _structured_output_manager(cls, vllm_config):
+    """vLLM >= 0.9 loads a tokenizer here even when no request uses structured output; our workloads never do
+    and the model directory has no tokenizer, so that one load is skipped (nothing else is)."""
+    try:
+        return cls(vllm_config)
+    except (OSError, TypeError, ValueError):
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        manager = cls.__new__(cls)
+        manager.backend = None
+        manager.reasoner = None
+        manager.vllm_config = vllm_config
+        manager._grammar_bitmask = None
+        manager._full_mask = torch.tensor(-1, dtype=torch.int32)
+        manager.executor = ThreadPoolExecutor(max_workers=1)
+        manager.tokenizer = None
+        return manager
 
 
 def _event_dict(event) -> dict:
-    import msgspec
-
-    data = msgspec.to_builtins(event)
+    """An event as a plain dict with its type, for our structs and upstream's (array-like) ones alike."""
+    data = {name: getattr(event, name) for name in getattr(event, "__struct_fields__", ())}
+    data = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}
     data["type"] = type(event).__name__
     return data
 

@@ -253,3 +253,65 @@ def _finish(
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{pin.series_dirname}-{tier}.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
     return ConformanceResult(str(pin.version), tier, data)
+
+
+# Upstream 0.9.0 crashes with its "null" publisher once events are on (the factory passes the config to a
+# constructor that takes no arguments), so its events are taken from a real ZMQ publisher on a free port;
+# the builtin block hash is used because its ZMQ publisher cannot encode sha256 hashes (ints > 2**64).
+UPSTREAM_EVENTS = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:*"}
+KV_ROUTING_WORKLOADS = ["shared-prefix", "chunked-prefill", "preemption", "aborts", "prefix-reset", "mixed"]
+
+
+def run_against(project: Project, new_pin: Pin, old_pin: Pin, out_dir: Path) -> ConformanceResult:
+    """Stock NEW with upstream's own KV events vs dynamo-base OLD: the evidence for retiring kv-routing."""
+    from toolkit.conformance.against import compare_against
+
+    started = time.time()
+    checks = CheckList()
+    old_series = project.series(old_pin)
+    envs: dict[str, Path] = {}
+    info: dict = {"stock": {"wheel": new_pin.wheels[0].file, "sha256": new_pin.wheels[0].sha256}, "patched": None}
+
+    def env_new() -> CheckResult:
+        wheel = fetch_artifact(project.options.cache_dir, new_pin.wheels[0], quiet=True)
+        envs["new"] = vllm_env(project.options.cache_dir, wheel, sha256=new_pin.wheels[0].sha256)
+        return CheckResult("env-new", PASS, f"stock {new_pin.label}: {envs['new']}")
+
+    def env_old() -> CheckResult:
+        wheel = patched_wheel(project, old_pin, old_series)
+        info["patched"] = {"wheel": wheel.name, "sha256": sha256_file(wheel), "fingerprint": old_series.fingerprint()}
+        envs["old"] = vllm_env(project.options.cache_dir, wheel)
+        return CheckResult("env-old", PASS, f"dynamo-base {old_pin.label}: {envs['old']}")
+
+    checks.run("env-new", env_new)
+    checks.run("env-old", env_old)
+    traces: dict[str, list[dict]] = {}
+    trace_dir = out_dir / "traces"
+    trace_dir.mkdir(parents=True, exist_ok=True)
+    runs = {"new": UPSTREAM_EVENTS, "old": EVENTS_NULL}
+    for side, events in runs.items():
+
+        def run(side: str = side, events: dict = events) -> CheckResult:
+            if side not in envs:
+                return CheckResult(f"run-{side}", FAIL, f"no venv (see env-{side})")
+            out = trace_dir / f"against-{new_pin.version}-{old_pin.version}-{side}.jsonl"
+            run_runner(envs[side], out, kv_events=events, hash_algo="builtin", workloads=KV_ROUTING_WORKLOADS)
+            traces[side] = read_trace(out)
+            return CheckResult(f"run-{side}", PASS, f"{len(traces[side])} trace lines → {out.name}")
+
+        checks.run(f"run-{side}", run)
+    if {"new", "old"} <= traces.keys():
+        for result in compare_against(
+            f"dynamo-base {old_pin.version}", traces["old"], f"stock {new_pin.version}", traces["new"]
+        ):
+            checks.add(result)
+    else:
+        checks.add(
+            CheckResult(
+                "router-agreement",
+                FAIL,
+                f"a side did not run (see the run checks): stock {new_pin.version} may have no native KV events",
+            )
+        )
+    tier = f"against-{old_pin.version}"
+    return _finish(project, new_pin, tier, old_series, checks, info, started, out_dir)
