@@ -49,3 +49,17 @@ def test_a_failing_step_fails_the_job_but_the_summary_is_written(pinned, capsys,
     assert steps["build"]["status"] == "fail" and "--mode source" in steps["build"]["detail"]
     assert steps["verify"]["status"] == "skipped" and steps["verify"]["detail"] == "needs build"
     assert json.loads((tmp_path / "out" / "ci-summary.json").read_text())["ok"] is False
+
+
+def test_report_appends_the_summary_to_the_job_summary(pinned, capsys, tmp_path, monkeypatch):
+    ws = pinned
+    ws.write_series("1.0", {})
+    code, _ = run_ci(ws, capsys, tmp_path / "out")
+    assert code == 0
+    job_summary = tmp_path / "step-summary.md"
+    job_summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(job_summary))
+    assert ws.run("report", "-i", str(tmp_path / "out"), "-o", str(tmp_path / "report"), "--job-summary") == 0
+    text = job_summary.read_text()
+    assert text.startswith("earlier step\n")
+    assert text.removeprefix("earlier step\n") == (tmp_path / "report" / "summary.md").read_text()

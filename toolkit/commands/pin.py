@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from packaging.utils import parse_sdist_filename
@@ -47,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = actions.add_parser("list", help="show the pins")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--matrix", action="store_true", help="print the pinned versions as one JSON list (a CI job matrix)"
+    )
     listing.set_defaults(run=run_list)
 
 
@@ -189,6 +193,9 @@ def run_verify(args: argparse.Namespace, options: Options) -> int:
 
 def run_list(args: argparse.Namespace, options: Options) -> int:
     pins = load_pins(options.pins_file)
+    if args.matrix:
+        print(json.dumps([str(p.version) for p in pins.pins]))
+        return 0
     if options.json:
         ui.print_json([_pin_dict(p) for p in pins.pins])
         return 0

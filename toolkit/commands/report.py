@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rich.markup import escape
@@ -20,6 +21,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "-i", "--input", type=Path, default=Path("out"), help="where `vpatch ci` wrote ci-summary.json (default: out/)"
     )
     parser.add_argument("-o", "--out", type=Path, default=Path("report"), help="output directory (default: report/)")
+    parser.add_argument(
+        "--job-summary",
+        action="store_true",
+        help="also append the Markdown summary to $GITHUB_STEP_SUMMARY when it is set",
+    )
     parser.add_argument("--json", action="store_true", help="print what was written as JSON")
     parser.set_defaults(run=run)
 
@@ -32,6 +38,10 @@ def run(args: argparse.Namespace, options: Options) -> int:
     written = build_report(input_dir, out_dir, root=options.root)
     report = written.report
     files = [written.html, written.markdown]
+    summary_target = os.environ.get("GITHUB_STEP_SUMMARY")
+    if args.job_summary and summary_target:
+        with open(summary_target, "a", encoding="utf-8") as handle:
+            handle.write(written.markdown.read_text(encoding="utf-8"))
     if options.json:
         ui.print_json(
             {
