@@ -168,6 +168,11 @@ def _download(artifact: Artifact, target: Path, *, quiet: bool) -> None:
             return
         except VpatchError:
             raise
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500:  # the index said no: asking again will not change that
+                raise VpatchError(f"{artifact.file}: download failed from {artifact.url}: {exc}") from None
+            last_error = exc
+            time.sleep(1 + attempt)
         except (urllib.error.URLError, OSError) as exc:
             last_error = exc
             time.sleep(1 + attempt)

@@ -176,3 +176,20 @@ def test_static_tier_on_a_synthetic_release(pinned, capsys, tmp_path):
     assert ws.run("export", "1.0") == 0
     capsys.readouterr()
     assert ws.run("conform", "1.0", "--tier", "static", "-o", str(tmp_path / "out"), "--json") == 0
+
+
+def test_a_missing_wheel_is_a_failed_check_with_its_cause_and_the_rest_still_runs(pinned, capsys, tmp_path):
+    ws = pinned
+    ws.write_series("1.0", {})
+    for wheel in ws.index.files_dir.glob("*.whl"):
+        wheel.unlink()  # the index no longer serves it ...
+    for cached in (ws.cache / "downloads").rglob("*.whl"):
+        cached.unlink()  # ... and the cache lost it
+    capsys.readouterr()
+    assert ws.run("conform", "1.0", "--tier", "static", "-o", str(tmp_path / "out"), "--json") == 1
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)["results"][0]["checks"]}
+    assert checks["series-applies"]["status"] == "pass"
+    assert checks["wheels"]["status"] == "fail" and "download failed" in checks["wheels"]["detail"]
+    assert checks["api-surface"]["status"] == "fail" and "no wheels" in checks["api-surface"]["detail"]
+    written = json.loads((tmp_path / "out" / "vllm-1.0-static.json").read_text())
+    assert written["ok"] is False
