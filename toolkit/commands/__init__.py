@@ -14,6 +14,7 @@ from toolkit.commands import (
     pin,
     rebase,
     report,
+    retire,
     status,
     verify,
 )
@@ -34,4 +35,5 @@ COMMANDS = (
     conform,
     ci,
     report,
+    retire,
 )

@@ -1,0 +1,80 @@
+"""`vpatch retire`: evidence required, the patch leaves the later series, the record stays."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from helpers import commit_in, module_text
+
+from toolkit.model import parse_patch
+
+
+def two_releases(ws, capsys):
+    """1.0 with a two-patch series; 1.1 pinned with the same series, as a clean rebase would leave it."""
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(
+        ws.checkout("1.0"),
+        {"vllm/core/scheduler.py": module_text("scheduler") + "EVENTS = 1\n"},
+        subject="[V1] kv events",
+        headers="Upstream-Status: Pending\nFeature: kv-routing",
+    )
+    commit_in(
+        ws.checkout("1.0"),
+        {"vllm/core/block_pool.py": module_text("block_pool") + "PD = 1\n"},
+        subject="[V1] pd",
+        headers="Upstream-Status: Pending\nFeature: pd-disagg",
+    )
+    assert ws.run("export", "1.0") == 0
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n- things\n")
+    capsys.readouterr()
+    names = [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
+    return names
+
+
+def test_retire_refuses_without_evidence_and_changes_nothing(pinned, capsys):
+    ws = pinned
+    names = two_releases(ws, capsys)
+    before = ws.snapshot()
+    changelog = (ws.root / "CHANGELOG.md").read_text()
+    assert ws.run("retire", names[0], "--since", "1.1") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no evidence that vLLM 1.1 carries" in err[0] and "--force --reason" in err[0]
+    assert ws.snapshot() == before and (ws.root / "CHANGELOG.md").read_text() == changelog
+    assert ws.run("retire", names[0], "--since", "1.1", "--force") == 1  # --force alone is not enough
+
+
+def test_retire_with_rebase_evidence(pinned, capsys):
+    ws = pinned
+    names = two_releases(ws, capsys)
+    evidence = {"patches": {names[0]: {"upstream_signals": ["reverse_applies", "patch_id_match"], "kept": True}}}
+    (ws.series_dir("1.1") / "evidence.json").write_text(json.dumps(evidence))
+    assert ws.run("retire", names[0], "--since", "1.1", "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["evidence"] == ["rebase onto 1.1: reverse_applies, patch_id_match"] and result["forced"] is False
+    # gone from 1.1's series, kept (with the record) in retired/
+    assert (ws.series_dir("1.1") / "series").read_text().split()[-1] == names[1]
+    assert not (ws.series_dir("1.1") / names[0]).exists()
+    retired = parse_patch(ws.series_dir("1.1") / "retired" / names[0])
+    assert retired.header("Retired-Since") == "1.1"
+    # the last series that carries it says so too, and still checks clean (the headers re-export identically)
+    old = parse_patch(ws.series_dir("1.0") / names[0])
+    assert old.header("Retired-Since") == "1.1" and "patch_id_match" in old.header("Retired-Evidence")
+    assert old.header("Patch-File") == names[0]
+    assert ws.run("check", "1.0", "--no-wheels") == 0
+    assert ws.run("check", "1.1", "--no-wheels") == 0
+    changelog = (ws.root / "CHANGELOG.md").read_text()
+    assert f"### Retired\n- `{names[0]}` (kv-routing) retired since vLLM 1.1" in changelog
+    assert changelog.index("### Retired") > changelog.index("## [Unreleased]")
+    # retire the other one by hand (forced): 1.1's series is empty and the verdict switches to stock
+    capsys.readouterr()
+    assert ws.run("retire", names[1], "--since", "1.1", "--force", "--reason", "upstream NIXL connector") == 0
+    capsys.readouterr()
+    assert ws.run("status", "1.1", "--json") == 0
+    verdict = json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
+    assert verdict["engine"] == "stock" and "recommended default" in verdict["summary"]
+    assert "forced: upstream NIXL connector" in (ws.root / "CHANGELOG.md").read_text()

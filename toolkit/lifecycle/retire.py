@@ -1,0 +1,190 @@
+"""`vpatch retire PATCH --since NEW`: drop a patch upstream now carries, and record why.
+
+Evidence is required, from any of:
+- the rebase onto NEW (`patches/vllm-NEW/evidence.json`): the patch became empty, its patch-id matches an
+  upstream commit, it reverse-applies on NEW, or its header says it is upstream;
+- the patch's own header (`Applied-Upstream:` or `Upstream-Status: Accepted [...]`);
+- conformance of upstream-native NEW against dynamo-base (`vpatch conform NEW --against OLD`): a passing
+  results file for the patch's feature (kv-routing).
+Without any, it refuses unless `--force --reason TEXT` (the reason is recorded as the evidence).
+
+What it writes (computed first, then written file by file atomically):
+- every pinned series from NEW on that carries the patch loses it (file and series line); the file moves
+  to `retired/` in NEW's series with `Retired-Since:` and `Retired-Evidence:` headers;
+- the last series before NEW that carries it gets the same two headers in that patch;
+- CHANGELOG.md gets a line under `## [Unreleased]` / `### Retired`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.cache import atomic_write_bytes, atomic_write_text
+from toolkit.errors import VpatchError
+from toolkit.model import Patch, Pin, parse_patch, parse_series_file
+from toolkit.project import Project
+
+EVIDENCE_FILE = "evidence.json"
+
+
+@dataclass(frozen=True)
+class Retirement:
+    patch: str
+    feature: str
+    since: str
+    evidence: tuple[str, ...]
+    forced: bool
+    removed_from: tuple[str, ...]  # series directories that lost the patch
+    recorded_in: str | None  # the last series that still carries it, now with Retired-* headers
+    changelog: str
+
+
+def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, conformance: Path | None) -> list[str]:
+    evidence: list[str] = []
+    evidence_file = project.series_dir(pin) / EVIDENCE_FILE
+    if evidence_file.is_file():
+        try:
+            entry = json.loads(evidence_file.read_text(encoding="utf-8")).get("patches", {}).get(name)
+        except ValueError:
+            entry = None
+        if entry and entry.get("upstream_signals"):
+            evidence.append(f"rebase onto {pin.version}: {', '.join(entry['upstream_signals'])}")
+    if patch is not None:
+        status = patch.header("Upstream-Status") or ""
+        if patch.header("Applied-Upstream"):
+            evidence.append(f"Applied-Upstream: {patch.header('Applied-Upstream')}")
+        elif status.startswith("Accepted"):
+            evidence.append(f"Upstream-Status: {status}")
+    candidates = (
+        [conformance]
+        if conformance
+        else sorted((project.options.root / "out" / "conform").glob(f"{pin.series_dirname}-against-*.json"))
+    )
+    feature = patch.feature if patch is not None else None
+    for path in candidates:
+        if path is None or not path.is_file():
+            continue
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue
+        statuses = {c["name"]: c["status"] for c in result.get("checks", [])}
+        if result.get("ok") and statuses.get("router-agreement") == "pass" and feature == "kv-routing":
+            evidence.append(
+                f"conform {pin.version} {result.get('tier', '')}: router-agreement and index "
+                f"invariants pass ({path.name})"
+            )
+    return evidence
+
+
+def _add_headers(data: bytes, headers: list[tuple[str, str]]) -> bytes:
+    """Append `Key: value` lines to the header paragraph (the last paragraph of the message)."""
+    mail_headers, _, body = data.partition(b"\n\n")
+    separator = re.search(rb"^(---\n|diff --git )", body, re.M)
+    cut = separator.start() if separator else len(body)
+    message, rest = body[:cut].rstrip(b"\n"), body[cut:]
+    paragraphs = message.split(b"\n\n")
+    lines = b"\n".join(f"{k}: {v}".encode() for k, v in headers)
+    if all(re.match(rb"^[A-Za-z][A-Za-z0-9-]*: ", ln) for ln in paragraphs[-1].split(b"\n")):
+        # keep Patch-File last, as export writes it
+        last = paragraphs[-1].split(b"\n")
+        tail = [ln for ln in last if ln.startswith(b"Patch-File: ")]
+        paragraphs[-1] = b"\n".join([ln for ln in last if not ln.startswith(b"Patch-File: ")] + [lines] + tail)
+    else:
+        paragraphs.append(lines)
+    return mail_headers + b"\n\n" + b"\n\n".join(paragraphs) + b"\n" + rest
+
+
+def _series_without(series_file: Path, name: str) -> str:
+    text = series_file.read_text(encoding="utf-8")
+    kept = [line for line in text.split("\n") if line.split("#", 1)[0].split()[:1] != [name]]
+    return "\n".join(kept)
+
+
+def retire(
+    project: Project,
+    name: str,
+    since: str,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    conformance: Path | None = None,
+) -> Retirement:
+    new_pin = project.pins.get(since)
+    carriers = []  # (pin, patch) of every pinned series that carries the patch
+    for pin in project.pins.pins:
+        if not project.has_series(pin):
+            continue
+        entries, _ = parse_series_file(project.series_dir(pin) / "series")
+        if any(e.name == name for e in entries):
+            carriers.append((pin, parse_patch(project.series_dir(pin) / name)))
+    if not carriers:
+        raise VpatchError(f"no pinned series carries {name}")
+    patch = next((p for pin, p in carriers if pin.version >= new_pin.version), carriers[-1][1])
+    before = [(pin, p) for pin, p in carriers if pin.version < new_pin.version]
+    after = [(pin, p) for pin, p in carriers if pin.version >= new_pin.version]
+    evidence = find_evidence(project, new_pin, name, patch, conformance)
+    if not evidence:
+        if not (force and reason):
+            raise VpatchError(
+                f"no evidence that vLLM {since} carries {name} (rebase evidence.json, "
+                "Applied-Upstream/Accepted header, or `vpatch conform "
+                f"{since} --against OLD`); use --force --reason TEXT to retire it anyway"
+            )
+        evidence = [f"forced: {reason}"]
+    elif force and reason:
+        evidence.append(f"note: {reason}")
+    headers = [("Retired-Since", since), ("Retired-Evidence", "; ".join(evidence))]
+
+    writes: list[tuple[Path, bytes]] = []
+    for pin, carried in after:
+        directory = project.series_dir(pin)
+        writes.append((directory / "series", _series_without(directory / "series", name).encode()))
+        if pin.version == new_pin.version:
+            writes.append((directory / "retired" / name, _add_headers(carried.data, headers)))
+    if not any(pin.version == new_pin.version for pin, _ in after) and project.has_series(new_pin):
+        writes.append((project.series_dir(new_pin) / "retired" / name, _add_headers(patch.data, headers)))
+    recorded_in = None
+    if before:
+        last_pin, last_patch = before[-1]
+        recorded_in = str(project.series_dir(last_pin).relative_to(project.options.root))
+        writes.append((project.series_dir(last_pin) / name, _add_headers(last_patch.data, headers)))
+    changelog_path = project.options.root / "CHANGELOG.md"
+    line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
+    changelog = _changelog_with(changelog_path, line)
+    # everything is computed: now write
+    for path, data in writes:
+        atomic_write_bytes(path, data)
+    for pin, _ in after:
+        removed = project.series_dir(pin) / name
+        if removed.exists():
+            removed.unlink()
+    atomic_write_text(changelog_path, changelog)
+    return Retirement(
+        name,
+        patch.feature,
+        since,
+        tuple(evidence),
+        evidence[0].startswith("forced:"),
+        tuple(project.series_dir(p).name for p, _ in after),
+        recorded_in,
+        line,
+    )
+
+
+def _changelog_with(path: Path, line: str) -> str:
+    text = path.read_text(encoding="utf-8") if path.exists() else "# Changelog\n\n## [Unreleased]\n"
+    if "## [Unreleased]" not in text:
+        text = text.rstrip("\n") + "\n\n## [Unreleased]\n"
+    start = text.index("## [Unreleased]")
+    end = text.find("\n## ", start + 1)
+    section = text[start:] if end == -1 else text[start:end]
+    if "### Retired" in section:
+        marker = section.index("### Retired") + len("### Retired\n")
+        section = section[:marker] + line + "\n" + section[marker:]
+    else:
+        section = section.rstrip("\n") + "\n\n### Retired\n" + line + "\n"
+    return text[:start] + section + ("" if end == -1 else "\n" + text[end:].lstrip("\n"))
