@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from toolkit import ui
+from toolkit.commands.verify import add_install_options
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
@@ -29,16 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="source mode: VLLM_TARGET_DEVICE (default: $VLLM_TARGET_DEVICE or cuda; `empty` for a Python-only wheel)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the post-build verification")
-    parser.add_argument(
-        "--no-install-check",
-        action="store_true",
-        help="verify contents only; skip installing the wheel into fresh venvs",
-    )
-    parser.add_argument(
-        "--no-runtime",
-        action="store_true",
-        help="import the installed wheel without the cached CPU runtime layer (torch etc.)",
-    )
+    add_install_options(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 

@@ -12,15 +12,24 @@ from toolkit.pins import load_pins
 from toolkit.project import Project
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("verify", help="verify a built wheel (contents, RECORD, stock members, installs)")
-    parser.add_argument("wheels", nargs="+", type=Path)
-    parser.add_argument("--no-install-check", action="store_true", help="skip installing into fresh venvs")
+def add_install_options(parser: argparse.ArgumentParser) -> None:
+    """The install-check switches `verify` and `build` share."""
+    parser.add_argument(
+        "--no-install-check",
+        action="store_true",
+        help="verify contents only; skip installing the wheel into fresh venvs",
+    )
     parser.add_argument(
         "--no-runtime",
         action="store_true",
         help="import the installed wheel without the cached CPU runtime layer (torch etc.)",
     )
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("verify", help="verify a built wheel (contents, RECORD, stock members, installs)")
+    parser.add_argument("wheels", nargs="+", type=Path)
+    add_install_options(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 

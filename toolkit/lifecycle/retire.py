@@ -18,7 +18,6 @@ What it writes (computed first, then written file by file atomically):
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from toolkit.cache import atomic_write_bytes, atomic_write_text
 from toolkit.errors import VpatchError
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
+from toolkit.render import add_mail_headers
 
 EVIDENCE_FILE = "evidence.json"
 
@@ -80,24 +80,6 @@ def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, co
     return evidence
 
 
-def _add_headers(data: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """Append `Key: value` lines to the header paragraph (the last paragraph of the message)."""
-    mail_headers, _, body = data.partition(b"\n\n")
-    separator = re.search(rb"^(---\n|diff --git )", body, re.M)
-    cut = separator.start() if separator else len(body)
-    message, rest = body[:cut].rstrip(b"\n"), body[cut:]
-    paragraphs = message.split(b"\n\n")
-    lines = b"\n".join(f"{k}: {v}".encode() for k, v in headers)
-    if all(re.match(rb"^[A-Za-z][A-Za-z0-9-]*: ", ln) for ln in paragraphs[-1].split(b"\n")):
-        # keep Patch-File last, as export writes it
-        last = paragraphs[-1].split(b"\n")
-        tail = [ln for ln in last if ln.startswith(b"Patch-File: ")]
-        paragraphs[-1] = b"\n".join([ln for ln in last if not ln.startswith(b"Patch-File: ")] + [lines] + tail)
-    else:
-        paragraphs.append(lines)
-    return mail_headers + b"\n\n" + b"\n\n".join(paragraphs) + b"\n" + rest
-
-
 def _series_without(series_file: Path, name: str) -> str:
     text = series_file.read_text(encoding="utf-8")
     kept = [line for line in text.split("\n") if line.split("#", 1)[0].split()[:1] != [name]]
@@ -144,14 +126,14 @@ def retire(
         directory = project.series_dir(pin)
         writes.append((directory / "series", _series_without(directory / "series", name).encode()))
         if pin.version == new_pin.version:
-            writes.append((directory / "retired" / name, _add_headers(carried.data, headers)))
+            writes.append((directory / "retired" / name, add_mail_headers(carried.data, headers)))
     if not any(pin.version == new_pin.version for pin, _ in after) and project.has_series(new_pin):
-        writes.append((project.series_dir(new_pin) / "retired" / name, _add_headers(patch.data, headers)))
+        writes.append((project.series_dir(new_pin) / "retired" / name, add_mail_headers(patch.data, headers)))
     recorded_in = None
     if before:
         last_pin, last_patch = before[-1]
         recorded_in = str(project.series_dir(last_pin).relative_to(project.options.root))
-        writes.append((project.series_dir(last_pin) / name, _add_headers(last_patch.data, headers)))
+        writes.append((project.series_dir(last_pin) / name, add_mail_headers(last_patch.data, headers)))
     changelog_path = project.options.root / "CHANGELOG.md"
     line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
     changelog = _changelog_with(changelog_path, line)
