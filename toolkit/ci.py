@@ -160,6 +160,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> dict:
         series = None
         if project.has_series(run.pin):
             parsed = project.series(run.pin)
+            rebase_outcomes = _rebase_outcomes(project.series_dir(run.pin) / "evidence.json")
             patches = []
             for patch in parsed.patches:
                 added, removed = patch_stats(patch)
@@ -174,7 +175,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> dict:
                         "added_lines": added,
                         "removed_lines": removed,
                         "apply": run.apply.get(patch.name),
-                        "rebase": None,
+                        "rebase": rebase_outcomes.get(patch.name),
                         "retired_since": patch.header("Retired-Since"),
                     }
                 )
@@ -204,6 +205,15 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> dict:
         "features": project.pins.feature_info,
         "versions": versions,
     }
+
+
+def _rebase_outcomes(evidence: Path) -> dict[str, str]:
+    """Each patch's outcome in the rebase that produced this series (clean, merged, ...), when there was one."""
+    try:
+        patches = json.loads(evidence.read_text(encoding="utf-8")).get("patches", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {name: entry.get("outcome") for name, entry in patches.items() if isinstance(entry, dict)}
 
 
 def _verdict(series: dict | None) -> str:

@@ -63,3 +63,18 @@ def test_report_appends_the_summary_to_the_job_summary(pinned, capsys, tmp_path,
     text = job_summary.read_text()
     assert text.startswith("earlier step\n")
     assert text.removeprefix("earlier step\n") == (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_rebase_outcomes_from_evidence_reach_the_summary(pinned, capsys, tmp_path):
+    ws = pinned
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(
+        ws.checkout("1.0"), {"vllm/core/scheduler.py": module_text("scheduler") + "EXTRA = 1\n"}, subject="[Core] extra"
+    )
+    assert ws.run("export", "1.0") == 0
+    (name,) = [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
+    (ws.series_dir("1.0") / "evidence.json").write_text(json.dumps({"patches": {name: {"outcome": "merged"}}}))
+    code, summary = run_ci(ws, capsys, tmp_path / "out")
+    assert code == 0
+    assert summary["versions"][0]["series"]["patches"][0]["rebase"] == "merged"
