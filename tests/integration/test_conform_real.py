@@ -59,3 +59,54 @@ def test_conform_090_against_dynamo_base_084(tmp_path):
     assert statuses["index-invariant (stock 0.9.0)"] == "pass"
     assert statuses["router-agreement"] == "pass"
     assert (tmp_path / "vllm-0.9.0-against-0.8.4.json").exists()
+
+
+def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(tmp_path):
+    """A (deliberately) broken patch: the checks fail with the cause, never pass, and the others still run."""
+    import shutil
+
+    from helpers import commit_in
+
+    from toolkit.export import plan_export, write_export
+    from toolkit.options import load_options
+    from toolkit.project import Project
+
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "patches", root / "patches")
+    project = Project.load(load_options({"root": str(root), "cache_dir": str(load_options().cache_dir)}))
+    pin = project.pins.get("0.8.4")
+    with project.scratch_checkout(pin) as checkout:
+        from toolkit.apply import apply_series
+
+        assert apply_series(checkout, project.series(pin)).ok
+        scheduler = checkout.path / "vllm/v1/core/sched/scheduler.py"
+        text = scheduler.read_text()
+        anchor = "    def schedule(self) -> SchedulerOutput:\n"
+        assert anchor in text
+        commit_in(
+            checkout.path,
+            {
+                "vllm/v1/core/sched/scheduler.py": text.replace(
+                    anchor, anchor + '        raise RuntimeError("broken on purpose by a test")\n'
+                )
+            },
+            subject="[Test] break the scheduler",
+            headers="Upstream-Status: Inappropriate [test]\nFeature: kv-routing",
+        )
+        write_export(plan_export(checkout, project.series_dir(pin)))
+    vpatch = Path(sys.executable).with_name("vpatch")
+    proc = subprocess.run(
+        [str(vpatch), "--root", str(root), "conform", "0.8.4", "--tier", "cpu", "-o", str(tmp_path / "out"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    checks = {c["name"]: c for c in json.loads(proc.stdout)["results"][0]["checks"]}
+    assert checks["run-stock"]["status"] == "pass"
+    assert checks["run-patched-off"]["status"] == "fail"
+    assert "broken on purpose by a test" in checks["run-patched-off"]["detail"]
+    for name in ("parity", "non-interference", "kv-index-invariant"):
+        assert checks[name]["status"] == "fail" and "missing trace" in checks[name]["detail"], name
+    assert checks["api-surface"]["status"] == "pass" and checks["series-applies"]["status"] == "pass"
+    assert checks["upstream-tests"]["status"] == "fail"  # vLLM's own scheduler tests now fail in one build only
