@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from rich.console import Console
 from rich.table import Table
@@ -17,12 +17,18 @@ err = Console(stderr=True, soft_wrap=True)
 
 @contextmanager
 def step(title: str, *, quiet: bool = False) -> Iterator[None]:
-    """Log a pipeline step and how long it took, as cibuildwheel does."""
+    """Log a pipeline step and how long it took, as cibuildwheel does.
+
+    On a terminal a spinner with the elapsed time runs while the step works (builds, venvs, test runs
+    take minutes); in logs (CI) the start and end lines are printed instead.
+    """
     start = time.perf_counter()
-    if not quiet:
+    live = not quiet and err.is_terminal
+    if not quiet and not live:
         err.print(f"[bold]▶ {title}[/]")
     try:
-        yield
+        with err.status(f"[bold]{title}[/]", spinner="dots") if live else nullcontext():
+            yield
     except BaseException:
         if not quiet:
             err.print(f"[red]✗ {title}[/] ({time.perf_counter() - start:.2f}s)")
