@@ -14,9 +14,11 @@ line per engine step:
 `cached_hashes` are the keys of the block pool's cached map as wire hashes
 (hash value mod 2**64), sorted; the default sha256 block hash makes them equal
 across processes (vLLM 0.8.4's builtin hash includes hash(None), which on
-Python < 3.12 changes from process to process). With `--kv-events JSON` the patched engine's
-KV-cache events are switched on; the events each step publishes are recorded
-in the trace too (and, with the zmq publisher, really sent).
+Python < 3.12 changes from process to process), with the chain's root hash
+pinned (vLLM >= 0.8.5 draws it at random per process; see _fixed_none_hash).
+With `--kv-events JSON` the patched engine's KV-cache events are switched on;
+the events each step publishes are recorded in the trace too (and, with the
+zmq publisher, really sent).
 
 Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON]
                         [--wait-for PATH --wait-seconds N]
@@ -62,11 +64,63 @@ MODEL_CONFIG = {
 
 
 def use_cpu_platform() -> None:
-    """vLLM finds no platform on a machine without a GPU; its Python core runs fine on the CPU one."""
+    """vLLM finds no platform on a machine without a GPU; its Python core runs fine on the CPU one.
+
+    Also makes block hashes comparable across processes and lets vLLM 0.8.5 import on the CPU runtime (the
+    two functions below); both apply the same way to stock and dynamo-base.
+    """
     import vllm.platforms as platforms
     from vllm.platforms.cpu import CpuPlatform
 
     platforms._current_platform = CpuPlatform()
+    _torch_compile_despite_triton_stand_in()
+    _fixed_none_hash()
+
+
+def _fixed_none_hash() -> None:
+    """Pin the root of every block-hash chain (`NONE_HASH`, the parent of a sequence's first block).
+
+    vLLM 0.8.4 sets it to sha256(None) when PYTHONHASHSEED is unset (its condition is inverted), 0.8.5 and
+    later to random bytes, different in every process. Traces compare cached hashes between processes
+    (stock vs dynamo-base), so it is set to 0.8.4's value everywhere: no change on 0.8.4, and on later
+    releases the same hashes as a process that happened to draw that value.
+    """
+    from vllm.v1.core import kv_cache_utils
+
+    if hasattr(kv_cache_utils, "NONE_HASH"):
+        kv_cache_utils.NONE_HASH = kv_cache_utils.sha256(None)
+
+
+def _torch_compile_despite_triton_stand_in() -> None:
+    """vLLM 0.8.5 puts a stand-in `triton` module into sys.modules when triton is not installed. The CPU
+    runtime's torch then takes triton for present and fails to import its compile stack (`from triton import
+    Config`), which vLLM reaches at import time through `@torch.compile` (vocab_parallel_embedding).
+
+    So, only when such a stand-in is there: import that part of torch once with the stand-in hidden (torch
+    sees what is true, no triton) and put the stand-in back for vLLM. The OPT architecture is registered
+    from its class, so vLLM inspects it in this process instead of a fresh interpreter that would hit the
+    same import failure. Scheduling is untouched; stock and dynamo-base runs take the same path.
+    """
+    try:
+        import vllm.triton_utils  # noqa: F401  (installs the stand-in, in the vLLM releases that have one)
+    except ImportError:
+        return
+
+    names = ("triton", "triton.language")
+    stand_ins = {n: sys.modules[n] for n in names if n in sys.modules and sys.modules[n].__spec__ is None}
+    if "triton" not in stand_ins:
+        return
+    for name in stand_ins:
+        del sys.modules[name]
+    try:
+        import torch._dynamo.repro.after_dynamo
+        import torch._inductor.compile_fx  # noqa: F401
+    finally:
+        sys.modules.update(stand_ins)
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.opt import OPTForCausalLM
+
+    ModelRegistry.register_model(MODEL_CONFIG["architectures"][0], OPTForCausalLM)
 
 
 class Engine:

@@ -10,7 +10,11 @@ into a conftest.py beside them:
 - The tests name Hugging Face models ("facebook/opt-125m"); nothing can be downloaded here, so ModelConfig
   gets a local directory holding a small OPT config.json for those names, with the tokenizer not loaded
   (the scheduler tests never tokenize), and HF_HUB_OFFLINE=1.
-Tests that need more (a Qwen config from the hub, torchvision for llava) fail the same way in both builds.
+- vLLM 0.8.5 replaces a missing triton with a stand-in module that the CPU runtime's torch mistakes for
+  triton: torch's compile stack is imported with the stand-in hidden, and OPT is registered in-process.
+Tests that need more (a Qwen config from the hub, torchvision or the llava config for multimodal tests,
+intel_extension_for_pytorch for block sizes other than 16 on the CPU platform, as 0.8.5's KV-connector
+tests use) fail the same way in both builds.
 """
 
 from __future__ import annotations
@@ -45,6 +49,34 @@ import vllm.platforms as platforms
 from vllm.platforms.cpu import CpuPlatform
 
 platforms._current_platform = CpuPlatform()
+
+# vLLM 0.8.5 puts a stand-in `triton` module into sys.modules when triton is missing; the CPU runtime's torch
+# then fails to import its compile stack, which vLLM reaches at import time through @torch.compile. Import
+# that stack with the stand-in hidden, and register OPT from its class so vLLM inspects it in this process
+# (its usual fresh interpreter would fail the same way).
+import sys
+
+try:
+    import vllm.triton_utils
+except ImportError:
+    pass
+_STAND_INS = {
+    name: sys.modules[name]
+    for name in ("triton", "triton.language")
+    if name in sys.modules and sys.modules[name].__spec__ is None
+}
+if "triton" in _STAND_INS:
+    for _name in _STAND_INS:
+        del sys.modules[_name]
+    try:
+        import torch._dynamo.repro.after_dynamo
+        import torch._inductor.compile_fx
+    finally:
+        sys.modules.update(_STAND_INS)
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.opt import OPTForCausalLM
+
+    ModelRegistry.register_model("OPTForCausalLM", OPTForCausalLM)
 
 import vllm.config as config
 
