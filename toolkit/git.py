@@ -45,6 +45,14 @@ STABLE_CONFIG: tuple[tuple[str, str], ...] = (
 )
 
 
+def fast_import_path(path: str) -> str:
+    """A path as `git fast-import` reads it in an `M` command (C-style quoted only when it must be)."""
+    if path.startswith('"') or "\n" in path or "\\" in path:
+        escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    return path
+
+
 class GitError(Exception):
     def __init__(self, args: Sequence[str], returncode: int, stdout: bytes, stderr: bytes) -> None:
         self.args_ = list(args)

@@ -32,7 +32,7 @@ from toolkit.apply import CLEAN, apply_series
 from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
 from toolkit.export import ExportPlan, plan_export, write_export
-from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError
+from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError, fast_import_path
 from toolkit.index import fetch_artifact, list_release_files
 from toolkit.lint import lint_headers
 from toolkit.model import Artifact, Pin, Series, UpstreamStatus, check_tree_path, empty_series, load_series, parse_patch
@@ -936,10 +936,10 @@ class PairSource(Source):
         return members
 
     def _sdist_members(self, path: Path, skipped: list[str]) -> dict[str, Member]:
-        from toolkit.sources.sdist import _read_members
+        from toolkit.sources.sdist import read_members
 
         members: dict[str, Member] = {}
-        for name, mode, content in _read_members(path):
+        for name, mode, content in read_members(path):
             why = self._skip(name)
             if why:
                 skipped.append(why)
@@ -972,7 +972,7 @@ class PairSource(Source):
                 if parent:
                     stream += b"deleteall\n"
                 for path, mode, number in entries:
-                    stream += f"M {mode} :{number} {_fi_quote(path)}\n".encode("utf-8", "surrogateescape")
+                    stream += f"M {mode} :{number} {fast_import_path(path)}\n".encode("utf-8", "surrogateescape")
                 stream += b"\n"
             stream += b"done\n"
             repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
@@ -1023,13 +1023,6 @@ def _differs(a: Member | None, b: Member | None) -> bool:
         if a.info.file_size >= LARGE_MEMBER:
             return False
     return a.read() != b.read() or (a.mode != b.mode and a.info is None)
-
-
-def _fi_quote(path: str) -> str:
-    if path.startswith('"') or "\n" in path or "\\" in path:
-        escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    return path
 
 
 def resolve_archive(spec: str, project: Project, *, prefer: str, wheel_like: Path | None = None) -> Archive:

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from toolkit.cache import locked, staging_dir
 from toolkit.errors import VpatchError
-from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError
+from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError, fast_import_path
 from toolkit.index import fetch_artifact
 from toolkit.model import Pin, check_tree_path
 from toolkit.sources import Base, discard, read_stamp, write_stamp
@@ -61,17 +61,10 @@ def _message(pin: Pin) -> str:
     return f"{pin.project} {pin.version} from {pin.sdist.file}\n\nsdist-sha256: {pin.sdist.sha256}\n"
 
 
-def _quote(path: str) -> str:
-    if path.startswith('"') or "\n" in path or "\\" in path:
-        escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-        return f'"{escaped}"'
-    return path
-
-
 def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
     """Create a bare repository in `repo_dir` whose `upstream` branch is the tarball's tree."""
     repo = Git.init(repo_dir, bare=True)
-    records = list(_read_members(tarball))
+    records = list(read_members(tarball))
     if not records:
         raise VpatchError("the tarball contains no files", path=tarball)
     stream = bytearray()
@@ -88,7 +81,7 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
     for path in sorted(marks):
         mode, mark = marks[path]
         # Names that are not UTF-8 were decoded with surrogateescape; git keeps their original bytes.
-        stream += f"M {mode} :{mark} {_quote(path)}\n".encode("utf-8", "surrogateescape")
+        stream += f"M {mode} :{mark} {fast_import_path(path)}\n".encode("utf-8", "surrogateescape")
     stream += b"\ndone\n"
     try:
         repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
@@ -100,7 +93,7 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
     return commit
 
 
-def _read_members(tarball: Path):
+def read_members(tarball: Path):
     """Yield (path, git mode, content) for each member, refusing anything unsafe."""
     try:
         archive = tarfile.open(tarball, mode="r:*")  # noqa: SIM115 (closed by the with below)
