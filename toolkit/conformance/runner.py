@@ -135,6 +135,7 @@ class Engine:
         kv_events: dict | None,
         model_dir: str,
         hash_algo: str,
+        kv_transfer: dict | None = None,
     ) -> None:
         import torch
         from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig
@@ -194,6 +195,10 @@ class Engine:
                 from vllm.config import KVEventsConfig
 
                 kwargs["kv_events_config"] = KVEventsConfig.from_dict(kv_events)
+            if kv_transfer is not None:
+                from vllm.config import KVTransferConfig
+
+                kwargs["kv_transfer_config"] = KVTransferConfig(**kv_transfer)
             self.scheduler = Scheduler(
                 scheduler_config,
                 model,
@@ -275,11 +280,13 @@ def _event_dict(event) -> dict:
     return data
 
 
-def make_request(req_id: str, prompt: list[int], max_tokens: int):
+def make_request(req_id: str, prompt: list[int], max_tokens: int, extra_args: dict | None = None):
     from vllm.sampling_params import SamplingParams
     from vllm.v1.request import Request
 
     params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
+    if extra_args is not None:
+        params.extra_args = extra_args
     wanted = {
         "request_id": req_id,
         "prompt": None,
