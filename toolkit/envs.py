@@ -44,6 +44,10 @@ VLLM_CPU_RUNTIME = (
     "prometheus_client",
     "protobuf",
 )
+# NIXL, the P/D series' fast transport: the `nixl` meta package picks its CUDA 13 build when no CUDA is
+# present, and that build's UCX backend moves CPU (DRAM) buffers here. Both declare an unpinned torch
+# dependency, so they are installed without dependencies on top of the runtime layer (numpy is there).
+NIXL_TRANSPORT = ("nixl==1.5.1", "nixl-cu13==1.5.1")
 # What `VLLM_TARGET_DEVICE=empty` source builds need (vLLM's [build-system] requires, CPU torch).
 VLLM_SOURCE_BUILD = (
     TORCH,
@@ -132,8 +136,16 @@ def build_env(cache_dir: Path) -> Path:
     return cached_env(cache_dir, "build", VLLM_SOURCE_BUILD)
 
 
-def cached_env(cache_dir: Path, kind: str, requirements: tuple[str, ...]) -> Path:
-    """A venv with `requirements` (torch first, from pip), keyed by the list and Python, built once."""
+def transport_env(cache_dir: Path) -> Path:
+    """The cached venv holding NIXL_TRANSPORT, to be layered over the runtime layer."""
+    return cached_env(cache_dir, "nixl", NIXL_TRANSPORT, with_torch=False)
+
+
+def cached_env(cache_dir: Path, kind: str, requirements: tuple[str, ...], *, with_torch: bool = True) -> Path:
+    """A venv with `requirements` (torch first, from pip), keyed by the list and Python, built once.
+
+    `with_torch=False` installs exactly the list, without dependencies: a layer over another venv.
+    """
     wanted = sorted(set(requirements))
     key = hashlib.sha256(json.dumps([sys.version, wanted]).encode()).hexdigest()[:16]
     venv = cache_dir / "envs" / f"{kind}-{key}"
@@ -144,8 +156,11 @@ def cached_env(cache_dir: Path, kind: str, requirements: tuple[str, ...]) -> Pat
             shutil.rmtree(venv)  # incomplete: an earlier build was interrupted
         create_venv(venv)
         try:
-            install(venv, [TORCH], installer="pip")
-            install(venv, [r for r in wanted if r != TORCH], installer="pip")
+            if with_torch:
+                install(venv, [TORCH], installer="pip")
+                install(venv, [r for r in wanted if r != TORCH], installer="pip")
+            else:
+                install(venv, wanted, installer="pip", no_deps=True)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
@@ -153,11 +168,11 @@ def cached_env(cache_dir: Path, kind: str, requirements: tuple[str, ...]) -> Pat
     return venv
 
 
-def layer_on(venv: Path, runtime: Path) -> None:
-    """Make `runtime`'s packages importable from `venv`, after `venv`'s own."""
+def layer_on(venv: Path, *layers: Path) -> None:
+    """Make the packages of `layers` importable from `venv`, after `venv`'s own, in the given order."""
     site = _site_packages(venv)
     site.mkdir(parents=True, exist_ok=True)
-    (site / "_vpatch_runtime.pth").write_text(str(_site_packages(runtime)) + "\n")
+    (site / "_vpatch_runtime.pth").write_text("".join(f"{_site_packages(layer)}\n" for layer in layers))
 
 
 def offline_env() -> dict[str, str]:
@@ -174,4 +189,4 @@ def offline_env() -> dict[str, str]:
     return env
 
 
-__all__ = ["create_venv", "install", "layer_on", "offline_env", "runtime_env", "venv_python"]
+__all__ = ["create_venv", "install", "layer_on", "offline_env", "runtime_env", "transport_env", "venv_python"]

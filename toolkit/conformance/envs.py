@@ -13,16 +13,26 @@ import subprocess
 from pathlib import Path
 
 from toolkit.cache import atomic_write_text, locked, sha256_file
-from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
+from toolkit.envs import (
+    create_venv,
+    install,
+    layer_on,
+    offline_env,
+    runtime_env,
+    transport_env,
+    uv_binary,
+    venv_python,
+)
 from toolkit.errors import VpatchError
 
 RUNNER = Path(__file__).with_name("runner.py")
 STAMP = "vpatch-vllm-env.json"
 
 
-def vllm_env(cache_dir: Path, wheel: Path, *, sha256: str | None = None) -> Path:
+def vllm_env(cache_dir: Path, wheel: Path, *, sha256: str | None = None, nixl: bool = False) -> Path:
+    """`nixl=True`: NIXL (the P/D series' fast transport) is importable too, from its own cached layer."""
     digest = sha256 or sha256_file(wheel)
-    venv = cache_dir / "envs" / f"vllm-{digest[:20]}"
+    venv = cache_dir / "envs" / f"vllm-{digest[:20]}{'-nixl' if nixl else ''}"
     with locked(venv):
         if (venv / STAMP).is_file() and venv_python(venv).exists():
             return venv
@@ -32,7 +42,7 @@ def vllm_env(cache_dir: Path, wheel: Path, *, sha256: str | None = None) -> Path
         create_venv(venv)
         try:
             install(venv, [str(wheel)], installer="uv" if uv_binary() else "pip", no_deps=True)
-            layer_on(venv, runtime)
+            layer_on(venv, runtime, *([transport_env(cache_dir)] if nixl else []))
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
