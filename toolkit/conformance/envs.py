@@ -26,6 +26,7 @@ from toolkit.envs import (
 from toolkit.errors import VpatchError
 
 RUNNER = Path(__file__).with_name("runner.py")
+PD_RUNNER = Path(__file__).with_name("pd.py")
 STAMP = "vpatch-vllm-env.json"
 
 
@@ -81,6 +82,30 @@ def run_runner(
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VpatchError(f"the scenario runner failed in {venv}: {last}")
     return proc
+
+
+def run_pd(
+    venv: Path,
+    out: Path,
+    *,
+    mode: str,
+    scenarios: list[str] | None = None,
+    sabotage: bool = False,
+    timeout: float = 900,
+) -> dict:
+    """Run the P/D scenarios inside `venv` (`mode` aggregated or disagg); returns their results."""
+    argv = [str(venv_python(venv)), str(PD_RUNNER), "--out", str(out), "--mode", mode]
+    if scenarios:
+        argv += ["--scenarios", ",".join(scenarios)]
+    if sabotage:
+        argv.append("--sabotage")
+    env = offline_env()
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise VpatchError(f"the P/D scenario runner ({mode}) failed in {venv}: {last}")
+    return json.loads(out.read_text(encoding="utf-8"))
 
 
 def read_trace(path: Path) -> list[dict]:

@@ -57,6 +57,9 @@ class FakeWorker:
         # Test hook: hold finished_sending reports back for this many steps (a slow acknowledgement).
         self.ack_delay = 0
         self._delayed: list[tuple[int, set[str]]] = []
+        # Test hook: change one value in every landed load (proves the outputs notice a wrong byte).
+        self.sabotage = False
+        self._loads: dict[str, list[int]] = {}
 
     def execute(self, output):
         from vllm.v1.outputs import ModelRunnerOutput
@@ -75,7 +78,9 @@ class FakeWorker:
                 self.tables[cached.req_id].extend(cached.new_block_ids)
             self.computed[cached.req_id] = cached.num_computed_tokens
         if self.connector is not None:
-            self.connector.start_step(getattr(output, "kv_connector_metadata", None))
+            meta = getattr(output, "kv_connector_metadata", None)
+            self._loads.update({load.req_id: load.block_ids for load in (meta.loads if meta else [])})
+            self.connector.start_step(meta)
         req_ids = sorted(output.num_scheduled_tokens)
         sampled = []
         for req_id in req_ids:
@@ -91,7 +96,12 @@ class FakeWorker:
                 sampled.append([])  # a partial prefill samples nothing
         extra = {}
         if self.connector is not None:
-            extra["kv_transfer_status"] = self._delay_acks(self.connector.end_step())
+            status = self.connector.end_step()
+            if self.sabotage:
+                for req_id in status.finished_recving:
+                    block = self._loads[req_id][-1]
+                    next(iter(self.kv.values()))[0, block, 0, 0, 0] += 1.0
+            extra["kv_transfer_status"] = self._delay_acks(status)
         return ModelRunnerOutput(
             req_ids=req_ids,
             req_id_to_index={r: i for i, r in enumerate(req_ids)},
@@ -290,7 +300,7 @@ def _apply_fault(fault: str, storage: str, params: dict) -> dict:
     return params
 
 
-def run_disagg(name: str, seed: int, model_dir: str) -> dict:
+def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> dict:
     from vllm.config import KVTransferConfig
     from vllm.v1.kv_transfer.factory import make_worker_connector
     from vllm.v1.request import RequestStatus
@@ -317,6 +327,7 @@ def run_disagg(name: str, seed: int, model_dir: str) -> dict:
         prefill_worker = FakeWorker(num_blocks, make_worker_connector(KVTransferConfig(**prefill_cfg)))
         decode_worker = FakeWorker(num_blocks, make_worker_connector(KVTransferConfig(**decode_cfg)))
         prefill_worker.ack_delay = spec.get("ack_delay", 0)
+        decode_worker.sabotage = sabotage
 
         prefill_outputs: dict[str, list[int]] = {}
         prefill_finals: dict[str, dict] = {}
@@ -406,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=("aggregated", "disagg"), required=True)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--sabotage", action="store_true", help="disagg: change one KV value of every load")
     args = parser.parse_args(argv)
     runner.use_cpu_platform()
     names = args.scenarios.split(",")
@@ -418,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(os.path.join(model_dir, "config.json"), "w") as handle:
             json.dump(runner.MODEL_CONFIG, handle)
         for name in names:
-            run = run_aggregated if args.mode == "aggregated" else run_disagg
-            results[name] = run(name, args.seed, model_dir)
+            if args.mode == "aggregated":
+                results[name] = run_aggregated(name, args.seed, model_dir)
+            else:
+                results[name] = run_disagg(name, args.seed, model_dir, sabotage=args.sabotage)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as out:
         json.dump({"mode": args.mode, "seed": args.seed, "scenarios": results}, out, indent=1, sort_keys=True)

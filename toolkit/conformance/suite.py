@@ -32,7 +32,8 @@ from toolkit.conformance.checks import (
     kv_index_invariant,
     no_block_leaks,
 )
-from toolkit.conformance.envs import read_trace, run_runner, vllm_env
+from toolkit.conformance.envs import read_trace, run_pd, run_runner, vllm_env
+from toolkit.conformance.pdchecks import pd_checks
 from toolkit.conformance.upstream_tests import compare_outcomes, run_upstream_tests
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
@@ -144,7 +145,9 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
             if label not in wheels:
                 return CheckResult(f"env-{label}", FAIL, f"no {label} wheel (see the wheels check)")
             sha = pin.wheels[0].sha256 if label == "stock" else None
-            envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha)
+            # dynamo-base with P/D patches gets NIXL, its fast transport, to test it for real.
+            nixl = label == "patched" and any(p.feature == "pd-disagg" for p in project.series(pin).patches)
+            envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha, nixl=nixl)
             return CheckResult(f"env-{label}", PASS, str(envs[label]))
 
         checks.run(f"env-{label}", build_env)
@@ -201,15 +204,7 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
     checks.run("non-interference", non_interference)
     checks.run("kv-index-invariant", invariant)
     checks.run("no-block-leaks", leaks)
-    checks.add(
-        CheckResult(
-            "pd-disagg-outputs",
-            NOT_APPLICABLE,
-            "the series has no pd-disagg patches yet"
-            if not any(p.feature == "pd-disagg" for p in project.series(pin).patches)
-            else "pd-disagg conformance is not implemented yet",
-        )
-    )
+    _pd_checks(project, pin, checks, envs, trace_dir)
 
     def upstream_tests() -> CheckResult:
         if "stock" not in envs or "patched" not in envs:
@@ -221,6 +216,34 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
         return compare_outcomes(stock, patched)
 
     checks.run("upstream-tests", upstream_tests)
+
+
+PD_CHECKS = ("pd-disagg-outputs", "pd-no-leaks", "pd-failure-paths", "pd-nixl-transport")
+
+
+def _pd_checks(project: Project, pin: Pin, checks: CheckList, envs: dict[str, Path], trace_dir: Path) -> None:
+    """Aggregated reference on stock, the P/D scenarios on dynamo-base (with NIXL importable)."""
+    if not any(p.feature == "pd-disagg" for p in project.series(pin).patches):
+        for name in PD_CHECKS:
+            checks.add(CheckResult(name, NOT_APPLICABLE, "the series has no pd-disagg patches"))
+        return
+    runs: dict[str, dict] = {}
+    for label, mode in (("stock", "aggregated"), ("patched", "disagg")):
+
+        def run(label: str = label, mode: str = mode) -> CheckResult:
+            if label not in envs:
+                return CheckResult(f"run-pd-{mode}", FAIL, f"no {label} venv (see env-{label})")
+            out = trace_dir / f"{pin.series_dirname}-pd-{mode}.json"
+            runs[mode] = run_pd(envs[label], out, mode=mode)
+            return CheckResult(f"run-pd-{mode}", PASS, f"{len(runs[mode]['scenarios'])} scenarios → {out.name}")
+
+        checks.run(f"run-pd-{mode}", run)
+    if {"aggregated", "disagg"} <= runs.keys():
+        for result in pd_checks(runs["aggregated"], runs["disagg"]):
+            checks.add(result)
+    else:
+        for name in PD_CHECKS:
+            checks.add(CheckResult(name, FAIL, "a P/D run is missing (see the run-pd checks)"))
 
 
 def _finish(
