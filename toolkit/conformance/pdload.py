@@ -212,9 +212,7 @@ class Nixl:
         common = {"kv_connector": NIXL, "kv_ip": "127.0.0.1", "kv_port": port}
         begin = time.perf_counter()
         self.producer = make_worker_connector(
-            KVTransferConfig(
-                **common, kv_role="kv_producer", kv_connector_extra_config={"engine_id": "bench-prefill"}
-            )
+            KVTransferConfig(**common, kv_role="kv_producer", kv_connector_extra_config={"engine_id": "bench-prefill"})
         )
         self.consumer = make_worker_connector(
             KVTransferConfig(**common, kv_role="kv_consumer", kv_connector_extra_config={"engine_id": "bench-decode"})
