@@ -221,6 +221,25 @@ def test_conflict_stops_with_hunks_and_continue_finishes(conflicting_13, capsys)
     assert ws.run("check", "1.3", "--no-wheels") == 0
 
 
+def test_a_resolution_committed_with_git_while_am_waits_is_the_merged_patch(conflicting_13, capsys):
+    """A maintainer who resolves and commits with git (to reword the message) before continuing."""
+    ws = conflicting_13
+    code, _ = rebase(ws, capsys, "1.0", "--onto", "1.3")
+    assert code == 1
+    checkout = ws.root / "checkouts" / "vllm-1.3-rebase"
+    resolve_p1(ws)
+    message = "[Core] scale value twenty, on 1.3's new base\n\nUpstream-Status: Pending\nFeature: kv-routing\n"
+    Git(checkout).run("commit", "--quiet", "-m", message, env=AUTHOR_ENV)
+    with env_var("SOURCE_DATE_EPOCH", EPOCH):
+        code, result = rebase(ws, capsys, "--continue")
+    assert code == 0 and result["done"]
+    assert statuses(result) == {P1: "merged", P2: "clean", P3: "clean"}
+    assert result["patches"][0]["details"] == ["resolved by hand (committed with git)"]
+    assert series_names(ws, "1.3")[0] == "0001-core-scale-value-twenty.patch"
+    first = (ws.series_dir("1.3") / P1).read_bytes()
+    assert b"on 1.3's new base" in first and b"+VALUE_20 = 20000 + 2000" in first
+
+
 def test_skip_drops_the_patch_and_lists_it(conflicting_13, capsys):
     ws = conflicting_13
     assert ws.run("pin", "add", "1.3") == 0

@@ -238,7 +238,13 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
     if name is not None:
         stopped = rebase.state.get("stopped") or {}
         repo = checkout.git
-        if am_in_progress(checkout):
+        committed = len(repo.commits(f"{UPSTREAM_REF}..HEAD")) > rebase.state["current_start"]
+        if am_in_progress(checkout) and committed:
+            # Resolved and committed with git while `git am` still waited (e.g. to reword the message):
+            # the commit is the patch; end the am session without touching it.
+            repo.run("am", "--skip")
+            rebase.settle(name, MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
+        elif am_in_progress(checkout):
             unmerged = [path for _, path in rebase.unmerged()]
             if unmerged:
                 raise VpatchError(
@@ -258,7 +264,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                 )
             how = "conflict resolved by hand" if stopped.get("status") == CONFLICT else "applied by hand"
             rebase.continue_am(name, how)
-        elif len(repo.commits(f"{UPSTREAM_REF}..HEAD")) > rebase.state["current_start"]:
+        elif committed:
             rebase.settle(name, MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
         else:
             rebase.settle(name, SKIPPED, ["skipped with git"])
