@@ -18,10 +18,15 @@ ids (so every method has to honour the block mapping), by:
                     consumer's start_step (posts the READ) until it reports finished_recving; polled
                     without pause, as a worker's steps would poll it at best
 
-Each round runs every method once, in a rotated order (noise hits all alike); before each timed transfer
-the consumer's target blocks are zeroed and after it they are compared with the producer's, byte for
-byte (both outside the timing), so every sample is checked. The first round is a warm-up (page faults,
-NIXL's metadata exchange) and is not counted; the NIXL connection set-up is reported on its own.
+Two phases, each with the torch methods as its own baseline: shared storage first, then NIXL. Every NIXL
+agent's UCX progress thread keeps a core busy from the agent's creation on (nixl 1.5.1 defaults, as the
+connector creates them), which slows everything else in the process; so the shared-storage runs happen
+before the agents exist, and NIXL is compared with a baseline timed under the same load.
+
+Each round runs the phase's methods once, in a rotated order (noise hits all alike); before each timed
+transfer the consumer's target blocks are zeroed and after it they are compared with the producer's,
+byte for byte (both outside the timing), so every sample is checked. The first round is a warm-up (page
+faults, NIXL's metadata exchange) and is not counted; the NIXL connection set-up is reported on its own.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ import runner  # the sibling script: use_cpu_platform
 SHARED_STORAGE = "SharedStorageConnectorV1"
 NIXL = "NixlConnectorV1"
 POLL_LIMIT_S = 60.0
+BASELINE = "torch_blocks"
+# A timed transfer: (wall seconds, process CPU seconds).
+Method = Callable[[], tuple[float, float]]
 
 
 def nixl_missing() -> str | None:
@@ -53,6 +61,17 @@ def nixl_missing() -> str | None:
     except Exception as e:  # ImportError, or a NIXL build whose libraries do not load
         return f"nixl is not importable here: {type(e).__name__}: {e}"
     return None
+
+
+class Clock:
+    """Wall time, and CPU time of the whole process (every thread: UCX may copy on more than one)."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 class Bench:
@@ -115,17 +134,17 @@ class Bench:
 
     # ------------------------------------------------------------ methods
 
-    def torch_blocks(self) -> float:
-        begin = time.perf_counter()
+    def torch_blocks(self) -> tuple[float, float]:
+        clock = Clock()
         for name, src in self.src.items():
             blocks = src.index_select(self.block_dim, self.src_index)
             self.dst[name].index_copy_(self.block_dim, self.dst_index, blocks)
-        return time.perf_counter() - begin
+        return clock.stop()
 
-    def torch_contiguous(self) -> float:
-        begin = time.perf_counter()
+    def torch_contiguous(self) -> tuple[float, float]:
+        clock = Clock()
         self.flat_dst.copy_(self.flat_src)
-        return time.perf_counter() - begin
+        return clock.stop()
 
     def specs(self, req_id: str, key: str, params: dict[str, Any]):
         from vllm.v1.kv_transfer.base import KVLoadSpec, KVSaveSpec
@@ -173,27 +192,27 @@ class SharedStorage:
         # Where the time goes: the producer's save (end_step writes the transfer) vs the consumer's load.
         self.save_s: list[float] = []
 
-    def transfer(self) -> float:
+    def transfer(self) -> tuple[float, float]:
         from vllm.v1.kv_transfer.base import KVConnectorMetadata, transfer_key
 
         req_id = self.bench.next_req_id()
         # A fresh key per transfer, as every request gets: nothing is reused from an earlier round.
         key = transfer_key("bench-prefill", req_id)
         save, load = self.bench.specs(req_id, key, {"transfer_key": key})
-        begin = time.perf_counter()
+        clock = Clock()
         self.producer.start_step(KVConnectorMetadata(saves=[save]))
         sent = self.producer.end_step()
         saved = time.perf_counter()
         self.consumer.start_step(KVConnectorMetadata(loads=[load]))
         wait_recv(self.consumer, req_id, self.consumer.end_step())
-        elapsed = time.perf_counter() - begin
-        self.save_s.append(saved - begin)
+        elapsed, cpu = clock.stop()
+        self.save_s.append(saved - clock.wall)
         if req_id not in sent.finished_sending:
             raise RuntimeError(f"save {req_id} not reported in finished_sending")
         left = [n for n in os.listdir(self.storage)]
         if left:
             raise RuntimeError(f"{self.storage}: transfers left after the load: {left}")
-        return elapsed
+        return elapsed, cpu
 
     def shutdown(self) -> None:
         self.producer.shutdown()
@@ -224,7 +243,7 @@ class Nixl:
         self.first_s: float | None = None
         self.ack_s: list[float] = []
 
-    def transfer(self) -> float:
+    def transfer(self) -> tuple[float, float]:
         from vllm.v1.kv_transfer.base import KVConnectorMetadata
 
         req_id = self.bench.next_req_id()
@@ -235,10 +254,10 @@ class Nixl:
             "remote_request_id": req_id,
         }
         _, load = self.bench.specs(req_id, "", params)
-        begin = time.perf_counter()
+        clock = Clock()
         self.consumer.start_step(KVConnectorMetadata(loads=[load]))
         wait_recv(self.consumer, req_id, self.consumer.end_step())
-        elapsed = time.perf_counter() - begin
+        elapsed, cpu = clock.stop()
         if self.first_s is None:
             self.first_s = elapsed  # includes the metadata fetch and the remote descriptor list
         # The producer frees its blocks when the READ's notification arrives: how long after the load.
@@ -246,98 +265,107 @@ class Nixl:
         while req_id not in self.producer.end_step().finished_sending:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the producer never reported {req_id} in finished_sending")
-        self.ack_s.append(time.perf_counter() - begin - elapsed)
-        return elapsed
+        self.ack_s.append(time.perf_counter() - clock.wall - elapsed)
+        return elapsed, cpu
 
     def shutdown(self) -> None:
         self.producer.shutdown()
         self.consumer.shutdown()
 
 
+def rounds(bench: Bench, methods: dict[str, Method], checked: set[str], repeat: int) -> dict[str, Any]:
+    """`repeat` rounds after a warm-up round, each method once per round in a rotated order."""
+    names = list(methods)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeat + 1):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            if name in checked:
+                bench.clear()
+            elapsed, cpu = methods[name]()
+            if name in checked and not bench.arrived():
+                raise RuntimeError(f"{name}: the consumer's blocks differ from the producer's after the transfer")
+            if round_index:
+                times[name].append(elapsed)
+                cpu_times[name].append(cpu)
+    median = {name: statistics.median(samples) for name, samples in times.items()}
+    base = times[BASELINE]
+    return {
+        "times": times,
+        "median_s": median,
+        "gib_per_s": {name: bench.bytes / m / 2**30 for name, m in median.items()},
+        # The ratio of the medians, and the median of the same-round ratios: noise shows as a gap.
+        "ratio": {name: m / median[BASELINE] for name, m in median.items()},
+        "paired_ratio": {
+            name: statistics.median(t / b for t, b in zip(samples, base, strict=True))
+            for name, samples in times.items()
+        },
+        # CPU seconds per wall second (1.0: one core busy; more: other threads ran, e.g. NIXL's).
+        "cpu_per_wall": {
+            name: statistics.median(c / t for c, t in zip(cpu_times[name], times[name], strict=True)) for name in names
+        },
+        "verified": sorted(checked & set(names)),
+    }
+
+
 def measure(args: dict[str, Any]) -> dict[str, Any]:
     runner.use_cpu_platform()  # before vllm.config: there is no GPU platform here
     import torch
 
-    setup_begin = time.perf_counter()
     bench = Bench(args)
-    methods: dict[str, Callable[[], float]] = {
-        "torch_blocks": bench.torch_blocks,
-        "torch_contiguous": bench.torch_contiguous,
-    }
-    checked = {"torch_blocks"}  # torch_contiguous moves other buffers; its copy is torch's own business
-    closers: list[Callable[[], None]] = []
-    dirs: list[str] = []
-    shared: dict[str, SharedStorage] = {}
+    torch_methods: dict[str, Method] = {BASELINE: bench.torch_blocks, "torch_contiguous": bench.torch_contiguous}
+    # torch_contiguous moves other buffers than the caches; its copy is torch's own business.
+    checked = {BASELINE}
     skipped: dict[str, str] = {}
-    storages = {"shm": "/dev/shm"} if os.path.isdir("/dev/shm") else {}
-    if args.get("disk", True):
-        storages["disk"] = tempfile.gettempdir()
-    if "shm" not in storages:
-        skipped["shm"] = "no /dev/shm on this machine"
-    for label, base in storages.items():
-        where = tempfile.mkdtemp(prefix="vpatch-pd-bench-", dir=base)
-        dirs.append(where)
-        connector = SharedStorage(bench, where)
-        shared[label] = connector
-        methods[label] = connector.transfer
-        checked.add(label)
-        closers.append(connector.shutdown)
-    nixl = None
-    if why := nixl_missing():
-        skipped["nixl"] = why
-    else:
-        nixl = Nixl(bench, args["port"])
-        methods["nixl"] = nixl.transfer
-        checked.add("nixl")
-        closers.append(nixl.shutdown)
-    setup_s = time.perf_counter() - setup_begin
-
-    names = list(methods)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    try:
-        for round_index in range(args["repeat"] + 1):  # round 0: warm-up
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                if name in checked:
-                    bench.clear()
-                elapsed = methods[name]()
-                if name in checked and not bench.arrived():
-                    raise RuntimeError(f"{name}: the consumer's blocks differ from the producer's after the transfer")
-                if round_index:
-                    times[name].append(elapsed)
-    finally:
-        for close in closers:
-            close()
-        for where in dirs:
-            shutil.rmtree(where, ignore_errors=True)
-
-    median = {name: statistics.median(samples) for name, samples in times.items()}
-    base = times["torch_blocks"]
     result: dict[str, Any] = {
         "config": {k: args[k] for k in ("layers", "num_blocks", "block_size", "heads", "head_size", "dtype")},
         "blocks": args["blocks"],
         "bytes": bench.bytes,
         "block_bytes": bench.block_bytes,
         "repeat": args["repeat"],
+        "baseline": BASELINE,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "setup_s": setup_s,
-        "times": times,
-        "median_s": median,
-        "gib_per_s": {name: bench.bytes / m / 2**30 for name, m in median.items()},
-        # Median of the medians' ratio, and of the paired (same-round) ratios: noise shows as a gap.
-        "ratio": {name: m / median["torch_blocks"] for name, m in median.items()},
-        "paired_ratio": {
-            name: statistics.median(t / b for t, b in zip(samples, base, strict=True))
-            for name, samples in times.items()
-        },
-        "verified": sorted(checked),
+        "phases": {},
         "skipped": skipped,
     }
+
+    # Phase 1, no NIXL agent alive: shared storage (its deployments have no spinning NIXL threads either).
+    storages = {"shm": "/dev/shm"} if os.path.isdir("/dev/shm") else {}
+    if "shm" not in storages:
+        skipped["shm"] = "no /dev/shm on this machine"
+    if args.get("disk", True):
+        storages["disk"] = tempfile.gettempdir()
+    methods = dict(torch_methods)
+    shared: dict[str, SharedStorage] = {}
+    try:
+        for label, base in storages.items():
+            shared[label] = SharedStorage(bench, tempfile.mkdtemp(prefix="vpatch-pd-bench-", dir=base))
+            methods[label] = shared[label].transfer
+        result["phases"]["shared_storage"] = rounds(bench, methods, checked | set(shared), args["repeat"])
+    finally:
+        for connector in shared.values():
+            connector.shutdown()
+            shutil.rmtree(connector.storage, ignore_errors=True)
     for label, connector in shared.items():
         save = statistics.median(connector.save_s[1:])  # [0]: the warm-up round
-        result[label] = {"save_s": save, "load_s": median[label] - save, "storage_path": connector.storage}
-    if nixl is not None:
+        load = result["phases"]["shared_storage"]["median_s"][label] - save
+        result[label] = {"save_s": save, "load_s": load, "storage_path": os.path.dirname(connector.storage)}
+
+    # Phase 2, both NIXL agents alive (each one's UCX progress thread keeps a core busy from its creation on,
+    # which slows everything else in the process): NIXL against a baseline timed under the same load.
+    if not args.get("nixl", True):
+        skipped["nixl"] = "not asked for"
+    elif why := nixl_missing():
+        skipped["nixl"] = why
+    else:
+        nixl = Nixl(bench, args["port"])
+        try:
+            methods = {**torch_methods, "nixl": nixl.transfer}
+            result["phases"]["nixl"] = rounds(bench, methods, checked | {"nixl"}, args["repeat"])
+        finally:
+            nixl.shutdown()
         result["nixl"] = {
             "register_s": nixl.register_s,
             "first_transfer_s": nixl.first_s,
