@@ -451,3 +451,46 @@ def test_patch_id_match_with_an_upstream_commit_between_git_tags(workspace, tmp_
 def version_bump(version: str) -> dict[str, str]:
     tree = default_tree(version)
     return {k: tree[k] for k in ("PKG-INFO", "vllm/_version.py")}
+
+
+def test_review_refreshes_range_diff_and_evidence_after_a_hand_rework(conflicting_13, capsys):
+    """Skip a conflicting patch in the rebase, write it again by hand onto 1.3, then `vpatch review 1.3`."""
+    ws = conflicting_13
+    code, _ = rebase(ws, capsys, "1.0", "--onto", "1.3")
+    assert code == 1
+    code, result = rebase(ws, capsys, "--skip")
+    assert code == 0 and statuses(result)[P1] == "skipped"
+    before = evidence(ws, "1.3")
+    assert before["kept"] == [P2, P3]
+    assert ws.run("apply", "1.3") == 0
+    checkout = ws.checkout("1.3")
+    commit_in(
+        checkout,
+        {"vllm/core/scheduler.py": module_text("scheduler").replace("= 20000 ", "= 20000 * 2 ")},
+        subject="[Core] scale value twenty, on 1.3's larger value",
+        headers=f"Upstream-Status: Pending\nFeature: kv-routing\nPatch-File: {P1}",
+    )
+    assert ws.run("export", "1.3") == 0
+    assert series_names(ws, "1.3") == [P2, P3, P1]
+
+    capsys.readouterr()
+    assert ws.run("review", "1.3", "--json") == 0
+    changes = json.loads(capsys.readouterr().out)["changes"]
+    assert changes == {P1: "reworked"}
+    after = evidence(ws, "1.3")
+    entry = after["patches"][P1]
+    assert entry["outcome"] == "reworked" and entry["kept"] is True and entry["content_changed"] is True
+    assert entry["details"][-1] == "skipped in the rebase; reworked by hand onto vllm 1.3"
+    assert after["kept"] == [P2, P3, P1] and after["dropped"] == []
+    assert after["patches"][P2] == before["patches"][P2]  # untouched entries stay as the rebase wrote them
+    text = (ws.series_dir("1.3") / "range-diff.txt").read_text()
+    assert re.search(r"^1:  [0-9a-f]+ ! 3:  [0-9a-f]+ \[Core\] scale value twenty", text, re.M), text
+    assert ws.run("check", "1.3", "--no-wheels") == 0
+
+
+def test_review_refuses_a_series_without_evidence(series_10, capsys):
+    ws = series_10
+    capsys.readouterr()
+    assert ws.run("review", "1.0") == 1
+    err = capsys.readouterr().err
+    assert "evidence.json" in err and "no evidence.json" in err

@@ -15,6 +15,7 @@ from toolkit.commands import (
     rebase,
     report,
     retire,
+    review,
     status,
     verify,
 )
@@ -27,6 +28,7 @@ COMMANDS = (
     import_,
     check,
     rebase,
+    review,
     status,
     build,
     verify,

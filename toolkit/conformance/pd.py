@@ -38,10 +38,59 @@ SHARED_STORAGE = "SharedStorageConnectorV1"
 NIXL = "NixlConnectorV1"
 
 
+class WorkerHalf:
+    """The worker half of a P/D connector, driven as the patched model runner drives it.
+
+    vLLM 0.8.4's series has its own connector interface (`vllm.v1.kv_transfer`: start_step before the
+    forward pass, end_step after it); from 0.8.5 the series builds on upstream's V1 connector API
+    (bind_connector_metadata every step, wait_for_save when the forward pass ends, get_finished).
+    """
+
+    def __init__(self, engine: runner.Engine, transfer: dict) -> None:
+        try:
+            from vllm.v1.kv_transfer.factory import make_worker_connector
+        except ImportError:
+            from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
+            from vllm.distributed.kv_transfer.kv_connector.v1 import KVConnectorRole
+
+            self.connector = KVConnectorFactory.create_connector_v1(engine.vllm_config, KVConnectorRole.WORKER)
+            self.upstream_api = True
+        else:
+            from vllm.config import KVTransferConfig
+
+            self.connector = make_worker_connector(KVTransferConfig(**transfer))
+            self.upstream_api = False
+
+    def register(self, kv_caches: dict, block_dim: int) -> None:
+        self.connector.register_kv_caches(kv_caches, block_dim)
+
+    def start(self, meta) -> None:
+        if self.upstream_api:
+            self.connector.bind_connector_metadata(meta)
+        else:
+            self.connector.start_step(meta)
+
+    def forward_done(self) -> None:
+        if self.upstream_api:
+            self.connector.wait_for_save()
+
+    def finish(self):
+        if not self.upstream_api:
+            return self.connector.end_step()
+        status = self.connector.get_finished()
+        self.connector.clear_connector_metadata()
+        return status
+
+    def shutdown(self) -> None:
+        shutdown = getattr(self.connector, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+
 class FakeWorker:
     """The model runner's part in a step: block tables, KV writes, sampling, the connector's worker half."""
 
-    def __init__(self, num_blocks: int, connector=None) -> None:
+    def __init__(self, num_blocks: int, connector: WorkerHalf | None = None) -> None:
         import torch
         from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend
 
@@ -50,7 +99,7 @@ class FakeWorker:
         self.block_dim = _block_dim(FlashAttentionBackend.get_kv_cache_shape)
         self.connector = connector
         if connector is not None:
-            connector.register_kv_caches(self.kv, self.block_dim)
+            connector.register(self.kv, self.block_dim)
         self.tables: dict[str, list[int]] = {}
         self.tokens: dict[str, list[int]] = {}
         self.computed: dict[str, int] = {}
@@ -80,7 +129,7 @@ class FakeWorker:
         if self.connector is not None:
             meta = getattr(output, "kv_connector_metadata", None)
             self._loads.update({load.req_id: load.block_ids for load in (meta.loads if meta else [])})
-            self.connector.start_step(meta)
+            self.connector.start(meta)
         req_ids = sorted(output.num_scheduled_tokens)
         sampled = []
         for req_id in req_ids:
@@ -96,7 +145,8 @@ class FakeWorker:
                 sampled.append([])  # a partial prefill samples nothing
         extra = {}
         if self.connector is not None:
-            status = self.connector.end_step()
+            self.connector.forward_done()
+            status = self.connector.finish()
             if self.sabotage:
                 for req_id in status.finished_recving:
                     block = self._loads[req_id][-1]
@@ -163,6 +213,13 @@ def _block_dim(get_kv_cache_shape) -> int:
     except ImportError:  # stock vLLM: only the aggregated reference runs there
         return 1
     return block_dim_of(get_kv_cache_shape, BLOCK_SIZE, NUM_HEADS, HEAD_SIZE)
+
+
+def blocks_of(engine: runner.Engine, req_id: str) -> list:
+    """The blocks the engine's KV-cache manager holds for a request."""
+    manager = engine.scheduler.kv_cache_manager
+    owner = getattr(manager, "single_type_manager", manager)  # vLLM 0.9 moved them
+    return list(owner.req_to_blocks.get(req_id, []))
 
 
 def referenced_blocks(engine: runner.Engine) -> list[int]:
@@ -301,8 +358,6 @@ def _apply_fault(fault: str, storage: str, params: dict) -> dict:
 
 
 def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> dict:
-    from vllm.config import KVTransferConfig
-    from vllm.v1.kv_transfer.factory import make_worker_connector
     from vllm.v1.request import RequestStatus
 
     spec = scenario(name, seed)
@@ -312,7 +367,8 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
     try:
         if spec["connector"] == NIXL:
             transfer = {"kv_connector": NIXL, "kv_ip": "127.0.0.1", "kv_port": _free_port()}
-            common = {}
+            # No busy progress threads: transfers progress as the engines step (as they do here).
+            common = {"progress_thread": False}
         else:
             transfer = {"kv_connector": SHARED_STORAGE}
             common = {"storage_path": storage}
@@ -324,8 +380,8 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
         engine_args = {"kv_events": None, "model_dir": model_dir, "hash_algo": "sha256", **spec["config"]}
         prefill = runner.Engine(kv_transfer=prefill_cfg, **engine_args)
         decode = runner.Engine(kv_transfer=decode_cfg, **engine_args)
-        prefill_worker = FakeWorker(num_blocks, make_worker_connector(KVTransferConfig(**prefill_cfg)))
-        decode_worker = FakeWorker(num_blocks, make_worker_connector(KVTransferConfig(**decode_cfg)))
+        prefill_worker = FakeWorker(num_blocks, WorkerHalf(prefill, prefill_cfg))
+        decode_worker = FakeWorker(num_blocks, WorkerHalf(decode, decode_cfg))
         prefill_worker.ack_delay = spec.get("ack_delay", 0)
         decode_worker.sabotage = sabotage
 
@@ -363,7 +419,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
             # Blocks a held request still owns must stay referenced until the acknowledgement.
             for req_id in prefill.scheduler._kv_held:
                 held_seen.add(req_id)
-                if any(b.ref_cnt == 0 for b in prefill.scheduler.kv_cache_manager.req_to_blocks.get(req_id, [])):
+                if any(b.ref_cnt == 0 for b in blocks_of(prefill, req_id)):
                     freed_while_held.append(req_id)
             due = [h for h in handoffs if h[0] <= step]
             handoffs = [h for h in handoffs if h[0] > step]
@@ -405,6 +461,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
         prefill.shutdown()
         decode.shutdown()
         for worker in (prefill_worker, decode_worker):
+            assert worker.connector is not None
             worker.connector.shutdown()
         return result
     finally:

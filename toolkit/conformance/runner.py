@@ -176,6 +176,7 @@ class Engine:
             kv_cache_groups=[KVCacheGroupSpec(["layer"], FullAttentionSpec(BLOCK_SIZE, 1, 1, torch.float32, False))],
         )
         cache.num_gpu_blocks = num_blocks
+        self.vllm_config = vllm_config
         structured = _structured_output_manager(StructuredOutputManager, vllm_config)
         if "vllm_config" in inspect.signature(Scheduler.__init__).parameters:
             # vLLM >= 0.9: the scheduler takes the whole VllmConfig, KV events included (upstream's own).
@@ -183,6 +184,10 @@ class Engine:
                 from vllm.config import KVEventsConfig
 
                 vllm_config.kv_events_config = KVEventsConfig(**kv_events)
+            if kv_transfer is not None:
+                from vllm.config import KVTransferConfig
+
+                vllm_config.kv_transfer_config = KVTransferConfig(**kv_transfer)
             self.scheduler = Scheduler(
                 vllm_config=vllm_config,
                 kv_cache_config=kv_cache_config,

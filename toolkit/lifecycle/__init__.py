@@ -16,6 +16,10 @@ FAILED = "failed"  # stopped: the patch does not apply and cannot be merged (no 
 EMPTY = "empty"  # the new release already contains the change: nothing left to carry
 SKIPPED = "skipped"  # dropped by hand (`vpatch rebase --skip`)
 PENDING = "pending"  # not replayed yet
+# What `vpatch review` records for a rebased series edited by hand afterwards.
+REWORKED = "reworked"  # dropped by the rebase, then written again by hand onto the new release
+ADDED = "added"  # not in the old series at all
+REMOVED = "removed"  # kept by the rebase, then removed by hand
 
 KEPT = (CLEAN, MERGED)
 DROPPED = (EMPTY, SKIPPED)

@@ -178,7 +178,7 @@ def start_rebase(
         if pending_pin:
             write_pin(private / "pin.toml", new_pin)
         with step(f"old series on {old_pin.label}'s base (for the range-diff)"):
-            old_head = _old_head(project, old_pin, old_series, old_base, checkout)
+            old_head = old_series_head(project, old_pin, old_series, old_base, checkout)
         state = {
             "old_version": str(old_pin.version),
             "new_version": str(new_pin.version),
@@ -215,7 +215,7 @@ def _enable_rerere(checkout: Checkout, shared: Path) -> None:
     checkout.git.run("config", "rerere.enabled", "true")
 
 
-def _old_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
+def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
     """The old series as commits on OLD's base, fetched into the checkout; None if it does not apply there."""
     if not series.patches:
         return old_base.commit
@@ -567,23 +567,7 @@ class _Rebase:
         return [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)], changed
 
     def range_diff(self, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
-        if old_head is None:
-            return "not available: the old series does not apply to its own base with zero fuzz\n"
-        old_commits = self.repo.commits(f"{old_base}..{old_head}")
-        new_commits = self.repo.commits(f"{new_base}..{new_head}")
-        if old_commits and new_commits:
-            return self.repo.run(
-                "range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}"
-            ).stdout.decode("utf-8", "replace")
-        # git range-diff refuses an empty range; list the commits the way it would.
-        lines = []
-        for number, commit in enumerate(old_commits, start=1):
-            short, subject = self.repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
-            lines.append(f"{number}:  {short} < -:  {'-' * len(short)} {subject}")
-        for number, commit in enumerate(new_commits, start=1):
-            short, subject = self.repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
-            lines.append(f"-:  {'-' * len(short)} > {number}:  {short} {subject}")
-        return "".join(line + "\n" for line in lines)
+        return range_diff(self.repo, old_base, old_head, new_base, new_head)
 
     def write_pin(self, new_pin: Pin) -> bool:
         """Write NEW's pin if the rebase pinned it; True when it did."""
@@ -619,6 +603,28 @@ def write_series(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
+    """`git range-diff` of the old series (on OLD's base) against the new one (on NEW's)."""
+    if old_head is None:
+        return "not available: the old series does not apply to its own base with zero fuzz\n"
+    old_commits = repo.commits(f"{old_base}..{old_head}")
+    new_commits = repo.commits(f"{new_base}..{new_head}")
+    if old_commits and new_commits:
+        return repo.run("range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}").stdout.decode(
+            "utf-8", "replace"
+        )
+    # git range-diff refuses an empty range; list the commits the way it would.
+    lines = []
+    for number, commit in enumerate(old_commits, start=1):
+        short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+        lines.append(f"{number}:  {short} < -:  {'-' * len(short)} {subject}")
+    for number, commit in enumerate(new_commits, start=1):
+        short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+        lines.append(f"-:  {'-' * len(short)} > {number}:  {short} {subject}")
+    return "".join(line + "\n" for line in lines)
+
 
 _CONFLICT_KINDS = {
     "UU": "content conflict",

@@ -1,0 +1,116 @@
+"""Refresh a rebased series' review files after it was edited by hand.
+
+`vpatch rebase` writes `range-diff.txt` and `evidence.json` for the series it produced. When a maintainer
+then changes that series (reworks a patch onto an API the new release brought, brings back a patch the
+rebase skipped, adds one), the review files must describe the series as it is: `refresh_review` applies
+the old series on OLD's base and the current one on NEW's, rewrites the range-diff, and updates the
+evidence entries (outcome `reworked` for a patch the rebase dropped that is back, `added` for a new one,
+`content_changed` recomputed) while keeping what the rebase recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from toolkit.apply import apply_series
+from toolkit.cache import atomic_write_text
+from toolkit.checkout import add_base_objects
+from toolkit.errors import VpatchError
+from toolkit.lifecycle import ADDED, DROPPED, REMOVED, REWORKED
+from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE, old_series_head, range_diff
+from toolkit.lifecycle.upstream import patch_id
+from toolkit.model import Pin
+from toolkit.project import Project
+
+
+@dataclass
+class ReviewResult:
+    version: str
+    old_version: str
+    changes: dict[str, str]  # patch name -> what changed in its evidence entry
+
+    def as_dict(self) -> dict:
+        return {"version": self.version, "old_version": self.old_version, "changes": self.changes}
+
+
+def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
+    new_series = project.series(new_pin)
+    evidence_path = new_series.directory / EVIDENCE_FILE
+    try:
+        evidence = json.loads(evidence_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VpatchError(
+            "no evidence.json: only a series written by `vpatch rebase` has review files", path=evidence_path
+        ) from None
+    except ValueError as exc:
+        raise VpatchError(f"unreadable: {exc}", path=evidence_path) from None
+    old_pin = project.pins.get(evidence["old"]["version"])
+    old_series = project.series(old_pin)
+    old_ids: dict[str, str | None] = {}
+    changes: dict[str, str] = {}
+    with project.scratch_checkout(new_pin) as checkout:
+        repo = checkout.git
+        old_base = project.base(old_pin)
+        add_base_objects(checkout, [old_base])
+        old_head = old_series_head(project, old_pin, old_series, old_base, checkout)
+        applied = apply_series(checkout, new_series)
+        if not applied.ok:
+            stopped = applied.stopped_at
+            assert stopped is not None
+            raise VpatchError(f"does not apply to {new_pin.label}: " + "; ".join(stopped.details), path=stopped.path)
+        new_head = repo.rev_parse("HEAD")
+        assert new_head is not None
+        text = range_diff(repo, old_base.commit, old_head, checkout.base_commit, new_head)
+        for patch in old_series.patches:
+            old_ids[patch.name] = patch_id(repo, patch.data)
+        entries = evidence["patches"]
+        for position, patch in enumerate(new_series.patches, start=1):
+            new_id = patch_id(repo, patch.data)
+            entry = entries.get(patch.name)
+            if entry is None:
+                entries[patch.name] = {
+                    "position": None,
+                    "subject": patch.subject,
+                    "feature": patch.feature,
+                    "outcome": ADDED,
+                    "details": [f"added by hand after the rebase, at position {position}"],
+                    "kept": True,
+                    "content_changed": None,
+                    "patch_id": None,
+                    "evidence": None,
+                    "upstream_signals": [],
+                }
+                changes[patch.name] = ADDED
+                continue
+            if not entry["kept"]:
+                entry["details"] = [
+                    *entry["details"],
+                    f"{entry['outcome']} in the rebase; reworked by hand onto {new_pin.label}",
+                ]
+                entry["outcome"] = REWORKED
+                entry["kept"] = True
+                changes[patch.name] = REWORKED
+            changed = old_ids.get(patch.name) != new_id
+            if entry.get("content_changed") != changed:
+                changes.setdefault(patch.name, "content_changed recomputed")
+            entry["content_changed"] = changed
+            if entry["subject"] != patch.subject:
+                entry["subject"] = patch.subject
+                changes.setdefault(patch.name, "subject changed")
+    present = {p.name for p in new_series.patches}
+    for name, entry in evidence["patches"].items():
+        if entry["kept"] and name not in present:
+            entry["kept"] = False
+            entry["outcome"] = REMOVED
+            entry["details"] = [*entry["details"], "removed by hand after the rebase"]
+            changes[name] = REMOVED
+    evidence["kept"] = [p.name for p in new_series.patches]
+    evidence["dropped"] = [
+        {"name": name, "feature": entry["feature"], "reason": entry["outcome"]}
+        for name, entry in sorted(evidence["patches"].items())
+        if not entry["kept"] and entry["outcome"] in (*DROPPED, REMOVED)
+    ]
+    atomic_write_text(new_series.directory / RANGE_DIFF_FILE, text)
+    atomic_write_text(evidence_path, json.dumps(evidence, indent=1, sort_keys=True) + "\n")
+    return ReviewResult(str(new_pin.version), str(old_pin.version), changes)
