@@ -18,6 +18,7 @@ import pytest
 
 from toolkit.apply import apply_series
 from toolkit.export import plan_export
+from toolkit.git import Git
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +53,8 @@ def test_review_files_account_for_every_old_patch(series_pair):
     old_names = [p.name for p in old_series.patches]
     assert [p.name for p in new_series.patches] == old_names  # nothing retired at 0.8.5
     for old, new in zip(old_series.patches, new_series.patches, strict=True):
-        assert new.subject == old.subject
+        if new.feature == "kv-routing":
+            assert new.subject == old.subject
         for header in ("Upstream-Status", "Feature", "Origin", "Patch-File"):
             assert new.header(header) == old.header(header), (new.name, header)
 
@@ -66,13 +68,21 @@ def test_review_files_account_for_every_old_patch(series_pair):
     assert sorted(evidence["patches"]) == sorted(old_names)
     assert evidence["kept"] == old_names and evidence["dropped"] == []
     outcomes = {name: entry["outcome"] for name, entry in evidence["patches"].items()}
-    assert outcomes[old_names[0]] == "clean"
-    assert all(outcomes[name] == "merged" for name in old_names[1:]), outcomes  # the three conflicts
+    kv_routing = [p.name for p in old_series.patches if p.feature == "kv-routing"]
+    pd_disagg = [p.name for p in old_series.patches if p.feature == "pd-disagg"]
+    assert outcomes[kv_routing[0]] == "clean"
+    assert all(outcomes[name] == "merged" for name in kv_routing[1:]), outcomes  # the three conflicts
+    # P/D: rebuilt by hand on upstream's V1 connector API after the replay (`vpatch review` recorded it).
+    assert all(outcomes[name] == "reworked" for name in pd_disagg), outcomes
+    for name in pd_disagg:
+        assert evidence["patches"][name]["content_changed"] is True
+        assert "by hand onto vllm 0.8.5 afterwards" in evidence["patches"][name]["details"][-1]
     for name, entry in evidence["patches"].items():
-        # 0.8.5 has no KV events of its own: no patch shows any sign of being upstream.
+        # 0.8.5 has neither KV events nor asynchronous P/D of its own: no sign of being upstream.
         assert entry["upstream_signals"] == [], name
         assert entry["evidence"]["became_empty"] is False and entry["evidence"]["reverse_applies"] is False
-    assert (new_series.directory / "NOTES.md").is_file()
+    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "reworked onto upstream's V1 connector API" in notes
 
 
 def test_conform_085_static(tmp_path):
@@ -88,3 +98,69 @@ def test_conform_085_static(tmp_path):
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     assert statuses == {"series-applies": "pass", "wheels": "pass", "api-surface": "pass"}, result["checks"]
     assert json.loads((tmp_path / f"vllm-{NEW}-static.json").read_text())["ok"] is True
+
+
+def test_the_real_rebase_stops_where_the_committed_series_was_resolved(repo_project, series_pair, tmp_path):
+    """`vpatch rebase 0.8.4 --onto 0.8.5` for real, with no remembered resolutions: it stops at the same
+    patches the committed series had to resolve; taking the committed resolutions reproduces its kv-routing
+    patches byte for byte, and the P/D patches that conflict with upstream's connector API are skipped
+    (the committed series has them reworked by hand)."""
+    _, new_pin, _, new_series = series_pair
+    patches = tmp_path / "patches"
+    shutil.copytree(REPO / "patches", patches)
+    cache = tmp_path / "cache"  # an empty rerere cache, sdists fetched and verified again
+    vpatch = [str(Path(sys.executable).with_name("vpatch")), "--root", str(REPO), "--patches-dir", str(patches)]
+    vpatch += ["--cache-dir", str(cache), "--checkouts-dir", str(tmp_path / "checkouts")]
+
+    def run(*args: str) -> dict:
+        proc = subprocess.run([*vpatch, "rebase", *args, "--json"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode in (0, 1), proc.stderr[-2000:]
+        return json.loads(proc.stdout)
+
+    # The committed 0.8.5 series as commits: patch N's tree is what the resolution of patch N must give.
+    with repo_project.scratch_checkout(new_pin) as committed:
+        assert apply_series(committed, new_series).ok
+        commits = committed.git.commits(f"{committed.base_commit}..HEAD")
+        messages = [committed.git.out("log", "-1", "--format=%B", c) for c in commits]
+        name, email, date = committed.git.out("log", "-1", "--format=%an%x00%ae%x00%aD", commits[2]).split("\0")
+        author = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": date}
+        stops: list[str] = []
+        result = run(OLD, "--onto", NEW, "--force")
+        checkout = tmp_path / "checkouts" / f"vllm-{NEW}-rebase"
+        repo = Git(checkout)
+        while not result["done"]:
+            stopped = result["stopped"]
+            stops.append(stopped["name"][:4])
+            number = int(stopped["name"][:4])
+            if stopped["name"] in {p.name for p in new_series.patches if p.feature == "pd-disagg"}:
+                result = run("--skip", "--into", str(checkout))
+                continue
+            for conflict in stopped["files"]:
+                path = conflict["path"]
+                data = committed.git.run("show", f"{commits[number - 1]}:{path}").stdout
+                (checkout / path).write_bytes(data)
+                repo.run("add", path)
+            if number == 3:  # its message was reworded too: commit it with git, then continue
+                repo.run("commit", "--quiet", "-F", "-", input=messages[2].encode(), env=author)
+            result = run("--continue", "--into", str(checkout))
+    assert stops == ["0002", "0003", "0004", "0007", "0008"]
+    outcomes = {p["name"][:4]: p["status"] for p in result["patches"]}
+    assert outcomes == {
+        "0001": "clean",
+        "0002": "merged",
+        "0003": "merged",
+        "0004": "merged",
+        "0005": "clean",
+        "0006": "clean",
+        "0007": "skipped",
+        "0008": "skipped",
+        "0009": "clean",
+    }
+    written = patches / f"vllm-{NEW}"
+    for patch in new_series.patches[:4]:
+        ours = (written / patch.name).read_bytes()
+        assert _without_last_update(ours) == _without_last_update(patch.data), patch.name
+
+
+def _without_last_update(data: bytes) -> bytes:
+    return b"\n".join(line for line in data.split(b"\n") if not line.startswith(b"Last-Update: "))

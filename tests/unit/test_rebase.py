@@ -480,12 +480,28 @@ def test_review_refreshes_range_diff_and_evidence_after_a_hand_rework(conflictin
     after = evidence(ws, "1.3")
     entry = after["patches"][P1]
     assert entry["outcome"] == "reworked" and entry["kept"] is True and entry["content_changed"] is True
-    assert entry["details"][-1] == "skipped in the rebase; reworked by hand onto vllm 1.3"
+    assert entry["details"][-1] == "skipped in the rebase; written again by hand onto vllm 1.3 afterwards"
     assert after["kept"] == [P2, P3, P1] and after["dropped"] == []
     assert after["patches"][P2] == before["patches"][P2]  # untouched entries stay as the rebase wrote them
     text = (ws.series_dir("1.3") / "range-diff.txt").read_text()
     assert re.search(r"^1:  [0-9a-f]+ ! 3:  [0-9a-f]+ \[Core\] scale value twenty", text, re.M), text
     assert ws.run("check", "1.3", "--no-wheels") == 0
+
+    # Edit a patch the rebase applied clean: it is reworked too; a second review changes nothing more.
+    repo = Git(ws.checkout("1.3"))  # the checkout the rework was made in
+    (ws.checkout("1.3") / "vllm/engine/args.py").write_text(ARGS_P3.replace("VALUE_30 = 3", "VALUE_30 = 4"))
+    repo.run("add", "-A")
+    repo.run("commit", "--quiet", "--fixup", "HEAD~1", env=AUTHOR_ENV)
+    repo.run("rebase", "--quiet", "-i", "--autosquash", "HEAD~3", env={**AUTHOR_ENV, "GIT_SEQUENCE_EDITOR": ":"})
+    assert ws.run("export", "1.3") == 0
+    capsys.readouterr()
+    assert ws.run("review", "1.3", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == {P3: "reworked"}
+    assert evidence(ws, "1.3")["patches"][P3]["details"][-1] == (
+        "clean in the rebase; reworked by hand onto vllm 1.3 afterwards"
+    )
+    assert ws.run("review", "1.3", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == {}
 
 
 def test_review_refuses_a_series_without_evidence(series_10, capsys):

@@ -496,6 +496,9 @@ class _Rebase:
             content_changed=changed,
             earlier=self.earlier(),
         )
+        for name, data in mails:
+            # What the rebase wrote, so `vpatch review` can tell later hand edits apart.
+            evidence["patches"][name]["new_patch_id"] = patch_id(self.repo, data)
         old_text = (self.private / "series").read_text(encoding="utf-8")
         names = [name for name, _ in mails]
         series_text = old_text if names == state["patches"] else _series_text(old_text, names)

@@ -17,7 +17,7 @@ from toolkit.apply import apply_series
 from toolkit.cache import atomic_write_text
 from toolkit.checkout import add_base_objects
 from toolkit.errors import VpatchError
-from toolkit.lifecycle import ADDED, DROPPED, REMOVED, REWORKED
+from toolkit.lifecycle import ADDED, CLEAN, DROPPED, REMOVED, REWORKED
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE, old_series_head, range_diff
 from toolkit.lifecycle.upstream import patch_id
 from toolkit.model import Pin
@@ -78,19 +78,23 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
                     "kept": True,
                     "content_changed": None,
                     "patch_id": None,
+                    "new_patch_id": new_id,
                     "evidence": None,
                     "upstream_signals": [],
                 }
                 changes[patch.name] = ADDED
                 continue
-            if not entry["kept"]:
-                entry["details"] = [
-                    *entry["details"],
-                    f"{entry['outcome']} in the rebase; reworked by hand onto {new_pin.label}",
-                ]
+            written = entry.get("new_patch_id")
+            if written is None and entry["outcome"] == CLEAN:
+                written = entry["patch_id"]  # a clean replay does not change the diff
+            if not entry["kept"] or (written is not None and written != new_id):
+                again = "written again" if not entry["kept"] else "reworked"
+                note = f"{entry['outcome']} in the rebase; {again} by hand onto {new_pin.label} afterwards"
+                entry["details"] = [*entry["details"], note]
                 entry["outcome"] = REWORKED
                 entry["kept"] = True
                 changes[patch.name] = REWORKED
+            entry["new_patch_id"] = new_id
             changed = old_ids.get(patch.name) != new_id
             if entry.get("content_changed") != changed:
                 changes.setdefault(patch.name, "content_changed recomputed")
