@@ -63,6 +63,23 @@ def test_remote_requests_wait_for_their_kv_without_running(pd_runs):
         assert set(run["waited_for_remote_kv"]) == _remote_requests(reference, name) - {"r0"}, name
 
 
+def test_connector_calls_are_traced_and_loads_start_past_local_prefix_hits(pd_runs):
+    _, disagg = pd_runs
+    calls = disagg["scenarios"]["pd-handoff"]["connector_calls"]
+    saves = [s["req"] for call in calls["prefill"] for s in call.get("saves", [])]
+    loads = [x for call in calls["decode"] for x in call.get("loads", [])]
+    assert sorted(saves) == sorted(x["req"] for x in loads)  # every saved prompt is loaded once
+    # r7 shares r5's prefix: the decode engine has those blocks cached and loads only the rest.
+    (r7,) = [x for x in loads if x["req"] == "r7"]
+    assert r7["first_block"] > 0
+    cancelled = [
+        r
+        for call in disagg["scenarios"]["pd-abort"]["connector_calls"]["decode"]
+        for r in call.get("cancelled_loads", [])
+    ]
+    assert cancelled == ["r6"]
+
+
 def test_prefill_keeps_blocks_until_the_transfer_is_acknowledged(pd_runs):
     reference, disagg = pd_runs
     for name in ("pd-hold", "pd-nixl"):

@@ -109,6 +109,9 @@ class FakeWorker:
         # Test hook: change one value in every landed load (proves the outputs notice a wrong byte).
         self.sabotage = False
         self._loads: dict[str, list[int]] = {}
+        # The connector calls of every step that had any: what was asked of the transport, what ended.
+        self.calls: list[dict] = []
+        self._step = 0
 
     def execute(self, output):
         from vllm.v1.outputs import ModelRunnerOutput
@@ -129,6 +132,7 @@ class FakeWorker:
         if self.connector is not None:
             meta = getattr(output, "kv_connector_metadata", None)
             self._loads.update({load.req_id: load.block_ids for load in (meta.loads if meta else [])})
+            asked = _describe_meta(meta)
             self.connector.start(meta)
         req_ids = sorted(output.num_scheduled_tokens)
         sampled = []
@@ -152,6 +156,15 @@ class FakeWorker:
                     block = self._loads[req_id][-1]
                     next(iter(self.kv.values()))[0, block, 0, 0, 0] += 1.0
             extra["kv_transfer_status"] = self._delay_acks(status)
+            ended = {
+                "finished_sending": sorted(status.finished_sending),
+                "finished_recving": sorted(status.finished_recving),
+                "failed_recving": dict(sorted(status.failed_recving.items())),
+            }
+            call = {k: v for k, v in {**asked, **ended}.items() if v}
+            if call:
+                self.calls.append({"step": self._step, **call})
+        self._step += 1
         return ModelRunnerOutput(
             req_ids=req_ids,
             req_id_to_index={r: i for i, r in enumerate(req_ids)},
@@ -205,6 +218,19 @@ class FakeWorker:
         for kv in self.kv.values():
             digest.update(kv[:, blocks, offsets].contiguous().numpy().tobytes())
         return 3 + int.from_bytes(digest.digest(), "little") % 50_000
+
+
+def _describe_meta(meta) -> dict:
+    if meta is None or not hasattr(meta, "saves"):
+        return {}
+    return {
+        "saves": [{"req": s.req_id, "blocks": len(s.block_ids), "tokens": s.num_tokens} for s in meta.saves],
+        "loads": [
+            {"req": x.req_id, "first_block": x.first_block, "blocks": len(x.block_ids), "tokens": x.num_tokens}
+            for x in meta.loads
+        ],
+        "cancelled_loads": list(meta.cancelled_loads),
+    }
 
 
 def _block_dim(get_kv_cache_shape) -> int:
@@ -457,6 +483,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
             "storage_leftovers": leftovers,
             "faults": spec["faults"],
             "steps": step,
+            "connector_calls": {"prefill": prefill_worker.calls, "decode": decode_worker.calls},
         }
         prefill.shutdown()
         decode.shutdown()
