@@ -510,3 +510,54 @@ def test_review_refuses_a_series_without_evidence(series_10, capsys):
     assert ws.run("review", "1.0") == 1
     err = capsys.readouterr().err
     assert "evidence.json" in err and "no evidence.json" in err
+
+
+def test_a_patch_retired_for_new_is_not_replayed(series_10, capsys):
+    """Retire first (its header says upstream has it), then rebase: the patch stays behind, recorded."""
+    ws = series_10
+    publish(ws, "1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    assert ws.run("retire", P2, "--since", "1.1") == 0
+    assert b"Retired-Since: 1.1" in (ws.series_dir("1.0") / P2).read_bytes()  # the last series carrying it
+    code, result = rebase(ws, capsys, "1.0", "--onto", "1.1")
+    assert code == 0 and result["done"]
+    assert statuses(result) == {P1: "clean", P2: "retired", P3: "clean"}
+    assert series_names(ws, "1.1") == [P1, P3]
+    assert not (ws.series_dir("1.1") / P2).exists()
+    assert b"Retired-Since: 1.1" in (ws.series_dir("1.1") / "retired" / P2).read_bytes()
+    facts = evidence(ws, "1.1")
+    entry = facts["patches"][P2]
+    assert entry["outcome"] == "retired" and entry["kept"] is False
+    assert entry["details"] == ["retired since 1.1: Applied-Upstream: https://example.com/commit/1"]
+    assert {"name": P2, "feature": "kv-routing", "reason": "retired"} in facts["dropped"]
+    assert ws.run("check", "1.1", "--no-wheels") == 0
+    # A retirement for a later release does not stop the replay onto this one.
+    publish(ws, "1.2")
+    assert ws.run("pin", "add", "1.2") == 0
+    assert ws.run("retire", P3, "--since", "1.2", "--force", "--reason", "merged upstream in 1.2") == 0
+    code, result = rebase(ws, capsys, "1.1", "--onto", "1.2")
+    assert code == 0 and statuses(result) == {P1: "clean", P3: "retired"}
+
+
+def test_a_passing_against_run_is_recorded_as_conformance_evidence(series_10, capsys):
+    ws = series_10
+    publish(ws, "1.1")
+    results = ws.root / "out" / "conform"
+    results.mkdir(parents=True)
+    checks = [{"name": "router-agreement", "status": "pass"}, {"name": "env-new", "status": "pass"}]
+    (results / "vllm-1.1-against-1.0.json").write_text(
+        json.dumps({"ok": True, "tier": "against-1.0", "checks": checks})
+    )
+    (results / "vllm-1.1-against-0.9.json").write_text(json.dumps({"ok": False, "tier": "against-0.9"}))
+    code, _ = rebase(ws, capsys, "1.0", "--onto", "1.1")
+    assert code == 0
+    entries = evidence(ws, "1.1")["patches"]
+    kv = entries[P2]  # Feature: kv-routing
+    assert kv["evidence"]["conformance"] == {
+        "file": "vllm-1.1-against-1.0.json",
+        "tier": "against-1.0",
+        "check": "router-agreement",
+    }
+    assert "conformance" in kv["upstream_signals"]
+    assert entries[P3]["evidence"]["conformance"] is None  # pd-disagg: no against check for it
+    assert "conformance" not in entries[P3]["upstream_signals"]

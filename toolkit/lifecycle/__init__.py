@@ -15,6 +15,7 @@ CONFLICT = "conflict"  # stopped: the merge left conflicts to resolve
 FAILED = "failed"  # stopped: the patch does not apply and cannot be merged (no conflict markers to resolve)
 EMPTY = "empty"  # the new release already contains the change: nothing left to carry
 SKIPPED = "skipped"  # dropped by hand (`vpatch rebase --skip`)
+RETIRED = "retired"  # not replayed: `vpatch retire` recorded that upstream carries it from NEW (or earlier) on
 PENDING = "pending"  # not replayed yet
 # What `vpatch review` records for a rebased series edited by hand afterwards.
 REWORKED = "reworked"  # dropped by the rebase, then written again by hand onto the new release
@@ -22,4 +23,4 @@ ADDED = "added"  # not in the old series at all
 REMOVED = "removed"  # kept by the rebase, then removed by hand
 
 KEPT = (CLEAN, MERGED)
-DROPPED = (EMPTY, SKIPPED)
+DROPPED = (EMPTY, SKIPPED, RETIRED)

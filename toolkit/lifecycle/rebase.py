@@ -26,10 +26,12 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
 
 from toolkit.apply import AM_ARGS, am_in_progress, apply_series, describe_apply_failure
 from toolkit.cache import replace_dir, staging_dir
@@ -45,8 +47,14 @@ from toolkit.checkout import (
 from toolkit.errors import VpatchError
 from toolkit.export import _series_text
 from toolkit.git import Git
-from toolkit.lifecycle import CLEAN, CONFLICT, EMPTY, FAILED, KEPT, MERGED, PENDING, SKIPPED
-from toolkit.lifecycle.upstream import carried_forward, collect_evidence, patch_id
+from toolkit.lifecycle import CLEAN, CONFLICT, EMPTY, FAILED, KEPT, MERGED, PENDING, RETIRED, SKIPPED
+from toolkit.lifecycle.upstream import (
+    against_results,
+    carried_forward,
+    collect_evidence,
+    conformance_evidence,
+    patch_id,
+)
 from toolkit.model import Patch, Pin, Series, parse_patch
 from toolkit.pins import load_pins, write_pin
 from toolkit.project import Project
@@ -179,14 +187,20 @@ def start_rebase(
             write_pin(private / "pin.toml", new_pin)
         with step(f"old series on {old_pin.label}'s base (for the range-diff)"):
             old_head = old_series_head(project, old_pin, old_series, old_base, checkout)
+        retired = {p.name: retired_since(p, new_pin) for p in old_series.patches}
         state = {
             "old_version": str(old_pin.version),
             "new_version": str(new_pin.version),
             "old_base": old_base.commit,
             "old_head": old_head,
             "patches": [p.name for p in old_series.patches],
-            "remaining": [p.name for p in old_series.patches],
-            "outcomes": [],
+            "remaining": [p.name for p in old_series.patches if retired[p.name] is None],
+            # Retired for NEW already: not replayed, recorded with the retirement's own evidence.
+            "outcomes": [
+                {"name": p.name, "subject": p.subject, "status": RETIRED, "details": [retired[p.name]], "commit": None}
+                for p in old_series.patches
+                if retired[p.name] is not None
+            ],
             "current": None,
             "stopped": None,
             "force": force,
@@ -198,6 +212,19 @@ def start_rebase(
         raise
     with step(f"replay {len(old_series.patches)} patch(es) onto {new_pin.label}"):
         return _Rebase(project, checkout, state).replay()
+
+
+def retired_since(patch: Patch, new_pin: Pin) -> str | None:
+    """Why the patch is not replayed onto NEW (its `Retired-Since:` is NEW or earlier), or None."""
+    since = patch.header("Retired-Since")
+    if not since:
+        return None
+    try:
+        if Version(since) > new_pin.version:
+            return None
+    except InvalidVersion:
+        raise VpatchError(f"Retired-Since: {since!r} is not a version", path=patch.path) from None
+    return f"retired since {since}: {patch.header('Retired-Evidence') or 'no evidence recorded'}"
 
 
 def _private_dir(checkout: Checkout) -> Path:
@@ -495,6 +522,7 @@ class _Rebase:
             outcomes=state["outcomes"],
             content_changed=changed,
             earlier=self.earlier(),
+            conformance=conformance_evidence(against_results(self.project.options.root, new_pin)),
         )
         for name, data in mails:
             # What the rebase wrote, so `vpatch review` can tell later hand edits apart.
@@ -503,7 +531,8 @@ class _Rebase:
         names = [name for name, _ in mails]
         series_text = old_text if names == state["patches"] else _series_text(old_text, names)
         pinned = self.write_pin(new_pin)
-        write_series(series_dir, mails, series_text, evidence, range_diff)
+        retired = [(o["name"], self.patch(o["name"]).data) for o in state["outcomes"] if o["status"] == RETIRED]
+        write_series(series_dir, mails, series_text, evidence, range_diff, retired=retired)
         outcomes = state["outcomes"]
         for outcome in outcomes:
             if outcome["status"] in KEPT:
@@ -592,12 +621,26 @@ class _Rebase:
 
 
 def write_series(
-    directory: Path, mails: list[tuple[str, bytes]], series_text: str, evidence: dict, range_diff: str
+    directory: Path,
+    mails: list[tuple[str, bytes]],
+    series_text: str,
+    evidence: dict,
+    range_diff: str,
+    *,
+    retired: Sequence[tuple[str, bytes]] = (),
 ) -> None:
-    """The new series directory, written beside the final place and swapped in whole."""
+    """The new series directory, written beside the final place and swapped in whole.
+
+    `retired`: patches not replayed because they were retired for this release; kept under `retired/`
+    as `vpatch retire` keeps them.
+    """
     with staging_dir(directory) as staged:
         for name, data in mails:
             (staged / name).write_bytes(data)
+        if retired:
+            (staged / "retired").mkdir()
+            for name, data in retired:
+                (staged / "retired" / name).write_bytes(data)
         (staged / "series").write_text(series_text, encoding="utf-8")
         (staged / EVIDENCE_FILE).write_text(json.dumps(evidence, indent=1, sort_keys=True) + "\n", encoding="utf-8")
         (staged / RANGE_DIFF_FILE).write_text(range_diff, encoding="utf-8")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from toolkit.cache import atomic_write_bytes, atomic_write_text
 from toolkit.errors import VpatchError
+from toolkit.lifecycle.upstream import against_results, conformance_evidence
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
 from toolkit.render import add_mail_headers
@@ -58,25 +59,12 @@ def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, co
             evidence.append(f"Applied-Upstream: {patch.header('Applied-Upstream')}")
         elif status.startswith("Accepted"):
             evidence.append(f"Upstream-Status: {status}")
-    candidates = (
-        [conformance]
-        if conformance
-        else sorted((project.options.root / "out" / "conform").glob(f"{pin.series_dirname}-against-*.json"))
-    )
-    feature = patch.feature if patch is not None else None
-    for path in candidates:
-        if path is None or not path.is_file():
-            continue
-        try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError:
-            continue
-        statuses = {c["name"]: c["status"] for c in result.get("checks", [])}
-        if result.get("ok") and statuses.get("router-agreement") == "pass" and feature == "kv-routing":
-            evidence.append(
-                f"conform {pin.version} {result.get('tier', '')}: router-agreement and index "
-                f"invariants pass ({path.name})"
-            )
+    found = conformance_evidence(against_results(project.options.root, pin, conformance))
+    if patch is not None and patch.feature in found:
+        hit = found[patch.feature]
+        evidence.append(
+            f"conform {pin.version} {hit['tier'] or ''}: {hit['check']} and index invariants pass ({hit['file']})"
+        )
     return evidence
 
 

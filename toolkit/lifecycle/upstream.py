@@ -14,12 +14,13 @@ Conformance-based evidence (stock vs dynamo-base behaviour) comes later; its fie
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
 from toolkit.git import Git
 from toolkit.lifecycle import DROPPED, EMPTY, KEPT
-from toolkit.model import Patch
+from toolkit.model import Patch, Pin
 from toolkit.sources import Base
 
 EVIDENCE_FORMAT = 1
@@ -86,6 +87,33 @@ def header_evidence(patch: Patch) -> dict:
     return {"applied_upstream": applied, "upstream_status": status_text, "says_upstream": bool(applied) or accepted}
 
 
+# The check of `vpatch conform NEW --against OLD` that shows upstream's own version of a feature behaves
+# like ours (kv-routing: both event streams rebuild the same router index and routing decisions).
+AGAINST_CHECKS = {"kv-routing": "router-agreement"}
+
+
+def against_results(root: Path, new_pin: Pin, explicit: Path | None = None) -> list[Path]:
+    """`vpatch conform NEW --against OLD` results files for NEW (the given one, else those under out/conform)."""
+    if explicit is not None:
+        return [explicit]
+    return sorted((root / "out" / "conform").glob(f"{new_pin.series_dirname}-against-*.json"))
+
+
+def conformance_evidence(results: list[Path]) -> dict[str, dict]:
+    """feature -> the passing against-result that is evidence for it ({file, old version, check})."""
+    found: dict[str, dict] = {}
+    for path in results:
+        try:
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        statuses = {c.get("name"): c.get("status") for c in result.get("checks", [])}
+        for feature, check in AGAINST_CHECKS.items():
+            if result.get("ok") and statuses.get(check) == "pass" and feature not in found:
+                found[feature] = {"file": path.name, "tier": result.get("tier"), "check": check}
+    return found
+
+
 def collect_evidence(
     repo: Git,
     *,
@@ -96,6 +124,7 @@ def collect_evidence(
     outcomes: list[dict],
     content_changed: dict[str, bool],
     earlier: list[dict] | None = None,
+    conformance: dict[str, dict] | None = None,
 ) -> dict:
     """The evidence.json document: every patch of the old series with its outcome and the four signals.
 
@@ -121,7 +150,7 @@ def collect_evidence(
                 "patch_id_match": match,
                 "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
                 "header": header_evidence(patch),
-                "conformance": None,
+                "conformance": (conformance or {}).get(patch.feature or ""),
             }
             fired = [
                 name
@@ -130,6 +159,7 @@ def collect_evidence(
                     ("patch_id_match", isinstance(match, list) and bool(match)),
                     ("reverse_applies", signals["reverse_applies"]),
                     ("header", signals["header"]["says_upstream"]),
+                    ("conformance", signals["conformance"] is not None),
                 )
                 if hit
             ]
