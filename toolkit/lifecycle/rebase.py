@@ -522,7 +522,7 @@ class _Rebase:
             outcomes=state["outcomes"],
             content_changed=changed,
             earlier=self.earlier(),
-            conformance=conformance_evidence(against_results(self.project.options.root, new_pin)),
+            conformance=conformance_evidence(against_results(options.root, new_pin, patches_dir=options.patches_dir)),
         )
         for name, data in mails:
             # What the rebase wrote, so `vpatch review` can tell later hand edits apart.

@@ -59,7 +59,9 @@ def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, co
             evidence.append(f"Applied-Upstream: {patch.header('Applied-Upstream')}")
         elif status.startswith("Accepted"):
             evidence.append(f"Upstream-Status: {status}")
-    found = conformance_evidence(against_results(project.options.root, pin, conformance))
+    found = conformance_evidence(
+        against_results(project.options.root, pin, conformance, patches_dir=project.options.patches_dir)
+    )
     if patch is not None and patch.feature in found:
         hit = found[patch.feature]
         evidence.append(

@@ -92,11 +92,16 @@ def header_evidence(patch: Patch) -> dict:
 AGAINST_CHECKS = {"kv-routing": "router-agreement"}
 
 
-def against_results(root: Path, new_pin: Pin, explicit: Path | None = None) -> list[Path]:
-    """`vpatch conform NEW --against OLD` results files for NEW (the given one, else those under out/conform)."""
+def against_results(
+    root: Path, new_pin: Pin, explicit: Path | None = None, *, patches_dir: Path | None = None
+) -> list[Path]:
+    """`vpatch conform NEW --against OLD` results files for NEW: the given one, else those committed under
+    patches/conformance/ (the evidence a retirement rests on) and those under out/conform (the last runs)."""
     if explicit is not None:
         return [explicit]
-    return sorted((root / "out" / "conform").glob(f"{new_pin.series_dirname}-against-*.json"))
+    pattern = f"{new_pin.series_dirname}-against-*.json"
+    committed = sorted((patches_dir / "conformance").glob(pattern)) if patches_dir is not None else []
+    return committed + sorted((root / "out" / "conform").glob(pattern))
 
 
 def conformance_evidence(results: list[Path]) -> dict[str, dict]:
