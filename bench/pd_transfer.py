@@ -31,14 +31,13 @@ from __future__ import annotations
 import argparse
 import json
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from toolkit.conformance.envs import vllm_env
-from toolkit.envs import offline_env, venv_python
+from toolkit.conformance.envs import run_bench_child, vllm_env
+from toolkit.errors import VpatchError
 from toolkit.options import load_options
 from toolkit.project import Project
 from toolkit.wheel.overlay import build_overlay
@@ -61,16 +60,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def child(venv: Path, request: dict[str, Any]) -> dict[str, Any]:
-    env = offline_env()
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [str(venv_python(venv)), str(CHILD), json.dumps(request)], capture_output=True, text=True, env=env, timeout=1800
-    )
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-BENCH ")), None)
-    if proc.returncode != 0 or line is None:
-        raise SystemExit(f"benchmark child failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(line.removeprefix("VPATCH-BENCH "))
+def child(venv: Path, request: dict) -> dict:
+    try:
+        return run_bench_child(venv, CHILD, request)
+    except VpatchError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def table(phase: dict[str, Any]) -> None:

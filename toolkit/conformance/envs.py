@@ -108,5 +108,22 @@ def run_pd(
     return json.loads(out.read_text(encoding="utf-8"))
 
 
+def run_bench_child(venv: Path, script: Path, request: dict) -> dict:
+    """Run a benchmark child script inside `venv`; it prints its result as one `VPATCH-BENCH {json}` line."""
+    env = offline_env()
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [str(venv_python(venv)), str(script), json.dumps(request)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-BENCH ")), None)
+    if proc.returncode != 0 or line is None:
+        raise VpatchError(f"benchmark child {script.name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(line.removeprefix("VPATCH-BENCH "))
+
+
 def read_trace(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -114,8 +114,6 @@ class FakeWorker:
         self._step = 0
 
     def execute(self, output):
-        from vllm.v1.outputs import ModelRunnerOutput
-
         for req_id in output.finished_req_ids:
             for table in (self.tables, self.tokens, self.computed):
                 table.pop(req_id, None)
@@ -165,15 +163,7 @@ class FakeWorker:
             if call:
                 self.calls.append({"step": self._step, **call})
         self._step += 1
-        return ModelRunnerOutput(
-            req_ids=req_ids,
-            req_id_to_index={r: i for i, r in enumerate(req_ids)},
-            sampled_token_ids=sampled,
-            spec_token_ids=None,
-            logprobs=None,
-            prompt_logprobs_dict={},
-            **extra,
-        )
+        return runner.model_runner_output(req_ids, sampled, **extra)
 
     def _delay_acks(self, status):
         if not self.ack_delay:

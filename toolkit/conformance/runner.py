@@ -472,8 +472,6 @@ def run_workload(
 
 def fake_output(scheduler, output, seed: int):
     """The fake model's ModelRunnerOutput for a scheduled step."""
-    from vllm.v1.outputs import ModelRunnerOutput
-
     req_ids = sorted(output.num_scheduled_tokens)
     sampled = []
     for req_id in req_ids:
@@ -483,6 +481,13 @@ def fake_output(scheduler, output, seed: int):
             sampled.append([fake_token(seed, req_id, request.num_tokens)])
         else:
             sampled.append([])  # a partial prefill samples nothing
+    return model_runner_output(req_ids, sampled)
+
+
+def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
+    """A ModelRunnerOutput for the fake model: sampled tokens only (no logprobs, no speculation)."""
+    from vllm.v1.outputs import ModelRunnerOutput
+
     return ModelRunnerOutput(
         req_ids=req_ids,
         req_id_to_index={r: i for i, r in enumerate(req_ids)},
@@ -490,6 +495,7 @@ def fake_output(scheduler, output, seed: int):
         spec_token_ids=None,
         logprobs=None,
         prompt_logprobs_dict={},
+        **extra,
     )
 
 
