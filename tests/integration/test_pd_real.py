@@ -247,3 +247,56 @@ def test_worker_halves_move_blocks_byte_identical_between_different_block_ids(pa
         assert mismatch["loaded"] == [] and "dec-1" in mismatch["failed"], (transport, mismatch)
         assert "layout" in mismatch["failed"]["dec-1"], mismatch
         assert mismatch["untouched"], transport
+
+
+REQUEST_OUTPUT = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[1])
+    import runner
+    runner.use_cpu_platform()
+    from vllm.sampling_params import SamplingParams
+    from vllm.v1.engine import EngineCoreOutput, EngineCoreRequest, FinishReason
+    from vllm.v1.engine.output_processor import OutputProcessor
+
+    class NoTokenizer:  # detokenize=False: the output processor asks for a tokenizer and uses none
+        def get_lora_tokenizer(self, lora_request):
+            return None
+
+    processor = OutputProcessor(NoTokenizer(), log_stats=False)
+    params = {"do_remote_prefill": True, "remote_block_ids": [4, 9], "transfer_key": "k"}
+    outputs = {}
+    for req_id, extra in (("prefill", params), ("plain", None)):
+        processor.add_request(EngineCoreRequest(
+            request_id=req_id, prompt=None, prompt_token_ids=[11, 12, 13], mm_inputs=None, mm_hashes=None,
+            mm_placeholders=None, sampling_params=SamplingParams(max_tokens=1, detokenize=False),
+            eos_token_id=None, arrival_time=0.0, lora_request=None))
+        result = processor.process_outputs([EngineCoreOutput(
+            request_id=req_id, new_token_ids=[7], finish_reason=FinishReason.LENGTH, kv_transfer_params=extra)])
+        (output,) = result.request_outputs
+        outputs[req_id] = {"finished": output.finished, "kv_transfer_params": output.kv_transfer_params,
+                           "token_ids": list(output.outputs[0].token_ids)}
+    print("VPATCH-RESULT " + json.dumps(outputs))
+    """
+)
+
+
+def test_request_output_carries_the_transfer_parameters(patched_nixl_env_084: Path):
+    """The prefill engine's last EngineCoreOutput reaches the API layer's RequestOutput with its params."""
+    env = offline_env()
+    proc = subprocess.run(
+        [str(venv_python(patched_nixl_env_084)), "-c", REQUEST_OUTPUT, str(CONFORMANCE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-RESULT ")), None)
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    outputs = json.loads(line.removeprefix("VPATCH-RESULT "))
+    assert outputs["prefill"] == {
+        "finished": True,
+        "kv_transfer_params": {"do_remote_prefill": True, "remote_block_ids": [4, 9], "transfer_key": "k"},
+        "token_ids": [7],
+    }
+    assert outputs["plain"]["kv_transfer_params"] is None
