@@ -226,7 +226,7 @@ def profile_run(fixture: Fixture) -> dict:
         "create_checkout",
         "add_base_objects",
         "old_series_head",
-        "apply_series",
+        "series_commits",
         "render_range",
         "patch_id",
         "range_diff",

@@ -82,10 +82,27 @@ def _escape_pattern(path: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]!#\\" else c for c in path)
 
 
-def add_base_objects(checkout: Checkout, bases: list[Base]) -> None:
-    """Make other releases' blobs available, so `git am --3way` can rebuild a patch's preimage."""
-    for base in bases:
-        if base.commit != checkout.base_commit:
+def add_base_objects(checkout: Checkout, bases: list[Base], *, borrow: bool = False) -> None:
+    """Make other releases' blobs available, so `git am --3way` can rebuild a patch's preimage.
+
+    `borrow`: read them in place from the cached base repositories (git alternates) instead of copying
+    them in; instant, but the checkout then needs those cache entries for as long as it refers to them
+    (rebase checkouts: a working area whose result is the series under patches/).
+    """
+    others = [base for base in bases if base.commit != checkout.base_commit]
+    if borrow and others:
+        alternates = checkout.git.git_dir() / "objects" / "info" / "alternates"
+        listed = alternates.read_text(encoding="utf-8").splitlines() if alternates.exists() else []
+        for base in others:
+            objects = str(Git(base.repo).git_dir() / "objects")
+            if objects not in listed:
+                listed.append(objects)
+        alternates.parent.mkdir(parents=True, exist_ok=True)
+        alternates.write_text("".join(f"{line}\n" for line in listed), encoding="utf-8")
+    for base in others:
+        if borrow:
+            checkout.git.update_ref(f"refs/vpatch/bases/{base.pin.version}", base.commit)
+        else:
             checkout.git.run(
                 "fetch", "--quiet", "--no-tags", str(base.repo), f"+{base.commit}:refs/vpatch/bases/{base.pin.version}"
             )

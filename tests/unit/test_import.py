@@ -592,3 +592,10 @@ def test_dry_run_checks_everything_and_writes_nothing(pinned, tmp_path, capsys):
     assert code == 0 and data["written"] is False and data["existing"] == 1
     assert [p["name"] for p in data["patches"]] == ["0002-import-fork.diff.patch"]
     assert ws.snapshot() == before
+
+
+def test_the_command_offers_the_importers_split_modes():
+    from toolkit.commands.import_ import SPLIT_CHOICES
+    from toolkit.importer import SPLIT_MODES
+
+    assert SPLIT_CHOICES == SPLIT_MODES

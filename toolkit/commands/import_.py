@@ -7,17 +7,11 @@ from pathlib import Path
 
 from toolkit import ui
 from toolkit.errors import VpatchError
-from toolkit.importer import (
-    SPLIT_MODES,
-    FileSource,
-    GitRangeSource,
-    ImportOptions,
-    PairSource,
-    import_into_series,
-    resolve_archive,
-)
 from toolkit.options import Options
 from toolkit.project import Project
+
+# As toolkit.importer.SPLIT_MODES (imported only when `vpatch import` runs; a unit test keeps them equal).
+SPLIT_CHOICES = ("none", "per-file", "per-dir")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--split",
-        choices=SPLIT_MODES,
+        choices=SPLIT_CHOICES,
         default="none",
         help="one patch per mail/commit/diff (none, the default), per changed file, or per directory",
     )
@@ -62,6 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    from toolkit.importer import (
+        FileSource,
+        GitRangeSource,
+        ImportOptions,
+        PairSource,
+        import_into_series,
+        resolve_archive,
+    )
+
     project = Project.load(options)
     pin = project.pins.get(args.target_version)
     scratch = options.cache_dir / "tmp"

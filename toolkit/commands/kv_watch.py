@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import time
-
-import zmq
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from toolkit import ui
 from toolkit.errors import VpatchError
-from toolkit.kvindex import Subscriber
 from toolkit.options import Options
+
+if TYPE_CHECKING:  # zmq and rich's live display load only when kv-watch runs
+    from rich.console import Group
+    from rich.live import Live
+    from rich.table import Table
+
+    from toolkit.kvindex import Subscriber
 
 REFRESH_MS = 250
 
@@ -41,6 +43,8 @@ def gaps_text(gaps: list[list[int]], shown: int = 5) -> str:
 
 
 def render(subscriber: Subscriber, elapsed: float) -> Group:
+    from rich.console import Group
+
     summary = subscriber.summary()
     head = ui.table(f"kv-watch {summary['endpoint']} ({elapsed:.1f}s)", ["", ""])
     head.show_header = False
@@ -93,6 +97,11 @@ def watch(subscriber: Subscriber, seconds: float | None, live: Live | None) -> f
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    import zmq
+    from rich.live import Live
+
+    from toolkit.kvindex import Subscriber
+
     if args.seconds is not None and args.seconds <= 0:
         raise VpatchError(f"--seconds must be positive, got {args.seconds:g}")
     try:

@@ -26,14 +26,16 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-from toolkit.apply import AM_ARGS, am_in_progress, apply_series, describe_apply_failure
+from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
 from toolkit.cache import replace_dir, staging_dir
 from toolkit.checkout import (
     UPSTREAM_REF,
@@ -54,6 +56,7 @@ from toolkit.lifecycle.upstream import (
     collect_evidence,
     conformance_evidence,
     patch_id,
+    patch_ids,
 )
 from toolkit.model import Patch, Pin, Series, parse_patch
 from toolkit.pins import load_pins, write_pin
@@ -168,11 +171,15 @@ def start_rebase(
     with step(f"bases {old_pin.label} ({old_pin.source}) and {new_pin.label} ({new_pin.source})"):
         old_base = project.base(old_pin)
         new_base = materialize(new_pin, project.options.cache_dir, quiet=project.options.json)
-    with step(f"checkout of {new_pin.label} into {target}"):
-        checkout = create_checkout(new_base, target)
+    # Only the files the series touches are written (`git sparse-checkout disable` fills in the rest):
+    # resolving a conflict needs no other file, and writing the whole tree was most of a rebase's time.
+    touched = tuple(sorted({path for patch in old_series.patches for path in patch.touched_paths}))
+    with step(f"checkout of {new_pin.label} into {target} ({len(touched)} files the series touches)"):
+        checkout = create_checkout(new_base, target, sparse_paths=touched)
     try:
-        with step(f"fetch {old_pin.label}'s base for three-way merges; enable rerere"):
-            add_base_objects(checkout, [old_base])
+        with step(f"borrow {old_pin.label}'s base for three-way merges; enable rerere"):
+            # Borrowed from the cache, not copied: a rebase checkout is a working area.
+            add_base_objects(checkout, [old_base], borrow=True)
             checkout.git.update_ref(OLD_BASE_REF, old_base.commit)
             _enable_rerere(checkout, rerere_cache(project.options.cache_dir, project.pins.project))
         private = _private_dir(checkout)
@@ -185,14 +192,17 @@ def start_rebase(
             shutil.copyfile(old_evidence, private / EVIDENCE_FILE)
         if pending_pin:
             write_pin(private / "pin.toml", new_pin)
-        with step(f"old series on {old_pin.label}'s base (for the range-diff)"):
-            old_head = old_series_head(project, old_pin, old_series, old_base, checkout)
+        # The old series as commits on OLD's base is only needed for the range-diff: made meanwhile, in
+        # its own index, while the replay runs (a second core halves the wait).
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vpatch-old-series")
+        old_head = pool.submit(old_series_head, project, old_pin, old_series, old_base, checkout)
+        pool.shutdown(wait=False)
         retired = {p.name: retired_since(p, new_pin) for p in old_series.patches}
         state = {
             "old_version": str(old_pin.version),
             "new_version": str(new_pin.version),
             "old_base": old_base.commit,
-            "old_head": old_head,
+            "old_head": None,  # set when the old series' commits are made (see _Rebase.settle_old_head)
             "patches": [p.name for p in old_series.patches],
             "remaining": [p.name for p in old_series.patches if retired[p.name] is None],
             # Retired for NEW already: not replayed, recorded with the retirement's own evidence.
@@ -210,8 +220,10 @@ def start_rebase(
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)
         raise
+    rebase = _Rebase(project, checkout, state)
+    rebase.old_head_future = old_head
     with step(f"replay {len(old_series.patches)} patch(es) onto {new_pin.label}"):
-        return _Rebase(project, checkout, state).replay()
+        return rebase.replay()
 
 
 def retired_since(patch: Patch, new_pin: Pin) -> str | None:
@@ -243,15 +255,42 @@ def _enable_rerere(checkout: Checkout, shared: Path) -> None:
 
 
 def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
-    """The old series as commits on OLD's base, fetched into the checkout; None if it does not apply there."""
-    if not series.patches:
-        return old_base.commit
-    paths = tuple(sorted({p for patch in series.patches for p in patch.touched_paths}))
-    with project.scratch_checkout(old_pin, sparse_paths=paths) as scratch:
-        if scratch.base_commit != old_base.commit or not apply_series(scratch, series).ok:
-            return None
-        checkout.git.run("fetch", "--quiet", "--no-tags", str(scratch.path), f"+HEAD:{OLD_HEAD_REF}")
-    return checkout.git.rev_parse(OLD_HEAD_REF)
+    """The old series as commits on OLD's base, made in the checkout's repository without a work tree; None
+    if it does not apply there with zero fuzz. OLD's base objects must be in the checkout (add_base_objects)."""
+    head = series_commits(checkout.git, old_base.commit, series)
+    if head is not None:
+        checkout.git.update_ref(OLD_HEAD_REF, head)
+    return head
+
+
+def series_commits(repo: Git, base_commit: str, series: Series) -> str | None:
+    """Commit each patch of the series on `base_commit` through a temporary index (`git apply --cached`,
+    messages and authors as `git am --keep-non-patch` takes them); the last commit, or None when a patch
+    does not apply."""
+    head = base_commit
+    with tempfile.TemporaryDirectory(prefix="vpatch-series-", dir=repo.git_dir()) as tmp:
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        repo.run("read-tree", base_commit, env=index)
+        for patch in series.patches:
+            if repo.run("apply", "--cached", str(patch.path), env=index, check=False).returncode != 0:
+                return None
+            msg, body = Path(tmp) / "msg", Path(tmp) / "body"
+            info = repo.run("mailinfo", "-b", str(msg), str(body), input=patch.data).stdout.decode("utf-8", "replace")
+            fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
+            message = fields.get("Subject", "") + "\n\n" + msg.read_text(encoding="utf-8", errors="replace")
+            author = {
+                "GIT_AUTHOR_NAME": fields.get("Author", ""),
+                "GIT_AUTHOR_EMAIL": fields.get("Email", ""),
+                "GIT_AUTHOR_DATE": fields.get("Date", ""),
+                "GIT_COMMITTER_DATE": fields.get("Date", ""),
+            }
+            tree = repo.out("write-tree", env=index)
+            head = (
+                repo.run("commit-tree", tree, "-p", head, input=message.encode(), env={**index, **author})
+                .stdout.decode()
+                .strip()
+            )
+    return head
 
 
 # ---------------------------------------------------------------- resuming
@@ -339,6 +378,14 @@ class _Rebase:
         self.repo = checkout.git
         self.state = state
         self.private = _private_dir(checkout)
+        self.old_head_future: Future[str | None] | None = None
+
+    def settle_old_head(self) -> None:
+        """Wait for the old series' commits (made beside the replay) and record where they end."""
+        future, self.old_head_future = self.old_head_future, None
+        if future is not None:
+            self.state["old_head"] = future.result()
+            self.save()
 
     @classmethod
     def load(cls, project: Project, checkout: Checkout) -> _Rebase:
@@ -379,6 +426,8 @@ class _Rebase:
 
     def replay(self) -> RebaseResult:
         while self.state["remaining"]:
+            if len(self.state["remaining"]) > 1 and self.replay_batch():
+                continue
             name = self.state["remaining"].pop(0)
             self.state["current"] = name
             self.state["current_start"] = self.count()
@@ -395,6 +444,33 @@ class _Rebase:
                 self.save()
                 return self.result()
         return self.finish()
+
+    def replay_batch(self) -> bool:
+        """Replay all remaining patches with one `git am` (most patches of a release apply as they are) and
+        settle the ones it applied; False when it applied none. A patch it stops at is not settled: its
+        attempt is dropped (the commits before it stay) and the one-patch path replays it, so a stop is
+        always a one-patch `git am` session a person can resolve."""
+        names = list(self.state["remaining"])
+        start = self.repo.rev_parse("HEAD")
+        assert start is not None
+        proc = self.repo.run(*AM_ARGS, "--3way", *(str(self.patch_path(n)) for n in names), check=False)
+        sections = _am_sections((proc.stdout + proc.stderr).decode("utf-8", "replace"))
+        if proc.returncode != 0:
+            if not am_in_progress(self.checkout):
+                return False  # not a stop `git am` explains; the one-patch path reports it
+            self.repo.run("am", "--quit")
+            self.repo.run("reset", "--quiet", "--hard", "HEAD")
+            sections = sections[:-1]  # the stopped patch
+        commits = iter(self.repo.commits(f"{start}..HEAD"))
+        for name, section in zip(names, sections, strict=False):
+            self.state["remaining"].remove(name)
+            if "No changes -- Patch already applied" in section:
+                self.settle(name, EMPTY, [BECAME_EMPTY])
+            elif THREE_WAY_NOTE in section:
+                self.settle(name, MERGED, ["applied with a three-way merge"], next(commits))
+            else:
+                self.settle(name, CLEAN, [], next(commits))
+        return bool(sections)
 
     def settle_applied(self, name: str, notes: list[str]) -> None:
         """The current patch's `git am` succeeded: a commit (clean or merged), or nothing (empty)."""
@@ -460,6 +536,7 @@ class _Rebase:
         raise VpatchError(f"{name}: git am --continue failed: {lines[-1] if lines else 'no output'}")
 
     def result(self) -> RebaseResult:
+        self.settle_old_head()
         outcomes = list(self.state["outcomes"])
         stopped = self.state.get("stopped")
         if stopped:
@@ -489,6 +566,7 @@ class _Rebase:
         return load_pins(self.private / "pin.toml").get(self.state["new_version"])
 
     def finish(self) -> RebaseResult:
+        self.settle_old_head()
         state = self.state
         options = self.project.options
         old_pin = self.project.pins.get(state["old_version"])
@@ -572,6 +650,8 @@ class _Rebase:
         date = today()
         mails: list[tuple[str, bytes]] = []
         changed: dict[str, bool] = {}
+        # Every patch-id this needs (and the evidence after it), in one git run.
+        patch_ids(self.repo, [self.patch(o["name"]).data for o in kept] + [m.data for m in rendered])
         for outcome, mail in zip(kept, rendered, strict=True):
             name = outcome["name"]
             old = self.patch(name)
@@ -649,6 +729,17 @@ def write_series(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _am_sections(output: str) -> list[str]:
+    """`git am` output split per patch (each section starts at its "Applying: " line)."""
+    sections: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("Applying: "):
+            sections.append("")
+        if sections:
+            sections[-1] += line + "\n"
+    return sections
 
 
 def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:

@@ -14,6 +14,7 @@ Conformance-based evidence (stock vs dynamo-base behaviour) comes later; its fie
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -28,10 +29,38 @@ SDIST_NO_HISTORY = "not available: sdist bases have no history"
 DIFFERENT_REMOTES = "not available: the two pins come from different git remotes"
 
 
+# patch-id depends on the patch text only: remembered per content for the life of the process.
+_PATCH_IDS: dict[bytes, str | None] = {}
+
+
 def patch_id(repo: Git, data: bytes) -> str | None:
     """`git patch-id --stable` of one patch (mail or diff); None when it carries no diff."""
-    words = repo.run("patch-id", "--stable", input=data).stdout.decode("ascii", "replace").split()
-    return words[0] if words else None
+    return patch_ids(repo, [data])[0]
+
+
+def patch_ids(repo: Git, patches: list[bytes]) -> list[str | None]:
+    """`git patch-id --stable` of several patches with one git run (each gets a numbered mail header, so the
+    ids come back in order even when a patch carries no diff and yields no line)."""
+    keys = [hashlib.sha256(data).digest() for data in patches]
+    missing = [i for i, key in enumerate(keys) if key not in _PATCH_IDS]
+    if missing:
+        stream = bytearray()
+        for number in missing:
+            data = patches[number]
+            body = data.split(b"\n", 1)[1] if data.startswith(b"From ") else data
+            stream += f"From {number + 1:040x} Mon Sep 17 00:00:00 2001\n".encode() + body
+            if not body.endswith(b"\n"):
+                stream += b"\n"
+        found: dict[int, str] = {}
+        for line in (
+            repo.run("patch-id", "--stable", input=bytes(stream)).stdout.decode("ascii", "replace").splitlines()
+        ):
+            words = line.split()
+            if len(words) == 2:
+                found[int(words[1], 16) - 1] = words[0]
+        for number in missing:
+            _PATCH_IDS[keys[number]] = found.get(number)
+    return [_PATCH_IDS[key] for key in keys]
 
 
 def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[dict]] | str:
