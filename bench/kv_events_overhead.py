@@ -17,14 +17,12 @@ Run: .venv/bin/python bench/kv_events_overhead.py [--repeat N] [--strict]
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from toolkit.conformance.envs import run_bench_child, vllm_env
-from toolkit.errors import VpatchError
+from toolkit.conformance.envs import free_port, run_bench_child, vllm_env
 from toolkit.options import load_options
 from toolkit.project import Project
 from toolkit.wheel.overlay import build_overlay
@@ -34,17 +32,8 @@ CHILD = ROOT / "toolkit" / "conformance" / "kvload.py"
 GOAL = 1.05
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def child(venv: Path, request: dict) -> dict:
-    try:
-        return run_bench_child(venv, CHILD, request)
-    except VpatchError as exc:
-        raise SystemExit(str(exc)) from None
+    return run_bench_child(venv, CHILD, request)  # a failed child raises VpatchError with its last line
 
 
 def main() -> int:

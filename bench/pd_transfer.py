@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from toolkit.conformance.envs import run_bench_child, vllm_env
-from toolkit.errors import VpatchError
+from toolkit.conformance.envs import free_port, run_bench_child, vllm_env
 from toolkit.options import load_options
 from toolkit.project import Project
 from toolkit.wheel.overlay import build_overlay
@@ -54,17 +52,8 @@ LABELS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def child(venv: Path, request: dict) -> dict:
-    try:
-        return run_bench_child(venv, CHILD, request)
-    except VpatchError as exc:
-        raise SystemExit(str(exc)) from None
+    return run_bench_child(venv, CHILD, request)  # a failed child raises VpatchError with its last line
 
 
 def table(phase: dict[str, Any]) -> None:

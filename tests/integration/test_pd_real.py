@@ -23,6 +23,17 @@ pytestmark = pytest.mark.real
 CONFORMANCE = Path(__file__).resolve().parents[2] / "toolkit" / "conformance"
 
 
+def run_in_venv(venv: Path, script: str) -> dict:
+    """Run `script` in the venv (the conformance scripts importable); it prints `VPATCH-RESULT {json}`."""
+    env = offline_env()
+    env["OMP_NUM_THREADS"] = "1"
+    argv = [str(venv_python(venv)), "-c", script, str(CONFORMANCE)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-RESULT ")), None)
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    return json.loads(line.removeprefix("VPATCH-RESULT "))
+
+
 @pytest.fixture(scope="session")
 def patched_nixl_env_084(repo_project, patched_wheel_084: Path) -> Path:
     return vllm_env(repo_project.options.cache_dir, patched_wheel_084, nixl=True)
@@ -224,18 +235,7 @@ WORKER_LEVEL = textwrap.dedent(
 
 
 def test_worker_halves_move_blocks_byte_identical_between_different_block_ids(patched_nixl_env_084: Path):
-    env = offline_env()
-    env["OMP_NUM_THREADS"] = "1"
-    proc = subprocess.run(
-        [str(venv_python(patched_nixl_env_084)), "-c", WORKER_LEVEL, str(CONFORMANCE)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-RESULT ")), None)
-    assert proc.returncode == 0 and line, proc.stderr[-3000:]
-    results = json.loads(line.removeprefix("VPATCH-RESULT "))
+    results = run_in_venv(patched_nixl_env_084, WORKER_LEVEL)
     for transport in ("shared-storage", "nixl"):
         for dtype in ("torch.float16", "torch.bfloat16", "torch.float32"):
             result = results[f"{transport}/{dtype}"]
@@ -283,17 +283,7 @@ REQUEST_OUTPUT = textwrap.dedent(
 
 def test_request_output_carries_the_transfer_parameters(patched_nixl_env_084: Path):
     """The prefill engine's last EngineCoreOutput reaches the API layer's RequestOutput with its params."""
-    env = offline_env()
-    proc = subprocess.run(
-        [str(venv_python(patched_nixl_env_084)), "-c", REQUEST_OUTPUT, str(CONFORMANCE)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-RESULT ")), None)
-    assert proc.returncode == 0 and line, proc.stderr[-3000:]
-    outputs = json.loads(line.removeprefix("VPATCH-RESULT "))
+    outputs = run_in_venv(patched_nixl_env_084, REQUEST_OUTPUT)
     assert outputs["prefill"] == {
         "finished": True,
         "kv_transfer_params": {"do_remote_prefill": True, "remote_block_ids": [4, 9], "transfer_key": "k"},

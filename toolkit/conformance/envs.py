@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -106,6 +107,13 @@ def run_pd(
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VpatchError(f"the P/D scenario runner ({mode}) failed in {venv}: {last}")
     return json.loads(out.read_text(encoding="utf-8"))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_bench_child(venv: Path, script: Path, request: dict) -> dict:
