@@ -612,3 +612,16 @@ def test_renders_in_headless_chromium(rendered, tmp_path):
     width, height, distinct = png_facts(data)
     assert (width, height) == (1280, 2000)
     assert len(data) > 50_000 and distinct > 64, (len(data), distinct)  # a page, not a blank canvas
+
+
+def test_a_patch_retired_from_a_later_release_on_is_active_in_this_one():
+    """The last series carrying a patch records `Retired-Since:` a later release: it is in force here."""
+    from toolkit.report.load import Patch, Series
+
+    def made(since: str | None) -> Patch:
+        fields = {"subject": "", "feature": "kv-routing", "upstream_status": "", "files": (), "apply": None}
+        return Patch(name=f"p-{since}", added_lines=3, removed_lines=1, rebase=None, retired_since=since, **fields)
+
+    series = Series("f", (made(None), made("0.9.0"), made("0.8.5"), made("0.8.4")), "0.8.5")
+    assert [p.retired_since for p in series.active] == [None, "0.9.0"]
+    assert series.changed_lines == 8

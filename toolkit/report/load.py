@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.version import InvalidVersion
+from packaging.version import Version as PackagingVersion
+
 from toolkit.errors import VpatchError
 from toolkit.model import UpstreamStatus
 
@@ -62,9 +65,15 @@ class Patch:
     rebase: str | None
     retired_since: str | None
 
-    @property
-    def active(self) -> bool:
-        return self.retired_since is None
+    def active_in(self, version: str) -> bool:
+        """Whether the patch is in force in `version`: not retired, or retired only from a later release on
+        (the last series carrying a patch records its `Retired-Since:`)."""
+        if self.retired_since is None:
+            return True
+        try:
+            return PackagingVersion(self.retired_since) > PackagingVersion(version)
+        except InvalidVersion:
+            return False
 
     @property
     def changed_lines(self) -> int:
@@ -91,10 +100,11 @@ class Patch:
 class Series:
     fingerprint: str
     patches: tuple[Patch, ...]
+    version: str
 
     @property
     def active(self) -> tuple[Patch, ...]:
-        return tuple(p for p in self.patches if p.active)
+        return tuple(p for p in self.patches if p.active_in(self.version))
 
     @property
     def changed_lines(self) -> int:
@@ -336,7 +346,7 @@ def _version(entry: Any, where: str, input_dir: Path, root: Path) -> Version:
         raise Invalid(where, f"expected an object, got {_show(entry)}")
     version = _get(entry, "version", where, "str")
     raw_series = _get(entry, "series", where, "object", null=True, default=None)
-    series = _series(raw_series, f"{where}.series") if raw_series is not None else None
+    series = _series(raw_series, f"{where}.series", version) if raw_series is not None else None
     steps = []
     for position, step in enumerate(_get(entry, "steps", where, "list", default=[])):
         here = f"{where}.steps[{position}]"
@@ -384,7 +394,7 @@ def _version(entry: Any, where: str, input_dir: Path, root: Path) -> Version:
     )
 
 
-def _series(data: dict, where: str) -> Series:
+def _series(data: dict, where: str, version: str) -> Series:
     patches = []
     for position, entry in enumerate(_get(data, "patches", where, "list")):
         here = f"{where}.patches[{position}]"
@@ -407,7 +417,7 @@ def _series(data: dict, where: str) -> Series:
                 retired_since=_get(entry, "retired_since", here, "str", null=True, default=None),
             )
         )
-    return Series(_get(data, "fingerprint", where, "str"), tuple(patches))
+    return Series(_get(data, "fingerprint", where, "str"), tuple(patches), version)
 
 
 # ---------------------------------------------------------------- conformance results and evidence
