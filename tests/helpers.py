@@ -6,6 +6,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -309,3 +312,36 @@ def env_var(key: str, value: str) -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = old
+
+
+def run_vpatch(
+    root: Path, *args: str, expect: int = 0, timeout: float = 1800, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The `vpatch` console script as CI runs it, in a process of its own; asserts its exit code."""
+    vpatch = Path(sys.executable).with_name("vpatch")
+    proc = subprocess.run(
+        [str(vpatch), "--root", str(root), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
+    assert proc.returncode == expect, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def assert_series_round_trips(project, pin, tmp_path: Path) -> None:
+    """The committed series of `pin` applies to its pinned base clean, patch by patch, and exporting the
+    result writes exactly the committed files again."""
+    from toolkit.apply import apply_series
+    from toolkit.export import plan_export
+
+    series = project.series(pin)
+    with project.scratch_checkout(pin) as checkout:
+        assert checkout.base_commit == pin.base_commit
+        result = apply_series(checkout, series)
+        assert result.ok, result.outcomes
+        assert [o.status for o in result.outcomes] == ["clean"] * len(series.patches)
+        copy = tmp_path / "series"
+        shutil.copytree(series.directory, copy)
+        plan = plan_export(checkout, copy)
+        assert plan.changes() == {}
+        for name, data in plan.patches:
+            assert (series.directory / name).read_bytes() == data, name
+        assert plan.series_text == (series.directory / "series").read_text(encoding="utf-8")

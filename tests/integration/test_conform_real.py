@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import run_vpatch
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.real
 
 
 def test_conform_084_all_tiers(tmp_path, patched_env_084, stock_env_084):
-    vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run(
-        [str(vpatch), "--root", str(REPO), "conform", "0.8.4", "--tier", "gpu", "-o", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_vpatch(REPO, "conform", "0.8.4", "--tier", "gpu", "-o", str(tmp_path), "--json")
     result = json.loads(proc.stdout)["results"][0]
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     for name in (
@@ -45,14 +37,7 @@ def test_conform_084_all_tiers(tmp_path, patched_env_084, stock_env_084):
 
 def test_conform_090_against_dynamo_base_084(tmp_path):
     """Upstream 0.9.0's own KV events against our 0.8.4 series: the retirement evidence for kv-routing."""
-    vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run(
-        [str(vpatch), "--root", str(REPO), "conform", "0.9.0", "--against", "0.8.4", "-o", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_vpatch(REPO, "conform", "0.9.0", "--against", "0.8.4", "-o", str(tmp_path), "--json")
     result = json.loads(proc.stdout)["results"][0]
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     assert statuses["index-invariant (dynamo-base 0.8.4)"] == "pass"
@@ -94,14 +79,7 @@ def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(tmp_path
             headers="Upstream-Status: Inappropriate [test]\nFeature: kv-routing",
         )
         write_export(plan_export(checkout, project.series_dir(pin)))
-    vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run(
-        [str(vpatch), "--root", str(root), "conform", "0.8.4", "--tier", "cpu", "-o", str(tmp_path / "out"), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert proc.returncode == 1, proc.stderr[-2000:]
+    proc = run_vpatch(root, "conform", "0.8.4", "--tier", "cpu", "-o", str(tmp_path / "out"), "--json", expect=1)
     checks = {c["name"]: c for c in json.loads(proc.stdout)["results"][0]["checks"]}
     assert checks["run-stock"]["status"] == "pass"
     assert checks["run-patched-off"]["status"] == "fail"

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_series_round_trips, run_vpatch
 
 from toolkit.apply import apply_series
-from toolkit.export import plan_export
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE
 
@@ -33,19 +33,8 @@ def series_pair(repo_project):
 
 
 def test_rebased_series_applies_clean_and_re_exports_byte_identically(repo_project, series_pair, tmp_path):
-    _, new_pin, _, new_series = series_pair
-    with repo_project.scratch_checkout(new_pin) as checkout:
-        assert checkout.base_commit == new_pin.base_commit
-        result = apply_series(checkout, new_series)
-        assert result.ok, result.outcomes
-        assert [o.status for o in result.outcomes] == ["clean"] * len(new_series.patches)
-        copy = tmp_path / "series"
-        shutil.copytree(new_series.directory, copy)
-        plan = plan_export(checkout, copy)
-        assert plan.changes() == {}
-        for name, data in plan.patches:
-            assert (new_series.directory / name).read_bytes() == data, name
-        assert plan.series_text == (new_series.directory / "series").read_text(encoding="utf-8")
+    _, new_pin, _, _ = series_pair
+    assert_series_round_trips(repo_project, new_pin, tmp_path)
 
 
 def test_review_files_account_for_every_old_patch(series_pair):
@@ -86,14 +75,7 @@ def test_review_files_account_for_every_old_patch(series_pair):
 
 
 def test_conform_085_static(tmp_path):
-    vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run(
-        [str(vpatch), "--root", str(REPO), "conform", NEW, "--tier", "static", "-o", str(tmp_path), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_vpatch(REPO, "conform", NEW, "--tier", "static", "-o", str(tmp_path), "--json", timeout=600)
     result = json.loads(proc.stdout)["results"][0]
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     assert statuses == {"series-applies": "pass", "wheels": "pass", "api-surface": "pass"}, result["checks"]

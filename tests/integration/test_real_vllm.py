@@ -7,13 +7,10 @@ round trips export into a copy in tmp.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import commit_in
+from helpers import assert_series_round_trips, commit_in, run_vpatch
 
 from toolkit.apply import apply_series
 from toolkit.checkout import UPSTREAM_REF, create_checkout
@@ -55,15 +52,7 @@ def test_sdist_base_commit_is_the_pinned_one_on_this_machine(project, pin, tmp_p
 
 
 def test_committed_series_applies_and_re_exports_byte_identically(project, pin, tmp_path):
-    series = project.series(pin)
-    with project.scratch_checkout(pin) as checkout:
-        result = apply_series(checkout, series)
-        assert result.ok, result.outcomes
-        assert [o.status for o in result.outcomes] == ["clean"] * len(series.patches)
-        copy = tmp_path / "series"
-        shutil.copytree(series.directory, copy)
-        plan = plan_export(checkout, copy)
-        assert plan.changes() == {}
+    assert_series_round_trips(project, pin, tmp_path)
 
 
 def test_one_patch_round_trip_on_the_real_tree(project, pin, tmp_path):
@@ -98,13 +87,6 @@ def test_one_patch_round_trip_on_the_real_tree(project, pin, tmp_path):
 
 def test_vpatch_check_passes_on_the_repository(tmp_path):
     """The console script itself, as CI runs it, on the committed pins and series."""
-    vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run(
-        [str(vpatch), "--root", str(REPO), "check", VERSION, "--no-wheels"],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = run_vpatch(REPO, "check", VERSION, "--no-wheels", cwd=tmp_path)
     assert proc.stdout == ""  # no problem lines
     assert f"vllm {VERSION}:" in proc.stderr

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import commit_in
+from helpers import commit_in, run_vpatch
 
 from toolkit.envs import create_venv, install, venv_python
 from toolkit.index import fetch_artifact
@@ -99,13 +97,7 @@ def test_overlay_build_is_reproducible(project, built, tmp_path):
 def test_doctor_on_the_installed_wheel(project, built, tmp_path):
     venv = create_venv(tmp_path / "venv")
     install(venv, [str(built.path)], installer="uv", no_deps=True)
-    vpatch = Path(sys.executable).with_name("vpatch")
-    proc = subprocess.run(
-        [str(vpatch), "--root", str(project.options.root), "doctor", "--python", str(venv_python(venv)), "--json"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_vpatch(project.options.root, "doctor", "--python", str(venv_python(venv)), "--json")
     result = json.loads(proc.stdout)
     assert result["state"] == "dynamo-base" and result["features"] == ["kv-routing"]
 

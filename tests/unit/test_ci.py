@@ -13,14 +13,19 @@ def run_ci(ws, capsys, out) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
-def test_ci_runs_every_step_and_writes_the_summary(pinned, capsys, tmp_path):
-    ws = pinned
+def one_patch_series(ws) -> None:
+    """vllm 1.0's series: one patch, made and exported the way a maintainer would."""
     ws.write_series("1.0", {})
     assert ws.run("apply", "1.0") == 0
     commit_in(
         ws.checkout("1.0"), {"vllm/core/scheduler.py": module_text("scheduler") + "EXTRA = 1\n"}, subject="[Core] extra"
     )
     assert ws.run("export", "1.0") == 0
+
+
+def test_ci_runs_every_step_and_writes_the_summary(pinned, capsys, tmp_path):
+    ws = pinned
+    one_patch_series(ws)
     code, summary = run_ci(ws, capsys, tmp_path / "out")
     assert code == 0 and summary["ok"] is True
     (version,) = summary["versions"]
@@ -67,12 +72,7 @@ def test_report_appends_the_summary_to_the_job_summary(pinned, capsys, tmp_path,
 
 def test_rebase_outcomes_from_evidence_reach_the_summary(pinned, capsys, tmp_path):
     ws = pinned
-    ws.write_series("1.0", {})
-    assert ws.run("apply", "1.0") == 0
-    commit_in(
-        ws.checkout("1.0"), {"vllm/core/scheduler.py": module_text("scheduler") + "EXTRA = 1\n"}, subject="[Core] extra"
-    )
-    assert ws.run("export", "1.0") == 0
+    one_patch_series(ws)
     (name,) = [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
     (ws.series_dir("1.0") / "evidence.json").write_text(json.dumps({"patches": {name: {"outcome": "merged"}}}))
     code, summary = run_ci(ws, capsys, tmp_path / "out")
