@@ -35,10 +35,31 @@ from toolkit.export import ExportPlan, plan_export, write_export
 from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError, fast_import_path
 from toolkit.index import fetch_artifact, list_release_files
 from toolkit.lint import lint_headers
-from toolkit.model import Artifact, Pin, Series, UpstreamStatus, check_tree_path, empty_series, load_series, parse_patch
+from toolkit.model import (
+    Artifact,
+    PathPair,
+    Pin,
+    Series,
+    UpstreamStatus,
+    check_tree_path,
+    empty_series,
+    load_series,
+    parse_patch,
+)
 from toolkit.project import Project
 from toolkit.render import slugify
 
+# Diff text exactly as git writes it, whatever a user's config or attributes say: full blob ids, no rename
+# detection (a rename is a delete and an add), no colour, no textconv or external diff, a/ and b/ prefixes.
+PLAIN_DIFF_ARGS = (
+    "--full-index",
+    "--no-renames",
+    "--no-color",
+    "--no-textconv",
+    "--no-ext-diff",
+    "--src-prefix=a/",
+    "--dst-prefix=b/",
+)
 SPLIT_MODES = ("none", "per-file", "per-dir")
 # Commits made from a source that has no date of its own (plain diffs, wheel pairs): fixed, so the
 # same input gives the same patch bytes (1980-01-01, the zip epoch, as the sdist base commits use).
@@ -110,7 +131,7 @@ class RawFile:
 
 
 @dataclass
-class FileChange:
+class FileChange(PathPair):
     """One file's change with paths resolved in the tree, rendered as a canonical git diff section."""
 
     old_path: str | None  # None: the file is added
@@ -122,14 +143,6 @@ class FileChange:
     hunks: list[Hunk]
     line: int
     recounted: list[int] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return self.new_path or self.old_path or ""
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(p for p in dict.fromkeys((self.old_path, self.new_path)) if p)
 
     @property
     def added(self) -> int:
@@ -789,13 +802,7 @@ class GitRangeSource(Source):
             "--topo-order",
             "--format=%x00%H",
             "-p",
-            "--full-index",
-            "--no-renames",
-            "--no-color",
-            "--no-textconv",
-            "--no-ext-diff",
-            "--src-prefix=a/",
-            "--dst-prefix=b/",
+            *PLAIN_DIFF_ARGS,
             self.range,
         ).stdout
         diffs: dict[str, bytes] = {}
@@ -978,13 +985,7 @@ class PairSource(Source):
             repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
             return repo.run(
                 "diff",
-                "--full-index",
-                "--no-renames",
-                "--no-color",
-                "--no-textconv",
-                "--no-ext-diff",
-                "--src-prefix=a/",
-                "--dst-prefix=b/",
+                *PLAIN_DIFF_ARGS,
                 "refs/heads/base",
                 "refs/heads/fork",
             ).stdout

@@ -128,8 +128,24 @@ _MBOX_FROM_RE = re.compile(r"^From [0-9a-f]{40} ")
 _DIFF_GIT_RE = re.compile(r'^diff --git (?P<a>"(?:[^"\\]|\\.)*"|\S+) (?P<b>"(?:[^"\\]|\\.)*"|\S+)$')
 
 
+class PathPair:
+    """The old and new path of one file in a diff (None for the side where it does not exist); a mixin for
+    the dataclasses that carry them."""
+
+    old_path: str | None
+    new_path: str | None
+
+    @property
+    def path(self) -> str:
+        return self.new_path or self.old_path or ""
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(p for p in dict.fromkeys((self.old_path, self.new_path)) if p)
+
+
 @dataclass(frozen=True)
-class FileDiff:
+class FileDiff(PathPair):
     """One file's part of a patch: the paths it touches and how many hunks it has."""
 
     old_path: str | None  # None for an added file
@@ -139,14 +155,6 @@ class FileDiff:
     line: int  # line of `diff --git` in the patch file
     hunk_starts: tuple[int, ...] = ()  # old-file start line of each hunk
     blob_ids: tuple[str, str] | None = None  # full `index <old>..<new>` ids, when the patch has them
-
-    @property
-    def path(self) -> str:
-        return self.new_path or self.old_path or ""
-
-    @property
-    def paths(self) -> tuple[str, ...]:
-        return tuple(p for p in dict.fromkeys((self.old_path, self.new_path)) if p)
 
 
 @dataclass(frozen=True)
