@@ -138,6 +138,7 @@ def _api_surface(stock: Path, patched: Path, series: Series, package: str) -> Ch
 
 
 def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, Path], out_dir: Path) -> None:
+    has_pd = any(p.feature == "pd-disagg" for p in project.series(pin).patches)
     envs: dict[str, Path] = {}
     for label in ("stock", "patched"):
 
@@ -146,7 +147,7 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
                 return CheckResult(f"env-{label}", FAIL, f"no {label} wheel (see the wheels check)")
             sha = pin.wheels[0].sha256 if label == "stock" else None
             # dynamo-base with P/D patches gets NIXL, its fast transport, to test it for real.
-            nixl = label == "patched" and any(p.feature == "pd-disagg" for p in project.series(pin).patches)
+            nixl = label == "patched" and has_pd
             envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha, nixl=nixl)
             return CheckResult(f"env-{label}", PASS, str(envs[label]))
 
@@ -204,7 +205,7 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
     checks.run("non-interference", non_interference)
     checks.run("kv-index-invariant", invariant)
     checks.run("no-block-leaks", leaks)
-    _pd_checks(project, pin, checks, envs, trace_dir)
+    _pd_checks(pin, has_pd, checks, envs, trace_dir)
 
     def upstream_tests() -> CheckResult:
         if "stock" not in envs or "patched" not in envs:
@@ -221,9 +222,9 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
 PD_CHECKS = ("pd-disagg-outputs", "pd-no-leaks", "pd-failure-paths", "pd-nixl-transport")
 
 
-def _pd_checks(project: Project, pin: Pin, checks: CheckList, envs: dict[str, Path], trace_dir: Path) -> None:
+def _pd_checks(pin: Pin, has_pd: bool, checks: CheckList, envs: dict[str, Path], trace_dir: Path) -> None:
     """Aggregated reference on stock, the P/D scenarios on dynamo-base (with NIXL importable)."""
-    if not any(p.feature == "pd-disagg" for p in project.series(pin).patches):
+    if not has_pd:
         for name in PD_CHECKS:
             checks.add(CheckResult(name, NOT_APPLICABLE, "the series has no pd-disagg patches"))
         return

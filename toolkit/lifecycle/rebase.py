@@ -590,7 +590,7 @@ class _Rebase:
         new_base = materialize(new_pin, options.cache_dir, quiet=options.json)
         new_head = self.repo.rev_parse("HEAD")
         assert new_head is not None
-        range_diff = self.range_diff(state["old_base"], state["old_head"], self.checkout.base_commit, new_head)
+        review = range_diff(self.repo, state["old_base"], state["old_head"], self.checkout.base_commit, new_head)
         evidence = collect_evidence(
             self.repo,
             project=new_pin.project,
@@ -610,7 +610,7 @@ class _Rebase:
         series_text = old_text if names == state["patches"] else _series_text(old_text, names)
         pinned = self.write_pin(new_pin)
         retired = [(o["name"], self.patch(o["name"]).data) for o in state["outcomes"] if o["status"] == RETIRED]
-        write_series(series_dir, mails, series_text, evidence, range_diff, retired=retired)
+        write_series(series_dir, mails, series_text, evidence, review, retired=retired)
         outcomes = state["outcomes"]
         for outcome in outcomes:
             if outcome["status"] in KEPT:
@@ -624,7 +624,7 @@ class _Rebase:
             state["new_version"],
             outcomes,
             series_dir=series_dir,
-            range_diff=range_diff,
+            range_diff=review,
             evidence=evidence,
             pinned=pinned,
             dropped=dropped,
@@ -677,9 +677,6 @@ class _Rebase:
         for outcome, mail in zip(kept, rerendered, strict=True):
             outcome["commit"] = mail.commit
         return [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)], changed
-
-    def range_diff(self, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
-        return range_diff(self.repo, old_base, old_head, new_base, new_head)
 
     def write_pin(self, new_pin: Pin) -> bool:
         """Write NEW's pin if the rebase pinned it; True when it did."""

@@ -19,7 +19,7 @@ from toolkit.checkout import add_base_objects
 from toolkit.errors import VpatchError
 from toolkit.lifecycle import ADDED, CLEAN, DROPPED, REMOVED, REWORKED
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE, old_series_head, range_diff
-from toolkit.lifecycle.upstream import patch_id
+from toolkit.lifecycle.upstream import patch_id, patch_ids
 from toolkit.model import Pin
 from toolkit.project import Project
 
@@ -47,7 +47,6 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
         raise VpatchError(f"unreadable: {exc}", path=evidence_path) from None
     old_pin = project.pins.get(evidence["old"]["version"])
     old_series = project.series(old_pin)
-    old_ids: dict[str, str | None] = {}
     changes: dict[str, str] = {}
     with project.scratch_checkout(new_pin) as checkout:
         repo = checkout.git
@@ -62,8 +61,9 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
         new_head = repo.rev_parse("HEAD")
         assert new_head is not None
         text = range_diff(repo, old_base.commit, old_head, checkout.base_commit, new_head)
-        for patch in old_series.patches:
-            old_ids[patch.name] = patch_id(repo, patch.data)
+        # Every patch-id this needs, old and new, in one git run.
+        ids = patch_ids(repo, [p.data for p in old_series.patches] + [p.data for p in new_series.patches])
+        old_ids = {p.name: i for p, i in zip(old_series.patches, ids, strict=False)}
         entries = evidence["patches"]
         for position, patch in enumerate(new_series.patches, start=1):
             new_id = patch_id(repo, patch.data)
