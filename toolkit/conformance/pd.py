@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,12 +39,24 @@ SHARED_STORAGE = "SharedStorageConnectorV1"
 NIXL = "NixlConnectorV1"
 
 
+@dataclass
+class TransferReport:
+    """What a worker's connector reported at the end of a step, whatever the API."""
+
+    finished_sending: set[str] = field(default_factory=set)
+    finished_recving: set[str] = field(default_factory=set)
+    failed_recving: dict[str, str] = field(default_factory=dict)
+
+
 class WorkerHalf:
     """The worker half of a P/D connector, driven as the patched model runner drives it.
 
-    vLLM 0.8.4's series has its own connector interface (`vllm.v1.kv_transfer`: start_step before the
-    forward pass, end_step after it); from 0.8.5 the series builds on upstream's V1 connector API
-    (bind_connector_metadata every step, wait_for_save when the forward pass ends, get_finished).
+    Three APIs: vLLM 0.8.4's series has its own connector interface (`vllm.v1.kv_transfer`: start_step
+    before the forward pass, end_step after it); 0.8.5's extends upstream's V1 connector API
+    (bind_connector_metadata every step, wait_for_save when the forward pass ends, get_finished()
+    returning a KVTransferStatus, reported as ModelRunnerOutput.kv_transfer_status); from 0.9.0 upstream
+    drives asynchronous transfers itself (start_load_kv every step, get_finished(finished_req_ids) ->
+    (sending, recving)) and the series adds get_failed_recving() and set_kv_cache_block_dim().
     """
 
     def __init__(self, engine: runner.Engine, transfer: dict) -> None:
@@ -54,32 +67,64 @@ class WorkerHalf:
             from vllm.distributed.kv_transfer.kv_connector.v1 import KVConnectorRole
 
             self.connector = KVConnectorFactory.create_connector_v1(engine.vllm_config, KVConnectorRole.WORKER)
-            self.upstream_api = True
+            self.api = "0.9" if hasattr(self.connector, "get_failed_recving") else "0.8.5"
         else:
             from vllm.config import KVTransferConfig
 
             self.connector = make_worker_connector(KVTransferConfig(**transfer))
-            self.upstream_api = False
+            self.api = "0.8.4"
 
     def register(self, kv_caches: dict, block_dim: int) -> None:
-        self.connector.register_kv_caches(kv_caches, block_dim)
+        if self.api == "0.9":
+            self.connector.set_kv_cache_block_dim(block_dim)
+            self.connector.register_kv_caches(kv_caches)
+        else:
+            self.connector.register_kv_caches(kv_caches, block_dim)
 
     def start(self, meta) -> None:
-        if self.upstream_api:
-            self.connector.bind_connector_metadata(meta)
-        else:
+        if self.api == "0.8.4":
             self.connector.start_step(meta)
+            return
+        self.connector.bind_connector_metadata(meta)
+        if self.api == "0.9":
+            self.connector.start_load_kv(None)
 
     def forward_done(self) -> None:
-        if self.upstream_api:
+        if self.api != "0.8.4":
             self.connector.wait_for_save()
 
-    def finish(self):
-        if not self.upstream_api:
-            return self.connector.end_step()
-        status = self.connector.get_finished()
-        self.connector.clear_connector_metadata()
-        return status
+    def finish(self, finished_req_ids: set[str]) -> TransferReport:
+        if self.api == "0.8.4":
+            status = self.connector.end_step()
+        elif self.api == "0.8.5":
+            status = self.connector.get_finished()
+            self.connector.clear_connector_metadata()
+        else:
+            sending, recving = self.connector.get_finished(finished_req_ids)
+            failed = self.connector.get_failed_recving()
+            self.connector.clear_connector_metadata()
+            return TransferReport(set(sending or ()), set(recving or ()), dict(failed or {}))
+        return TransferReport(set(status.finished_sending), set(status.finished_recving), dict(status.failed_recving))
+
+    def model_runner_fields(self, report: TransferReport) -> dict:
+        """The report as ModelRunnerOutput fields of this API."""
+        if self.api == "0.9":
+            return {
+                "finished_sending": report.finished_sending or None,
+                "finished_recving": report.finished_recving or None,
+                "failed_recving": report.failed_recving or None,
+            }
+        if self.api == "0.8.5":
+            from vllm.distributed.kv_transfer.kv_connector.v1 import KVTransferStatus
+        else:
+            from vllm.v1.kv_transfer.base import KVTransferStatus
+        return {
+            "kv_transfer_status": KVTransferStatus(
+                finished_sending=report.finished_sending,
+                finished_recving=report.finished_recving,
+                failed_recving=report.failed_recving,
+            )
+        }
 
     def shutdown(self) -> None:
         shutdown = getattr(self.connector, "shutdown", None)
@@ -118,14 +163,14 @@ class FakeWorker:
             for table in (self.tables, self.tokens, self.computed):
                 table.pop(req_id, None)
         for new in output.scheduled_new_reqs:
-            self.tables[new.req_id] = list(new.block_ids)
+            self.tables[new.req_id] = _group0(new.block_ids)
             self.tokens[new.req_id] = list(new.prompt_token_ids)
             self.computed[new.req_id] = new.num_computed_tokens
         for cached in output.scheduled_cached_reqs:
             if cached.resumed_from_preemption:
-                self.tables[cached.req_id] = list(cached.new_block_ids)
+                self.tables[cached.req_id] = _group0(cached.new_block_ids)
             else:
-                self.tables[cached.req_id].extend(cached.new_block_ids)
+                self.tables[cached.req_id].extend(_group0(cached.new_block_ids))
             self.computed[cached.req_id] = cached.num_computed_tokens
         if self.connector is not None:
             meta = getattr(output, "kv_connector_metadata", None)
@@ -148,12 +193,12 @@ class FakeWorker:
         extra = {}
         if self.connector is not None:
             self.connector.forward_done()
-            status = self.connector.finish()
+            status = self.connector.finish(set(output.finished_req_ids))
             if self.sabotage:
                 for req_id in status.finished_recving:
                     block = self._loads[req_id][-1]
                     next(iter(self.kv.values()))[0, block, 0, 0, 0] += 1.0
-            extra["kv_transfer_status"] = self._delay_acks(status)
+            extra = self.connector.model_runner_fields(self._delay_acks(status))
             ended = {
                 "finished_sending": sorted(status.finished_sending),
                 "finished_recving": sorted(status.finished_recving),
@@ -223,12 +268,34 @@ def _describe_meta(meta) -> dict:
     }
 
 
+def _group0(block_ids: list) -> list[int]:
+    """A request's block ids (vLLM 0.9 lists them per KV-cache group; P/D has one group)."""
+    if block_ids and isinstance(block_ids[0], list):
+        assert len(block_ids) == 1, "one KV-cache group"
+        return list(block_ids[0])
+    return list(block_ids)
+
+
 def _block_dim(get_kv_cache_shape) -> int:
+    import importlib
+
+    # Where the series keeps block_dim_of: 0.8.4, 0.8.5, 0.9.
+    for module in (
+        "vllm.v1.kv_transfer.base",
+        "vllm.distributed.kv_transfer.kv_connector.v1.async_transfer",
+        "vllm.distributed.kv_transfer.kv_connector.v1.base",
+    ):
+        block_dim_of = getattr(_import_or_none(importlib, module), "block_dim_of", None)
+        if block_dim_of is not None:
+            return block_dim_of(get_kv_cache_shape, BLOCK_SIZE, NUM_HEADS, HEAD_SIZE)
+    return 1  # stock vLLM: only the aggregated reference runs there
+
+
+def _import_or_none(importlib, module: str):
     try:
-        from vllm.v1.kv_transfer.base import block_dim_of
-    except ImportError:  # stock vLLM: only the aggregated reference runs there
-        return 1
-    return block_dim_of(get_kv_cache_shape, BLOCK_SIZE, NUM_HEADS, HEAD_SIZE)
+        return importlib.import_module(module)
+    except ImportError:
+        return None
 
 
 def blocks_of(engine: runner.Engine, req_id: str) -> list:

@@ -608,6 +608,7 @@ class _Rebase:
         old_text = (self.private / "series").read_text(encoding="utf-8")
         names = [name for name, _ in mails]
         series_text = old_text if names == state["patches"] else _series_text(old_text, names)
+        series_text = retarget_comments(series_text, state["old_version"], state["new_version"])
         pinned = self.write_pin(new_pin)
         retired = [(o["name"], self.patch(o["name"]).data) for o in state["outcomes"] if o["status"] == RETIRED]
         write_series(series_dir, mails, series_text, evidence, review, retired=retired)
@@ -726,6 +727,15 @@ def write_series(
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def retarget_comments(series_text: str, old_version: str, new_version: str) -> str:
+    """The old series file's comments, with "vLLM OLD" now naming NEW (patch lines untouched)."""
+    lines = series_text.splitlines(keepends=True)
+    return "".join(
+        line.replace(f"vLLM {old_version}", f"vLLM {new_version}") if line.lstrip().startswith("#") else line
+        for line in lines
+    )
 
 
 def _am_sections(output: str) -> list[str]:
