@@ -16,9 +16,13 @@ from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.cli import main as vpatch_main
 from toolkit.git import Git
+
+if TYPE_CHECKING:
+    from toolkit.project import Project
 
 AUTHOR_ENV = {
     "GIT_AUTHOR_NAME": "Upstream Dev",
@@ -345,3 +349,23 @@ def assert_series_round_trips(project, pin, tmp_path: Path) -> None:
         for name, data in plan.patches:
             assert (series.directory / name).read_bytes() == data, name
         assert plan.series_text == (series.directory / "series").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------- real vLLM venvs (integration tests)
+
+
+def stock_env_of(project: Project, version: str) -> Path:
+    """A venv with the pinned stock vLLM wheel of `version` (cached)."""
+    from toolkit.conformance.envs import vllm_env
+    from toolkit.index import fetch_artifact
+
+    pin = project.pins.get(version)
+    wheel = fetch_artifact(project.options.cache_dir, pin.wheels[0])
+    return vllm_env(project.options.cache_dir, wheel, sha256=pin.wheels[0].sha256)
+
+
+def patched_wheel_of(project: Project, version: str, out: Path) -> Path:
+    """The dynamo-base overlay wheel of the committed series of `version`."""
+    from toolkit.wheel.overlay import build_overlay
+
+    return build_overlay(project, project.pins.get(version), out).path

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import patched_wheel_of, stock_env_of
 
 from toolkit.conformance.envs import vllm_env
-from toolkit.index import fetch_artifact
 from toolkit.options import load_options
 from toolkit.project import Project
-from toolkit.wheel.overlay import build_overlay
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,15 +22,12 @@ def repo_project() -> Project:
 @pytest.fixture(scope="session")
 def patched_wheel_084(repo_project: Project, tmp_path_factory) -> Path:
     """The dynamo-base overlay wheel of the committed vLLM 0.8.4 series."""
-    out = tmp_path_factory.mktemp("dist-084")
-    return build_overlay(repo_project, repo_project.pins.get("0.8.4"), out).path
+    return patched_wheel_of(repo_project, "0.8.4", tmp_path_factory.mktemp("dist-084"))
 
 
 @pytest.fixture(scope="session")
 def stock_env_084(repo_project: Project) -> Path:
-    pin = repo_project.pins.get("0.8.4")
-    wheel = fetch_artifact(repo_project.options.cache_dir, pin.wheels[0])
-    return vllm_env(repo_project.options.cache_dir, wheel, sha256=pin.wheels[0].sha256)
+    return stock_env_of(repo_project, "0.8.4")
 
 
 @pytest.fixture(scope="session")

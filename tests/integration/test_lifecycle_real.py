@@ -1,4 +1,4 @@
-"""The real lifecycle: the kv-routing series rebased from vLLM 0.8.4 onto 0.8.5 and committed.
+"""The real lifecycle: the series rebased from vLLM 0.8.4 onto 0.8.5 and from 0.8.5 onto 0.9.0, committed.
 
 The committed 0.8.5 series applies to its pinned base and re-exports byte for byte, its review files
 (range-diff.txt, evidence.json) account for every 0.8.4 patch, and the static conformance tier passes.
@@ -148,3 +148,46 @@ def _without_dated_headers(data: bytes) -> bytes:
     """The mail without the headers written after the rebase (its day; the retirement at 0.9.0)."""
     dated = (b"Last-Update: ", b"Retired-Since: ", b"Retired-Evidence: ")
     return b"\n".join(line for line in data.split(b"\n") if not line.startswith(dated))
+
+
+# ---------------------------------------------------------------- 0.8.5 -> 0.9.0
+
+
+def test_090_series_leaves_retired_kv_routing_out_and_carries_pd_reworked(repo_project, tmp_path):
+    """0.9.0: kv-routing retired on the conformance evidence, P/D carried and reworked onto 0.9.0's API."""
+    old_pin, new_pin = repo_project.pins.get(NEW), repo_project.pins.get("0.9.0")
+    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
+    assert_series_round_trips(repo_project, new_pin, tmp_path)
+
+    kv_routing = [p.name for p in old_series.patches if p.feature == "kv-routing"]
+    pd_disagg = [p.name for p in old_series.patches if p.feature == "pd-disagg"]
+    assert [p.name for p in new_series.patches] == pd_disagg
+    # The retired patches are kept beside the series, and marked in the last series that carries them.
+    assert sorted(p.name for p in (new_series.directory / "retired").iterdir()) == kv_routing
+    for patch in old_series.patches:
+        assert (patch.header("Retired-Since") == "0.9.0") == (patch.feature == "kv-routing"), patch.name
+
+    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    assert evidence["old"]["version"] == NEW and evidence["new"]["version"] == "0.9.0"
+    assert evidence["kept"] == pd_disagg and evidence["dropped"] == kv_routing
+    for name in kv_routing:
+        entry = evidence["patches"][name]
+        assert entry["outcome"] == "retired"
+        conformance = entry["evidence"]["conformance"]
+        assert conformance["check"] == "router-agreement" and conformance["file"] == "vllm-0.9.0-against-0.8.5.json"
+        assert (REPO / "patches" / "conformance" / conformance["file"]).is_file()
+    for name in pd_disagg:
+        entry = evidence["patches"][name]
+        assert entry["outcome"] in ("merged", "reworked"), (name, entry["outcome"])
+        assert entry["content_changed"] is True
+        # 0.9.0 has P/D of its own, but not this: the patches neither vanish nor reverse-apply.
+        assert entry["evidence"]["became_empty"] is False and entry["evidence"]["reverse_applies"] is False
+    range_diff = (new_series.directory / RANGE_DIFF_FILE).read_text(encoding="utf-8")
+    for number, name in enumerate(kv_routing, start=1):
+        assert f"{number}:  " in range_diff and " <  -:  " in range_diff, name
+    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "not retired" in notes and "get_failed_recving" in notes
+
+    status = json.loads(run_vpatch(REPO, "status", "0.9.0", "--json").stdout)
+    assert status["versions"][0]["verdict"]["engine"] == "dynamo-base"
+    assert status["versions"][0]["verdict"]["features"] == ["pd-disagg"]

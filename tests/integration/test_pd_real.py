@@ -1,9 +1,11 @@
-"""Prefill/decode disaggregation (the pd-disagg series) on real vLLM 0.8.4 code on CPU.
+"""Prefill/decode disaggregation (the pd-disagg series) on real vLLM code on CPU.
 
-Scheduler level: toolkit/conformance/pd.py drives real V1 schedulers with a fake worker whose sampled
-tokens depend on every byte of KV a request's blocks hold; the aggregated reference runs on the stock
-wheel. Worker level: the connectors' worker halves move blocks between KV caches in vLLM 0.8.4's
-FlashAttention layout, with different block ids on the two sides, through shared storage and NIXL.
+Scheduler level, for vLLM 0.8.4 (the series' own connector interface) and 0.9.0 (the series reworked
+onto upstream's asynchronous connector API): toolkit/conformance/pd.py drives real V1 schedulers with a
+fake worker whose sampled tokens depend on every byte of KV a request's blocks hold; the aggregated
+reference runs on the stock wheel of the same version. Worker level (0.8.4): the connectors' worker
+halves move blocks between KV caches in FlashAttention's layout, with different block ids on the two
+sides, through shared storage and NIXL.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from helpers import patched_wheel_of, stock_env_of
 
 from toolkit.conformance.envs import run_pd, vllm_env
 from toolkit.conformance.pdchecks import FAIL_MODE_SCENARIOS, pd_checks
@@ -39,11 +42,22 @@ def patched_nixl_env_084(repo_project, patched_wheel_084: Path) -> Path:
     return vllm_env(repo_project.options.cache_dir, patched_wheel_084, nixl=True)
 
 
+@pytest.fixture(scope="module", params=["0.8.4", "0.9.0"])
+def pd_env(request, repo_project, patched_nixl_env_084: Path, tmp_path_factory) -> tuple[Path, Path]:
+    """(stock venv, dynamo-base venv with NIXL) of one version."""
+    version = request.param
+    if version == "0.8.4":
+        return stock_env_of(repo_project, version), patched_nixl_env_084
+    wheel = patched_wheel_of(repo_project, version, tmp_path_factory.mktemp(f"dist-{version}"))
+    return stock_env_of(repo_project, version), vllm_env(repo_project.options.cache_dir, wheel, nixl=True)
+
+
 @pytest.fixture(scope="module")
-def pd_runs(stock_env_084: Path, patched_nixl_env_084: Path, tmp_path_factory) -> tuple[dict, dict]:
+def pd_runs(pd_env: tuple[Path, Path], tmp_path_factory) -> tuple[dict, dict]:
+    stock, patched = pd_env
     out = tmp_path_factory.mktemp("pd")
-    reference = run_pd(stock_env_084, out / "aggregated.json", mode="aggregated")
-    disagg = run_pd(patched_nixl_env_084, out / "disagg.json", mode="disagg")
+    reference = run_pd(stock, out / "aggregated.json", mode="aggregated")
+    disagg = run_pd(patched, out / "disagg.json", mode="disagg")
     return reference, disagg
 
 
@@ -138,11 +152,11 @@ def test_conformance_checks_pass(pd_runs):
     ], [r.diff for r in results]
 
 
-def test_a_changed_kv_value_changes_the_outputs(pd_runs, patched_nixl_env_084: Path, tmp_path: Path):
+def test_a_changed_kv_value_changes_the_outputs(pd_runs, pd_env, tmp_path: Path):
     """The outputs check is only worth something if one wrong KV value shows: sabotage every load."""
     reference, _ = pd_runs
     scenarios = ["pd-handoff", "pd-nixl"]
-    sabotaged = run_pd(patched_nixl_env_084, tmp_path / "s.json", mode="disagg", scenarios=scenarios, sabotage=True)
+    sabotaged = run_pd(pd_env[1], tmp_path / "s.json", mode="disagg", scenarios=scenarios, sabotage=True)
     results = {r.name: r for r in pd_checks(reference, sabotaged)}
     assert results["pd-disagg-outputs"].status == "fail"
     for name in ("pd-handoff", "pd-nixl"):

@@ -26,7 +26,7 @@ ARGS_P3 = module_text("args").replace("VALUE_30 = 30", "VALUE_30 = 3")
 
 def make_series(ws, version: str) -> None:
     """Three patches exported from real commits in a checkout of `version`."""
-    ws.write_series(version, {})
+    ws.write_series(version, {}, comment=f"# series for vLLM {version}\n# vLLM {version}x stays")
     assert ws.run("apply", version) == 0
     checkout = ws.checkout(version)
     commit_in(checkout, {"vllm/core/scheduler.py": SCHEDULER_P1}, subject="[Core] scale value twenty")
@@ -105,7 +105,10 @@ def test_clean_rebase_pins_new_writes_series_range_diff_and_evidence(series_10, 
     assert old_series(ws) == before  # the old series is never touched
     assert series_names(ws, "1.1") == [P1, P2, P3]
     new = ws.series_dir("1.1")
-    assert (new / "series").read_text() == (ws.series_dir("1.0") / "series").read_text()  # comments kept
+    # Comments kept, naming the new release where they named the old one.
+    old_text = (ws.series_dir("1.0") / "series").read_text()
+    assert "vLLM 1.0" in old_text
+    assert (new / "series").read_text() == old_text.replace("# series for vLLM 1.0", "# series for vLLM 1.1")
     for name in (P1, P2, P3):  # nothing changed: no Last-Update, headers carried over
         assert b"Last-Update:" not in (new / name).read_bytes()
         assert f"Patch-File: {name}".encode() in (new / name).read_bytes()

@@ -731,10 +731,11 @@ def write_series(
 
 def retarget_comments(series_text: str, old_version: str, new_version: str) -> str:
     """The old series file's comments, with "vLLM OLD" now naming NEW (patch lines untouched)."""
+    # "vLLM 1.0" but not "vLLM 1.0x" or "vLLM 1.0.1".
+    old_name = re.compile(rf"vLLM {re.escape(old_version)}(?!\w|\.\d)")
     lines = series_text.splitlines(keepends=True)
     return "".join(
-        line.replace(f"vLLM {old_version}", f"vLLM {new_version}") if line.lstrip().startswith("#") else line
-        for line in lines
+        old_name.sub(f"vLLM {new_version}", line) if line.lstrip().startswith("#") else line for line in lines
     )
 
 
