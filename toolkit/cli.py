@@ -7,13 +7,14 @@ import sys
 from collections.abc import Sequence
 
 from toolkit import __version__
-from toolkit.commands import COMMANDS
+from toolkit.commands import COMMAND_MODULES, load_command
 from toolkit.errors import VpatchError
 from toolkit.git import GitError
 from toolkit.options import load_options
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, that subcommand is complete and the others are placeholders."""
     parser = argparse.ArgumentParser(
         prog="vpatch",
         description="Keep the dynamo-base vLLM patch series alive until upstream absorbs it.",
@@ -25,14 +26,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkouts-dir", help="where `apply` creates work trees (default: checkouts/)")
     parser.add_argument("--index-url", help="PEP 691 simple index (default: https://pypi.org/simple)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in COMMANDS:
-        module.register(subparsers)
+    for name in COMMAND_MODULES:
+        if only is None or name == only:
+            load_command(name).register(subparsers)
+        else:
+            subparsers.add_parser(name)
     return parser
 
 
+def requested_command(argv: Sequence[str]) -> str | None:
+    """The first argument naming a subcommand (a guess: an option's value could name one too)."""
+    return next((arg for arg in argv if arg in COMMAND_MODULES), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = requested_command(argv)
+    args = build_parser(wanted).parse_args(argv)
+    if not hasattr(args, "run"):  # the guess picked a placeholder: parse again with every command
+        args = build_parser().parse_args(argv)
     try:
         options = load_options(
             {

@@ -1,41 +1,35 @@
-"""One module per `vpatch` subcommand; each has `register(subparsers)` and sets `run`."""
+"""One module per `vpatch` subcommand; each has `register(subparsers)` and sets `run`.
 
-from toolkit.commands import (
-    apply,
-    build,
-    check,
-    ci,
-    conform,
-    doctor,
-    export,
-    fetch,
-    import_,
-    kv_watch,
-    pin,
-    rebase,
-    report,
-    retire,
-    review,
-    status,
-    verify,
-)
+Modules are imported only when needed: `vpatch rebase ...` loads the rebase command alone (every module
+pulls in its part of the toolkit, and loading them all cost about 0.1 s per run).
+"""
 
-COMMANDS = (
-    pin,
-    fetch,
-    apply,
-    export,
-    import_,
-    check,
-    rebase,
-    review,
-    status,
-    build,
-    verify,
-    doctor,
-    kv_watch,
-    conform,
-    ci,
-    report,
-    retire,
-)
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+# Subcommand name -> module, in the order `vpatch --help` lists them.
+COMMAND_MODULES: dict[str, str] = {
+    "pin": "pin",
+    "fetch": "fetch",
+    "apply": "apply",
+    "export": "export",
+    "import": "import_",
+    "check": "check",
+    "rebase": "rebase",
+    "review": "review",
+    "status": "status",
+    "build": "build",
+    "verify": "verify",
+    "doctor": "doctor",
+    "kv-watch": "kv_watch",
+    "conform": "conform",
+    "ci": "ci",
+    "report": "report",
+    "retire": "retire",
+}
+
+
+def load_command(name: str) -> ModuleType:
+    return importlib.import_module(f"toolkit.commands.{COMMAND_MODULES[name]}")

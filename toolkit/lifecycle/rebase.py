@@ -566,7 +566,6 @@ class _Rebase:
         return load_pins(self.private / "pin.toml").get(self.state["new_version"])
 
     def finish(self) -> RebaseResult:
-        self.settle_old_head()
         state = self.state
         options = self.project.options
         old_pin = self.project.pins.get(state["old_version"])
@@ -590,18 +589,26 @@ class _Rebase:
         new_base = materialize(new_pin, options.cache_dir, quiet=options.json)
         new_head = self.repo.rev_parse("HEAD")
         assert new_head is not None
-        review = range_diff(self.repo, state["old_base"], state["old_head"], self.checkout.base_commit, new_head)
-        evidence = collect_evidence(
-            self.repo,
-            project=new_pin.project,
-            old_base=old_base,
-            new_base=new_base,
-            patches=old_patches,
-            outcomes=state["outcomes"],
-            content_changed=changed,
-            earlier=self.earlier(),
-            conformance=conformance_evidence(against_results(options.root, new_pin, patches_dir=options.patches_dir)),
-        )
+        # The evidence (a git run per patch) is gathered beside the range-diff, which may still wait for
+        # the old series' commits.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            evidence_job = pool.submit(
+                collect_evidence,
+                self.repo,
+                project=new_pin.project,
+                old_base=old_base,
+                new_base=new_base,
+                patches=old_patches,
+                outcomes=state["outcomes"],
+                content_changed=changed,
+                earlier=self.earlier(),
+                conformance=conformance_evidence(
+                    against_results(options.root, new_pin, patches_dir=options.patches_dir)
+                ),
+            )
+            self.settle_old_head()
+            review = range_diff(self.repo, state["old_base"], state["old_head"], self.checkout.base_commit, new_head)
+            evidence = evidence_job.result()
         for name, data in mails:
             # What the rebase wrote, so `vpatch review` can tell later hand edits apart.
             evidence["patches"][name]["new_patch_id"] = patch_id(self.repo, data)
