@@ -27,7 +27,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--index-url", help="PEP 691 simple index (default: https://pypi.org/simple)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        if only is None or name == only:
+        if only is None or name == only:  # only="": placeholders alone
             load_command(name).register(subparsers)
         else:
             subparsers.add_parser(name)
@@ -42,9 +42,13 @@ def requested_command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     wanted = requested_command(argv)
-    args = build_parser(wanted).parse_args(argv)
-    if not hasattr(args, "run"):  # the guess picked a placeholder: parse again with every command
+    if wanted is None and "--version" in argv:
+        wanted = ""  # prints and exits while parsing: no command needs loading
+    args, unknown = build_parser(wanted).parse_known_args(argv)
+    if not hasattr(args, "run"):  # the guess was wrong (a placeholder took the command): every command
         args = build_parser().parse_args(argv)
+    elif unknown:  # the guess was right: its parser reports what it does not know
+        args = build_parser(wanted).parse_args(argv)
     try:
         options = load_options(
             {

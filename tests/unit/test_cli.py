@@ -1,0 +1,46 @@
+"""The command line loads only the invoked command's module, and still parses every command line right."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from toolkit.cli import requested_command
+
+PROBE = """
+import json, sys
+from toolkit.cli import main
+code = main(sys.argv[1:])
+loaded = sorted(m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("toolkit.commands."))
+print("VPATCH-PROBE " + json.dumps({"code": code, "loaded": loaded}))
+"""
+
+
+def probe(*argv: str, cwd: Path | None = None) -> dict:
+    proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120, cwd=cwd)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-PROBE "))
+    return json.loads(line.removeprefix("VPATCH-PROBE "))
+
+
+def test_only_the_invoked_command_is_loaded(pinned):
+    ws = pinned
+    result = probe("--root", str(ws.root), "--cache-dir", str(ws.cache), "pin", "list", "--json")
+    assert result == {"code": 0, "loaded": ["pin"]}
+
+
+def test_an_option_value_that_names_a_command_does_not_pick_the_command(pinned, tmp_path):
+    ws = pinned
+    # A cache directory called "status": the guess takes it for the command; the command is `pin list`.
+    argv = ["--root", str(ws.root), "--cache-dir", "status", "pin", "list", "--json"]
+    assert requested_command(argv) == "status"
+    result = probe(*argv, cwd=tmp_path)
+    assert result["code"] == 0 and "pin" in result["loaded"]
+
+
+def test_help_lists_every_command():
+    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for name in ("pin", "rebase", "review", "retire", "kv-watch", "import", "ci", "report"):
+        assert f"    {name} " in proc.stdout, name
