@@ -89,6 +89,9 @@ def git_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_GIT_DIRS: dict[Path, Path] = {}
+
+
 @dataclass(frozen=True)
 class Git:
     """A git repository (work tree or bare) that commands run in."""
@@ -132,7 +135,12 @@ class Git:
         self.run("update-ref", ref, commit)
 
     def git_dir(self) -> Path:
-        return Path(self.out("rev-parse", "--absolute-git-dir"))
+        # Asked often (state files, private dirs) and a git run each time: remembered per path while the
+        # directory it named still exists.
+        known = _GIT_DIRS.get(self.path)
+        if known is None or not known.is_dir():
+            known = _GIT_DIRS[self.path] = Path(self.out("rev-parse", "--absolute-git-dir"))
+        return known
 
     def is_clean(self) -> bool:
         return self.run("status", "--porcelain", "--untracked-files=no").stdout.strip() == b""
