@@ -137,9 +137,10 @@ class Git:
     def git_dir(self) -> Path:
         # Asked often (state files, private dirs) and a git run each time: remembered per path while the
         # directory it named still exists.
-        known = _GIT_DIRS.get(self.path)
+        where = self.path.absolute()
+        known = _GIT_DIRS.get(where)
         if known is None or not known.is_dir():
-            known = _GIT_DIRS[self.path] = Path(self.out("rev-parse", "--absolute-git-dir"))
+            known = _GIT_DIRS[where] = Path(self.out("rev-parse", "--absolute-git-dir"))
         return known
 
     def is_clean(self) -> bool:
