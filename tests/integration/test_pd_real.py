@@ -141,6 +141,16 @@ def test_aborts_free_blocks_on_both_sides(pd_runs):
     assert "r6" not in run["outputs"] and "r7" not in run["outputs"]
 
 
+def test_preempted_requests_compute_their_prompt_again_without_a_second_load(pd_runs):
+    _, disagg = pd_runs
+    run = disagg["scenarios"]["pd-preempt"]
+    assert run["preempted"], "the decode engine preempted nothing: the scenario tests nothing"
+    loads = [x["req"] for call in run["connector_calls"]["decode"] for x in call.get("loads", [])]
+    assert sorted(loads) == sorted(set(loads))  # one load per request, preempted ones included
+    assert not any(call.get("cancelled_loads") for call in run["connector_calls"]["decode"])
+    assert all(final["finish_reason"] == "LENGTH" for final in run["finals"].values())
+
+
 def test_conformance_checks_pass(pd_runs):
     reference, disagg = pd_runs
     results = pd_checks(reference, disagg)

@@ -506,6 +506,20 @@ def test_review_refreshes_range_diff_and_evidence_after_a_hand_rework(conflictin
     assert ws.run("review", "1.3", "--json") == 0
     assert json.loads(capsys.readouterr().out)["changes"] == {}
 
+    # Edited once more: still one note, and the recorded patch-id follows.
+    details = evidence(ws, "1.3")["patches"][P3]["details"]
+    (ws.checkout("1.3") / "vllm/engine/args.py").write_text(ARGS_P3.replace("VALUE_30 = 3", "VALUE_30 = 5"))
+    repo.run("add", "-A")
+    repo.run("commit", "--quiet", "--fixup", "HEAD~1", env=AUTHOR_ENV)
+    repo.run("rebase", "--quiet", "-i", "--autosquash", "HEAD~3", env={**AUTHOR_ENV, "GIT_SEQUENCE_EDITOR": ":"})
+    assert ws.run("export", "1.3") == 0
+    written = evidence(ws, "1.3")["patches"][P3]["new_patch_id"]
+    capsys.readouterr()
+    assert ws.run("review", "1.3", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == {P3: "reworked again"}
+    assert evidence(ws, "1.3")["patches"][P3]["details"] == details
+    assert evidence(ws, "1.3")["patches"][P3]["new_patch_id"] != written
+
 
 def test_review_refuses_a_series_without_evidence(series_10, capsys):
     ws = series_10

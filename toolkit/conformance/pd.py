@@ -358,6 +358,12 @@ def scenario(name: str, seed: int) -> dict:
     elif name == "pd-fail":
         spec["faults"] = {"r3": "truncated"}
         spec["extra"] = {"on_load_failure": "fail"}
+    elif name == "pd-preempt":
+        # A decode engine short of blocks preempts running requests whose KV was loaded: they must compute
+        # their prompt again locally (the transfer is gone), not wait for a second load.
+        spec["requests"] = [(r, prompt, 70 + n % 7, at) for n, (r, prompt, _, at) in enumerate(spec["requests"])]
+        spec["decode_blocks"] = 24
+        spec["extra"] = {"load_timeout_s": 30}
     elif name == "pd-abort":
         # r6 is aborted on the decode engine while its KV is still missing (waiting for remote KV);
         # r7 on the prefill engine halfway through its chunked prefill.
@@ -369,7 +375,7 @@ def scenario(name: str, seed: int) -> dict:
     return spec
 
 
-SCENARIOS = ("pd-handoff", "pd-hold", "pd-fallback", "pd-fail", "pd-abort", "pd-nixl")
+SCENARIOS = ("pd-handoff", "pd-hold", "pd-fallback", "pd-fail", "pd-abort", "pd-preempt", "pd-nixl")
 
 
 def nixl_missing() -> str | None:
@@ -406,9 +412,16 @@ def run_aggregated(name: str, seed: int, model_dir: str) -> dict:
     return {"outputs": dict(sorted(outputs.items())), "leaked_blocks": referenced_blocks(engine)}
 
 
-def _step(engine: runner.Engine, worker: FakeWorker, outputs: dict, finals: dict | None = None):
-    """One engine step; returns (the step's engine-core outputs, the number of tokens it scheduled)."""
+def _step(
+    engine: runner.Engine, worker: FakeWorker, outputs: dict, finals: dict | None = None, preempted: set | None = None
+):
+    """One engine step; returns (the step's engine-core outputs, the number of tokens it scheduled).
+    `preempted` collects the requests the step preempted."""
+    from vllm.v1.request import RequestStatus
+
     output = engine.scheduler.schedule()
+    if preempted is not None:
+        preempted.update(r.request_id for r in engine.scheduler.waiting if r.status == RequestStatus.PREEMPTED)
     result = engine.scheduler.update_from_output(output, worker.execute(output))
     for item in result.outputs:
         outputs.setdefault(item.request_id, []).extend(item.new_token_ids)
@@ -460,11 +473,12 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
         decode_cfg = {**transfer, "kv_role": "kv_consumer"}
         decode_cfg["kv_connector_extra_config"] = {**common, **spec["extra"]}
         num_blocks = spec["config"]["num_blocks"]
+        decode_blocks = spec.get("decode_blocks", num_blocks)
         engine_args = {"kv_events": None, "model_dir": model_dir, "hash_algo": "sha256", **spec["config"]}
         prefill = runner.Engine(kv_transfer=prefill_cfg, **engine_args)
-        decode = runner.Engine(kv_transfer=decode_cfg, **engine_args)
+        decode = runner.Engine(kv_transfer=decode_cfg, **{**engine_args, "num_blocks": decode_blocks})
         prefill_worker = FakeWorker(num_blocks, WorkerHalf(prefill, prefill_cfg))
-        decode_worker = FakeWorker(num_blocks, WorkerHalf(decode, decode_cfg))
+        decode_worker = FakeWorker(decode_blocks, WorkerHalf(decode, decode_cfg))
         prefill_worker.ack_delay = spec.get("ack_delay", 0)
         decode_worker.sabotage = sabotage
 
@@ -480,6 +494,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
         held_seen: set[str] = set()
         waited_remote: set[str] = set()
         aborted: list[str] = []
+        preempted: set[str] = set()
         step = 0
         deadline = time.monotonic() + 60
         while pending or handoffs or prefill.scheduler.has_requests() or decode.scheduler.has_requests():
@@ -522,7 +537,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
                     if req_id in spec["aborts"].get("decode", []) and req_id not in aborted:
                         decode.scheduler.finish_requests(req_id, RequestStatus.FINISHED_ABORTED)
                         aborted.append(req_id)
-            _, decode_tokens = _step(decode, decode_worker, decode_outputs, decode_finals)
+            _, decode_tokens = _step(decode, decode_worker, decode_outputs, decode_finals, preempted)
             if not (prefill_tokens or decode_tokens or pending or handoffs):
                 time.sleep(0.02)  # only transfers or timeouts are pending: let wall time pass
             step += 1
@@ -534,6 +549,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
             "prefill_finals": dict(sorted(prefill_finals.items())),
             "aborted": sorted(aborted),
             "waited_for_remote_kv": sorted(waited_remote),
+            "preempted": sorted(preempted),
             "held_for_transfer": sorted(held_seen),
             "freed_while_held": sorted(set(freed_while_held)),
             "leaked_blocks": {"prefill": referenced_blocks(prefill), "decode": referenced_blocks(decode)},

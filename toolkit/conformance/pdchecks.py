@@ -84,11 +84,24 @@ def failure_paths_check(disagg: dict) -> CheckResult:
             missing = [r for r in faults if r not in run["waited_for_remote_kv"]]
             if missing:
                 problems.append(f"{name}: {missing} were not waiting for remote KV when aborted")
+    preempt = runs.get("pd-preempt")
+    if preempt is not None and "skipped" not in preempt:
+        if not preempt["preempted"]:
+            problems.append("pd-preempt: the decode engine preempted no request (nothing was tested)")
+        loads: dict[str, int] = {}
+        for call in preempt["connector_calls"]["decode"]:
+            for load in call.get("loads", []):
+                loads[load["req"]] = loads.get(load["req"], 0) + 1
+        again = sorted(req for req, count in loads.items() if count > 1)
+        if again:
+            problems.append(f"pd-preempt: {again} loaded again after a preemption (the transfer is gone)")
     if "pd-hold" in runs and "skipped" not in runs["pd-hold"] and not runs["pd-hold"]["held_for_transfer"]:
         problems.append("pd-hold: no prefill request held its blocks for an unacknowledged transfer")
     if problems:
         return CheckResult("pd-failure-paths", FAIL, f"{len(problems)} problem(s)", "\n".join(problems))
-    return CheckResult("pd-failure-paths", PASS, "fallback, fail, timeout, abort and late-ack paths as configured")
+    return CheckResult(
+        "pd-failure-paths", PASS, "fallback, fail, timeout, abort, preemption and late-ack paths as configured"
+    )
 
 
 def nixl_check(disagg: dict) -> CheckResult:

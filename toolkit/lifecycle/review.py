@@ -87,7 +87,10 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
             written = entry.get("new_patch_id")
             if written is None and entry["outcome"] == CLEAN:
                 written = entry["patch_id"]  # a clean replay does not change the diff
-            if not entry["kept"] or (written is not None and written != new_id):
+            if entry["outcome"] == REWORKED and entry["kept"]:
+                if written != new_id:  # already recorded as reworked: no second note
+                    changes.setdefault(patch.name, "reworked again")
+            elif not entry["kept"] or (written is not None and written != new_id):
                 again = "written again" if not entry["kept"] else "reworked"
                 note = f"{entry['outcome']} in the rebase; {again} by hand onto {new_pin.label} afterwards"
                 entry["details"] = [*entry["details"], note]
@@ -95,6 +98,9 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
                 entry["kept"] = True
                 changes[patch.name] = REWORKED
             entry["new_patch_id"] = new_id
+            if patch.name in old_ids and entry.get("patch_id") not in (None, old_ids[patch.name]):
+                entry["patch_id"] = old_ids[patch.name]  # the old series' patch was edited since
+                changes.setdefault(patch.name, "old patch changed")
             changed = old_ids.get(patch.name) != new_id
             if entry.get("content_changed") != changed:
                 changes.setdefault(patch.name, "content_changed recomputed")
