@@ -8,13 +8,14 @@ into a conftest.py beside them:
   vLLM (its V1 scheduler and KV-cache manager are plain Python).
 - The tests build VllmConfig without a device config, which the CPU platform needs: DeviceConfig("cpu").
 - The tests name Hugging Face models ("facebook/opt-125m"); nothing can be downloaded here, so ModelConfig
-  gets a local directory holding a small OPT config.json for those names, with the tokenizer not loaded
-  (the scheduler tests never tokenize), and HF_HUB_OFFLINE=1.
+  gets a local directory holding a small OPT config.json and a four-token tokenizer for those names (the
+  scheduler tests never tokenize, but vLLM 0.9 loads the tokenizer), and HF_HUB_OFFLINE=1.
+- The CPU platform refuses block sizes other than 16 without intel_extension_for_pytorch (its attention
+  kernels need it); the tests run no attention, so the check is told the extension is there.
 - vLLM 0.8.5 replaces a missing triton with a stand-in module that the CPU runtime's torch mistakes for
   triton: torch's compile stack is imported with the stand-in hidden, and OPT is registered in-process.
-Tests that need more (a Qwen config from the hub, torchvision or the llava config for multimodal tests,
-intel_extension_for_pytorch for block sizes other than 16 on the CPU platform, as 0.8.5's KV-connector
-tests use) fail the same way in both builds.
+Tests that need more (a Qwen config from the hub, torchvision or the llava config for multimodal tests)
+fail the same way in both builds.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ import vllm.platforms as platforms
 from vllm.platforms.cpu import CpuPlatform
 
 platforms._current_platform = CpuPlatform()
+# The CPU platform refuses block sizes other than 16 without Intel's extension, which its attention kernels
+# need; these tests run no attention (the KV-connector tests use block size 4), so the check is told it is
+# there.
+import vllm.platforms.cpu as _cpu_platform
+_find_spec = _cpu_platform.find_spec
+_cpu_platform.find_spec = lambda name, *args: (
+    True if name == "intel_extension_for_pytorch" else _find_spec(name, *args)
+)
 
 # vLLM 0.8.5 puts a stand-in `triton` module into sys.modules when triton is missing; the CPU runtime's torch
 # then fails to import its compile stack, which vLLM reaches at import time through @torch.compile. Import
@@ -83,6 +92,12 @@ import vllm.config as config
 _MODEL_DIR = tempfile.mkdtemp(prefix="vpatch-opt-")
 with open(os.path.join(_MODEL_DIR, "config.json"), "w") as handle:
     json.dump(CONFIG, handle)
+# A tokenizer of four tokens: vLLM 0.9's StructuredOutputManager loads the model's tokenizer, even for
+# tests that never tokenize.
+with open(os.path.join(_MODEL_DIR, "vocab.json"), "w") as handle:
+    json.dump({"<s>": 0, "<pad>": 1, "</s>": 2, "a": 3}, handle)
+with open(os.path.join(_MODEL_DIR, "merges.txt"), "w") as handle:
+    handle.write("#version: 0.2\\n")
 _HUB_NAMES = {"facebook/opt-125m"}
 _original_init = config.ModelConfig.__init__
 
@@ -91,7 +106,6 @@ def _offline_init(self, model, *args, **kwargs):
     if model in _HUB_NAMES:
         model = _MODEL_DIR
         kwargs["tokenizer"] = _MODEL_DIR
-        kwargs["skip_tokenizer_init"] = True
     _original_init(self, model, *args, **kwargs)
 
 
