@@ -82,6 +82,19 @@ def _escape_pattern(path: str) -> str:
     return "".join(f"\\{c}" if c in "*?[]!#\\" else c for c in path)
 
 
+def borrow_objects(checkout: Checkout, objects_dirs: list[Path]) -> None:
+    """Let the checkout read objects from other repositories' object directories (git alternates).
+
+    The alternates file is replaced whole (temp file and rename): git processes already running in the
+    checkout may read it meanwhile.
+    """
+    alternates = checkout.git.git_dir() / "objects" / "info" / "alternates"
+    listed = alternates.read_text(encoding="utf-8").splitlines() if alternates.exists() else []
+    added = [str(path) for path in objects_dirs if str(path) not in listed]
+    if added:
+        atomic_write_text(alternates, "".join(f"{line}\n" for line in [*listed, *added]))
+
+
 def add_base_objects(checkout: Checkout, bases: list[Base], *, borrow: bool = False) -> None:
     """Make other releases' blobs available, so `git am --3way` can rebuild a patch's preimage.
 
@@ -91,14 +104,7 @@ def add_base_objects(checkout: Checkout, bases: list[Base], *, borrow: bool = Fa
     """
     others = [base for base in bases if base.commit != checkout.base_commit]
     if borrow and others:
-        alternates = checkout.git.git_dir() / "objects" / "info" / "alternates"
-        listed = alternates.read_text(encoding="utf-8").splitlines() if alternates.exists() else []
-        for base in others:
-            objects = str(Git(base.repo).git_dir() / "objects")
-            if objects not in listed:
-                listed.append(objects)
-        alternates.parent.mkdir(parents=True, exist_ok=True)
-        alternates.write_text("".join(f"{line}\n" for line in listed), encoding="utf-8")
+        borrow_objects(checkout, [Git(base.repo).git_dir() / "objects" for base in others])
     for base in others:
         if borrow:
             checkout.git.update_ref(f"refs/vpatch/bases/{base.pin.version}", base.commit)

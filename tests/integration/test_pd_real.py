@@ -43,11 +43,9 @@ def patched_nixl_env_084(repo_project, patched_wheel_084: Path) -> Path:
 
 
 @pytest.fixture(scope="module", params=["0.8.4", "0.9.0"])
-def pd_env(request, repo_project, patched_nixl_env_084: Path, tmp_path_factory) -> tuple[Path, Path]:
+def pd_env(request, repo_project, tmp_path_factory) -> tuple[Path, Path]:
     """(stock venv, dynamo-base venv with NIXL) of one version."""
     version = request.param
-    if version == "0.8.4":
-        return stock_env_of(repo_project, version), patched_nixl_env_084
     wheel = patched_wheel_of(repo_project, version, tmp_path_factory.mktemp(f"dist-{version}"))
     return stock_env_of(repo_project, version), vllm_env(repo_project.options.cache_dir, wheel, nixl=True)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import os
 import random
@@ -277,25 +278,18 @@ def _group0(block_ids: list) -> list[int]:
 
 
 def _block_dim(get_kv_cache_shape) -> int:
-    import importlib
-
     # Where the series keeps block_dim_of: 0.8.4, 0.8.5, 0.9.
     for module in (
         "vllm.v1.kv_transfer.base",
         "vllm.distributed.kv_transfer.kv_connector.v1.async_transfer",
         "vllm.distributed.kv_transfer.kv_connector.v1.base",
     ):
-        block_dim_of = getattr(_import_or_none(importlib, module), "block_dim_of", None)
-        if block_dim_of is not None:
-            return block_dim_of(get_kv_cache_shape, BLOCK_SIZE, NUM_HEADS, HEAD_SIZE)
+        try:
+            block_dim_of = importlib.import_module(module).block_dim_of
+        except (ImportError, AttributeError):
+            continue
+        return block_dim_of(get_kv_cache_shape, BLOCK_SIZE, NUM_HEADS, HEAD_SIZE)
     return 1  # stock vLLM: only the aggregated reference runs there
-
-
-def _import_or_none(importlib, module: str):
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
 
 
 def blocks_of(engine: runner.Engine, req_id: str) -> list:

@@ -42,6 +42,7 @@ from toolkit.checkout import (
     UPSTREAM_REF,
     Checkout,
     add_base_objects,
+    borrow_objects,
     create_checkout,
     read_state,
     update_state,
@@ -262,11 +263,7 @@ def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Ba
     if found is None:
         return None
     objects, head = found
-    # Written whole (temp file and rename): the replay's git processes read this file meanwhile.
-    alternates = checkout.git.git_dir() / "objects" / "info" / "alternates"
-    listed = alternates.read_text(encoding="utf-8").splitlines() if alternates.exists() else []
-    if str(objects) not in listed:
-        atomic_write_text(alternates, "".join(f"{line}\n" for line in [*listed, str(objects)]))
+    borrow_objects(checkout, [objects])  # while the replay's git processes run in the checkout
     checkout.git.update_ref(OLD_HEAD_REF, head)
     return head
 
