@@ -20,13 +20,8 @@ alternating which goes first; between runs (not timed) the vpatch checkout and t
 are removed and the git branch is reset to the old series. Every run is checked: every patch clean,
 and both sides end at the same tree.
 
-The old series' commits (made on OLD's base for the range-diff) are kept in the cache, keyed by OLD's
-base and the series' bytes, as for a user who rebases the same series again (after an abort, or onto the
-next release); the untimed warm-up run makes them, as the baseline's setup makes its branch.
-
-Also reported, not part of the goal: `vpatch rebase` with that cache entry removed before the run
-(`info: vpatch, old series not cached`); `git clone --local` of the plain repository (a full work tree
-of the old series) followed by the same `git rebase` -- the nearest git analogue to vpatch starting from
+Also reported, not part of the goal: `git clone --local` of the plain repository (a full work tree of
+the old series) followed by the same `git rebase` -- the nearest git analogue to vpatch starting from
 its cache and making a new checkout; `vpatch --version` (interpreter start and imports alone); and,
 with `--profile`, one more in-process run (`toolkit.cli.main`) broken down by step, by toolkit
 function and by git subcommand.
@@ -63,7 +58,6 @@ from pathlib import Path
 from _rebase_fixture import BRANCH, Fixture, build_fixture
 
 from toolkit.git import Git, git_env
-from toolkit.lifecycle.rebase import SERIES_COMMITS_DIR
 
 GOAL = 1.5
 
@@ -329,7 +323,6 @@ def main() -> int:
         git_times: list[float] = []
         clone_times: list[float] = []
         startup_times: list[float] = []
-        uncached_times: list[float] = []
         for rep in range(args.repeat):
             for side in ("git", "vpatch") if rep % 2 == 0 else ("vpatch", "git"):
                 if side == "git":
@@ -339,9 +332,6 @@ def main() -> int:
                     vpatch_times.append(time_vpatch(fixture, expected)[0])
             clone_times.append(time_clone_and_rebase(fixture, work / f"clone-{rep}", expected))
             startup_times.append(time_startup())
-            # The old series' commits (for the range-diff) are cached after the first run; without them:
-            shutil.rmtree(fixture.cache / SERIES_COMMITS_DIR, ignore_errors=True)
-            uncached_times.append(time_vpatch(fixture, expected)[0])
         profile = profile_run(fixture) if args.profile else None
 
     ratio = statistics.median(vpatch_times) / statistics.median(git_times)
@@ -365,7 +355,6 @@ def main() -> int:
                     "info": {
                         "git_clone_and_rebase": summary(clone_times),
                         "vpatch_version_startup": summary(startup_times),
-                        "vpatch_rebase_cli_old_series_not_cached": summary(uncached_times),
                         "vpatch_vs_clone_and_rebase": statistics.median(vpatch_times) / statistics.median(clone_times),
                     },
                     "profile": profile,
@@ -383,7 +372,6 @@ def main() -> int:
             ("info: git clone --local + git rebase", clone_times, None),
             ("info: vpatch rebase vs clone + rebase", vpatch_times, clone_median),
             ("info: vpatch --version (startup)", startup_times, None),
-            ("info: vpatch, old series not cached", uncached_times, git_median),
         ]
         print(f"{'measurement':<40} {'median':>9} {'min':>9} {'runs':>5} {'ratio':>8}")
         print("-" * 75)

@@ -578,25 +578,3 @@ def test_a_passing_against_run_is_recorded_as_conformance_evidence(series_10, ca
     assert "conformance" in kv["upstream_signals"]
     assert entries[P3]["evidence"]["conformance"] is None  # pd-disagg: no against check for it
     assert "conformance" not in entries[P3]["upstream_signals"]
-
-
-def test_old_series_commits_are_cached_and_a_damaged_entry_is_rebuilt(series_10, capsys):
-    ws = series_10
-    publish(ws, "1.1")
-    assert rebase(ws, capsys, "1.0", "--onto", "1.1")[0] == 0
-    (entry,) = [p for p in (ws.cache / "series-commits").iterdir() if p.is_dir() and not p.name.startswith(".")]
-    head_file = entry / "vpatch-head"
-    head = head_file.read_text().strip()
-    assert len(head) == 40
-    # The same series onto another release: the cached commits are used, not made again.
-    stamp = head_file.stat().st_mtime_ns
-    publish(ws, "1.2")
-    assert rebase(ws, capsys, "1.0", "--onto", "1.2")[0] == 0
-    assert head_file.stat().st_mtime_ns == stamp
-    assert re.search(r"^1:  [0-9a-f]{12} = 1:  ", (ws.series_dir("1.2") / "range-diff.txt").read_text(), re.M)
-    # A damaged entry (its head commit missing) is rebuilt, with the same commits (they are deterministic).
-    head_file.write_text("0" * 40 + "\n")
-    publish(ws, "1.3")
-    assert rebase(ws, capsys, "1.0", "--onto", "1.3")[0] == 0
-    assert head_file.read_text().strip() == head
-    assert re.search(r"^1:  [0-9a-f]{12} = 1:  ", (ws.series_dir("1.3") / "range-diff.txt").read_text(), re.M)

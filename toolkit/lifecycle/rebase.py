@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import json
 import os
 import re
@@ -37,12 +36,11 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
-from toolkit.cache import atomic_write_text, locked, replace_dir, staging_dir
+from toolkit.cache import replace_dir, staging_dir
 from toolkit.checkout import (
     UPSTREAM_REF,
     Checkout,
     add_base_objects,
-    borrow_objects,
     create_checkout,
     read_state,
     update_state,
@@ -257,58 +255,12 @@ def _enable_rerere(checkout: Checkout, shared: Path) -> None:
 
 
 def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
-    """The old series as commits on OLD's base (for the range-diff), borrowed by the checkout from the cache;
-    None if it does not apply there with zero fuzz."""
-    found = cached_series_commits(project.options.cache_dir, old_base, series)
-    if found is None:
-        return None
-    objects, head = found
-    borrow_objects(checkout, [objects])  # while the replay's git processes run in the checkout
-    checkout.git.update_ref(OLD_HEAD_REF, head)
+    """The old series as commits on OLD's base, made in the checkout's repository without a work tree; None
+    if it does not apply there with zero fuzz. OLD's base objects must be in the checkout (add_base_objects)."""
+    head = series_commits(checkout.git, old_base.commit, series)
+    if head is not None:
+        checkout.git.update_ref(OLD_HEAD_REF, head)
     return head
-
-
-SERIES_COMMITS_DIR = "series-commits"
-SERIES_HEAD_FILE = "vpatch-head"
-
-
-def cached_series_commits(cache_dir: Path, base: Base, series: Series) -> tuple[Path, str] | None:
-    """A cache entry holding `series` as commits on `base` (a bare repository borrowing the base's objects):
-    its objects directory and the last commit; None if the series does not apply to the base.
-
-    Keyed by the base commit and the patches' names and bytes, so rebasing the same series again (after an
-    abort, or onto another release) does not make its commits again. Commits are deterministic (dates,
-    authors and messages from the mails), so a rebuilt entry has the same commit ids.
-    """
-    key = hashlib.sha256(base.commit.encode())
-    for patch in series.patches:
-        key.update(b"\0" + patch.name.encode() + b"\0" + hashlib.sha256(patch.data).digest())
-    entry = cache_dir / SERIES_COMMITS_DIR / key.hexdigest()[:24]
-    with locked(entry):
-        found = _read_series_entry(entry)
-        if found is not None:
-            return found if found[1] else None
-        with staging_dir(entry) as staged:
-            repo = Git.init(staged, bare=True)
-            (staged / "objects" / "info" / "alternates").write_text(
-                str(Git(base.repo).git_dir() / "objects") + "\n", encoding="utf-8"
-            )
-            head = series_commits(repo, base.commit, series)
-            # Written last: an entry without it is incomplete and gets rebuilt.
-            atomic_write_text(staged / SERIES_HEAD_FILE, (head or "") + "\n")
-            replace_dir(staged, entry)
-    return (entry / "objects", head) if head else None
-
-
-def _read_series_entry(entry: Path) -> tuple[Path, str] | None:
-    """(objects, head) of a complete entry (head "" when the series does not apply); None if missing or damaged."""
-    head_file = entry / SERIES_HEAD_FILE
-    if not head_file.is_file():
-        return None
-    head = head_file.read_text(encoding="utf-8").strip()
-    if head and Git(entry).run("cat-file", "-e", f"{head}^{{commit}}", check=False).returncode != 0:
-        return None  # damaged: rebuilt
-    return entry / "objects", head
 
 
 def series_commits(repo: Git, base_commit: str, series: Series) -> str | None:
