@@ -18,6 +18,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from toolkit import faults, tempnames
+
 HASH_CHUNK = 1 << 20
 
 
@@ -46,7 +48,7 @@ def sha256_file(path: Path) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tempnames.prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -56,6 +58,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.chmod(tmp, path.stat().st_mode & 0o7777)
         else:
             os.chmod(tmp, 0o644)
+        faults.reached("atomic.write")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -71,7 +74,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def staging_dir(final: Path) -> Iterator[Path]:
     """A temporary directory beside `final`; removed unless the caller renamed it into place."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tempnames.sweep(final.parent)  # staging dirs of killed runs
+    tmp = Path(tempfile.mkdtemp(prefix=tempnames.prefix(final.name), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
     finally:
@@ -83,7 +87,7 @@ def replace_dir(staged: Path, final: Path) -> None:
     """Swap a fully written directory into place; the old one is removed only after the swap."""
     old: Path | None = None
     if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        old = final.with_name(f"{tempnames.prefix('old')}{final.name}")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final, old)

@@ -8,12 +8,15 @@ A checkout is an ordinary git repository a maintainer can edit: branch
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import Version
 
+from toolkit import faults, tempnames
 from toolkit.cache import atomic_write_text
 from toolkit.errors import VpatchError
 from toolkit.git import Git
@@ -46,15 +49,20 @@ class Checkout:
 def create_checkout(base: Base, dest: Path, *, sparse_paths: tuple[str, ...] | None = None) -> Checkout:
     """Clone the base into `dest` (which must not exist or be empty) and check out its commit.
 
+    The clone is made beside `dest` under a temp name and renamed into place once `.git/vpatch.json`
+    is written: a directory under the final name is always recognisably vpatch's (a killed run leaves
+    only the temp name, which the next one removes).
     With `sparse_paths`, only those files are written to the work tree (enough for
     applying patches that touch nothing else, which is all a wheel overlay needs).
     """
     if dest.exists() and any(dest.iterdir()):
         raise VpatchError(f"{dest} already exists and is not empty")
-    dest.mkdir(parents=True, exist_ok=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tempnames.sweep(dest.parent)  # checkouts of killed runs
+    staged = Path(tempfile.mkdtemp(prefix=tempnames.prefix("checkout"), suffix=f".{dest.name}", dir=dest.parent))
     try:
-        Git(dest.parent).run("clone", "--quiet", "--local", "--no-checkout", str(base.repo), str(dest))
-        repo = Git(dest)
+        Git(dest.parent).run("clone", "--quiet", "--local", "--no-checkout", str(base.repo), str(staged))
+        repo = Git(staged)
         repo.run("remote", "remove", "origin")
         git_dir = repo.git_dir()
         (git_dir / "info").mkdir(exist_ok=True)
@@ -70,11 +78,14 @@ def create_checkout(base: Base, dest: Path, *, sparse_paths: tuple[str, ...] | N
         branch = f"vpatch/{base.pin.version}"
         repo.run("checkout", "--quiet", "-B", branch, base.commit)
         repo.update_ref(UPSTREAM_REF, base.commit)
-        checkout = Checkout(dest, base.pin.version, base.pin.project, base.commit, base.source)
-        write_state(checkout, {})
-        return checkout
+        write_state(Checkout(staged, base.pin.version, base.pin.project, base.commit, base.source), {})
+        faults.reached("checkout.staged")
+        if dest.exists():
+            dest.rmdir()  # empty (checked above)
+        os.replace(staged, dest)
+        return Checkout(dest, base.pin.version, base.pin.project, base.commit, base.source)
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
         raise
 
 
@@ -114,7 +125,8 @@ def add_base_objects(checkout: Checkout, bases: list[Base], *, borrow: bool = Fa
             )
 
 
-def write_state(checkout: Checkout, extra: dict) -> None:
+def state_text(checkout: Checkout, extra: dict) -> str:
+    """The state file's content: the checkout's identity and `extra`."""
     state = {
         "version": str(checkout.version),
         "project": checkout.project,
@@ -122,7 +134,11 @@ def write_state(checkout: Checkout, extra: dict) -> None:
         "source": checkout.source,
         **extra,
     }
-    atomic_write_text(checkout.git.git_dir() / STATE_FILE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+    return json.dumps(state, indent=1, sort_keys=True) + "\n"
+
+
+def write_state(checkout: Checkout, extra: dict) -> None:
+    atomic_write_text(checkout.git.git_dir() / STATE_FILE, state_text(checkout, extra))
 
 
 def update_state(checkout: Checkout, changes: dict, *, drop: tuple[str, ...] = ()) -> None:
@@ -147,8 +163,51 @@ def read_state(path: Path) -> dict:
 
 def open_checkout(path: Path) -> Checkout:
     state = read_state(path)
+    tempnames.sweep(path / ".git")  # staged state files of killed runs
     checkout = Checkout(path, Version(state["version"]), state["project"], state["base_commit"], state["source"])
     upstream = checkout.git.rev_parse(UPSTREAM_REF)
     if upstream is None:
         raise VpatchError(f"{path}: the ref {UPSTREAM_REF} is missing; the checkout was damaged")
     return checkout
+
+
+def is_vpatch_checkout(path: Path) -> bool:
+    return (path / ".git" / STATE_FILE).is_file()
+
+
+def clear_stale_index_lock(path: Path) -> str | None:
+    """Remove `.git/index.lock` when no git process works in `path` (a killed git left it); else refuse.
+
+    Returns a one-line note when it removed the lock.
+    """
+    lock = path / ".git" / "index.lock"
+    if not lock.exists():
+        return None
+    if _git_process_in(path):
+        raise VpatchError(
+            "a git process is working in this checkout and holds the lock; wait for it to finish, "
+            "then run the command again",
+            path=lock,
+        )
+    lock.unlink(missing_ok=True)
+    return f"removed the stale lock {lock} (left by a killed git; no git process holds it)"
+
+
+def _git_process_in(path: Path) -> bool:
+    """Whether a live git process has its working directory in `path` (Linux /proc; elsewhere: assume yes)."""
+    proc = Path("/proc")
+    if not (proc / "self" / "cwd").exists():
+        return True
+    root = path.resolve()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if not (entry / "comm").read_text().strip().startswith("git"):
+                continue
+            cwd = (entry / "cwd").resolve()
+        except OSError:
+            continue
+        if cwd == root or root in cwd.parents:
+            return True
+    return False

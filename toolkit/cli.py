@@ -11,6 +11,7 @@ from toolkit.commands import COMMAND_MODULES, load_command
 from toolkit.errors import VpatchError
 from toolkit.git import GitError
 from toolkit.options import load_options
+from toolkit.txn import recover
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "json": getattr(args, "json", False),
             }
         )
+        # A transaction a killed run left is finished before anything reads the project.
+        for message in recover(options.patches_dir, also_sweep=[options.root]):
+            print(f"vpatch: {message}", file=sys.stderr)
         return int(args.run(args, options) or 0)
     except VpatchError as error:
         print(f"vpatch: error: {error.render()}", file=sys.stderr)

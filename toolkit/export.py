@@ -4,20 +4,19 @@ File names are stable: each mail carries its own name in a `Patch-File:` header,
 so reordering, rewording or inserting patches never renames the others. A commit
 without one (new work) gets `NNNN-<subject-slug>.patch` and the header is added to
 its mail. The series directory is rewritten as a whole: built beside the old one
-and swapped in, so an interrupted export leaves the old series untouched.
+and swapped in as one transaction (toolkit/txn.py), so an interrupted export leaves the old series or the new.
 """
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.cache import replace_dir, staging_dir
 from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
 from toolkit.model import parse_patch, parse_series_file
 from toolkit.render import render_range, set_patch_file_header, slugify
+from toolkit.txn import transaction
 
 
 @dataclass(frozen=True)
@@ -113,18 +112,9 @@ def _series_text(old_text: str, names: list[str]) -> str:
 
 
 def write_export(plan: ExportPlan) -> None:
-    """Replace the series directory with the plan's content in one swap."""
-    with staging_dir(plan.directory) as staged:
-        if plan.directory.exists():
-            for item in plan.directory.iterdir():
-                if item.name in plan.removed:
-                    continue
-                if item.is_dir():
-                    shutil.copytree(item, staged / item.name, symlinks=True)
-                else:
-                    shutil.copy2(item, staged / item.name)
-        for name, data in plan.patches:
-            (staged / name).write_bytes(data)
-        (staged / "series").write_text(plan.series_text, encoding="utf-8")
-        staged.chmod(0o755)
-        replace_dir(staged, plan.directory)
+    """Replace the series directory with the plan's content in one transaction (files it does not own carried over)."""
+    with transaction(plan.directory.parent, f"export of {plan.directory.name}") as txn:
+        files = {name: data for name, data in plan.patches}
+        files["series"] = plan.series_text.encode("utf-8")
+        txn.stage_series(plan.directory, files, owned=plan.removed)
+        txn.commit()

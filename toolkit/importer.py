@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from toolkit import tempnames
 from toolkit.apply import CLEAN, apply_series
 from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
@@ -594,6 +595,7 @@ class ImportResult:
     source: dict
     written: bool = False
     seconds: float = 0.0
+    already: list[str] = field(default_factory=list)  # the series' patches that carry this source already
 
     def as_dict(self) -> dict:
         return {
@@ -605,6 +607,7 @@ class ImportResult:
             "notes": self.notes,
             "skipped": self.skipped,
             "written": self.written,
+            "already_imported": self.already,
             "seconds": round(self.seconds, 3),
         }
 
@@ -652,7 +655,7 @@ class FileSource(Source):
         return [Unit(self.label, str(self.path), f"import, file {self.label}", changes)]
 
     def _mail_units(self, data: bytes, tree: set[str], notes: list[str]) -> list[Unit]:
-        with tempfile.TemporaryDirectory(prefix="mails-", dir=self.scratch) as tmp:
+        with tempfile.TemporaryDirectory(prefix=tempnames.prefix("mails"), dir=self.scratch) as tmp:
             out = Path(tmp) / "split"
             out.mkdir()
             mbox = Path(tmp) / "mbox"
@@ -955,7 +958,7 @@ class PairSource(Source):
         return members
 
     def _git_diff(self, base: dict[str, Member], fork: dict[str, Member], changed: list[str]) -> bytes:
-        with tempfile.TemporaryDirectory(prefix="pair-", dir=self.scratch) as tmp:
+        with tempfile.TemporaryDirectory(prefix=tempnames.prefix("pair"), dir=self.scratch) as tmp:
             repo = Git.init(Path(tmp) / "pair.git", bare=True)
             stream = bytearray()
             mark = 0
@@ -1371,6 +1374,18 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
         units = source.units(tree, notes)
         if options.subject is not None and len(units) > 1:
             raise VpatchError(f"--subject names one patch, but {source.label} holds {len(units)} mails or commits")
+        already = _already_imported(checkout, series, units)
+        if already:
+            return ImportResult(
+                str(pin.version),
+                directory,
+                len(series.patches),
+                [],
+                notes,
+                list(source.skipped),
+                source.describe(),
+                already=already,
+            )
         planned = _plan(units, series, directory, options, features, author_override)
         for unit in units:
             diff = b"".join(change.render() for change in unit.files)
@@ -1415,6 +1430,25 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
         result.written = True
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _already_imported(checkout: Checkout, series: Series, units: list[Unit]) -> list[str]:
+    """The series' patches that hold these units already (the same source imported before), else [].
+
+    Every unit must have a patch whose Origin names it, and its diff must reverse-apply to the
+    series' tree (its changes are there); a same-named source with other changes is imported.
+    """
+    carriers: list[str] = []
+    for unit in units:
+        named = [p.name for p in series.patches if p.header("Origin") == unit.origin]
+        if not named:
+            return []
+        diff = b"".join(change.render() for change in unit.files)
+        proc = checkout.git.run("apply", "--reverse", "--check", "--whitespace=nowarn", "-", input=diff, check=False)
+        if proc.returncode != 0:
+            return []
+        carriers.extend(n for n in named if n not in carriers)
+    return carriers
 
 
 def _check_feature(feature: str | None, features: dict[str, str], where: str) -> None:
@@ -1537,7 +1571,7 @@ def _verify(
     git.run("clean", "-fdxq")
     existing = len(series.patches)
     scratch = project.options.cache_dir / "tmp"
-    with tempfile.TemporaryDirectory(prefix="import-", dir=scratch) as tmp:
+    with tempfile.TemporaryDirectory(prefix=tempnames.prefix("import"), dir=scratch) as tmp:
         staged = Path(tmp) / plan.directory.name
         staged.mkdir()
         for name, data in plan.patches:

@@ -30,6 +30,7 @@ from packaging.utils import (
 from packaging.version import Version
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+from toolkit import faults, tempnames
 from toolkit.cache import HASH_CHUNK, atomic_write_text, locked, sha256_file
 from toolkit.errors import VpatchError
 from toolkit.model import Artifact
@@ -134,9 +135,10 @@ def fetch_artifact(cache_dir: Path, artifact: Artifact, *, quiet: bool = False, 
 
 def _download(artifact: Artifact, target: Path, *, quiet: bool) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    tempnames.sweep(target.parent)  # .part files of killed downloads
     last_error: Exception | None = None
     for attempt in range(RETRIES):
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{artifact.file}.", suffix=".part", dir=target.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(artifact.file), suffix=".part", dir=target.parent)
         tmp = Path(tmp_name)
         try:
             digest = hashlib.sha256()
@@ -154,6 +156,7 @@ def _download(artifact: Artifact, target: Path, *, quiet: bool) -> None:
                     task = progress.add_task(f"download {artifact.file}", total=total)
                     while chunk := response.read(HASH_CHUNK):
                         out.write(chunk)
+                        faults.reached("download.part")
                         digest.update(chunk)
                         progress.advance(task, len(chunk))
                 out.flush()

@@ -17,6 +17,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import tempnames
 from toolkit.apply import describe_apply_failure
 from toolkit.cache import atomic_write_text, locked
 from toolkit.errors import VpatchError
@@ -71,7 +72,7 @@ def git_blob_id(data: bytes) -> str:
 
 def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFiles:
     scratch_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="index-", dir=scratch_root) as tmp:
+    with tempfile.TemporaryDirectory(prefix=tempnames.prefix("index"), dir=scratch_root) as tmp:
         objects = Path(tmp) / "objects"
         objects.mkdir()
         env = {

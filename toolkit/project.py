@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import tempnames
 from toolkit.checkout import Checkout, create_checkout
 from toolkit.errors import VpatchError
 from toolkit.model import Pin, Series, load_series
@@ -59,5 +60,6 @@ class Project:
         base = self.base(pin, source=source)
         scratch_root = self.options.cache_dir / "tmp"
         scratch_root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f"{pin.series_dirname}-", dir=scratch_root) as tmp:
+        tempnames.sweep(scratch_root)  # scratch checkouts of killed runs
+        with tempfile.TemporaryDirectory(prefix=tempnames.prefix(pin.series_dirname), dir=scratch_root) as tmp:
             yield create_checkout(base, Path(tmp) / "tree", sparse_paths=sparse_paths)

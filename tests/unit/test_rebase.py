@@ -416,7 +416,7 @@ def test_refuses_an_existing_series_unless_forced(series_10, capsys):
     assert len(err) == 1 and "already has a series; use --force" in err[0]
     assert ws.snapshot() == before
     assert ws.run("rebase", "1.0", "--onto", "1.1", "--force") == 0
-    assert not (ws.series_dir("1.1") / "NOTE").exists()
+    assert (ws.series_dir("1.1") / "NOTE").read_text() == "mine"  # a file vpatch does not own is carried over
     assert series_names(ws, "1.1") == [P1, P2, P3]
 
 

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from toolkit import ui
 from toolkit.apply import ApplyResult, abort_apply, apply_series, continue_apply
-from toolkit.checkout import add_base_objects, create_checkout, open_checkout, read_state
+from toolkit.checkout import (
+    add_base_objects,
+    clear_stale_index_lock,
+    create_checkout,
+    is_vpatch_checkout,
+    open_checkout,
+)
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
@@ -46,6 +52,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
     target = _target(args, project)
     if args.resume or args.abort:
         checkout = open_checkout(target)
+        note = clear_stale_index_lock(target)
+        if note:
+            ui.err.print(note)
         if args.version and str(checkout.version) != str(project.pins.get(args.version).version):
             raise VpatchError(f"{target} is a checkout of {checkout.version}, not {args.version}")
         if args.abort:
@@ -63,8 +72,11 @@ def run(args: argparse.Namespace, options: Options) -> int:
         if not args.force:
             hint = "an earlier vpatch checkout" if (target / ".git").exists() else "a directory"
             raise VpatchError(f"{target} already exists ({hint}); export your work, then use --force to replace it")
-        if (target / ".git").exists():
-            read_state(target)  # only replace what we created
+        if not is_vpatch_checkout(target):  # only replace what vpatch created
+            raise VpatchError(
+                f"{target} is not a vpatch checkout (no .git/vpatch.json), so --force leaves it alone; "
+                "move it away or choose another --into"
+            )
         shutil.rmtree(target)
     with ui.step(f"base {pin.label} ({args.source or pin.source})", quiet=options.json):
         base = project.base(pin, source=args.source)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from toolkit import ui
+from toolkit import tempnames, ui
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
     pin = project.pins.get(args.target_version)
     scratch = options.cache_dir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
+    tempnames.sweep(scratch)  # scratch files of killed imports
     kinds = [k for k, given in (("SOURCE", args.source), ("--git", args.git), ("--fork", args.fork)) if given]
     if len(kinds) != 1:
         raise VpatchError(
@@ -99,6 +100,11 @@ def run(args: argparse.Namespace, options: Options) -> int:
     )
     with ui.step(f"import {source.label} into {pin.label}", quiet=options.json):
         result = import_into_series(project, pin, source, settings)
+    if result.already and not options.json:
+        ui.out.print(
+            f"{source.label} is already imported into {pin.label} ({', '.join(result.already)}); nothing written"
+        )
+        return 0
     if options.json:
         ui.print_json({"dry_run": args.dry_run, **result.as_dict()})
         return 0

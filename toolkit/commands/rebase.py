@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from toolkit import ui
-from toolkit.checkout import open_checkout
+from toolkit.checkout import clear_stale_index_lock, open_checkout, read_state
 from toolkit.commands.pin import resolve_pin
 from toolkit.errors import VpatchError
 from toolkit.lifecycle import CONFLICT
@@ -95,8 +95,15 @@ def _new_pin(args: argparse.Namespace, project: Project, old_pin: Pin) -> tuple[
 def _resume(args: argparse.Namespace, project: Project, options: Options) -> int:
     target = _find_checkout(args, project)
     checkout = open_checkout(target)
+    note = clear_stale_index_lock(target)
+    if note:
+        ui.err.print(note)
     state = rebase_state(target)
     if state is None:
+        done = read_state(target).get("rebased_from")
+        if args.resume and done:  # a rerun after the rebase completed (maybe by recovering a killed run)
+            ui.err.print(f"{target}: the rebase from {done} is complete; nothing to continue")
+            return 0
         raise VpatchError(f"{target}: no rebase is in progress")
     if args.version and parse_version(args.version) != parse_version(state["old_version"]):
         raise VpatchError(f"{target} rebases {state['old_version']}, not {args.version}")

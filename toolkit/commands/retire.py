@@ -37,6 +37,8 @@ def run(args: argparse.Namespace, options: Options) -> int:
     )
     if options.json:
         ui.print_json(result.__dict__)
+    elif result.already:
+        ui.out.print(f"{result.patch} already retired since vLLM {result.already}; nothing changed")
     else:
         ui.out.print(f"retired {result.patch} since vLLM {result.since}: " + "; ".join(result.evidence))
         ui.out.print(

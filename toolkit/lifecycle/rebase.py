@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -36,13 +36,14 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
-from toolkit.cache import replace_dir, staging_dir
 from toolkit.checkout import (
+    STATE_FILE,
     UPSTREAM_REF,
     Checkout,
     add_base_objects,
     create_checkout,
     read_state,
+    state_text,
     update_state,
     write_state,
 )
@@ -63,6 +64,7 @@ from toolkit.pins import load_pins, write_pin
 from toolkit.project import Project
 from toolkit.render import render_range, set_patch_file_header
 from toolkit.sources import Base, materialize
+from toolkit.txn import transaction
 
 STATE_KEY = "rebase"
 PRIVATE_DIR = "vpatch-rebase"
@@ -618,14 +620,17 @@ class _Rebase:
         series_text = retarget_comments(series_text, state["old_version"], state["new_version"])
         pinned = self.write_pin(new_pin)
         retired = [(o["name"], self.patch(o["name"]).data) for o in state["outcomes"] if o["status"] == RETIRED]
-        write_series(series_dir, mails, series_text, evidence, review, retired=retired)
+        # The checkout's state leaves "rebasing" in the same transaction as the series is written: a kill
+        # leaves the rebase to continue or the rebase done, never a series with the rebase still pending.
+        done = self.checkout.git.git_dir() / STATE_FILE
+        done_state = state_text(self.checkout, {"rebased_from": state["old_version"]}).encode()
+        write_series(series_dir, mails, series_text, evidence, review, retired=retired, also={done: done_state})
         outcomes = state["outcomes"]
         for outcome in outcomes:
             if outcome["status"] in KEPT:
                 outcome["content_changed"] = changed[outcome["name"]]
         dropped = [o["name"] for o in outcomes if o["status"] not in KEPT]
         shutil.rmtree(self.private, ignore_errors=True)
-        write_state(self.checkout, {"rebased_from": state["old_version"]})
         return RebaseResult(
             self.checkout,
             state["old_version"],
@@ -713,24 +718,25 @@ def write_series(
     range_diff: str,
     *,
     retired: Sequence[tuple[str, bytes]] = (),
+    also: Mapping[Path, bytes] | None = None,
 ) -> None:
-    """The new series directory, written beside the final place and swapped in whole.
+    """The new series directory (and the files in `also`), staged beside their places, swapped in as one transaction.
 
+    Files vpatch writes in a series directory (patches, series, evidence, range diff, retired/) come
+    from the rebase alone; anything else already there (a hand-written NOTES.md) is carried over.
     `retired`: patches not replayed because they were retired for this release; kept under `retired/`
     as `vpatch retire` keeps them.
     """
-    with staging_dir(directory) as staged:
-        for name, data in mails:
-            (staged / name).write_bytes(data)
-        if retired:
-            (staged / "retired").mkdir()
-            for name, data in retired:
-                (staged / "retired" / name).write_bytes(data)
-        (staged / "series").write_text(series_text, encoding="utf-8")
-        (staged / EVIDENCE_FILE).write_text(json.dumps(evidence, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        (staged / RANGE_DIFF_FILE).write_text(range_diff, encoding="utf-8")
-        staged.chmod(0o755)
-        replace_dir(staged, directory)
+    files = {name: data for name, data in mails}
+    files.update({f"retired/{name}": data for name, data in retired})
+    files["series"] = series_text.encode("utf-8")
+    files[EVIDENCE_FILE] = (json.dumps(evidence, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    files[RANGE_DIFF_FILE] = range_diff.encode("utf-8")
+    with transaction(directory.parent, f"rebase onto {directory.name}") as txn:
+        txn.stage_series(directory, files, keep_old=False)
+        for path, data in (also or {}).items():
+            txn.stage_file(path, data)
+        txn.commit()
 
 
 # ---------------------------------------------------------------- helpers

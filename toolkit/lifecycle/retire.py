@@ -8,11 +8,12 @@ Evidence is required, from any of:
   results file for the patch's feature (kv-routing).
 Without any, it refuses unless `--force --reason TEXT` (the reason is recorded as the evidence).
 
-What it writes (computed first, then written file by file atomically):
+What it writes (computed first, then written as one transaction, toolkit/txn.py):
 - every pinned series from NEW on that carries the patch loses it (file and series line); the file moves
   to `retired/` in NEW's series with `Retired-Since:` and `Retired-Evidence:` headers;
 - the last series before NEW that carries it gets the same two headers in that patch;
 - CHANGELOG.md gets a line under `## [Unreleased]` / `### Retired`.
+Retiring a patch again changes nothing: `already` names the release it was retired since.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.cache import atomic_write_bytes, atomic_write_text
 from toolkit.errors import VpatchError
 from toolkit.lifecycle.upstream import against_results, conformance_evidence
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
 from toolkit.render import add_mail_headers
+from toolkit.txn import transaction
 
 EVIDENCE_FILE = "evidence.json"
 
@@ -41,6 +42,7 @@ class Retirement:
     removed_from: tuple[str, ...]  # series directories that lost the patch
     recorded_in: str | None  # the last series that still carries it, now with Retired-* headers
     changelog: str
+    already: str | None = None  # set when the patch was retired before: nothing was written
 
 
 def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, conformance: Path | None) -> list[str]:
@@ -86,6 +88,8 @@ def retire(
     conformance: Path | None = None,
 ) -> Retirement:
     new_pin = project.pins.get(since)
+    if "/" in name or name in ("", ".", ".."):
+        raise VpatchError(f"{name!r} is not a patch file name (as in the series file)")
     carriers = []  # (pin, patch) of every pinned series that carries the patch
     for pin in project.pins.pins:
         if not project.has_series(pin):
@@ -93,6 +97,9 @@ def retire(
         entries, _ = parse_series_file(project.series_dir(pin) / "series")
         if any(e.name == name for e in entries):
             carriers.append((pin, parse_patch(project.series_dir(pin) / name)))
+    retired_since = _retired_record(project, name)
+    if retired_since is not None and not any(pin.version >= new_pin.version for pin, _ in carriers):
+        return Retirement(name, "", retired_since, (), False, (), None, "", already=retired_since)
     if not carriers:
         raise VpatchError(f"no pinned series carries {name}")
     patch = next((p for pin, p in carriers if pin.version >= new_pin.version), carriers[-1][1])
@@ -111,30 +118,30 @@ def retire(
         evidence.append(f"note: {reason}")
     headers = [("Retired-Since", since), ("Retired-Evidence", "; ".join(evidence))]
 
-    writes: list[tuple[Path, bytes]] = []
+    writes: dict[Path, dict[str, bytes]] = {}  # series directory -> files to write there
+    dropped: dict[Path, set[str]] = {}
     for pin, carried in after:
         directory = project.series_dir(pin)
-        writes.append((directory / "series", _series_without(directory / "series", name).encode()))
+        writes.setdefault(directory, {})["series"] = _series_without(directory / "series", name).encode()
+        dropped.setdefault(directory, set()).add(name)
         if pin.version == new_pin.version:
-            writes.append((directory / "retired" / name, add_mail_headers(carried.data, headers)))
+            writes[directory][f"retired/{name}"] = add_mail_headers(carried.data, headers)
     if not any(pin.version == new_pin.version for pin, _ in after) and project.has_series(new_pin):
-        writes.append((project.series_dir(new_pin) / "retired" / name, add_mail_headers(patch.data, headers)))
+        writes.setdefault(project.series_dir(new_pin), {})[f"retired/{name}"] = add_mail_headers(patch.data, headers)
     recorded_in = None
     if before:
         last_pin, last_patch = before[-1]
         recorded_in = str(project.series_dir(last_pin).relative_to(project.options.root))
-        writes.append((project.series_dir(last_pin) / name, add_mail_headers(last_patch.data, headers)))
+        writes.setdefault(project.series_dir(last_pin), {})[name] = add_mail_headers(last_patch.data, headers)
     changelog_path = project.options.root / "CHANGELOG.md"
     line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
     changelog = _changelog_with(changelog_path, line)
-    # everything is computed: now write
-    for path, data in writes:
-        atomic_write_bytes(path, data)
-    for pin, _ in after:
-        removed = project.series_dir(pin) / name
-        if removed.exists():
-            removed.unlink()
-    atomic_write_text(changelog_path, changelog)
+    # everything is computed: now write, all or nothing
+    with transaction(project.options.patches_dir, f"retire of {name} since {since}") as txn:
+        for directory, files in writes.items():
+            txn.stage_series(directory, files, owned=dropped.get(directory, ()))
+        txn.stage_file(changelog_path, changelog.encode("utf-8"))
+        txn.commit()
     return Retirement(
         name,
         patch.feature,
@@ -145,6 +152,20 @@ def retire(
         recorded_in,
         line,
     )
+
+
+def _retired_record(project: Project, name: str) -> str | None:
+    """The Retired-Since of `name` kept under some pinned series' retired/, if any."""
+    for pin in project.pins.pins:
+        kept = project.series_dir(pin) / "retired" / name
+        if kept.is_file():
+            try:
+                since = parse_patch(kept).header("Retired-Since")
+            except VpatchError:
+                continue
+            if since:
+                return since
+    return None
 
 
 def _changelog_with(path: Path, line: str) -> str:

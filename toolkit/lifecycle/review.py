@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass
 
 from toolkit.apply import apply_series
-from toolkit.cache import atomic_write_text
 from toolkit.checkout import add_base_objects
 from toolkit.errors import VpatchError
 from toolkit.lifecycle import ADDED, CLEAN, DROPPED, REMOVED, REWORKED
@@ -22,6 +21,7 @@ from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE, old_series_
 from toolkit.lifecycle.upstream import patch_id, patch_ids
 from toolkit.model import Pin
 from toolkit.project import Project
+from toolkit.txn import transaction
 
 
 @dataclass
@@ -121,6 +121,8 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
         for name, entry in sorted(evidence["patches"].items())
         if not entry["kept"] and entry["outcome"] in (*DROPPED, REMOVED)
     ]
-    atomic_write_text(new_series.directory / RANGE_DIFF_FILE, text)
-    atomic_write_text(evidence_path, json.dumps(evidence, indent=1, sort_keys=True) + "\n")
+    with transaction(project.options.patches_dir, f"review of {new_series.directory.name}") as txn:
+        txn.stage_file(new_series.directory / RANGE_DIFF_FILE, text.encode("utf-8"))
+        txn.stage_file(evidence_path, (json.dumps(evidence, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+        txn.commit()
     return ReviewResult(str(new_pin.version), str(old_pin.version), changes)

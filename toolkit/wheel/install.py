@@ -9,6 +9,7 @@ from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
+from toolkit import tempnames
 from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
 from toolkit.errors import VpatchError
 
@@ -48,7 +49,7 @@ def install_checks(
             continue
         scratch = cache_dir / "tmp"
         scratch.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="verify-", dir=scratch) as tmp:
+        with tempfile.TemporaryDirectory(prefix=tempnames.prefix("verify"), dir=scratch) as tmp:
             venv = create_venv(Path(tmp) / "venv")
             try:
                 install(venv, [str(wheel)], installer=installer, no_deps=True)

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from packaging.version import Version
 
+from toolkit import faults, tempnames
 from toolkit.cache import sha256_file
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
@@ -263,7 +264,8 @@ def _write_overlay(
 
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / filename
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=out_dir)
+        tempnames.sweep(out_dir)  # partial wheels of killed builds
+        fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(filename), suffix=".tmp", dir=out_dir)
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "w+b") as out, stock_path.open("rb") as source:
@@ -298,6 +300,7 @@ def _write_overlay(
                 record.append((f"{new_dist_info}/RECORD", "", ""))
                 record_text = io.StringIO()
                 csv.writer(record_text, lineterminator="\n").writerows(record)
+                faults.reached("wheel.write")
                 writer.write(f"{new_dist_info}/RECORD", record_text.getvalue().encode(), date_time=date_time)
                 writer.close()
                 # No fsync: the rename below makes the wheel appear whole or not at all if the

@@ -23,6 +23,7 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
+from toolkit import faults, tempnames
 from toolkit.apply import apply_series
 from toolkit.envs import build_env, venv_python
 from toolkit.errors import VpatchError
@@ -73,7 +74,7 @@ def build_source(
                 "PIP_NO_INPUT": "1",
             }
         )
-        with tempfile.TemporaryDirectory(prefix="source-build-", dir=checkout.path.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=tempnames.prefix("source-build"), dir=checkout.path.parent) as tmp:
             import subprocess
 
             proc = subprocess.run(
@@ -143,7 +144,8 @@ def _add_provenance(built: Path, out_dir: Path, provenance: Provenance) -> Path:
     """Copy the built wheel into `out_dir` with the provenance file added to its dist-info and RECORD."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / built.name
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{built.name}.", suffix=".tmp", dir=out_dir)
+    tempnames.sweep(out_dir)  # partial wheels of killed builds
+    fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(built.name), suffix=".tmp", dir=out_dir)
     tmp = Path(tmp_name)
     try:
         with zipfile.ZipFile(built) as source_zip, built.open("rb") as source, os.fdopen(fd, "w+b") as out:
@@ -166,6 +168,7 @@ def _add_provenance(built: Path, out_dir: Path, provenance: Provenance) -> Path:
             record = io.StringIO()
             csv.writer(record, lineterminator="\n").writerows(rows)
             writer.write(record_name, record.getvalue().encode(), date_time=date_time)
+            faults.reached("wheel.write")
             writer.close()
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)

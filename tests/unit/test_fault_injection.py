@@ -1,0 +1,283 @@
+"""Crash safety: each writing command killed at each write boundary (VPATCH_FAULT), then recovered and rerun.
+
+For every trial the project starts as a copy of one template; the command runs in a process of its own
+with `VPATCH_FAULT=<point>:<n>` and dies there with status 137 (os._exit: no cleanup runs). Then:
+- what is visible (vpatch's own temp names and journals aside) is exactly the old tree when the kill came
+  before the transaction's journal, and the next vpatch command (`pin list`, any would do) leaves exactly
+  the old tree or the new one, with no temp name left;
+- rerunning the command exits 0 and leaves exactly the tree of an uninterrupted run.
+The counting points (txn.swap, atomic.write) are tried at n = 1, 2, ... until the command no longer
+reaches the n-th one, so every swap and every atomic rename of the run is a kill site.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from helpers import commit_in, module_text
+
+from toolkit.cli import main as vpatch_main
+from toolkit.faults import KILLED
+from toolkit.tempnames import PREFIX
+from toolkit.txn import JOURNAL_PREFIX
+
+SINGLE = ("txn.staged", "txn.journal", "txn.swapped")  # reached once per transaction
+COUNTED = ("txn.swap", "atomic.write")  # reached once per swap / atomic rename
+BEFORE_JOURNAL = ("txn.staged", "atomic.write")  # the kill leaves the old state visible
+MAX_N = 8
+
+
+@dataclass
+class Trials:
+    """Figures for docs/reliability.md (printed with -s)."""
+
+    killed: int = 0
+    recovered_new: int = 0
+    old: int = 0
+    reruns: int = 0
+    by_command: dict[str, int] = field(default_factory=dict)
+
+
+FIGURES = Trials()
+
+
+def tree(root: Path, *, visible_only: bool = False) -> dict[str, bytes]:
+    """Every file vpatch may write in the project (checkouts: only their state file)."""
+    files: dict[str, bytes] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "build" or path.name.endswith(".lock") or not (path.is_file() or path.is_symlink()):
+            continue
+        if rel.parts[0] == "checkouts" and not (len(rel.parts) == 4 and rel.parts[2:] == (".git", "vpatch.json")):
+            if not any(part.startswith(PREFIX) for part in rel.parts[1:3]):
+                continue
+        if visible_only and any(p.startswith((PREFIX, JOURNAL_PREFIX)) for p in rel.parts):
+            continue
+        files[str(rel)] = path.read_bytes()
+    return files
+
+
+def leftovers(root: Path) -> list[str]:
+    return [
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.name.startswith((PREFIX, JOURNAL_PREFIX))
+        and not p.name.endswith(".lock")
+        and "build" not in p.relative_to(root).parts[:1]
+    ]
+
+
+def _at(root: Path, args: tuple[str, ...]) -> list[str]:
+    return [a.replace("{root}", str(root)) for a in args]
+
+
+def in_process(root: Path, cache: Path, url: str, *args: str) -> int:
+    return vpatch_main(["--root", str(root), "--cache-dir", str(cache), "--index-url", url, *_at(root, args)])
+
+
+def killed_run(root: Path, cache: Path, url: str, fault: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VPATCH_FAULT": fault}
+    command = [sys.executable, "-m", "toolkit.cli", "--root", str(root), "--cache-dir", str(cache)]
+    return subprocess.run(
+        [*command, "--index-url", url, *_at(root, args)], env=env, capture_output=True, text=True, timeout=600, cwd=root
+    )
+
+
+def run_trials(
+    ws,
+    tmp_path: Path,
+    name: str,
+    args: tuple[str, ...],
+    *,
+    rerun: Callable[[Path], tuple[str, ...]] | None = None,
+    points: tuple[str, ...] = (*SINGLE, *COUNTED),
+) -> int:
+    """Kill `vpatch ARGS` at every boundary in copies of the workspace; returns the number of kills."""
+    template = ws.root
+    cache, url = ws.cache, ws.index.url
+
+    def fresh(label: str) -> Path:
+        root = tmp_path / "trials" / label
+        shutil.copytree(template, root, symlinks=True)
+        return root
+
+    reference = fresh("reference")
+    old = tree(reference)
+    assert in_process(reference, cache, url, *args) == 0
+    new = tree(reference)
+    assert new != old, f"{name}: the command changed nothing"
+    kills = 0
+    for point in points:
+        for n in range(1, (MAX_N if point in COUNTED else 1) + 1):
+            root = fresh(f"{point}-{n}")
+            proc = killed_run(root, cache, url, f"{point}:{n}", *args)
+            if proc.returncode == 0:
+                assert tree(root) == new, f"{name} at {point}:{n} (not reached) differs from an uninterrupted run"
+                break
+            assert proc.returncode == KILLED, f"{name} at {point}:{n}: {proc.returncode} {proc.stderr[-2000:]}"
+            kills += 1
+            visible = tree(root, visible_only=True)
+            assert visible in (old, new), f"{name} killed at {point}:{n}: a mix of old and new is visible"
+            if point in BEFORE_JOURNAL:
+                assert visible == old, f"{name} killed at {point}:{n} before its journal: not the old state"
+            if point in ("txn.staged", "txn.journal", "txn.swap", "txn.swapped"):
+                # any command recovers first: exactly old (no journal yet) or new (rolled forward)
+                assert in_process(root, cache, url, "pin", "list") == 0
+                after = tree(root)
+                expected = old if point == "txn.staged" else new
+                assert after == expected, f"{name} at {point}:{n}: recovery gave neither the old nor the new state"
+                assert not leftovers(root), leftovers(root)
+                FIGURES.old += after == old
+                FIGURES.recovered_new += after == new
+            again = rerun(root) if rerun else args
+            assert in_process(root, cache, url, *again) == 0, f"{name}: the rerun after a kill at {point}:{n} failed"
+            assert tree(root) == new, f"{name}: the rerun after a kill at {point}:{n} differs from an uninterrupted run"
+            assert not leftovers(root), f"{name} at {point}:{n}: left {leftovers(root)}"
+            FIGURES.reruns += 1
+        else:
+            if point in COUNTED:
+                pytest.fail(f"{name}: {point} reached more than {MAX_N} times")
+    FIGURES.killed += kills
+    FIGURES.by_command[name] = kills
+    return kills
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+PATCHES = {
+    "vllm/core/scheduler.py": ("[V1] kv events", "Feature: kv-routing"),
+    "vllm/core/block_pool.py": ("[V1] pd", "Feature: pd-disagg"),
+}
+
+
+def series_of_two(ws) -> list[str]:
+    """1.0 pinned with a two-patch series (a commented series file and a hand-written NOTES.md)."""
+    ws.write_series("1.0", {}, comment="# dynamo-base series for vLLM 1.0\n# keep this header")
+    (ws.series_dir("1.0") / "NOTES.md").write_text("hand-written notes\n")
+    assert ws.run("apply", "1.0") == 0
+    for path, (subject, feature) in PATCHES.items():
+        commit_in(
+            ws.checkout("1.0"),
+            {path: module_text(path.rsplit("/", 1)[1][:-3]) + f"{subject.split()[-1].upper()} = 1\n"},
+            subject=subject,
+            headers=f"Upstream-Status: Pending\n{feature}",
+        )
+    assert ws.run("export", "1.0") == 0
+    return [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
+
+
+def test_export_killed_at_each_boundary(pinned, tmp_path, capsys):
+    ws = pinned
+    series_of_two(ws)
+    commit_in(ws.checkout("1.0"), {"vllm/core/kv_events.py": "EVENTS = 2\n"}, subject="[V1] more events")
+    kills = run_trials(ws, tmp_path, "export", ("export", "1.0"))
+    assert kills >= 5
+    text = (tmp_path / "trials" / "reference" / "patches" / "vllm-1.0" / "series").read_text()
+    assert text.startswith("# dynamo-base series for vLLM 1.0\n# keep this header\n")
+
+
+def test_import_killed_at_each_boundary(pinned, tmp_path, capsys):
+    ws = pinned
+    series_of_two(ws)
+    diff = tmp_path / "extra.diff"
+    diff.write_text(
+        "--- a/vllm/extra.py\n+++ b/vllm/extra.py\n@@ -0,0 +1,2 @@\n+EXTRA = 1\n+MORE = 2\n"
+    )
+    args = ("import", str(diff), "--version", "1.0", "--feature", "kv-routing")
+    kills = run_trials(ws, tmp_path, "import", args)
+    assert kills >= 5
+    # importing the same source again is recognised: nothing written
+    reference = tmp_path / "trials" / "reference"
+    before = tree(reference)
+    capsys.readouterr()
+    assert in_process(reference, ws.cache, ws.index.url, *args) == 0
+    assert "already imported" in capsys.readouterr().out
+    assert tree(reference) == before
+
+
+def test_retire_killed_at_each_boundary(pinned, tmp_path, capsys):
+    ws = pinned
+    names = series_of_two(ws)
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n- things\n")
+    args = ("retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it")
+    kills = run_trials(ws, tmp_path, "retire", args)
+    assert kills >= 7  # three swaps: 1.0's series, 1.1's series, CHANGELOG.md
+    reference = tmp_path / "trials" / "reference"
+    assert (reference / "patches" / "vllm-1.1" / "NOTES.md").read_text() == "hand-written notes\n"
+    before = tree(reference)
+    capsys.readouterr()
+    assert in_process(reference, ws.cache, ws.index.url, *args) == 0  # twice: exit 0, nothing changes
+    assert "already retired since vLLM 1.1" in capsys.readouterr().out
+    assert tree(reference) == before
+    assert (reference / "CHANGELOG.md").read_text().count(names[0]) == 1
+
+
+def test_rebase_completion_killed_at_each_boundary(pinned, tmp_path, capsys):
+    ws = pinned
+    series_of_two(ws)
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    notes = ws.series_dir("1.1")
+    notes.mkdir()
+    (notes / "NOTES.md").write_text("notes for 1.1, written before the rebase\n")
+
+    def rerun(root: Path) -> tuple[str, ...]:
+        checkout = root / "checkouts" / "vllm-1.1"
+        if (checkout / ".git" / "vpatch.json").is_file():
+            return ("rebase", "--continue", "--onto", "1.1")
+        return ("rebase", "1.0", "--onto", "1.1")
+
+    kills = run_trials(
+        ws, tmp_path, "rebase", ("rebase", "1.0", "--onto", "1.1"), rerun=rerun, points=(*SINGLE, "txn.swap")
+    )
+    assert kills >= 5
+    reference = tmp_path / "trials" / "reference" / "patches" / "vllm-1.1"
+    assert (reference / "NOTES.md").read_text() == "notes for 1.1, written before the rebase\n"
+
+
+def test_build_output_killed_mid_wheel(pinned, tmp_path, capsys):
+    ws = pinned
+    series_of_two(ws)
+    args = ("build", "1.0", "-o", "{root}/dist", "--no-verify")
+    kills = run_trials(ws, tmp_path, "build", args, points=("wheel.write",))
+    assert kills == 1
+
+
+def test_pin_add_killed_at_each_write(pinned, tmp_path, capsys):
+    ws = pinned
+    ws.publish("1.1")
+    kills = run_trials(ws, tmp_path, "pin add", ("pin", "add", "1.1"), points=("atomic.write",))
+    assert kills >= 1
+
+
+def test_killed_download_leaves_no_part_file(pinned, tmp_path, capsys):
+    ws = pinned
+    ws.publish("1.1")
+    cache = tmp_path / "cold-cache"
+    proc = killed_run(ws.root, cache, ws.index.url, "download.part", "pin", "add", "1.1")
+    assert proc.returncode == KILLED, proc.stderr
+    parts = [p for p in cache.rglob("*") if p.name.startswith(PREFIX)]
+    assert parts and all(p.name.endswith(".part") for p in parts)
+    assert in_process(ws.root, cache, ws.index.url, "pin", "add", "1.1") == 0
+    assert not [p for p in cache.rglob("*") if p.name.startswith(PREFIX)]
+    FIGURES.killed += 1
+    FIGURES.by_command["download"] = 1
+
+
+def test_zz_figures(capsys):
+    with capsys.disabled():
+        print(
+            f"\nfault injection: {FIGURES.killed} kills, {FIGURES.reruns} reruns equal to an uninterrupted run, "
+            f"recovery gave old {FIGURES.old} / new {FIGURES.recovered_new}; per command {FIGURES.by_command}"
+        )

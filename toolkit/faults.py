@@ -1,0 +1,39 @@
+"""Fault injection for the crash-safety tests: die at a named write boundary.
+
+`VPATCH_FAULT=<point>[:<n>]` makes the process exit with status 137 (as SIGKILL would, with no cleanup:
+no `finally`, no atexit) the n-th time (default 1st) it reaches `point`. The points are the boundaries
+between the writes of a transaction (toolkit/txn.py) and the moment before each atomic rename.
+Unset (the normal case), `reached` is one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV = "VPATCH_FAULT"
+KILLED = 137
+_hits: dict[str, int] = {}
+
+# Every point a test may name (tests enumerate these).
+POINTS = (
+    "txn.staged",  # every new file and directory is written beside its final place; no journal yet
+    "txn.journal",  # the journal is written; nothing is swapped yet
+    "txn.swap",  # after each swap (n counts them)
+    "txn.swapped",  # every swap done; the old copies and the journal are still there
+    "atomic.write",  # an atomic file write has its temp file complete, before the rename (n counts them)
+    "checkout.staged",  # a new checkout is complete under its temp name, before the rename
+    "wheel.write",  # a wheel's temp file is half written in the output dir
+    "download.part",  # a download's .part file is half written in the cache
+)
+
+
+def reached(point: str) -> None:
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    name, _, count = wanted.partition(":")
+    if name != point:
+        return
+    _hits[point] = _hits.get(point, 0) + 1
+    if _hits[point] == (int(count) if count else 1):
+        os._exit(KILLED)
