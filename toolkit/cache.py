@@ -81,21 +81,3 @@ def staging_dir(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def replace_dir(staged: Path, final: Path) -> None:
-    """Swap a fully written directory into place; the old one is removed only after the swap."""
-    old: Path | None = None
-    if final.exists():
-        old = final.with_name(f"{tempnames.prefix('old')}{final.name}")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    try:
-        os.replace(staged, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

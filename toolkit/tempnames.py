@@ -11,12 +11,16 @@ import contextlib
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 PREFIX = ".vpatch-"
 _OWNED = re.compile(r"^\.vpatch-(\d+)-")
-# Before these names, temp dirs under patches/ were `.vllm-X.old-PID` (the swap's old copy).
-_LEGACY_OLD = re.compile(r"^\..+\.old-(\d+)$")
+# Before these names, temp dirs under patches/ were `.vllm-X.old-PID` (the swap's old copy) and
+# `.vllm-X.<8 random>.tmp` (the staged copy; no PID: removed once an hour old, no run takes that long).
+_LEGACY_OLD = re.compile(r"^\.vllm-.+\.old-(\d+)$")
+_LEGACY_STAGED = re.compile(r"^\.vllm-.+\.[a-z0-9_]{8}\.tmp$")
+LEGACY_AGE = 3600
 
 
 def prefix(what: str) -> str:
@@ -48,9 +52,14 @@ def sweep(directory: Path, *, keep: frozenset[str] = frozenset()) -> list[str]:
         entries = list(directory.iterdir())
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return removed
+    now = time.time()
     for entry in entries:
         pid = owner_pid(entry.name)
-        if pid is None or entry.name in keep or pid_alive(pid):
+        if _LEGACY_STAGED.match(entry.name):
+            with contextlib.suppress(OSError):
+                if now - entry.lstat().st_mtime > LEGACY_AGE:
+                    pid = -1
+        if pid is None or entry.name in keep or (pid != -1 and pid_alive(pid)):
             continue
         with contextlib.suppress(OSError):
             if entry.is_dir() and not entry.is_symlink():

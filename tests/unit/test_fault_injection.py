@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +56,10 @@ def tree(root: Path, *, visible_only: bool = False) -> dict[str, bytes]:
         rel = path.relative_to(root)
         if rel.parts[0] == "build" or path.name.endswith(".lock") or not (path.is_file() or path.is_symlink()):
             continue
-        if rel.parts[0] == "checkouts" and not (len(rel.parts) == 4 and rel.parts[2:] == (".git", "vpatch.json")):
-            if not any(part.startswith(PREFIX) for part in rel.parts[1:3]):
-                continue
+        state_file = len(rel.parts) == 4 and rel.parts[2:] == (".git", "vpatch.json")
+        temp = any(part.startswith(PREFIX) for part in rel.parts[1:3])
+        if rel.parts[0] == "checkouts" and not (state_file or temp):
+            continue
         if visible_only and any(p.startswith((PREFIX, JOURNAL_PREFIX)) for p in rel.parts):
             continue
         files[str(rel)] = path.read_bytes()
@@ -346,3 +348,27 @@ def test_stale_index_lock_is_removed_and_a_held_one_named(pinned, tmp_path, caps
         assert lock.exists()
     finally:
         holder.communicate(b"", timeout=30)
+
+
+def test_sweep_removes_only_stale_temp_names_of_vpatch(tmp_path):
+    from toolkit.tempnames import LEGACY_AGE, prefix, sweep
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)
+    names = {
+        f".vpatch-{gone}-stage.abcd1234.vllm-1.0": "stale",  # its process is gone
+        f"{prefix('stage')}efgh5678.vllm-1.0": "live",  # this process: in use
+        f".vllm-1.0.old-{gone}": "stale",  # the old swap's copy
+        ".vllm-1.0.k2j4h5g6.tmp": "stale",  # the old swap's staged copy, an hour old
+        ".vllm-1.1.a1b2c3d4.tmp": "live",  # ... a minute old: maybe in use
+        "NOTES.md": "live",
+        ".vpatch-txn.lock": "live",
+        "vllm-1.0.old-123": "live",  # not a hidden name: not ours
+    }
+    for name in names:
+        (tmp_path / name).mkdir()
+    old = time.time() - LEGACY_AGE - 60
+    os.utime(tmp_path / ".vllm-1.0.k2j4h5g6.tmp", (old, old))
+    removed = sweep(tmp_path)
+    assert sorted(removed) == sorted(n for n, kind in names.items() if kind == "stale")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, kind in names.items() if kind == "live")
