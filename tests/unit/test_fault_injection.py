@@ -95,6 +95,7 @@ def killed_run(root: Path, cache: Path, url: str, fault: str, *args: str) -> sub
 def run_trials(
     ws,
     tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     name: str,
     args: tuple[str, ...],
     *,
@@ -137,7 +138,13 @@ def run_trials(
                 assert visible == part(old), f"{name} killed at {point}:{n} before its journal: not the old state"
             if point in ("txn.staged", "txn.journal", "txn.swap", "txn.swapped"):
                 # any command recovers first: exactly old (no journal yet) or new (rolled forward)
+                capsys.readouterr()
                 assert in_process(root, cache, url, "pin", "list") == 0
+                said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vpatch: ")]
+                if point == "txn.staged":
+                    assert said and "stale temp file(s) of killed vpatch runs" in said[0], said
+                else:  # one line says what was finished
+                    assert len(said) == 1 and said[0].startswith("vpatch: finished the interrupted "), said
                 after = part(tree(root))
                 expected = part(old if point == "txn.staged" else new)
                 assert after == expected, f"{name} at {point}:{n}: recovery gave neither the old nor the new state"
@@ -186,7 +193,7 @@ def test_export_killed_at_each_boundary(pinned, tmp_path, capsys):
     ws = pinned
     series_of_two(ws)
     commit_in(ws.checkout("1.0"), {"vllm/core/kv_events.py": "EVENTS = 2\n"}, subject="[V1] more events")
-    kills = run_trials(ws, tmp_path, "export", ("export", "1.0"))
+    kills = run_trials(ws, tmp_path, capsys, "export", ("export", "1.0"))
     assert kills >= 5
     text = (tmp_path / "trials" / "reference" / "patches" / "vllm-1.0" / "series").read_text()
     assert text.startswith("# dynamo-base series for vLLM 1.0\n# keep this header\n")
@@ -198,7 +205,7 @@ def test_import_killed_at_each_boundary(pinned, tmp_path, capsys):
     diff = tmp_path / "extra.diff"
     diff.write_text("--- a/vllm/extra.py\n+++ b/vllm/extra.py\n@@ -0,0 +1,2 @@\n+EXTRA = 1\n+MORE = 2\n")
     args = ("import", str(diff), "--version", "1.0", "--feature", "kv-routing")
-    kills = run_trials(ws, tmp_path, "import", args)
+    kills = run_trials(ws, tmp_path, capsys, "import", args)
     assert kills >= 5
     # importing the same source again is recognised: nothing written
     reference = tmp_path / "trials" / "reference"
@@ -217,7 +224,7 @@ def test_retire_killed_at_each_boundary(pinned, tmp_path, capsys):
     shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n- things\n")
     args = ("retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it")
-    kills = run_trials(ws, tmp_path, "retire", args)
+    kills = run_trials(ws, tmp_path, capsys, "retire", args)
     assert kills >= 7  # three swaps: 1.0's series, 1.1's series, CHANGELOG.md
     reference = tmp_path / "trials" / "reference"
     assert (reference / "patches" / "vllm-1.1" / "NOTES.md").read_text() == "hand-written notes\n"
@@ -247,6 +254,7 @@ def test_rebase_completion_killed_at_each_boundary(pinned, tmp_path, capsys):
     kills = run_trials(
         ws,
         tmp_path,
+        capsys,
         "rebase",
         ("rebase", "1.0", "--onto", "1.1"),
         rerun=rerun,
@@ -262,14 +270,14 @@ def test_build_output_killed_mid_wheel(pinned, tmp_path, capsys):
     ws = pinned
     series_of_two(ws)
     args = ("build", "1.0", "-o", "{root}/dist", "--no-verify")
-    kills = run_trials(ws, tmp_path, "build", args, points=("wheel.write",))
+    kills = run_trials(ws, tmp_path, capsys, "build", args, points=("wheel.write",))
     assert kills == 1
 
 
 def test_pin_add_killed_at_each_write(pinned, tmp_path, capsys):
     ws = pinned
     ws.publish("1.1")
-    kills = run_trials(ws, tmp_path, "pin add", ("pin", "add", "1.1"), points=("atomic.write",))
+    kills = run_trials(ws, tmp_path, capsys, "pin add", ("pin", "add", "1.1"), points=("atomic.write",))
     assert kills >= 1
 
 
