@@ -26,7 +26,7 @@ from helpers import commit_in, module_text
 
 from toolkit.cli import main as vpatch_main
 from toolkit.faults import KILLED
-from toolkit.tempnames import PREFIX
+from toolkit.tempnames import PREFIX, owner_pid, pid_alive
 from toolkit.txn import JOURNAL_PREFIX
 
 SINGLE = ("txn.staged", "txn.journal", "txn.swapped")  # reached once per transaction
@@ -78,6 +78,15 @@ def leftovers(root: Path) -> list[str]:
 
 def _at(root: Path, args: tuple[str, ...]) -> list[str]:
     return [a.replace("{root}", str(root)) for a in args]
+
+
+def stale_in(cache: Path) -> list[str]:
+    """Temp names in the cache whose process is gone (scratch checkouts, staging bases, .part files)."""
+    return [
+        str(p.relative_to(cache))
+        for p in cache.rglob(f"{PREFIX}*")
+        if (pid := owner_pid(p.name)) is not None and not pid_alive(pid) and not p.name.endswith(".lock")
+    ]
 
 
 def in_process(root: Path, cache: Path, url: str, *args: str) -> int:
@@ -155,6 +164,7 @@ def run_trials(
             assert in_process(root, cache, url, *again) == 0, f"{name}: the rerun after a kill at {point}:{n} failed"
             assert tree(root) == new, f"{name}: the rerun after a kill at {point}:{n} differs from an uninterrupted run"
             assert not leftovers(root), f"{name} at {point}:{n}: left {leftovers(root)}"
+            assert not stale_in(cache), f"{name} at {point}:{n}: left {stale_in(cache)} in the cache"
             FIGURES.reruns += 1
         else:
             if point in COUNTED:
