@@ -72,12 +72,13 @@ class Transaction:
     what: str  # one line for the recovery message, e.g. "export of vllm-1.0"
     entries: list[_Entry] = field(default_factory=list)
     committed: bool = False
+    journaled: bool = False  # from here on, the change is made: by this process or the next one
 
     def __enter__(self) -> Transaction:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if not self.committed:
+        if not self.committed and not self.journaled:
             for entry in self.entries:
                 with contextlib.suppress(OSError):
                     _remove(entry.staged)
@@ -133,6 +134,7 @@ class Transaction:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.is_symlink():
                 target.unlink()
+            faults.reached("txn.write")
             target.write_bytes(data)
         return staged
 
@@ -143,6 +145,7 @@ class Transaction:
             journal = self.journal_dir / f"{JOURNAL_PREFIX}{os.getpid()}.json"
             data = {"what": self.what, "pid": os.getpid(), "entries": [e.as_json() for e in self.entries]}
             atomic_write_text(journal, json.dumps(data, indent=1) + "\n")
+            self.journaled = True
             faults.reached("txn.journal")
             for entry in self.entries:
                 _swap(entry)
@@ -205,5 +208,15 @@ def _recover_one(journal: Path) -> str:
 
 @contextlib.contextmanager
 def transaction(journal_dir: Path, what: str) -> Iterator[Transaction]:
+    """A transaction; an OSError while it is made (a full disk, a read-only directory) becomes one line."""
     with Transaction(journal_dir, what) as txn:
-        yield txn
+        try:
+            yield txn
+        except OSError as exc:
+            where = Path(exc.filename) if exc.filename else journal_dir
+            reason = exc.strerror or str(exc)
+            if txn.journaled:
+                raise VpatchError(
+                    f"the {what} stopped half-way ({reason}); the next vpatch command finishes it", path=where
+                ) from None
+            raise VpatchError(f"cannot write the {what} ({reason}); nothing was changed", path=where) from None

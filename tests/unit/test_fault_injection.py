@@ -390,3 +390,22 @@ def test_sweep_removes_only_stale_temp_names_of_vpatch(tmp_path):
     removed = sweep(tmp_path)
     assert sorted(removed) == sorted(n for n, kind in names.items() if kind == "stale")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n, kind in names.items() if kind == "live")
+
+
+def test_full_disk_while_staging_is_one_line_and_changes_nothing(pinned, tmp_path, capsys, monkeypatch):
+    from toolkit import faults
+
+    ws = pinned
+    series_of_two(ws)
+    commit_in(ws.checkout("1.0"), {"vllm/core/kv_events.py": "EVENTS = 2\n"}, subject="[V1] more events")
+    before = tree(ws.root)
+    monkeypatch.setenv("VPATCH_FAULT", "txn.write:2:enospc")
+    faults.reset()
+    capsys.readouterr()
+    assert ws.run("export", "1.0") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write the export of vllm-1.0 (No space left on device)" in err[0], err
+    assert "nothing was changed" in err[0]
+    assert tree(ws.root) == before and not leftovers(ws.root)
+    monkeypatch.delenv("VPATCH_FAULT")
+    assert ws.run("export", "1.0") == 0
