@@ -578,3 +578,28 @@ def test_a_passing_against_run_is_recorded_as_conformance_evidence(series_10, ca
     assert "conformance" in kv["upstream_signals"]
     assert entries[P3]["evidence"]["conformance"] is None  # pd-disagg: no against check for it
     assert "conformance" not in entries[P3]["upstream_signals"]
+
+
+def test_stale_index_lock_does_not_block_continue_and_a_held_one_is_named(conflicting_13, capsys):
+    import subprocess
+
+    ws = conflicting_13
+    with env_var("SOURCE_DATE_EPOCH", EPOCH):
+        code, _ = rebase(ws, capsys, "1.0", "--onto", "1.3")
+    assert code == 1
+    resolve_p1(ws)
+    checkout = ws.root / "checkouts" / "vllm-1.3-rebase"
+    lock = checkout / ".git" / "index.lock"
+    lock.write_text("")  # as a killed git leaves it
+    holder = subprocess.Popen(["git", "cat-file", "--batch"], cwd=checkout, stdin=subprocess.PIPE)
+    try:
+        capsys.readouterr()
+        assert ws.run("rebase", "--abort") == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "vllm-1.3-rebase/.git/index.lock" in err[0] and "git process" in err[0], err
+    finally:
+        holder.communicate(b"", timeout=30)
+    assert lock.exists()
+    with env_var("SOURCE_DATE_EPOCH", EPOCH):
+        code, result = rebase(ws, capsys, "--continue")
+    assert code == 0 and result["done"] and not lock.exists()
