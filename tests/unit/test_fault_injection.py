@@ -30,8 +30,8 @@ from toolkit.tempnames import PREFIX, owner_pid, pid_alive
 from toolkit.txn import JOURNAL_PREFIX
 
 SINGLE = ("txn.staged", "txn.journal", "txn.swapped")  # reached once per transaction
-COUNTED = ("txn.swap", "atomic.write")  # reached once per swap / atomic rename
-BEFORE_JOURNAL = ("txn.staged", "atomic.write")  # the kill leaves the old state visible
+COUNTED = ("txn.swap", "atomic.write", "txn.write")  # reached once per swap / atomic rename / staged file
+BEFORE_JOURNAL = ("txn.write", "txn.staged", "atomic.write")  # the kill leaves the old state visible
 MAX_N = 8
 
 
@@ -109,7 +109,7 @@ def run_trials(
     args: tuple[str, ...],
     *,
     rerun: Callable[[Path], tuple[str, ...]] | None = None,
-    points: tuple[str, ...] = (*SINGLE, *COUNTED),
+    points: tuple[str, ...] = (*SINGLE, "txn.swap", "atomic.write"),
     scope: str = "",
 ) -> int:
     """`scope`: the part of the tree that must be exactly old or new right after a kill (a rebase's checkout
@@ -145,17 +145,17 @@ def run_trials(
             if point in BEFORE_JOURNAL:  # after the journal, the mix is visible until the next command
                 visible = part(tree(root, visible_only=True))
                 assert visible == part(old), f"{name} killed at {point}:{n} before its journal: not the old state"
-            if point in ("txn.staged", "txn.journal", "txn.swap", "txn.swapped"):
+            if point in ("txn.write", "txn.staged", "txn.journal", "txn.swap", "txn.swapped"):
                 # any command recovers first: exactly old (no journal yet) or new (rolled forward)
                 capsys.readouterr()
                 assert in_process(root, cache, url, "pin", "list") == 0
                 said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vpatch: ")]
-                if point == "txn.staged":
+                if point in BEFORE_JOURNAL:
                     assert said and "stale temp file(s) of killed vpatch runs" in said[0], said
                 else:  # one line says what was finished
                     assert len(said) == 1 and said[0].startswith("vpatch: finished the interrupted "), said
                 after = part(tree(root))
-                expected = part(old if point == "txn.staged" else new)
+                expected = part(old if point in BEFORE_JOURNAL else new)
                 assert after == expected, f"{name} at {point}:{n}: recovery gave neither the old nor the new state"
                 assert not [n for n in leftovers(root) if n.startswith(scope)], leftovers(root)
                 FIGURES.old += after == part(old)
@@ -234,8 +234,8 @@ def test_retire_killed_at_each_boundary(pinned, tmp_path, capsys):
     shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n- things\n")
     args = ("retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it")
-    kills = run_trials(ws, tmp_path, capsys, "retire", args)
-    assert kills >= 7  # three swaps: 1.0's series, 1.1's series, CHANGELOG.md
+    kills = run_trials(ws, tmp_path, capsys, "retire", args, points=(*SINGLE, *COUNTED))
+    assert kills >= 10  # three staged files, three swaps: 1.0's series, 1.1's series, CHANGELOG.md
     reference = tmp_path / "trials" / "reference"
     assert (reference / "patches" / "vllm-1.1" / "NOTES.md").read_text() == "hand-written notes\n"
     before = tree(reference)
