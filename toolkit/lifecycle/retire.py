@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.cache import atomic_write_bytes, atomic_write_text
+from toolkit.cache import atomic_write_bytes, update_file
 from toolkit.errors import VpatchError
 from toolkit.lifecycle.upstream import against_results, conformance_evidence
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
@@ -126,7 +126,7 @@ def retire(
         writes.append((project.series_dir(last_pin) / name, add_mail_headers(last_patch.data, headers)))
     changelog_path = project.options.root / "CHANGELOG.md"
     line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
-    changelog = _changelog_with(changelog_path, line)
+    _changelog_with(changelog_path.read_text(encoding="utf-8") if changelog_path.exists() else None, line)
     # everything is computed: now write
     for path, data in writes:
         atomic_write_bytes(path, data)
@@ -134,7 +134,8 @@ def retire(
         removed = project.series_dir(pin) / name
         if removed.exists():
             removed.unlink()
-    atomic_write_text(changelog_path, changelog)
+    # Read again under the project lock: another command may have added its line meanwhile.
+    update_file(changelog_path, lambda old: _changelog_with(old.decode("utf-8") if old else None, line).encode())
     return Retirement(
         name,
         patch.feature,
@@ -147,8 +148,9 @@ def retire(
     )
 
 
-def _changelog_with(path: Path, line: str) -> str:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Changelog\n\n## [Unreleased]\n"
+def _changelog_with(text: str | None, line: str) -> str:
+    if text is None:
+        text = "# Changelog\n\n## [Unreleased]\n"
     if "## [Unreleased]" not in text:
         text = text.rstrip("\n") + "\n\n## [Unreleased]\n"
     start = text.index("## [Unreleased]")
