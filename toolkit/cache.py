@@ -21,7 +21,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from toolkit.errors import VpatchError
+from toolkit.errors import VpatchError, display_path
 
 HASH_CHUNK = 1 << 20
 
@@ -86,7 +86,7 @@ def require_writable_dir(path: Path, what: str) -> None:
         raise VpatchError(f"{what} cannot be created: {existing} is a file", path=path)
     if not os.access(existing, os.W_OK | os.X_OK):
         reason = "read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
-        where = "" if existing == path else f" (cannot create it in {existing})"
+        where = "" if existing == path else f" (cannot create it in {display_path(existing)})"
         raise VpatchError(f"{what} is not writable: {reason}{where}", path=path)
 
 
