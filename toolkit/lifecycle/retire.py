@@ -126,7 +126,8 @@ def retire(
         writes.append((project.series_dir(last_pin) / name, add_mail_headers(last_patch.data, headers)))
     changelog_path = project.options.root / "CHANGELOG.md"
     line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
-    _changelog_with(changelog_path.read_text(encoding="utf-8") if changelog_path.exists() else None, line)
+    # An unreadable CHANGELOG.md fails here, before any series file is written (the line is added below).
+    _changelog_text(changelog_path.read_bytes() if changelog_path.exists() else None, changelog_path)
     # everything is computed: now write
     for path, data in writes:
         atomic_write_bytes(path, data)
@@ -135,7 +136,7 @@ def retire(
         if removed.exists():
             removed.unlink()
     # Read again under the project lock: another command may have added its line meanwhile.
-    update_file(changelog_path, lambda old: _changelog_with(old.decode("utf-8") if old else None, line).encode())
+    update_file(changelog_path, lambda old: _changelog_with(_changelog_text(old, changelog_path), line).encode())
     return Retirement(
         name,
         patch.feature,
@@ -146,6 +147,15 @@ def retire(
         recorded_in,
         line,
     )
+
+
+def _changelog_text(data: bytes | None, path: Path) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VpatchError("not valid UTF-8", path=path, line=data[: exc.start].count(b"\n") + 1) from None
 
 
 def _changelog_with(text: str | None, line: str) -> str:
