@@ -9,16 +9,20 @@ never build the same entry at once.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
 from toolkit import faults, tempnames
+from toolkit.errors import VpatchError, display_path
 
 HASH_CHUNK = 1 << 20
 
@@ -68,6 +72,87 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def require_writable_dir(path: Path, what: str) -> None:
+    """Refuse, before anything is made, a directory vpatch is to write into (or create) but cannot.
+
+    os.access honours read-only mounts even for root, and needs no probe file (nothing is written).
+    """
+    if path.exists() and not path.is_dir():
+        raise VpatchError(f"{what} must be a directory, and this is a file", path=path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VpatchError(f"{what} cannot be created: {existing} is a file", path=path)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        reason = "read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "permission denied"
+        where = "" if existing == path else f" (cannot create it in {display_path(existing)})"
+        raise VpatchError(f"{what} is not writable: {reason}{where}", path=path)
+
+
+PROJECT_LOCK_TIMEOUT = 600.0
+_held: dict[Path, tuple[threading.RLock, list[int]]] = {}  # directory -> (thread lock, [depth, fd])
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def project_lock(path: Path, timeout: float = PROJECT_LOCK_TIMEOUT) -> Iterator[None]:
+    """Exclusive lock for changing `path`, a file of the project (pins.toml, CHANGELOG.md).
+
+    The lock is flock(2) on the file's directory, not a lock file: the project tree is committed, and a
+    `pins.toml.lock` would show up in it. A file replaced atomically has a new inode each time, so the
+    file itself cannot carry the lock. Re-entrant within a process (one flock per directory).
+    """
+    directory = path.parent.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    with _held_guard:
+        thread_lock, state = _held.setdefault(directory, (threading.RLock(), [0, -1]))
+    with thread_lock:
+        if state[0] == 0:
+            state[1] = _flock_dir(directory, path, timeout)
+        state[0] += 1
+        try:
+            yield
+        finally:
+            state[0] -= 1
+            if state[0] == 0:
+                os.close(state[1])  # closing the descriptor releases the flock
+                state[1] = -1
+
+
+def _flock_dir(directory: Path, path: Path, timeout: float) -> int:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise VpatchError(
+                    f"another vpatch command has held the lock on {directory} for {timeout:.0f} s; "
+                    "try again when it has finished",
+                    path=path,
+                ) from None
+            time.sleep(0.02)
+
+
+def update_file(path: Path, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
+    """Locked read-modify-write of a project file: `change(old)` gets the current bytes (None: no file)
+    and returns the new bytes, or None to leave the file alone. The lock is held across the read, the
+    change and the atomic replace, so concurrent commands never lose each other's update."""
+    with project_lock(path):
+        try:
+            old: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            old = None
+        new = change(old)
+        if new is not None and new != old:
+            atomic_write_bytes(path, new)
+        return new
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.version import Version
 
 from toolkit import faults, tempnames
-from toolkit.cache import atomic_write_text
+from toolkit.cache import atomic_write_text, update_file
 from toolkit.errors import VpatchError
 from toolkit.git import Git
 from toolkit.sources import Base
@@ -97,13 +97,16 @@ def borrow_objects(checkout: Checkout, objects_dirs: list[Path]) -> None:
     """Let the checkout read objects from other repositories' object directories (git alternates).
 
     The alternates file is replaced whole (temp file and rename): git processes already running in the
-    checkout may read it meanwhile.
+    checkout may read it meanwhile. Read and replaced under the lock, so two borrowers both get in.
     """
     alternates = checkout.git.git_dir() / "objects" / "info" / "alternates"
-    listed = alternates.read_text(encoding="utf-8").splitlines() if alternates.exists() else []
-    added = [str(path) for path in objects_dirs if str(path) not in listed]
-    if added:
-        atomic_write_text(alternates, "".join(f"{line}\n" for line in [*listed, *added]))
+
+    def change(old: bytes | None) -> bytes | None:
+        listed = old.decode("utf-8").splitlines() if old else []
+        added = [str(path) for path in objects_dirs if str(path) not in listed]
+        return "".join(f"{line}\n" for line in [*listed, *added]).encode() if added else None
+
+    update_file(alternates, change)
 
 
 def add_base_objects(checkout: Checkout, bases: list[Base], *, borrow: bool = False) -> None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from toolkit import __version__
 from toolkit.commands import COMMAND_MODULES, load_command
-from toolkit.errors import VpatchError
+from toolkit.errors import VpatchError, display_path
 from toolkit.git import GitError
 from toolkit.options import load_options
 from toolkit.txn import recover
@@ -70,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except GitError as error:
         print(f"vpatch: error: {error}", file=sys.stderr)
+        return 1
+    except OSError as error:  # the last resort for what a command did not name better: still one line
+        where = f"{display_path(Path(str(error.filename)))}: " if error.filename else ""
+        print(f"vpatch: error: {where}{error.strerror or error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("vpatch: interrupted", file=sys.stderr)

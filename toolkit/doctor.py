@@ -11,9 +11,12 @@ wheel's did.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from toolkit.errors import VpatchError
 
@@ -99,11 +102,29 @@ class Diagnosis:
         return {**self.__dict__, "exit_code": self.exit_code}
 
 
+def interpreter(python: str) -> str:
+    """`--python` as a path to run, refused in one line when it cannot be an interpreter."""
+    if os.sep not in python:  # a command name, looked up on PATH
+        found = shutil.which(python)
+        if found is None:
+            raise VpatchError(f"no interpreter at {python}")
+        python = found
+    path = Path(python)
+    if not path.exists():
+        raise VpatchError("no interpreter here (the path does not exist)", path=path)
+    if path.is_dir():
+        raise VpatchError("--python names a directory, not an interpreter (for a venv: DIR/bin/python)", path=path)
+    if not os.access(path, os.X_OK):
+        raise VpatchError("--python names a file that is not executable", path=path)
+    return python
+
+
 def probe(python: str, package: str = "vllm") -> dict:
+    python = interpreter(python)
     try:
         proc = subprocess.run([python, "-c", PROBE, package], capture_output=True, text=True, timeout=300)
-    except FileNotFoundError:
-        raise VpatchError(f"no interpreter at {python}") from None
+    except OSError as exc:  # e.g. an executable that is no program (ENOEXEC)
+        raise VpatchError(f"--python cannot be run: {exc.strerror}", path=python) from None
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise VpatchError(f"the probe failed in {python}: {last}")

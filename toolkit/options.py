@@ -7,12 +7,14 @@ pyproject.toml, `VPATCH_*` environment variables, command-line flags.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from toolkit.cache import default_cache_root
 from toolkit.errors import VpatchError
+from toolkit.tomlkeys import key_line, unknown_key_message
 
 DEFAULT_INDEX_URL = "https://pypi.org/simple"
 
@@ -42,16 +44,33 @@ def find_root(start: Path) -> Path:
     return start
 
 
+# `[tool.vpatch]` keys (also spelt with underscores): the options a project may set for every command.
+PYPROJECT_KEYS = ("patches-dir", "checkouts-dir", "cache-dir", "index-url")
+
+
 def _from_pyproject(root: Path) -> dict[str, str]:
     pyproject = root / "pyproject.toml"
     if not pyproject.exists():
         return {}
+    text = pyproject.read_text(encoding="utf-8", errors="replace")
     try:
-        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise VpatchError(f"invalid TOML: {exc}", path=pyproject) from None
+        match = re.search(r"line (\d+)", str(exc))
+        raise VpatchError(f"invalid TOML: {exc}", path=pyproject, line=int(match[1]) if match else None) from None
     table = data.get("tool", {}).get("vpatch", {})
-    return {key.replace("-", "_"): value for key, value in table.items() if isinstance(value, str)}
+    if not isinstance(table, dict):
+        raise VpatchError("[tool.vpatch] must be a table", path=pyproject, line=key_line(text, "tool"))
+    start = next((n for n, line in enumerate(text.split("\n"), 1) if line.strip() == "[tool.vpatch]"), 1)
+    for key, value in table.items():
+        if key.replace("_", "-") not in PYPROJECT_KEYS:
+            message = unknown_key_message(key, PYPROJECT_KEYS)
+            raise VpatchError(f"[tool.vpatch]: {message}", path=pyproject, line=key_line(text, key, start))
+        if not isinstance(value, str):
+            raise VpatchError(
+                f"[tool.vpatch]: {key} must be a string, not {value!r}", path=pyproject, line=key_line(text, key, start)
+            )
+    return {key.replace("-", "_"): value for key, value in table.items()}
 
 
 def load_options(cli: dict[str, object] | None = None, *, cwd: Path | None = None) -> Options:

@@ -21,11 +21,17 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from toolkit.cache import atomic_write_text
+from toolkit.cache import update_file
 from toolkit.errors import VpatchError
 from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Pin, parse_version
+from toolkit.tomlkeys import key_line, refuse_unknown
 
 SOURCES = ("sdist", "git")
+# The keys each table may have; anything else is a typo that would otherwise be silently ignored.
+TOP_KEYS = ("project", "features", "pins")
+PIN_KEYS = ("source", "remote", "tag", "commit", "base-commit", "sdist", "wheels")
+ARTIFACT_KEYS = ("file", "sha256", "url")
+FEATURE_KEYS = ("description", "native-since")
 DEFAULT_FEATURES = {
     "kv-routing": "KV-cache events and load metrics for KV-aware routing",
     "pd-disagg": "prefill/decode disaggregation: remote prefill and KV block transfer",
@@ -71,7 +77,11 @@ def _line_of(text: str, version: str) -> int | None:
 def load_pins(path: Path) -> PinsFile:
     if not path.exists():
         raise VpatchError("pins file does not exist (run `vpatch pin add VERSION`)", path=path)
-    raw = path.read_bytes()
+    return parse_pins(path, path.read_bytes())
+
+
+def parse_pins(path: Path, raw: bytes) -> PinsFile:
+    """The pins file `path` holding `raw`, validated: every mistake is one error naming the line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -81,10 +91,11 @@ def load_pins(path: Path) -> PinsFile:
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         raise VpatchError(f"invalid TOML: {exc}", path=path, line=int(match[1]) if match else None) from None
+    refuse_unknown(data, TOP_KEYS, path, text)
     project = data.get("project", "vllm")
     if not isinstance(project, str) or not project:
         raise VpatchError(f"project must be a distribution name, not {project!r}", path=path)
-    features, feature_info = _features(data.get("features", DEFAULT_FEATURES), path)
+    features, feature_info = _features(data.get("features", DEFAULT_FEATURES), path, text)
     if not isinstance(data.get("pins", {}), dict):
         raise VpatchError("[pins] must be a table of versions", path=path)
     pins = []
@@ -96,11 +107,16 @@ def load_pins(path: Path) -> PinsFile:
 
         if not isinstance(entry, dict):
             raise fail("must be a table")
+        refuse_unknown(entry, PIN_KEYS, path, text, start=line, prefix=f"pin {key}: ")
         for name in ("source", "remote", "tag", "commit", "base-commit"):
             if not isinstance(entry.get(name, ""), str):
                 raise fail(f"{name} must be a string, not {entry[name]!r}")
         if not isinstance(entry.get("wheels", []), list):
             raise fail("wheels must be a list of tables with file and sha256")
+        for kind, value in [("sdist", entry.get("sdist")), *(("wheel", w) for w in entry.get("wheels", []) or [])]:
+            if isinstance(value, dict):
+                where = key_line(text, "sdist" if kind == "sdist" else "wheels", line)
+                refuse_unknown(value, ARTIFACT_KEYS, path, text, start=where, prefix=f"pin {key}: {kind}: ")
         version = parse_version(key, path=path, line=line)
         source = entry.get("source", "sdist")
         if source not in SOURCES:
@@ -124,7 +140,7 @@ def load_pins(path: Path) -> PinsFile:
     return PinsFile(path, project, tuple(pins), features, feature_info)
 
 
-def _features(table: object, path: Path) -> tuple[dict[str, str], dict[str, dict]]:
+def _features(table: object, path: Path, text: str) -> tuple[dict[str, str], dict[str, dict]]:
     """`name = "description"` or `name = { description = "...", native-since = "0.9.0" }`."""
     problem = VpatchError(
         "[features] must map feature names to a description or a table with description "
@@ -139,6 +155,8 @@ def _features(table: object, path: Path) -> tuple[dict[str, str], dict[str, dict
             value = {"description": value}
         if not isinstance(value, dict) or not isinstance(value.get("description", ""), str):
             raise problem
+        where = key_line(text, name, key_line(text, "features"))
+        refuse_unknown(value, FEATURE_KEYS, path, text, start=where, prefix=f"feature {name}: ")
         native = value.get("native-since")
         if native is not None:
             if not isinstance(native, str):
@@ -169,10 +187,29 @@ def _artifact(value: object, project: str, version: Version, kind: str, fail) ->
     return Artifact(file=file, sha256=sha, url=value.get("url", ""))
 
 
-def write_pin(path: Path, pin: Pin) -> None:
-    """Add or replace one pin entry, keeping the rest of the file (comments included) as it is."""
-    if path.exists():
-        document = tomlkit.parse(path.read_text(encoding="utf-8"))
+def write_pin(path: Path, pin: Pin, *, replace: bool = True) -> Pin | None:
+    """Add or replace one pin entry, keeping the rest of the file (comments included) as it is.
+
+    Read, changed and replaced under the project lock, so concurrent `pin add`s never lose a pin. Without
+    `replace`, a pin of that version already in the file is kept and returned (nothing is written).
+    """
+    kept: list[Pin] = []
+
+    def change(old: bytes | None) -> bytes | None:
+        if old is not None and not replace:
+            pinned = [p for p in parse_pins(path, old).pins if p.version == pin.version]
+            if pinned:
+                kept.extend(pinned)
+                return None
+        return _with_pin(old, pin).encode("utf-8")
+
+    update_file(path, change)
+    return kept[0] if kept else None
+
+
+def _with_pin(old: bytes | None, pin: Pin) -> str:
+    if old is not None:
+        document = tomlkit.parse(old.decode("utf-8"))
     else:
         document = tomlkit.document()
         for line in HEADER.strip().splitlines():
@@ -202,13 +239,22 @@ def write_pin(path: Path, pin: Pin) -> None:
         wheels.append(_artifact_table(wheel))
     entry["wheels"] = wheels
     pins[str(pin.version)] = entry
-    # keep versions in order
-    ordered = sorted(((Version(k), k, v) for k, v in pins.items()), key=lambda t: t[0])
-    for _, key, _ in ordered:
-        value = pins[key]
-        del pins[key]
-        pins[key] = value
-    atomic_write_text(path, tomlkit.dumps(document))
+    keys = list(pins.keys())
+    ordered = sorted(keys, key=Version)
+    if keys != ordered:  # keep versions in order (moving tables is what tomlkit pads with blank lines)
+        for key in ordered:
+            value = pins[key]
+            del pins[key]
+            pins[key] = value
+    return _tidy_spacing(tomlkit.dumps(document))
+
+
+def _tidy_spacing(text: str) -> str:
+    """Exactly one blank line before each pin table: tomlkit adds one each time it moves or replaces a
+    table, and a file rewritten by every `pin add` must not grow."""
+    text = re.sub(r"\n(?:[ \t]*\n)+(?=\[pins\.)", "\n\n", text)
+    text = re.sub(r"(?m)^(?![ \t]*#)([^\n]*\S[^\n]*)\n(?=\[pins\.)", "\\1\n\n", text)
+    return text.rstrip("\n") + "\n"
 
 
 def _artifact_table(artifact: Artifact):

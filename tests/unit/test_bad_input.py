@@ -8,8 +8,14 @@ fast, the index and the download cache are shared by its tests and the series is
 from __future__ import annotations
 
 import json
+import os
 import re
+import resource
 import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -485,6 +491,57 @@ PINS_DEFECTS = [
     pytest.param('commit = ""', "commit = 5", PIN, "pin 1.0: commit must be a string, not 5", id="int-commit"),
     pytest.param(WHEELS, "wheels = 5", PIN, "pin 1.0: wheels must be a list", id="wheels-not-list"),
     pytest.param(WHEELS, 'wheels = ["x.whl"]', PIN, "pin 1.0: wheel entry must be a table", id="wheel-not-table"),
+    # unknown keys are refused, not ignored, with the key they were probably meant to be
+    pytest.param(
+        'source = "sdist"',
+        'sorce = "sdist"',
+        "sorce =",
+        "pin 1.0: unknown key 'sorce' (did you mean 'source'?)",
+        id="misspelt-pin-key",
+    ),
+    pytest.param(
+        "base-commit = ",
+        "base_commit = ",
+        "base_commit =",
+        "pin 1.0: unknown key 'base_commit' (did you mean 'base-commit'?)",
+        id="pin-key-with-underscore",
+    ),
+    pytest.param(
+        'tag = "v1.0"',
+        'tag = "v1.0"\nmirror = "https://x"',
+        "mirror =",
+        "pin 1.0: unknown key 'mirror' (known keys: source, remote, tag, commit, base-commit, sdist, wheels)",
+        id="unknown-pin-key",
+    ),
+    pytest.param(
+        'project = "vllm"',
+        'projekt = "vllm"',
+        "projekt =",
+        "unknown key 'projekt' (did you mean 'project'?)",
+        id="misspelt-top-level-key",
+    ),
+    pytest.param(PIN, '[pin."1.0"]', '[pin."1.0"]', "unknown key 'pin' (did you mean 'pins'?)", id="pin-table"),
+    pytest.param(
+        'sdist = {file = "vllm-1.0.tar.gz", sha256 = ',
+        'sdist = {file = "vllm-1.0.tar.gz", sha265 = ',
+        "sdist = {",
+        "pin 1.0: sdist: unknown key 'sha265' (did you mean 'sha256'?)",
+        id="misspelt-sdist-key",
+    ),
+    pytest.param(
+        r'(\{file = "vllm-1\.0-[^"]+\.whl", )sha256',
+        r"\1sha_256",
+        "sha_256",
+        "pin 1.0: wheel: unknown key 'sha_256' (did you mean 'sha256'?)",
+        id="misspelt-wheel-key",
+    ),
+    pytest.param(
+        r'kv-routing = ("[^"]*")',
+        r'kv-routing = {description = \1, native_since = "0.9"}',
+        "kv-routing =",
+        "feature kv-routing: unknown key 'native_since' (did you mean 'native-since'?)",
+        id="misspelt-feature-key",
+    ),
 ]
 
 
@@ -532,6 +589,32 @@ def test_pins_toml_not_utf8(exported, capsys):
     pins = ws.patches / "pins.toml"
     pins.write_bytes(pins.read_bytes().replace(b"# Pinned upstream", b"# Pinn\xe9d upstream"))
     assert fails(ws, capsys, "status") == f"{PINS}:1: pins file is not valid UTF-8"
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        pytest.param(
+            '[tool.vpatch]\npatches-dri = "patches"\n',
+            2,
+            "[tool.vpatch]: unknown key 'patches-dri' (did you mean 'patches-dir'?)",
+            id="misspelt",
+        ),
+        pytest.param(
+            '[project]\nname = "x"\n\n[tool.vpatch]\ncache_dir = "c"\nindex = "http://x"\n',
+            6,
+            "[tool.vpatch]: unknown key 'index' (did you mean 'index-url'?)",
+            id="after-other-tables",
+        ),
+        pytest.param(
+            "[tool.vpatch]\npatches-dir = 3\n", 2, "[tool.vpatch]: patches-dir must be a string, not 3", id="not-str"
+        ),
+    ],
+)
+def test_bad_tool_vpatch_table(exported, capsys, text: str, line: int, message: str):
+    (exported.root / "pyproject.toml").write_text(text)
+    for command in ("status", "pin list", "pin add 1.1"):
+        assert fails(exported, capsys, *command.split()) == f"project/pyproject.toml:{line}: {message}"
 
 
 def test_no_pins_file(workspace, capsys):
@@ -753,3 +836,151 @@ def test_export_uncommitted_changes(exported, capsys):
     (with_checkout(ws) / "vllm/core/block_pool.py").write_text("dirty\n")
     message = fails(ws, capsys, "export", "1.0")
     assert message.endswith("has uncommitted changes to tracked files; commit them (or stash) first")
+
+
+# ---------------------------------------------------------------- places vpatch cannot write to or run
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """An empty directory nothing can be written into, and the reason vpatch gives: a read-only tmpfs as
+    root (root writes through any mode), mode 0555 otherwise."""
+    path = tmp_path / "read-only"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path, "permission denied"
+        path.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield path, "read-only file system"
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_build_into_a_read_only_dir(exported, capsys, read_only_dir):
+    path, reason = read_only_dir
+    assert fails(exported, capsys, "build", "1.0", "-o", str(path), "--no-verify") == (
+        f"read-only: output directory is not writable: {reason}"
+    )
+    assert fails(exported, capsys, "build", "1.0", "-o", str(path / "dist"), "--no-verify") == (
+        f"read-only/dist: output directory is not writable: {reason} (cannot create it in read-only)"
+    )
+    assert list(path.iterdir()) == []
+
+
+def test_apply_into_a_read_only_dir(exported, capsys, read_only_dir):
+    path, reason = read_only_dir
+    assert fails(exported, capsys, "apply", "1.0", "--into", str(path)) == (
+        f"read-only: checkout directory is not writable: {reason}"
+    )
+    assert fails(exported, capsys, "apply", "1.0", "--into", str(path / "co")) == (
+        f"read-only/co: checkout directory is not writable: {reason} (cannot create it in read-only)"
+    )
+    assert list(path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags", [(), ("--force",), ("--abort",), ("--continue",)])
+def test_apply_into_a_file(exported, capsys, tmp_path: Path, flags: tuple[str, ...]):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    message = fails(exported, capsys, "apply", "1.0", "--into", str(notes), *flags)
+    assert message == "notes.txt: --into must name a checkout directory, and this is a file"
+    assert notes.read_text() == "my notes\n"
+
+
+def test_doctor_python_that_is_no_interpreter(exported, capsys, tmp_path: Path):
+    assert fails(exported, capsys, "doctor", "--python", str(tmp_path)) == (
+        ".: --python names a directory, not an interpreter (for a venv: DIR/bin/python)"
+    )
+    script = tmp_path / "python"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o644)
+    assert fails(exported, capsys, "doctor", "--python", str(script)) == (
+        "python: --python names a file that is not executable"
+    )
+    assert fails(exported, capsys, "doctor", "--python", str(tmp_path / "nowhere")) == (
+        "nowhere: no interpreter here (the path does not exist)"
+    )
+
+
+def big_change(ws: Workspace) -> None:
+    """A commit whose patch (~190 KB) does not fit where the export is to write it."""
+    table = "".join(f"ENTRY_{i} = {i * 7919 % 100003}  # a generated table row\n" for i in range(4000))
+    commit_in(with_checkout(ws), {"vllm/core/table.py": table}, subject="[Core] a big generated table")
+
+
+def tree_listing(directory: Path) -> dict[str, bytes | None]:
+    """Every file and directory (hidden ones included: a leftover staging directory counts)."""
+    return {str(p.relative_to(directory)): p.read_bytes() if p.is_file() else None for p in directory.rglob("*")}
+
+
+def test_export_onto_a_full_disk(exported, capsys, tmp_path: Path):
+    """ENOSPC for real: patches/ on a 64 KB tmpfs that the new patch does not fit in."""
+    ws = exported
+    big_change(ws)
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        shutil.copytree(ws.patches, small / "patches")
+        before = tree_listing(small / "patches")
+        code, _out, err = run(ws, capsys, "--patches-dir", str(small / "patches"), "export", "1.0")
+        assert code == 1
+        assert error_line(err) == (
+            "small/patches: cannot write the export of vllm-1.0 (No space left on device); nothing was changed"
+        )
+        assert tree_listing(small / "patches") == before
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_export_past_the_file_size_limit(exported, tmp_path: Path):
+    """The same write failure without root: RLIMIT_FSIZE makes the kernel refuse the big patch (EFBIG)."""
+    ws = exported
+    big_change(ws)
+    before = tree_listing(ws.patches)
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    vpatch = Path(sys.executable).with_name("vpatch")
+    command = [str(vpatch), "--root", str(ws.root), "--cache-dir", str(ws.cache), "--index-url", ws.index.url]
+    proc = subprocess.run(
+        [*command, "export", "1.0"], capture_output=True, text=True, cwd=tmp_path, preexec_fn=limit_file_size
+    )
+    assert proc.returncode == 1
+    assert error_line(proc.stderr) == (
+        "project/patches: cannot write the export of vllm-1.0 (File too large); nothing was changed"
+    )
+    assert tree_listing(ws.patches) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "line", "message"),
+    [
+        pytest.param(P1, "Feature: kv-routing\n", 9, "required header Feature: is missing", id="feature"),
+        pytest.param(
+            P2,
+            "Upstream-Status: Submitted [https://github.com/vllm-project/vllm/pull/1]\n",
+            7,
+            "required header Upstream-Status: is missing",
+            id="upstream-status",
+        ),
+    ],
+)
+def test_build_refuses_a_series_without_the_required_headers(
+    exported, capsys, tmp_path: Path, name: str, old: str, line: int, message: str
+):
+    ws = exported
+    edit(ws, name, old, "")
+    expected = f"{SERIES_DIR}/{name}:{line}: {message}"
+    assert check_problems(ws, capsys, "1.0") == [expected]  # the same line `check` prints
+    assert fails(ws, capsys, "build", "1.0", "-o", str(tmp_path / "dist"), "--no-verify") == expected
+    assert not (tmp_path / "dist").exists()

@@ -78,3 +78,14 @@ def test_retire_with_rebase_evidence(pinned, capsys):
     verdict = json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
     assert verdict["engine"] == "stock" and "recommended default" in verdict["summary"]
     assert "forced: upstream NIXL connector" in (ws.root / "CHANGELOG.md").read_text()
+
+
+def test_retire_with_a_changelog_that_is_not_utf8_changes_nothing(pinned, capsys):
+    ws = pinned
+    names = two_releases(ws, capsys)
+    changelog = ws.root / "CHANGELOG.md"
+    changelog.write_bytes(b"# Changelog\n\n## [Unreleased]\n- caf\xe9\n")
+    before = ws.snapshot()
+    assert ws.run("retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it") == 1
+    assert capsys.readouterr().err.strip().splitlines() == ["vpatch: error: project/CHANGELOG.md:4: not valid UTF-8"]
+    assert ws.snapshot() == before and changelog.read_bytes() == b"# Changelog\n\n## [Unreleased]\n- caf\xe9\n"

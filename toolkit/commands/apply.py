@@ -8,6 +8,7 @@ from pathlib import Path
 
 from toolkit import ui
 from toolkit.apply import ApplyResult, abort_apply, apply_series, continue_apply
+from toolkit.cache import require_writable_dir
 from toolkit.checkout import (
     add_base_objects,
     clear_stale_index_lock,
@@ -39,7 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _target(args: argparse.Namespace, project: Project) -> Path:
     if args.into is not None:
-        return args.into.resolve()
+        target = args.into.resolve()
+        if target.exists() and not target.is_dir():
+            raise VpatchError("--into must name a checkout directory, and this is a file", path=target)
+        return target
     if not args.version:
         raise VpatchError("give a VERSION or --into DIR")
     return project.default_checkout_dir(project.pins.get(args.version))
@@ -68,6 +72,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
         raise VpatchError("give the VERSION to apply")
     pin = project.pins.get(args.version)
     series = project.series(pin)
+    require_writable_dir(target, "checkout directory")
     if target.exists() and any(target.iterdir()):
         if not args.force:
             hint = "an earlier vpatch checkout" if (target / ".git").exists() else "a directory"

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 from toolkit import ui
+from toolkit.cache import require_writable_dir
 from toolkit.commands.verify import add_install_options
 from toolkit.errors import VpatchError
+from toolkit.lint import lint_headers
 from toolkit.options import Options
 from toolkit.project import Project
 from toolkit.wheel.naming import parse_dist_name, parse_user_version
@@ -49,7 +51,13 @@ def run(args: argparse.Namespace, options: Options) -> int:
     )
     if len(pins) > 1 and args.wheel_version:
         raise VpatchError("--version applies to one pinned version at a time")
+    for pin in pins:  # the headers `vpatch check` requires, before anything is built
+        if project.has_series(pin):
+            for patch in project.series(pin).patches:
+                for problem in lint_headers(patch, project.pins.features)[:1]:
+                    raise VpatchError(problem.message, path=problem.path, line=problem.line)
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    require_writable_dir(out_dir, "output directory")
     results = []
     failed = False
     for pin in pins:

@@ -38,7 +38,12 @@ def run(args: argparse.Namespace, options: Options) -> int:
     plan = plan_export(checkout, directory)
     changes = plan.changes()
     if not args.dry_run and changes:
-        write_export(plan)
+        try:
+            write_export(plan)
+        except OSError as exc:  # a full disk, a read-only patches/: the swap never happened
+            raise VpatchError(
+                f"cannot write the series: {exc.strerror or exc}; the series directory is as it was", path=directory
+            ) from None
     if options.json:
         ui.print_json(
             {

@@ -75,7 +75,9 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     pin = resolve_pin(
         options, version, source=args.source, remote=args.remote, tag=args.tag, commit=args.commit, project=project
     )
-    write_pin(options.pins_file, pin)
+    # Checked again under the lock: another `pin add` may have pinned it while this one downloaded.
+    if write_pin(options.pins_file, pin, replace=args.replace) is not None:
+        raise VpatchError(f"{project} {version} is already pinned (use --replace to re-pin)", path=options.pins_file)
     if options.json:
         ui.print_json(_pin_dict(pin))
     else:

@@ -696,18 +696,17 @@ class _Rebase:
         if not self.state["pending_pin"]:
             return False
         pins_file = self.project.options.pins_file
-        current = load_pins(pins_file) if pins_file.exists() else None
-        if current is not None and any(p.version == new_pin.version for p in current.pins):
-            existing = current.get(new_pin.version)
-            base = materialize(existing, self.project.options.cache_dir, quiet=self.project.options.json)
-            if base.commit != self.checkout.base_commit:
-                raise VpatchError(
-                    f"{new_pin.label} was pinned since the rebase started, with another base ({base.commit[:12]})",
-                    path=pins_file,
-                )
-            return False
-        write_pin(pins_file, new_pin)
-        return True
+        # Under the project lock: a pin of NEW written meanwhile (by `pin add`) is kept, not overwritten.
+        existing = write_pin(pins_file, new_pin, replace=False)
+        if existing is None:
+            return True
+        base = materialize(existing, self.project.options.cache_dir, quiet=self.project.options.json)
+        if base.commit != self.checkout.base_commit:
+            raise VpatchError(
+                f"{new_pin.label} was pinned since the rebase started, with another base ({base.commit[:12]})",
+                path=pins_file,
+            )
+        return False
 
 
 def write_series(

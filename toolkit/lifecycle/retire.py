@@ -135,7 +135,9 @@ def retire(
         writes.setdefault(project.series_dir(last_pin), {})[name] = add_mail_headers(last_patch.data, headers)
     changelog_path = project.options.root / "CHANGELOG.md"
     line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
-    changelog = _changelog_with(changelog_path, line)
+    # An unreadable CHANGELOG.md fails here, before anything is written.
+    old = changelog_path.read_bytes() if changelog_path.exists() else None
+    changelog = _changelog_with(_changelog_text(old, changelog_path), line)
     # everything is computed: now write, all or nothing
     with transaction(project.options.patches_dir, f"retire of {name} since {since}") as txn:
         for directory, files in writes.items():
@@ -168,8 +170,18 @@ def _retired_record(project: Project, name: str) -> str | None:
     return None
 
 
-def _changelog_with(path: Path, line: str) -> str:
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Changelog\n\n## [Unreleased]\n"
+def _changelog_text(data: bytes | None, path: Path) -> str | None:
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise VpatchError("not valid UTF-8", path=path, line=data[: exc.start].count(b"\n") + 1) from None
+
+
+def _changelog_with(text: str | None, line: str) -> str:
+    if text is None:
+        text = "# Changelog\n\n## [Unreleased]\n"
     if "## [Unreleased]" not in text:
         text = text.rstrip("\n") + "\n\n## [Unreleased]\n"
     start = text.index("## [Unreleased]")

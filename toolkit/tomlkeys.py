@@ -1,0 +1,43 @@
+"""Unknown keys in the TOML files vpatch reads (pins.toml, `[tool.vpatch]`): refused, not ignored.
+
+A misspelt key would otherwise be silently dropped and its default used; the error names the line and
+the key it was probably meant to be. tomllib keeps no positions, so the line is found in the text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from toolkit.errors import VpatchError
+
+
+def unknown_key_message(key: str, known: Iterable[str]) -> str:
+    """`unknown key 'sorce' (did you mean 'source'?)`, or the keys there are when nothing is close."""
+    known = list(known)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
+    return f"unknown key {key!r} ({hint})"
+
+
+def key_line(text: str, key: str, start: int | None = 1) -> int | None:
+    """The first line from `start` on that sets `key` (`key =`, `{..., key =`) or opens a table `[key...`."""
+    name = rf'(?:"{re.escape(key)}"|\'{re.escape(key)}\'|{re.escape(key)})'
+    pattern = re.compile(rf"(?:^|[{{,])\s*{name}\s*=|^\s*\[+\s*{name}\s*[.\]]")
+    first = start or 1
+    for number, line in enumerate(text.split("\n")[first - 1 :], start=first):
+        if pattern.search(line):
+            return number
+    return start
+
+
+def refuse_unknown(
+    table: dict, known: Iterable[str], path: Path, text: str, *, start: int | None = 1, prefix: str = ""
+) -> None:
+    """Raise for the first key of `table` not in `known`, naming the line that sets it (searched from `start`)."""
+    known = tuple(known)
+    for key in table:
+        if key not in known:
+            raise VpatchError(prefix + unknown_key_message(key, known), path=path, line=key_line(text, key, start))
