@@ -207,7 +207,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> dict:
     }
 
 
-def _rebase_outcomes(evidence: Path) -> dict[str, str]:
+def _rebase_outcomes(evidence: Path) -> dict[str, str | None]:
     """Each patch's outcome in the rebase that produced this series (clean, merged, ...), when there was one."""
     try:
         patches = json.loads(evidence.read_text(encoding="utf-8")).get("patches", {})

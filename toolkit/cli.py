@@ -7,11 +7,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from toolkit import __version__
+from toolkit import __version__, exit_codes
 from toolkit.commands import COMMAND_MODULES, load_command
+from toolkit.crashlog import internal_error_line
 from toolkit.errors import VpatchError, display_path
 from toolkit.git import GitError
-from toolkit.options import load_options
+from toolkit.options import Options, load_options
 from toolkit.txn import recover
 
 
@@ -42,16 +43,18 @@ def requested_command(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The error boundary: every outcome is one line on stderr and an exit code from toolkit.exit_codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    wanted = requested_command(argv)
-    if wanted is None and "--version" in argv:
-        wanted = ""  # prints and exits while parsing: no command needs loading
-    args, unknown = build_parser(wanted).parse_known_args(argv)
-    if not hasattr(args, "run"):  # the guess was wrong (a placeholder took the command): every command
-        args = build_parser().parse_args(argv)
-    elif unknown:  # the guess was right: its parser reports what it does not know
-        args = build_parser(wanted).parse_args(argv)
+    options: Options | None = None  # the crash log goes to the cache these name, once they are loaded
     try:
+        wanted = requested_command(argv)
+        if wanted is None and "--version" in argv:
+            wanted = ""  # prints and exits while parsing: no command needs loading
+        args, unknown = build_parser(wanted).parse_known_args(argv)
+        if not hasattr(args, "run"):  # the guess was wrong (a placeholder took the command): every command
+            args = build_parser().parse_args(argv)
+        elif unknown:  # the guess was right: its parser reports what it does not know
+            args = build_parser(wanted).parse_args(argv)
         options = load_options(
             {
                 "root": args.root,
@@ -65,20 +68,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A transaction a killed run left is finished before anything reads the project.
         for message in recover(options.patches_dir, also_sweep=[options.root]):
             print(f"vpatch: {message}", file=sys.stderr)
-        return int(args.run(args, options) or 0)
+        return int(args.run(args, options) or exit_codes.OK)
     except VpatchError as error:
         print(f"vpatch: error: {error.render()}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except GitError as error:
         print(f"vpatch: error: {error}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except OSError as error:  # the last resort for what a command did not name better: still one line
         where = f"{display_path(Path(str(error.filename)))}: " if error.filename else ""
         print(f"vpatch: error: {where}{error.strerror or error}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     except KeyboardInterrupt:
         print("vpatch: interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
+    except Exception as error:  # a bug: one line for the user, the traceback and versions in the crash log
+        cache_dir = options.cache_dir if options is not None else None
+        print(internal_error_line(error, argv, cache_dir), file=sys.stderr)
+        return exit_codes.INTERNAL
 
 
 if __name__ == "__main__":

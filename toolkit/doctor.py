@@ -18,13 +18,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit import exit_codes
 from toolkit.errors import VpatchError
 
-# Exit codes a launcher can branch on.
-EXIT_PATCHED = 0
-EXIT_STOCK = 3
-EXIT_DAMAGED = 4
-EXIT_MISSING = 5
+# Exit codes a launcher can branch on (the CLI's one table names them).
+EXIT_PATCHED = exit_codes.OK
+EXIT_STOCK = exit_codes.DOCTOR_STOCK
+EXIT_DAMAGED = exit_codes.DOCTOR_DAMAGED
+EXIT_MISSING = exit_codes.DOCTOR_MISSING
 
 PROBE = r"""
 import base64, hashlib, json, sys

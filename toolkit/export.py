@@ -99,7 +99,7 @@ def _subject_of(path: Path) -> str | None:
 
 def _series_text(old_text: str, names: list[str]) -> str:
     """Keep the old file's leading comment block, then one patch per line."""
-    header = []
+    header: list[str] = []
     for line in old_text.split("\n"):
         if line.startswith("#") or (not line.strip() and header):
             header.append(line)

@@ -811,8 +811,8 @@ class GitRangeSource(Source):
         diffs: dict[str, bytes] = {}
         for block in re.split(rb"(?:^|\n)\x00", diffs_raw):
             if block:
-                sha, _, diff = block.partition(b"\n")
-                diffs[sha.decode()] = diff
+                sha_raw, _, diff = block.partition(b"\n")
+                diffs[sha_raw.decode()] = diff
         units = []
         for sha in commits:
             author, email, date, message = meta[sha]

@@ -250,8 +250,8 @@ def parse_patch(path: Path, data: bytes | None = None, *, name: str | None = Non
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise VpatchError("patch is not valid UTF-8", path=path, line=line) from None
+        bad_line = data[: exc.start].count(b"\n") + 1
+        raise VpatchError("patch is not valid UTF-8", path=path, line=bad_line) from None
     lines = text.split("\n")
 
     def fail(message: str, line: int) -> VpatchError:

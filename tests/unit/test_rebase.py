@@ -529,6 +529,27 @@ def test_review_refuses_a_series_without_evidence(series_10, capsys):
     assert "evidence.json" in err and "no evidence.json" in err
 
 
+def test_review_names_the_hand_edited_patch_that_no_longer_applies(series_10, capsys):
+    """A patch in the rebased series edited so its hunk no longer matches NEW's base: one line naming it."""
+    ws = series_10
+    publish(ws, "1.1")
+    code, _ = rebase(ws, capsys, "1.0", "--onto", "1.1")
+    assert code == 0
+    broken = ws.series_dir("1.1") / P3
+    data = broken.read_bytes()
+    assert data.count(b"\n-VALUE_30 = 30 ") == 1
+    broken.write_bytes(data.replace(b"\n-VALUE_30 = 30 ", b"\n-VALUE_30 = 31 "))  # a line 1.1 lacks
+    review_files = {n: (ws.series_dir("1.1") / n).read_bytes() for n in ("evidence.json", "range-diff.txt")}
+    capsys.readouterr()
+    assert ws.run("review", "1.1") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("vpatch: error: ") and f"vllm-1.1/{P3}: does not apply to vllm 1.1: " in err, err
+    assert "vllm/engine/args.py" in err, err
+    # Nothing was rewritten: the review files are still the rebase's.
+    assert {n: (ws.series_dir("1.1") / n).read_bytes() for n in review_files} == review_files
+
+
 def test_a_patch_retired_for_new_is_not_replayed(series_10, capsys):
     """Retire first (its header says upstream has it), then rebase: the patch stays behind, recorded."""
     ws = series_10

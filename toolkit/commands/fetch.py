@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, options: Options) -> int:
     project = Project.load(options)
-    rows = []
+    rows: list[dict] = []
     for pin in project.pins.select(args.versions):
         start = time.perf_counter()
         with ui.step(f"fetch {pin.label} ({args.source or pin.source})", quiet=options.json):

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
     if args.base and not args.fork:
         raise VpatchError("--base needs --fork")
     if args.source is not None:
-        source = FileSource(args.source, scratch)
+        source: FileSource | GitRangeSource | PairSource = FileSource(args.source, scratch)
     elif args.git:
         source = GitRangeSource(Path(args.git[0]), args.git[1])
     else:

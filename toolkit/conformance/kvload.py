@@ -30,7 +30,7 @@ def subscriber(endpoint: str, stop: threading.Event, counts: dict) -> None:
     import msgspec
     import zmq
 
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     socket = context.socket(zmq.SUB)
     socket.setsockopt(zmq.RCVHWM, 0)
     socket.connect(endpoint)

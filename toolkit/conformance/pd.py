@@ -331,7 +331,7 @@ def scenario(name: str, seed: int) -> dict:
     # same block), a block plus one, long prompts that share a prefix (decode-side prefix hits, so a
     # load starts past block 0), and chunked prefill (max_batched below the prompt length).
     lengths = [1, BLOCK_SIZE, BLOCK_SIZE + 1, 90, 120, 75, 33, 140]
-    spec = {
+    spec: dict = {
         "requests": _requests(rng, lengths),
         "config": {"num_blocks": 160, "max_num_seqs": 8, "max_batched": 96},
         "extra": {},
@@ -458,7 +458,7 @@ def run_disagg(name: str, seed: int, model_dir: str, sabotage: bool = False) -> 
         if spec["connector"] == NIXL:
             transfer = {"kv_connector": NIXL, "kv_ip": "127.0.0.1", "kv_port": _free_port()}
             # No busy progress threads: transfers progress as the engines step (as they do here).
-            common = {"progress_thread": False}
+            common: dict[str, object] = {"progress_thread": False}
         else:
             transfer = {"kv_connector": SHARED_STORAGE}
             common = {"storage_path": storage}

@@ -45,7 +45,7 @@ BLOCK_SIZE = 16
 EOS = 2
 
 # A small OPT-style config: the scheduler only needs a model config it can build offline.
-MODEL_CONFIG = {
+MODEL_CONFIG: dict = {
     "architectures": ["OPTForCausalLM"],
     "model_type": "opt",
     "vocab_size": 50272,

@@ -121,7 +121,7 @@ def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> Con
 
 
 def _api_surface(stock: Path, patched: Path, series: Series, package: str) -> CheckResult:
-    declared = {p.header("API-Change").split()[0] for p in series.patches if p.header("API-Change")}
+    declared = {api.split()[0] for p in series.patches if (api := p.header("API-Change"))}
     diff = compare(wheel_surface(str(stock), package), wheel_surface(str(patched), package))
     undeclared = [s for s in (*diff.removed, *diff.changed_incompatibly) if s not in declared]
     detail = (
@@ -156,7 +156,7 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
     traces: dict[str, list[dict]] = {}
     trace_dir = out_dir / "traces"
     trace_dir.mkdir(parents=True, exist_ok=True)
-    runs = {"stock": ("stock", None), "patched-off": ("patched", None)}
+    runs: dict[str, tuple[str, dict | None]] = {"stock": ("stock", None), "patched-off": ("patched", None)}
     if has_kv_events:
         runs["patched-events"] = ("patched", EVENTS_NULL)
     for name, (env_label, kv_events) in runs.items():

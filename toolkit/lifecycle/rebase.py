@@ -504,7 +504,7 @@ class _Rebase:
             if len(auto) == len(unmerged):
                 self.continue_am(name, note)
                 return None
-            files = [
+            files: list[dict] = [
                 {
                     "path": path,
                     "kind": _CONFLICT_KINDS.get(code, code),

@@ -57,7 +57,10 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
         if not applied.ok:
             stopped = applied.stopped_at
             assert stopped is not None
-            raise VpatchError(f"does not apply to {new_pin.label}: " + "; ".join(stopped.details), path=stopped.path)
+            raise VpatchError(
+                f"does not apply to {new_pin.label}: " + "; ".join(stopped.details),
+                path=new_series.directory / stopped.name,
+            )
         new_head = repo.rev_parse("HEAD")
         assert new_head is not None
         text = range_diff(repo, old_base.commit, old_head, checkout.base_commit, new_head)

@@ -90,8 +90,8 @@ def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[
         commit, _, subject = line.decode("utf-8", "replace").partition(" ")
         subjects[commit] = subject
     ids: dict[str, list[dict]] = {}
-    for line in mirror.run("patch-id", "--stable", input=diffs).stdout.decode("ascii", "replace").splitlines():
-        words = line.split()
+    for id_line in mirror.run("patch-id", "--stable", input=diffs).stdout.decode("ascii", "replace").splitlines():
+        words = id_line.split()
         if len(words) == 2:
             ids.setdefault(words[0], []).append({"commit": words[1], "subject": subjects.get(words[1], "")})
     return ids

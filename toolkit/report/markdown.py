@@ -93,23 +93,23 @@ def _version_row(v: Version) -> str:
 
 
 def _patch_table(report: Report) -> list[str]:
-    with_series = [v for v in report.versions if v.series]
+    with_series = [(v, v.series) for v in report.versions if v.series]
     if not with_series:
         return []
     names: dict[str, Patch] = {}
-    for v in with_series:
-        for patch in v.series.patches:
-            names.setdefault(patch.name, patch)
+    for _, series in with_series:
+        for entry in series.patches:
+            names.setdefault(entry.name, entry)
     lines = [
         "### Patches",
         "",
-        "| patch | feature | " + " | ".join(md(v.version) for v in with_series) + " |",
+        "| patch | feature | " + " | ".join(md(v.version) for v, _ in with_series) + " |",
         "|---|---|" + "---|" * len(with_series),
     ]
     for name, first in names.items():
         cells = []
-        for v in with_series:
-            patch = next((p for p in v.series.patches if p.name == name), None)
+        for _, series in with_series:
+            patch = next((p for p in series.patches if p.name == name), None)
             if patch is None:
                 cells.append("—")
                 continue

@@ -133,7 +133,9 @@ def build_source(
 
 
 def _changes(diff: str) -> FileChanges:
-    modified, added, removed = [], [], []
+    modified: list[str] = []
+    added: list[str] = []
+    removed: list[str] = []
     for line in diff.splitlines():
         status, path = line.split("\t", 1)
         {"A": added, "D": removed}.get(status, modified).append(path)
