@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
-from toolkit.cache import atomic_write_text, locked, replace_dir, sha256_file, staging_dir
+from toolkit.cache import atomic_write_text, locked, sha256_file, staging_dir
 from toolkit.conformance.engine_env import EngineEnv
 from toolkit.envs import offline_env
 from toolkit.errors import VpatchError
@@ -64,5 +65,7 @@ def model_dir(cache_dir: Path, env: EngineEnv, *, seed: int = 0) -> Path:
             files = generate_model(env, staged, seed=seed)
             record = {"name": NAME, "seed": seed, "fingerprint": fingerprint(env, seed), "files": files}
             atomic_write_text(staged / STAMP, json.dumps(record, indent=1, sort_keys=True) + "\n")
-            replace_dir(staged, final)
+            if final.exists():  # damaged (its stamp did not match): rebuilt, never used
+                shutil.rmtree(final)
+            staged.rename(final)
     return final

@@ -46,8 +46,8 @@ def metric_totals(llm, names: tuple[str, ...]) -> dict[str, int | None]:
 
 def main() -> int:
     request = json.loads(sys.argv[1])
-    import vllm  # type: ignore[import-not-found]
-    from vllm import LLM, SamplingParams  # type: ignore[import-not-found]
+    import vllm
+    from vllm import LLM, SamplingParams
 
     started = time.monotonic()
     llm = LLM(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one thread: no scheduling in the trainer's way
 
-import torch  # type: ignore[import-not-found]
+import torch
 from safetensors.torch import save_file  # type: ignore[import-not-found]
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # type: ignore[import-not-found]
 
