@@ -11,7 +11,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomlkit
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -171,6 +170,8 @@ def _artifact(value: object, project: str, version: Version, kind: str, fail) ->
 
 def write_pin(path: Path, pin: Pin) -> None:
     """Add or replace one pin entry, keeping the rest of the file (comments included) as it is."""
+    import tomlkit  # only writers need it (~10 ms to import)
+
     if path.exists():
         document = tomlkit.parse(path.read_text(encoding="utf-8"))
     else:
@@ -212,6 +213,8 @@ def write_pin(path: Path, pin: Pin) -> None:
 
 
 def _artifact_table(artifact: Artifact):
+    import tomlkit
+
     table = tomlkit.inline_table()
     table["file"] = artifact.file
     table["sha256"] = artifact.sha256

@@ -11,7 +11,6 @@ yields the same base commit id on every machine.
 from __future__ import annotations
 
 import posixpath
-import tarfile
 from pathlib import Path, PurePosixPath
 
 from toolkit.cache import locked, staging_dir
@@ -95,6 +94,8 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
 
 def read_members(tarball: Path):
     """Yield (path, git mode, content) for each member, refusing anything unsafe."""
+    import tarfile  # only when a base is built: every other command starts faster without it
+
     try:
         archive = tarfile.open(tarball, mode="r:*")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as exc:

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from packaging.version import Version
 
-from toolkit.cache import sha256_file
+from toolkit.cache import replace_file, sha256_file
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, Pin, Series, check_tree_path
@@ -304,7 +304,7 @@ def _write_overlay(
                 # build is interrupted; flushing 300 MB to disk would double the build time.
                 out.flush()
             os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
+            replace_file(tmp, target)
         except ZipFormatError as exc:
             raise VpatchError(f"cannot overlay the stock wheel: {exc}", path=stock_path) from None
         except OSError as exc:
