@@ -131,6 +131,23 @@ class Git:
         proc = self.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
+    def loose_ref(self, ref: str) -> str | None:
+        """The object id a loose ref of this bare repository names, read without running git.
+
+        None when it is not a loose ref (packed, symbolic, missing): ask `rev_parse` then. Unlike
+        `rev_parse` it does not check that the object exists; callers pair it with their own check.
+        """
+        if not ref.startswith("refs/") or ".." in ref:
+            return None
+        # What git needs to see a repository here at all (without HEAD, `rev-parse` fails too).
+        if not ((self.path / "HEAD").is_file() and (self.path / "objects").is_dir()):
+            return None
+        try:
+            text = (self.path / ref).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+
     def update_ref(self, ref: str, commit: str) -> None:
         self.run("update-ref", ref, commit)
 

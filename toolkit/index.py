@@ -28,7 +28,15 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from toolkit.cache import HASH_CHUNK, locked, mark_verified, sha256_file, still_verified, verified_stamp
+from toolkit.cache import (
+    HASH_CHUNK,
+    locked,
+    mark_verified,
+    sha256_file,
+    stat_stamp,
+    still_verified,
+    verified_stamp,
+)
 from toolkit.errors import VpatchError
 from toolkit.model import Artifact
 
@@ -96,9 +104,11 @@ def fetch_artifact(cache_dir: Path, artifact: Artifact, *, quiet: bool = False, 
         if target.exists():
             if not rehash and still_verified(target, artifact.sha256):
                 return target
+            before = stat_stamp(target)
             actual = sha256_file(target)
             if actual == artifact.sha256:
-                mark_verified(target, actual)
+                if stat_stamp(target) == before:  # not written to while it was being hashed
+                    mark_verified(target, actual)
                 return target
             # A damaged cache entry is never used: drop it and download again.
             target.unlink()

@@ -17,6 +17,7 @@ from toolkit.cache import locked, replace_file, still_verified
 from toolkit.errors import VpatchError
 from toolkit.index import cached_path, fetch_artifact
 from toolkit.pins import load_pins
+from toolkit.sources import STAMP, _object_stats, materialize, read_stamp
 
 V = "1.0"
 
@@ -153,3 +154,27 @@ def test_build_without_json_loads_neither_rich_nor_the_download_stack(pinned, tm
     [line] = lines
     assert line.startswith(f"{V}  {wheel}  {wheel.stat().st_size / 1e6:.1f} MB  built in ")
     assert line.endswith("verify: skipped") and "▶ overlay build of vllm 1.0" in proc.stderr
+
+
+def test_a_base_whose_pack_git_freshened_is_hashed_once_then_trusted_again(pinned):
+    """git bumps the mtime of a pack that already holds an object it is asked to write; the content is
+    unchanged, so after one full hash the stamp takes the new stats and the next read is cheap."""
+    pin = load_pins(pinned.patches / "pins.toml").get(V)
+    base = materialize(pin, pinned.cache)
+    stamp_file = base.repo / STAMP
+    pack = max((base.repo / name for name in _object_stats(base.repo)), key=lambda path: path.stat().st_size)
+    stamped = json.loads(stamp_file.read_text())["stats"]
+    os.utime(pack, ns=(pack.stat().st_atime_ns, pack.stat().st_mtime_ns + 10**9))
+    assert _object_stats(base.repo) != stamped
+
+    assert read_stamp(base.repo) is not None  # hashed in full, same content: accepted
+    assert json.loads(stamp_file.read_text())["stats"] == _object_stats(base.repo)
+    again = materialize(pin, pinned.cache)
+    assert (again.reused, again.commit) == (True, base.commit)
+
+    with pack.open("r+b") as handle:  # a real change is still caught, whatever the stats say
+        handle.seek(100)
+        byte = handle.read(1)
+        handle.seek(100)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    assert read_stamp(base.repo) is None

@@ -36,7 +36,8 @@ def materialize_sdist(pin: Pin, cache_dir: Path, *, quiet: bool = False) -> Base
     repo = base_repo_path(cache_dir, pin)
     with locked(repo):
         stamp = read_stamp(repo)
-        if stamp is None or Git(repo).rev_parse(BASE_REF) != stamp.get("commit"):
+        # The stamp vouches for the object files holding the commit; the ref is read without a git run.
+        if stamp is None or (Git(repo).loose_ref(BASE_REF) or Git(repo).rev_parse(BASE_REF)) != stamp.get("commit"):
             discard(repo)  # missing, incomplete or damaged: rebuild, never use
             tarball = fetch_artifact(cache_dir, pin.sdist, quiet=quiet)
             with staging_dir(repo) as staged:

@@ -122,7 +122,8 @@ class RawZipWriter:
         self, name: str, data: bytes, *, date_time: tuple[int, int, int, int, int, int], mode: int = 0o644
     ) -> None:
         self.flush_raw()
-        compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -15)
+        # Level 1: three times as fast as the default on the ~700 KB a build writes, for ~5% more bytes.
+        compressor = zlib.compressobj(1, zlib.DEFLATED, -15)
         compressed = compressor.compress(data) + compressor.flush()
         crc = zlib.crc32(data) & 0xFFFFFFFF
         encoded = name.encode("utf-8")
