@@ -1,16 +1,29 @@
-"""Install checks: the wheel goes into fresh venvs with pip and with uv, then is imported."""
+"""Install checks: the wheel goes into fresh venvs with pip and with uv, then is imported.
+
+Passing results are kept in the cache keyed by the wheel's sha256 and everything else the checks depend
+on (file name, expected version, the runtime layer, Python, the toolkit's version, the installers'
+versions): a rebuild that gives the same bytes, or `verify` / `ci` / `conform` on a wheel already checked,
+reuses them instead of installing 300 MB twice more. Failures are never kept: they run again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
+from toolkit import __version__ as toolkit_version
+from toolkit.cache import atomic_write_text, sha256_file
 from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
 from toolkit.errors import VpatchError
+
+RESULTS_FORMAT = 1
+REUSED = " (reused: passed before for this wheel's sha256)"
 
 PROBE = """
 import importlib.metadata as metadata, json, sys
@@ -34,13 +47,67 @@ def install_checks(
     """
     dist, _, _, _ = parse_wheel_filename(wheel.name)
     cache_dir = project.options.cache_dir if project is not None else Path(tempfile.gettempdir())
-    results = []
     layer = None
     if runtime:
         try:
             layer = runtime_env(cache_dir)
         except VpatchError as error:
             return [("install-runtime", False, error.message)]
+    kept = _results_path(cache_dir, wheel, version, layer, exact_module_version)
+    reused = _read_results(kept)
+    if reused is not None:
+        return [(name, ok, detail + REUSED) for name, ok, detail in reused]
+    results = _run_installs(wheel, dist, version, cache_dir, layer)
+    if results and all(ok for _, ok, _ in results):
+        payload = {"format": RESULTS_FORMAT, "wheel": wheel.name, "results": [list(r) for r in results]}
+        atomic_write_text(kept, json.dumps(payload) + "\n")
+    return results
+
+
+def _installer_versions() -> list[str]:
+    versions = [_tool_version([sys.executable, "-m", "pip", "--version"])]
+    uv = uv_binary()
+    if uv is not None:
+        versions.append(_tool_version([uv, "--version"]))
+    return versions
+
+
+def _tool_version(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return proc.stdout.split(" from ")[0].strip() if proc.returncode == 0 else f"unavailable: {argv[0]}"
+
+
+def _results_path(cache_dir: Path, wheel: Path, version: str, layer: Path | None, exact_module_version: bool) -> Path:
+    facts = [
+        RESULTS_FORMAT,
+        sha256_file(wheel),
+        wheel.name,
+        version,
+        str(layer) if layer is not None else None,
+        exact_module_version,
+        sys.version,
+        toolkit_version,
+        _installer_versions(),
+    ]
+    key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+    return cache_dir / "install-checks" / f"{key}.json"
+
+
+def _read_results(path: Path) -> list[tuple[str, bool, str]] | None:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        if payload.get("format") != RESULTS_FORMAT:
+            return None
+        results = [(str(name), bool(ok), str(detail)) for name, ok, detail in payload["results"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return results if results and all(ok for _, ok, _ in results) else None
+
+
+def _run_installs(
+    wheel: Path, dist: str, version: str, cache_dir: Path, layer: Path | None
+) -> list[tuple[str, bool, str]]:
+    results = []
     for installer in ("pip", "uv"):
         name = f"install-{installer}"
         if installer == "uv" and uv_binary() is None:
