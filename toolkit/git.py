@@ -9,10 +9,13 @@ format-patch mails is byte-identical on every machine), and turns failures into
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 # The identity used for commits the toolkit makes itself (base commits, applied patches' committer).
 TOOL_NAME = "vpatch"
@@ -109,6 +112,8 @@ class Git:
         for key, value in STABLE_CONFIG:
             argv += ["-c", f"{key}={value}"]
         argv += list(args)
+        import subprocess  # here: a build from warm caches runs no git at all and skips the import
+
         proc = subprocess.run(
             argv,
             cwd=self.path,
