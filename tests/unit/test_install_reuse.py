@@ -1,4 +1,4 @@
-"""Install checks are done once per wheel: a passing pip/uv install of the same bytes is reused.
+"""Install checks and the RECORD check are done once per wheel: a pass for the same bytes is reused.
 
 Real installs of the synthetic stock wheel's overlay into real venvs (`--no-runtime`: it imports alone).
 """
@@ -16,13 +16,21 @@ from toolkit.wheel.install import REUSED
 INSTALLS = ("install-pip", "install-uv")
 
 
+def record_detail(entry: dict) -> str:
+    [record] = [c for c in entry["verify"]["checks"] if c["name"] == "record"]
+    assert record["ok"], record
+    return record["detail"]
+
+
 def install_details(entry: dict) -> dict[str, str]:
     checks = {c["name"]: c for c in entry["verify"]["checks"]}
     assert all(checks[name]["ok"] for name in INSTALLS), checks
     return {name: checks[name]["detail"] for name in INSTALLS}
 
 
-def test_a_rebuilt_identical_wheel_reuses_its_install_checks(workspace, capsys: pytest.CaptureFixture[str], tmp_path):
+def test_a_rebuilt_identical_wheel_reuses_its_install_and_record_checks(
+    workspace, capsys: pytest.CaptureFixture[str], tmp_path
+):
     ws = workspace
     ws.publish("1.0")
     assert ws.run("pin", "add", "1.0") == 0
@@ -40,6 +48,7 @@ def test_a_rebuilt_identical_wheel_reuses_its_install_checks(workspace, capsys: 
     assert code == 0 and second is not None
     assert second["wheels"][0]["sha256"] == first["wheels"][0]["sha256"]
     assert install_details(second["wheels"][0]) == {name: detail + REUSED for name, detail in ran.items()}
+    assert record_detail(first["wheels"][0]) == "" and record_detail(second["wheels"][0]) == REUSED.strip()
 
     # `vpatch verify` of that wheel reuses them too.
     wheel = Path(first["wheels"][0]["wheel"])
@@ -55,6 +64,7 @@ def test_a_rebuilt_identical_wheel_reuses_its_install_checks(workspace, capsys: 
     code, third, _ = build(ws, capsys, out, "--version", "1.0.post1")
     assert code == 0 and third is not None
     assert not any(detail.endswith(REUSED) for detail in install_details(third["wheels"][0]).values())
+    assert record_detail(third["wheels"][0]) == ""
     code, fourth, _ = build(ws, capsys, out)
     assert code == 0 and fourth is not None
     assert not any(detail.endswith(REUSED) for detail in install_details(fourth["wheels"][0]).values())

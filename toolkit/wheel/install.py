@@ -8,7 +8,6 @@ reuses them instead of installing 300 MB twice more. Failures are never kept: th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -18,12 +17,12 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from toolkit import __version__ as toolkit_version
-from toolkit.cache import atomic_write_text, sha256_file
+from toolkit.cache import sha256_file
 from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
 from toolkit.errors import VpatchError
+from toolkit.wheel.kept import REUSED, as_reused, keep, kept_path, read_kept
 
-RESULTS_FORMAT = 1
-REUSED = " (reused: passed before for this wheel's sha256)"
+__all__ = ["REUSED", "install_checks"]
 
 PROBE = """
 import importlib.metadata as metadata, json, sys
@@ -37,7 +36,13 @@ print("VPATCH-PROBE " + json.dumps(result))
 
 
 def install_checks(
-    wheel: Path, version: str, project, *, runtime: bool = True, exact_module_version: bool = True
+    wheel: Path,
+    version: str,
+    project,
+    *,
+    runtime: bool = True,
+    exact_module_version: bool = True,
+    sha256: str | None = None,
 ) -> list[tuple[str, bool, str]]:
     """(check name, ok, detail) for a pip and a uv install of `wheel` into fresh venvs.
 
@@ -53,14 +58,22 @@ def install_checks(
             layer = runtime_env(cache_dir)
         except VpatchError as error:
             return [("install-runtime", False, error.message)]
-    kept = _results_path(cache_dir, wheel, version, layer, exact_module_version)
-    reused = _read_results(kept)
+    facts = [
+        sha256 or sha256_file(wheel),
+        wheel.name,
+        version,
+        str(layer) if layer is not None else None,
+        exact_module_version,
+        sys.version,
+        toolkit_version,
+        _installer_versions(),
+    ]
+    kept = kept_path(cache_dir, "install", facts)
+    reused = read_kept(kept)
     if reused is not None:
-        return [(name, ok, detail + REUSED) for name, ok, detail in reused]
+        return as_reused(reused)
     results = _run_installs(wheel, dist, version, cache_dir, layer)
-    if results and all(ok for _, ok, _ in results):
-        payload = {"format": RESULTS_FORMAT, "wheel": wheel.name, "results": [list(r) for r in results]}
-        atomic_write_text(kept, json.dumps(payload) + "\n")
+    keep(kept, results, wheel=wheel.name)
     return results
 
 
@@ -75,33 +88,6 @@ def _installer_versions() -> list[str]:
 def _tool_version(argv: list[str]) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     return proc.stdout.split(" from ")[0].strip() if proc.returncode == 0 else f"unavailable: {argv[0]}"
-
-
-def _results_path(cache_dir: Path, wheel: Path, version: str, layer: Path | None, exact_module_version: bool) -> Path:
-    facts = [
-        RESULTS_FORMAT,
-        sha256_file(wheel),
-        wheel.name,
-        version,
-        str(layer) if layer is not None else None,
-        exact_module_version,
-        sys.version,
-        toolkit_version,
-        _installer_versions(),
-    ]
-    key = hashlib.sha256(json.dumps(facts).encode()).hexdigest()
-    return cache_dir / "install-checks" / f"{key}.json"
-
-
-def _read_results(path: Path) -> list[tuple[str, bool, str]] | None:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        if payload.get("format") != RESULTS_FORMAT:
-            return None
-        results = [(str(name), bool(ok), str(detail)) for name, ok, detail in payload["results"]]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return results if results and all(ok for _, ok, _ in results) else None
 
 
 def _run_installs(
