@@ -2,8 +2,9 @@
 
 Passing results are kept in the cache keyed by the wheel's sha256 and everything else the checks depend
 on (file name, expected version, the runtime layer, Python, the toolkit's version, the installers'
-versions): a rebuild that gives the same bytes, or `verify` / `ci` / `conform` on a wheel already checked,
-reuses them instead of installing 300 MB twice more. Failures are never kept: they run again.
+versions): a rebuild that gives the same bytes, or `verify` / `ci` on a wheel already checked,
+reuses them instead of installing 300 MB twice more. (`conform` keeps its own venvs, keyed by the
+same sha256, in toolkit/conformance/envs.py.) Failures are never kept: they run again.
 """
 
 from __future__ import annotations
