@@ -11,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-from filelock import FileLock
 
 from toolkit import faults, tempnames
 from toolkit.errors import VpatchError, display_path
@@ -33,12 +33,60 @@ def default_cache_root() -> Path:
     return base / "vpatch"
 
 
+# Locks this process holds: (thread, path) -> (fd, depth), so that nested `locked(path)` calls in one
+# thread re-enter (other threads open their own descriptor, which flock excludes like another process).
+_held: dict[tuple[int, str], tuple[int, int]] = {}
+_held_guard = threading.Lock()
+LOCK_POLL = 0.05
+
+
 @contextlib.contextmanager
 def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
-    """Hold an exclusive lock on `path.lock` (created beside it) for the duration."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=timeout):
+    """Hold an exclusive lock on `path.lock` (created beside it) for the duration.
+
+    An flock(2) on the lock file, as the `filelock` package takes it (so processes using either agree);
+    written here because importing that package cost 70-100 ms at every start-up.
+    """
+    name = os.path.abspath(str(path) + ".lock")
+    key = (threading.get_ident(), name)
+    with _held_guard:
+        held = _held.get(key)
+        if held is not None:
+            _held[key] = (held[0], held[1] + 1)
+    if held is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = _acquire(name, timeout)
+        with _held_guard:
+            _held[key] = (fd, 1)
+    try:
         yield
+    finally:
+        with _held_guard:
+            fd, depth = _held[key]
+            if depth > 1:
+                _held[key] = (fd, depth - 1)
+            else:
+                del _held[key]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+
+
+def _acquire(name: str, timeout: float) -> int:
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    message = f"timed out after {timeout:.0f}s waiting for another vpatch process"
+                    raise VpatchError(message, path=name) from None
+                time.sleep(LOCK_POLL)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def sha256_file(path: Path) -> str:
@@ -47,6 +95,34 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def stat_stamp(path: Path) -> list[int]:
+    """What must stay equal for a file to still hold the bytes it held when it was hashed.
+
+    Any write to a file changes its ctime, which no user-level call can set back (mtime can be:
+    `os.utime`); a replaced file has a new inode and ctime.
+    """
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def verified_stamp(target: Path) -> Path:
+    return target.with_name(target.name + ".verified")
+
+
+def mark_verified(target: Path, sha: str) -> None:
+    """Record that `target` hashed to `sha`, with its stat stamp taken after the hash."""
+    atomic_write_text(verified_stamp(target), json.dumps({"sha256": sha, "stat": stat_stamp(target)}) + "\n")
+
+
+def still_verified(target: Path, sha: str) -> bool:
+    """True when `target` was hashed to `sha` and nothing about the file changed since."""
+    try:
+        stamp = json.loads(verified_stamp(target).read_text(encoding="utf-8"))
+        return stamp.get("sha256") == sha and stamp.get("stat") == stat_stamp(target)
+    except (OSError, ValueError):
+        return False
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -68,6 +144,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two names atomically
+AT_FDCWD = -100
+
+
+def replace_file(new: Path, target: Path) -> None:
+    """`os.replace(new, target)`, but an existing regular target is swapped out rather than renamed over.
+
+    On ext4 a rename over an existing file starts writeback of the new one (`auto_da_alloc`), 0.1-0.2 s
+    for a 300 MB wheel still in the page cache; an atomic exchange, then unlinking the old file (now
+    under the temporary name), does not. Readers see the old file or the new one either way.
+    """
+    if sys.platform == "linux" and target.is_file() and not target.is_symlink() and _exchange(new, target):
+        new.unlink()
+        return
+    os.replace(new, target)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a libc without renameat2 (glibc < 2.28, musl)
+        return False
+    result = renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
+    return result == 0  # EINVAL on file systems without exchange: the caller renames instead
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -93,8 +197,8 @@ def require_writable_dir(path: Path, what: str) -> None:
 
 
 PROJECT_LOCK_TIMEOUT = 600.0
-_held: dict[Path, tuple[threading.RLock, list[int]]] = {}  # directory -> (thread lock, [depth, fd])
-_held_guard = threading.Lock()
+_dir_locks: dict[Path, tuple[threading.RLock, list[int]]] = {}  # directory -> (thread lock, [depth, fd])
+_dir_locks_guard = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -107,8 +211,8 @@ def project_lock(path: Path, timeout: float = PROJECT_LOCK_TIMEOUT) -> Iterator[
     """
     directory = path.parent.resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    with _held_guard:
-        thread_lock, state = _held.setdefault(directory, (threading.RLock(), [0, -1]))
+    with _dir_locks_guard:
+        thread_lock, state = _dir_locks.setdefault(directory, (threading.RLock(), [0, -1]))
     with thread_lock:
         if state[0] == 0:
             state[1] = _flock_dir(directory, path, timeout)

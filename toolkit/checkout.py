@@ -83,6 +83,7 @@ def create_checkout(base: Base, dest: Path, *, sparse_paths: tuple[str, ...] | N
         if dest.exists():
             dest.rmdir()  # empty (checked above)
         os.replace(staged, dest)
+        faults.reached("checkout.placed")
         return Checkout(dest, base.pin.version, base.pin.project, base.commit, base.source)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)

@@ -25,6 +25,7 @@ POINTS = (
     "txn.swapped",  # every swap done; the old copies and the journal are still there
     "atomic.write",  # an atomic file write has its temp file complete, before the rename (n counts them)
     "checkout.staged",  # a new checkout is complete under its temp name, before the rename
+    "checkout.placed",  # the checkout is under its name, before any patch is applied
     "wheel.write",  # a wheel's temp file is half written in the output dir
     "download.part",  # a download's .part file is half written in the cache
 )

@@ -9,10 +9,13 @@ format-patch mails is byte-identical on every machine), and turns failures into
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 # The identity used for commits the toolkit makes itself (base commits, applied patches' committer).
 TOOL_NAME = "vpatch"
@@ -109,6 +112,8 @@ class Git:
         for key, value in STABLE_CONFIG:
             argv += ["-c", f"{key}={value}"]
         argv += list(args)
+        import subprocess  # here: a build from warm caches runs no git at all and skips the import
+
         proc = subprocess.run(
             argv,
             cwd=self.path,
@@ -130,6 +135,23 @@ class Git:
     def rev_parse(self, rev: str) -> str | None:
         proc = self.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
+    def loose_ref(self, ref: str) -> str | None:
+        """The object id a loose ref of this bare repository names, read without running git.
+
+        None when it is not a loose ref (packed, symbolic, missing): ask `rev_parse` then. Unlike
+        `rev_parse` it does not check that the object exists; callers pair it with their own check.
+        """
+        if not ref.startswith("refs/") or ".." in ref:
+            return None
+        # What git needs to see a repository here at all (without HEAD, `rev-parse` fails too).
+        if not ((self.path / "HEAD").is_file() and (self.path / "objects").is_dir()):
+            return None
+        try:
+            text = (self.path / ref).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
 
     def update_ref(self, ref: str, commit: str) -> None:
         self.run("update-ref", ref, commit)

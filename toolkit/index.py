@@ -16,7 +16,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +27,17 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import Version
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from toolkit import faults, tempnames
-from toolkit.cache import HASH_CHUNK, atomic_write_text, locked, sha256_file
+from toolkit.cache import (
+    HASH_CHUNK,
+    locked,
+    mark_verified,
+    sha256_file,
+    stat_stamp,
+    still_verified,
+    verified_stamp,
+)
 from toolkit.errors import VpatchError
 from toolkit.model import Artifact
 
@@ -48,6 +54,8 @@ class IndexFile:
 
 
 def _open(url: str, accept: str | None = None):
+    import urllib.request  # with http.client and ssl: only when something is downloaded
+
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **({"Accept": accept} if accept else {})})
     return urllib.request.urlopen(request, timeout=120)
 
@@ -86,28 +94,6 @@ def cached_path(cache_dir: Path, artifact: Artifact) -> Path:
     return cache_dir / "downloads" / artifact.sha256 / artifact.file
 
 
-def _stat_key(path: Path) -> list[int]:
-    # Any write to the file changes its ctime, which no user-level call can set back.
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-
-def _verified_stamp(target: Path) -> Path:
-    return target.with_name(target.name + ".verified")
-
-
-def _mark_verified(target: Path, sha: str) -> None:
-    atomic_write_text(_verified_stamp(target), json.dumps({"sha256": sha, "stat": _stat_key(target)}) + "\n")
-
-
-def _still_verified(target: Path, sha: str) -> bool:
-    try:
-        stamp = json.loads(_verified_stamp(target).read_text(encoding="utf-8"))
-        return stamp.get("sha256") == sha and stamp.get("stat") == _stat_key(target)
-    except (OSError, ValueError):
-        return False
-
-
 def fetch_artifact(cache_dir: Path, artifact: Artifact, *, quiet: bool = False, rehash: bool = False) -> Path:
     """The verified local copy of `artifact`, downloading it if the cache lacks a good one.
 
@@ -117,23 +103,27 @@ def fetch_artifact(cache_dir: Path, artifact: Artifact, *, quiet: bool = False, 
     target = cached_path(cache_dir, artifact)
     with locked(target):
         if target.exists():
-            if not rehash and _still_verified(target, artifact.sha256):
+            if not rehash and still_verified(target, artifact.sha256):
                 return target
+            before = stat_stamp(target)
             actual = sha256_file(target)
             if actual == artifact.sha256:
-                _mark_verified(target, actual)
+                if stat_stamp(target) == before:  # not written to while it was being hashed
+                    mark_verified(target, actual)
                 return target
             # A damaged cache entry is never used: drop it and download again.
             target.unlink()
-            _verified_stamp(target).unlink(missing_ok=True)
+            verified_stamp(target).unlink(missing_ok=True)
         if not artifact.url:
             raise VpatchError(f"{artifact.file}: not in the cache and the pin has no download URL")
         _download(artifact, target, quiet=quiet)
-        _mark_verified(target, artifact.sha256)
+        mark_verified(target, artifact.sha256)
     return target
 
 
 def _download(artifact: Artifact, target: Path, *, quiet: bool) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tempnames.sweep(target.parent)  # .part files of killed downloads
     last_error: Exception | None = None

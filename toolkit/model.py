@@ -9,7 +9,6 @@ dataclasses; later stages never re-read the files.
 
 from __future__ import annotations
 
-import email.header
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -313,6 +312,10 @@ def parse_patch(path: Path, data: bytes | None = None, *, name: str | None = Non
 
 
 def _decode_header(value: str) -> str:
+    if "=?" not in value:  # no RFC 2047 encoded word: decode_header would return it as it is
+        return value.strip()
+    import email.header  # only for encoded words (=?utf-8?q?...?=): most series have none
+
     parts = email.header.decode_header(value)
     out = []
     for chunk, charset in parts:

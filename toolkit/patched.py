@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import tempnames
-from toolkit.apply import describe_apply_failure
 from toolkit.cache import atomic_write_text, locked
 from toolkit.errors import VpatchError
 from toolkit.git import Git
@@ -85,6 +84,8 @@ def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFil
         for patch in series.patches:
             proc = repo.run("apply", "--cached", str(patch.path), env=env, check=False)
             if proc.returncode != 0:
+                from toolkit.apply import describe_apply_failure  # only on failure
+
                 details = describe_apply_failure(patch, proc.stderr.decode("utf-8", "replace"))
                 raise VpatchError(f"does not apply to {base.pin.label}: {'; '.join(details)}", path=patch.path)
         raw = repo.out("diff-index", "--cached", "--raw", "--no-abbrev", "--no-renames", base.commit, env=env)

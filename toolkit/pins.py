@@ -11,7 +11,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomlkit
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -208,6 +207,8 @@ def write_pin(path: Path, pin: Pin, *, replace: bool = True) -> Pin | None:
 
 
 def _with_pin(old: bytes | None, pin: Pin) -> str:
+    import tomlkit  # only writers need it (~10 ms to import)
+
     if old is not None:
         document = tomlkit.parse(old.decode("utf-8"))
     else:
@@ -258,6 +259,8 @@ def _tidy_spacing(text: str) -> str:
 
 
 def _artifact_table(artifact: Artifact):
+    import tomlkit
+
     table = tomlkit.inline_table()
     table["file"] = artifact.file
     table["sha256"] = artifact.sha256

@@ -7,14 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit import tempnames
-from toolkit.checkout import Checkout, create_checkout
 from toolkit.errors import VpatchError
 from toolkit.model import Pin, Series, load_series
 from toolkit.options import Options
 from toolkit.pins import PinsFile, load_pins
 from toolkit.sources import Base, materialize
+
+if TYPE_CHECKING:
+    from toolkit.checkout import Checkout
 
 
 @dataclass(frozen=True)
@@ -62,4 +65,6 @@ class Project:
         scratch_root.mkdir(parents=True, exist_ok=True)
         tempnames.sweep(scratch_root)  # scratch checkouts of killed runs
         with tempfile.TemporaryDirectory(prefix=tempnames.prefix(pin.series_dirname), dir=scratch_root) as tmp:
+            from toolkit.checkout import create_checkout
+
             yield create_checkout(base, Path(tmp) / "tree", sparse_paths=sparse_paths)

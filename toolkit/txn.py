@@ -23,14 +23,13 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import FileLock
-
 from toolkit import faults, tempnames
-from toolkit.cache import atomic_write_text
+from toolkit.cache import atomic_write_text, locked
 from toolkit.errors import VpatchError
 
 JOURNAL_PREFIX = ".vpatch-journal-"
 LOCK_NAME = ".vpatch-txn.lock"
+LOCK_STEM = LOCK_NAME.removesuffix(".lock")  # `locked` adds the suffix
 LOCK_TIMEOUT = 600
 
 
@@ -141,7 +140,7 @@ class Transaction:
     def commit(self) -> None:
         faults.reached("txn.staged")
         self.journal_dir.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.journal_dir / LOCK_NAME), timeout=LOCK_TIMEOUT):
+        with locked(self.journal_dir / LOCK_STEM, timeout=LOCK_TIMEOUT):
             journal = self.journal_dir / f"{JOURNAL_PREFIX}{os.getpid()}.json"
             data = {"what": self.what, "pid": os.getpid(), "entries": [e.as_json() for e in self.entries]}
             atomic_write_text(journal, json.dumps(data, indent=1) + "\n")
@@ -178,7 +177,7 @@ def recover(journal_dir: Path, also_sweep: Iterable[Path] = ()) -> list[str]:
     """Finish every transaction a killed process left; remove stale temp names. One line per recovery."""
     messages: list[str] = []
     if _journals(journal_dir):
-        with FileLock(str(journal_dir / LOCK_NAME), timeout=LOCK_TIMEOUT):
+        with locked(journal_dir / LOCK_STEM, timeout=LOCK_TIMEOUT):
             for journal in _journals(journal_dir):  # under the lock: no live process is mid-commit
                 messages.append(_recover_one(journal))
     swept: list[str] = []

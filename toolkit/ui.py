@@ -1,4 +1,8 @@
-"""Terminal output: rich tables on stdout, logged steps with timings on stderr, JSON when asked."""
+"""Terminal output: rich tables on stdout, logged steps with timings on stderr, JSON when asked.
+
+rich is imported on first use (`ui.out`, `ui.err`, `table`): importing it costs 30 ms on a quiet machine
+and several times that on a loaded one, which commands printing a few plain lines need not pay.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,39 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+    out: Console
+    err: Console
+
+_consoles: dict[str, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    # `ui.out` / `ui.err`: the rich consoles, made when first asked for.
+    if name not in ("out", "err"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name not in _consoles:
+        from rich.console import Console
+
+        _consoles[name] = Console(stderr=name == "err", soft_wrap=True)
+    return _consoles[name]
+
+
+def stderr_is_terminal() -> bool:
+    if "err" in _consoles:
+        return bool(_consoles["err"].is_terminal)
+    return sys.stderr.isatty()
+
+
+def stdout_is_terminal() -> bool:
+    if "out" in _consoles:
+        return bool(_consoles["out"].is_terminal)
+    return sys.stdout.isatty()
 
 
 @contextmanager
@@ -23,21 +54,34 @@ def step(title: str, *, quiet: bool = False) -> Iterator[None]:
     take minutes); in logs (CI) the start and end lines are printed instead.
     """
     start = time.perf_counter()
-    live = not quiet and err.is_terminal
+    live = not quiet and stderr_is_terminal()
     if not quiet and not live:
-        err.print(f"[bold]▶ {title}[/]")
+        _log(f"▶ {title}")
     try:
-        with err.status(f"[bold]{title}[/]", spinner="dots") if live else nullcontext():
+        with __getattr__("err").status(f"[bold]{title}[/]", spinner="dots") if live else nullcontext():
             yield
     except BaseException:
         if not quiet:
-            err.print(f"[red]✗ {title}[/] ({time.perf_counter() - start:.2f}s)")
+            _log(f"✗ {title} ({time.perf_counter() - start:.2f}s)", "red")
         raise
     if not quiet:
-        err.print(f"[green]✓ {title}[/] ({time.perf_counter() - start:.2f}s)")
+        _log(f"✓ {title} ({time.perf_counter() - start:.2f}s)", "green")
+
+
+def _log(line: str, style: str = "bold") -> None:
+    """A step line on stderr: styled on a terminal, plain (without loading rich) in logs."""
+    if stderr_is_terminal():
+        from rich.markup import escape
+
+        __getattr__("err").print(f"[{style}]{escape(line)}[/]")
+    else:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def table(title: str, columns: list[str]) -> Table:
+    from rich.table import Table
+
     result = Table(title=title, title_justify="left", show_lines=False)
     for column in columns:
         result.add_column(column, overflow="fold")

@@ -326,8 +326,10 @@ def test_killed_apply_leaves_no_unrecognisable_checkout(pinned, tmp_path, capsys
     assert [p.name for p in (ws.root / "checkouts").iterdir() if p.name.startswith(PREFIX)]
     assert ws.run("apply", "1.0", "--into", str(into)) == 0
     assert not [p.name for p in (ws.root / "checkouts").iterdir() if p.name.startswith(PREFIX)]
-    # killed after the rename (in `git am`): the state file is there, so --force replaces it
-    proc = killed_run(ws.root, ws.cache, ws.index.url, "atomic.write:2", "apply", "1.0", "--into", str(into), "--force")
+    # killed after the rename (before `git am`): the state file is there, so --force replaces it
+    proc = killed_run(
+        ws.root, ws.cache, ws.index.url, "checkout.placed", "apply", "1.0", "--into", str(into), "--force"
+    )
     assert proc.returncode == KILLED, proc.stderr
     assert (into / ".git" / "vpatch.json").is_file()
     assert ws.run("apply", "1.0", "--into", str(into), "--force") == 0

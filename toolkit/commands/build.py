@@ -39,7 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, options: Options) -> int:
     from toolkit.wheel.overlay import build_overlay
-    from toolkit.wheel.verify import verify_wheel
 
     project = Project.load(options)
     if args.wheel_version:
@@ -81,12 +80,15 @@ def run(args: argparse.Namespace, options: Options) -> int:
             "wheel": str(built.path),
             "name": built.dist_name,
             "wheel_version": str(built.version),
-            "sha256": built.sha256,
             "size": built.size,
             "seconds": round(built.seconds, 3),
             "mode": args.mode,
         }
+        if options.json:  # hashing the new wheel costs as much as writing it: only when it is shown
+            entry["sha256"] = built.sha256
         if not args.no_verify:
+            from toolkit.wheel.verify import verify_wheel
+
             with ui.step(f"verify {built.path.name}", quiet=options.json):
                 report = verify_wheel(
                     built.path, project, install=not args.no_install_check, runtime=not args.no_runtime
@@ -96,6 +98,8 @@ def run(args: argparse.Namespace, options: Options) -> int:
         results.append(entry)
     if options.json:
         ui.print_json({"ok": not failed, "wheels": results})
+    elif not ui.stdout_is_terminal():
+        _print_plain(results)
     else:
         table = ui.table("dynamo-base wheels", ["version", "wheel", "size", "build", "verify"])
         for entry in results:
@@ -114,3 +118,19 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 if not check["ok"]:
                     ui.err.print(f"[red]{Path(entry['wheel']).name}: {check['name']}: {check['detail']}[/]")
     return 1 if failed else 0
+
+
+def _print_plain(results: list[dict]) -> None:
+    """The same rows as the table, one line per wheel, for logs and pipes (rich is not loaded for them)."""
+    import sys
+
+    for entry in results:
+        verdict = entry.get("verify", {}).get("ok")
+        shown = "skipped" if verdict is None else ("ok" if verdict else "failed")
+        sys.stdout.write(
+            f"{entry['version']}  {entry['wheel']}  {entry['size'] / 1e6:.1f} MB  "
+            f"built in {entry['seconds']:.2f}s  verify: {shown}\n"
+        )
+        for check in entry.get("verify", {}).get("checks", []):
+            if not check["ok"]:
+                sys.stderr.write(f"{Path(entry['wheel']).name}: {check['name']}: {check['detail']}\n")

@@ -13,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from toolkit import tempnames
 from toolkit.cache import atomic_write_text, sha256_file
 from toolkit.errors import VpatchError
 from toolkit.model import Pin
@@ -87,10 +88,18 @@ def read_stamp(repo: Path) -> dict | None:
         return None
     try:
         stamp = json.loads(stamp_path.read_text(encoding="utf-8"))
-        if stamp.get("stats") is not None and _object_stats(repo) == stamp["stats"]:
+        before = _object_stats(repo)
+        if stamp.get("stats") is not None and before == stamp["stats"]:
             return stamp
         if _object_files(repo) != stamp.get("objects"):
             return None
+        # Same content, new stats (git freshens the mtime of a pack that already holds an object it
+        # was asked to write): stamp them, so the next read is the cheap one again. Only when nothing
+        # changed while hashing; callers hold the entry's lock.
+        if _object_stats(repo) == before:
+            stamp["stats"] = before
+            tempnames.sweep(repo)  # a stamp write a killed run left half-done
+            atomic_write_text(stamp_path, json.dumps(stamp, indent=1, sort_keys=True) + "\n")
     except (OSError, ValueError):
         return None
     return stamp

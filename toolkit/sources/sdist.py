@@ -11,7 +11,6 @@ yields the same base commit id on every machine.
 from __future__ import annotations
 
 import posixpath
-import tarfile
 from pathlib import Path, PurePosixPath
 
 from toolkit.cache import locked, staging_dir
@@ -37,7 +36,8 @@ def materialize_sdist(pin: Pin, cache_dir: Path, *, quiet: bool = False) -> Base
     repo = base_repo_path(cache_dir, pin)
     with locked(repo):
         stamp = read_stamp(repo)
-        if stamp is None or Git(repo).rev_parse(BASE_REF) != stamp.get("commit"):
+        # The stamp vouches for the object files holding the commit; the ref is read without a git run.
+        if stamp is None or (Git(repo).loose_ref(BASE_REF) or Git(repo).rev_parse(BASE_REF)) != stamp.get("commit"):
             discard(repo)  # missing, incomplete or damaged: rebuild, never use
             tarball = fetch_artifact(cache_dir, pin.sdist, quiet=quiet)
             with staging_dir(repo) as staged:
@@ -95,6 +95,8 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
 
 def read_members(tarball: Path):
     """Yield (path, git mode, content) for each member, refusing anything unsafe."""
+    import tarfile  # only when a base is built: every other command starts faster without it
+
     try:
         archive = tarfile.open(tarball, mode="r:*")  # noqa: SIM115 (closed by the with below)
     except (tarfile.TarError, OSError) as exc:

@@ -1,17 +1,30 @@
-"""Install checks: the wheel goes into fresh venvs with pip and with uv, then is imported."""
+"""Install checks: the wheel goes into fresh venvs with pip and with uv, then is imported.
+
+Passing results are kept in the cache keyed by the wheel's sha256 and everything else the checks depend
+on (file name, expected version, the runtime layer, Python, the toolkit's version, the installers'
+versions): a rebuild that gives the same bytes, or `verify` / `ci` on a wheel already checked,
+reuses them instead of installing 300 MB twice more. (`conform` keeps its own venvs, keyed by the
+same sha256, in toolkit/conformance/envs.py.) Failures are never kept: they run again.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
+from toolkit import __version__ as toolkit_version
 from toolkit import tempnames
+from toolkit.cache import sha256_file
 from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
 from toolkit.errors import VpatchError
+from toolkit.wheel.kept import REUSED, as_reused, keep, kept_path, read_kept
+
+__all__ = ["REUSED", "install_checks"]
 
 PROBE = """
 import importlib.metadata as metadata, json, sys
@@ -25,7 +38,13 @@ print("VPATCH-PROBE " + json.dumps(result))
 
 
 def install_checks(
-    wheel: Path, version: str, project, *, runtime: bool = True, exact_module_version: bool = True
+    wheel: Path,
+    version: str,
+    project,
+    *,
+    runtime: bool = True,
+    exact_module_version: bool = True,
+    sha256: str | None = None,
 ) -> list[tuple[str, bool, str]]:
     """(check name, ok, detail) for a pip and a uv install of `wheel` into fresh venvs.
 
@@ -35,13 +54,48 @@ def install_checks(
     """
     dist, _, _, _ = parse_wheel_filename(wheel.name)
     cache_dir = project.options.cache_dir if project is not None else Path(tempfile.gettempdir())
-    results = []
     layer = None
     if runtime:
         try:
             layer = runtime_env(cache_dir)
         except VpatchError as error:
             return [("install-runtime", False, error.message)]
+    facts = [
+        sha256 or sha256_file(wheel),
+        wheel.name,
+        version,
+        str(layer) if layer is not None else None,
+        exact_module_version,
+        sys.version,
+        toolkit_version,
+        _installer_versions(),
+    ]
+    kept = kept_path(cache_dir, "install", facts)
+    reused = read_kept(kept)
+    if reused is not None:
+        return as_reused(reused)
+    results = _run_installs(wheel, dist, version, cache_dir, layer)
+    keep(kept, results, wheel=wheel.name)
+    return results
+
+
+def _installer_versions() -> list[str]:
+    versions = [_tool_version([sys.executable, "-m", "pip", "--version"])]
+    uv = uv_binary()
+    if uv is not None:
+        versions.append(_tool_version([uv, "--version"]))
+    return versions
+
+
+def _tool_version(argv: list[str]) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return proc.stdout.split(" from ")[0].strip() if proc.returncode == 0 else f"unavailable: {argv[0]}"
+
+
+def _run_installs(
+    wheel: Path, dist: str, version: str, cache_dir: Path, layer: Path | None
+) -> list[tuple[str, bool, str]]:
+    results = []
     for installer in ("pip", "uv"):
         name = f"install-{installer}"
         if installer == "uv" and uv_binary() is None:

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from packaging.version import Version
 
 from toolkit import faults, tempnames
-from toolkit.cache import sha256_file
+from toolkit.cache import replace_file, sha256_file
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, Pin, Series, check_tree_path
@@ -38,6 +38,7 @@ from toolkit.project import Project
 from toolkit.wheel.naming import default_version, dist_info_dir, wheel_filename, wheel_tags
 from toolkit.wheel.provenance import PROVENANCE_FILE, FileChanges, Provenance
 from toolkit.wheel.zipraw import RawZipWriter, ZipFormatError, member_spans
+from toolkit.wheel.zipread import StoredZip
 
 # What a wheel is built from rather than what it ships: changing these needs a source build.
 BUILD_INPUT_PATTERNS = (
@@ -79,7 +80,7 @@ class BuiltWheel:
         return sha256_file(self.path)
 
 
-def build_time(stock: zipfile.ZipFile) -> tuple[int, str]:
+def build_time(stock: zipfile.ZipFile | StoredZip) -> tuple[int, str]:
     """Timestamp for written members: SOURCE_DATE_EPOCH if set, else the stock wheel's newest member."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch:
@@ -93,7 +94,7 @@ def build_time(stock: zipfile.ZipFile) -> tuple[int, str]:
 
 
 def classify_changes(
-    patched: PatchedFiles, series: Series, stock_names: set[str], package: str, stock: zipfile.ZipFile
+    patched: PatchedFiles, series: Series, stock_names: set[str], package: str, stock: zipfile.ZipFile | StoredZip
 ) -> FileChanges:
     """Map the patched tree's changes onto wheel members; refuse what an overlay cannot carry."""
     owners: dict[str, str] = {}
@@ -198,123 +199,128 @@ def _write_overlay(
     started: float,
 ) -> BuiltWheel:
     try:
-        stock = zipfile.ZipFile(stock_path)
-    except zipfile.BadZipFile as exc:
+        stock = StoredZip(stock_path)
+    except (ZipFormatError, OSError) as exc:
         raise VpatchError(f"the stock wheel is not a zip file: {exc}", path=stock_path) from None
-    with stock:
-        infos = stock.infolist()
-        for info in infos:
-            if info.filename.endswith("/"):
-                continue
-            problem = check_tree_path(info.filename)
-            if problem:
-                raise VpatchError(f"the stock wheel has an unsafe member: {problem}", path=stock_path)
-        stock_names = {i.filename for i in infos}
-        old_dist_info = next((n.split("/")[0] for n in stock_names if n.split("/")[0].endswith(".dist-info")), None)
-        if old_dist_info is None:
-            raise VpatchError("the stock wheel has no .dist-info directory", path=stock_path)
-        package = pin.project.replace("-", "_")
-        changes = classify_changes(patched, series, stock_names, package, stock)
-        timestamp, time_source = build_time(stock)
-        date_time = time.gmtime(timestamp)[:6]
-        new_dist_info = dist_info_dir(name, out_version)
-        filename = wheel_filename(name, out_version, artifact.file)
-        version_file = VERSION_FILE.format(package=package)
-        generated = [version_file] if version_file in stock_names else []
-        changes = FileChanges(changes.modified, changes.added, changes.removed, tuple(generated), changes.not_shipped)
+    try:
+        with stock:
+            infos = stock.infolist()
+            for info in infos:
+                if info.filename.endswith("/"):
+                    continue
+                problem = check_tree_path(info.filename)
+                if problem:
+                    raise VpatchError(f"the stock wheel has an unsafe member: {problem}", path=stock_path)
+            stock_names = {i.filename for i in infos}
+            old_dist_info = next((n.split("/")[0] for n in stock_names if n.split("/")[0].endswith(".dist-info")), None)
+            if old_dist_info is None:
+                raise VpatchError("the stock wheel has no .dist-info directory", path=stock_path)
+            package = pin.project.replace("-", "_")
+            changes = classify_changes(patched, series, stock_names, package, stock)
+            timestamp, time_source = build_time(stock)
+            date_time = time.gmtime(timestamp)[:6]
+            new_dist_info = dist_info_dir(name, out_version)
+            filename = wheel_filename(name, out_version, artifact.file)
+            version_file = VERSION_FILE.format(package=package)
+            generated = [version_file] if version_file in stock_names else []
+            changes = FileChanges(
+                changes.modified, changes.added, changes.removed, tuple(generated), changes.not_shipped
+            )
 
-        stock_record = stock.read(f"{old_dist_info}/RECORD").decode()
-        record_rows: dict[str, tuple[str, str]] = {
-            row[0]: (row[1], row[2]) for row in csv.reader(io.StringIO(stock_record)) if len(row) == 3
-        }
-        compiled = {
-            p: base64.urlsafe_b64decode(h.removeprefix("sha256=") + "==").hex()
-            for p, (h, _) in record_rows.items()
-            if p.endswith((".so", ".pyd")) and h.startswith("sha256=")
-        }
-        provenance = Provenance(
-            pin=pin,
-            series=series,
-            base_commit=patched.base_commit,
-            stock_wheel=artifact.file,
-            stock_sha256=artifact.sha256,
-            dist_name=name,
-            version=str(out_version),
-            mode="overlay",
-            time_source=time_source,
-            timestamp=timestamp,
-            changes=changes,
-            compiled=compiled,
-        )
-        replaced: dict[str, bytes] = {}
-        for path in changes.modified:
-            replaced[path] = patched.contents[path]
-        if generated:
-            replaced[version_file] = VERSION_TEMPLATE.format(
-                version=str(out_version), version_tuple=_version_tuple(out_version)
-            ).encode()
-        dist_info_files = {
-            n.split("/", 1)[1]: stock.read(n)
-            for n in stock_names
-            if n.startswith(old_dist_info + "/") and not n.endswith("/RECORD") and not n.endswith("/")
-        }
-        dist_info_files["METADATA"] = _rewrite_metadata(dist_info_files["METADATA"], name, out_version)
-        dist_info_files["WHEEL"] = _rewrite_wheel_file(dist_info_files["WHEEL"], filename)
-        dist_info_files[PROVENANCE_FILE] = provenance.to_json()
+            stock_record = stock.read(f"{old_dist_info}/RECORD").decode()
+            record_rows: dict[str, tuple[str, str]] = {
+                row[0]: (row[1], row[2]) for row in csv.reader(io.StringIO(stock_record)) if len(row) == 3
+            }
+            compiled = {
+                p: base64.urlsafe_b64decode(h.removeprefix("sha256=") + "==").hex()
+                for p, (h, _) in record_rows.items()
+                if p.endswith((".so", ".pyd")) and h.startswith("sha256=")
+            }
+            provenance = Provenance(
+                pin=pin,
+                series=series,
+                base_commit=patched.base_commit,
+                stock_wheel=artifact.file,
+                stock_sha256=artifact.sha256,
+                dist_name=name,
+                version=str(out_version),
+                mode="overlay",
+                time_source=time_source,
+                timestamp=timestamp,
+                changes=changes,
+                compiled=compiled,
+            )
+            replaced: dict[str, bytes] = {}
+            for path in changes.modified:
+                replaced[path] = patched.contents[path]
+            if generated:
+                replaced[version_file] = VERSION_TEMPLATE.format(
+                    version=str(out_version), version_tuple=_version_tuple(out_version)
+                ).encode()
+            dist_info_files = {
+                n.split("/", 1)[1]: stock.read(n)
+                for n in stock_names
+                if n.startswith(old_dist_info + "/") and not n.endswith("/RECORD") and not n.endswith("/")
+            }
+            dist_info_files["METADATA"] = _rewrite_metadata(dist_info_files["METADATA"], name, out_version)
+            dist_info_files["WHEEL"] = _rewrite_wheel_file(dist_info_files["WHEEL"], filename)
+            dist_info_files[PROVENANCE_FILE] = provenance.to_json()
 
-        out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / filename
-        tempnames.sweep(out_dir)  # partial wheels of killed builds
-        fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(filename), suffix=".tmp", dir=out_dir)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "w+b") as out, stock_path.open("rb") as source:
-                spans = member_spans(stock, stock_path.stat().st_size)
-                writer = RawZipWriter(out)
-                record: list[tuple[str, str, str]] = []
-                removed = set(changes.removed)
-                for info in infos:
-                    member = info.filename
-                    if member.startswith(old_dist_info + "/") or member in removed:
-                        continue
-                    if member in replaced:
-                        data = replaced[member]
-                        writer.write(
-                            member, data, date_time=date_time, mode=(info.external_attr >> 16) & 0o777 or 0o644
-                        )
+            out_dir.mkdir(parents=True, exist_ok=True)
+            target = out_dir / filename
+            tempnames.sweep(out_dir)  # partial wheels of killed builds
+            fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(filename), suffix=".tmp", dir=out_dir)
+            tmp = Path(tmp_name)
+            try:
+                with os.fdopen(fd, "w+b") as out, stock_path.open("rb") as source:
+                    spans = member_spans(stock, stock_path.stat().st_size)
+                    writer = RawZipWriter(out)
+                    record: list[tuple[str, str, str]] = []
+                    removed = set(changes.removed)
+                    for info in infos:
+                        member = info.filename
+                        if member.startswith(old_dist_info + "/") or member in removed:
+                            continue
+                        if member in replaced:
+                            data = replaced[member]
+                            writer.write(
+                                member, data, date_time=date_time, mode=(info.external_attr >> 16) & 0o777 or 0o644
+                            )
+                            record.append((member, _record_hash(data), str(len(data))))
+                        else:
+                            writer.copy_raw(source, info, spans[member])
+                            if member not in record_rows:
+                                raise VpatchError(f"the stock wheel's RECORD does not list {member}", path=stock_path)
+                            record.append((member, *record_rows[member]))
+                    for path in sorted(changes.added):
+                        data = patched.contents[path]
+                        writer.write(path, data, date_time=date_time)
+                        record.append((path, _record_hash(data), str(len(data))))
+                    for relative in sorted(dist_info_files):
+                        data = dist_info_files[relative]
+                        member = f"{new_dist_info}/{relative}"
+                        writer.write(member, data, date_time=date_time)
                         record.append((member, _record_hash(data), str(len(data))))
-                    else:
-                        writer.copy_raw(source, info, spans[member])
-                        if member not in record_rows:
-                            raise VpatchError(f"the stock wheel's RECORD does not list {member}", path=stock_path)
-                        record.append((member, *record_rows[member]))
-                for path in sorted(changes.added):
-                    data = patched.contents[path]
-                    writer.write(path, data, date_time=date_time)
-                    record.append((path, _record_hash(data), str(len(data))))
-                for relative in sorted(dist_info_files):
-                    data = dist_info_files[relative]
-                    member = f"{new_dist_info}/{relative}"
-                    writer.write(member, data, date_time=date_time)
-                    record.append((member, _record_hash(data), str(len(data))))
-                record.append((f"{new_dist_info}/RECORD", "", ""))
-                record_text = io.StringIO()
-                csv.writer(record_text, lineterminator="\n").writerows(record)
-                faults.reached("wheel.write")
-                writer.write(f"{new_dist_info}/RECORD", record_text.getvalue().encode(), date_time=date_time)
-                writer.close()
-                # No fsync: the rename below makes the wheel appear whole or not at all if the
-                # build is interrupted; flushing 300 MB to disk would double the build time.
-                out.flush()
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except ZipFormatError as exc:
-            raise VpatchError(f"cannot overlay the stock wheel: {exc}", path=stock_path) from None
-        except OSError as exc:
-            raise VpatchError(f"cannot write the wheel: {exc}", path=target) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+                    record.append((f"{new_dist_info}/RECORD", "", ""))
+                    record_text = io.StringIO()
+                    csv.writer(record_text, lineterminator="\n").writerows(record)
+                    faults.reached("wheel.write")
+                    writer.write(f"{new_dist_info}/RECORD", record_text.getvalue().encode(), date_time=date_time)
+                    writer.close()
+                    # No fsync: the rename below makes the wheel appear whole or not at all if the
+                    # build is interrupted; flushing 300 MB to disk would double the build time.
+                    out.flush()
+                os.chmod(tmp, 0o644)
+                replace_file(tmp, target)
+            except ZipFormatError as exc:
+                raise VpatchError(f"cannot overlay the stock wheel: {exc}", path=stock_path) from None
+            except OSError as exc:
+                raise VpatchError(f"cannot write the wheel: {exc}", path=target) from None
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+    except ZipFormatError as exc:  # a member that does not inflate to its CRC: a damaged stock wheel
+        raise VpatchError(f"cannot read the stock wheel: {exc}", path=stock_path) from None
     return BuiltWheel(
         target, name, out_version, target.stat().st_size, stock_path, provenance, time.perf_counter() - started
     )

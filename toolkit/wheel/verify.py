@@ -3,7 +3,8 @@
 Each check is named and reports ok / failed with a reason:
 - names: no member escapes the install tree;
 - metadata: file name, dist-info directory, METADATA Name/Version, WHEEL tags and provenance agree;
-- record: RECORD lists every member once, with the right sha256 and size (all recomputed);
+- record: RECORD lists every member once, with the right sha256 and size (all recomputed, once per
+  wheel sha256: a pass is kept in the cache and reused for the same bytes, as the install checks are);
 - stock-members: every member the build did not change is byte-identical to the pinned stock wheel
   (compressed bytes, CRC and sizes), compiled `.so` files above all;
 - changed-set: the members that differ from the stock wheel are exactly the files the series changes
@@ -26,9 +27,12 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from toolkit import __version__ as toolkit_version
+from toolkit.cache import sha256_file
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, check_tree_path
+from toolkit.wheel.kept import as_reused, keep, kept_path, read_kept
 from toolkit.wheel.naming import dist_info_dir, wheel_tags
 from toolkit.wheel.provenance import PROVENANCE_FILE, read_provenance
 
@@ -108,7 +112,9 @@ def verify_wheel(path: Path, project=None, *, install: bool = True, runtime: boo
             else None
         )
         _check_metadata(report, archive, path, dist, version, dist_info, provenance)
-        _check_record(report, archive, dist_info)
+        # The wheel's sha256 keys the results that depend on its bytes alone (RECORD, installs).
+        wheel_sha = sha256_file(path) if project is not None else None
+        _check_record_once(report, archive, dist_info, project, wheel_sha)
         if provenance is None:
             report.add("provenance", False, f"{dist_info}/{PROVENANCE_FILE} is missing: not a dynamo-base wheel")
             return report
@@ -121,7 +127,7 @@ def verify_wheel(path: Path, project=None, *, install: bool = True, runtime: boo
 
         overlay = provenance is not None and provenance["build"]["mode"] == "overlay"
         for name, ok, detail in install_checks(
-            path, str(version), project, runtime=runtime, exact_module_version=overlay
+            path, str(version), project, runtime=runtime, exact_module_version=overlay, sha256=wheel_sha
         ):
             report.add(name, ok, detail)
     return report
@@ -157,6 +163,24 @@ def _check_metadata(
     if provenance is not None and provenance["distribution"]["version"] != str(version):
         problems.append("provenance records another version")
     report.add("metadata", not problems, "; ".join(problems))
+
+
+def _check_record_once(
+    report: VerifyReport, archive: zipfile.ZipFile, dist_info: str, project, wheel_sha: str | None
+) -> None:
+    """The RECORD check (every member inflated and hashed: seconds for vLLM), once per wheel sha256."""
+    if wheel_sha is None:
+        _check_record(report, archive, dist_info)
+        return
+    kept = kept_path(project.options.cache_dir, "verify", ["record", wheel_sha, toolkit_version])
+    reused = read_kept(kept)
+    if reused is not None:
+        for name, ok, detail in as_reused(reused):
+            report.add(name, ok, detail)
+        return
+    first = len(report.checks)
+    _check_record(report, archive, dist_info)
+    keep(kept, [(c.name, c.ok, c.detail) for c in report.checks[first:]])
 
 
 def _check_record(report: VerifyReport, archive: zipfile.ZipFile, dist_info: str) -> None:
