@@ -27,6 +27,7 @@ POINTS = (
     "checkout.staged",  # a new checkout is complete under its temp name, before the rename
     "wheel.write",  # a wheel's temp file is half written in the output dir
     "download.part",  # a download's .part file is half written in the cache
+    "rebase.am",  # a rebase's `git am` returned (n counts them); its outcome is not saved yet
 )
 
 

@@ -119,6 +119,7 @@ def fetch_artifact(cache_dir: Path, artifact: Artifact, *, quiet: bool = False, 
         if target.exists():
             if not rehash and _still_verified(target, artifact.sha256):
                 return target
+            tempnames.sweep(target.parent)  # a stamp's temp file of a run killed before its rename
             actual = sha256_file(target)
             if actual == artifact.sha256:
                 _mark_verified(target, actual)
