@@ -120,6 +120,7 @@ def test_rebase_replay_killed_between_patches_inside_git_am_and_at_each_state_wr
             assert not leftovers(root), f"{point}:{n}: left {leftovers(root)}"
             assert not stale_in(cache), f"{point}:{n}: left {stale_in(cache)} in the cache"
             assert not (root / CHECKOUT / ".git" / "rebase-apply").exists()
+            FIGURES[f"rebase {point}"] = FIGURES.get(f"rebase {point}", 0) + 1
         else:
             pytest.fail(f"{point} reached more than {MAX_N} times")
     assert kills >= 10
@@ -179,6 +180,7 @@ def test_fetch_killed_at_each_write(pinned, tmp_path):
             assert in_process(ws.root, cache, url, "fetch", "1.0", "--wheels") == 0
             assert cache_files(cache) == expected
             assert not stale_in(cache), f"fetch at {point}:{n}: left {stale_in(cache)}"
+            FIGURES[f"fetch {point}"] = FIGURES.get(f"fetch {point}", 0) + 1
             # the base the rerun made is usable
             assert in_process(ws.root, cache, url, "apply", "1.0", "--into", str(tmp_path / f"co-{point}-{n}")) == 0
     assert kills >= 2
