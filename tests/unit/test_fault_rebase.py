@@ -36,10 +36,8 @@ def patches(files: dict[str, bytes]) -> dict[str, bytes]:
     return {k: v for k, v in files.items() if k.startswith("patches/")}
 
 
-@pytest.fixture
-def replay_template(pinned, tmp_path):
-    """1.0 with three patches, 1.1 pinned (its block_pool.py conflicts with patch 2), the resolution recorded."""
-    ws = pinned
+def conflicting_project(ws) -> None:
+    """1.0 with three patches, 1.1 pinned: its block_pool.py conflicts with patch 2."""
     ws.write_series("1.0", {}, comment="# dynamo-base series for vLLM 1.0")
     assert ws.run("apply", "1.0") == 0
     checkout = ws.checkout("1.0")
@@ -51,6 +49,13 @@ def replay_template(pinned, tmp_path):
     tree_11["vllm/core/block_pool.py"] = CONFLICTING
     ws.publish("1.1", tree_11)
     assert ws.run("pin", "add", "1.1") == 0
+
+
+@pytest.fixture
+def replay_template(pinned, tmp_path):
+    """`conflicting_project` with the resolution recorded in the shared cache."""
+    ws = pinned
+    conflicting_project(ws)
     # Record the resolution in the shared cache (in a copy: the template stays before the rebase).
     scratch = tmp_path / "record"
     shutil.copytree(ws.root, scratch, symlinks=True)
@@ -144,6 +149,32 @@ def test_a_kill_inside_a_stopped_batch_am_is_redone_and_said(replay_template, tm
     said = [line for line in capsys.readouterr().err.splitlines() if "git am" in line]
     assert len(said) == 1 and said[0].startswith("vpatch: the replay killed inside `git am` is redone from "), said
     assert (root / "patches" / "vllm-1.1" / "series").is_file()
+
+
+def test_a_kill_once_a_hand_resolution_is_committed_keeps_its_outcome(pinned, tmp_path):
+    """Resolved by hand, then `rebase --continue` killed right after its `git am --continue` committed:
+    the next --continue records the patch as resolved by hand, exactly as an uninterrupted one does."""
+    ws = pinned
+    conflicting_project(ws)
+    url = ws.index.url
+    trees = []
+    for label, fault in (("reference", None), ("killed", "rebase.am:1")):
+        root = tmp_path / label
+        shutil.copytree(ws.root, root, symlinks=True)
+        cache = tmp_path / f"cache-{label}"  # each its own: no resolution recorded by the other
+        shutil.copytree(ws.cache, cache, symlinks=True)
+        assert in_process(root, cache, url, *REBASE) == 1  # stops at the conflict: nothing recorded here
+        (root / CHECKOUT / "vllm/core/block_pool.py").write_text(RESOLVED)
+        Git(root / CHECKOUT).run("add", "vllm/core/block_pool.py")
+        if fault:
+            proc = killed_run(root, cache, url, fault, "rebase", "--continue", "--onto", "1.1")
+            assert proc.returncode == KILLED, proc.stderr[-2000:]
+            assert not (root / "patches" / "vllm-1.1").exists()
+        assert in_process(root, cache, url, "rebase", "--continue", "--onto", "1.1") == 0
+        trees.append(tree(root))
+    assert trees[0] == trees[1]
+    assert b"conflict resolved by hand" in trees[1]["patches/vllm-1.1/evidence.json"]
+    FIGURES["hand resolution kills"] = 1
 
 
 def cache_files(cache: Path) -> dict[str, bytes]:

@@ -333,9 +333,12 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                     "or `vpatch rebase --skip` to drop it"
                 )
             how = "conflict resolved by hand" if stopped.get("status") == CONFLICT else "applied by hand"
+            rebase.state["continuing"] = how  # a run killed once `git am --continue` committed still says how
+            rebase.save()
             rebase.continue_am(name, how)
         elif committed:
-            rebase.settle(name, MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
+            how = rebase.state.get("continuing") or "resolved by hand (committed with git)"
+            rebase.settle(name, MERGED, [how], repo.rev_parse("HEAD"))
         else:
             rebase.settle(name, SKIPPED, ["skipped with git"])
     return rebase.replay()
@@ -447,6 +450,7 @@ class _Rebase:
         )
         self.state["current"] = None
         self.state["stopped"] = None
+        self.state.pop("continuing", None)
         if save:  # a batch saves once, when all its patches are settled (a kill between would lose commits)
             self.state.pop("am_from", None)
             self.save()
@@ -568,6 +572,7 @@ class _Rebase:
 
     def continue_am(self, name: str, note: str) -> None:
         proc = self.repo.run("am", "--continue", check=False)
+        faults.reached("rebase.am")
         output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
         if proc.returncode == 0:
             self.settle_applied(name, [note])
