@@ -30,6 +30,7 @@ P2_CHANGE = module_text("block_pool").replace("VALUE_5 = 5", "VALUE_5 = -5")
 RESOLVED = module_text("block_pool").replace("VALUE_5 = 5", "VALUE_5 = 500 - 5")
 REBASE = ("rebase", "1.0", "--onto", "1.1")
 CHECKOUT = Path("checkouts") / "vllm-1.1-rebase"
+PD_HEADERS = "Upstream-Status: Pending\nFeature: pd-disagg"
 
 
 def patches(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -66,9 +67,6 @@ def replay_template(pinned, tmp_path):
     assert in_process(scratch, ws.cache, url, "rebase", "--continue", "--onto", "1.1") == 0
     shutil.rmtree(scratch)
     return ws
-
-
-PD_HEADERS = "Upstream-Status: Pending\nFeature: pd-disagg"
 
 
 def resume(root: Path, cache: Path, url: str) -> int:
