@@ -28,6 +28,7 @@ POINTS = (
     "checkout.placed",  # the checkout is under its name, before any patch is applied
     "wheel.write",  # a wheel's temp file is half written in the output dir
     "download.part",  # a download's .part file is half written in the cache
+    "rebase.am",  # a rebase's `git am` returned (n counts them); its outcome is not saved yet
 )
 
 

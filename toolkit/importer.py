@@ -438,7 +438,8 @@ def _recount(lines: list[bytes], start: int) -> tuple[int, int, int]:
 
 
 def _strip(name: str, level: int) -> str | None:
-    parts = [p for p in name.split("/") if p]
+    # Components are counted as git apply -p counts them: `b//etc/x` -p1 is `/etc/x` (absolute), not `etc/x`.
+    parts = name.split("/")
     return "/".join(parts[level:]) if len(parts) > level else None
 
 
@@ -446,6 +447,8 @@ def _unsafe(path: str) -> str | None:
     problem = check_tree_path(path)
     if problem:
         return problem
+    if "" in path.split("/"):
+        return f"path {path!r} has an empty component ('//')"
     if any(part.lower() == ".git" for part in path.split("/")):
         return f"path {path!r} is inside .git"
     return None

@@ -105,6 +105,7 @@ def fetch_artifact(cache_dir: Path, artifact: Artifact, *, quiet: bool = False, 
         if target.exists():
             if not rehash and still_verified(target, artifact.sha256):
                 return target
+            tempnames.sweep(target.parent)  # a stamp's temp file of a run killed before its rename
             before = stat_stamp(target)
             actual = sha256_file(target)
             if actual == artifact.sha256:

@@ -17,6 +17,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from toolkit.errors import VpatchError
+from toolkit.symlinks import check_patch_symlinks
 
 # ---------------------------------------------------------------- artifacts and pins
 
@@ -298,6 +299,7 @@ def parse_patch(path: Path, data: bytes | None = None, *, name: str | None = Non
     files = _parse_diffs(lines, end, fail)
     if not files:
         raise fail("patch contains no 'diff --git' section", end + 1)
+    check_patch_symlinks(lines, files, fail)
     return Patch(
         name=name or path.name,
         path=path,

@@ -24,7 +24,7 @@ from toolkit.git import Git
 from toolkit.model import Series
 from toolkit.sources import Base
 
-FORMAT = 1
+FORMAT = 2  # 2: paths verbatim (1 kept non-ASCII paths C-quoted)
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class PatchedFiles:
     changes: tuple[tuple[str, str], ...]  # (status A / M / D, path), as git diff-index reports them
     contents: dict[str, bytes]  # patched content of added and modified paths
     base_blobs: dict[str, str]  # base blob id of modified and deleted paths
+    symlinks: tuple[str, ...] = ()  # added or modified paths that are symlinks (mode 120000) afterwards
 
     def to_json(self) -> str:
         payload = {
@@ -41,6 +42,7 @@ class PatchedFiles:
             "changes": [list(c) for c in self.changes],
             "contents": {k: base64.b64encode(v).decode() for k, v in sorted(self.contents.items())},
             "base_blobs": dict(sorted(self.base_blobs.items())),
+            "symlinks": list(self.symlinks),
         }
         body = json.dumps(payload, sort_keys=True)
         return json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "payload": payload}) + "\n"
@@ -60,6 +62,7 @@ class PatchedFiles:
                 tuple((s, p) for s, p in payload["changes"]),
                 {k: base64.b64decode(v) for k, v in payload["contents"].items()},
                 dict(payload["base_blobs"]),
+                tuple(payload["symlinks"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -88,14 +91,22 @@ def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFil
 
                 details = describe_apply_failure(patch, proc.stderr.decode("utf-8", "replace"))
                 raise VpatchError(f"does not apply to {base.pin.label}: {'; '.join(details)}", path=patch.path)
-        raw = repo.out("diff-index", "--cached", "--raw", "--no-abbrev", "--no-renames", base.commit, env=env)
-        changes, new_ids, base_blobs = [], {}, {}
-        for line in raw.splitlines():
-            meta, _, path = line.partition("\t")
-            _, _, old_id, new_id, status = meta.split()
+        # -z: paths verbatim (UTF-8), not C-quoted the way core.quotepath prints non-ASCII names
+        raw = repo.run(
+            "diff-index", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", base.commit, env=env
+        ).stdout
+        fields = raw.split(b"\0")
+        changes, new_ids, base_blobs, symlinks = [], {}, {}, []
+        for meta_bytes, path_bytes in zip(fields[0::2], fields[1::2], strict=False):
+            if not meta_bytes:
+                continue
+            path = path_bytes.decode("utf-8", "surrogateescape")
+            _, new_mode, old_id, new_id, status = meta_bytes.decode().lstrip(":").split()
             changes.append((status[0], path))
             if status[0] in ("A", "M", "T"):
                 new_ids[path] = new_id
+                if new_mode == "120000":
+                    symlinks.append(path)
             if status[0] in ("M", "T", "D"):
                 base_blobs[path] = old_id
         contents: dict[str, bytes] = {}
@@ -111,7 +122,7 @@ def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFil
                 size = int(header[2])
                 contents[path] = output[header_end + 1 : header_end + 1 + size]
                 position = header_end + 1 + size + 1
-    return PatchedFiles(base.commit, tuple(changes), contents, base_blobs)
+    return PatchedFiles(base.commit, tuple(changes), contents, base_blobs, tuple(symlinks))
 
 
 def patched_files(base: Base, series: Series, cache_dir: Path) -> PatchedFiles:

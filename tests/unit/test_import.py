@@ -553,6 +553,32 @@ BAD_INPUTS = {
     "only-in": ("Only in fork/vllm: extra.py\n", "carries no content"),
     "context-diff": ("*** a/README.md\n--- b/README.md\n***************\n", "context diffs are not supported"),
     "truncated": ("--- a/README.md\n+++ b/README.md\n@@ -1,3 +1,3 @@\n", "hunk #1 has no lines"),
+    "double-slash": (
+        "--- a//etc/passwd\n+++ b//etc/passwd\n@@ -1 +1 @@\n-a\n+b\n",
+        "fork.diff:1: patch touches a path outside the tree: absolute path '/etc/passwd'",
+    ),
+    "double-slash-git": (
+        "diff --git a//etc/passwd b//etc/passwd\n--- a//etc/passwd\n+++ b//etc/passwd\n@@ -1 +1 @@\n-a\n+b\n",
+        "fork.diff:1: patch touches a path outside the tree: absolute path '/etc/passwd'",
+    ),
+    "double-slash-inside": (
+        "--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# vllm\n+# x\n"
+        "--- a/vllm//core/x.py\n+++ b/vllm//core/x.py\n@@ -1 +1 @@\n-a\n+b\n",
+        "fork.diff:6: patch touches a path outside the tree: path 'vllm//core/x.py' has an empty component",
+    ),
+    "dotdot-after-prefix": (
+        "--- a/../../x\n+++ b/../../x\n@@ -1 +1 @@\n-a\n+b\n",
+        "fork.diff:1: patch touches a path outside the tree: path 'a/../../x' leaves the tree through '..'",
+    ),
+    "dot-then-dotdot": (
+        "diff --git a/./../x b/./../x\n--- a/./../x\n+++ b/./../x\n@@ -1 +1 @@\n-a\n+b\n",
+        "fork.diff:1: patch touches a path outside the tree: path 'a/./../x' leaves the tree through '..'",
+    ),
+    "symlink-out": (
+        "diff --git a/vllm/link b/vllm/link\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n"
+        "+++ b/vllm/link\n@@ -0,0 +1 @@\n+../../etc/passwd\n\\ No newline at end of file\n",
+        "fork.diff:1: symlink change to b/vllm/link: not imported",
+    ),
     "not-utf8": ("--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# vllm\n+# vllm \udcff\n", "not UTF-8"),
 }
 
@@ -562,7 +588,7 @@ def test_bad_input_is_one_line_and_writes_nothing(pinned, tmp_path, capsys, case
     ws = pinned
     existing_series(ws)
     text, message = BAD_INPUTS[case]
-    path = tmp_path / f"{case}.diff"
+    path = tmp_path / "fork.diff"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
     assert_refused(ws, capsys, [str(path), "--version", "1.0", "--feature", "kv-routing"], message)
 

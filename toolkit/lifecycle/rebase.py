@@ -35,6 +35,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from toolkit import faults, ui
 from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
 from toolkit.checkout import (
     STATE_FILE,
@@ -205,6 +206,7 @@ def start_rebase(
             "new_version": str(new_pin.version),
             "old_base": old_base.commit,
             "old_head": None,  # set when the old series' commits are made (see _Rebase.settle_old_head)
+            "old_head_made": False,
             "patches": [p.name for p in old_series.patches],
             "remaining": [p.name for p in old_series.patches if retired[p.name] is None],
             # Retired for NEW already: not replayed, recorded with the retirement's own evidence.
@@ -259,13 +261,13 @@ def _enable_rerere(checkout: Checkout, shared: Path) -> None:
 def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
     """The old series as commits on OLD's base, made in the checkout's repository without a work tree; None
     if it does not apply there with zero fuzz. OLD's base objects must be in the checkout (add_base_objects)."""
-    head = series_commits(checkout.git, old_base.commit, series)
+    head = series_commits(checkout.git, old_base.commit, series.patches)
     if head is not None:
         checkout.git.update_ref(OLD_HEAD_REF, head)
     return head
 
 
-def series_commits(repo: Git, base_commit: str, series: Series) -> str | None:
+def series_commits(repo: Git, base_commit: str, patches: Sequence[Patch]) -> str | None:
     """Commit each patch of the series on `base_commit` through a temporary index (`git apply --cached`,
     messages and authors as `git am --keep-non-patch` takes them); the last commit, or None when a patch
     does not apply."""
@@ -273,7 +275,7 @@ def series_commits(repo: Git, base_commit: str, series: Series) -> str | None:
     with tempfile.TemporaryDirectory(prefix="vpatch-series-", dir=repo.git_dir()) as tmp:
         index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
         repo.run("read-tree", base_commit, env=index)
-        for patch in series.patches:
+        for patch in patches:
             if repo.run("apply", "--cached", str(patch.path), env=index, check=False).returncode != 0:
                 return None
             msg, body = Path(tmp) / "msg", Path(tmp) / "body"
@@ -331,9 +333,12 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                     "or `vpatch rebase --skip` to drop it"
                 )
             how = "conflict resolved by hand" if stopped.get("status") == CONFLICT else "applied by hand"
+            rebase.state["continuing"] = how  # a run killed once `git am --continue` committed still says how
+            rebase.save()
             rebase.continue_am(name, how)
         elif committed:
-            rebase.settle(name, MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
+            how = rebase.state.get("continuing") or "resolved by hand (committed with git)"
+            rebase.settle(name, MERGED, [how], repo.rev_parse("HEAD"))
         else:
             rebase.settle(name, SKIPPED, ["skipped with git"])
     return rebase.replay()
@@ -387,6 +392,16 @@ class _Rebase:
         future, self.old_head_future = self.old_head_future, None
         if future is not None:
             self.state["old_head"] = future.result()
+            self.state["old_head_made"] = True
+            self.save()
+        elif not self.state.get("old_head_made", True):
+            # The run that started the rebase was killed before its thread made them: make them now.
+            patches = [self.patch(name) for name in self.state["patches"]]
+            head = series_commits(self.repo, self.state["old_base"], patches)
+            if head is not None:
+                self.repo.update_ref(OLD_HEAD_REF, head)
+            self.state["old_head"] = head
+            self.state["old_head_made"] = True
             self.save()
 
     @classmethod
@@ -394,7 +409,26 @@ class _Rebase:
         state = rebase_state(checkout.path)
         if state is None:
             raise VpatchError(f"{checkout.path}: no rebase is in progress")
-        return cls(project, checkout, state)
+        rebase = cls(project, checkout, state)
+        rebase.redo_interrupted_am()
+        return rebase
+
+    def redo_interrupted_am(self) -> None:
+        """A run killed while its `git am` worked (or before the outcome was saved) left commits or an am
+        session the state does not know: go back to where that `git am` started; the replay redoes it."""
+        start = self.state.get("am_from")
+        if start is None:
+            return
+        if am_in_progress(self.checkout):
+            self.repo.run("am", "--quit")
+        self.repo.run("reset", "--quiet", "--hard", start)
+        current = self.state["current"]
+        if current is not None and not self.state.get("stopped"):
+            self.state["remaining"].insert(0, current)
+            self.state["current"] = None
+        del self.state["am_from"]
+        self.save()
+        ui.err.print(f"vpatch: the replay killed inside `git am` is redone from {start[:12]}")
 
     def save(self) -> None:
         update_state(self.checkout, {STATE_KEY: self.state})
@@ -408,13 +442,18 @@ class _Rebase:
     def count(self) -> int:
         return len(self.repo.commits(f"{UPSTREAM_REF}..HEAD"))
 
-    def settle(self, name: str, status: str, details: list[str], commit: str | None = None) -> None:
+    def settle(
+        self, name: str, status: str, details: list[str], commit: str | None = None, *, save: bool = True
+    ) -> None:
         self.state["outcomes"].append(
             {"name": name, "subject": self.patch(name).subject, "status": status, "details": details, "commit": commit}
         )
         self.state["current"] = None
         self.state["stopped"] = None
-        self.save()
+        self.state.pop("continuing", None)
+        if save:  # a batch saves once, when all its patches are settled (a kill between would lose commits)
+            self.state.pop("am_from", None)
+            self.save()
 
     def unmerged(self) -> list[tuple[str, str]]:
         """(status code, path) of every unmerged path (`git status` XY codes: UU, AA, DU, UD ...)."""
@@ -434,8 +473,10 @@ class _Rebase:
             self.state["current"] = name
             self.state["current_start"] = self.count()
             self.state["current_head"] = self.repo.rev_parse("HEAD")
+            self.state["am_from"] = self.state["current_head"]  # until the outcome is saved
             self.save()
             proc = self.repo.run(*AM_ARGS, "--3way", str(self.patch_path(name)), check=False)
+            faults.reached("rebase.am")
             output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
             if proc.returncode == 0:
                 self.settle_applied(name, [THREE_WAY_NOTE] if THREE_WAY_NOTE in output else [])
@@ -443,6 +484,7 @@ class _Rebase:
             stop = self.after_stop(name, output)
             if stop is not None:
                 self.state["stopped"] = stop
+                self.state.pop("am_from", None)
                 self.save()
                 return self.result()
         return self.finish()
@@ -455,7 +497,10 @@ class _Rebase:
         names = list(self.state["remaining"])
         start = self.repo.rev_parse("HEAD")
         assert start is not None
+        self.state["am_from"] = start  # until the outcomes are saved
+        self.save()
         proc = self.repo.run(*AM_ARGS, "--3way", *(str(self.patch_path(n)) for n in names), check=False)
+        faults.reached("rebase.am")
         sections = _am_sections((proc.stdout + proc.stderr).decode("utf-8", "replace"))
         if proc.returncode != 0:
             if not am_in_progress(self.checkout):
@@ -467,11 +512,13 @@ class _Rebase:
         for name, section in zip(names, sections, strict=False):
             self.state["remaining"].remove(name)
             if "No changes -- Patch already applied" in section:
-                self.settle(name, EMPTY, [BECAME_EMPTY])
+                self.settle(name, EMPTY, [BECAME_EMPTY], save=False)
             elif THREE_WAY_NOTE in section:
-                self.settle(name, MERGED, ["applied with a three-way merge"], next(commits))
+                self.settle(name, MERGED, ["applied with a three-way merge"], next(commits), save=False)
             else:
-                self.settle(name, CLEAN, [], next(commits))
+                self.settle(name, CLEAN, [], next(commits), save=False)
+        del self.state["am_from"]
+        self.save()
         return bool(sections)
 
     def settle_applied(self, name: str, notes: list[str]) -> None:
@@ -525,6 +572,7 @@ class _Rebase:
 
     def continue_am(self, name: str, note: str) -> None:
         proc = self.repo.run("am", "--continue", check=False)
+        faults.reached("rebase.am")
         output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
         if proc.returncode == 0:
             self.settle_applied(name, [note])

@@ -117,6 +117,9 @@ def classify_changes(
         if not shipped:
             not_shipped.append(path)
             continue
+        if path in patched.symlinks:
+            # a zip member is installed as a plain file: pip would ship the link's target as its content
+            raise refuse("it is a symlink, which a wheel cannot carry")
         if status == "A":
             if path in stock_names:
                 raise refuse("the stock wheel already ships a different file there")
