@@ -484,13 +484,16 @@ def _corrupt_field(summary: Path) -> None:
     [
         (lambda s: s.unlink(), r"project/out/ci-summary\.json: not found: run `vpatch ci` first"),
         (lambda s: s.write_text('{"schema": 1,\n  "versions": [,]}'), r"project/out/ci-summary\.json:2: invalid JSON"),
-        (_corrupt_schema, r"project/out/ci-summary\.json: schema: unsupported schema 2 \(this vpatch reads schema 1\)"),
+        (
+            _corrupt_schema,
+            r"project/out/ci-summary\.json: \$\.schema: unsupported schema 2 \(this vpatch reads schema 1\)",
+        ),
         (
             _corrupt_field,
-            r"project/out/ci-summary\.json: versions\[1\]\.series\.patches\[2\]\.added_lines: "
-            r'expected a non-negative integer, got "77"',
+            r"project/out/ci-summary\.json: \$\.versions\[1\]\.series\.patches\[2\]\.added_lines: "
+            r"Expected `int`, got `str`",
         ),
-        (lambda s: s.write_text("[1, 2]"), r"project/out/ci-summary\.json: expected a JSON object, got \[1, 2\]"),
+        (lambda s: s.write_text("[1, 2]"), r"project/out/ci-summary\.json: \$: Expected `object`, got `array`"),
     ],
     ids=["missing", "malformed", "schema", "field", "not-an-object"],
 )

@@ -14,8 +14,9 @@ from pathlib import Path
 from toolkit.cache import atomic_write_text
 from toolkit.options import find_root
 from toolkit.report.html import render_html
-from toolkit.report.load import SUMMARY_FILE, Report, load_report
+from toolkit.report.load import SUMMARY_FILE, load_report
 from toolkit.report.markdown import render_markdown
+from toolkit.report.model import Report
 
 HTML_FILE = "index.html"
 MARKDOWN_FILE = "summary.md"

@@ -13,7 +13,7 @@ import math
 
 from toolkit import __version__
 from toolkit.report import fmt
-from toolkit.report.load import Check, Conformance, Evidence, Patch, Report, Version
+from toolkit.report.model import Check, Conformance, Evidence, Patch, Report, Version
 
 # status word -> CSS class (a fixed table: input text never becomes a class name)
 STATUS_CLASS = {

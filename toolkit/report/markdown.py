@@ -12,7 +12,7 @@ import html
 import re
 
 from toolkit.report import fmt
-from toolkit.report.load import Patch, Report, Version
+from toolkit.report.model import Patch, Report, Version
 
 DIFF_LINES = 40
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
