@@ -28,6 +28,8 @@ class Status(StrEnum):
 CHECK_STATUSES = (Status.PASS, Status.FAIL, Status.NOT_APPLICABLE)
 STEP_STATUSES = (Status.PASS, Status.FAIL, Status.SKIPPED)
 TERMINAL_STYLE = {"good": "green", "bad": "red", "muted": "dim"}
+# the words tables show instead of the status itself (not-applicable -> n/a)
+LABELS = {status.value: status.label for status in Status if status.label != status.value}
 
 
 def require(status: Status, allowed: tuple[Status, ...]) -> None:
