@@ -35,7 +35,11 @@ def decode(text: str | bytes, kind: type[T]) -> T:
         return msgspec.json.decode(text, type=kind)
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `")
-        raise RecordError(message, where=where.rstrip("`") or "$") from None
+        where = where.rstrip("`") or "$"
+        field, named, rest = message.partition(": ")
+        if named and field.isidentifier():  # a check of one field in __post_init__ ("status: unknown ...")
+            where, message = f"{where}.{field}", rest
+        raise RecordError(message, where=where) from None
     except msgspec.DecodeError as exc:
         try:
             json.loads(text)

@@ -35,4 +35,4 @@ LABELS = {status.value: status.label for status in Status if status.label != sta
 def require(status: Status, allowed: tuple[Status, ...]) -> None:
     """Raise the ValueError msgspec reports with the field's path when `status` is not one of `allowed`."""
     if status not in allowed:
-        raise ValueError(f"unknown status {status.value!r} (expected {', '.join(s.value for s in allowed)})")
+        raise ValueError(f"status: unknown status {status.value!r} (expected {', '.join(s.value for s in allowed)})")
