@@ -15,14 +15,13 @@ Conformance-based evidence (stock vs dynamo-base behaviour) comes later; its fie
 from __future__ import annotations
 
 import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 from toolkit.git import Git
 from toolkit.lifecycle import DROPPED, EMPTY, KEPT
 from toolkit.model import Patch, Pin
-from toolkit.records.conformance import decode_results
-from toolkit.records.status import Status
 from toolkit.sources import Base
 
 EVIDENCE_FORMAT = 1
@@ -139,13 +138,13 @@ def conformance_evidence(results: list[Path]) -> dict[str, dict]:
     found: dict[str, dict] = {}
     for path in results:
         try:
-            result = decode_results(path.read_bytes())
-        except (OSError, ValueError):  # unreadable or of another shape: not evidence
+            result = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
-        statuses = {c.name: c.status for c in result.checks}
+        statuses = {c.get("name"): c.get("status") for c in result.get("checks", [])}
         for feature, check in AGAINST_CHECKS.items():
-            if result.ok and statuses.get(check) == Status.PASS and feature not in found:
-                found[feature] = {"file": path.name, "tier": result.tier, "check": check}
+            if result.get("ok") and statuses.get(check) == "pass" and feature not in found:
+                found[feature] = {"file": path.name, "tier": result.get("tier"), "check": check}
     return found
 
 
