@@ -17,42 +17,41 @@ from pathlib import Path
 
 from toolkit import __version__, ui
 from toolkit.cache import atomic_write_text
+from toolkit.check import check_pin
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Patch, Pin
 from toolkit.project import Project
-
-SCHEMA = 1
+from toolkit.records import ci_summary as records
+from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Step, Summary, Wheel, encode_summary
+from toolkit.records.status import Status
+from toolkit.verdict import EVIDENCE_FILE, decide
 
 
 @dataclass
 class VersionRun:
     pin: Pin
-    steps: list[dict] = field(default_factory=list)
-    wheel: dict | None = None
-    conformance: dict = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    wheel: Wheel | None = None
+    conformance: dict[str, str] = field(default_factory=dict)
     apply: dict[str, str] = field(default_factory=dict)
 
     def step(self, name: str, action: Callable[[], str], *, quiet: bool, needs: tuple[str, ...] = ()) -> bool:
-        failed_needs = [s["name"] for s in self.steps if s["name"] in needs and s["status"] != "pass"]
+        failed_needs = [s.name for s in self.steps if s.name in needs and s.status != Status.PASS]
         if failed_needs:
-            self.steps.append(
-                {"name": name, "status": "skipped", "seconds": 0.0, "detail": f"needs {', '.join(failed_needs)}"}
-            )
+            self.steps.append(Step(name, Status.SKIPPED, 0.0, f"needs {', '.join(failed_needs)}"))
             return False
         start = time.perf_counter()
         try:
             with ui.step(f"{self.pin.label}: {name}", quiet=quiet):
                 detail = action()
-            status = "pass"
+            status = Status.PASS
         except VpatchError as error:
-            status, detail = "fail", error.render()
+            status, detail = Status.FAIL, error.render()
         except Exception as error:  # a crash in one step is that step's failure, not the job's end
-            status, detail = "fail", f"{type(error).__name__}: {error}"
-        self.steps.append(
-            {"name": name, "status": status, "seconds": round(time.perf_counter() - start, 3), "detail": detail}
-        )
-        return status == "pass"
+            status, detail = Status.FAIL, f"{type(error).__name__}: {error}"
+        self.steps.append(Step(name, status, round(time.perf_counter() - start, 3), detail))
+        return status == Status.PASS
 
 
 def patch_stats(patch: Patch) -> tuple[int, int]:
@@ -78,8 +77,7 @@ def run_ci(
     quiet: bool = False,
     tiers: tuple[str, ...] = ("static", "cpu"),
     install_check: bool = True,
-) -> dict:
-    from toolkit.commands.check import check_pin
+) -> Summary:
     from toolkit.conformance.suite import run_conformance
     from toolkit.wheel.overlay import build_overlay
     from toolkit.wheel.verify import verify_wheel
@@ -116,13 +114,7 @@ def run_ci(
         def build(pin: Pin = pin, run: VersionRun = run, built: dict = built) -> str:
             wheel = build_overlay(project, pin, out_dir / "wheels")
             built["path"] = wheel.path
-            run.wheel = {
-                "file": wheel.path.name,
-                "version": str(wheel.version),
-                "sha256": wheel.sha256,
-                "size": wheel.size,
-                "seconds": round(wheel.seconds, 3),
-            }
+            run.wheel = Wheel(wheel.path.name, str(wheel.version), wheel.sha256, wheel.size, round(wheel.seconds, 3))
             return f"{wheel.path.name} in {wheel.seconds:.2f}s"
 
         run.step("build", build, quiet=quiet)
@@ -139,72 +131,66 @@ def run_ci(
 
             def conform(tier: str = tier, pin: Pin = pin, run: VersionRun = run) -> str:
                 result = run_conformance(project, pin, tier, out_dir / "conform")
-                run.conformance[tier] = f"conform/{pin.series_dirname}-{tier}.json"
-                failed = [c["name"] for c in result.data["checks"] if c["status"] == "fail"]
+                run.conformance[tier] = f"conform/{result.path.name}"
+                failed = [c.name for c in result.record.failed]
                 if failed:
                     raise VpatchError(f"failed checks: {', '.join(failed)}")
-                return f"{len(result.data['checks'])} checks, none failed"
+                return f"{len(result.record.checks)} checks, none failed"
 
             run.step(f"conform-{tier}", conform, quiet=quiet)
     summary = _summary(project, runs, started)
-    atomic_write_text(out_dir / "ci-summary.json", json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / SUMMARY_FILE, encode_summary(summary))
     return summary
 
 
-def _summary(project: Project, runs: list[VersionRun], started: float) -> dict:
-    from toolkit.commands.status import collect
-
-    status_rows = {row["version"]: row for row in collect(project, [str(r.pin.version) for r in runs])}
+def _summary(project: Project, runs: list[VersionRun], started: float) -> Summary:
     versions = []
     for run in runs:
         series = None
+        loaded = None
         if project.has_series(run.pin):
-            parsed = project.series(run.pin)
-            rebase_outcomes = _rebase_outcomes(project.series_dir(run.pin) / "evidence.json")
+            loaded = project.series(run.pin)
+            rebase_outcomes = _rebase_outcomes(project.series_dir(run.pin) / EVIDENCE_FILE)
             patches = []
-            for patch in parsed.patches:
+            for patch in loaded.patches:
                 added, removed = patch_stats(patch)
-                status = patch.upstream_status_text
                 patches.append(
-                    {
-                        "name": patch.name,
-                        "subject": patch.subject,
-                        "feature": patch.feature,
-                        "upstream_status": status,
-                        "files": list(patch.touched_paths),
-                        "added_lines": added,
-                        "removed_lines": removed,
-                        "apply": run.apply.get(patch.name),
-                        "rebase": rebase_outcomes.get(patch.name),
-                        "retired_since": patch.header("Retired-Since"),
-                    }
+                    records.Patch(
+                        name=patch.name,
+                        subject=patch.subject,
+                        feature=patch.feature,
+                        upstream_status=patch.upstream_status_text,
+                        files=list(patch.touched_paths),
+                        added_lines=added,
+                        removed_lines=removed,
+                        apply=run.apply.get(patch.name),
+                        rebase=rebase_outcomes.get(patch.name),
+                        retired_since=patch.header("Retired-Since"),
+                    )
                 )
-            series = {"fingerprint": parsed.fingerprint(), "patches": patches}
-        row = status_rows.get(str(run.pin.version), {})
-        evidence = project.series_dir(run.pin) / "evidence.json"
+            series = records.Series(loaded.fingerprint(), patches)
+        evidence = project.series_dir(run.pin) / EVIDENCE_FILE
         versions.append(
-            {
-                "version": str(run.pin.version),
-                "verdict": row.get("verdict", {}).get("summary")
-                if isinstance(row.get("verdict"), dict)
-                else row.get("verdict") or _verdict(series),
-                "series": series,
-                "steps": run.steps,
-                "wheel": run.wheel,
-                "conformance": run.conformance,
-                "evidence": str(evidence.relative_to(project.options.root)) if evidence.exists() else None,
-            }
+            records.VersionRun(
+                version=str(run.pin.version),
+                verdict=decide(project, run.pin, loaded).summary,
+                series=series,
+                steps=run.steps,
+                wheel=run.wheel,
+                conformance=run.conformance,
+                evidence=str(evidence.relative_to(project.options.root)) if evidence.exists() else None,
+            )
         )
-    return {
-        "schema": SCHEMA,
-        "toolkit": __version__,
-        "project": project.pins.project,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 3),
-        "ok": all(s["status"] != "fail" for r in runs for s in r.steps),
-        "features": project.pins.feature_info,
-        "versions": versions,
-    }
+    return Summary(
+        schema=SCHEMA,
+        toolkit=__version__,
+        project=project.pins.project,
+        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        seconds=round(time.time() - started, 3),
+        ok=all(s.status != Status.FAIL for r in runs for s in r.steps),
+        features={name: records.Feature(**info) for name, info in project.pins.feature_info.items()},
+        versions=versions,
+    )
 
 
 def _rebase_outcomes(evidence: Path) -> dict[str, str | None]:
@@ -214,12 +200,3 @@ def _rebase_outcomes(evidence: Path) -> dict[str, str | None]:
     except (OSError, ValueError, AttributeError):
         return {}
     return {name: entry.get("outcome") for name, entry in patches.items() if isinstance(entry, dict)}
-
-
-def _verdict(series: dict | None) -> str:
-    if series is None:
-        return "no series yet (not rebased)"
-    if not series["patches"]:
-        return "stock vLLM provides every feature; recommended default"
-    features = sorted({p["feature"] for p in series["patches"]})
-    return f"dynamo-base needed ({len(series['patches'])} active patches: {', '.join(features)})"

@@ -6,6 +6,9 @@ import json
 
 from helpers import commit_in, module_text
 
+from toolkit.records.ci_summary import decode_summary, encode_summary
+from toolkit.records.conformance import decode_results, encode_results
+
 
 def run_ci(ws, capsys, out) -> tuple[int, dict]:
     capsys.readouterr()
@@ -37,8 +40,13 @@ def test_ci_runs_every_step_and_writes_the_summary(pinned, capsys, tmp_path):
     (patch,) = version["series"]["patches"]
     assert (patch["added_lines"], patch["removed_lines"], patch["apply"]) == (1, 0, "clean")
     assert version["verdict"].startswith("dynamo-base needed (1 active patch")
-    on_disk = json.loads((tmp_path / "out" / "ci-summary.json").read_text())
+    text = (tmp_path / "out" / "ci-summary.json").read_text()
+    on_disk = json.loads(text)
     assert on_disk["versions"][0]["steps"] == version["steps"]
+    # Written by the schema the report reads, in the one format: sorted keys, one-space indent.
+    assert encode_summary(decode_summary(text)) == text == json.dumps(on_disk, indent=1, sort_keys=True) + "\n"
+    results = (tmp_path / "out" / "conform" / "vllm-1.0-static.json").read_text()
+    assert encode_results(decode_results(results)) == results
 
 
 def test_a_failing_step_fails_the_job_but_the_summary_is_written(pinned, capsys, tmp_path):

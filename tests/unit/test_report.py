@@ -464,6 +464,21 @@ def test_unreadable_conformance_and_evidence_are_shown_not_fatal(tmp_path, monke
     assert "> **Unreadable input:** conform/vllm-0.9.0-cpu.json: not found" in md
 
 
+def test_a_results_file_of_the_wrong_shape_is_named_by_its_field_path(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    root, inp = make_input(tmp_path)
+    results = inp / "conform" / "vllm-0.8.4-static.json"
+    data = json.loads(results.read_text())
+    data["checks"][1]["status"] = "skipped"  # a step status, not a check status
+    results.write_text(json.dumps(data))
+    assert run_report(root, inp, tmp_path / "report") == 0
+    expected = (
+        "conform/vllm-0.8.4-static.json: $.checks[1].status: "
+        "unknown status 'skipped' (expected pass, fail, not-applicable)"
+    )
+    assert f"warning: {expected} (shown in the report)" in " ".join(capsys.readouterr().err.split())
+
+
 # ---------------------------------------------------------------- bad input
 
 
@@ -484,13 +499,16 @@ def _corrupt_field(summary: Path) -> None:
     [
         (lambda s: s.unlink(), r"project/out/ci-summary\.json: not found: run `vpatch ci` first"),
         (lambda s: s.write_text('{"schema": 1,\n  "versions": [,]}'), r"project/out/ci-summary\.json:2: invalid JSON"),
-        (_corrupt_schema, r"project/out/ci-summary\.json: schema: unsupported schema 2 \(this vpatch reads schema 1\)"),
+        (
+            _corrupt_schema,
+            r"project/out/ci-summary\.json: \$\.schema: unsupported schema 2 \(this vpatch reads schema 1\)",
+        ),
         (
             _corrupt_field,
-            r"project/out/ci-summary\.json: versions\[1\]\.series\.patches\[2\]\.added_lines: "
-            r'expected a non-negative integer, got "77"',
+            r"project/out/ci-summary\.json: \$\.versions\[1\]\.series\.patches\[2\]\.added_lines: "
+            r"Expected `int`, got `str`",
         ),
-        (lambda s: s.write_text("[1, 2]"), r"project/out/ci-summary\.json: expected a JSON object, got \[1, 2\]"),
+        (lambda s: s.write_text("[1, 2]"), r"project/out/ci-summary\.json: \$: Expected `object`, got `array`"),
     ],
     ids=["missing", "malformed", "schema", "field", "not-an-object"],
 )

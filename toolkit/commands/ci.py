@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import msgspec
+
 from toolkit import ui
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
+from toolkit.records.status import TERMINAL_STYLE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,28 +39,24 @@ def run(args: argparse.Namespace, options: Options) -> int:
     )
     report_note = _report(out_dir, quiet=options.json)
     if options.json:
-        ui.print_json({**summary, "report": report_note})
+        ui.print_json({**msgspec.to_builtins(summary), "report": report_note})
     else:
         table = ui.table(
-            f"vpatch ci → {out_dir} ({summary['seconds']:.0f}s)", ["version", "step", "result", "time", "detail"]
+            f"vpatch ci → {out_dir} ({summary.seconds:.0f}s)", ["version", "step", "result", "time", "detail"]
         )
-        for version in summary["versions"]:
-            for step in version["steps"]:
-                style = {"pass": "green", "fail": "red"}.get(step["status"], "dim")
+        for version in summary.versions:
+            for step in version.steps:
+                style = TERMINAL_STYLE[step.status.tone]
                 table.add_row(
-                    version["version"],
-                    step["name"],
-                    f"[{style}]{step['status']}[/]",
-                    f"{step['seconds']:.1f}s",
-                    step["detail"],
+                    version.version, step.name, f"[{style}]{step.status}[/]", f"{step.seconds:.1f}s", step.detail
                 )
         ui.out.print(table)
-        for version in summary["versions"]:
-            ui.out.print(f"{project.pins.project} {version['version']}: {version['verdict']}")
+        for version in summary.versions:
+            ui.out.print(f"{project.pins.project} {version.version}: {version.verdict}")
         if report_note:
             ui.out.print(report_note)
     report_failed = bool(report_note and report_note.startswith("report failed"))
-    return 0 if summary["ok"] and not report_failed else 1
+    return 0 if summary.ok and not report_failed else 1
 
 
 def _report(out_dir: Path, *, quiet: bool) -> str | None:

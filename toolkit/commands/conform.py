@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import msgspec
+
 from toolkit import ui
 from toolkit.options import Options
 from toolkit.project import Project
-
-STYLE = {"pass": "green", "fail": "red", "not-applicable": "dim"}
+from toolkit.records.status import TERMINAL_STYLE
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,18 +47,18 @@ def run(args: argparse.Namespace, options: Options) -> int:
         with ui.step(f"conform {pin.label} ({args.tier} tier)", quiet=options.json):
             results.append(run_conformance(project, pin, args.tier, out_dir))
     if options.json:
-        ui.print_json({"ok": all(r.ok for r in results), "results": [r.data for r in results]})
+        ui.print_json({"ok": all(r.ok for r in results), "results": [msgspec.to_builtins(r.record) for r in results]})
     else:
         for result in results:
             table = ui.table(
-                f"{project.pins.project} {result.version}: {result.tier} tier ({result.data['seconds']:.0f}s)",
+                f"{project.pins.project} {result.version}: {result.tier} tier ({result.record.seconds:.0f}s)",
                 ["check", "result", "detail"],
             )
-            for check in result.data["checks"]:
-                style = STYLE.get(check["status"], "")
-                table.add_row(check["name"], f"[{style}]{check['status']}[/]", check["detail"])
+            for check in result.record.checks:
+                style = TERMINAL_STYLE[check.status.tone]
+                table.add_row(check.name, f"[{style}]{check.status}[/]", check.detail)
             ui.out.print(table)
-            for check in result.data["checks"]:
-                if check["status"] == "fail" and check["diff"]:
-                    ui.out.print(f"[red]{check['name']}[/]:\n{check['diff']}")
+            for check in result.record.failed:
+                if check.diff:
+                    ui.out.print(f"[red]{check.name}[/]:\n{check.diff}")
     return 0 if all(r.ok for r in results) else 1

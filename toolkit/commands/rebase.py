@@ -7,7 +7,6 @@ from pathlib import Path
 
 from toolkit import ui
 from toolkit.checkout import clear_stale_index_lock, open_checkout, read_state
-from toolkit.commands.pin import resolve_pin
 from toolkit.errors import VpatchError
 from toolkit.lifecycle import CONFLICT
 from toolkit.lifecycle.rebase import (
@@ -22,6 +21,7 @@ from toolkit.lifecycle.rebase import (
 from toolkit.model import Pin, parse_version
 from toolkit.options import Options
 from toolkit.project import Project
+from toolkit.resolve import resolve_pin
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -8,7 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "not-applicable"
+from toolkit.records.conformance import Check
+from toolkit.records.status import Status
+
+PASS, FAIL, NOT_APPLICABLE = Status.PASS, Status.FAIL, Status.NOT_APPLICABLE
 
 
 @dataclass
@@ -19,14 +22,8 @@ class CheckResult:
     diff: str = ""
     seconds: float = 0.0
 
-    def as_dict(self) -> dict:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "detail": self.detail,
-            "diff": self.diff,
-            "seconds": round(self.seconds, 3),
-        }
+    def as_record(self) -> Check:
+        return Check(self.name, Status(self.status), self.detail, self.diff, round(self.seconds, 3))
 
 
 @dataclass

@@ -11,7 +11,6 @@ Tiers:
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import time
@@ -39,10 +38,10 @@ from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Pin, Series
 from toolkit.project import Project
+from toolkit.records.conformance import SCHEMA, ConformanceResults, SeriesRef, WheelRef, encode_results
 from toolkit.wheel.overlay import build_overlay
 
 TIERS = ("static", "cpu", "gpu")
-SCHEMA = 1
 EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
 GPU_UNAVAILABLE = (
     "cannot run here: these machines have no GPU, and the GPU machine has no network and a 64 MiB upload "
@@ -52,13 +51,22 @@ GPU_UNAVAILABLE = (
 
 @dataclass
 class ConformanceResult:
-    version: str
-    tier: str
-    data: dict
+    """One tier's results as written to `path` (the record of toolkit/records/conformance.py)."""
+
+    record: ConformanceResults
+    path: Path
+
+    @property
+    def version(self) -> str:
+        return self.record.version
+
+    @property
+    def tier(self) -> str:
+        return self.record.tier
 
     @property
     def ok(self) -> bool:
-        return self.data["ok"]
+        return self.record.ok
 
 
 def patched_wheel(project: Project, pin: Pin, series: Series) -> Path:
@@ -80,7 +88,7 @@ def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> Con
     started = time.time()
     checks = CheckList()
     series = project.series(pin) if project.has_series(pin) else None
-    info: dict = {"stock": None, "patched": None}
+    info: dict[str, WheelRef | None] = {"stock": None, "patched": None}
     if series is None:
         checks.add(CheckResult("series-applies", FAIL, f"no series for {pin.label}"))
         return _finish(project, pin, tier, series, checks, info, started, out_dir)
@@ -99,12 +107,8 @@ def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> Con
     def get_wheels() -> CheckResult:
         wheels["stock"] = fetch_artifact(project.options.cache_dir, pin.wheels[0], quiet=True)
         wheels["patched"] = patched_wheel(project, pin, series)
-        info["stock"] = {"wheel": pin.wheels[0].file, "sha256": pin.wheels[0].sha256}
-        info["patched"] = {
-            "wheel": wheels["patched"].name,
-            "sha256": sha256_file(wheels["patched"]),
-            "fingerprint": series.fingerprint(),
-        }
+        info["stock"] = WheelRef(pin.wheels[0].file, pin.wheels[0].sha256)
+        info["patched"] = WheelRef(wheels["patched"].name, sha256_file(wheels["patched"]), series.fingerprint())
         return CheckResult("wheels", PASS, f"stock {wheels['stock'].name}, dynamo-base {wheels['patched'].name}")
 
     checks.run("wheels", get_wheels)
@@ -262,30 +266,29 @@ def _finish(
     tier: str,
     series: Series | None,
     checks: CheckList,
-    info: dict,
+    info: dict[str, WheelRef | None],
     started: float,
     out_dir: Path,
 ) -> ConformanceResult:
-    data = {
-        "schema": SCHEMA,
-        "project": pin.project,
-        "version": str(pin.version),
-        "tier": tier,
-        "toolkit": __version__,
-        "python": platform.python_version(),
-        "series": {"fingerprint": series.fingerprint(), "patches": [p.name for p in series.patches]}
-        if series
-        else None,
-        "stock": info["stock"],
-        "patched": info["patched"],
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "seconds": round(time.time() - started, 3),
-        "checks": [r.as_dict() for r in checks.results],
-        "ok": checks.ok,
-    }
+    record = ConformanceResults(
+        schema=SCHEMA,
+        project=pin.project,
+        version=str(pin.version),
+        tier=tier,
+        toolkit=__version__,
+        python=platform.python_version(),
+        series=SeriesRef(series.fingerprint(), [p.name for p in series.patches]) if series else None,
+        stock=info["stock"],
+        patched=info["patched"],
+        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        seconds=round(time.time() - started, 3),
+        checks=[r.as_record() for r in checks.results],
+        ok=checks.ok,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / f"{pin.series_dirname}-{tier}.json", json.dumps(data, indent=1, sort_keys=True) + "\n")
-    return ConformanceResult(str(pin.version), tier, data)
+    path = out_dir / f"{pin.series_dirname}-{tier}.json"
+    atomic_write_text(path, encode_results(record))
+    return ConformanceResult(record, path)
 
 
 # Upstream 0.9.0 crashes with its "null" publisher once events are on (the factory passes the config to a
@@ -303,7 +306,10 @@ def run_against(project: Project, new_pin: Pin, old_pin: Pin, out_dir: Path) -> 
     checks = CheckList()
     old_series = project.series(old_pin)
     envs: dict[str, Path] = {}
-    info: dict = {"stock": {"wheel": new_pin.wheels[0].file, "sha256": new_pin.wheels[0].sha256}, "patched": None}
+    info: dict[str, WheelRef | None] = {
+        "stock": WheelRef(new_pin.wheels[0].file, new_pin.wheels[0].sha256),
+        "patched": None,
+    }
 
     def env_new() -> CheckResult:
         wheel = fetch_artifact(project.options.cache_dir, new_pin.wheels[0], quiet=True)
@@ -312,7 +318,7 @@ def run_against(project: Project, new_pin: Pin, old_pin: Pin, out_dir: Path) -> 
 
     def env_old() -> CheckResult:
         wheel = patched_wheel(project, old_pin, old_series)
-        info["patched"] = {"wheel": wheel.name, "sha256": sha256_file(wheel), "fingerprint": old_series.fingerprint()}
+        info["patched"] = WheelRef(wheel.name, sha256_file(wheel), old_series.fingerprint())
         envs["old"] = vllm_env(project.options.cache_dir, wheel)
         return CheckResult("env-old", PASS, f"dynamo-base {old_pin.label}: {envs['old']}")
 

@@ -1,9 +1,10 @@
 """The parity report (`vpatch report`): one static HTML page and a Markdown summary from `vpatch ci`'s results.
 
-`load` reads and validates OUT/ci-summary.json and the files it points to into a small typed model;
-`html` renders the page (inline CSS and SVG, no script, nothing external), `markdown` the summary for a
-pull-request comment or a GitHub job summary. Everything is read and rendered before anything is written,
-so bad input leaves the output directory as it was.
+`load` reads OUT/ci-summary.json and the conformance results it points to by their writers' schemas
+(toolkit/records/) into the report's model (`model`), `evidence` reads the rebase evidence; `html` renders
+the page (inline CSS and SVG, no script, nothing external; its parts in `html_markup`, `html_chart` and
+`html_sections`), `markdown` the summary for a pull-request comment or a GitHub job summary. Everything
+is read and rendered before anything is written, so bad input leaves the output directory as it was.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from pathlib import Path
 from toolkit.cache import atomic_write_text
 from toolkit.options import find_root
 from toolkit.report.html import render_html
-from toolkit.report.load import SUMMARY_FILE, Report, load_report
+from toolkit.report.load import SUMMARY_FILE, load_report
 from toolkit.report.markdown import render_markdown
+from toolkit.report.model import Report
 
 HTML_FILE = "index.html"
 MARKDOWN_FILE = "summary.md"

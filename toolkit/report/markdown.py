@@ -11,8 +11,9 @@ from __future__ import annotations
 import html
 import re
 
+from toolkit.records.status import CHECK_STATUSES, LABELS, STEP_STATUSES
 from toolkit.report import fmt
-from toolkit.report.load import Patch, Report, Version
+from toolkit.report.model import Patch, Report, Version
 
 DIFF_LINES = 40
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -35,7 +36,7 @@ def fence(text: str) -> str:
 
 
 def status_word(status: str | None) -> str:
-    return {"not-applicable": "n/a", None: "not recorded"}.get(status, status or "")
+    return "not recorded" if status is None else LABELS.get(status, status)
 
 
 def upstream(patch: Patch) -> str:
@@ -75,17 +76,14 @@ def render_markdown(report: Report, html_name: str = "index.html") -> str:
 def _version_row(v: Version) -> str:
     active = str(len(v.series.active)) if v.series else "—"
     changed = str(v.series.changed_lines) if v.series else "—"
-    counts = {s: sum(1 for step in v.steps if step.status == s) for s in ("pass", "fail", "skipped")}
+    counts = {s: sum(1 for step in v.steps if step.status == s) for s in STEP_STATUSES}
     steps = ", ".join(f"{n} {'**fail**' if s == 'fail' else s}" for s, n in counts.items() if n) or "none"
     tiers = []
     for run in v.conformance:
         if run.error:
             tiers.append(f"{md(run.tier)}: **unreadable**")
             continue
-        parts = [
-            f"{run.count(s)} {'**fail**' if s == 'fail' else status_word(s)}"
-            for s in ("pass", "fail", "not-applicable")
-        ]
+        parts = [f"{run.count(s)} {'**fail**' if s == 'fail' else status_word(s)}" for s in CHECK_STATUSES]
         tiers.append(f"{md(run.tier)}: " + ", ".join(p for p in parts if not p.startswith("0 ")))
     conformance = "<br>".join(tiers) or "not run"
     wheel = f"{md(v.wheel.file)} ({md(fmt.size(v.wheel.size))})" if v.wheel else "—"
