@@ -2,7 +2,8 @@
 
 How to regenerate (from the repo root, with the project's venv):
 
-    .venv/bin/python bench/capture_kv_streams.py --stock 0.9.0 --patched 0.8.4 --patched 0.8.5
+    .venv/bin/python bench/capture_kv_streams.py --stock 0.9.0 --patched 0.8.4 --patched 0.8.5 \
+        --synthetic vllm-0.9.0-builtin-preemption
 
 Each engine is vLLM's real V1 scheduler, KV-cache manager, block pool and ZMQ publisher
 (toolkit/conformance/runner.py, run inside a venv holding that vLLM build: stock wheels from the pins,
@@ -15,6 +16,10 @@ after that batch (see `cached_digest`). Unit tests decode every fixture and chec
 
 Stock 0.9.0 publishes one batch per step that has events (`seq` counts publish calls); dynamo-base
 publishes one per step. `--venv NAME=PATH` uses an existing venv instead of resolving one.
+
+`--synthetic CAPTURE` re-encodes a real capture in the formats of later releases that were not run here
+(arrays with every field appended up to 0.23; 0.24.0+'s tagged maps with bytes hashes and unknown fields),
+from the format documented in ../shared/notes/vllm-facts.md; those fixtures have `synthetic` in their name.
 """
 
 from __future__ import annotations
@@ -33,6 +38,13 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "fixtures" / "kv-streams"
 WORKLOADS = ("mixed", "preemption", "prefix-reset")
+
+
+NOTHING_SENT = (
+    "the engine sent nothing: vLLM 0.9.0 publishes sha256 block hashes unreduced, msgspec raises OverflowError "
+    "(can't serialize ints > 2**64 - 1) in the publisher thread for every batch, which logs it and drops the batch "
+    "after taking its seq"
+)
 
 
 def cached_digest(hashes: list[int]) -> str:
@@ -132,10 +144,69 @@ def capture(venv: Path, name: str, *, workload: str, hash_algo: str, patched: bo
         "final_cached": sorted(steps[-1]["cached_hashes"]),
         "checkpoints": checkpoints,
     }
+    if not frames:
+        expected["note"] = NOTHING_SENT
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{name}.frames.jsonl").write_text("".join(json.dumps(f, sort_keys=True) + "\n" for f in frames))
     (OUT / f"{name}.expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
     print(f"{name}: {len(frames)} frames, {len(steps)} steps, {len(expected['final_cached'])} cached at the end")
+
+
+def synthesize(source: str, name: str, *, arrays: bool, extra: dict, bytes_hashes: bool) -> None:
+    """A later release's encoding rebuilt from a real capture (same events, same expected cache), for releases
+    whose own structs were not run here: the name says `synthetic`."""
+    sys.path.insert(0, str(REPO))
+    from toolkit.serving.kv.wire import Removed, Stored, decode, encode_upstream
+
+    def as_bytes(value: int) -> bytes:  # a 32-byte digest whose int form (last 8 bytes) is the key
+        return hashlib.sha256(str(value).encode()).digest()[:24] + value.to_bytes(8, "big")
+
+    lines = []
+    for line in (OUT / f"{source}.frames.jsonl").read_text().splitlines():
+        frame = json.loads(line)
+        batch = decode(base64.b64decode(frame["payload"]))
+        events: list = []
+        for event in batch.events:
+            if bytes_hashes and isinstance(event, Stored):
+                event = Stored(
+                    tuple(as_bytes(h) for h in event.block_hashes),
+                    None if event.parent_block_hash is None else as_bytes(event.parent_block_hash),
+                    event.token_ids,
+                    event.block_size,
+                    event.lora_id,
+                )
+            elif bytes_hashes and isinstance(event, Removed):
+                event = Removed(tuple(as_bytes(h) for h in event.block_hashes))
+            events.append(event)
+        payload = encode_upstream(events, ts=batch.ts, arrays=arrays, extra=extra)
+        lines.append(json.dumps({**frame, "payload": base64.b64encode(payload).decode()}, sort_keys=True) + "\n")
+    expected = json.loads((OUT / f"{source}.expected.json").read_text())
+    expected["source"] = f"synthetic: {source} re-encoded as {name} (documented format, see capture_kv_streams.py)"
+    (OUT / f"{name}.frames.jsonl").write_text("".join(lines))
+    (OUT / f"{name}.expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    print(f"{name}: {len(lines)} frames (synthetic, from {source})")
+
+
+LATER_STORED = {"medium": "GPU", "lora_name": None, "extra_keys": [["mm", 3]], "group_idx": 0}
+SYNTHETIC = {
+    # 0.14-0.23: arrays with fields appended over 0.9.1 (data_parallel_rank), 0.10.2 (medium), 0.14 (lora_name),
+    # 0.17 (extra_keys), 0.20 (group_idx)
+    "vllm-0.23-synthetic-arrays": dict(
+        arrays=True,
+        bytes_hashes=False,
+        extra={"BlockStored": LATER_STORED, "BlockRemoved": {"medium": "GPU"}, "batch": {"data_parallel_rank": 0}},
+    ),
+    # 0.24.0+: tagged maps, bytes hashes (0.10.2+ with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0), unknown fields
+    "vllm-0.24-synthetic-maps": dict(
+        arrays=False,
+        bytes_hashes=True,
+        extra={
+            "BlockStored": {**LATER_STORED, "kv_cache_spec_kind": "full_attention", "locality": {"zone": [1, [2]]}},
+            "BlockRemoved": {"medium": "GPU", "group_idx": 0},
+            "batch": {"data_parallel_rank": 1},
+        },
+    ),
+}
 
 
 def main() -> int:
@@ -143,6 +214,9 @@ def main() -> int:
     parser.add_argument("--stock", action="append", default=[], help="stock vLLM version (pinned)")
     parser.add_argument("--patched", action="append", default=[], help="dynamo-base version (committed series)")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="runner workloads to capture")
+    parser.add_argument(
+        "--synthetic", metavar="CAPTURE", help="re-encode this capture in later releases' formats (see SYNTHETIC)"
+    )
     parser.add_argument("--venv", action="append", default=[], help="NAME=PATH: use this venv for NAME")
     args = parser.parse_args()
     given = dict(item.split("=", 1) for item in args.venv)
@@ -158,6 +232,9 @@ def main() -> int:
             venv = Path(given[name]) if name in given else patched_env(version, Path(work))
             for workload in args.workloads.split(","):
                 capture(venv, f"{name}-sha256-{workload}", workload=workload, hash_algo="sha256", patched=True)
+    if args.synthetic:
+        for prefix, how in SYNTHETIC.items():
+            synthesize(args.synthetic, f"{prefix}-{args.synthetic.split('-')[-1]}", **how)
     return 0
 
 
