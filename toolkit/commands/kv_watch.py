@@ -51,9 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--worker", action="append", default=[], help="names for the engines in the summary (default: w0, w1, ...)"
     )
-    parser.add_argument(
-        "--bind", action="store_true", help="bind the ENDPOINTs (for engines that connect, see below)"
-    )
+    parser.add_argument("--bind", action="store_true", help="bind the ENDPOINTs (for engines that connect, see below)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end instead of a live view")
     parser.set_defaults(run=run)
 

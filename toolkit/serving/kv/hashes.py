@@ -10,7 +10,6 @@ from typing import Any
 from toolkit.serving.kv.wire import WIRE_MASK
 
 
-
 def content_key(parent: int | None, block_token_ids: Sequence[int], lora_id: int | None = None) -> int:
     """A block's identity from its tokens and its parent's identity: blake2b, 64 bits, stable everywhere."""
     digest = hashlib.blake2b(digest_size=8)

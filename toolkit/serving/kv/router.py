@@ -9,7 +9,6 @@ from toolkit.serving.kv.hashes import content_chain
 from toolkit.serving.kv.index import KVIndex
 
 
-
 @dataclass(frozen=True)
 class WorkerScore:
     worker: str

@@ -255,7 +255,9 @@ class Subscriber:
         while True:
             wait_ms = max(0, math.ceil((until - time.monotonic()) * 1000))
             if not wait_ms or not self._replay.poll(wait_ms, zmq.POLLIN):
-                self.errors.append(f"replay from {start}: no answer (or no end marker) within {self.replay_timeout_ms} ms")
+                self.errors.append(
+                    f"replay from {start}: no answer (or no end marker) within {self.replay_timeout_ms} ms"
+                )
                 # Late answers to this request must not be read as answers to the next one.
                 self._replay.close(linger=0)
                 self._replay = self._open_replay()

@@ -169,7 +169,7 @@ class _MapBatch(msgspec.Struct):
     ts: float
     events: list[_MapStored | _MapRemoved | _MapCleared]
     seq: int | msgspec.UnsetType = msgspec.UNSET  # dynamo-base only
-    metrics: Metrics | None | msgspec.UnsetType = msgspec.UNSET  # dynamo-base only
+    metrics: Metrics | msgspec.UnsetType | None = msgspec.UNSET  # dynamo-base only
     data_parallel_rank: int | None = None  # upstream 0.9.1+
 
 
