@@ -79,3 +79,22 @@ def test_stock_streams_carry_duplicate_stores_that_reference_counts_absorb() -> 
                 for block_hash in event.block_hashes:
                     stores[block_hash] = stores.get(block_hash, 0) + 1
     assert max(stores.values()) > 1
+
+
+def test_router_sees_the_prefixes_a_stock_worker_holds_in_a_mixed_fleet() -> None:
+    """Issue 21: behind the project's router, a stock 0.9.0 worker showed overlap 0 for a prefix it held."""
+    from toolkit.serving.kv.router import Router
+
+    index = KVIndex()
+    roots: dict[str, list[Stored]] = {}
+    for worker, name in (("dynamo", "dynamo-0.8.4-sha256-preemption"), ("stock", "vllm-0.9.0-builtin-mixed")):
+        for frame in frames_of(name):
+            batch = decode(base64.b64decode(frame["payload"]))
+            index.apply(worker, batch, seq=frame["seq"])
+            roots.setdefault(worker, []).extend(
+                e for e in batch.events if isinstance(e, Stored) and e.parent_block_hash is None
+            )
+    held = next(e for e in roots["stock"] if all(h in index.state("stock").blocks for h in e.block_hashes))
+    decision = Router(index, block_size=held.block_size).route(list(held.token_ids))
+    assert decision.worker == "stock"
+    assert decision.overlaps["stock"] == len(held.block_hashes) > decision.overlaps["dynamo"]

@@ -168,7 +168,7 @@ class Subscriber:
             self.joined_late = self.batches > before or bool(self.unrecoverable)
         return applied
 
-    def _on_stream(self, frames: list[bytes], deadline: float | None) -> int:
+    def _on_stream(self, frames: list[bytes], deadline: float | None = None) -> int:
         if len(frames) != 3:
             self.errors.append(f"stream message with {len(frames)} frames, expected 3")
             return 0
