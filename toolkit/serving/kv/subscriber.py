@@ -92,6 +92,7 @@ class Subscriber:
         self._recent: OrderedDict[int, int] = OrderedDict()  # seq -> crc32 of its payload
         self._suspect: tuple[int, bytes] | None = None
         self._caught_up = False
+        self._deadline: float | None = None  # of the poll in progress: bounds the replay waits it triggers
         self._context = context or zmq.Context.instance()
         self._hwm = hwm
         self._replay: zmq.Socket | None = None
@@ -142,7 +143,8 @@ class Subscriber:
                 frames = self._sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
-            applied += self._on_stream(frames, deadline)
+            self._deadline = deadline
+            applied += self._on_stream(frames)
         return applied
 
     def drain(self, until_seq: int, timeout_s: float) -> bool:
@@ -168,7 +170,8 @@ class Subscriber:
             self.joined_late = self.batches > before or bool(self.unrecoverable)
         return applied
 
-    def _on_stream(self, frames: list[bytes], deadline: float | None = None) -> int:
+    def _on_stream(self, frames: list[bytes]) -> int:
+        deadline = self._deadline
         if len(frames) != 3:
             self.errors.append(f"stream message with {len(frames)} frames, expected 3")
             return 0
