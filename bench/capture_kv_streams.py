@@ -3,7 +3,7 @@
 How to regenerate (from the repo root, with the project's venv):
 
     .venv/bin/python bench/capture_kv_streams.py --stock 0.9.0 --patched 0.8.4 --patched 0.8.5 \
-        --synthetic vllm-0.9.0-builtin-preemption
+        --synthetic vllm-0.9.0-builtin-preemption --structs 0.24.0
 
 Each engine is vLLM's real V1 scheduler, KV-cache manager, block pool and ZMQ publisher
 (toolkit/conformance/runner.py, run inside a venv holding that vLLM build: stock wheels from the pins,
@@ -17,9 +17,11 @@ after that batch (see `cached_digest`). Unit tests decode every fixture and chec
 Stock 0.9.0 publishes one batch per step that has events (`seq` counts publish calls); dynamo-base
 publishes one per step. `--venv NAME=PATH` uses an existing venv instead of resolving one.
 
-`--synthetic CAPTURE` re-encodes a real capture in the formats of later releases that were not run here
-(arrays with every field appended up to 0.23; 0.24.0+'s tagged maps with bytes hashes and unknown fields),
-from the format documented in ../shared/notes/vllm-facts.md; those fixtures have `synthetic` in their name.
+`--synthetic CAPTURE` re-encodes a real capture in the format of later releases that were not run here
+(array events with every field appended up to 0.23, from the format documented in
+../shared/notes/vllm-facts.md; `synthetic` in the name). `--structs 0.24.0` re-encodes it with that
+release's own msgspec structs, taken from its sdist on PyPI (sha256-checked): tagged-map events in an
+array batch (`vllm-0.24.0-structs-...`).
 """
 
 from __future__ import annotations
@@ -196,17 +198,95 @@ SYNTHETIC = {
         bytes_hashes=False,
         extra={"BlockStored": LATER_STORED, "BlockRemoved": {"medium": "GPU"}, "batch": {"data_parallel_rank": 0}},
     ),
-    # 0.24.0+: tagged maps, bytes hashes (0.10.2+ with VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES=0), unknown fields
-    "vllm-0.24-synthetic-maps": dict(
-        arrays=False,
-        bytes_hashes=True,
-        extra={
-            "BlockStored": {**LATER_STORED, "kv_cache_spec_kind": "full_attention", "locality": {"zone": [1, [2]]}},
-            "BlockRemoved": {"medium": "GPU", "group_idx": 0},
-            "batch": {"data_parallel_rank": 1},
-        },
-    ),
 }
+
+
+STRUCT_NAMES = ("EventBatch", "KVCacheEvent", "BlockStored", "BlockRemoved", "AllBlocksCleared", "KVEventBatch")
+
+
+def upstream_structs(version: str) -> tuple[dict, str]:
+    """The msgspec structs of `vllm/distributed/kv_events.py` from vLLM `version`'s sdist on PyPI (downloaded
+    through the project's index client, sha256-checked against the index): the class definitions only, run
+    without vLLM (`ExternalBlockHash` is `bytes | int` there)."""
+    import ast
+    import tarfile
+    from typing import Any
+
+    import msgspec
+    from packaging.version import Version
+
+    sys.path.insert(0, str(REPO))
+    from toolkit.index import fetch_artifact, list_release_files
+    from toolkit.model import Artifact
+    from toolkit.options import load_options
+
+    options = load_options({"root": str(REPO)})
+    sdist = next(
+        f for f in list_release_files(options.index_url, "vllm", Version(version)) if f.filename.endswith(".tar.gz")
+    )
+    path = fetch_artifact(options.cache_dir, Artifact(sdist.filename, sdist.sha256, sdist.url), quiet=True)
+    with tarfile.open(path) as archive:
+        member = archive.extractfile(f"vllm-{version}/vllm/distributed/kv_events.py")
+        assert member is not None
+        source = member.read().decode()
+    tree = ast.parse(source)
+    keep = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in STRUCT_NAMES]
+    keep += [
+        n
+        for n in tree.body
+        if isinstance(n, ast.Assign) and any(getattr(t, "id", "") == "MEDIUM_GPU" for t in n.targets)
+    ]
+    keep.sort(key=lambda n: n.lineno)
+    namespace: dict = {"msgspec": msgspec, "Any": Any, "ExternalBlockHash": bytes | int}
+    exec(compile(ast.Module(body=keep, type_ignores=[]), f"vllm-{version}/kv_events.py", "exec"), namespace)
+    return namespace, f"{sdist.filename} sha256 {sdist.sha256}"
+
+
+def restructure(source: str, version: str) -> None:
+    """A real capture re-encoded with vLLM `version`'s own structs and encoder (same events, same cache)."""
+    import msgspec
+
+    from toolkit.serving.kv.wire import WIRE_MASK, Removed, Stored, decode
+
+    structs, origin = upstream_structs(version)
+    encoder = msgspec.msgpack.Encoder()
+    name = f"vllm-{version}-structs-{source.removeprefix('vllm-')}"
+    lines = []
+    for line in (OUT / f"{source}.frames.jsonl").read_text().splitlines():
+        frame = json.loads(line)
+        events = []
+        for event in decode(base64.b64decode(frame["payload"])).events:
+            if isinstance(event, Stored):  # 0.24 sends u64 ints by default (VLLM_KV_EVENTS_USE_INT_BLOCK_HASHES)
+                parent = None if event.parent_block_hash is None else event.parent_block_hash & WIRE_MASK
+                events.append(
+                    structs["BlockStored"](
+                        block_hashes=[h & WIRE_MASK for h in event.block_hashes],
+                        parent_block_hash=parent,
+                        token_ids=list(event.token_ids),
+                        block_size=event.block_size,
+                        lora_id=event.lora_id,
+                        medium=structs["MEDIUM_GPU"],
+                        lora_name=None,
+                        group_idx=0,
+                    )
+                )
+            elif isinstance(event, Removed):
+                events.append(
+                    structs["BlockRemoved"](block_hashes=list(event.block_hashes), medium=structs["MEDIUM_GPU"])
+                )
+            else:
+                events.append(structs["AllBlocksCleared"]())
+        batch = structs["KVEventBatch"](
+            ts=decode(base64.b64decode(frame["payload"])).ts, events=events, data_parallel_rank=0
+        )
+        lines.append(
+            json.dumps({**frame, "payload": base64.b64encode(encoder.encode(batch)).decode()}, sort_keys=True) + "\n"
+        )
+    expected = json.loads((OUT / f"{source}.expected.json").read_text())
+    expected["source"] = f"{source} re-encoded with the structs of {origin} (not a {version} engine run)"
+    (OUT / f"{name}.frames.jsonl").write_text("".join(lines))
+    (OUT / f"{name}.expected.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+    print(f"{name}: {len(lines)} frames (from {source}, {origin})")
 
 
 def main() -> int:
@@ -216,6 +296,9 @@ def main() -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="runner workloads to capture")
     parser.add_argument(
         "--synthetic", metavar="CAPTURE", help="re-encode this capture in later releases' formats (see SYNTHETIC)"
+    )
+    parser.add_argument(
+        "--structs", metavar="VERSION", help="re-encode --synthetic's capture with this release's structs"
     )
     parser.add_argument("--venv", action="append", default=[], help="NAME=PATH: use this venv for NAME")
     args = parser.parse_args()
@@ -235,6 +318,8 @@ def main() -> int:
     if args.synthetic:
         for prefix, how in SYNTHETIC.items():
             synthesize(args.synthetic, f"{prefix}-{args.synthetic.split('-')[-1]}", **how)
+        if args.structs:
+            restructure(args.synthetic, args.structs)
     return 0
 
 

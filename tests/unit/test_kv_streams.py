@@ -19,9 +19,11 @@ STREAMS = sorted(p.name.removesuffix(".frames.jsonl") for p in FIXTURES.glob("*.
 
 
 def encoding_of(name: str) -> str:
+    """dynamo-base publishes maps; stock vLLM array events up to 0.23, tagged-map events from 0.24.0."""
     if name.startswith("dynamo-"):
         return DYNAMO_MAPS
-    return UPSTREAM_MAPS if "-maps" in name else UPSTREAM_ARRAYS
+    major, minor = (int(part) for part in name.split("-")[1].split(".")[:2])
+    return UPSTREAM_MAPS if (major, minor) >= (0, 24) else UPSTREAM_ARRAYS
 
 
 def frames_of(name: str) -> list[dict]:
@@ -35,7 +37,13 @@ def digest(hashes: frozenset[int]) -> str:
 
 def test_the_fixtures_cover_every_encoding_and_build() -> None:
     assert {encoding_of(name) for name in STREAMS} == {DYNAMO_MAPS, UPSTREAM_ARRAYS, UPSTREAM_MAPS}
-    for prefix in ("dynamo-0.8.4-", "dynamo-0.8.5-", "vllm-0.9.0-builtin-", "vllm-0.9.0-sha256-"):
+    for prefix in (
+        "dynamo-0.8.4-",
+        "dynamo-0.8.5-",
+        "vllm-0.9.0-builtin-",
+        "vllm-0.9.0-sha256-",
+        "vllm-0.24.0-structs",
+    ):
         assert any(name.startswith(prefix) for name in STREAMS), prefix
     # only fixtures not produced by a real engine say so in their name
     assert all(

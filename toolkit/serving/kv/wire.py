@@ -7,8 +7,9 @@ Encodings (docs/kv-events.md, "Encodings the consumer reads"):
 - `upstream-arrays`: stock vLLM 0.9.0 .. 0.23 (msgspec `array_like`): a batch `[ts, events,
   data_parallel_rank?]`, events `["BlockStored", block_hashes, parent_block_hash, token_ids, block_size,
   lora_id, medium?, lora_name?, ...]`; hashes unreduced (negative with the builtin hash) or bytes.
-- `upstream-maps`: stock vLLM 0.24.0+: the same structs as tagged maps (`{"type": "BlockStored", ...}`),
-  the batch a map `{"ts", "events", "data_parallel_rank"?}`.
+- `upstream-maps`: stock vLLM 0.24.0+: the batch is still an array `[ts, events, data_parallel_rank?]`, its
+  events tagged maps (`{"type": "BlockStored", "block_hashes": ..., "medium": ..., ...}`). A map batch
+  without dynamo-base's `seq`/`metrics` is read the same way.
 
 Fields added over releases and unknown fields are ignored (array_like structs ignore trailing elements,
 map structs unknown keys). An unknown event *type* fails the whole batch: what it did to the cache is
@@ -195,8 +196,17 @@ class _ArrayBatch(msgspec.Struct, array_like=True):
     data_parallel_rank: int | None = None
 
 
+class _ArrayBatchOfMaps(msgspec.Struct, array_like=True):
+    """0.24.0+: the batch stays array_like, its events became tagged maps."""
+
+    ts: float
+    events: list[_MapStored | _MapRemoved | _MapCleared]
+    data_parallel_rank: int | None = None
+
+
 _map_decoder = msgspec.msgpack.Decoder(_MapBatch)
 _array_decoder = msgspec.msgpack.Decoder(_ArrayBatch)
+_array_of_maps_decoder = msgspec.msgpack.Decoder(_ArrayBatchOfMaps)
 
 
 def _hashes(values: list[WireHash]) -> tuple[int, ...]:
@@ -230,11 +240,18 @@ def decode(data: bytes) -> Batch:
                 data_parallel_rank=mapped.data_parallel_rank,
             )
         if 0x90 <= first <= 0x9F or first in (0xDC, 0xDD):
-            array = _array_decoder.decode(data)
+            array: _ArrayBatch | _ArrayBatchOfMaps
+            encoding = UPSTREAM_ARRAYS
+            try:
+                array = _array_decoder.decode(data)
+            except msgspec.ValidationError as exc:
+                if "got `object`" not in str(exc):  # not events that are maps: a real error
+                    raise
+                array, encoding = _array_of_maps_decoder.decode(data), UPSTREAM_MAPS
             return Batch(
                 ts=array.ts,
                 events=tuple(_event(e) for e in array.events),
-                encoding=UPSTREAM_ARRAYS,
+                encoding=encoding,
                 data_parallel_rank=array.data_parallel_rank,
             )
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
@@ -277,8 +294,9 @@ def from_event_batch(batch: EventBatch) -> Batch:
 
 
 def encode_upstream(events: list[KVEvent], *, ts: float, arrays: bool, extra: dict[str, Any] | None = None) -> bytes:
-    """A payload in stock vLLM's shape (`arrays`: 0.9.0's array_like; else 0.24.0+'s tagged maps), for tests
-    and synthetic fixtures. `extra` adds fields later releases send (appended in order for arrays)."""
+    """A payload in stock vLLM's shape (`arrays`: 0.9.0's array_like events; else 0.24.0+'s tagged-map events,
+    in the array batch both use), for tests. `extra` adds fields later releases send (appended in order for
+    arrays)."""
     extra = extra or {}
     out: list[Any] = []
     for event in events:
@@ -297,10 +315,7 @@ def encode_upstream(events: list[KVEvent], *, ts: float, arrays: bool, extra: di
             fields = dict(extra.get("AllBlocksCleared", {}))
         name = event_name(event)
         out.append([name, *fields.values()] if arrays else {"type": name, **fields})
-    batch_extra = extra.get("batch", {})
-    if arrays:
-        return msgspec.msgpack.encode([ts, out, *batch_extra.values()])
-    return msgspec.msgpack.encode({"ts": ts, "events": out, **batch_extra})
+    return msgspec.msgpack.encode([ts, out, *extra.get("batch", {}).values()])
 
 
 def pack_seq(seq: int) -> bytes:
