@@ -30,10 +30,12 @@ import argparse
 import base64
 import hashlib
 import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -81,7 +83,7 @@ def capture(venv: Path, name: str, *, workload: str, hash_algo: str, patched: bo
 
     port = free_port()
     kv_events: dict = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}"}
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.RCVHWM, 0)
@@ -99,7 +101,7 @@ def capture(venv: Path, name: str, *, workload: str, hash_algo: str, patched: bo
             start_delay=1.5,
             background=True,
         )
-        assert not isinstance(proc.stdout, type(None))
+        assert isinstance(proc, subprocess.Popen)
         try:
             quiet_since = None
             while True:
@@ -137,7 +139,7 @@ def capture(venv: Path, name: str, *, workload: str, hash_algo: str, patched: bo
         else:
             continue
         checkpoints[str(seq)] = cached_digest(record["cached_hashes"])
-    expected = {
+    expected: dict[str, Any] = {
         "source": f"{name}: vLLM runner workload {workload!r}, --prefix-caching-hash-algo {hash_algo}",
         "workload": workload,
         "hash_algo": hash_algo,
@@ -154,33 +156,17 @@ def capture(venv: Path, name: str, *, workload: str, hash_algo: str, patched: bo
     print(f"{name}: {len(frames)} frames, {len(steps)} steps, {len(expected['final_cached'])} cached at the end")
 
 
-def synthesize(source: str, name: str, *, arrays: bool, extra: dict, bytes_hashes: bool) -> None:
-    """A later release's encoding rebuilt from a real capture (same events, same expected cache), for releases
-    whose own structs were not run here: the name says `synthetic`."""
+def synthesize(source: str, name: str, extra: dict[str, dict[str, Any]]) -> None:
+    """A later release's array encoding rebuilt from a real capture (same events, same expected cache) with the
+    fields those releases append (`extra`), for releases not run here: the name says `synthetic`."""
     sys.path.insert(0, str(REPO))
-    from toolkit.serving.kv.wire import Removed, Stored, decode, encode_upstream
-
-    def as_bytes(value: int) -> bytes:  # a 32-byte digest whose int form (last 8 bytes) is the key
-        return hashlib.sha256(str(value).encode()).digest()[:24] + value.to_bytes(8, "big")
+    from toolkit.serving.kv.wire import decode, encode_upstream
 
     lines = []
     for line in (OUT / f"{source}.frames.jsonl").read_text().splitlines():
         frame = json.loads(line)
         batch = decode(base64.b64decode(frame["payload"]))
-        events: list = []
-        for event in batch.events:
-            if bytes_hashes and isinstance(event, Stored):
-                event = Stored(
-                    tuple(as_bytes(h) for h in event.block_hashes),
-                    None if event.parent_block_hash is None else as_bytes(event.parent_block_hash),
-                    event.token_ids,
-                    event.block_size,
-                    event.lora_id,
-                )
-            elif bytes_hashes and isinstance(event, Removed):
-                event = Removed(tuple(as_bytes(h) for h in event.block_hashes))
-            events.append(event)
-        payload = encode_upstream(events, ts=batch.ts, arrays=arrays, extra=extra)
+        payload = encode_upstream(list(batch.events), ts=batch.ts, arrays=True, extra=extra)
         lines.append(json.dumps({**frame, "payload": base64.b64encode(payload).decode()}, sort_keys=True) + "\n")
     expected = json.loads((OUT / f"{source}.expected.json").read_text())
     expected["source"] = f"synthetic: {source} re-encoded as {name} (documented format, see capture_kv_streams.py)"
@@ -189,15 +175,14 @@ def synthesize(source: str, name: str, *, arrays: bool, extra: dict, bytes_hashe
     print(f"{name}: {len(lines)} frames (synthetic, from {source})")
 
 
-LATER_STORED = {"medium": "GPU", "lora_name": None, "extra_keys": [["mm", 3]], "group_idx": 0}
-SYNTHETIC = {
-    # 0.14-0.23: arrays with fields appended over 0.9.1 (data_parallel_rank), 0.10.2 (medium), 0.14 (lora_name),
-    # 0.17 (extra_keys), 0.20 (group_idx)
-    "vllm-0.23-synthetic-arrays": dict(
-        arrays=True,
-        bytes_hashes=False,
-        extra={"BlockStored": LATER_STORED, "BlockRemoved": {"medium": "GPU"}, "batch": {"data_parallel_rank": 0}},
-    ),
+# 0.14-0.23: array events with the fields appended over 0.9.1 (data_parallel_rank, on the batch), 0.10.2
+# (medium), 0.14 (lora_name), 0.17 (extra_keys), 0.20 (group_idx)
+SYNTHETIC: dict[str, dict[str, dict[str, Any]]] = {
+    "vllm-0.23-synthetic-arrays": {
+        "BlockStored": {"medium": "GPU", "lora_name": None, "extra_keys": [["mm", 3]], "group_idx": 0},
+        "BlockRemoved": {"medium": "GPU"},
+        "batch": {"data_parallel_rank": 0},
+    },
 }
 
 
@@ -210,7 +195,6 @@ def upstream_structs(version: str) -> tuple[dict, str]:
     without vLLM (`ExternalBlockHash` is `bytes | int` there)."""
     import ast
     import tarfile
-    from typing import Any
 
     import msgspec
     from packaging.version import Version
@@ -230,7 +214,7 @@ def upstream_structs(version: str) -> tuple[dict, str]:
         assert member is not None
         source = member.read().decode()
     tree = ast.parse(source)
-    keep = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in STRUCT_NAMES]
+    keep: list[ast.stmt] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name in STRUCT_NAMES]
     keep += [
         n
         for n in tree.body
@@ -316,8 +300,8 @@ def main() -> int:
             for workload in args.workloads.split(","):
                 capture(venv, f"{name}-sha256-{workload}", workload=workload, hash_algo="sha256", patched=True)
     if args.synthetic:
-        for prefix, how in SYNTHETIC.items():
-            synthesize(args.synthetic, f"{prefix}-{args.synthetic.split('-')[-1]}", **how)
+        for prefix, extra in SYNTHETIC.items():
+            synthesize(args.synthetic, f"{prefix}-{args.synthetic.split('-')[-1]}", extra)
         if args.structs:
             restructure(args.synthetic, args.structs)
     return 0

@@ -37,7 +37,7 @@ def main() -> int:
     args = parser.parse_args()
     with open(args.frames, encoding="utf-8") as handle:
         frames = [json.loads(line) for line in handle if line.strip()]
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context = zmq.Context.instance()
     pub = ctx.socket(zmq.PUB)
     pub.linger = 0
     if args.connect:
@@ -55,7 +55,12 @@ def main() -> int:
         replay_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
     print(f"READY {pub_endpoint} {replay_endpoint}", flush=True)
     closed = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+
+    def wait_for_stdin_eof() -> None:  # the parent closes our stdin to stop us
+        sys.stdin.read()
+        closed.set()
+
+    threading.Thread(target=wait_for_stdin_eof, daemon=True).start()
     start = time.monotonic() + args.delay
     sent: list[tuple[bytes, bytes, bytes]] = []
     pending = [
