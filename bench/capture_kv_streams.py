@@ -41,7 +41,8 @@ import zmq
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "tests" / "fixtures" / "kv-streams"
-WORKLOADS = ("mixed", "preemption", "prefix-reset")
+WORKLOADS = ("mixed", "preemption", "prefix-reset")  # dynamo-base publishes every step: its streams are larger
+STOCK_WORKLOADS = (*WORKLOADS, "shared-prefix", "chunked-prefill", "aborts")
 
 
 NOTHING_SENT = (
@@ -277,7 +278,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stock", action="append", default=[], help="stock vLLM version (pinned)")
     parser.add_argument("--patched", action="append", default=[], help="dynamo-base version (committed series)")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="runner workloads to capture")
+    parser.add_argument("--workloads", help="runner workloads to capture (default: see WORKLOADS, STOCK_WORKLOADS)")
     parser.add_argument(
         "--synthetic", metavar="CAPTURE", help="re-encode this capture in later releases' formats (see SYNTHETIC)"
     )
@@ -291,13 +292,13 @@ def main() -> int:
         for version in args.stock:
             name = f"vllm-{version}"
             venv = Path(given[name]) if name in given else stock_env(version)
-            for workload in args.workloads.split(","):
+            for workload in args.workloads.split(",") if args.workloads else STOCK_WORKLOADS:
                 capture(venv, f"{name}-builtin-{workload}", workload=workload, hash_algo="builtin", patched=False)
             capture(venv, f"{name}-sha256-mixed", workload="mixed", hash_algo="sha256", patched=False)
         for version in args.patched:
             name = f"dynamo-{version}"
             venv = Path(given[name]) if name in given else patched_env(version, Path(work))
-            for workload in args.workloads.split(","):
+            for workload in args.workloads.split(",") if args.workloads else WORKLOADS:
                 capture(venv, f"{name}-sha256-{workload}", workload=workload, hash_algo="sha256", patched=True)
     if args.synthetic:
         for prefix, extra in SYNTHETIC.items():

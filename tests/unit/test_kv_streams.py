@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.serving.kv.index import KVIndex
-from toolkit.serving.kv.wire import DYNAMO_MAPS, UPSTREAM_ARRAYS, UPSTREAM_MAPS, Stored, decode
+from toolkit.serving.kv.wire import DYNAMO_MAPS, UPSTREAM_ARRAYS, UPSTREAM_MAPS, Batch, Removed, Stored, decode
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kv-streams"
 STREAMS = sorted(p.name.removesuffix(".frames.jsonl") for p in FIXTURES.glob("*.frames.jsonl"))
@@ -77,16 +77,19 @@ def test_fixture_rebuilds_the_engines_cached_blocks(name: str) -> None:
     assert not index.is_stale("w") and index.encoding("w") == encoding_of(name)
 
 
-def test_stock_streams_carry_duplicate_stores_that_reference_counts_absorb() -> None:
-    """0.9.0 stores a hash once per block holding it: a set would lose a block at its first removal."""
-    name = "vllm-0.9.0-builtin-preemption"
-    stores: dict[int, int] = {}
-    for frame in frames_of(name):
-        for event in decode(base64.b64decode(frame["payload"])).events:
-            if isinstance(event, Stored):
-                for block_hash in event.block_hashes:
-                    stores[block_hash] = stores.get(block_hash, 0) + 1
-    assert max(stores.values()) > 1
+def test_duplicate_stores_and_per_block_removals_are_reference_counted() -> None:
+    """Stock vLLM announces a hash once per block holding it and removes it once per evicted block."""
+    index = KVIndex()
+    twice = Stored((7, 8), None, tuple(range(8)), 4)
+    for seq, events in enumerate([(twice,), (twice,), (Removed((7, 8)),)]):
+        index.apply("w", Batch(ts=0.0, events=events, encoding=UPSTREAM_ARRAYS), seq=seq)
+    assert index.hashes("w") == {7, 8}  # one block of each is still cached (a set would say empty)
+    index.apply("w", Batch(ts=0.0, events=(Removed((7, 8, 9)),), encoding=UPSTREAM_ARRAYS), seq=3)
+    assert index.hashes("w") == frozenset() and index.state("w").removed_unknown == 1
+    assert index.state("w").content_refs == {}  # content keys go with the last block
+    # a removal of a block never seen stored (joined late) cannot push a later store below zero
+    index.apply("w", Batch(ts=0.0, events=(Stored((9,), None, (), 0),), encoding=UPSTREAM_ARRAYS), seq=4)
+    assert index.hashes("w") == {9}
 
 
 def test_router_sees_the_prefixes_a_stock_worker_holds_in_a_mixed_fleet() -> None:
