@@ -59,7 +59,7 @@ def cached_digest(hashes: list[int]) -> str:
 
 def stock_env(version: str) -> Path:
     sys.path.insert(0, str(REPO / "tests"))  # the test helpers resolve pinned wheels into cached venvs
-    from helpers import stock_env_of
+    from helpers import stock_env_of  # type: ignore[import-not-found]
 
     from toolkit.options import load_options
     from toolkit.project import Project
@@ -69,7 +69,7 @@ def stock_env(version: str) -> Path:
 
 def patched_env(version: str, work: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from helpers import patched_wheel_of
+    from helpers import patched_wheel_of  # type: ignore[import-not-found]
 
     from toolkit.conformance.envs import vllm_env
     from toolkit.options import load_options
