@@ -18,7 +18,11 @@ import pytest
 
 from toolkit.conformance.envs import RUNNER, read_trace, run_runner
 from toolkit.envs import offline_env, venv_python
-from toolkit.kvindex import EventBatch, KVIndex, Router, Subscriber, Vllm084BlockHasher, pickle_sha256
+from toolkit.serving.kv.hashes import Vllm084BlockHasher, pickle_sha256
+from toolkit.serving.kv.index import KVIndex
+from toolkit.serving.kv.router import Router
+from toolkit.serving.kv.subscriber import Subscriber
+from toolkit.serving.kv.wire import EventBatch
 
 pytestmark = pytest.mark.real
 EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
@@ -130,7 +134,7 @@ def test_router_content_keys_work_with_vllms_default_builtin_hash(patched_env_08
 
 
 def _sha256_none_hash() -> int:
-    from toolkit.kvindex import VLLM_084_NONE_HASH
+    from toolkit.serving.kv.hashes import VLLM_084_NONE_HASH
 
     return VLLM_084_NONE_HASH
 

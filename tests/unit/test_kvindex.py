@@ -1,4 +1,4 @@
-"""toolkit.kvindex against a fake engine that speaks the docs/kv-events.md wire contract over real ZMQ sockets."""
+"""toolkit.serving.kv against a fake engine that speaks the docs/kv-events.md wire contract over real ZMQ sockets."""
 
 from __future__ import annotations
 
@@ -15,22 +15,20 @@ import pytest
 import zmq
 
 from toolkit.cli import main as vpatch_main
-from toolkit.kvindex import (
+from toolkit.serving.kv.hashes import VLLM_084_NONE_HASH, Vllm084BlockHasher, pickle_sha256
+from toolkit.serving.kv.index import KVIndex
+from toolkit.serving.kv.router import Router
+from toolkit.serving.kv.subscriber import Subscriber
+from toolkit.serving.kv.wire import (
     END_OF_REPLAY,
-    VLLM_084_NONE_HASH,
     AllBlocksCleared,
     BlockRemoved,
     BlockStored,
     EventBatch,
-    KVIndex,
     Metrics,
-    Router,
-    Subscriber,
-    Vllm084BlockHasher,
     decode_batch,
     encode_batch,
     pack_seq,
-    pickle_sha256,
     unpack_seq,
 )
 
@@ -562,7 +560,7 @@ def test_kv_watch_live_view_and_bad_arguments(engines: list[FakeEngine], capsys,
 
 def test_content_keys_route_without_knowing_the_engines_hash_function():
     """Engine hashes are opaque here (random numbers); routing uses the token ids the events carry."""
-    from toolkit.kvindex import content_chain
+    from toolkit.serving.kv.hashes import content_chain
 
     size = 4
     tokens = list(range(100, 116))  # four blocks

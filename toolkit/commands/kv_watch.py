@@ -1,10 +1,10 @@
-"""`vpatch kv-watch ENDPOINT`: follow a patched engine's KV-cache event stream (docs/kv-events.md) live."""
+"""`vpatch kv-watch ENDPOINT...`: follow engines' KV-cache event streams (docs/kv-events.md) live."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from toolkit import ui
 from toolkit.errors import VpatchError
@@ -15,20 +15,43 @@ if TYPE_CHECKING:  # zmq and rich's live display load only when kv-watch runs
     from rich.live import Live
     from rich.table import Table
 
-    from toolkit.kvindex import Subscriber
+    from toolkit.serving.kv.subscriber import Subscriber
 
 REFRESH_MS = 250
+
+EPILOG = """\
+Which side binds: dynamo-base engines bind their PUB endpoint (and replay ROUTER); kv-watch connects.
+Stock vLLM 0.9.0+ binds only when the endpoint has '*' or '::' or is ipc:// / inproc://; for an endpoint
+such as tcp://127.0.0.1:5557 the engine *connects*, so nothing arrives unless kv-watch binds it: pass --bind.
+Encodings read: dynamo-base maps, upstream arrays (vLLM 0.9.0-0.23), upstream tagged maps (0.24.0+).
+Exit status: 1 when batches arrived but none could be decoded; 0 otherwise (a worker from which nothing
+arrived is reported as 'no messages received').
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "kv-watch", help="watch the KV-cache events and load metrics a dynamo-base engine publishes"
+        "kv-watch",
+        help="watch the KV-cache events (and load metrics) vLLM engines publish",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("endpoint", metavar="ENDPOINT", help="the engine's PUB endpoint, e.g. tcp://127.0.0.1:5557")
-    parser.add_argument("--replay", metavar="ENDPOINT", help="the engine's replay (ROUTER) endpoint, to fill gaps")
-    parser.add_argument("--topic", default="", help="topic the engine publishes under (default: empty)")
+    parser.add_argument(
+        "endpoints", nargs="+", metavar="ENDPOINT", help="an engine's PUB endpoint, e.g. tcp://127.0.0.1:5557"
+    )
+    parser.add_argument(
+        "--replay",
+        metavar="ENDPOINT",
+        action="append",
+        default=[],
+        help="replay (ROUTER) endpoint, to fill gaps: one per ENDPOINT, in order ('-' for none)",
+    )
+    parser.add_argument("--topic", default="", help="topic the engines publish under (default: empty)")
     parser.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
-    parser.add_argument("--worker", default="w0", help="name for this engine in the summary (default: w0)")
+    parser.add_argument(
+        "--worker", action="append", default=[], help="names for the engines in the summary (default: w0, w1, ...)"
+    )
+    parser.add_argument("--bind", action="store_true", help="bind the ENDPOINTs (for engines that connect, see below)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary at the end instead of a live view")
     parser.set_defaults(run=run)
 
@@ -42,21 +65,34 @@ def gaps_text(gaps: list[list[int]], shown: int = 5) -> str:
     return f"[red]{text} unrecoverable[/]"
 
 
-def render(subscriber: Subscriber, elapsed: float) -> Group:
-    from rich.console import Group
+def problems(summary: dict[str, Any]) -> list[str]:
+    """What a reader must not miss about one worker (plain text: callers escape it)."""
+    found = []
+    if not summary["received"] and not summary["batches"]:
+        found.append(f"{summary['worker']}: no messages received from {summary['endpoint']}")
+    elif summary["decode_errors"] and not summary["batches"]:
+        found.append(f"{summary['worker']}: received {summary['decode_errors']} batches, decoded none")
+    if summary["restarts"]:
+        found.append(f"{summary['worker']}: engine restarted {summary['restarts']} time(s); index reset")
+    return found
 
-    summary = subscriber.summary()
-    head = ui.table(f"kv-watch {summary['endpoint']} ({elapsed:.1f}s)", ["", ""])
+
+def render_one(summary: dict[str, Any], elapsed: float) -> Table:
+    from rich.markup import escape
+
+    head = ui.table(f"kv-watch {escape(summary['endpoint'])} ({elapsed:.1f}s)", ["", ""])
     head.show_header = False
-    head.add_row("worker", summary["worker"] + (" [red](stale)[/]" if summary["stale"] else ""))
-    head.add_row("replay", summary["replay_endpoint"] or "[dim]none[/]")
+    head.add_row("worker", escape(summary["worker"]) + (" [red](stale)[/]" if summary["stale"] else ""))
+    head.add_row("encoding", escape(", ".join(summary["encodings"]) or "-"))
+    head.add_row("replay", escape(summary["replay_endpoint"]) if summary["replay_endpoint"] else "[dim]none[/]")
     head.add_row("last seq", "-" if summary["last_seq"] is None else str(summary["last_seq"]))
+    late = {None: "unknown", True: "yes", False: "no"}[summary["joined_late"]]
     head.add_row(
         "batches",
         f"{summary['batches']} applied ({summary['replayed']} from {summary['replay_requests']} replays), "
-        f"{summary['duplicates']} duplicates ignored",
+        f"{summary['duplicates']} duplicates ignored, {summary['decode_errors']} undecodable; joined late: {late}",
     )
-    head.add_row("events", ", ".join(f"{name} {count}" for name, count in summary["events"].items()))
+    head.add_row("events", escape(", ".join(f"{name} {count}" for name, count in summary["events"].items())))
     head.add_row(
         "hashes",
         f"{summary['hashes_cached']} cached ({summary['blocks_stored']} stored, {summary['blocks_removed']} removed)",
@@ -70,50 +106,100 @@ def render(subscriber: Subscriber, elapsed: float) -> Group:
             f"({metrics['prefix_cache_hits']}/{metrics['prefix_cache_queries']} blocks)",
         )
     else:
-        head.add_row("load", "[dim]no metrics yet[/]")
+        head.add_row("load", "[dim]no metrics (stock vLLM publishes none)[/]")
     head.add_row("gaps", gaps_text(summary["unrecoverable"]))
-    parts: list[Table | str] = [head]
-    parts += [f"[yellow]warning:[/] {error}" for error in summary["errors"][-3:]]
+    return head
+
+
+def render(subscribers: list[Subscriber], elapsed: float) -> Group:
+    from rich.console import Group
+    from rich.markup import escape
+
+    parts: list[Table | str] = []
+    for subscriber in subscribers:
+        summary = subscriber.summary()
+        parts.append(render_one(summary, elapsed))
+        # everything from the wire is escaped: an event type like "[/yellow]" is text, not markup
+        parts += [f"[yellow]warning:[/] {escape(error)}" for error in summary["errors"][-3:]]
     return Group(*parts)
 
 
-def watch(subscriber: Subscriber, seconds: float | None, live: Live | None) -> float:
+def watch(subscribers: list[Subscriber], seconds: float | None, live: Live | None) -> float:
     start = time.monotonic()
     deadline = None if seconds is None else start + seconds
-    if subscriber.replay_endpoint is not None:
-        subscriber.catch_up()
     try:
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 break
             wait = REFRESH_MS if deadline is None else min(REFRESH_MS, (deadline - now) * 1000)
-            subscriber.poll(wait)
+            for subscriber in subscribers:
+                subscriber.poll(wait / len(subscribers), deadline=deadline)
             if live is not None:
-                live.update(render(subscriber, time.monotonic() - start))
+                live.update(render(subscribers, time.monotonic() - start))
     except KeyboardInterrupt:
         pass
     return time.monotonic() - start
 
 
-def run(args: argparse.Namespace, options: Options) -> int:
+def open_subscribers(args: argparse.Namespace) -> list[Subscriber]:
     import zmq
-    from rich.live import Live
 
-    from toolkit.kvindex import Subscriber
+    from toolkit.serving.kv.index import KVIndex
+    from toolkit.serving.kv.subscriber import Subscriber
+
+    count = len(args.endpoints)
+    if len(args.replay) > count or len(args.worker) > count:
+        raise VpatchError(f"{len(args.replay)} --replay / {len(args.worker)} --worker for {count} ENDPOINT(s)")
+    replays = [None if r == "-" else r for r in args.replay] + [None] * (count - len(args.replay))
+    workers = args.worker + [f"w{i}" for i in range(len(args.worker), count)]
+    if len(set(workers)) != count:
+        raise VpatchError(f"worker names must differ: {', '.join(workers)}")
+    index = KVIndex()
+    subscribers: list[Subscriber] = []
+    try:
+        for endpoint, replay, worker in zip(args.endpoints, replays, workers, strict=True):
+            try:
+                subscribers.append(
+                    Subscriber(endpoint, replay, args.topic.encode(), worker, index=index, bind=args.bind)
+                )
+            except zmq.ZMQError as exc:
+                verb = "bind" if args.bind else "connect to"
+                raise VpatchError(f"cannot {verb} {endpoint} / {replay}: {exc}") from None
+    except BaseException:
+        for subscriber in subscribers:
+            subscriber.close()
+        raise
+    return subscribers
+
+
+def run(args: argparse.Namespace, options: Options) -> int:
+    from rich.live import Live
+    from rich.markup import escape
 
     if args.seconds is not None and args.seconds <= 0:
         raise VpatchError(f"--seconds must be positive, got {args.seconds:g}")
+    subscribers = open_subscribers(args)
     try:
-        subscriber = Subscriber(args.endpoint, args.replay, args.topic.encode(), args.worker)
-    except zmq.ZMQError as exc:
-        raise VpatchError(f"cannot connect to {args.endpoint} / {args.replay}: {exc}") from None
-    with subscriber:
         if options.json:
-            elapsed = watch(subscriber, args.seconds, None)
-            ui.print_json({**subscriber.summary(), "seconds": round(elapsed, 3)})
-            return 0
-        with Live(render(subscriber, 0), console=ui.out, refresh_per_second=4) as live:
-            elapsed = watch(subscriber, args.seconds, live)
-            live.update(render(subscriber, elapsed))
-    return 0
+            elapsed = watch(subscribers, args.seconds, None)
+            summaries = [s.summary() for s in subscribers]
+            for summary in summaries:
+                summary["problems"] = problems(summary)
+            if len(summaries) == 1:
+                ui.print_json({**summaries[0], "seconds": round(elapsed, 3)})
+            else:
+                ui.print_json({"workers": summaries, "seconds": round(elapsed, 3)})
+        else:
+            with Live(render(subscribers, 0), console=ui.out, refresh_per_second=4) as live:
+                elapsed = watch(subscribers, args.seconds, live)
+                live.update(render(subscribers, elapsed))
+            summaries = [s.summary() for s in subscribers]
+            for summary in summaries:
+                for problem in problems(summary):
+                    ui.err.print(f"[yellow]kv-watch:[/] {escape(problem)}")
+    finally:
+        for subscriber in subscribers:
+            subscriber.close()
+    undecoded = [s for s in summaries if s["decode_errors"] and not s["batches"]]
+    return 1 if undecoded else 0

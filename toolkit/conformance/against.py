@@ -4,7 +4,7 @@ The same KV-routing workloads run on dynamo-base OLD (our events) and on stock N
 KV events. The two streams differ in form: ours announce a hash when it enters or leaves the cached map;
 vLLM 0.9.0 announces every block stored and every block evicted, duplicates included, so a consumer must
 count references. Both are normalized the same way here (reference counts per block hash, hashes turned
-into content keys chained from the events' token ids, see toolkit.kvindex.content_key), which makes the
+into content keys chained from the events' token ids, see toolkit.serving.kv.hashes.content_key), which makes the
 indexes comparable across versions and hash functions. Checked:
 
 - per engine, after every step: the normalized index equals the engine's own cached map;
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 
 from toolkit.conformance.checks import FAIL, PASS, CheckResult, steps_of
-from toolkit.kvindex import content_chain, content_key
+from toolkit.serving.kv.hashes import content_chain, content_key
 
 MASK = (1 << 64) - 1
 

@@ -40,7 +40,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-WIRE_MASK = (1 << 64) - 1
+WIRE_MASK = (1 << 64) - 1  # the same mask as toolkit.serving.kv.wire.WIRE_MASK (this file cannot import vpatch)
 BLOCK_SIZE = 16
 EOS = 2
 
