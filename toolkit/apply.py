@@ -9,12 +9,12 @@ run `vpatch apply --continue`, or `--abort` to return to the upstream base.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.checkout import UPSTREAM_REF, Checkout, read_state, update_state, write_state
 from toolkit.errors import VpatchError
+from toolkit.git_formats import FileRefused, PatchFailedAt, read_apply_output
 from toolkit.model import Patch, Series, parse_patch
 from toolkit.render import render_range
 
@@ -156,10 +156,12 @@ def _stopped(
     return ApplyResult(checkout, series, (*done, stopped, *rest))
 
 
-_FAILED_AT = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$")
-_NOT_APPLY = re.compile(
-    r"^error: (?P<path>.+): (?P<why>patch does not apply|does not exist in index|"
-    r"No such file or directory|already exists in (?:index|working directory))$"
+# What describe_apply_failure reports of git apply's file refusals ("patch does not apply" names no hunk).
+_REPORTED_REFUSALS = (
+    "does not exist in index",
+    "No such file or directory",
+    "already exists in index",
+    "already exists in working directory",
 )
 
 
@@ -172,20 +174,17 @@ def _diagnose(checkout: Checkout, patch: Patch) -> tuple[str, ...]:
 def describe_apply_failure(patch: Patch, stderr: str) -> tuple[str, ...]:
     """git apply's complaints about `patch`, as 'file: hunk #N at line L does not apply'."""
     details: list[str] = []
-    for line in stderr.splitlines():
-        failed = _FAILED_AT.match(line)
-        if failed:
-            path, at = failed["path"], int(failed["line"])
+    for event in read_apply_output(stderr):
+        if isinstance(event, PatchFailedAt):
+            path, at = event.path, event.line
             hunk = _hunk_number(patch, path, at)
             details.append(
                 f"{path}: hunk #{hunk} at line {at} does not apply"
                 if hunk
                 else f"{path}: hunk at line {at} does not apply"
             )
-            continue
-        other = _NOT_APPLY.match(line)
-        if other and other["why"] != "patch does not apply":
-            details.append(f"{other['path']}: {other['why']}")
+        elif isinstance(event, FileRefused) and event.why in _REPORTED_REFUSALS:
+            details.append(f"{event.path}: {event.why}")
     if not details:
         message = stderr.strip().splitlines()
         details.append(message[-1] if message else "git apply failed")

@@ -1,0 +1,162 @@
+"""Planning: units into named patches (split, subjects, headers, numbering), and the export plan they join."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+
+from toolkit.errors import VpatchError
+from toolkit.export import ExportPlan
+from toolkit.git import TOOL_EMAIL, TOOL_NAME
+from toolkit.importer.messages import compose_message, header_value, split_trailer
+from toolkit.importer.paths import FileChange
+from toolkit.importer.records import ImportOptions
+from toolkit.importer.units import FIXED_DATE, Unit
+from toolkit.model import Series, UpstreamStatus
+from toolkit.render import slugify
+
+SPLIT_MODES = ("none", "per-file", "per-dir")
+
+
+@dataclass
+class PlannedPatch:
+    """One new patch: the files of a unit (or of one --split group) with its message, name and author."""
+
+    unit: Unit
+    label: str | None
+    files: list[FileChange]
+    subject: str
+    message: str
+    name: str
+    feature: str
+    status: str
+    author: tuple[str, str]
+    date: str
+
+
+def split_files(files: list[FileChange], mode: str) -> list[tuple[str | None, list[FileChange]]]:
+    """(label, files) groups in order of first appearance; label is None for the whole unit."""
+    if mode == "none":
+        return [(None, files)]
+    groups: dict[str, list[FileChange]] = {}
+    for change in files:
+        if mode == "per-file":
+            key = change.path
+        else:
+            parent = PurePosixPath(change.path).parent.as_posix()
+            key = "top-level files" if parent == "." else parent + "/"
+        groups.setdefault(key, []).append(change)
+    if len(groups) == 1:
+        return [(None, files)]
+    return list(groups.items())
+
+
+def check_feature(feature: str | None, features: dict[str, str], where: str) -> None:
+    if feature is not None and feature not in features:
+        declared = ", ".join(sorted(features)) or "none"
+        raise VpatchError(f"{where}: unknown feature {feature!r} (declared in pins.toml [features]: {declared})")
+
+
+def check_status(text: str, where: str) -> None:
+    try:
+        UpstreamStatus.parse(text)
+    except ValueError as exc:
+        raise VpatchError(f"{where}: {exc}") from None
+
+
+def plan_patches(
+    units: list[Unit],
+    series: Series,
+    directory: Path,
+    options: ImportOptions,
+    features: dict[str, str],
+    author_override: tuple[str, str] | None,
+) -> list[PlannedPatch]:
+    subjects = {p.subject for p in series.patches}
+    names = {p.name for p in series.patches} | ({p.name for p in directory.iterdir()} if directory.is_dir() else set())
+    numbers = [int(n[:4]) for n in names if n[:4].isdigit()]
+    next_number = max([*numbers, len(series.patches)], default=0) + 1
+    planned: list[PlannedPatch] = []
+    for unit in units:
+        prose, headers = split_trailer(unit.body)
+        feature = options.feature or header_value(headers, "Feature")
+        if feature is None:
+            declared = ", ".join(sorted(features)) or "none"
+            raise VpatchError(
+                f"{unit.label} has no Feature: header; give --feature NAME (declared: {declared})", path=unit.where
+            )
+        check_feature(feature, features, unit.label)
+        status = options.upstream_status or header_value(headers, "Upstream-Status") or "Pending"
+        check_status(status, unit.label)
+        base_subject = options.subject or unit.subject or f"Import {unit.label}"
+        base_subject = " ".join(base_subject.split())
+        for label, files in split_files(unit.files, options.split):
+            subject = f"{base_subject} ({label})" if label else base_subject
+            unique, copy = subject, 2
+            while unique in subjects:
+                unique, copy = f"{subject} ({copy})", copy + 1
+            subjects.add(unique)
+            name = f"{next_number:04d}-{slugify(unique)}.patch"
+            while name in names:
+                next_number += 1
+                name = f"{next_number:04d}-{slugify(unique)}.patch"
+            next_number += 1
+            names.add(name)
+            kept = [(k, v) for k, v in headers if k.lower() not in ("upstream-status", "feature", "patch-file")]
+            trailer = [
+                ("Upstream-Status", status),
+                ("Feature", feature),
+                *kept,
+                ("Origin", unit.origin),
+                ("Patch-File", name),
+            ]
+            author = author_override or unit.author or (TOOL_NAME, TOOL_EMAIL)
+            planned.append(
+                PlannedPatch(
+                    unit,
+                    label,
+                    files,
+                    unique,
+                    compose_message(unique, prose, trailer),
+                    name,
+                    feature,
+                    status,
+                    author,
+                    unit.date or FIXED_DATE,
+                )
+            )
+    return planned
+
+
+def final_plan(
+    plan: ExportPlan, series: Series, planned: list[PlannedPatch], directory: Path, notes: list[str]
+) -> tuple[ExportPlan, set[str]]:
+    """The existing patches as they are, then the imported ones, appended to the series file.
+
+    An existing patch takes its re-export only when that is the file on disk, or the file plus the
+    blank line format-patch puts between mails (the series' last patch gains it when patches follow,
+    as `vpatch export` does); a patch out of sync with its re-export is left as it is. Returns the
+    plan and the names whose bytes are re-exports (these must re-export identically again).
+    """
+    existing = len(series.patches)
+    new = list(plan.patches[existing:])
+    if [name for name, _ in new] != [p.name for p in planned]:
+        raise VpatchError(
+            f"export named the imported patches {[n for n, _ in new]}, expected {[p.name for p in planned]}",
+            path=directory,
+        )
+    kept: list[tuple[str, bytes]] = []
+    rendered = {name for name, _ in new}
+    for patch, (_, data) in zip(series.patches, plan.patches[:existing], strict=True):
+        if data in (patch.data, patch.data + b"\n"):
+            kept.append((patch.name, data))
+            rendered.add(patch.name)
+        else:
+            kept.append((patch.name, patch.data))
+            notes.append(f"{patch.name} differs from its re-export (see `vpatch check`); left as it is")
+    patches = tuple(kept) + tuple(new)
+    text = series.text if (directory / "series").exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    text += "".join(f"{p.name}\n" for p in planned)
+    return replace(plan, patches=patches, series_text=text, removed=()), rendered
