@@ -13,7 +13,10 @@ from toolkit.crashlog import internal_error_line
 from toolkit.errors import VpatchError, display_path
 from toolkit.git import GitError
 from toolkit.options import Options, load_options
-from toolkit.txn import recover
+from toolkit.txn import recover, writer_lock
+
+SERIES_WRITERS = frozenset({"export", "import", "rebase", "review", "retire"})
+"""Commands that read a series and write it back: one at a time per project."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -68,7 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A transaction a killed run left is finished before anything reads the project.
         for message in recover(options.patches_dir, also_sweep=[options.root]):
             print(f"vpatch: {message}", file=sys.stderr)
-        return int(args.run(args, options) or exit_codes.OK)
+        if args.command not in SERIES_WRITERS:
+            return int(args.run(args, options) or exit_codes.OK)
+        with writer_lock(options.patches_dir):  # concurrent writers of a series take turns
+            return int(args.run(args, options) or exit_codes.OK)
     except VpatchError as error:
         print(f"vpatch: error: {error.render()}", file=sys.stderr)
         return exit_codes.FAILED

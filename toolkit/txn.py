@@ -154,6 +154,15 @@ class Transaction:
         self.committed = True
 
 
+def writer_lock(journal_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """Held by a command that reads a series and writes it back, from its first read to its commit.
+
+    The commit alone is not enough: two imports that read the same series would each stage their own new
+    state, and the second would replace the first's patch. Re-entrant, so the commit takes it again.
+    """
+    return locked(journal_dir / LOCK_STEM, timeout=LOCK_TIMEOUT)
+
+
 def owned_by_vpatch(name: str) -> bool:
     """Files of a series directory that vpatch writes (and may replace); anything else is the user's."""
     return name in ("series", "retired", "evidence.json", "range-diff.txt") or name.endswith(".patch")

@@ -166,3 +166,27 @@ def test_option_precedence_pyproject_then_environment_then_command_line(tmp_path
         assert options.patches_dir == root / "from-cli"
         assert options.index_url == "http://env.example/simple"  # an absent flag does not hide the environment
     assert load_options({"root": str(tmp_path / "elsewhere")}).patches_dir == tmp_path / "elsewhere" / "patches"
+
+
+def test_concurrent_imports_into_one_series_keep_every_patch(warm: Workspace, tmp_path: Path):
+    """Each import reads the series, adds its patch and writes the series back: they must take turns."""
+    writers = 4
+    diffs = []
+    for number in range(writers):
+        diff = tmp_path / f"add-{number}.diff"
+        diff.write_text(
+            f"--- /dev/null\n+++ b/vllm/extra_{number}.py\n@@ -0,0 +1,1 @@\n+VALUE = {number}\n", encoding="utf-8"
+        )
+        diffs.append(diff)
+    for trial in range(2):
+        root = fresh_project(warm, f"imports-{trial}")
+        results = start_together(
+            [
+                vpatch_command(warm, root, "import", str(diff), "--version", "1.0", "--feature", "kv-routing")
+                for diff in diffs
+            ]
+        )
+        assert [r.returncode for r in results] == [0] * writers, [r.stderr for r in results]
+        series = (root / "patches" / "vllm-1.0" / "series").read_text(encoding="utf-8")
+        imported = sorted(line.split("-import-")[1] for line in series.splitlines() if "-import-" in line)
+        assert imported == sorted(f"{d.name}.patch" for d in diffs), f"trial {trial}: {series}"
