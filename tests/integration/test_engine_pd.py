@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from toolkit.cache import default_cache_root
-from toolkit.conformance.engine_env import engine_env
+from toolkit.conformance.engine_env import EngineEnv, engine_env
 from toolkit.conformance.engine_pd import FAIL, NOT_PROVIDED, PASS, PdRun, pd_prompts, run_pd, write_results
+from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
 from toolkit.conformance.engine_serve import ServeRun, run_pd_serve, serve_checks
 from toolkit.conformance.tiny_model import model_dir
 
@@ -27,22 +28,29 @@ pytestmark = pytest.mark.engine
 EXPECTED_LOADED = {"len31": 0, "len32": 0, "len33": 0, "len64": 32, "len65": 0, "shared-a": 64, "shared-b": 64}
 
 
+def _offline_then_nixl(env: EngineEnv, model: Path, work: Path) -> tuple[PdRun, PdRun]:
+    """ExampleConnector first (its aggregated engine gives the reference), then NixlConnector against it."""
+    pd = run_pd(env, model, work / "offline")
+    return pd, run_pd_nixl(env, model, nixl_layer(default_cache_root(), env), work / "nixl", pd.aggregated_outputs)
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("engine-pd")
     env = engine_env(default_cache_root())
     model = model_dir(default_cache_root(), env)
     with ThreadPoolExecutor(2) as pool:
-        offline = pool.submit(run_pd, env, model, work / "offline")
+        offline = pool.submit(_offline_then_nixl, env, model, work)
         served = pool.submit(run_pd_serve, env, model, work / "serve")
-        pd, serve = offline.result(), served.result()
+        (pd, nixl), serve = offline.result(), served.result()
     record = {
         "pd": pd.to_json(),
+        "nixl": nixl.to_json(),
         "serve": serve.to_json(),
         "serve_checks": [c.__dict__ for c in serve_checks(serve, pd.aggregated_outputs)],
     }
     write_results(work / "engine-pd.json", record)
-    return {"pd": pd, "serve": serve, "json": work / "engine-pd.json", "work": work}
+    return {"pd": pd, "nixl": nixl, "serve": serve, "json": work / "engine-pd.json", "work": work}
 
 
 def test_prompt_set_has_block_boundary_lengths_and_a_shared_prefix() -> None:
@@ -110,7 +118,35 @@ def test_openai_servers_hand_over_through_http(results: dict[str, Any]) -> None:
 
 def test_results_are_written_as_json(results: dict[str, Any]) -> None:
     record = json.loads(Path(results["json"]).read_text(encoding="utf-8"))
-    statuses = {c["name"]: c["status"] for c in record["pd"]["checks"] + record["serve_checks"]}
+    statuses = {
+        c["name"]: c["status"] for c in record["pd"]["checks"] + record["nixl"]["checks"] + record["serve_checks"]
+    }
     assert statuses["sabotage-corrupted-kv"] == PASS and statuses["decode-loaded-transfer"] == FAIL
     assert set(statuses.values()) <= {PASS, FAIL, NOT_PROVIDED}
     assert set(record["pd"]["start_seconds"]) == {"aggregated", "prefill", "decode"}
+
+
+def test_nixl_decode_equals_aggregated_and_loads_every_prompt(results: dict[str, Any]) -> None:
+    nixl: PdRun = results["nixl"]
+    check = nixl.check("nixl-decode-equals-aggregated")
+    assert check.status == PASS, check.details
+    assert nixl.loaded_tokens == nixl.prompt_lengths  # the engine counts every prompt token as transferred
+
+
+def test_nixl_one_corrupted_byte_in_the_prefill_memory_changes_the_decode(results: dict[str, Any]) -> None:
+    check = results["nixl"].check("nixl-sabotage-corrupted-kv")
+    assert check.status == PASS, check.details
+    assert check.details["loaded_tokens"] == 64 and check.details["tokens"] != check.details["aggregated"]
+    assert abs(check.details["corruption"]["after"]) < float("inf")  # a finite value, not a NaN
+
+
+def test_nixl_prefill_killed_before_the_read_fails_the_request(results: dict[str, Any]) -> None:
+    check = results["nixl"].check("nixl-prefill-killed-mid-transfer")
+    assert check.status == PASS, check.details
+    assert check.details["finish_reason"] == "error" and check.details["blocks_left"] == 0
+
+
+def test_nixl_prefill_holds_blocks_until_read_then_frees_them(results: dict[str, Any]) -> None:
+    check = results["nixl"].check("nixl-no-leaked-blocks")
+    assert check.status == PASS, check.details
+    assert check.details["held_by_prefill_until_read"] == 13  # 1+1+2+2+3+3+3 blocks of the seven prompts (none shared)

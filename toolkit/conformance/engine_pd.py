@@ -91,7 +91,7 @@ class PdRun:
         return asdict(self)
 
 
-def _generate(engine: EngineProcess, prompts: list[list[int]], max_tokens: int) -> dict[str, Any]:
+def generate_batch(engine: EngineProcess, prompts: list[list[int]], max_tokens: int) -> dict[str, Any]:
     answer = engine.request({"op": "generate", "prompts": prompts, "max_tokens": max_tokens})
     if answer.get("error"):
         raise VpatchError(f"the {engine.role} engine failed: {answer['error']}", path=engine.log_path)
@@ -99,12 +99,13 @@ def _generate(engine: EngineProcess, prompts: list[list[int]], max_tokens: int) 
 
 
 def _corrupt_one_byte(path: Path) -> dict[str, Any]:
-    """Overwrite the top byte (sign + exponent) of the first fp32 value of the tensor data with 0x7f."""
+    """Overwrite the top byte (sign + exponent) of the first fp32 value of the tensor data: sign kept, exponent
+    set so the value stays finite but becomes ~1e4-1e5 (a KV value is ~1e-2)."""
     data = bytearray(path.read_bytes())
     header = struct.unpack("<Q", data[:8])[0]
     offset = 8 + header + 3  # little-endian fp32: byte 3 holds the sign and the exponent's high bits
     before = data[offset]
-    data[offset] = 0x7F if before != 0x7F else 0x3F
+    data[offset] = (before & 0x80) | 0x47 if before & 0x7F != 0x47 else before ^ 0x01
     path.write_bytes(bytes(data))
     return {"file": path.name, "offset": offset, "before": before, "after": data[offset]}
 
@@ -129,11 +130,11 @@ def run_pd(env: EngineEnv, model: Path, workdir: Path, *, max_tokens: int = MAX_
         agg, pre, dec = engines["aggregated"], engines["prefill"], engines["decode"]
         free_before = {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()}
 
-        agg_one = _generate(agg, ids, 1)
-        agg_full = _generate(agg, ids, max_tokens)
-        prefill = _generate(pre, ids, 1)
+        agg_one = generate_batch(agg, ids, 1)
+        agg_full = generate_batch(agg, ids, max_tokens)
+        prefill = generate_batch(pre, ids, 1)
         stored = _listing(storage)
-        decode = _generate(dec, ids, max_tokens)
+        decode = generate_batch(dec, ids, max_tokens)
         loaded = dict(zip(names, decode["cached_tokens"], strict=True))
         checks = [
             _first_token_check(names, prefill, agg_full),

@@ -39,7 +39,9 @@ def engine_environment() -> dict[str, str]:
 class EngineProcess:
     """A running pd_drive.py process; `request()` sends one JSON line and waits for its answer."""
 
-    def __init__(self, env: EngineEnv, config: dict[str, Any], log: Path) -> None:
+    def __init__(
+        self, env: EngineEnv, config: dict[str, Any], log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.role = str(config["role"])
         self.log_path = log
         self._log: IO[str] = log.open("w", encoding="utf-8")
@@ -50,7 +52,7 @@ class EngineProcess:
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,
-            env=engine_environment(),
+            env={**engine_environment(), **(extra_env or {})},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
