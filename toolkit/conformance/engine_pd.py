@@ -147,7 +147,13 @@ def run_pd(env: EngineEnv, model: Path, workdir: Path, *, max_tokens: int = MAX_
         checks.append(_blocks_check(free_before, free_after))
         checks.append(_missing_layer_file(dec, storage, prompts, agg_full, names, free_after["decode"]))
         checks.append(_storage_check(stored, _listing(storage), prompts))
-        checks.append(Check("prefill-killed-mid-transfer", NOT_PROVIDED, {"why": "needs NixlConnector (not run)"}))
+        checks.append(
+            Check(
+                "prefill-killed-mid-transfer",
+                NOT_PROVIDED,
+                {"why": "ExampleConnector's transfer is a file written before the prefill answers; see the NIXL run"},
+            )
+        )
         return PdRun(
             vllm_version=str(ready["aggregated"]["vllm_version"]),
             connector="ExampleConnector",

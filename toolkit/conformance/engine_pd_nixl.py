@@ -25,8 +25,7 @@ from typing import Any
 from toolkit.cache import atomic_write_text, locked, staging_dir
 from toolkit.conformance.engine_env import EngineEnv
 from toolkit.conformance.engine_pd import BLOCK_SIZE, FAIL, MAX_TOKENS, PASS, Check, PdRun, generate_batch, pd_prompts
-from toolkit.conformance.engine_procs import EngineProcess
-from toolkit.conformance.engine_serve import free_port
+from toolkit.conformance.engine_procs import EngineProcess, nixl_environment
 from toolkit.envs import run_logged
 
 NIXL_PACKAGES = ("nixl-cu12==1.5.1", "nixl==1.5.1")
@@ -60,15 +59,6 @@ def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
     return final / "site"
 
 
-def _nixl_env(site: Path) -> dict[str, str]:
-    return {
-        "PYTHONPATH": str(site),
-        "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
-        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port()),  # one side channel per engine
-        "UCX_NET_DEVICES": "lo",
-    }
-
-
 def _decode_one(dec: EngineProcess, ids: list[int], params: dict[str, Any] | None) -> dict[str, Any]:
     return dec.request({"op": "generate", "prompts": [ids], "max_tokens": MAX_TOKENS, "kv_transfer_params": [params]})
 
@@ -79,8 +69,8 @@ def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, referenc
     prompts = pd_prompts()
     names, ids = list(prompts), list(prompts.values())
     base = {"model": str(model), "block_size": BLOCK_SIZE, "connector": "NixlConnector", "storage": ""}
-    pre = EngineProcess(env, {**base, "role": "prefill"}, workdir / "nixl-prefill.log", _nixl_env(site))
-    dec = EngineProcess(env, {**base, "role": "decode"}, workdir / "nixl-decode.log", _nixl_env(site))
+    pre = EngineProcess(env, {**base, "role": "prefill"}, workdir / "nixl-prefill.log", nixl_environment(site))
+    dec = EngineProcess(env, {**base, "role": "decode"}, workdir / "nixl-decode.log", nixl_environment(site))
     try:
         ready = {"prefill": pre.wait_ready(), "decode": dec.wait_ready()}
         free = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import queue
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -34,6 +35,19 @@ def engine_environment() -> dict[str, str]:
         }
     )
     return environment
+
+
+def nixl_environment(site: Path) -> dict[str, str]:
+    """What NixlConnector needs on CPU: the nixl layer, a loopback side channel (one port per engine), UCX on lo."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {
+        "PYTHONPATH": str(site),
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
+        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(port),
+        "UCX_NET_DEVICES": "lo",
+    }
 
 
 class EngineProcess:

