@@ -24,7 +24,17 @@ from typing import Any
 
 from toolkit.cache import atomic_write_text, locked, staging_dir
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.engine_pd import BLOCK_SIZE, FAIL, MAX_TOKENS, PASS, Check, PdRun, generate_batch, pd_prompts
+from toolkit.conformance.engine_pd import (
+    BLOCK_SIZE,
+    FAIL,
+    MAX_TOKENS,
+    PASS,
+    WARM_UP,
+    Check,
+    PdRun,
+    generate_batch,
+    pd_prompts,
+)
 from toolkit.conformance.engine_procs import EngineProcess, nixl_environment
 from toolkit.envs import run_logged
 
@@ -73,6 +83,8 @@ def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, referenc
     dec = EngineProcess(env, {**base, "role": "decode"}, workdir / "nixl-decode.log", nixl_environment(site))
     try:
         ready = {"prefill": pre.wait_ready(), "decode": dec.wait_ready()}
+        for engine in (pre, dec):  # plain requests (no transfer): one-time costs stay out of the timings
+            generate_batch(engine, [WARM_UP], 1)
         free = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         free["decode"] = free["decode"]["free_blocks"]
         prefill = pre.request(
@@ -92,7 +104,7 @@ def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, referenc
                 {"differing": differing, "recomputed": recomputed, "loaded": loaded},
             )
         ]
-        generate_batch(pre, [[5, 6, 7]], 1)  # the prefill engine frees read blocks when it steps again
+        generate_batch(pre, [WARM_UP], 1)  # the prefill engine frees read blocks when it steps again
         after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         after["decode"] = after["decode"]["free_blocks"]
         leaked = {r: free[r] - after[r] for r in free if free[r] != after[r]}
