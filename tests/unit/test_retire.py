@@ -89,3 +89,32 @@ def test_retire_with_a_changelog_that_is_not_utf8_changes_nothing(pinned, capsys
     assert ws.run("retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it") == 1
     assert capsys.readouterr().err.strip().splitlines() == ["vpatch: error: project/CHANGELOG.md:4: not valid UTF-8"]
     assert ws.snapshot() == before and changelog.read_bytes() == b"# Changelog\n\n## [Unreleased]\n- caf\xe9\n"
+
+
+def test_retire_and_imports_at_once_lose_nothing(pinned, capsys, tmp_path):
+    """A retire and two imports change 1.1's series together, each in its own process: all three land."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ws = pinned
+    names = two_releases(ws, capsys)
+    vpatch = [str(Path(sys.executable).with_name("vpatch")), "--root", str(ws.root), "--cache-dir", str(ws.cache)]
+    vpatch += ["--index-url", ws.index.url]
+    commands = [[*vpatch, "retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it"]]
+    for number in range(2):
+        diff = tmp_path / f"extra-{number}.diff"
+        diff.write_text(f"--- /dev/null\n+++ b/vllm/extra_{number}.py\n@@ -0,0 +1,1 @@\n+VALUE = {number}\n")
+        commands.append([*vpatch, "import", str(diff), "--version", "1.1", "--feature", "pd-disagg"])
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    errors = [proc.communicate(timeout=300)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], errors
+    series = [n for n in (ws.series_dir("1.1") / "series").read_text().split() if n.endswith(".patch")]
+    assert names[0] not in series and names[1] in series, series
+    assert sorted(n.split("-import-")[1] for n in series if "-import-" in n) == [
+        "extra-0.diff.patch",
+        "extra-1.diff.patch",
+    ]
+    assert (ws.series_dir("1.1") / "retired" / names[0]).is_file()
+    assert sorted(p.name for p in ws.series_dir("1.1").glob("*.patch")) == sorted(series)
+    assert (ws.root / "CHANGELOG.md").read_text().count(f"`{names[0]}`") == 1
