@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit import faults, tempnames
-from toolkit.cache import atomic_write_text, locked
+from toolkit.cache import atomic_write_text, locked, project_lock
 from toolkit.errors import VpatchError
 
 JOURNAL_PREFIX = ".vpatch-journal-"
@@ -158,9 +158,10 @@ def writer_lock(journal_dir: Path) -> contextlib.AbstractContextManager[None]:
     """Held by a command that reads a series and writes it back, from its first read to its commit.
 
     The commit alone is not enough: two imports that read the same series would each stage their own new
-    state, and the second would replace the first's patch. Re-entrant, so the commit takes it again.
+    state, and the second would replace the first's patch. An flock on the patches directory itself (the
+    project lock pins.toml is changed under, re-entrant), so a command refused early leaves no file behind.
     """
-    return locked(journal_dir / LOCK_STEM, timeout=LOCK_TIMEOUT)
+    return project_lock(journal_dir / "series")
 
 
 def owned_by_vpatch(name: str) -> bool:
