@@ -191,8 +191,8 @@ def profile_run(fixture: Fixture) -> dict:
     """One in-process `toolkit.cli.main` run with the steps, toolkit functions and git calls timed."""
     from toolkit import cli, ui
     from toolkit.git import Git as GitClass
-    from toolkit.lifecycle import rebase as rebase_module
     from toolkit.lifecycle import upstream as upstream_module
+    from toolkit.lifecycle.rebase import complete, recipes, replay, session
 
     recorder = Recorder()
     patched: list[tuple[object, str, object]] = []
@@ -232,12 +232,17 @@ def profile_run(fixture: Fixture) -> dict:
         "range_diff",
         "collect_evidence",
         "write_series",
+        "finish",
+        "final_mails",
     ):
-        patch(rebase_module, name, recorder.timed(f"rebase.{name}", getattr(rebase_module, name)))
+        # Timed where it is called from: each module of the package that has the name looks it up there.
+        for module in (session, replay, complete, recipes):
+            if hasattr(module, name):
+                patch(module, name, recorder.timed(f"rebase.{name}", getattr(module, name)))
     for name in ("reverse_applies", "patch_id", "upstream_patch_ids"):
         patch(upstream_module, name, recorder.timed(f"upstream.{name}", getattr(upstream_module, name)))
-    for name in ("replay", "finish", "final_mails", "after_stop"):
-        patch(rebase_module._Rebase, name, recorder.timed(f"_Rebase.{name}", getattr(rebase_module._Rebase, name)))
+    for name in ("replay", "after_stop"):
+        patch(replay.Replay, name, recorder.timed(f"Replay.{name}", getattr(replay.Replay, name)))
     reset_vpatch(fixture)
     out = io.StringIO()
     try:

@@ -16,12 +16,14 @@ from toolkit.checkout import UPSTREAM_REF, Checkout, read_state, update_state, w
 from toolkit.errors import VpatchError
 from toolkit.git_formats import FileRefused, PatchFailedAt, read_apply_output
 from toolkit.model import Patch, Series, parse_patch
+from toolkit.records.outcome import Outcome
 from toolkit.render import render_range
 
 AM_ARGS = ("am", "--keep-cr", "--keep-non-patch", "--committer-date-is-author-date")
 
-CLEAN, OFFSET, FUZZ, MERGED = "clean", "offset", "fuzz", "merged"
-FAILED, CONFLICT, NOT_APPLIED = "failed", "conflict", "not applied"
+# The apply stage's outcomes, by their names in toolkit.records.outcome.
+CLEAN, OFFSET, FUZZ, MERGED = Outcome.CLEAN, Outcome.OFFSET, Outcome.FUZZ, Outcome.MERGED
+FAILED, CONFLICT, NOT_APPLIED = Outcome.FAILED, Outcome.CONFLICT, Outcome.NOT_APPLIED
 
 
 @dataclass(frozen=True)

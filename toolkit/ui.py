@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from toolkit.records.outcome import Outcome
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -92,15 +94,8 @@ def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
-STATUS_STYLE = {
-    "clean": "green",
-    "offset": "yellow",
-    "fuzz": "yellow",
-    "merged": "cyan",
-    "failed": "red",
-    "conflict": "red",
-    "not applied": "dim",
-}
+# Styles of the outcome strings (toolkit.records.outcome), keyed by string: callers pass what they read from files.
+STATUS_STYLE = {outcome.value: outcome.style for outcome in Outcome if outcome.style}
 
 
 def styled(status: str) -> str:

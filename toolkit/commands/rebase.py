@@ -8,7 +8,6 @@ from pathlib import Path
 from toolkit import ui
 from toolkit.checkout import clear_stale_index_lock, open_checkout, read_state
 from toolkit.errors import VpatchError
-from toolkit.lifecycle import CONFLICT
 from toolkit.lifecycle.rebase import (
     RebaseResult,
     abort_rebase,
@@ -21,6 +20,7 @@ from toolkit.lifecycle.rebase import (
 from toolkit.model import Pin, parse_version
 from toolkit.options import Options
 from toolkit.project import Project
+from toolkit.records.outcome import Outcome
 from toolkit.resolve import resolve_pin
 
 
@@ -105,15 +105,15 @@ def _resume(args: argparse.Namespace, project: Project, options: Options) -> int
             ui.err.print(f"{target}: the rebase from {done} is complete; nothing to continue")
             return 0
         raise VpatchError(f"{target}: no rebase is in progress")
-    if args.version and parse_version(args.version) != parse_version(state["old_version"]):
-        raise VpatchError(f"{target} rebases {state['old_version']}, not {args.version}")
+    if args.version and parse_version(args.version) != parse_version(state.old_version):
+        raise VpatchError(f"{target} rebases {state.old_version}, not {args.version}")
     if args.abort:
         abort_rebase(project, checkout)
         if options.json:
             ui.print_json({"aborted": True, "checkout": str(target), "base_commit": checkout.base_commit})
         else:
             ui.err.print(
-                f"aborted: {target} is back at the {state['new_version']} base {checkout.base_commit[:12]}; "
+                f"aborted: {target} is back at the {state.new_version} base {checkout.base_commit[:12]}; "
                 "patches/ is unchanged"
             )
         return 0
@@ -157,16 +157,16 @@ def _report(result: RebaseResult, options: Options) -> int:
     )
     patches = (result.evidence or {}).get("patches", {})
     for number, outcome in enumerate(result.outcomes, start=1):
-        signals = ", ".join(patches.get(outcome["name"], {}).get("upstream_signals", []))
-        status = ui.styled(outcome["status"]) + (" (changed)" if outcome.get("content_changed") else "")
-        table.add_row(str(number), outcome["name"], status, "\n".join(outcome["details"]), signals)
+        signals = ", ".join(patches.get(outcome.name, {}).get("upstream_signals", []))
+        status = ui.styled(outcome.status) + (" (changed)" if outcome.content_changed else "")
+        table.add_row(str(number), outcome.name, status, "\n".join(outcome.details), signals)
     ui.out.print(table)
     if not result.done:
         stopped = result.stopped
         assert stopped is not None
-        what = "conflict" if stopped["status"] == CONFLICT else "does not apply"
-        ui.err.print(f"[red]stopped at {stopped['name']}[/] ({what}):", markup=True)
-        for line in stopped["details"]:
+        what = "conflict" if stopped.status == Outcome.CONFLICT else "does not apply"
+        ui.err.print(f"[red]stopped at {stopped.name}[/] ({what}):", markup=True)
+        for line in stopped.details:
             ui.err.print(f"  {line}", markup=False, highlight=False)
         ui.err.print(
             f"resolve it in {result.checkout.path} with git (edit, `git add`), then `vpatch rebase --continue`; "

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 from toolkit.apply import apply_series
 from toolkit.checkout import add_base_objects
 from toolkit.errors import VpatchError
-from toolkit.lifecycle import ADDED, CLEAN, DROPPED, REMOVED, REWORKED
-from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE, old_series_head, range_diff
+from toolkit.lifecycle.rebase.recipes import old_series_head, range_diff
+from toolkit.lifecycle.rebase.state import EVIDENCE_FILE, RANGE_DIFF_FILE
 from toolkit.lifecycle.upstream import patch_id, patch_ids
 from toolkit.model import Pin
 from toolkit.project import Project
+from toolkit.records.outcome import DROPPED, Outcome
 from toolkit.txn import transaction
 
 
@@ -76,7 +77,7 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
                     "position": None,
                     "subject": patch.subject,
                     "feature": patch.feature,
-                    "outcome": ADDED,
+                    "outcome": Outcome.ADDED,
                     "details": [f"added by hand after the rebase, at position {position}"],
                     "kept": True,
                     "content_changed": None,
@@ -85,21 +86,21 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
                     "evidence": None,
                     "upstream_signals": [],
                 }
-                changes[patch.name] = ADDED
+                changes[patch.name] = Outcome.ADDED
                 continue
             written = entry.get("new_patch_id")
-            if written is None and entry["outcome"] == CLEAN:
+            if written is None and entry["outcome"] == Outcome.CLEAN:
                 written = entry["patch_id"]  # a clean replay does not change the diff
-            if entry["outcome"] == REWORKED and entry["kept"]:
+            if entry["outcome"] == Outcome.REWORKED and entry["kept"]:
                 if written != new_id:  # already recorded as reworked: no second note
                     changes.setdefault(patch.name, "reworked again")
             elif not entry["kept"] or (written is not None and written != new_id):
                 again = "written again" if not entry["kept"] else "reworked"
                 note = f"{entry['outcome']} in the rebase; {again} by hand onto {new_pin.label} afterwards"
                 entry["details"] = [*entry["details"], note]
-                entry["outcome"] = REWORKED
+                entry["outcome"] = Outcome.REWORKED
                 entry["kept"] = True
-                changes[patch.name] = REWORKED
+                changes[patch.name] = Outcome.REWORKED
             entry["new_patch_id"] = new_id
             if patch.name in old_ids and entry.get("patch_id") not in (None, old_ids[patch.name]):
                 entry["patch_id"] = old_ids[patch.name]  # the old series' patch was edited since
@@ -115,14 +116,14 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
     for name, entry in evidence["patches"].items():
         if entry["kept"] and name not in present:
             entry["kept"] = False
-            entry["outcome"] = REMOVED
+            entry["outcome"] = Outcome.REMOVED
             entry["details"] = [*entry["details"], "removed by hand after the rebase"]
-            changes[name] = REMOVED
+            changes[name] = Outcome.REMOVED
     evidence["kept"] = [p.name for p in new_series.patches]
     evidence["dropped"] = [
         {"name": name, "feature": entry["feature"], "reason": entry["outcome"]}
         for name, entry in sorted(evidence["patches"].items())
-        if not entry["kept"] and entry["outcome"] in (*DROPPED, REMOVED)
+        if not entry["kept"] and entry["outcome"] in (*DROPPED, Outcome.REMOVED)
     ]
     with transaction(project.options.patches_dir, f"review of {new_series.directory.name}") as txn:
         txn.stage_file(new_series.directory / RANGE_DIFF_FILE, text.encode("utf-8"))

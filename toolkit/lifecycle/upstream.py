@@ -20,8 +20,8 @@ import tempfile
 from pathlib import Path
 
 from toolkit.git import Git
-from toolkit.lifecycle import DROPPED, EMPTY, KEPT
 from toolkit.model import Patch, Pin
+from toolkit.records.outcome import DROPPED, KEPT, Outcome
 from toolkit.sources import Base
 
 EVIDENCE_FORMAT = 1
@@ -180,7 +180,7 @@ def collect_evidence(
             else:
                 match = sorted(upstream_ids.get(own_id or "", []), key=lambda m: m["commit"])
             signals = {
-                "became_empty": status == EMPTY,
+                "became_empty": status == Outcome.EMPTY,
                 "patch_id_match": match,
                 "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
                 "header": header_evidence(patch),

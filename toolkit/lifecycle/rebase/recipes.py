@@ -1,0 +1,104 @@
+"""The git recipes of a rebase: rerere's shared cache, the old series as commits, the range-diff, `git am` output."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from toolkit.checkout import Checkout
+from toolkit.git import Git
+from toolkit.lifecycle.rebase.state import OLD_HEAD_REF
+from toolkit.model import Patch, Pin, Series
+from toolkit.project import Project
+from toolkit.sources import Base
+
+THREE_WAY_NOTE = "Falling back to patching base and 3-way merge"
+
+
+def rerere_cache(cache_dir: Path, project: str) -> Path:
+    """Where resolutions are remembered across rebases (one rr-cache per project)."""
+    return cache_dir / "rerere" / project
+
+
+def enable_rerere(checkout: Checkout, shared: Path) -> None:
+    shared.mkdir(parents=True, exist_ok=True)
+    link = checkout.git.git_dir() / "rr-cache"
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(shared.resolve(), target_is_directory=True)
+    checkout.git.run("config", "rerere.enabled", "true")
+
+
+def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
+    """The old series as commits on OLD's base, made in the checkout's repository without a work tree; None
+    if it does not apply there with zero fuzz. OLD's base objects must be in the checkout (add_base_objects)."""
+    head = series_commits(checkout.git, old_base.commit, series.patches)
+    if head is not None:
+        checkout.git.update_ref(OLD_HEAD_REF, head)
+    return head
+
+
+def series_commits(repo: Git, base_commit: str, patches: Sequence[Patch]) -> str | None:
+    """Commit each patch of the series on `base_commit` through a temporary index (`git apply --cached`,
+    messages and authors as `git am --keep-non-patch` takes them); the last commit, or None when a patch
+    does not apply."""
+    head = base_commit
+    with tempfile.TemporaryDirectory(prefix="vpatch-series-", dir=repo.git_dir()) as tmp:
+        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
+        repo.run("read-tree", base_commit, env=index)
+        for patch in patches:
+            if repo.run("apply", "--cached", str(patch.path), env=index, check=False).returncode != 0:
+                return None
+            msg, body = Path(tmp) / "msg", Path(tmp) / "body"
+            info = repo.run("mailinfo", "-b", str(msg), str(body), input=patch.data).stdout.decode("utf-8", "replace")
+            fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
+            message = fields.get("Subject", "") + "\n\n" + msg.read_text(encoding="utf-8", errors="replace")
+            author = {
+                "GIT_AUTHOR_NAME": fields.get("Author", ""),
+                "GIT_AUTHOR_EMAIL": fields.get("Email", ""),
+                "GIT_AUTHOR_DATE": fields.get("Date", ""),
+                "GIT_COMMITTER_DATE": fields.get("Date", ""),
+            }
+            tree = repo.out("write-tree", env=index)
+            head = (
+                repo.run("commit-tree", tree, "-p", head, input=message.encode(), env={**index, **author})
+                .stdout.decode()
+                .strip()
+            )
+    return head
+
+
+def am_sections(output: str) -> list[str]:
+    """`git am` output split per patch (each section starts at its "Applying: " line)."""
+    sections: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("Applying: "):
+            sections.append("")
+        if sections:
+            sections[-1] += line + "\n"
+    return sections
+
+
+def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
+    """`git range-diff` of the old series (on OLD's base) against the new one (on NEW's)."""
+    if old_head is None:
+        return "not available: the old series does not apply to its own base with zero fuzz\n"
+    old_commits = repo.commits(f"{old_base}..{old_head}")
+    new_commits = repo.commits(f"{new_base}..{new_head}")
+    if old_commits and new_commits:
+        return repo.run("range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}").stdout.decode(
+            "utf-8", "replace"
+        )
+    # git range-diff refuses an empty range; list the commits the way it would.
+    lines = []
+    for number, commit in enumerate(old_commits, start=1):
+        short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+        lines.append(f"{number}:  {short} < -:  {'-' * len(short)} {subject}")
+    for number, commit in enumerate(new_commits, start=1):
+        short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+        lines.append(f"-:  {'-' * len(short)} > {number}:  {short} {subject}")
+    return "".join(line + "\n" for line in lines)
