@@ -6,7 +6,7 @@ How to regenerate (from the repo root, with the project's venv):
         --synthetic vllm-0.9.0-builtin-preemption --structs 0.24.0
 
 Each engine is vLLM's real V1 scheduler, KV-cache manager, block pool and ZMQ publisher
-(toolkit/conformance/runner.py, run inside a venv holding that vLLM build: stock wheels from the pins,
+(toolkit/serving/drivers/runner.py, run inside a venv holding that vLLM build: stock wheels from the pins,
 dynamo-base overlay wheels built from patches/vllm-X/). The engine binds its PUB socket at `tcp://*:P`;
 this process connects a SUB socket and records every frame it receives as one JSON line
 `{"topic": b64, "seq": int, "payload": b64}` in `<name>.frames.jsonl`. Beside it, `<name>.expected.json`

@@ -1,7 +1,7 @@
 """KV-cache events: per-step overhead in vLLM's real V1 scheduler, and the publisher under load.
 
 Both run inside a venv holding the dynamo-base wheel of the committed vLLM 0.8.4 series (built
-and cached by the toolkit), through toolkit/conformance/kvload.py:
+and cached by the toolkit), through toolkit/serving/drivers/kvload.py:
 
   overhead     time spent in engine steps (schedule, fake model, update_from_output) over a steady
                stream of shared-prefix requests on a small block pool (so blocks are cached and
@@ -28,7 +28,7 @@ from toolkit.project import Project
 from toolkit.wheel.overlay import build_overlay
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILD = ROOT / "toolkit" / "conformance" / "kvload.py"
+CHILD = "kvload"  # the driver in toolkit/serving/drivers/, run by path in the venv
 GOAL = 1.05
 
 

@@ -1,7 +1,7 @@
 """P/D disaggregation: KV transfer throughput of the connectors against a plain torch copy of the same bytes.
 
 Runs inside a venv holding the dynamo-base wheel of the committed vLLM 0.8.4 series plus NIXL (built and
-cached by the toolkit), through toolkit/conformance/pdload.py. One process holds a producer and a consumer
+cached by the toolkit), through toolkit/serving/drivers/pdload.py. One process holds a producer and a consumer
 KV cache on the CPU in vLLM 0.8.4's FlashAttention layout (default 24 layers of (2, 512, 16, 8, 128)
 float16) and moves one request's blocks (default 128 blocks = 2048 tokens = 192 MiB) from scattered
 producer block ids to different scattered consumer block ids:
@@ -41,7 +41,7 @@ from toolkit.project import Project
 from toolkit.wheel.overlay import build_overlay
 
 ROOT = Path(__file__).resolve().parent.parent
-CHILD = ROOT / "toolkit" / "conformance" / "pdload.py"
+CHILD = "pdload"  # the driver in toolkit/serving/drivers/, run by path in the venv
 BASELINE = "torch_blocks"
 LABELS = {
     "torch_blocks": "torch, per block (baseline)",

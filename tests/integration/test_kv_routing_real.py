@@ -1,6 +1,6 @@
 """The kv-routing series on real vLLM 0.8.4 code on CPU, against stock vLLM 0.8.4, over real ZMQ sockets.
 
-The scenario runner (toolkit/conformance/runner.py) drives vLLM's own V1 scheduler, KV-cache
+The scenario runner (toolkit/serving/drivers/runner.py) drives vLLM's own V1 scheduler, KV-cache
 manager and block pool in a venv holding the stock or the dynamo-base wheel, with a deterministic
 fake model, over six workloads (shared-prefix chat, chunked prefill, preemption under memory
 pressure, aborts, prefix-cache reset, mixed lengths).
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.conformance.envs import RUNNER, read_trace, run_runner
+from toolkit.conformance.envs import read_trace, run_runner
 from toolkit.envs import offline_env, venv_python
+from toolkit.serving.drivers import driver_command, drivers_pythonpath
 from toolkit.serving.kv.hashes import Vllm084BlockHasher, pickle_sha256
 from toolkit.serving.kv.index import KVIndex
 from toolkit.serving.kv.router import Router
@@ -217,20 +218,23 @@ def test_zmq_stream_late_joiner_and_dropped_batch_miss_nothing(patched_env_084, 
 
 
 def _probe(venv: Path, code: str) -> subprocess.CompletedProcess:
-    script = f"import sys; sys.path.insert(0, {str(RUNNER.parent)!r})\n" + textwrap.dedent(code)
     return subprocess.run(
-        [str(venv_python(venv)), "-c", script], capture_output=True, text=True, env=offline_env(), timeout=300
+        [str(venv_python(venv)), "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=drivers_pythonpath(offline_env()),
+        timeout=300,
     )
 
 
 ENGINE_PROBE = """
 import json, os, tempfile, threading
 import psutil
-import runner
-runner.use_cpu_platform()
+import fake_engine
+fake_engine.use_cpu_platform()
 model_dir = tempfile.mkdtemp()
-json.dump(runner.MODEL_CONFIG, open(os.path.join(model_dir, "config.json"), "w"))
-engine = runner.Engine(num_blocks=16, max_num_seqs=2, max_batched=64, kv_events=KV_EVENTS, model_dir=model_dir,
+json.dump(fake_engine.MODEL_CONFIG, open(os.path.join(model_dir, "config.json"), "w"))
+engine = fake_engine.Engine(num_blocks=16, max_num_seqs=2, max_batched=64, kv_events=KV_EVENTS, model_dir=model_dir,
                        hash_algo="sha256")
 listening = sorted(c.laddr.port for c in psutil.Process().net_connections("tcp") if c.status == "LISTEN")
 print(json.dumps({"publisher": type(getattr(engine.scheduler, "kv_event_publisher", None)).__name__,
@@ -303,9 +307,8 @@ def test_publisher_carries_100k_events_per_second_through_a_real_socket(patched_
         "rate": 100_000,
         "endpoint": f"tcp://127.0.0.1:{port}",
     }
-    kvload = RUNNER.with_name("kvload.py")
     proc = subprocess.run(
-        [str(venv_python(patched_env_084)), str(kvload), json.dumps(request)],
+        driver_command(venv_python(patched_env_084), "kvload", json.dumps(request)),
         capture_output=True,
         text=True,
         env=offline_env(),

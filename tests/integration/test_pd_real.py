@@ -1,7 +1,7 @@
 """Prefill/decode disaggregation (the pd-disagg series) on real vLLM code on CPU.
 
 Scheduler level, for vLLM 0.8.4 (the series' own connector interface) and 0.9.0 (the series reworked
-onto upstream's asynchronous connector API): toolkit/conformance/pd.py drives real V1 schedulers with a
+onto upstream's asynchronous connector API): toolkit/serving/drivers/pd_scenarios.py drives real V1 schedulers with a
 fake worker whose sampled tokens depend on every byte of KV a request's blocks hold; the aggregated
 reference runs on the stock wheel of the same version. Worker level (0.8.4): the connectors' worker
 halves move blocks between KV caches in FlashAttention's layout, with different block ids on the two
@@ -21,16 +21,16 @@ from helpers import patched_wheel_of, stock_env_of
 from toolkit.conformance.envs import run_pd, vllm_env
 from toolkit.conformance.pdchecks import FAIL_MODE_SCENARIOS, pd_checks
 from toolkit.envs import offline_env, venv_python
+from toolkit.serving.drivers import drivers_pythonpath
 
 pytestmark = pytest.mark.real
-CONFORMANCE = Path(__file__).resolve().parents[2] / "toolkit" / "conformance"
 
 
 def run_in_venv(venv: Path, script: str) -> dict:
-    """Run `script` in the venv (the conformance scripts importable); it prints `VPATCH-RESULT {json}`."""
-    env = offline_env()
+    """Run `script` in the venv (the drivers importable); it prints `VPATCH-RESULT {json}`."""
+    env = drivers_pythonpath(offline_env())
     env["OMP_NUM_THREADS"] = "1"
-    argv = [str(venv_python(venv)), "-c", script, str(CONFORMANCE)]
+    argv = [str(venv_python(venv)), "-c", script]
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-RESULT ")), None)
     assert proc.returncode == 0 and line, proc.stderr[-3000:]
@@ -174,9 +174,8 @@ def test_a_changed_kv_value_changes_the_outputs(pd_runs, pd_env, tmp_path: Path)
 WORKER_LEVEL = textwrap.dedent(
     """
     import json, socket, sys, tempfile, time
-    sys.path.insert(0, sys.argv[1])
-    import runner
-    runner.use_cpu_platform()
+    import fake_engine
+    fake_engine.use_cpu_platform()
     import torch
     from vllm.config import KVTransferConfig
     from vllm.v1.attention.backends.flash_attn import FlashAttentionBackend as FA
@@ -274,9 +273,8 @@ def test_worker_halves_move_blocks_byte_identical_between_different_block_ids(pa
 REQUEST_OUTPUT = textwrap.dedent(
     """
     import json, sys
-    sys.path.insert(0, sys.argv[1])
-    import runner
-    runner.use_cpu_platform()
+    import fake_engine
+    fake_engine.use_cpu_platform()
     from vllm.sampling_params import SamplingParams
     from vllm.v1.engine import EngineCoreOutput, EngineCoreRequest, FinishReason
     from vllm.v1.engine.output_processor import OutputProcessor

@@ -25,9 +25,8 @@ from toolkit.envs import (
     venv_python,
 )
 from toolkit.errors import VpatchError
+from toolkit.serving.drivers import driver_command
 
-RUNNER = Path(__file__).with_name("runner.py")
-PD_RUNNER = Path(__file__).with_name("pd.py")
 STAMP = "vpatch-vllm-env.json"
 
 
@@ -64,8 +63,8 @@ def run_runner(
     background: bool = False,
     timeout: float = 900,
 ) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Run the scenario runner inside `venv`, writing the trace to `out`."""
-    argv = [str(venv_python(venv)), str(RUNNER), "--out", str(out), "--hash-algo", hash_algo]
+    """Run the scenario runner (the driver runner.py) inside `venv`, writing the trace to `out`."""
+    argv = driver_command(venv_python(venv), "runner", "--out", str(out), "--hash-algo", hash_algo)
     if workloads:
         argv += ["--workloads", ",".join(workloads)]
     if kv_events is not None:
@@ -94,8 +93,9 @@ def run_pd(
     sabotage: bool = False,
     timeout: float = 900,
 ) -> dict:
-    """Run the P/D scenarios inside `venv` (`mode` aggregated or disagg); returns their results."""
-    argv = [str(venv_python(venv)), str(PD_RUNNER), "--out", str(out), "--mode", mode]
+    """Run the P/D scenarios (the driver pd_scenarios.py) inside `venv` (`mode` aggregated or disagg); returns
+    their results."""
+    argv = driver_command(venv_python(venv), "pd_scenarios", "--out", str(out), "--mode", mode)
     if scenarios:
         argv += ["--scenarios", ",".join(scenarios)]
     if sabotage:
@@ -116,12 +116,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_bench_child(venv: Path, script: Path, request: dict) -> dict:
-    """Run a benchmark child script inside `venv`; it prints its result as one `VPATCH-BENCH {json}` line."""
+def run_bench_child(venv: Path, driver: str, request: dict) -> dict:
+    """Run a benchmark driver (kvload, pdload) inside `venv`; it prints its result as one `VPATCH-BENCH {json}`
+    line."""
     env = offline_env()
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [str(venv_python(venv)), str(script), json.dumps(request)],
+        driver_command(venv_python(venv), driver, json.dumps(request)),
         capture_output=True,
         text=True,
         env=env,
@@ -129,7 +130,7 @@ def run_bench_child(venv: Path, script: Path, request: dict) -> dict:
     )
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-BENCH ")), None)
     if proc.returncode != 0 or line is None:
-        raise VpatchError(f"benchmark child {script.name} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        raise VpatchError(f"benchmark driver {driver}.py failed: {proc.stderr.strip().splitlines()[-1:]}")
     return json.loads(line.removeprefix("VPATCH-BENCH "))
 
 

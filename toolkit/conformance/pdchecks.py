@@ -1,4 +1,4 @@
-"""Checks over the P/D scenario runs (toolkit/conformance/pd.py): disaggregated vs aggregated.
+"""Checks over the P/D scenario runs (the driver toolkit/serving/drivers/pd_scenarios.py): disaggregated vs aggregated.
 
 The reference is the aggregated run (one plain engine; stock vLLM in `vpatch conform`), the subject the
 disaggregated run (prefill engine → transport → decode engine, dynamo-base).

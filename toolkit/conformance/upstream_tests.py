@@ -1,8 +1,8 @@
 """vLLM's own tests (selected files of tests/v1/core from the pinned source) against both builds.
 
 The same test files run in the stock venv and in the dynamo-base venv; the check passes when every test
-has the same outcome in both. The tests are vLLM's; the offline shims they need are ours and written
-into a conftest.py beside them:
+has the same outcome in both. The tests are vLLM's; the offline shims they need are ours, a driver
+(toolkit/serving/drivers/upstream_conftest.py) copied as the conftest.py beside them:
 
 - vLLM finds no platform on a machine without a GPU: the CPU platform is selected before the tests import
   vLLM (its V1 scheduler and KV-cache manager are plain Python).
@@ -20,6 +20,7 @@ fail the same way in both builds.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ElementTree
@@ -28,6 +29,7 @@ from pathlib import Path
 from toolkit.conformance.checks import FAIL, PASS, CheckResult
 from toolkit.envs import install, offline_env, uv_binary, venv_python
 from toolkit.git import Git
+from toolkit.serving.drivers import driver_path
 from toolkit.sources import Base
 
 TEST_FILES = (
@@ -36,110 +38,6 @@ TEST_FILES = (
     "tests/v1/core/test_kv_cache_utils.py",
     "tests/v1/core/test_scheduler.py",
 )
-
-CONFTEST = '''
-"""Offline shims for running vLLM's tests/v1/core on a CPU-only machine (written by vpatch)."""
-import json
-import os
-import tempfile
-
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
-import vllm.platforms as platforms
-from vllm.platforms.cpu import CpuPlatform
-
-platforms._current_platform = CpuPlatform()
-# The CPU platform refuses block sizes other than 16 without Intel's extension, which its attention kernels
-# need; these tests run no attention (the KV-connector tests use block size 4), so the check is told it is
-# there.
-import vllm.platforms.cpu as _cpu_platform
-_find_spec = _cpu_platform.find_spec
-_cpu_platform.find_spec = lambda name, *args: (
-    True if name == "intel_extension_for_pytorch" else _find_spec(name, *args)
-)
-
-# vLLM 0.8.5 puts a stand-in `triton` module into sys.modules when triton is missing; the CPU runtime's torch
-# then fails to import its compile stack, which vLLM reaches at import time through @torch.compile. Import
-# that stack with the stand-in hidden, and register OPT from its class so vLLM inspects it in this process
-# (its usual fresh interpreter would fail the same way).
-import sys
-
-try:
-    import vllm.triton_utils
-except ImportError:
-    pass
-_STAND_INS = {
-    name: sys.modules[name]
-    for name in ("triton", "triton.language")
-    if name in sys.modules and sys.modules[name].__spec__ is None
-}
-if "triton" in _STAND_INS:
-    for _name in _STAND_INS:
-        del sys.modules[_name]
-    try:
-        import torch._dynamo.repro.after_dynamo
-        import torch._inductor.compile_fx
-    finally:
-        sys.modules.update(_STAND_INS)
-    from vllm import ModelRegistry
-    from vllm.model_executor.models.opt import OPTForCausalLM
-
-    ModelRegistry.register_model("OPTForCausalLM", OPTForCausalLM)
-
-import vllm.config as config
-
-_MODEL_DIR = tempfile.mkdtemp(prefix="vpatch-opt-")
-with open(os.path.join(_MODEL_DIR, "config.json"), "w") as handle:
-    json.dump(CONFIG, handle)
-# A tokenizer of four tokens: vLLM 0.9's StructuredOutputManager loads the model's tokenizer, even for
-# tests that never tokenize.
-with open(os.path.join(_MODEL_DIR, "vocab.json"), "w") as handle:
-    json.dump({"<s>": 0, "<pad>": 1, "</s>": 2, "a": 3}, handle)
-with open(os.path.join(_MODEL_DIR, "merges.txt"), "w") as handle:
-    handle.write("#version: 0.2\\n")
-_HUB_NAMES = {"facebook/opt-125m"}
-_original_init = config.ModelConfig.__init__
-
-
-def _offline_init(self, model, *args, **kwargs):
-    if model in _HUB_NAMES:
-        model = _MODEL_DIR
-        kwargs["tokenizer"] = _MODEL_DIR
-    _original_init(self, model, *args, **kwargs)
-
-
-config.ModelConfig.__init__ = _offline_init
-
-_original_vllm_init = config.VllmConfig.__init__
-
-
-def _cpu_vllm_init(self, *args, **kwargs):
-    # The tests build VllmConfig without a device config; the CPU platform needs one.
-    if kwargs.get("device_config") is None:
-        kwargs["device_config"] = config.DeviceConfig("cpu")
-    _original_vllm_init(self, *args, **kwargs)
-
-
-config.VllmConfig.__init__ = _cpu_vllm_init
-'''
-
-OPT_125M_CONFIG = {
-    "architectures": ["OPTForCausalLM"],
-    "model_type": "opt",
-    "vocab_size": 50272,
-    "hidden_size": 768,
-    "num_hidden_layers": 12,
-    "num_attention_heads": 12,
-    "ffn_dim": 3072,
-    "max_position_embeddings": 2048,
-    "torch_dtype": "float16",
-    "word_embed_proj_dim": 768,
-    "do_layer_norm_before": True,
-    "eos_token_id": 2,
-    "bos_token_id": 2,
-    "pad_token_id": 1,
-}
 
 
 def ensure_pytest(venv: Path) -> None:
@@ -157,7 +55,7 @@ def run_upstream_tests(venv: Path, base: Base, scratch: Path) -> dict[str, str]:
         for path in TEST_FILES:
             target = root / Path(path).name
             target.write_bytes(repo.run("show", f"{base.commit}:{path}").stdout)
-        (root / "conftest.py").write_text(CONFTEST.replace("CONFIG", repr(OPT_125M_CONFIG)))
+        shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
         report = root / "junit.xml"
         env = offline_env()
         env["OMP_NUM_THREADS"] = "1"

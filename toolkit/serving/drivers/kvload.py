@@ -1,4 +1,4 @@
-"""KV-event load measurements; runs *inside* a venv holding the dynamo-base vLLM wheel.
+"""Runs inside a vLLM venv (the dynamo-base wheel), run by path: KV-event load measurements.
 
 Started by bench/kv_events_overhead.py and by the real-vLLM tests, as
 `python kvload.py '{"mode": ..., ...}'`; prints one `VPATCH-BENCH {json}` line.
@@ -19,10 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "toolkit" / "conformance"))
-
+# The sibling drivers; importable because Python puts a script's own directory first on sys.path.
+import fake_engine
 import runner
 
 
@@ -46,10 +45,10 @@ def subscriber(endpoint: str, stop: threading.Event, counts: dict) -> None:
 
 def overhead(args: dict) -> dict:
     """Step time with events off and on, on engines built once (setup is not measured), interleaved."""
-    runner.use_cpu_platform()
+    fake_engine.use_cpu_platform()
     model_dir = tempfile.mkdtemp()
     with open(os.path.join(model_dir, "config.json"), "w") as handle:
-        json.dump(runner.MODEL_CONFIG, handle)
+        json.dump(fake_engine.MODEL_CONFIG, handle)
     endpoint = args["endpoint"]
     stop = threading.Event()
     counts = {"batches": 0, "events": 0}
@@ -66,7 +65,7 @@ def overhead(args: dict) -> dict:
     for repetition in range(args["repeat"]):
         order = modes if repetition % 2 == 0 else tuple(reversed(modes))
         for mode in order:
-            engine = runner.Engine(
+            engine = fake_engine.Engine(
                 num_blocks=96,
                 max_num_seqs=8,
                 max_batched=256,
@@ -101,7 +100,7 @@ def overhead(args: dict) -> dict:
 
 
 def throughput(args: dict) -> dict:
-    runner.use_cpu_platform()
+    fake_engine.use_cpu_platform()
     from vllm.config import KVEventsConfig
     from vllm.v1.core.kv_events import BlockStored, ZmqEventPublisher
 

@@ -1,4 +1,4 @@
-"""KV-transfer throughput of the pd-disagg connectors; runs *inside* a venv holding the dynamo-base wheel.
+"""Runs inside a vLLM venv (the dynamo-base wheel), run by path: KV-transfer throughput of the P/D connectors.
 
 Started by bench/pd_transfer.py as `python pdload.py '{...}'`; prints one `VPATCH-BENCH {json}` line.
 
@@ -39,12 +39,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import runner  # the sibling script: use_cpu_platform
+import fake_engine  # the sibling driver (Python puts a script's own directory first on sys.path): use_cpu_platform
 
 SHARED_STORAGE = "SharedStorageConnectorV1"
 NIXL = "NixlConnectorV1"
@@ -310,7 +307,7 @@ def rounds(bench: Bench, methods: dict[str, Method], checked: set[str], repeat: 
 
 
 def measure(args: dict[str, Any]) -> dict[str, Any]:
-    runner.use_cpu_platform()  # before vllm.config: there is no GPU platform here
+    fake_engine.use_cpu_platform()  # before vllm.config: there is no GPU platform here
     import torch
 
     bench = Bench(args)

@@ -1,0 +1,275 @@
+"""Runs inside a vLLM venv (stock or dynamo-base), run by path: the scenario runner over named workloads.
+
+It imports nothing from vpatch (the venv does not have it): only vLLM, the standard library and its
+sibling fake_engine.py. It drives vLLM's real V1 scheduler, KV-cache manager and block pool with a
+deterministic fake model (the sampled token is a seeded function of request id and position), over named
+workloads, and writes one normalized JSON line per engine step:
+
+  {"workload", "step", "scheduled": {req: tokens}, "new", "resumed", "preempted",
+   "finished", "blocks": {req: [block ids]}, "num_free_blocks", "cached_hashes": [...],
+   "num_computed_on_admit": {req: tokens}, "events": [...], "event_seq": int | null,
+   "outputs": {req: [token ids]}}
+
+`cached_hashes` are the keys of the block pool's cached map as wire hashes
+(hash value mod 2**64), sorted; the default sha256 block hash makes them equal
+across processes (vLLM 0.8.4's builtin hash includes hash(None), which on
+Python < 3.12 changes from process to process), with the chain's root hash
+pinned (vLLM >= 0.8.5 draws it at random per process; see fake_engine._fixed_none_hash).
+With `--kv-events JSON` the patched engine's KV-cache events are switched on;
+the events each step publishes are recorded in the trace too (and, with the
+zmq publisher, really sent).
+
+Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON]
+                        [--wait-for PATH --wait-seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+
+# The sibling driver; importable because Python puts a script's own directory first on sys.path.
+from fake_engine import MODEL_CONFIG, Engine, fake_output, make_request, use_cpu_platform
+
+# ---------------------------------------------------------------- workloads
+# Each workload is a list of arrivals and actions keyed by step number.
+
+
+def _tokens(rng: random.Random, n: int) -> list[int]:
+    return [3 + rng.randrange(50000) for _ in range(n)]
+
+
+def workload_shared_prefix(rng: random.Random) -> dict:
+    system = _tokens(rng, 64)
+    plan: dict[int, list] = {}
+    for conv in range(4):
+        history = system + _tokens(rng, 20 + 7 * conv)
+        for turn in range(3):
+            step = conv * 2 + turn * 6
+            plan.setdefault(step, []).append(("add", f"chat{conv}-t{turn}", list(history), 6))
+            history = history + _tokens(rng, 24)
+    return {"config": {"num_blocks": 96, "max_num_seqs": 4, "max_batched": 128}, "plan": plan}
+
+
+def workload_chunked_prefill(rng: random.Random) -> dict:
+    plan = {
+        0: [("add", "long0", _tokens(rng, 700), 4)],
+        1: [("add", "long1", _tokens(rng, 530), 4)],
+        3: [("add", "short0", _tokens(rng, 40), 8)],
+    }
+    return {"config": {"num_blocks": 160, "max_num_seqs": 4, "max_batched": 192}, "plan": plan}
+
+
+def workload_preemption(rng: random.Random) -> dict:
+    shared = _tokens(rng, 48)
+    plan = {step: [("add", f"p{step}", shared + _tokens(rng, 30 + 11 * step), 40)] for step in range(6)}
+    return {"config": {"num_blocks": 30, "max_num_seqs": 6, "max_batched": 256}, "plan": plan}
+
+
+def workload_aborts(rng: random.Random) -> dict:
+    shared = _tokens(rng, 40)
+    plan: dict[int, list] = {0: [("add", f"a{i}", shared + _tokens(rng, 25 + i), 30) for i in range(4)]}
+    plan[3] = [("abort", "a1")]
+    plan[5] = [("abort", "a3"), ("add", "a4", shared + _tokens(rng, 10), 5)]
+    plan[7] = [("abort", "a0")]
+    return {"config": {"num_blocks": 64, "max_num_seqs": 4, "max_batched": 128}, "plan": plan}
+
+
+def workload_prefix_reset(rng: random.Random) -> dict:
+    shared = _tokens(rng, 48)
+    plan: dict[int, list] = {
+        0: [("add", "r0", shared + _tokens(rng, 20), 3), ("add", "r1", shared + _tokens(rng, 9), 3)]
+    }
+    plan[12] = [("reset",), ("add", "r2", shared + _tokens(rng, 5), 3)]
+    plan[20] = [("add", "r3", shared + _tokens(rng, 7), 3)]
+    return {"config": {"num_blocks": 48, "max_num_seqs": 4, "max_batched": 128}, "plan": plan}
+
+
+def workload_mixed(rng: random.Random) -> dict:
+    plan: dict[int, list] = {}
+    for i in range(10):
+        length = rng.choice([5, 17, 33, 90, 200])
+        plan.setdefault(rng.randrange(8), []).append(("add", f"m{i}", _tokens(rng, length), rng.choice([1, 4, 12])))
+    return {"config": {"num_blocks": 80, "max_num_seqs": 5, "max_batched": 160}, "plan": plan}
+
+
+WORKLOADS = {
+    "shared-prefix": workload_shared_prefix,
+    "chunked-prefill": workload_chunked_prefill,
+    "preemption": workload_preemption,
+    "aborts": workload_aborts,
+    "prefix-reset": workload_prefix_reset,
+    "mixed": workload_mixed,
+}
+
+
+def run_workload(
+    name: str,
+    seed: int,
+    kv_events: dict | None,
+    model_dir: str,
+    out,
+    *,
+    hash_algo: str = "sha256",
+    max_steps: int = 400,
+    start_delay: float = 0.0,
+) -> Engine:
+    from vllm.v1.request import RequestStatus
+
+    spec = WORKLOADS[name](random.Random(f"{seed}:{name}"))
+    engine = Engine(kv_events=kv_events, model_dir=model_dir, hash_algo=hash_algo, **spec["config"])
+    if start_delay:
+        # ZMQ subscribers need a moment to finish connecting to a freshly bound PUB socket.
+        print("VPATCH-RUNNER-ENGINE-READY", flush=True)
+        time.sleep(start_delay)
+    scheduler = engine.scheduler
+    plan = spec["plan"]
+    last_planned = max(plan)
+    outputs: dict[str, list[int]] = {}
+    step = 0
+    while step < max_steps:
+        actions = plan.get(step, [])
+        reset_note = None
+        for action in actions:
+            if action[0] == "add":
+                _, req_id, prompt, max_tokens = action
+                scheduler.add_request(make_request(req_id, prompt, max_tokens))
+            elif action[0] == "abort":
+                scheduler.finish_requests(action[1], RequestStatus.FINISHED_ABORTED)
+            elif action[0] == "reset":
+                reset_note = bool(scheduler.reset_prefix_cache())
+        _reset_seq, reset_events = engine.take_recorded()
+        output = scheduler.schedule()
+        scheduled = dict(sorted(output.num_scheduled_tokens.items()))
+        runner_output = fake_output(scheduler, output, seed)
+        admitted = {r.req_id: r.num_computed_tokens for r in output.scheduled_new_reqs}
+        engine_outputs = scheduler.update_from_output(output, runner_output)
+        finished = []
+        for item in engine_outputs.outputs:
+            outputs.setdefault(item.request_id, []).extend(item.new_token_ids)
+            if item.finish_reason is not None:
+                finished.append(item.request_id)
+        seq, events = engine.take_recorded()
+        record = {
+            "workload": name,
+            "step": step,
+            "actions": [list(a[:2]) if a[0] != "reset" else ["reset", reset_note] for a in actions],
+            "scheduled": scheduled,
+            "new": sorted(r.req_id for r in output.scheduled_new_reqs),
+            "resumed": sorted(r.req_id for r in output.scheduled_cached_reqs if r.resumed_from_preemption),
+            "preempted": sorted(set(_preempted(scheduler, output))),
+            "finished": sorted(finished),
+            "num_computed_on_admit": dict(sorted(admitted.items())),
+            "blocks": {r: engine.blocks_of(r) for r in sorted(scheduler.requests)},
+            "num_free_blocks": engine.block_pool.get_num_free_blocks(),
+            "cached_hashes": engine.cached_hashes(),
+            "events": reset_events + events,
+            "event_seq": seq,
+        }
+        out.write(json.dumps(record, sort_keys=True) + "\n")
+        step += 1
+        if step > last_planned and not scheduler.has_unfinished_requests():
+            break
+    out.write(
+        json.dumps(
+            {
+                "workload": name,
+                "summary": True,
+                "steps": step,
+                "outputs": dict(sorted(outputs.items())),
+                "num_free_blocks": engine.block_pool.get_num_free_blocks(),
+                "num_blocks": engine.block_pool.num_gpu_blocks,
+            },
+            sort_keys=True,
+        )
+        + "\n"
+    )
+    out.flush()
+    return engine
+
+
+def run_stream(engine: Engine, *, steps: int, seed: int, model_seconds: float = 0.0) -> float:
+    """A steady stream of shared-prefix requests for `steps` steps; returns the seconds spent in steps.
+
+    Used to measure per-step overhead: only schedule(), the fake model and update_from_output() are timed;
+    `model_seconds` adds a sleep standing in for a real forward pass.
+    """
+    rng = random.Random(seed)
+    scheduler = engine.scheduler
+    prefixes = [_tokens(rng, 48) for _ in range(4)]
+    spent = 0.0
+    for step in range(steps):
+        if step % 2 == 0:
+            prompt = rng.choice(prefixes) + _tokens(rng, rng.randrange(16, 80))
+            scheduler.add_request(make_request(f"s{seed}-{step}", prompt, rng.randrange(4, 16)))
+        start = time.perf_counter()
+        output = scheduler.schedule()
+        if model_seconds:
+            time.sleep(model_seconds)  # stands in for the forward pass (which releases the GIL)
+        scheduler.update_from_output(output, fake_output(scheduler, output, seed))
+        spent += time.perf_counter() - start
+    return spent
+
+
+def _preempted(scheduler, output) -> list[str]:
+    return [r.request_id for r in scheduler.waiting if r.status.name == "PREEMPTED"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--workloads", default=",".join(WORKLOADS))
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--hash-algo",
+        choices=("sha256", "builtin"),
+        default="sha256",
+        help="prefix-caching hash: builtin hashes differ between processes on Python < 3.12 "
+        "(hash(None) is address-based), so traces compare across processes only with sha256",
+    )
+    parser.add_argument("--kv-events", help="KVEventsConfig as JSON (dynamo-base only)")
+    parser.add_argument("--wait-for", help="after the run, keep publishers alive until this file exists")
+    parser.add_argument("--wait-seconds", type=float, default=60)
+    parser.add_argument(
+        "--start-delay",
+        type=float,
+        default=0.0,
+        help="pause after building each engine, before its first step (lets subscribers join)",
+    )
+    args = parser.parse_args(argv)
+    use_cpu_platform()
+    kv_events = json.loads(args.kv_events) if args.kv_events else None
+    with tempfile.TemporaryDirectory(prefix="vpatch-model-") as model_dir:
+        with open(os.path.join(model_dir, "config.json"), "w") as handle:
+            json.dump(MODEL_CONFIG, handle)
+        names = args.workloads.split(",")
+        unknown = [n for n in names if n not in WORKLOADS]
+        if unknown:
+            print(f"unknown workload(s): {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        engine = None
+        with open(args.out, "w") as out:
+            for name in names:
+                if engine is not None:
+                    engine.shutdown()
+                engine = run_workload(
+                    name, args.seed, kv_events, model_dir, out, hash_algo=args.hash_algo, start_delay=args.start_delay
+                )
+        print("VPATCH-RUNNER-DONE", flush=True)
+        if args.wait_for:
+            # Subscribers may still be catching up through replay: keep the publisher alive.
+            deadline = time.monotonic() + args.wait_seconds
+            while not os.path.exists(args.wait_for) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if engine is not None:
+            engine.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
