@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from toolkit.errors import VpatchError
+from toolkit.errors import VpatchError, display_path
 from toolkit.export import ExportPlan
 from toolkit.git import TOOL_EMAIL, TOOL_NAME
+from toolkit.importer.features import UnmatchedChanges, check_declared, feature_of
 from toolkit.importer.messages import compose_message, header_value, split_trailer
 from toolkit.importer.paths import FileChange
 from toolkit.importer.records import ImportOptions
@@ -52,9 +53,47 @@ def split_files(files: list[FileChange], mode: str) -> list[tuple[str | None, li
 
 
 def check_feature(feature: str | None, features: dict[str, str], where: str) -> None:
-    if feature is not None and feature not in features:
-        declared = ", ".join(sorted(features)) or "none"
-        raise VpatchError(f"{where}: unknown feature {feature!r} (declared in pins.toml [features]: {declared})")
+    if feature is not None:
+        check_declared(feature, features, where)
+
+
+def assign_features(
+    units: list[Unit], options: ImportOptions, features: dict[str, str]
+) -> dict[int, list[tuple[str, list[FileChange]]]]:
+    """Per unit (by id), its files grouped by feature in order of first appearance.
+
+    A file's feature is the first matching rule's, else the default `--feature`, else its mail's or
+    commit's Feature: header. Files left without one are all named, one line each, and refused.
+    """
+    grouped: dict[int, list[tuple[str, list[FileChange]]]] = {}
+    unmatched: list[str] = []
+    for unit in units:
+        _, headers = split_trailer(unit.body)
+        fallback = options.feature or header_value(headers, "Feature")
+        if fallback is None and not options.feature_rules:
+            declared = ", ".join(sorted(features)) or "none"
+            raise VpatchError(
+                f"{unit.label} has no Feature: header; give --feature NAME (declared: {declared})", path=unit.where
+            )
+        if fallback is not None:
+            check_feature(fallback, features, unit.label)
+        groups: dict[str, list[FileChange]] = {}
+        for change in unit.files:
+            feature = feature_of(change.path, list(options.feature_rules)) or fallback
+            if feature is None:
+                unmatched.append(
+                    f"{display_path(Path(unit.where))}:{change.line}: {change.path}: matches no feature rule"
+                )
+                continue
+            groups.setdefault(feature, []).append(change)
+        grouped[id(unit)] = list(groups.items())
+    if unmatched:
+        raise UnmatchedChanges(
+            unmatched,
+            f"{len(unmatched)} changed file(s) match no feature rule (listed above); "
+            "add rules or give a default --feature NAME",
+        )
+    return grouped
 
 
 def check_status(text: str, where: str) -> None:
@@ -77,21 +116,23 @@ def plan_patches(
     numbers = [int(n[:4]) for n in names if n[:4].isdigit()]
     next_number = max([*numbers, len(series.patches)], default=0) + 1
     planned: list[PlannedPatch] = []
+    by_feature = assign_features(units, options, features)
     for unit in units:
         prose, headers = split_trailer(unit.body)
-        feature = options.feature or header_value(headers, "Feature")
-        if feature is None:
-            declared = ", ".join(sorted(features)) or "none"
-            raise VpatchError(
-                f"{unit.label} has no Feature: header; give --feature NAME (declared: {declared})", path=unit.where
-            )
-        check_feature(feature, features, unit.label)
         status = options.upstream_status or header_value(headers, "Upstream-Status") or "Pending"
         check_status(status, unit.label)
         base_subject = options.subject or unit.subject or f"Import {unit.label}"
         base_subject = " ".join(base_subject.split())
-        for label, files in split_files(unit.files, options.split):
+        groups = by_feature[id(unit)]
+        split = [
+            (feature, label, files)
+            for feature, feature_files in groups
+            for label, files in split_files(feature_files, options.split)
+        ]
+        for feature, label, files in split:
             subject = f"{base_subject} ({label})" if label else base_subject
+            if len(groups) > 1:
+                subject = f"[{feature}] {subject}"
             unique, copy = subject, 2
             while unique in subjects:
                 unique, copy = f"{subject} ({copy})", copy + 1
