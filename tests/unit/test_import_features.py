@@ -219,3 +219,44 @@ def test_feature_add_declares_in_pins_toml_and_import_accepts_it(pinned, tmp_pat
     assert code == 0
     assert next((p["feature"], p["files"]) for p in data["patches"]) == ("licence-headers", ["README.md"])
     assert ws.run("check", "1.0", "--no-wheels") == 0
+
+
+def test_names_and_subjects_say_what_each_patch_touches_and_stay_unique(pinned, tmp_path, capsys):
+    ws = pinned
+    base_and_fork(tmp_path, MIXED)
+    patch = str(diff_ruN(tmp_path))
+    args = ["import", patch, "--version", "1.0", "--feature", "vllm/core/**=kv-routing", "--feature", "pd-disagg"]
+    code, data, _ = run(ws, capsys, *args, "--split", "per-file", "--json")
+    assert code == 0
+    assert [(p["name"], p["subject"]) for p in data["patches"]] == [
+        ("0001-pd-disagg-readme.patch", "[pd-disagg] README.md"),
+        ("0002-pd-disagg-engine-args.patch", "[pd-disagg] vllm/engine/args.py"),
+        ("0003-kv-routing-core-block-pool.patch", "[kv-routing] vllm/core/block_pool.py"),
+        ("0004-kv-routing-core-kv-events.patch", "[kv-routing] vllm/core/kv_events.py"),
+        ("0005-kv-routing-core-scheduler.patch", "[kv-routing] vllm/core/scheduler.py"),
+    ]
+    # several files: the common directory; a second patch touching the same place gets a unique name
+    (tmp_path / "more.diff").write_text(
+        "--- /dev/null\n+++ b/vllm/core/extra_a.py\n@@ -0,0 +1 @@\n+A = 1\n"
+        "--- /dev/null\n+++ b/vllm/core/extra_b.py\n@@ -0,0 +1 @@\n+B = 1\n"
+    )
+    code, data, _ = run(
+        ws, capsys, "import", str(tmp_path / "more.diff"), "--version", "1.0", "--feature", "kv-routing", "--json"
+    )
+    assert code == 0
+    assert [(p["name"], p["subject"]) for p in data["patches"]] == [
+        ("0006-kv-routing-core.patch", "[kv-routing] vllm/core/ (2 files)")
+    ]
+    (tmp_path / "more2.diff").write_text(
+        "--- /dev/null\n+++ b/vllm/core/extra_e.py\n@@ -0,0 +1 @@\n+E = 1\n"
+        "--- /dev/null\n+++ b/vllm/core/extra_f.py\n@@ -0,0 +1 @@\n+F = 1\n"
+    )
+    code, data, _ = run(
+        ws, capsys, "import", str(tmp_path / "more2.diff"), "--version", "1.0", "--feature", "kv-routing", "--json"
+    )
+    assert code == 0
+    assert [(p["name"], p["subject"]) for p in data["patches"]] == [
+        ("0007-kv-routing-core-2.patch", "[kv-routing] vllm/core/ (2 files) (2)")
+    ]
+    assert len({n.split("-", 1)[1] for n in series_names(ws)}) == len(series_names(ws)) == 7
+    assert ws.run("check", "1.0", "--no-wheels") == 0

@@ -70,6 +70,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    from rich.markup import escape
+
     from toolkit.importer import (
         FileSource,
         GitRangeSource,
@@ -140,8 +142,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
         ["patch", "feature", "files", "+/-", "subject"],
     )
     for patch in result.patches:
+        # subjects start with "[feature]", which rich would read as markup
         table.add_row(
-            patch.name, patch.feature, "\n".join(patch.files), f"+{patch.added} -{patch.removed}", patch.subject
+            patch.name, patch.feature, "\n".join(patch.files), f"+{patch.added} -{patch.removed}", escape(patch.subject)
         )
     ui.out.print(table)
     for note in result.notes:

@@ -10,6 +10,7 @@ from toolkit.export import ExportPlan
 from toolkit.git import TOOL_EMAIL, TOOL_NAME
 from toolkit.importer.features import UnmatchedChanges, check_declared, feature_of
 from toolkit.importer.messages import compose_message, header_value, split_trailer
+from toolkit.importer.naming import name_stem, touched, touched_stem, unique_stem
 from toolkit.importer.paths import FileChange
 from toolkit.importer.records import ImportOptions
 from toolkit.importer.units import FIXED_DATE, Unit
@@ -115,14 +116,15 @@ def plan_patches(
     names = {p.name for p in series.patches} | ({p.name for p in directory.iterdir()} if directory.is_dir() else set())
     numbers = [int(n[:4]) for n in names if n[:4].isdigit()]
     next_number = max([*numbers, len(series.patches)], default=0) + 1
+    stems = {name_stem(n) for n in names}
     planned: list[PlannedPatch] = []
     by_feature = assign_features(units, options, features)
     for unit in units:
         prose, headers = split_trailer(unit.body)
         status = options.upstream_status or header_value(headers, "Upstream-Status") or "Pending"
         check_status(status, unit.label)
-        base_subject = options.subject or unit.subject or f"Import {unit.label}"
-        base_subject = " ".join(base_subject.split())
+        own_subject = options.subject or unit.subject
+        base_subject = " ".join(own_subject.split()) if own_subject else ""
         groups = by_feature[id(unit)]
         split = [
             (feature, label, files)
@@ -130,17 +132,21 @@ def plan_patches(
             for label, files in split_files(feature_files, options.split)
         ]
         for feature, label, files in split:
-            subject = f"{base_subject} ({label})" if label else base_subject
-            if len(groups) > 1:
-                subject = f"[{feature}] {subject}"
+            if own_subject:
+                subject = f"{base_subject} ({label})" if label else base_subject
+                if len(groups) > 1:
+                    subject = f"[{feature}] {subject}"
+            else:  # a plain diff or an archive pair: named by what the patch touches
+                subject = f"[{feature}] {touched(files)}"
             unique, copy = subject, 2
             while unique in subjects:
                 unique, copy = f"{subject} ({copy})", copy + 1
             subjects.add(unique)
-            name = f"{next_number:04d}-{slugify(unique)}.patch"
+            stem = unique_stem(slugify(unique) if own_subject else touched_stem(feature, files), stems)
+            name = f"{next_number:04d}-{stem}.patch"
             while name in names:
                 next_number += 1
-                name = f"{next_number:04d}-{slugify(unique)}.patch"
+                name = f"{next_number:04d}-{stem}.patch"
             next_number += 1
             names.add(name)
             kept = [(k, v) for k, v in headers if k.lower() not in ("upstream-status", "feature", "patch-file")]
