@@ -16,6 +16,7 @@ COMMAND_MODULES: dict[str, str] = {
     "apply": "apply",
     "export": "export",
     "import": "import_",
+    "feature": "feature",
     "check": "check",
     "rebase": "rebase",
     "review": "review",

@@ -41,7 +41,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="none",
         help="one patch per mail/commit/diff (none, the default), per changed file, or per directory",
     )
-    parser.add_argument("--feature", help="Feature: header (default: each mail's own)")
+    parser.add_argument(
+        "--feature",
+        action="append",
+        default=[],
+        metavar="NAME|GLOB=NAME",
+        help="NAME: the feature of every file no rule matches (default: each mail's own Feature: header); "
+        "GLOB=NAME: files whose path matches GLOB belong to NAME (repeatable; `**` spans directories)",
+    )
+    parser.add_argument(
+        "--feature-map",
+        type=Path,
+        metavar="FILE",
+        help="rules from a file: plain text `GLOB NAME` lines, or TOML (.toml) with a [map] table of "
+        '"GLOB" = "NAME"; --feature GLOB=NAME flags are tried first',
+    )
     parser.add_argument(
         "--upstream-status", metavar="TEXT", help="Upstream-Status: header (default: the mail's own, else Pending)"
     )
@@ -56,13 +70,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    from rich.markup import escape
+
     from toolkit.importer import (
         FileSource,
         GitRangeSource,
         ImportOptions,
         PairSource,
+        UnmatchedChanges,
         import_into_series,
+        load_feature_map,
         resolve_archive,
+        rules_from_flags,
     )
 
     project = Project.load(options)
@@ -89,17 +108,26 @@ def run(args: argparse.Namespace, options: Options) -> int:
         base_spec = args.base or f"{project.pins.project}=={pin.version}"
         base = resolve_archive(base_spec, project, prefer=fork.kind, wheel_like=fork.path)
         source = PairSource(base, fork, project.pins.project, scratch)
+    default_feature, rules = rules_from_flags(args.feature)
+    if args.feature_map is not None:
+        rules.extend(load_feature_map(args.feature_map))
     settings = ImportOptions(
         split=args.split,
-        feature=args.feature,
+        feature=default_feature,
+        feature_rules=tuple(rules),
         upstream_status=args.upstream_status,
         subject=args.subject,
         author=args.author,
         allow_offset=args.allow_offset,
         dry_run=args.dry_run,
     )
-    with ui.step(f"import {source.label} into {pin.label}", quiet=options.json):
-        result = import_into_series(project, pin, source, settings)
+    try:
+        with ui.step(f"import {source.label} into {pin.label}", quiet=options.json):
+            result = import_into_series(project, pin, source, settings)
+    except UnmatchedChanges as unmatched:
+        for line in unmatched.lines:
+            ui.err.print(f"unmatched: {line}", markup=False, highlight=False)
+        raise
     if result.already and not options.json:
         ui.out.print(
             f"{source.label} is already imported into {pin.label} ({', '.join(result.already)}); nothing written"
@@ -114,8 +142,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
         ["patch", "feature", "files", "+/-", "subject"],
     )
     for patch in result.patches:
+        # subjects start with "[feature]", which rich would read as markup
         table.add_row(
-            patch.name, patch.feature, "\n".join(patch.files), f"+{patch.added} -{patch.removed}", patch.subject
+            patch.name, patch.feature, "\n".join(patch.files), f"+{patch.added} -{patch.removed}", escape(patch.subject)
         )
     ui.out.print(table)
     for note in result.notes:

@@ -15,13 +15,14 @@ the commit message, rendered by the export stage, applied once more to a fresh b
 apply cleanly and re-export byte-identically, and only then written to the series directory.
 
 Modules, in the order a unit passes through them: `diff_lexer` (file sections and hunks of a diff),
-`paths` (tree paths, unsafe paths refused), `units` (the Source interface), the three sources
-`file_source`, `git_source` and `pair_source` (with `archives`, which finds the wheels and sdists),
+`paths` (tree paths, unsafe paths refused), `features` (files to features), `units` (the Source interface),
+the three sources `file_source`, `git_source` and `pair_source` (with `archives`, which finds the wheels and sdists),
 `applying` (zero-fuzz checks and commits in the checkout), `messages` and `plan` (the new patches),
 `proof` (the round trip) and `stage` (the whole import); `records` holds its options and product.
 """
 
 from toolkit.importer.archives import Archive, resolve_archive
+from toolkit.importer.features import FeatureRule, UnmatchedChanges, load_feature_map, rules_from_flags
 from toolkit.importer.file_source import FileSource
 from toolkit.importer.git_source import GitRangeSource
 from toolkit.importer.pair_source import PairSource
@@ -33,6 +34,7 @@ from toolkit.importer.units import Source, Unit
 __all__ = [
     "SPLIT_MODES",
     "Archive",
+    "FeatureRule",
     "FileSource",
     "GitRangeSource",
     "ImportOptions",
@@ -41,6 +43,9 @@ __all__ = [
     "PairSource",
     "Source",
     "Unit",
+    "UnmatchedChanges",
     "import_into_series",
+    "load_feature_map",
     "resolve_archive",
+    "rules_from_flags",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from toolkit.errors import VpatchError
+from toolkit.errors import VpatchError, display_path
 from toolkit.export import ExportPlan
 from toolkit.git import TOOL_EMAIL, TOOL_NAME
+from toolkit.importer.features import UnmatchedChanges, check_declared, feature_of
 from toolkit.importer.messages import compose_message, header_value, split_trailer
+from toolkit.importer.naming import name_stem, touched, touched_stem, unique_stem
 from toolkit.importer.paths import FileChange
 from toolkit.importer.records import ImportOptions
 from toolkit.importer.units import FIXED_DATE, Unit
@@ -52,9 +54,47 @@ def split_files(files: list[FileChange], mode: str) -> list[tuple[str | None, li
 
 
 def check_feature(feature: str | None, features: dict[str, str], where: str) -> None:
-    if feature is not None and feature not in features:
-        declared = ", ".join(sorted(features)) or "none"
-        raise VpatchError(f"{where}: unknown feature {feature!r} (declared in pins.toml [features]: {declared})")
+    if feature is not None:
+        check_declared(feature, features, where)
+
+
+def assign_features(
+    units: list[Unit], options: ImportOptions, features: dict[str, str]
+) -> dict[int, list[tuple[str, list[FileChange]]]]:
+    """Per unit (by id), its files grouped by feature in order of first appearance.
+
+    A file's feature is the first matching rule's, else the default `--feature`, else its mail's or
+    commit's Feature: header. Files left without one are all named, one line each, and refused.
+    """
+    grouped: dict[int, list[tuple[str, list[FileChange]]]] = {}
+    unmatched: list[str] = []
+    for unit in units:
+        _, headers = split_trailer(unit.body)
+        fallback = options.feature or header_value(headers, "Feature")
+        if fallback is None and not options.feature_rules:
+            declared = ", ".join(sorted(features)) or "none"
+            raise VpatchError(
+                f"{unit.label} has no Feature: header; give --feature NAME (declared: {declared})", path=unit.where
+            )
+        if fallback is not None:
+            check_feature(fallback, features, unit.label)
+        groups: dict[str, list[FileChange]] = {}
+        for change in unit.files:
+            feature = feature_of(change.path, list(options.feature_rules)) or fallback
+            if feature is None:
+                unmatched.append(
+                    f"{display_path(Path(unit.where))}:{change.line}: {change.path}: matches no feature rule"
+                )
+                continue
+            groups.setdefault(feature, []).append(change)
+        grouped[id(unit)] = list(groups.items())
+    if unmatched:
+        raise UnmatchedChanges(
+            unmatched,
+            f"{len(unmatched)} changed file(s) match no feature rule (listed above); "
+            "add rules or give a default --feature NAME",
+        )
+    return grouped
 
 
 def check_status(text: str, where: str) -> None:
@@ -76,30 +116,37 @@ def plan_patches(
     names = {p.name for p in series.patches} | ({p.name for p in directory.iterdir()} if directory.is_dir() else set())
     numbers = [int(n[:4]) for n in names if n[:4].isdigit()]
     next_number = max([*numbers, len(series.patches)], default=0) + 1
+    stems = {name_stem(n) for n in names}
     planned: list[PlannedPatch] = []
+    by_feature = assign_features(units, options, features)
     for unit in units:
         prose, headers = split_trailer(unit.body)
-        feature = options.feature or header_value(headers, "Feature")
-        if feature is None:
-            declared = ", ".join(sorted(features)) or "none"
-            raise VpatchError(
-                f"{unit.label} has no Feature: header; give --feature NAME (declared: {declared})", path=unit.where
-            )
-        check_feature(feature, features, unit.label)
         status = options.upstream_status or header_value(headers, "Upstream-Status") or "Pending"
         check_status(status, unit.label)
-        base_subject = options.subject or unit.subject or f"Import {unit.label}"
-        base_subject = " ".join(base_subject.split())
-        for label, files in split_files(unit.files, options.split):
-            subject = f"{base_subject} ({label})" if label else base_subject
+        own_subject = options.subject or unit.subject
+        base_subject = " ".join(own_subject.split()) if own_subject else ""
+        groups = by_feature[id(unit)]
+        split = [
+            (feature, label, files)
+            for feature, feature_files in groups
+            for label, files in split_files(feature_files, options.split)
+        ]
+        for feature, label, files in split:
+            if own_subject:
+                subject = f"{base_subject} ({label})" if label else base_subject
+                if len(groups) > 1:
+                    subject = f"[{feature}] {subject}"
+            else:  # a plain diff or an archive pair: named by what the patch touches
+                subject = f"[{feature}] {touched(files)}"
             unique, copy = subject, 2
             while unique in subjects:
                 unique, copy = f"{subject} ({copy})", copy + 1
             subjects.add(unique)
-            name = f"{next_number:04d}-{slugify(unique)}.patch"
+            stem = unique_stem(slugify(unique) if own_subject else touched_stem(feature, files), stems)
+            name = f"{next_number:04d}-{stem}.patch"
             while name in names:
                 next_number += 1
-                name = f"{next_number:04d}-{slugify(unique)}.patch"
+                name = f"{next_number:04d}-{stem}.patch"
             next_number += 1
             names.add(name)
             kept = [(k, v) for k, v in headers if k.lower() not in ("upstream-status", "feature", "patch-file")]

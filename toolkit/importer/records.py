@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from toolkit.importer.features import FeatureRule
+
 
 @dataclass(frozen=True)
 class ImportOptions:
     split: str = "none"
-    feature: str | None = None
+    feature: str | None = None  # the default feature (all files, without rules)
+    feature_rules: tuple[FeatureRule, ...] = ()  # --feature GLOB=NAME flags, then the --feature-map's
     upstream_status: str | None = None
     subject: str | None = None
     author: str | None = None

@@ -24,6 +24,8 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
         raise VpatchError(f"--split must be one of {', '.join(SPLIT_MODES)}, not {options.split!r}")
     features = project.pins.features
     check_feature(options.feature, features, "--feature")
+    for rule in options.feature_rules:
+        check_feature(rule.feature, features, f"{rule.where}: {rule.glob}")
     if options.upstream_status is not None:
         check_status(options.upstream_status, "--upstream-status")
     author_override = parse_author(options.author) if options.author else None
