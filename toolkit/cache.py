@@ -73,20 +73,27 @@ def locked(path: Path, timeout: float = 1800) -> Iterator[None]:
 
 def _acquire(name: str, timeout: float) -> int:
     fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    message = f"timed out after {timeout:.0f}s waiting for another vpatch process"
-                    raise VpatchError(message, path=name) from None
-                time.sleep(LOCK_POLL)
+        if not _flock_within(fd, timeout):
+            message = f"timed out after {timeout:.0f}s waiting for another vpatch process"
+            raise VpatchError(message, path=name)
+        return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _flock_within(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock on `fd`, polling until `timeout` (seconds); False if it never came free."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(LOCK_POLL)
 
 
 def sha256_file(path: Path) -> str:
@@ -228,20 +235,13 @@ def project_lock(path: Path, timeout: float = PROJECT_LOCK_TIMEOUT) -> Iterator[
 
 def _flock_dir(directory: Path, path: Path, timeout: float) -> int:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                os.close(fd)
-                raise VpatchError(
-                    f"another vpatch command has held the lock on {directory} for {timeout:.0f} s; "
-                    "try again when it has finished",
-                    path=path,
-                ) from None
-            time.sleep(0.02)
+    if _flock_within(fd, timeout):
+        return fd
+    os.close(fd)
+    raise VpatchError(
+        f"another vpatch command has held the lock on {directory} for {timeout:.0f} s; try again when it has finished",
+        path=path,
+    )
 
 
 def update_file(path: Path, change: Callable[[bytes | None], bytes | None]) -> bytes | None:
