@@ -3,7 +3,7 @@ the latest load metrics, rebuilt from decoded batches of any encoding (see `wire
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from toolkit.serving.kv.hashes import content_key
@@ -149,13 +149,7 @@ class KVIndex:
 
     def content_overlap(self, worker: str, keys: Sequence[int]) -> int:
         """How many leading content keys (see `content_chain`) the worker holds."""
-        refs = self.state(worker).content_refs
-        count = 0
-        for key in keys:
-            if key not in refs:
-                break
-            count += 1
-        return count
+        return leading_held(keys, self.state(worker).content_refs)
 
     def mark_stale(self, worker: str) -> None:
         self.add_worker(worker).stale = True
@@ -180,10 +174,14 @@ class KVIndex:
 
     def overlap(self, worker: str, block_hashes: Iterable[int]) -> int:
         """How many leading blocks of `block_hashes` (canonical keys) the worker holds."""
-        blocks = self.state(worker).blocks
-        count = 0
-        for block_hash in block_hashes:
-            if block_hash not in blocks:
-                break
-            count += 1
-        return count
+        return leading_held(block_hashes, self.state(worker).blocks)
+
+
+def leading_held(keys: Iterable[int], held: Container[int]) -> int:
+    """How many of `keys`, from the first, are in `held` (a prefix match stops at the first miss)."""
+    count = 0
+    for key in keys:
+        if key not in held:
+            break
+        count += 1
+    return count
