@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 # Before vLLM is imported: the in-process engine and one OpenMP thread start in seconds.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -44,24 +45,33 @@ def metric_totals(llm, names: tuple[str, ...]) -> dict[str, int | None]:
     return found
 
 
+def tiny_llm(config: dict, **extra: object) -> Any:
+    """The engine every driver runs: the tiny model, greedy-friendly settings, stats on (the prefix-cache
+    and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
+    from vllm import LLM
+
+    return LLM(
+        model=config["model"],
+        tokenizer=config["model"],
+        dtype="float32",
+        enforce_eager=True,
+        block_size=config.get("block_size", 32),
+        enable_prefix_caching=True,
+        max_model_len=config.get("max_model_len", 512),
+        max_num_seqs=config.get("max_num_seqs", 8),
+        seed=0,
+        disable_log_stats=False,
+        **extra,
+    )
+
+
 def main() -> int:
     request = json.loads(sys.argv[1])
     import vllm
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
 
     started = time.monotonic()
-    llm = LLM(
-        model=request["model"],
-        tokenizer=request["model"],
-        dtype="float32",
-        enforce_eager=True,
-        block_size=request.get("block_size", 32),
-        enable_prefix_caching=True,
-        max_model_len=request.get("max_model_len", 512),
-        max_num_seqs=request.get("max_num_seqs", 8),
-        seed=0,
-        disable_log_stats=False,
-    )
+    llm = tiny_llm(request)
     start_seconds = time.monotonic() - started
     params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
 

@@ -137,22 +137,10 @@ def generate(llm, request: dict) -> dict:
 def main() -> int:
     config = json.loads(sys.argv[1])
     import vllm
-    from vllm import LLM
+    from drive import tiny_llm  # the sibling driver (Python puts a script's own directory first on sys.path)
 
     started = time.monotonic()
-    llm = LLM(
-        model=config["model"],
-        tokenizer=config["model"],
-        dtype="float32",
-        enforce_eager=True,
-        block_size=config.get("block_size", 32),
-        enable_prefix_caching=True,
-        max_model_len=config.get("max_model_len", 512),
-        max_num_seqs=config.get("max_num_seqs", 8),
-        seed=0,
-        disable_log_stats=False,  # the counters below (external prefix-cache hits) need the stats
-        kv_transfer_config=kv_transfer_config(config),
-    )
+    llm = tiny_llm(config, kv_transfer_config=kv_transfer_config(config))
     answer({"ready": True, "start_seconds": round(time.monotonic() - started, 3), "vllm_version": vllm.__version__})
     for line in sys.stdin:
         request = json.loads(line)
