@@ -1,8 +1,12 @@
 """The verdict stage: which engine a launcher should default to for a pinned release, and why.
 
 dynamo-base while any patch is active; stock when the series is empty because everything was retired
-(an empty series plus the evidence.json a rebase writes, or retired patch records); no verdict without a
-series, or with an empty one nothing explains. `vpatch status` shows it, `vpatch ci` writes it.
+(an empty series plus the evidence.json a rebase writes, or retired patch records) and the feature
+contracts (toolkit/contracts/, results under patches/conformance/) pass on stock for every retired feature
+that has one, or its retirement was forced and says so; no verdict without a series, with an empty one
+nothing explains, or while stock lacks a contract item of a retired feature. Per version the summary says
+what stock lacks (e.g. "stock vLLM 0.9.0 lacks: kv-routing load-figures"). `vpatch status` shows it,
+`vpatch ci` writes it.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ import json
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.project import Project
+from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.records.verdict import Verdict
 
 EVIDENCE_FILE = "evidence.json"  # written by `vpatch rebase` beside the series it produced
@@ -25,21 +31,58 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         return Verdict(None, 0, [], "no series yet (not rebased)")
     if series is None:
         return Verdict(None, 0, [], "unknown: the series does not load")
+    findings = contract_findings(
+        against_results(project.options.root, pin, patches_dir=project.options.patches_dir), str(pin.version)
+    )
+    lacks = {f: lacking for f, (passes, lacking, _) in sorted(findings.items()) if not passes}
+    contracts = sorted({file for _, _, file in findings.values()}) or None
+    lacking = (
+        f"; stock {name} {pin.version} lacks: "
+        + "; ".join(f"{feature} {', '.join(items)}" for feature, items in lacks.items())
+        if lacks
+        else ""
+    )
     if series.patches:
         features = sorted({p.feature or "(no feature)" for p in series.patches})
         count = len(series.patches)
         summary = f"dynamo-base needed ({count} active patch{'es' if count != 1 else ''}: {', '.join(features)})"
-        return Verdict("dynamo-base", count, features, summary)
+        return Verdict("dynamo-base", count, features, summary + lacking, None, lacks or None, contracts)
     records, unexplained = retirement_records(series.directory)
+    unmet = _unmet_retired(series.directory, findings)
+    if records and not unexplained and unmet:
+        summary = f"empty series, but {', '.join(unmet)} retired without a passing contract{lacking}; not stock"
+        return Verdict(None, 0, [], summary, records, lacks or None, contracts)
     if records and not unexplained:
         return Verdict(
-            "stock", 0, [], f"stock {name} {pin.version} provides every feature; recommended default", records
+            "stock",
+            0,
+            [],
+            f"stock {name} {pin.version} provides every feature; recommended default{lacking}",
+            records,
+            lacks or None,
+            contracts,
         )
     if unexplained:
         summary = f"empty series, but {', '.join(unexplained)} left without upstream evidence; not a verdict for stock"
     else:
         summary = "empty series, but no evidence.json or retired patches say why; not a verdict for stock"
     return Verdict(None, 0, [], summary, records)
+
+
+def _unmet_retired(directory: Path, findings: dict[str, tuple[bool, list[str], str]]) -> list[str]:
+    """Features of patches retired from this series that have a contract, no passing result, and were not
+    forced (a forced retirement records its reason instead)."""
+    unmet: set[str] = set()
+    for path in sorted(directory.glob("retired/*.patch")):
+        try:
+            patch = parse_patch(path)
+        except VpatchError:
+            continue
+        feature = patch.feature or ""
+        forced = (patch.header("Retired-Evidence") or "").startswith("forced:")
+        if feature in CONTRACT_FEATURES and not forced and not findings.get(feature, (False,))[0]:
+            unmet.add(feature)
+    return sorted(unmet)
 
 
 def retirement_records(directory: Path) -> tuple[list[str], list[str]]:

@@ -258,3 +258,33 @@ def test_kv_watch_binds_for_a_publisher_that_connects(peers, capsys) -> None:
     summary = json.loads(capsys.readouterr().out)
     assert summary["bind"] is True and summary["encoding"] == UPSTREAM_ARRAYS
     assert summary["batches"] == 8 and summary["hashes_cached"] == len(expected(name))
+
+
+def test_kv_watch_records_one_observation_per_batch_and_stops_on_until(peers, tmp_path, capsys) -> None:
+    """The contract's consumer: `--record` writes what the index and the router hold after every batch."""
+    from toolkit.records.contract import decode_observations
+
+    name = "vllm-0.9.0-builtin-mixed"
+    frames = FIXTURES / f"{name}.frames.jsonl"
+    peer = peers(frames, "--delay", "3.0")
+    first = json.loads(frames.read_text().splitlines()[0])
+    batch = decode(base64.b64decode(first["payload"]))
+    stored = next(e for e in batch.events if isinstance(e, Stored))
+    probes = tmp_path / "probes.json"
+    probes.write_text(json.dumps({"first": list(stored.token_ids)}))
+    record, stop = tmp_path / "record.jsonl", tmp_path / "stop"
+    argv = ["kv-watch", peer.pub, "--replay", peer.replay, "--record", str(record), "--probes", str(probes)]
+    import threading
+
+    # the engine is done once the peer has published everything: then kv-watch drains and stops
+    done = threading.Thread(target=lambda: (peer.wait_published(), stop.touch()))
+    done.start()
+    assert vpatch_main([*argv, "--until", str(stop), "--seconds", "120", "--json"]) == 0
+    done.join()
+    summary = json.loads(capsys.readouterr().out)
+    observations = decode_observations(record.read_bytes())
+    assert len(observations) == summary["batches"] == 8
+    assert [o.seq for o in observations] == list(range(8)) and observations[-1].metrics is None
+    assert {o.encoding for o in observations} == {UPSTREAM_ARRAYS}
+    assert set(observations[-1].hashes) == expected(name)
+    assert observations[0].overlaps["first"] == len(stored.block_hashes)  # the router matched what was stored

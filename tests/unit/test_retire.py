@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
-from helpers import commit_in, module_text
+from helpers import DIFF_AUTHORSHIP, commit_in, module_text
 
 from toolkit.model import parse_patch
+from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, encode_contract
+from toolkit.records.status import Status
 
 
 def two_releases(ws, capsys):
@@ -43,19 +46,53 @@ def test_retire_refuses_without_evidence_and_changes_nothing(pinned, capsys):
     changelog = (ws.root / "CHANGELOG.md").read_text()
     assert ws.run("retire", names[0], "--since", "1.1") == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no evidence that vLLM 1.1 carries" in err[0] and "--force --reason" in err[0]
+    assert len(err) == 1 and "refusing to retire" in err[0] and "no kv-routing contract results" in err[0]
+    assert "--force --reason" in err[0]
     assert ws.snapshot() == before and (ws.root / "CHANGELOG.md").read_text() == changelog
     assert ws.run("retire", names[0], "--since", "1.1", "--force") == 1  # --force alone is not enough
 
 
-def test_retire_with_rebase_evidence(pinned, capsys):
+def contract_file(ws, load: Status) -> Path:
+    """A `vpatch conform 1.1 --against 1.0` result: kv-routing passes but for `load-figures`."""
+    new, old = BuildSpec("1.1", "stock"), BuildSpec("1.0", "dynamo-base")
+    items = [ItemResult("kv-routing", i, Status.PASS) for i in ("cached-prefixes", "overlap")]
+    items.append(ItemResult("kv-routing", "load-figures", load, "stock 1.1 publishes no load metrics"))
+    runs = [ConfigRun("new-bind-builtin", "new", new, None, items)]
+    results = ContractResults("vllm", new, old, ["kv-routing"], "kv-watch", runs, ok=load == Status.PASS)
+    path = ws.patches / "conformance" / "vllm-1.1-against-1.0.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(encode_contract(results))
+    return path
+
+
+def test_retire_is_gated_by_the_feature_contract(pinned, capsys):
     ws = pinned
     names = two_releases(ws, capsys)
     evidence = {"patches": {names[0]: {"upstream_signals": ["reverse_applies", "patch_id_match"], "kept": True}}}
     (ws.series_dir("1.1") / "evidence.json").write_text(json.dumps(evidence))
+    # rebase signals alone are supporting evidence, not enough for a feature with a contract
+    assert ws.run("retire", names[0], "--since", "1.1") == 1
+    assert "no kv-routing contract results for vLLM 1.1" in capsys.readouterr().err
+    contract_file(ws, Status.NOT_PROVIDED)
+    before = ws.snapshot()
+    assert ws.run("retire", names[0], "--since", "1.1") == 1
+    err = capsys.readouterr().err.strip()
+    assert "does not meet the kv-routing contract: load-figures (not provided in new-bind-builtin)" in err
+    assert ws.snapshot() == before
+    assert ws.run("status", "1.1", "--json") == 0
+    verdict = json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
+    assert verdict["summary"].endswith(
+        "stock vLLM 1.1 lacks: kv-routing load-figures (not provided in new-bind-builtin)"
+    )
+    assert verdict["lacks"] == {"kv-routing": ["load-figures (not provided in new-bind-builtin)"]}
+    contract_file(ws, Status.PASS)
     assert ws.run("retire", names[0], "--since", "1.1", "--json") == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["evidence"] == ["rebase onto 1.1: reverse_applies, patch_id_match"] and result["forced"] is False
+    assert result["evidence"] == [
+        "contracts: every kv-routing item passes on vLLM 1.1 (vllm-1.1-against-1.0.json)",
+        "rebase onto 1.1: reverse_applies, patch_id_match",
+    ]
+    assert result["forced"] is False
     # gone from 1.1's series, kept (with the record) in retired/
     assert (ws.series_dir("1.1") / "series").read_text().split()[-1] == names[1]
     assert not (ws.series_dir("1.1") / names[0]).exists()
@@ -77,7 +114,8 @@ def test_retire_with_rebase_evidence(pinned, capsys):
     assert ws.run("status", "1.1", "--json") == 0
     verdict = json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
     assert verdict["engine"] == "stock" and "recommended default" in verdict["summary"]
-    assert "forced: upstream NIXL connector" in (ws.root / "CHANGELOG.md").read_text()
+    changelog = (ws.root / "CHANGELOG.md").read_text()
+    assert "forced: upstream NIXL connector; no pd-disagg contract results for vLLM 1.1" in changelog
 
 
 def test_retire_with_a_changelog_that_is_not_utf8_changes_nothing(pinned, capsys):
@@ -105,7 +143,7 @@ def test_retire_and_imports_at_once_lose_nothing(pinned, capsys, tmp_path):
     for number in range(2):
         diff = tmp_path / f"extra-{number}.diff"
         diff.write_text(f"--- /dev/null\n+++ b/vllm/extra_{number}.py\n@@ -0,0 +1,1 @@\n+VALUE = {number}\n")
-        commands.append([*vpatch, "import", str(diff), "--version", "1.1", "--feature", "pd-disagg"])
+        commands.append([*vpatch, "import", str(diff), "--version", "1.1", *DIFF_AUTHORSHIP, "--feature", "pd-disagg"])
     procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
     errors = [proc.communicate(timeout=300)[1] for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0, 0], errors

@@ -6,8 +6,10 @@ import argparse
 from pathlib import Path
 
 import msgspec
+from rich.markup import escape
 
 from toolkit import ui
+from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
 from toolkit.records.status import TERMINAL_STYLE
@@ -21,7 +23,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--against",
         metavar="OLD",
-        help="compare stock VERSION's own KV events with dynamo-base OLD's (retirement evidence)",
+        nargs="?",
+        const="",
+        help="judge the feature contracts on stock VERSION and on dynamo-base OLD, end to end over real sockets "
+        "(retirement evidence; OLD defaults to the last release that carried the feature)",
+    )
+    parser.add_argument(
+        "--new-kind", choices=("stock", "stock+plugin"), default="stock", help="--against: the build of VERSION"
+    )
+    parser.add_argument(
+        "--plugin-wheel", type=Path, action="append", default=[], help="--against: a wheel installed beside VERSION"
+    )
+    parser.add_argument("--features", default="kv-routing,pd-disagg", help="--against: the contracts to judge")
+    parser.add_argument(
+        "--configs", default="all", help="--against: transport configurations (bind|loopback)-(builtin|sha256), or all"
+    )
+    parser.add_argument("--workloads", help="--against: the scenario runner's workloads (comma-separated)")
+    parser.add_argument(
+        "--save", action="store_true", help="--against: also write the evidence to patches/conformance/"
     )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
@@ -35,15 +54,10 @@ def run(args: argparse.Namespace, options: Options) -> int:
         project.pins.select(args.versions) if args.versions else [p for p in project.pins.pins if project.has_series(p)]
     )
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
+    if args.against is not None:
+        return run_against(project, pins, args, options, out_dir)
     results = []
     for pin in pins:
-        if args.against:
-            from toolkit.conformance.suite import run_against
-
-            old = project.pins.get(args.against)
-            with ui.step(f"conform {pin.label} against dynamo-base {old.label}", quiet=options.json):
-                results.append(run_against(project, pin, old, out_dir))
-            continue
         with ui.step(f"conform {pin.label} ({args.tier} tier)", quiet=options.json):
             results.append(run_conformance(project, pin, args.tier, out_dir))
     if options.json:
@@ -62,3 +76,51 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 if check.diff:
                     ui.out.print(f"[red]{check.name}[/]:\n{check.diff}")
     return 0 if all(r.ok for r in results) else 1
+
+
+def run_against(project: Project, pins: list, args: argparse.Namespace, options: Options, out_dir: Path) -> int:
+    from toolkit.contracts.conform import conform_against, default_old, parse_features
+    from toolkit.contracts.sides import parse_configs
+    from toolkit.records.contract import BuildSpec
+
+    features = parse_features(args.features)
+    configs = parse_configs(args.configs)
+    workloads = [w for w in (args.workloads or "").split(",") if w] or None
+    if args.new_kind == "stock+plugin" and not args.plugin_wheel:
+        raise VpatchError("--new-kind stock+plugin needs --plugin-wheel PATH")
+    documents, ok = [], True
+    for pin in pins:
+        old_pin = project.pins.get(args.against) if args.against else default_old(project, pin, features[0])
+        new = BuildSpec(str(pin.version), args.new_kind, tuple(str(w.resolve()) for w in args.plugin_wheel))
+        old = BuildSpec(str(old_pin.version), "dynamo-base")
+        with ui.step(f"contracts of {new.label} against {old.label}", quiet=options.json):
+            results, paths = conform_against(
+                project,
+                new,
+                old,
+                features=features,
+                configs=configs,
+                out_dir=out_dir,
+                workloads=workloads,
+                save=args.save,
+            )
+        ok = ok and results.ok
+        documents.append(msgspec.to_builtins(results))
+        if options.json:
+            continue
+        table = ui.table(
+            f"{new.label} against {old.label} ({results.seconds:.0f}s)", ["run", "item", "result", "detail"]
+        )
+        for run in results.runs:
+            for item in run.items:
+                style = TERMINAL_STYLE[item.status.tone]
+                table.add_row(run.name, item.key, f"[{style}]{item.status.label}[/]", escape(item.detail))
+        ui.out.print(table)
+        for run in results.runs:
+            for item in run.items:
+                if item.diff:
+                    ui.out.print(f"[red]{run.name} {item.key}[/]:\n{escape(item.diff)}")
+        ui.out.print("written: " + ", ".join(str(p) for p in paths))
+    if options.json:
+        ui.print_json({"ok": ok, "results": documents})
+    return 0 if ok else 1

@@ -1,12 +1,14 @@
 """`vpatch retire PATCH --since NEW`: drop a patch upstream now carries, and record why.
 
-Evidence is required, from any of:
+The gate: a patch of a feature with a contract (kv-routing, pd-disagg; toolkit/contracts/) is retired only
+when every item of that contract passes on NEW, in every transport configuration, in a
+`vpatch conform NEW --against OLD` results file (committed under patches/conformance/, under
+out/conform, or given with --conformance). Supporting evidence, recorded beside it:
 - the rebase onto NEW (`patches/vllm-NEW/evidence.json`): the patch became empty, its patch-id matches an
   upstream commit, it reverse-applies on NEW, or its header says it is upstream;
-- the patch's own header (`Applied-Upstream:` or `Upstream-Status: Accepted [...]`);
-- conformance of upstream-native NEW against dynamo-base (`vpatch conform NEW --against OLD`): a passing
-  results file for the patch's feature (kv-routing).
-Without any, it refuses unless `--force --reason TEXT` (the reason is recorded as the evidence).
+- the patch's own header (`Applied-Upstream:` or `Upstream-Status: Accepted [...]`).
+A patch of a feature without a contract needs any of the supporting evidence. Otherwise it refuses unless
+`--force --reason TEXT` (the reason, and what the contracts said, are recorded as the evidence).
 
 What it writes (computed first, then written as one transaction, toolkit/txn.py):
 - every pinned series from NEW on that carries the patch loses it (file and series line); the file moves
@@ -23,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import VpatchError
-from toolkit.lifecycle.upstream import against_results, conformance_evidence
+from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
+from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.render import add_mail_headers
 from toolkit.txn import transaction
 
@@ -45,7 +48,8 @@ class Retirement:
     already: str | None = None  # set when the patch was retired before: nothing was written
 
 
-def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, conformance: Path | None) -> list[str]:
+def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None) -> list[str]:
+    """The supporting evidence: rebase signals and the patch's own headers."""
     evidence: list[str] = []
     evidence_file = project.series_dir(pin) / EVIDENCE_FILE
     if evidence_file.is_file():
@@ -53,23 +57,31 @@ def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None, co
             entry = json.loads(evidence_file.read_text(encoding="utf-8")).get("patches", {}).get(name)
         except ValueError:
             entry = None
-        if entry and entry.get("upstream_signals"):
-            evidence.append(f"rebase onto {pin.version}: {', '.join(entry['upstream_signals'])}")
+        # native_since is pins.toml's hint that upstream has the feature, not a finding about this patch
+        signals = [s for s in (entry or {}).get("upstream_signals", []) if s != "native_since"]
+        if signals:
+            evidence.append(f"rebase onto {pin.version}: {', '.join(signals)}")
     if patch is not None:
         status = patch.header("Upstream-Status") or ""
         if patch.header("Applied-Upstream"):
             evidence.append(f"Applied-Upstream: {patch.header('Applied-Upstream')}")
         elif status.startswith("Accepted"):
             evidence.append(f"Upstream-Status: {status}")
-    found = conformance_evidence(
-        against_results(project.options.root, pin, conformance, patches_dir=project.options.patches_dir)
-    )
-    if patch is not None and patch.feature in found:
-        hit = found[patch.feature]
-        evidence.append(
-            f"conform {pin.version} {hit['tier'] or ''}: {hit['check']} and index invariants pass ({hit['file']})"
-        )
     return evidence
+
+
+def contract_gate(project: Project, pin: Pin, feature: str, conformance: Path | None) -> tuple[bool, str]:
+    """(passes, what the contract results say) for `feature` on stock NEW."""
+    paths = against_results(project.options.root, pin, conformance, patches_dir=project.options.patches_dir)
+    finding = contract_findings(paths, str(pin.version)).get(feature)
+    if finding is None:
+        return False, (
+            f"no {feature} contract results for vLLM {pin.version} (run `vpatch conform {pin.version} --against`)"
+        )
+    passes, lacking, file = finding
+    if passes:
+        return True, f"contracts: every {feature} item passes on vLLM {pin.version} ({file})"
+    return False, f"vLLM {pin.version} does not meet the {feature} contract: {'; '.join(lacking)} ({file})"
 
 
 def _series_without(series_file: Path, name: str) -> str:
@@ -105,16 +117,24 @@ def retire(
     patch = next((p for pin, p in carriers if pin.version >= new_pin.version), carriers[-1][1])
     before = [(pin, p) for pin, p in carriers if pin.version < new_pin.version]
     after = [(pin, p) for pin, p in carriers if pin.version >= new_pin.version]
-    evidence = find_evidence(project, new_pin, name, patch, conformance)
-    if not evidence:
+    evidence = find_evidence(project, new_pin, name, patch)
+    gated = patch.feature in CONTRACT_FEATURES
+    if gated:
+        passes, said = contract_gate(project, new_pin, patch.feature or "", conformance)
+        if passes:
+            evidence.insert(0, said)
+        elif not (force and reason):
+            raise VpatchError(f"refusing to retire {name}: {said}; use --force --reason TEXT to retire it anyway")
+        else:
+            evidence = [f"forced: {reason}", said, *evidence]
+    if not gated and not evidence:
         if not (force and reason):
             raise VpatchError(
-                f"no evidence that vLLM {since} carries {name} (rebase evidence.json, "
-                "Applied-Upstream/Accepted header, or `vpatch conform "
-                f"{since} --against OLD`); use --force --reason TEXT to retire it anyway"
+                f"no evidence that vLLM {since} carries {name} (rebase evidence.json or "
+                "Applied-Upstream/Accepted header); use --force --reason TEXT to retire it anyway"
             )
         evidence = [f"forced: {reason}"]
-    elif force and reason:
+    elif force and reason and not evidence[0].startswith("forced:"):
         evidence.append(f"note: {reason}")
     headers = [("Retired-Since", since), ("Retired-Evidence", "; ".join(evidence))]
 

@@ -20,6 +20,9 @@ class Verdict(msgspec.Struct, omit_defaults=True):
     features: list[str]
     summary: str
     records: list[str] | None = None
+    # feature -> the contract items stock lacks on this release, from the contract results in `contracts`
+    lacks: dict[str, list[str]] | None = None
+    contracts: list[str] | None = None
 
     def as_dict(self) -> dict:
         return msgspec.to_builtins(self)

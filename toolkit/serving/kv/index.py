@@ -27,6 +27,8 @@ class WorkerState:
     block_size: int | None = None
     metrics: Metrics | None = None
     metrics_ts: float | None = None
+    metrics_unit: str | None = None  # what prefix_cache_queries/hits count: "blocks" (dynamo-base), "tokens"
+    metrics_source: str | None = None  # the encoding the figures came in (dynamo-maps, plugin-load-metrics)
     stale: bool = False
     batches: int = 0
     last_seq: int | None = None
@@ -92,11 +94,15 @@ class KVIndex:
                 state.content_refs.clear()
                 state.stale = False
         if batch.metrics is not None:
-            state.metrics = batch.metrics
-            state.metrics_ts = batch.ts
+            self.set_metrics(worker, batch.metrics, batch.ts, unit="blocks", source=batch.encoding)
         state.batches += 1
         state.encodings[batch.encoding] = state.encodings.get(batch.encoding, 0) + 1
         state.last_seq = batch.seq if seq is None else seq
+
+    def set_metrics(self, worker: str, metrics: Metrics, ts: float, *, unit: str, source: str) -> None:
+        """The worker's latest load figures: from a dynamo-base batch, or from the plugin's own endpoint."""
+        state = self.add_worker(worker)
+        state.metrics, state.metrics_ts, state.metrics_unit, state.metrics_source = metrics, ts, unit, source
 
     def _store(self, state: WorkerState, event: Stored) -> None:
         blocks = state.blocks

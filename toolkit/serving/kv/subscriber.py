@@ -14,6 +14,7 @@ import msgspec
 import zmq
 
 from toolkit.serving.kv.index import KVIndex
+from toolkit.serving.kv.load import LoadSubscriber
 from toolkit.serving.kv.wire import END_OF_REPLAY, WireError, decode, pack_seq, unpack_seq
 
 MAX_SEQ_JUMP = 1_000_000
@@ -49,6 +50,9 @@ class Subscriber:
     `bind=True` the SUB socket binds `endpoint` and the engine connects to it: stock vLLM 0.9.0 connects
     its PUB socket for endpoints without `*`/`::` (e.g. `tcp://127.0.0.1:5557`) and binds only for those
     and for ipc/inproc.
+
+    `metrics_endpoint`: where the dynamo-base plugin publishes this worker's load figures (stock vLLM + plugin,
+    docs/plugin.md); a `LoadSubscriber` (always connecting: the plugin binds) feeds them into the same worker.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Subscriber:
         hwm: int = 100_000,
         bind: bool = False,
         max_seq_jump: int = MAX_SEQ_JUMP,
+        metrics_endpoint: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.replay_endpoint = replay_endpoint
@@ -96,6 +101,7 @@ class Subscriber:
         self._context = context or zmq.Context.instance()
         self._hwm = hwm
         self._replay: zmq.Socket | None = None
+        self.load: LoadSubscriber | None = None
         self._sub = self._context.socket(zmq.SUB)
         try:
             self._sub.setsockopt(zmq.LINGER, 0)
@@ -104,11 +110,15 @@ class Subscriber:
             (self._sub.bind if bind else self._sub.connect)(endpoint)
             if replay_endpoint is not None:
                 self._replay = self._open_replay()
+            if metrics_endpoint is not None:
+                self.load = LoadSubscriber(metrics_endpoint, topic, worker, index=self.index, context=self._context)
         except BaseException:
             self.close()
             raise
         self._poller = zmq.Poller()
         self._poller.register(self._sub, zmq.POLLIN)
+        if self.load is not None:
+            self._poller.register(self.load.socket, zmq.POLLIN)
 
     # -- lifecycle
 
@@ -122,6 +132,8 @@ class Subscriber:
         for sock in (self._sub, self._replay):
             if sock is not None and not sock.closed:
                 sock.close(linger=0)
+        if self.load is not None:
+            self.load.close()
 
     @property
     def stale(self) -> bool:
@@ -136,7 +148,10 @@ class Subscriber:
         # Until the stream shows where the engine is, a quiet stream may mean it published before we joined.
         pending_catch_up = not self._caught_up and self._replay is not None
         wait_ms = min(timeout_ms, STARTUP_WAIT_MS) if pending_catch_up else timeout_ms
-        if not self._poller.poll(max(0, math.ceil(wait_ms))):
+        ready = dict(self._poller.poll(max(0, math.ceil(wait_ms))))
+        if self.load is not None and self.load.socket in ready:
+            self.load.drain()  # load figures are snapshots: applied as they come, apart from the batch order
+        if self._sub not in ready:
             return self.catch_up(deadline=deadline) if pending_catch_up else 0
         for _ in range(max_messages):
             try:
@@ -344,6 +359,9 @@ class Subscriber:
             "removed_unknown": state.removed_unknown,
             "hashes_cached": len(state.blocks),
             "metrics": msgspec.to_builtins(state.metrics) if state.metrics is not None else None,
+            "metrics_unit": state.metrics_unit,
+            "metrics_source": state.metrics_source,
+            "load": self.load.summary() if self.load is not None else None,
             "unrecoverable": [list(gap) for gap in self.unrecoverable],
             "stale": state.stale,
             "errors": list(self.errors),

@@ -1,0 +1,63 @@
+"""What the consumer holds after each batch, as `vpatch kv-watch --record PATH` writes it.
+
+Runs in the core (vpatch's own venv), inside kv-watch: it reads the project's `KVIndex` and asks the
+project's `Router` for the overlap of every probe prompt, exactly what a deployment's router would get.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from toolkit.records.contract import Observation, encode_observation
+from toolkit.serving.kv.router import Router
+from toolkit.serving.kv.subscriber import Subscriber
+
+
+class Recorder:
+    """Appends one `Observation` per call; probes are read from `probes` once that file exists (the
+    engine's runner writes it before its first step)."""
+
+    def __init__(self, path: Path, subscribers: list[Subscriber], probes: Path | None) -> None:
+        self.path = path
+        self.probes_path = probes
+        self.probes: dict[str, list[int]] | None = None if probes is not None else {}
+        self.routers = {id(s): Router(s.index) for s in subscribers}
+        self._out: IO[bytes] = path.open("wb")
+
+    def _load_probes(self) -> dict[str, list[int]]:
+        if self.probes is None and self.probes_path is not None and self.probes_path.is_file():
+            try:
+                self.probes = msgspec.convert(json.loads(self.probes_path.read_text("utf-8")), dict[str, list[int]])
+            except (ValueError, msgspec.ValidationError) as exc:
+                raise ValueError(f"{self.probes_path.name}: not a probes file ({exc})") from None
+        return self.probes or {}
+
+    def observe(self, subscriber: Subscriber) -> None:
+        worker = subscriber.worker
+        index = subscriber.index
+        router = self.routers[id(subscriber)]
+        overlaps = {
+            probe: router.route(tokens, [worker]).overlaps[worker] for probe, tokens in self._load_probes().items()
+        }
+        metrics = index.metrics(worker)
+        observation = Observation(
+            worker=worker,
+            epoch=subscriber.restarts,
+            seq=subscriber.seq,
+            batches=subscriber.batches,
+            hashes=sorted(index.hashes(worker)),
+            overlaps=overlaps,
+            stale=subscriber.stale,
+            decode_errors=subscriber.decode_errors,
+            metrics=None if metrics is None else {k: float(v) for k, v in msgspec.structs.asdict(metrics).items()},
+            encoding=index.encoding(worker),
+        )
+        self._out.write(encode_observation(observation))
+        self._out.flush()
+
+    def close(self) -> None:
+        self._out.close()

@@ -1,0 +1,190 @@
+"""patches/conformance/<project>-<NEW>-against-<OLD>.json: feature contracts judged over the real wire (schema 2).
+
+Written by `vpatch conform NEW --against OLD` (toolkit/contracts/), read by `vpatch retire` (the gate) and by
+`vpatch status` / the report (the default-engine verdict). One file holds, for each side (a `BuildSpec`:
+version, build kind, extra wheels) and each transport configuration it ran (endpoint form, hash
+algorithm), what the consumer saw and the per-item results of every feature contract. The consumer's own
+per-batch observations (`Observation`, JSON lines written by `vpatch kv-watch --record`) use this module too.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from toolkit.records.codec import RecordError, decode, encode, show, version_of
+from toolkit.records.status import CONTRACT_STATUSES, Status, require
+
+SCHEMA = 2  # schema 1 files of the same name were ConformanceResults of the in-process comparison
+BuildKind = Literal["dynamo-base", "stock", "stock+plugin"]
+BUILD_KINDS: tuple[str, ...] = ("dynamo-base", "stock", "stock+plugin")
+CONTRACT_FEATURES: tuple[str, ...] = ("kv-routing", "pd-disagg")  # the features toolkit/contracts/ judges
+
+
+class BuildSpec(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One side of a contract run: the vLLM release, which build of it, and wheels installed beside it
+    (for `stock+plugin`: the plugin's wheel paths)."""
+
+    version: str
+    kind: BuildKind
+    extra_wheels: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.version}"
+
+    def __post_init__(self) -> None:
+        if self.kind == "stock+plugin" and not self.extra_wheels:
+            raise ValueError("extra_wheels: a stock+plugin side needs the plugin's wheel")
+
+
+class ItemResult(msgspec.Struct, omit_defaults=True):
+    """One contract item on one side and configuration: pass, fail (with `diff`) or not-provided (`detail`
+    names what the build lacks)."""
+
+    feature: str
+    item: str
+    status: Status
+    detail: str = ""
+    diff: str = ""
+
+    def __post_init__(self) -> None:
+        require(self.status, CONTRACT_STATUSES)
+
+    @property
+    def key(self) -> str:
+        return f"{self.feature}/{self.item}"
+
+
+class Transport(msgspec.Struct, omit_defaults=True):
+    """How one configuration's events travelled: the engine's endpoint as configured, who bound it, the
+    replay endpoint (None when the build has none or it was not used), the prefix-caching hash."""
+
+    endpoint: str
+    consumer_endpoint: str
+    consumer_binds: bool
+    hash_algo: str
+    replay_endpoint: str | None = None
+
+
+class Seen(msgspec.Struct, omit_defaults=True):
+    """What the consumer reported at the end (from `vpatch kv-watch --json`); `encodings` counts the batches
+    applied per wire encoding over the whole run (from its observations: kv-watch's own count restarts with
+    each engine)."""
+
+    received: int = 0
+    batches: int = 0
+    decode_errors: int = 0
+    restarts: int = 0
+    unrecoverable: list[list[int]] = []
+    encodings: dict[str, int] = {}
+    metrics_seen: bool = False
+    errors: list[str] = []
+
+
+class ConfigRun(msgspec.Struct, omit_defaults=True):
+    """One side under one transport configuration: what ran, what the consumer saw, the item results."""
+
+    name: str
+    side: str  # "old" or "new"
+    build: BuildSpec
+    transport: Transport | None
+    items: list[ItemResult]
+    seen: Seen | None = None
+    workloads: list[str] = []
+    engine_steps: int = 0
+    error: str = ""  # the run itself failed (engine or consumer did not start): every item fails with it
+
+
+class ContractResults(msgspec.Struct):
+    """`ok`: every item on the NEW side passed (what retiring NEW's features needs); `provided` per
+    feature: the NEW side's items that are not pass, by key, with why."""
+
+    project: str
+    new: BuildSpec
+    old: BuildSpec
+    features: list[str]
+    consumer: str
+    runs: list[ConfigRun]
+    ok: bool
+    transport: str = ""
+    schema: int = SCHEMA
+    toolkit: str = ""
+    python: str = ""
+    started: str = ""
+    seconds: float = 0.0
+
+    def items_of(self, side: str, feature: str) -> list[ItemResult]:
+        return [i for run in self.runs if run.side == side for i in run.items if i.feature == feature]
+
+    def feature_passes(self, feature: str, side: str = "new") -> bool:
+        """Every item of `feature` on `side` passed, in every configuration (and there was at least one)."""
+        items = self.items_of(side, feature)
+        return bool(items) and all(i.status == Status.PASS for i in items)
+
+    def lacking(self, feature: str, side: str = "new") -> list[str]:
+        """The items of `feature` that `side` does not meet, each with how and where:
+        `cached-prefixes (fail in new-bind-sha256, new-loopback-sha256)`."""
+        where: dict[str, dict[str, list[str]]] = {}  # item -> status label -> runs
+        for run in self.runs:
+            for item in run.items:
+                if run.side == side and item.feature == feature and item.status != Status.PASS:
+                    where.setdefault(item.item, {}).setdefault(item.status.label, []).append(run.name)
+        found = []
+        for name, by_status in where.items():
+            how = "; ".join(f"{label} in {', '.join(runs)}" for label, runs in by_status.items())
+            found.append(f"{name} ({how})")
+        return found
+
+
+class Observation(msgspec.Struct, omit_defaults=True):
+    """One line of `vpatch kv-watch --record`: one worker's consumer state right after it applied a batch.
+
+    `epoch` counts engine restarts the Subscriber detected (a runner starts a new engine per workload);
+    `overlaps` are the Router's overlap (in blocks) for each probe prompt, by probe id."""
+
+    worker: str
+    epoch: int
+    seq: int | None
+    batches: int
+    hashes: list[int]
+    overlaps: dict[str, int]
+    stale: bool = False
+    decode_errors: int = 0
+    metrics: dict[str, float] | None = None
+    encoding: str | None = None  # the encoding the worker speaks (KVIndex.encoding) after this batch
+
+
+def encode_contract(results: ContractResults) -> str:
+    return encode(results)
+
+
+def decode_contract(text: str | bytes) -> ContractResults:
+    """The results; RecordError for another schema or a field of the wrong shape."""
+    schema = version_of(text)
+    if schema != SCHEMA:
+        raise RecordError(f"unsupported schema {show(schema)} (expected {SCHEMA})", where="$.schema")
+    return decode(text, ContractResults)
+
+
+OBSERVATION_ENCODER = msgspec.json.Encoder()
+OBSERVATION_DECODER = msgspec.json.Decoder(Observation)
+
+
+def encode_observation(observation: Observation) -> bytes:
+    return OBSERVATION_ENCODER.encode(observation) + b"\n"
+
+
+def decode_observations(data: bytes) -> list[Observation]:
+    """Every complete line (a consumer killed mid-line leaves a partial last line: it is dropped)."""
+    lines = data.split(b"\n")
+    out = []
+    for number, line in enumerate(lines[:-1] if not data.endswith(b"\n") else lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append(OBSERVATION_DECODER.decode(line))
+        except msgspec.DecodeError as exc:
+            raise RecordError(f"observation: {exc}", line=number) from None
+    return out
