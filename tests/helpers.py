@@ -24,6 +24,8 @@ from toolkit.git import Git
 if TYPE_CHECKING:
     from toolkit.project import Project
 
+# what `vpatch import` needs for a plain diff or an archive pair, which carry no author or date
+DIFF_AUTHORSHIP = ("--author", "Fork Dev <dev@fork.example>", "--date", "2025-04-01")
 AUTHOR_ENV = {
     "GIT_AUTHOR_NAME": "Upstream Dev",
     "GIT_AUTHOR_EMAIL": "dev@upstream.example",
@@ -180,7 +182,7 @@ class LocalIndex:
     def _write_project_pages(self) -> None:
         projects: dict[str, list[dict]] = {}
         for file in sorted(self.files_dir.iterdir()):
-            project = file.name.split("-")[0]
+            project = file.name.split("-")[0].replace("_", "-")  # the normalized name the index is asked for
             projects.setdefault(project, []).append(
                 {
                     "filename": file.name,

@@ -1,5 +1,7 @@
 """The check stage: a pin's files re-hashed, its series linted, applied with zero fuzz and re-exported identically.
 
+With `lint=True` the files the series changes are also run through vLLM's own linters at that release
+(`toolkit.upstream_lint`); each finding is a problem of the patch that wrote the line.
 `vpatch check` renders what it finds; `vpatch ci` runs it as its check step.
 """
 
@@ -11,13 +13,15 @@ from toolkit.apply import apply_series
 from toolkit.errors import VpatchError
 from toolkit.export import plan_export
 from toolkit.index import fetch_artifact
-from toolkit.lint import Problem, first_difference, lint_series_dir, problem_from
+from toolkit.lint import Problem, first_difference, lint_series_dir, problem_from, rationale_warnings
 from toolkit.model import Pin
 from toolkit.project import Project
+from toolkit.upstream_lint import lint_series
 
 
-def check_pin(project: Project, pin: Pin, *, wheels: bool = True) -> tuple[list[Problem], dict]:
-    """Every problem found (none: the pin passes) and the facts (version, patches, series, apply_seconds)."""
+def check_pin(project: Project, pin: Pin, *, wheels: bool = True, lint: bool = False) -> tuple[list[Problem], dict]:
+    """Every problem found (none: the pin passes) and the facts (version, patches, series, apply_seconds,
+    and with `lint` the upstream-lint summary)."""
     problems: list[Problem] = []
     facts: dict = {"version": str(pin.version), "patches": 0, "series": project.has_series(pin)}
     pins_file = project.pins.path
@@ -32,6 +36,7 @@ def check_pin(project: Project, pin: Pin, *, wheels: bool = True) -> tuple[list[
     lint_problems, patches = lint_series_dir(directory, pin, project.pins.features)
     problems.extend(lint_problems)
     facts["patches"] = len(patches)
+    facts["warnings"] = [w.as_dict() for w in rationale_warnings(patches)]
     try:
         series = project.series(pin)
     except VpatchError as error:
@@ -54,6 +59,10 @@ def check_pin(project: Project, pin: Pin, *, wheels: bool = True) -> tuple[list[
                 )
                 return problems, facts
             plan = plan_export(checkout, directory)
+            if lint:
+                linted = lint_series(checkout, result.outcomes, project.options.cache_dir)
+                facts["lint"] = linted.summary()
+                problems.extend(Problem(directory / f.patch, None, f.render()) for f in linted.findings)
     except VpatchError as error:
         problems.append(problem_from(error, directory / "series"))
         return problems, facts

@@ -1,9 +1,19 @@
-"""The only module that runs git.
+"""The only module that runs git or reads a repository.
 
-Every call goes through `Git.run`, which passes arguments as a list (never a shell),
-ignores the user's global and system git configuration (so output such as
-format-patch mails is byte-identical on every machine), and turns failures into
-`GitError` carrying git's own message.
+Reading without running git goes through GitPython: repository discovery (`Git.discover`, `git_dir`),
+refs (`ref_commit` reads loose and packed refs) and the repository's own configuration (`config_value`).
+GitPython is imported on first use (about 80 ms), so a build from warm caches, which never reads a
+repository, does not pay for it.
+
+Commands go through `Git.run`, which passes arguments as a list (never a shell), ignores the user's
+global and system git configuration (so output such as format-patch mails is byte-identical on every
+machine), and turns failures into `GitError` carrying git's own message. It starts git with
+`subprocess` rather than GitPython's command runner (`git.cmd.Git.execute`) because that runner builds
+the child's environment from a copy of `os.environ` and can only add to it: it cannot drop an inherited
+`GIT_DIR`, `GIT_INDEX_FILE`, `GIT_WORK_TREE` or `GIT_OBJECT_DIRECTORY` (set when vpatch runs from a git
+hook or `git rebase --exec`), any of which would point our commands at the user's repository instead of
+ours; and it feeds standard input only from a file object, where `am`, `apply`, `patch-id` and
+`mailinfo` take bytes.
 """
 
 from __future__ import annotations
@@ -16,6 +26,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import subprocess
+
+    import git as gitpython
 
 # The identity used for commits the toolkit makes itself (base commits, applied patches' committer).
 TOOL_NAME = "vpatch"
@@ -136,22 +148,46 @@ class Git:
         proc = self.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False)
         return proc.stdout.decode().strip() if proc.returncode == 0 else None
 
-    def loose_ref(self, ref: str) -> str | None:
-        """The object id a loose ref of this bare repository names, read without running git.
+    def _repository(self) -> gitpython.Repo:
+        import git as gitpython
 
-        None when it is not a loose ref (packed, symbolic, missing): ask `rev_parse` then. Unlike
-        `rev_parse` it does not check that the object exists; callers pair it with their own check.
-        """
+        return gitpython.Repo(self.path)
+
+    @staticmethod
+    def discover(path: Path) -> Git | None:
+        """The repository `path` is (a work tree or a bare repository), or None; git is not run."""
+        import git as gitpython
+
+        try:
+            repo = gitpython.Repo(path)
+        except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+            return None
+        return Git(Path(repo.working_tree_dir or repo.git_dir))
+
+    def ref_commit(self, ref: str) -> str | None:
+        """The object id `ref` (refs/..., loose or packed, symbolic refs followed) names, read without
+        running git; None when there is no such ref or this is no repository. Unlike `rev_parse` it does
+        not check that the object exists; callers pair it with their own check."""
         if not ref.startswith("refs/") or ".." in ref:
             return None
-        # What git needs to see a repository here at all (without HEAD, `rev-parse` fails too).
-        if not ((self.path / "HEAD").is_file() and (self.path / "objects").is_dir()):
-            return None
+        import git as gitpython
+        from git.refs.symbolic import SymbolicReference
+
         try:
-            text = (self.path / ref).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            sha = SymbolicReference.dereference_recursive(self._repository(), ref)
+        except (ValueError, OSError, gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
             return None
-        return text if len(text) == 40 and all(c in "0123456789abcdef" for c in text) else None
+        return sha if len(sha) == 40 and all(c in "0123456789abcdef" for c in sha) else None
+
+    def config_value(self, key: str) -> str | None:
+        """A key (`section.name` or `section.subsection.name`) of this repository's own configuration
+        (never the user's or the system's, as everywhere here); None when unset."""
+        section, _, name = key.rpartition(".")
+        head, dot, sub = section.partition(".")
+        section_name = f'{head} "{sub}"' if dot else head
+        reader = self._repository().config_reader("repository")
+        value = reader.get_value(section_name, name, default=None) if reader.has_section(section_name) else None
+        return None if value is None else str(value)
 
     def update_ref(self, ref: str, commit: str) -> None:
         self.run("update-ref", ref, commit)
@@ -162,7 +198,15 @@ class Git:
         where = self.path.absolute()
         known = _GIT_DIRS.get(where)
         if known is None or not known.is_dir():
-            known = _GIT_DIRS[where] = Path(self.out("rev-parse", "--absolute-git-dir"))
+            import git as gitpython
+
+            try:
+                found = gitpython.Repo(where).git_dir
+            except (gitpython.InvalidGitRepositoryError, gitpython.NoSuchPathError):
+                raise GitError(
+                    ["rev-parse", "--absolute-git-dir"], 128, b"", f"not a git repository: {where}".encode()
+                ) from None
+            known = _GIT_DIRS[where] = Path(found).absolute()
         return known
 
     def is_clean(self) -> bool:

@@ -62,6 +62,11 @@ def _open(url: str, accept: str | None = None):
 
 def list_release_files(index_url: str, project: str, version: Version) -> list[IndexFile]:
     """Files of one release from the index's JSON simple API, with the index's own sha256."""
+    return [f for v, f in list_project_files(index_url, project) if v == version]
+
+
+def list_project_files(index_url: str, project: str) -> list[tuple[Version, IndexFile]]:
+    """(version, file) for every unyanked sdist and wheel of `project` the index lists with a sha256."""
     url = f"{index_url}/{canonicalize_name(project)}/"
     try:
         with _open(url, "application/vnd.pypi.simple.v1+json") as response:
@@ -80,13 +85,13 @@ def list_release_files(index_url: str, project: str, version: Version) -> list[I
                 continue
         except (InvalidWheelFilename, InvalidSdistFilename):
             continue
-        if file_version != version or entry.get("yanked"):
+        if entry.get("yanked"):
             continue
         sha = entry.get("hashes", {}).get("sha256")
         if not sha:
             continue
         file_url = urllib.parse.urljoin(url, entry["url"])
-        found.append(IndexFile(name, sha, file_url, entry.get("size")))
+        found.append((file_version, IndexFile(name, sha, file_url, entry.get("size"))))
     return found
 
 

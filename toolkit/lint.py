@@ -108,3 +108,30 @@ def first_difference(old: bytes, new: bytes) -> int:
         if a != b:
             return number
     return min(len(old_lines), len(new_lines)) + 1
+
+
+def rationale_warnings(patches: list[Patch]) -> list[Problem]:
+    """A patch whose mail says nothing but its subject and headers: nobody can tell later why the series
+    carries it, or when it may go. A warning, not a problem: an imported fork's patches start out so."""
+    warnings = []
+    for patch in patches:
+        trailer = {line for _, _, line in patch.headers}
+        paragraphs = [p for p in patch.message.split("\n\n") if p.strip()]
+        if paragraphs and all(_is_header(line) for line in paragraphs[-1].splitlines() if line.strip()):
+            paragraphs = paragraphs[:-1]
+        if not paragraphs:
+            line = min(trailer) if trailer else None
+            warnings.append(
+                Problem(
+                    patch.path,
+                    line,
+                    "no rationale: the mail has only a subject and headers; say why the series carries it "
+                    "(what upstream lacks) and what would let it retire",
+                )
+            )
+    return warnings
+
+
+def _is_header(line: str) -> bool:
+    key, colon, _ = line.partition(":")
+    return bool(colon) and bool(key) and " " not in key.strip()

@@ -90,7 +90,7 @@ def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFil
                 from toolkit.apply import describe_apply_failure  # only on failure
 
                 details = describe_apply_failure(patch, proc.stderr.decode("utf-8", "replace"))
-                raise VpatchError(f"does not apply to {base.pin.label}: {'; '.join(details)}", path=patch.path)
+                raise VpatchError(f"does not apply to {base.label}: {'; '.join(details)}", path=patch.path)
         # -z: paths verbatim (UTF-8), not C-quoted the way core.quotepath prints non-ASCII names
         raw = repo.run(
             "diff-index", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", base.commit, env=env

@@ -22,13 +22,14 @@ from packaging.version import Version
 
 from toolkit.cache import update_file
 from toolkit.errors import VpatchError
-from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Pin, parse_version
+from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Flavor, Pin, parse_version
+from toolkit.pin_flavors import flavor_table, parse_flavors
 from toolkit.tomlkeys import key_line, refuse_unknown
 
 SOURCES = ("sdist", "git")
 # The keys each table may have; anything else is a typo that would otherwise be silently ignored.
 TOP_KEYS = ("project", "features", "pins")
-PIN_KEYS = ("source", "remote", "tag", "commit", "base-commit", "sdist", "wheels")
+PIN_KEYS = ("source", "remote", "tag", "commit", "base-commit", "sdist", "wheels", "flavors")
 ARTIFACT_KEYS = ("file", "sha256", "url")
 FEATURE_KEYS = ("description", "native-since")
 DEFAULT_FEATURES = {
@@ -134,7 +135,8 @@ def parse_pins(path: Path, raw: bytes) -> PinsFile:
             raise fail("source is 'sdist' but no sdist is pinned")
         if source == "git" and not (remote and tag):
             raise fail("source is 'git' but remote or tag is missing")
-        pins.append(Pin(version, source, remote, tag, commit, sdist, wheels, base_commit, project))
+        flavors = parse_flavors(entry.get("flavors", {}), version, path, text, line, fail, _artifact)
+        pins.append(Pin(version, source, remote, tag, commit, sdist, wheels, base_commit, project, flavors))
     pins.sort(key=lambda p: p.version)
     return PinsFile(path, project, tuple(pins), features, feature_info)
 
@@ -239,6 +241,14 @@ def _with_pin(old: bytes | None, pin: Pin) -> str:
     for wheel in pin.wheels:
         wheels.append(_artifact_table(wheel))
     entry["wheels"] = wheels
+    old_entry = pins.get(str(pin.version))
+    if pin.flavors:
+        flavors = tomlkit.table(is_super_table=True)
+        for flavor in pin.flavors:
+            flavors[flavor.name] = flavor_table(flavor, _artifact_table)
+        entry["flavors"] = flavors
+    elif old_entry is not None and "flavors" in old_entry:  # a re-pinned release keeps its pinned flavors
+        entry["flavors"] = old_entry["flavors"]
     pins[str(pin.version)] = entry
     keys = list(pins.keys())
     ordered = sorted(keys, key=Version)
@@ -248,6 +258,29 @@ def _with_pin(old: bytes | None, pin: Pin) -> str:
             del pins[key]
             pins[key] = value
     return _tidy_spacing(tomlkit.dumps(document))
+
+
+def write_flavor(path: Path, version: Version, flavor: Flavor, *, replace: bool = False) -> None:
+    """Add (or with `replace`, replace) one flavor of a pinned version; nothing else in the file changes."""
+
+    def change(old: bytes | None) -> bytes:
+        import tomlkit
+
+        if old is None:
+            raise VpatchError(f"no pin for {version}; run `vpatch pin add {version}` first", path=path)
+        pinned = parse_pins(path, old).get(version)
+        if pinned.flavor(flavor.name) is not None and not replace:
+            raise VpatchError(
+                f"pin {version} already has the {flavor.name} flavor (use --replace to re-pin it)", path=path
+            )
+        document = tomlkit.parse(old.decode("utf-8"))
+        entry = next(v for k, v in document["pins"].items() if Version(k) == version)
+        if "flavors" not in entry:
+            entry["flavors"] = tomlkit.table(is_super_table=True)
+        entry["flavors"][flavor.name] = flavor_table(flavor, _artifact_table)
+        return _tidy_spacing(tomlkit.dumps(document)).encode("utf-8")
+
+    update_file(path, change)
 
 
 def _tidy_spacing(text: str) -> str:

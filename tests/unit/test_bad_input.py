@@ -510,7 +510,7 @@ PINS_DEFECTS = [
         'tag = "v1.0"',
         'tag = "v1.0"\nmirror = "https://x"',
         "mirror =",
-        "pin 1.0: unknown key 'mirror' (known keys: source, remote, tag, commit, base-commit, sdist, wheels)",
+        "pin 1.0: unknown key 'mirror' (known keys: source, remote, tag, commit, base-commit, sdist, wheels, flavors)",
         id="unknown-pin-key",
     ),
     pytest.param(
@@ -631,6 +631,22 @@ def test_check_good_series(exported, capsys):
     assert "vllm 1.0: 2 patches, ok" in err
     code, out, err = run(exported, capsys, "check", "1.0", "--no-wheels")
     assert (code, out) == (0, "")
+
+
+def test_check_warns_about_a_patch_without_a_rationale(exported, capsys):
+    """P2's mail says nothing but its subject and headers (P1 says "Because."): it is warned about until it
+    says why the series carries it; check still passes."""
+    ws = exported
+    code, out, err = run(ws, capsys, "check", "1.0", "--no-wheels")
+    assert (code, out) == (0, "")  # a warning, not a problem
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {SERIES_DIR}/{P2}:6: no rationale"), warnings
+    path = ws.series_dir("1.0") / P2
+    head, _, rest = path.read_text().partition("\n\n")
+    path.write_text(head + "\n\nvLLM 1.0 lacks this; it can go once upstream has it.\n\n" + rest)
+    code, out, _ = run(ws, capsys, "check", "1.0", "--no-wheels", "--json")
+    (version,) = json.loads(out)["versions"]
+    assert code == 0 and version["warnings"] == []
 
 
 def test_check_patch_that_no_longer_applies(exported, capsys):

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import AUTHOR_ENV, default_tree
+from helpers import AUTHOR_ENV, DIFF_AUTHORSHIP, default_tree
 
 from toolkit.git import Git
 
@@ -133,7 +133,7 @@ def test_import_refuses_a_path_form_that_leaves_or_bends_the_tree(pinned, capsys
     refused(
         ws,
         capsys,
-        ("import", str(diff), "--version", "1.0", "--feature", "kv-routing"),
+        ("import", str(diff), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing"),
         f"bent.diff:{at}: patch touches a path outside the tree: ",
         message,
     )

@@ -35,7 +35,11 @@ def test_ci_runs_every_step_and_writes_the_summary(pinned, capsys, tmp_path):
     assert [s["name"] for s in version["steps"]] == ["pin-verify", "check", "build", "verify", "conform-static"]
     assert all(s["status"] == "pass" and s["seconds"] >= 0 for s in version["steps"])
     assert version["wheel"]["file"].startswith("vllm-1.0+dynamo.")
-    assert (tmp_path / "out" / "wheels" / version["wheel"]["file"]).exists()
+    built = tmp_path / "out" / "wheels" / version["wheel"]["file"]
+    assert built.exists()
+    # conform's wheel is the one the build step made (kept in the cache), not a second build
+    (kept,) = ws.cache.glob(f"wheels/vllm-1.0-*/{built.name}")
+    assert kept.read_bytes() == built.read_bytes() and kept.stat().st_ino == built.stat().st_ino
     assert version["conformance"] == {"static": "conform/vllm-1.0-static.json"}
     (patch,) = version["series"]["patches"]
     assert (patch["added_lines"], patch["removed_lines"], patch["apply"]) == (1, 0, "clean")

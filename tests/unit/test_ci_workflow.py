@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -89,4 +90,5 @@ def test_the_matrix_command_lists_the_pins(capsys):
     from toolkit.cli import main
 
     assert main(["--root", str(REPO), "pin", "list", "--matrix"]) == 0
-    assert json.loads(capsys.readouterr().out) == ["0.8.4", "0.8.5", "0.9.0"]
+    pinned = list(tomllib.loads((REPO / "patches" / "pins.toml").read_text())["pins"])
+    assert len(pinned) >= 3 and json.loads(capsys.readouterr().out) == pinned

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, module_text
+from helpers import DIFF_AUTHORSHIP, commit_in, module_text
 
 from toolkit.cli import main as vpatch_main
 from toolkit.faults import KILLED
@@ -214,7 +214,7 @@ def test_import_killed_at_each_boundary(pinned, tmp_path, capsys):
     series_of_two(ws)
     diff = tmp_path / "extra.diff"
     diff.write_text("--- a/vllm/extra.py\n+++ b/vllm/extra.py\n@@ -0,0 +1,2 @@\n+EXTRA = 1\n+MORE = 2\n")
-    args = ("import", str(diff), "--version", "1.0", "--feature", "kv-routing")
+    args = ("import", str(diff), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing")
     kills = run_trials(ws, tmp_path, capsys, "import", args)
     assert kills >= 5
     # importing the same source again is recognised: nothing written

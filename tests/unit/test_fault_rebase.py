@@ -57,6 +57,10 @@ def replay_template(pinned, tmp_path):
     """`conflicting_project` with the resolution recorded in the shared cache."""
     ws = pinned
     conflicting_project(ws)
+    # The project is in git, as a maintainer's is: its copies are one project, and share recorded resolutions.
+    project = Git.init(ws.root)
+    project.run("add", "patches")
+    project.run("commit", "-q", "-m", "the project", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"})
     # Record the resolution in the shared cache (in a copy: the template stays before the rebase).
     scratch = tmp_path / "record"
     shutil.copytree(ws.root, scratch, symlinks=True)

@@ -15,7 +15,16 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import AUTHOR_ENV, commit_in, default_tree, make_sdist, make_wheel, module_text, package_files
+from helpers import (
+    AUTHOR_ENV,
+    DIFF_AUTHORSHIP,
+    commit_in,
+    default_tree,
+    make_sdist,
+    make_wheel,
+    module_text,
+    package_files,
+)
 
 from toolkit.git import Git
 from toolkit.model import parse_patch
@@ -127,11 +136,72 @@ def assert_refused(ws, capsys, args: list[str], message: str) -> str:
 # ---------------------------------------------------------------- plain diffs
 
 
+def test_a_plain_diff_needs_an_author_and_a_date(pinned, tmp_path, capsys):
+    ws = pinned
+    base_and_fork(tmp_path, FORK_CHANGES)
+    diff = str(diff_ruN(tmp_path))
+    both = assert_refused(
+        ws, capsys, [diff, "--version", "1.0", "--feature", "kv-routing"], "carries no author or date"
+    )
+    assert "fork.diff" in both and "--author 'Name <email>' and --date YYYY-MM-DD" in both
+    only_date = assert_refused(
+        ws, capsys, [diff, "--version", "1.0", "--author", "A <a@b>", "--feature", "kv-routing"], "carries no date"
+    )
+    assert "--author" not in only_date.split("give", 1)[1]
+    assert_refused(
+        ws,
+        capsys,
+        [diff, "--version", "1.0", "--author", "A <a@b>", "--date", "April 2025", "--feature", "kv-routing"],
+        "--date must be an ISO 8601 date",
+    )
+    code, _, _ = run(
+        ws,
+        capsys,
+        "import",
+        diff,
+        "--version",
+        "1.0",
+        "--author",
+        "Ada Fork <ada@fork.example>",
+        "--date",
+        "2025-04-01T12:30:00+02:00",
+        "--feature",
+        "kv-routing",
+        "--json",
+    )
+    assert code == 0
+    mail = parsed(ws, "0001-kv-routing-files.patch")
+    assert mail.author == "Ada Fork <ada@fork.example>"
+    text = (ws.series_dir("1.0") / "0001-kv-routing-files.patch").read_text()
+    assert "\nDate: Tue, 1 Apr 2025 12:30:00 +0200\n" in text
+
+
+def test_a_diff_against_stock_over_a_series_is_named_briefly_with_a_hint(pinned, tmp_path, capsys):
+    """A post-release's diff taken against stock repeats what the series changes: the one error line names
+    the first failing hunks, counts the rest, and says what to import instead."""
+    ws = pinned
+    existing_series(ws)  # changes setup.py
+    hunks = "".join(f"@@ -{n},1 +{n},1 @@\n-not in the file {n}\n+changed {n}\n" for n in range(1, 40, 3))
+    diff = tmp_path / "post.diff"
+    diff.write_text(
+        "--- a/setup.py\n+++ b/setup.py\n@@ -1,2 +1,2 @@\n from setuptools import setup\n-setup()\n+setup(name='x')\n"
+        f"--- a/README.md\n+++ b/README.md\n{hunks}"
+    )
+    message = assert_refused(
+        ws, capsys, [str(diff), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing"], "and 6 more"
+    )
+    assert message.count("does not apply") == 9  # the headline and 8 named hunks
+    assert "1 of the 2 failing files are ones the series already changes" in message
+    assert "--git REPO OLD..NEW" in message and len(message) < 1500
+
+
 def test_diff_ruN_imports_as_one_patch_and_round_trips_into_the_overlay_wheel(pinned, tmp_path, capsys):
     ws = pinned
     base_and_fork(tmp_path, FORK_CHANGES)
     patch_file = diff_ruN(tmp_path)
-    code, data, _ = run(ws, capsys, "import", str(patch_file), "--version", "1.0", "--feature", "kv-routing", "--json")
+    code, data, _ = run(
+        ws, capsys, "import", str(patch_file), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing", "--json"
+    )
     assert code == 0
     (patch,) = data["patches"]
     assert patch["name"] == "0001-kv-routing-files.patch"
@@ -146,7 +216,7 @@ def test_diff_ruN_imports_as_one_patch_and_round_trips_into_the_overlay_wheel(pi
         ("Origin", "import, file fork.diff"),
         ("Patch-File", "0001-kv-routing-files.patch"),
     ]
-    assert mail.author == "vpatch <vpatch@localhost>"
+    assert mail.author == "Fork Dev <dev@fork.example>"
     kinds = {f.path: (f.old_path is None, f.new_path is None) for f in mail.files}
     assert kinds["vllm/core/kv_events.py"] == (True, False)  # added (diff -N's epoch timestamp)
     assert kinds["tests/test_core.py"] == (False, True)  # deleted
@@ -155,7 +225,7 @@ def test_diff_ruN_imports_as_one_patch_and_round_trips_into_the_overlay_wheel(pi
     first = ws.snapshot()
     ws.write_series("1.0", {})
     (ws.series_dir("1.0") / "0001-kv-routing-files.patch").unlink()
-    assert ws.run("import", str(patch_file), "--version", "1.0", "--feature", "kv-routing") == 0
+    assert ws.run("import", str(patch_file), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing") == 0
     assert ws.snapshot()["vllm-1.0/0001-kv-routing-files.patch"] == first["vllm-1.0/0001-kv-routing-files.patch"]
 
     assert ws.run("apply", "1.0") == 0
@@ -177,7 +247,10 @@ def test_difflib_diff_and_git_diff_with_renames_import(pinned, tmp_path, capsys)
     (tmp_path / "lib.diff").write_text(
         "".join(difflib.unified_diff(old, new, "a/vllm/core/block_pool.py", "b/vllm/core/block_pool.py"))
     )
-    assert ws.run("import", str(tmp_path / "lib.diff"), "--version", "1.0", "--feature", "pd-disagg") == 0
+    assert (
+        ws.run("import", str(tmp_path / "lib.diff"), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "pd-disagg")
+        == 0
+    )
     # git diff with a rename and an executable new file, made by real git in a fork repository
     repo = fork_repo(tmp_path)
     repo.run("mv", "vllm/engine/args.py", "vllm/engine/arguments.py")
@@ -187,7 +260,10 @@ def test_difflib_diff_and_git_diff_with_renames_import(pinned, tmp_path, capsys)
     diff = repo.run("-c", "diff.renames=true", "diff", "--cached", "-M").stdout
     assert b"rename from vllm/engine/args.py" in diff
     (tmp_path / "git.diff").write_bytes(diff)
-    assert ws.run("import", str(tmp_path / "git.diff"), "--version", "1.0", "--feature", "kv-routing") == 0
+    assert (
+        ws.run("import", str(tmp_path / "git.diff"), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing")
+        == 0
+    )
     assert series_names(ws) == ["0001-pd-disagg-core-block-pool.patch", "0002-kv-routing-files.patch"]
     assert ws.run("check", "1.0", "--no-wheels") == 0
     assert ws.run("apply", "1.0") == 0
@@ -235,6 +311,7 @@ def test_split_modes_group_files_and_number_after_the_existing_patches(pinned, t
         str(tmp_path / "changes.diff"),
         "--version",
         "1.0",
+        *DIFF_AUTHORSHIP,
         "--split",
         mode,
         "--feature",
@@ -383,7 +460,7 @@ def test_wheel_pair_round_trip_and_binary_refusal(pinned, tmp_path, capsys):
     files.update({k: v for k, v in FORK_CHANGES.items() if k.startswith("vllm/")})
     files["vllm/_version.py"] = "__version__ = version = '1.0+fork'\n"  # generated: never imported
     fork = make_wheel(tmp_path / "fork", "1.0", files)
-    args = ["--base", str(base), "--fork", str(fork), "--version", "1.0", "--feature", "kv-routing"]
+    args = ["--base", str(base), "--fork", str(fork), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing"]
     code, data, err = run(ws, capsys, "import", *args, "--split", "per-file", "--json")
     assert code == 0, err
     changed = ["vllm/core/block_pool.py", "vllm/core/kv_events.py", "vllm/core/scheduler.py", "vllm/engine/args.py"]
@@ -403,7 +480,10 @@ def test_wheel_pair_round_trip_and_binary_refusal(pinned, tmp_path, capsys):
     # --base defaults to the pinned stock wheel; a fork whose compiled member differs is refused whole
     other = make_wheel(tmp_path / "binfork", "1.0", files, extra={"vllm/_C.abi3.so": b"\x7fELF" + bytes(5000)})
     message = assert_refused(
-        ws, capsys, ["--fork", str(other), "--version", "1.0", "--feature", "kv-routing"], "binary difference in"
+        ws,
+        capsys,
+        ["--fork", str(other), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing"],
+        "binary difference in",
     )
     assert "vllm/_C.abi3.so" in message and "cannot be carried as a patch" in message
 
@@ -416,7 +496,17 @@ def test_sdist_pair_against_the_pinned_sdist(pinned, tmp_path, capsys):
     tree["PKG-INFO"] = "Metadata-Version: 2.1\nName: vllm\nVersion: 1.0+fork\n"  # metadata: not compared
     fork = make_sdist(tmp_path / "forked", "1.0", tree)
     code, data, err = run(
-        ws, capsys, "import", "--fork", str(fork), "--version", "1.0", "--feature", "kv-routing", "--json"
+        ws,
+        capsys,
+        "import",
+        "--fork",
+        str(fork),
+        "--version",
+        "1.0",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "kv-routing",
+        "--json",
     )
     assert code == 0, err
     (patch,) = data["patches"]
@@ -480,7 +570,16 @@ def test_a_large_diff_with_added_files_and_a_crlf_file(workspace, tmp_path, caps
     assert b"-LINE_50 = 50  # windows\r\n+LINE_50 = 5000  # windows\r\n" in diff
     (tmp_path / "big.diff").write_bytes(diff)
     started = time.perf_counter()
-    args = ["import", str(tmp_path / "big.diff"), "--version", "2.0", "--feature", "kv-routing", "--json"]
+    args = [
+        "import",
+        str(tmp_path / "big.diff"),
+        "--version",
+        "2.0",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "kv-routing",
+        "--json",
+    ]
     code, data, err = run(ws, capsys, *args)
     seconds = time.perf_counter() - started
     assert code == 0, err
@@ -516,7 +615,10 @@ def other_versions(pinned, tmp_path):
 def test_failing_files_and_hunks_are_named_and_nothing_is_written(other_versions, capsys):
     ws, patch_file = other_versions
     message = assert_refused(
-        ws, capsys, [str(patch_file), "--version", "1.2", "--feature", "kv-routing"], "does not apply with zero fuzz"
+        ws,
+        capsys,
+        [str(patch_file), "--version", "1.2", *DIFF_AUTHORSHIP, "--feature", "kv-routing"],
+        "does not apply with zero fuzz",
     )
     text = patch_file.read_text().splitlines()
     line = next(i for i, t in enumerate(text, start=1) if t.startswith("--- base/vllm/core/block_pool.py"))
@@ -530,12 +632,24 @@ def test_failing_files_and_hunks_are_named_and_nothing_is_written(other_versions
 
 def test_offsets_are_refused_unless_allowed(other_versions, capsys):
     ws, patch_file = other_versions
-    message = assert_refused(ws, capsys, [str(patch_file), "--version", "1.1", "--feature", "kv-routing"], "offset")
+    message = assert_refused(
+        ws, capsys, [str(patch_file), "--version", "1.1", *DIFF_AUTHORSHIP, "--feature", "kv-routing"], "offset"
+    )
     assert "vllm/core/scheduler.py: hunk #1 applies at line 6 (offset +2 lines)" in message
     assert "vllm/core/scheduler.py: hunk #2 applies at line 36 (offset +2 lines)" in message
     assert "--allow-offset" in message
     code, data, _ = run(
-        ws, capsys, "import", str(patch_file), "--version", "1.1", "--feature", "kv-routing", "--allow-offset", "--json"
+        ws,
+        capsys,
+        "import",
+        str(patch_file),
+        "--version",
+        "1.1",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "kv-routing",
+        "--allow-offset",
+        "--json",
     )
     assert code == 0 and any("offset +2 lines" in n for n in data["notes"])
     assert ws.run("check", "1.1", "--no-wheels") == 0  # rendered at the lines where it applies
@@ -595,20 +709,27 @@ def test_bad_input_is_one_line_and_writes_nothing(pinned, tmp_path, capsys, case
     text, message = BAD_INPUTS[case]
     path = tmp_path / "fork.diff"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
-    assert_refused(ws, capsys, [str(path), "--version", "1.0", "--feature", "kv-routing"], message)
+    assert_refused(ws, capsys, [str(path), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing"], message)
 
 
 def test_option_errors(pinned, tmp_path, capsys):
     ws = pinned
     base_and_fork(tmp_path, {"README.md": "# fork\n"})
     patch = str(diff_ruN(tmp_path))
-    assert_refused(ws, capsys, [patch, "--version", "1.0", "--feature", "nope"], "unknown feature 'nope'")
+    assert_refused(
+        ws, capsys, [patch, "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "nope"], "unknown feature 'nope'"
+    )
     assert_refused(ws, capsys, [patch, "--version", "1.0"], "has no Feature: header")
     assert_refused(
-        ws, capsys, [patch, "--version", "1.0", "--feature", "kv-routing", "--upstream-status", "Maybe"], "Maybe"
+        ws,
+        capsys,
+        [patch, "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing", "--upstream-status", "Maybe"],
+        "Maybe",
     )
     assert_refused(ws, capsys, [patch, "--version", "1.0", "--git", ".", "a..b"], "exactly one source")
-    assert_refused(ws, capsys, [patch, "--version", "9.9", "--feature", "kv-routing"], "no pin for vllm 9.9")
+    assert_refused(
+        ws, capsys, [patch, "--version", "9.9", *DIFF_AUTHORSHIP, "--feature", "kv-routing"], "no pin for vllm 9.9"
+    )
 
 
 def test_dry_run_checks_everything_and_writes_nothing(pinned, tmp_path, capsys):
@@ -618,7 +739,17 @@ def test_dry_run_checks_everything_and_writes_nothing(pinned, tmp_path, capsys):
     patch = str(diff_ruN(tmp_path))
     before = ws.snapshot()
     code, data, _ = run(
-        ws, capsys, "import", patch, "--version", "1.0", "--feature", "kv-routing", "--dry-run", "--json"
+        ws,
+        capsys,
+        "import",
+        patch,
+        "--version",
+        "1.0",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "kv-routing",
+        "--dry-run",
+        "--json",
     )
     assert code == 0 and data["written"] is False and data["existing"] == 1
     assert [p["name"] for p in data["patches"]] == ["0002-kv-routing-files.patch"]

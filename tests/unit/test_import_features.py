@@ -9,7 +9,7 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from helpers import module_text
+from helpers import DIFF_AUTHORSHIP, module_text
 from test_import import (
     FORK_BLOCK_POOL,
     FORK_SCHEDULER,
@@ -49,7 +49,7 @@ def test_flags_split_a_mixed_diff_per_feature_and_the_default_takes_the_rest(pin
     ws = pinned
     base_and_fork(tmp_path, MIXED)
     patch = str(diff_ruN(tmp_path))
-    args = ["import", patch, "--version", "1.0", "--feature", "vllm/core/**=kv-routing"]
+    args = ["import", patch, "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "vllm/core/**=kv-routing"]
     code, data, _ = run(
         ws, capsys, *args, "--feature", "vllm/engine/*.py=pd-disagg", "--feature", "pd-disagg", "--json"
     )
@@ -92,6 +92,7 @@ def test_a_feature_map_file_with_split_per_file(pinned, tmp_path, capsys, kind):
         patch,
         "--version",
         "1.0",
+        *DIFF_AUTHORSHIP,
         "--feature-map",
         str(feature_map),
         "--split",
@@ -121,6 +122,7 @@ def test_a_flag_rule_wins_over_the_map(pinned, tmp_path, capsys):
         patch,
         "--version",
         "1.0",
+        *DIFF_AUTHORSHIP,
         "--feature",
         "vllm/core/block_pool.py=pd-disagg",
         "--feature-map",
@@ -140,7 +142,9 @@ def test_unmatched_files_are_listed_one_line_each_and_refused_without_a_default(
     patch = diff_ruN(tmp_path)
     text = patch.read_text().splitlines()
     before = user_files(ws)
-    code, _, err = run(ws, capsys, "import", str(patch), "--version", "1.0", "--feature", "vllm/core/**=kv-routing")
+    code, _, err = run(
+        ws, capsys, "import", str(patch), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "vllm/core/**=kv-routing"
+    )
     assert code == 1
     unmatched = [line for line in err if line.startswith("unmatched: ")]
     # README.md and vllm/engine/args.py, each with the diff line where its section starts
@@ -161,11 +165,16 @@ def test_undeclared_features_are_refused_with_a_did_you_mean(pinned, tmp_path, c
     ws = pinned
     base_and_fork(tmp_path, MIXED)
     patch = str(diff_ruN(tmp_path))
-    message = assert_refused(ws, capsys, [patch, "--version", "1.0", "--feature", "kv-routnig"], "did you mean")
+    message = assert_refused(
+        ws, capsys, [patch, "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routnig"], "did you mean"
+    )
     assert "unknown feature 'kv-routnig'; did you mean 'kv-routing'?" in message
     assert "vpatch feature add kv-routnig" in message
     message = assert_refused(
-        ws, capsys, [patch, "--version", "1.0", "--feature", "vllm/**=pd-disag", "--feature", "kv-routing"], "pd-disag'"
+        ws,
+        capsys,
+        [patch, "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "vllm/**=pd-disag", "--feature", "kv-routing"],
+        "pd-disag'",
     )
     assert "did you mean 'pd-disagg'?" in message and "vllm/**" in message
     (tmp_path / "map.txt").write_text("vllm/** kv-routing\n\nREADME.md docs\n")
@@ -176,7 +185,10 @@ def test_undeclared_features_are_refused_with_a_did_you_mean(pinned, tmp_path, c
     (tmp_path / "bad.txt").write_text("vllm/** kv-routing extra\n")
     assert_refused(ws, capsys, [patch, "--version", "1.0", "--feature-map", str(tmp_path / "bad.txt")], "bad.txt:1:")
     assert_refused(
-        ws, capsys, [patch, "--version", "1.0", "--feature", "a", "--feature", "b"], "a second default feature"
+        ws,
+        capsys,
+        [patch, "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "a", "--feature", "b"],
+        "a second default feature",
     )
 
 
@@ -210,6 +222,7 @@ def test_feature_add_declares_in_pins_toml_and_import_accepts_it(pinned, tmp_pat
         patch,
         "--version",
         "1.0",
+        *DIFF_AUTHORSHIP,
         "--feature",
         "*.md=licence-headers",
         "--feature",
@@ -225,7 +238,17 @@ def test_names_and_subjects_say_what_each_patch_touches_and_stay_unique(pinned, 
     ws = pinned
     base_and_fork(tmp_path, MIXED)
     patch = str(diff_ruN(tmp_path))
-    args = ["import", patch, "--version", "1.0", "--feature", "vllm/core/**=kv-routing", "--feature", "pd-disagg"]
+    args = [
+        "import",
+        patch,
+        "--version",
+        "1.0",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "vllm/core/**=kv-routing",
+        "--feature",
+        "pd-disagg",
+    ]
     code, data, _ = run(ws, capsys, *args, "--split", "per-file", "--json")
     assert code == 0
     assert [(p["name"], p["subject"]) for p in data["patches"]] == [
@@ -241,7 +264,16 @@ def test_names_and_subjects_say_what_each_patch_touches_and_stay_unique(pinned, 
         "--- /dev/null\n+++ b/vllm/core/extra_b.py\n@@ -0,0 +1 @@\n+B = 1\n"
     )
     code, data, _ = run(
-        ws, capsys, "import", str(tmp_path / "more.diff"), "--version", "1.0", "--feature", "kv-routing", "--json"
+        ws,
+        capsys,
+        "import",
+        str(tmp_path / "more.diff"),
+        "--version",
+        "1.0",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "kv-routing",
+        "--json",
     )
     assert code == 0
     assert [(p["name"], p["subject"]) for p in data["patches"]] == [
@@ -252,7 +284,16 @@ def test_names_and_subjects_say_what_each_patch_touches_and_stay_unique(pinned, 
         "--- /dev/null\n+++ b/vllm/core/extra_f.py\n@@ -0,0 +1 @@\n+F = 1\n"
     )
     code, data, _ = run(
-        ws, capsys, "import", str(tmp_path / "more2.diff"), "--version", "1.0", "--feature", "kv-routing", "--json"
+        ws,
+        capsys,
+        "import",
+        str(tmp_path / "more2.diff"),
+        "--version",
+        "1.0",
+        *DIFF_AUTHORSHIP,
+        "--feature",
+        "kv-routing",
+        "--json",
     )
     assert code == 0
     assert [(p["name"], p["subject"]) for p in data["patches"]] == [

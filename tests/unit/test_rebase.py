@@ -6,11 +6,13 @@ import json
 import re
 import shutil
 import tomllib
+from pathlib import Path
 
 import pytest
 from helpers import AUTHOR_ENV, commit_in, commit_tree, default_tree, env_var, git_repo, module_text
 
 from toolkit.git import Git
+from toolkit.lifecycle.rebase import rerere_cache
 
 P1 = "0001-core-scale-value-twenty.patch"
 P2 = "0002-v1-publish-block-events.patch"
@@ -308,7 +310,7 @@ def test_a_patch_that_cannot_be_merged_stops_as_failed_until_its_change_is_stage
 
 def test_rerere_reuses_a_resolution_after_finishing_and_after_aborting(conflicting_13, capsys):
     ws = conflicting_13
-    shared = ws.cache / "rerere" / "vllm"
+    shared = rerere_cache(ws.cache, "vllm", ws.root)
     checkout = ws.root / "checkouts" / "vllm-1.3-rebase"
 
     def reused(*extra: str) -> None:
@@ -339,6 +341,27 @@ def test_rerere_reuses_a_resolution_after_finishing_and_after_aborting(conflicti
     reused("--force")
 
 
+def test_resolutions_are_kept_per_project_not_per_name(tmp_path: Path) -> None:
+    """Two forks of vLLM on one machine both call themselves vllm; their recorded resolutions stay apart,
+    while two clones of one fork (same first commit) share theirs."""
+    cache = tmp_path / "cache"
+    forks = []
+    for name in ("fork-a", "fork-b"):
+        repo = Git.init(tmp_path / name)
+        (tmp_path / name / "pins.toml").write_text(f"# {name}\n")
+        repo.run("add", "pins.toml")
+        repo.run("commit", "-q", "-m", name, env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"})
+        forks.append(tmp_path / name)
+    clone = tmp_path / "fork-a-clone"
+    Git(tmp_path).run("clone", "-q", str(forks[0]), str(clone))
+    plain = tmp_path / "not-in-git"
+    plain.mkdir()
+    a, b, a2, p = (rerere_cache(cache, "vllm", root) for root in (*forks, clone, plain))
+    assert len({a, b, p}) == 3
+    assert a == a2
+    assert all(path.parent == cache / "rerere" and path.name.startswith("vllm-") for path in (a, b, p))
+
+
 def test_became_empty_and_reverse_apply_evidence(series_10, capsys):
     ws = series_10
     # 1.4 took patch 3 verbatim, and patch 1's change with a neighbouring line edited as well.
@@ -360,6 +383,32 @@ def test_became_empty_and_reverse_apply_evidence(series_10, capsys):
     range_diff = (ws.series_dir("1.4") / "range-diff.txt").read_text()
     assert len(re.findall(r"^\d:  [0-9a-f]{12} < -:  -{12} ", range_diff, re.M)) == 2
     assert ws.run("check", "1.4", "--no-wheels") == 0
+
+
+def test_native_since_is_a_hint_in_the_evidence(series_10, capsys):
+    """pins.toml's native-since says upstream ships its own version of a feature: the evidence says so for
+    that feature's patches once NEW is that release or later, and not before."""
+    ws = series_10
+    pins = ws.root / "patches" / "pins.toml"
+    text = pins.read_text()
+    line = 'kv-routing = "KV-cache events and load metrics for KV-aware routing"'
+    assert line in text
+    pins.write_text(text.replace(line, 'kv-routing = { description = "events", native-since = "1.4" }'))
+    publish(ws, "1.3")
+    publish(ws, "1.4")
+    for version, expected in (("1.3", None), ("1.4", "1.4")):
+        code, _ = rebase(ws, capsys, "1.0", "--onto", version)
+        assert code == 0
+        entries = evidence(ws, version)["patches"].values()
+        assert {e["feature"] for e in entries} == {"kv-routing", "pd-disagg"}
+        for entry in entries:
+            hint = expected if entry["feature"] == "kv-routing" else None
+            assert entry["evidence"]["native_since"] == hint
+            assert ("native_since" in entry["upstream_signals"]) == (hint is not None)
+    # a hint, not evidence: retiring on it alone is refused
+    kv = next(n for n, e in evidence(ws, "1.4")["patches"].items() if e["upstream_signals"] == ["native_since"])
+    assert ws.run("retire", kv, "--since", "1.4") == 1
+    assert "refusing to retire" in capsys.readouterr().err
 
 
 def test_everything_absorbed_makes_stock_the_recommended_default(series_10, capsys):
@@ -555,7 +604,9 @@ def test_a_patch_retired_for_new_is_not_replayed(series_10, capsys):
     ws = series_10
     publish(ws, "1.1")
     assert ws.run("pin", "add", "1.1") == 0
-    assert ws.run("retire", P2, "--since", "1.1") == 0
+    # kv-routing has a contract and no results for 1.1 here: only a forced retirement (header as support)
+    assert ws.run("retire", P2, "--since", "1.1") == 1
+    assert ws.run("retire", P2, "--since", "1.1", "--force", "--reason", "merged upstream") == 0
     assert b"Retired-Since: 1.1" in (ws.series_dir("1.0") / P2).read_bytes()  # the last series carrying it
     code, result = rebase(ws, capsys, "1.0", "--onto", "1.1")
     assert code == 0 and result["done"]
@@ -566,7 +617,9 @@ def test_a_patch_retired_for_new_is_not_replayed(series_10, capsys):
     facts = evidence(ws, "1.1")
     entry = facts["patches"][P2]
     assert entry["outcome"] == "retired" and entry["kept"] is False
-    assert entry["details"] == ["retired since 1.1: Applied-Upstream: https://example.com/commit/1"]
+    (detail,) = entry["details"]
+    assert detail.startswith("retired since 1.1: forced: merged upstream; no kv-routing contract results")
+    assert detail.endswith("; Applied-Upstream: https://example.com/commit/1")
     assert {"name": P2, "feature": "kv-routing", "reason": "retired"} in facts["dropped"]
     assert ws.run("check", "1.1", "--no-wheels") == 0
     # A retirement for a later release does not stop the replay onto this one.
@@ -580,21 +633,27 @@ def test_a_patch_retired_for_new_is_not_replayed(series_10, capsys):
 def test_a_passing_against_run_is_recorded_as_conformance_evidence(series_10, capsys):
     ws = series_10
     publish(ws, "1.1")
+    from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, encode_contract
+    from toolkit.records.status import Status
+
     results = ws.root / "out" / "conform"
     results.mkdir(parents=True)
-    checks = [{"name": "router-agreement", "status": "pass"}, {"name": "env-new", "status": "pass"}]
-    (results / "vllm-1.1-against-1.0.json").write_text(
-        json.dumps({"ok": True, "tier": "against-1.0", "checks": checks})
-    )
-    (results / "vllm-1.1-against-0.9.json").write_text(json.dumps({"ok": False, "tier": "against-0.9"}))
+    new = BuildSpec("1.1", "stock")
+    for old, load in (("1.0", Status.PASS), ("0.9", Status.NOT_PROVIDED)):
+        items = [ItemResult("kv-routing", "overlap", Status.PASS), ItemResult("kv-routing", "load-figures", load)]
+        run = ConfigRun("new-bind-builtin", "new", new, None, items)
+        record = ContractResults("vllm", new, BuildSpec(old, "dynamo-base"), ["kv-routing"], "kv-watch", [run], True)
+        (results / f"vllm-1.1-against-{old}.json").write_text(encode_contract(record))
+    # the in-process comparison's files (schema 1) are no evidence any more
+    (results / "vllm-1.1-against-0.8.json").write_text(json.dumps({"ok": True, "checks": []}))
     code, _ = rebase(ws, capsys, "1.0", "--onto", "1.1")
     assert code == 0
     entries = evidence(ws, "1.1")["patches"]
     kv = entries[P2]  # Feature: kv-routing
     assert kv["evidence"]["conformance"] == {
         "file": "vllm-1.1-against-1.0.json",
-        "tier": "against-1.0",
-        "check": "router-agreement",
+        "build": "stock 1.1",
+        "against": "dynamo-base 1.0",
     }
     assert "conformance" in kv["upstream_signals"]
     assert entries[P3]["evidence"]["conformance"] is None  # pd-disagg: no against check for it

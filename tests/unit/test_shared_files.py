@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import Workspace, env_var
+from helpers import DIFF_AUTHORSHIP, Workspace, env_var
 
 from toolkit.cache import project_lock, update_file
 from toolkit.options import load_options
@@ -182,7 +182,9 @@ def test_concurrent_imports_into_one_series_keep_every_patch(warm: Workspace, tm
         root = fresh_project(warm, f"imports-{trial}")
         results = start_together(
             [
-                vpatch_command(warm, root, "import", str(diff), "--version", "1.0", "--feature", "kv-routing")
+                vpatch_command(
+                    warm, root, "import", str(diff), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing"
+                )
                 for diff in diffs
             ]
         )

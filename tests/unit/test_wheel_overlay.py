@@ -575,6 +575,28 @@ def fail_on_write(monkeypatch, n: int) -> None:
     monkeypatch.setattr(zipraw.RawZipWriter, "write", failing)
 
 
+def test_a_wheel_that_fails_verification_leaves_the_output_directory(pinned, capsys, tmp_path):
+    """A fork that imports what the install check's runtime lacks: the build's verify step ends ✗, the wheel
+    is moved to OUT/rejected/ (publishing OUT/*.whl cannot ship it) and the exit is 1."""
+    make_series(
+        pinned,
+        [({"vllm/__init__.py": 'raise ImportError("the fork needs triton")\n'}, "[Core] import triton", PENDING)],
+    )
+    out = tmp_path / "dist"
+    code, data, err = build(pinned, capsys, out)
+    assert code == 1 and data is not None and data["ok"] is False
+    (entry,) = data["wheels"]
+    assert entry["verify"]["ok"] is False
+    assert Path(entry["wheel"]).parent == out / "rejected" and Path(entry["wheel"]).is_file()
+    assert list(out.glob("*.whl")) == []
+    capsys.readouterr()
+    assert pinned.run("build", "1.0", "-o", str(out), "--no-runtime") == 1
+    err = capsys.readouterr().err
+    verify_lines = [line for line in err.splitlines() if line.endswith("s)") and " verify " in line]
+    assert len(verify_lines) == 1 and verify_lines[0].startswith("✗ verify "), err
+    assert "failed verification: moved to" in err and list(out.glob("*.whl")) == []
+
+
 def test_an_interrupted_build_leaves_nothing_behind(series, capsys, tmp_path, monkeypatch):
     ws = series
     with monkeypatch.context() as patch:

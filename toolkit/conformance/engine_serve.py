@@ -156,7 +156,8 @@ def _completion(port: int, model: Path, ids: list[int], max_tokens: int, params:
 
 def external_hits(port: int) -> float:
     """The server's Prometheus counter of prompt tokens its KV connector supplied."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+    # generous: the first scrape of a busy server (the offline P/D engines share the cores) can take long
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=120) as response:
         text = response.read().decode()
     return sum(
         float(line.rsplit(" ", 1)[1])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from toolkit.cache import atomic_write_text, locked, sha256_file
 from toolkit.envs import (
+    compile_bytecode,
     create_venv,
     install,
     layer_on,
@@ -30,25 +31,44 @@ from toolkit.serving.drivers import driver_command
 STAMP = "vpatch-vllm-env.json"
 
 
-def vllm_env(cache_dir: Path, wheel: Path, *, sha256: str | None = None, nixl: bool = False) -> Path:
-    """`nixl=True`: NIXL (the P/D series' fast transport) is importable too, from its own cached layer."""
+def vllm_env(
+    cache_dir: Path, wheel: Path, *, sha256: str | None = None, nixl: bool = False, extra: tuple[Path, ...] = ()
+) -> Path:
+    """`nixl=True`: NIXL (the P/D series' fast transport) is importable too, from its own cached layer.
+    `extra`: wheels installed beside vLLM (a plugin for stock vLLM); the venv is keyed by them too."""
     digest = sha256 or sha256_file(wheel)
-    venv = cache_dir / "envs" / f"vllm-{digest[:20]}{'-nixl' if nixl else ''}"
+    extras = "".join(f"-{sha256_file(w)[:12]}" for w in extra)
+    venv = cache_dir / "envs" / f"vllm-{digest[:20]}{extras}{'-nixl' if nixl else ''}"
     with locked(venv):
-        if (venv / STAMP).is_file() and venv_python(venv).exists():
+        stamp = _read_stamp(venv)
+        if stamp is not None and venv_python(venv).exists():
+            if not stamp.get("bytecode"):  # made before venvs carried their .pyc: compiled once, now
+                compile_bytecode(venv)
+                atomic_write_text(venv / STAMP, json.dumps({**stamp, "bytecode": True}) + "\n")
             return venv
         if venv.exists():
             shutil.rmtree(venv)
         runtime = runtime_env(cache_dir)
         create_venv(venv)
         try:
-            install(venv, [str(wheel)], installer="uv" if uv_binary() else "pip", no_deps=True)
+            install(venv, [str(wheel), *map(str, extra)], installer="uv" if uv_binary() else "pip", no_deps=True)
             layer_on(venv, runtime, *([transport_env(cache_dir)] if nixl else []))
+            compile_bytecode(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
-        atomic_write_text(venv / STAMP, json.dumps({"wheel": wheel.name, "sha256": digest}) + "\n")
+        stamp = {"wheel": wheel.name, "sha256": digest, **({"extra": [w.name for w in extra]} if extra else {})}
+        atomic_write_text(venv / STAMP, json.dumps({**stamp, "bytecode": True}) + "\n")
     return venv
+
+
+def _read_stamp(venv: Path) -> dict | None:
+    """The venv's stamp; None when it is missing or damaged (the venv is then built again)."""
+    try:
+        stamp = json.loads((venv / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def run_runner(
@@ -62,8 +82,14 @@ def run_runner(
     start_delay: float = 0.0,
     background: bool = False,
     timeout: float = 900,
+    stat_loggers: bool = False,
+    extra_env: dict[str, str] | None = None,
+    extra_args: tuple[str, ...] = (),
+    log: Path | None = None,
 ) -> subprocess.CompletedProcess | subprocess.Popen:
-    """Run the scenario runner (the driver runner.py) inside `venv`, writing the trace to `out`."""
+    """Run the scenario runner (the driver runner.py) inside `venv`, writing the trace to `out`.
+    `stat_loggers`: feed each step's scheduler stats to the stat loggers vLLM's frontend would build (an
+    installed plugin's among them); `extra_env` adds to the child's environment (e.g. the plugin's endpoint)."""
     argv = driver_command(venv_python(venv), "runner", "--out", str(out), "--hash-algo", hash_algo)
     if workloads:
         argv += ["--workloads", ",".join(workloads)]
@@ -73,8 +99,16 @@ def run_runner(
         argv += ["--wait-for", str(wait_for)]
     if start_delay:
         argv += ["--start-delay", str(start_delay)]
+    if stat_loggers:
+        argv.append("--stat-loggers")
+    argv += extra_args
     env = offline_env()
+    env.update(extra_env or {})
     env.setdefault("OMP_NUM_THREADS", "1")
+    if background and log is not None:
+        # a file, not a pipe: nobody reads the engine's log while it runs, and a full pipe would block it
+        with log.open("wb") as handle:
+            return subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=env)
     if background:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)

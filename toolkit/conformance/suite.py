@@ -11,6 +11,7 @@ Tiers:
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import time
@@ -33,7 +34,13 @@ from toolkit.conformance.checks import (
 )
 from toolkit.conformance.envs import read_trace, run_pd, run_runner, vllm_env
 from toolkit.conformance.pdchecks import pd_checks
-from toolkit.conformance.upstream_tests import compare_outcomes, run_upstream_tests
+from toolkit.conformance.upstream_tests import (
+    compare_outcomes,
+    run_series_tests,
+    run_upstream_tests,
+    series_test_files,
+    series_tests_result,
+)
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Pin, Series
@@ -69,17 +76,27 @@ class ConformanceResult:
         return self.record.ok
 
 
-def patched_wheel(project: Project, pin: Pin, series: Series) -> Path:
-    """The overlay wheel of the series, built once per fingerprint into the cache."""
+def patched_wheel(project: Project, pin: Pin, series: Series, *, built: Path | None = None) -> Path:
+    """The overlay wheel of the series, built once per fingerprint into the cache. `built`: the same overlay
+    wheel made already (`vpatch ci`'s build step; overlay builds are byte-reproducible), kept instead of
+    building it a second time."""
     directory = project.options.cache_dir / "wheels" / f"{pin.series_dirname}-{series.fingerprint()}"
     existing = sorted(directory.glob("*.whl"))
     if existing:
         return existing[0]
     staging = directory.with_name(directory.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
-    built = build_overlay(project, pin, staging)
+    if built is not None:
+        staging.mkdir(parents=True)
+        try:
+            os.link(built, staging / built.name)
+        except OSError:  # another file system
+            shutil.copyfile(built, staging / built.name)
+        name = built.name
+    else:
+        name = build_overlay(project, pin, staging).path.name
     staging.rename(directory)
-    return directory / built.path.name
+    return directory / name
 
 
 def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> ConformanceResult:
@@ -231,6 +248,20 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
 
     checks.run("upstream-tests", upstream_tests)
 
+    def series_tests() -> CheckResult:
+        files = series_test_files(project.series(pin))
+        if not files:
+            return CheckResult("series-tests", NOT_APPLICABLE, "the series ships no tests")
+        if "patched" not in envs:
+            return CheckResult("series-tests", FAIL, "no dynamo-base venv (see env-patched)")
+        with project.scratch_checkout(pin) as checkout:
+            if not apply_series(checkout, project.series(pin)).ok:
+                return CheckResult("series-tests", FAIL, "the series does not apply (see series-applies)")
+            outcomes = run_series_tests(envs["patched"], checkout.path, files, project.options.cache_dir / "tmp")
+        return series_tests_result(files, outcomes)
+
+    checks.run("series-tests", series_tests)
+
 
 PD_CHECKS = ("pd-disagg-outputs", "pd-no-leaks", "pd-failure-paths", "pd-nixl-transport")
 
@@ -289,68 +320,3 @@ def _finish(
     path = out_dir / f"{pin.series_dirname}-{tier}.json"
     atomic_write_text(path, encode_results(record))
     return ConformanceResult(record, path)
-
-
-# Upstream 0.9.0 crashes with its "null" publisher once events are on (the factory passes the config to a
-# constructor that takes no arguments), so its events are taken from a real ZMQ publisher on a free port;
-# the builtin block hash is used because its ZMQ publisher cannot encode sha256 hashes (ints > 2**64).
-UPSTREAM_EVENTS = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:*"}
-KV_ROUTING_WORKLOADS = ["shared-prefix", "chunked-prefill", "preemption", "aborts", "prefix-reset", "mixed"]
-
-
-def run_against(project: Project, new_pin: Pin, old_pin: Pin, out_dir: Path) -> ConformanceResult:
-    """Stock NEW with upstream's own KV events vs dynamo-base OLD: the evidence for retiring kv-routing."""
-    from toolkit.conformance.against import compare_against
-
-    started = time.time()
-    checks = CheckList()
-    old_series = project.series(old_pin)
-    envs: dict[str, Path] = {}
-    info: dict[str, WheelRef | None] = {
-        "stock": WheelRef(new_pin.wheels[0].file, new_pin.wheels[0].sha256),
-        "patched": None,
-    }
-
-    def env_new() -> CheckResult:
-        wheel = fetch_artifact(project.options.cache_dir, new_pin.wheels[0], quiet=True)
-        envs["new"] = vllm_env(project.options.cache_dir, wheel, sha256=new_pin.wheels[0].sha256)
-        return CheckResult("env-new", PASS, f"stock {new_pin.label}: {envs['new']}")
-
-    def env_old() -> CheckResult:
-        wheel = patched_wheel(project, old_pin, old_series)
-        info["patched"] = WheelRef(wheel.name, sha256_file(wheel), old_series.fingerprint())
-        envs["old"] = vllm_env(project.options.cache_dir, wheel)
-        return CheckResult("env-old", PASS, f"dynamo-base {old_pin.label}: {envs['old']}")
-
-    checks.run("env-new", env_new)
-    checks.run("env-old", env_old)
-    traces: dict[str, list[dict]] = {}
-    trace_dir = out_dir / "traces"
-    trace_dir.mkdir(parents=True, exist_ok=True)
-    runs = {"new": UPSTREAM_EVENTS, "old": EVENTS_NULL}
-    for side, events in runs.items():
-
-        def run(side: str = side, events: dict = events) -> CheckResult:
-            if side not in envs:
-                return CheckResult(f"run-{side}", FAIL, f"no venv (see env-{side})")
-            out = trace_dir / f"against-{new_pin.version}-{old_pin.version}-{side}.jsonl"
-            run_runner(envs[side], out, kv_events=events, hash_algo="builtin", workloads=KV_ROUTING_WORKLOADS)
-            traces[side] = read_trace(out)
-            return CheckResult(f"run-{side}", PASS, f"{len(traces[side])} trace lines → {out.name}")
-
-        checks.run(f"run-{side}", run)
-    if {"new", "old"} <= traces.keys():
-        for result in compare_against(
-            f"dynamo-base {old_pin.version}", traces["old"], f"stock {new_pin.version}", traces["new"]
-        ):
-            checks.add(result)
-    else:
-        checks.add(
-            CheckResult(
-                "router-agreement",
-                FAIL,
-                f"a side did not run (see the run checks): stock {new_pin.version} may have no native KV events",
-            )
-        )
-    tier = f"against-{old_pin.version}"
-    return _finish(project, new_pin, tier, old_series, checks, info, started, out_dir)

@@ -1,4 +1,6 @@
-"""vLLM's own tests (selected files of tests/v1/core from the pinned source) against both builds.
+"""vLLM's own tests (selected files of tests/v1/core from the pinned source) against both builds, and the
+tests the series itself ships (test files its patches add under tests/, as upstream asks of a PR) in the
+dynamo-base build.
 
 The same test files run in the stock venv and in the dynamo-base venv; the check passes when every test
 has the same outcome in both. The tests are vLLM's; the offline shims they need are ours, a driver
@@ -24,11 +26,12 @@ import shutil
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ElementTree
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from toolkit.conformance.checks import FAIL, PASS, CheckResult
 from toolkit.envs import install, offline_env, uv_binary, venv_python
 from toolkit.git import Git
+from toolkit.model import Series
 from toolkit.serving.drivers import driver_path
 from toolkit.sources import Base
 
@@ -56,30 +59,80 @@ def run_upstream_tests(venv: Path, base: Base, scratch: Path) -> dict[str, str]:
             target = root / Path(path).name
             target.write_bytes(repo.run("show", f"{base.commit}:{path}").stdout)
         shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
-        report = root / "junit.xml"
-        env = offline_env()
-        env["OMP_NUM_THREADS"] = "1"
-        subprocess.run(
-            [
-                str(venv_python(venv)),
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                "--junitxml",
-                str(report),
-                str(root),
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=root,
-            timeout=1800,
+        return _run_pytest(venv, root, [str(root)])
+
+
+def series_test_files(series: Series) -> tuple[str, ...]:
+    """The pytest files the series' patches add (tests/**/test_*.py), in series order."""
+    return tuple(
+        f.new_path
+        for patch in series.patches
+        for f in patch.files
+        if f.old_path is None
+        and f.new_path is not None
+        and f.new_path.startswith("tests/")
+        and PurePosixPath(f.new_path).name.startswith("test_")
+        and f.new_path.endswith(".py")
+    )
+
+
+def run_series_tests(venv: Path, tree: Path, files: tuple[str, ...], scratch: Path) -> dict[str, str]:
+    """{test id: outcome} for the series' own test files, taken from the patched `tree` and run in `venv`.
+
+    Each file's directory is copied (its .py files: the helpers and __init__.py the tests import relatively)
+    as one package beside the offline conftest, so the installed vLLM is the one under test, not the tree's.
+    """
+    ensure_pytest(venv)
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="series-tests-", dir=scratch) as tmp:
+        root = Path(tmp)
+        targets = []
+        for path in files:
+            parent = PurePosixPath(path).parent
+            package = root / "_".join(parent.parts)
+            if not package.exists():
+                package.mkdir()
+                for source in sorted((tree / parent).glob("*.py")):
+                    shutil.copyfile(source, package / source.name)
+                (package / "__init__.py").touch()
+            targets.append(str(package / PurePosixPath(path).name))
+        shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
+        return _run_pytest(venv, root, targets)
+
+
+def series_tests_result(files: tuple[str, ...], outcomes: dict[str, str]) -> CheckResult:
+    counts = {kind: sum(1 for v in outcomes.values() if v == kind) for kind in ("passed", "failed", "error", "skipped")}
+    summary = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    if not outcomes:
+        return CheckResult("series-tests", FAIL, f"none of the {len(files)} test file(s) the series ships ran")
+    failing = [name for name, v in outcomes.items() if v in ("failed", "error")]
+    if failing:
+        return CheckResult(
+            "series-tests", FAIL, f"{len(failing)} of the series' own tests fail ({summary})", "\n".join(failing)
         )
-        if not report.exists():
-            raise RuntimeError("pytest wrote no report (it could not start in the venv)")
-        return _outcomes(report)
+    return CheckResult(
+        "series-tests",
+        PASS,
+        f"{len(outcomes)} tests from the {len(files)} test files the series ships pass in dynamo-base ({summary})",
+        "\n".join(files),
+    )
+
+
+def _run_pytest(venv: Path, root: Path, targets: list[str]) -> dict[str, str]:
+    report = root / "junit.xml"
+    env = offline_env()
+    env["OMP_NUM_THREADS"] = "1"
+    subprocess.run(
+        [str(venv_python(venv)), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", str(report), *targets],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=root,
+        timeout=1800,
+    )
+    if not report.exists():
+        raise RuntimeError("pytest wrote no report (it could not start in the venv)")
+    return _outcomes(report)
 
 
 def _outcomes(report: Path) -> dict[str, str]:

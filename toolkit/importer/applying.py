@@ -26,8 +26,15 @@ def tree_paths(checkout: Checkout) -> set[str]:
     return {decode_name(p) for p in raw.split(b"\x00") if p}
 
 
-def check_unit_applies(checkout: Checkout, unit: Unit, diff: bytes, *, allow_offset: bool) -> list[str]:
-    """Apply-check one unit with zero fuzz; raise with every failing file and hunk; return offset notes."""
+SHOWN_PROBLEMS = 8  # failing hunks named in the one error line; the rest are counted
+
+
+def check_unit_applies(
+    checkout: Checkout, unit: Unit, diff: bytes, *, allow_offset: bool, series_paths: frozenset[str] = frozenset()
+) -> list[str]:
+    """Apply-check one unit with zero fuzz; raise naming the first failing files and hunks (and counting the
+    rest); return offset notes. `series_paths`, the files the series already changes, tell a diff taken
+    against stock (which repeats the series' changes) from one that does not fit the tree."""
     git = checkout.git
     proc = git.run("apply", "--check", "-v", "--whitespace=nowarn", "-", input=diff, check=False)
     output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
@@ -48,8 +55,20 @@ def check_unit_applies(checkout: Checkout, unit: Unit, diff: bytes, *, allow_off
         problems = [lines[-1] if lines else "git apply failed"]
     line = next((_first_line(unit, p) for p in problems if _first_line(unit, p)), None)
     what = "" if unit.label == Path(unit.where).name else f"{unit.label} "
+    shown = "; ".join(problems[:SHOWN_PROBLEMS])
+    if len(problems) > SHOWN_PROBLEMS:
+        shown += f"; and {len(problems) - SHOWN_PROBLEMS} more"
+    failing = {p.split(":", 1)[0] for p in problems}
+    overlap = sorted(failing & series_paths)
+    hint = (
+        f" ({len(overlap)} of the {len(failing)} failing files are ones the series already changes: a diff taken "
+        "against stock vLLM repeats the series' changes; import only what it adds, e.g. `vpatch import --git REPO "
+        "OLD..NEW` of the fork's two releases, or `--base` the fork release it was made from with `--fork`)"
+        if overlap
+        else ""
+    )
     raise VpatchError(
-        f"{what}does not apply with zero fuzz to {checkout.project} {checkout.version}: " + "; ".join(problems),
+        f"{what}does not apply with zero fuzz to {checkout.project} {checkout.version}: {shown}{hint}",
         path=unit.where,
         line=line,
     )

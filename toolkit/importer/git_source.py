@@ -26,9 +26,10 @@ class GitRangeSource(Source):
             raise VpatchError("no such repository", path=self.repo)
         if self.range.startswith("-") or ".." not in self.range:
             raise VpatchError(f"--git needs a range A..B, not {self.range!r}", path=self.repo)
-        repo = Git(self.repo)
-        if not repo.ok("rev-parse", "--git-dir"):
+        found = Git.discover(self.repo)
+        if found is None:
             raise VpatchError("not a git repository", path=self.repo)
+        repo = Git(self.repo)
         for side in re.split(r"\.\.\.?", self.range, maxsplit=1):
             if side and (side.startswith("-") or repo.rev_parse(side) is None):
                 raise VpatchError(f"unknown revision {side!r} in the range {self.range}", path=self.repo)
@@ -101,8 +102,7 @@ class GitRangeSource(Source):
 
     def _repo_name(self, repo: Git) -> str:
         """The repository as named in Origin: its origin remote's URL, else its directory name (no local paths)."""
-        proc = repo.run("config", "--get", "remote.origin.url", check=False)
-        url = proc.stdout.decode("utf-8", "replace").strip()
+        url = (repo.config_value("remote.origin.url") or "").strip()
         if url and "://" in url and "@" not in url.split("://", 1)[1].split("/", 1)[0]:
             return url
         return self.repo.resolve().name

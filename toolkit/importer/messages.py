@@ -52,3 +52,23 @@ def parse_author(text: str) -> tuple[str, str]:
     if not match or not match["name"]:
         raise VpatchError(f"--author must look like 'Name <email>', not {text!r}")
     return match["name"], match["email"]
+
+
+def parse_date(text: str) -> str:
+    """--date as git's raw form `EPOCH +0000`: an ISO 8601 date or date-time (UTC unless it says otherwise),
+    or `now`."""
+    from datetime import UTC, datetime
+
+    value = text.strip()
+    try:
+        moment = datetime.now(UTC) if value == "now" else datetime.fromisoformat(value)
+    except ValueError:
+        raise VpatchError(
+            f"--date must be an ISO 8601 date (2025-04-01, 2025-04-01T12:00:00+02:00) or now, not {text!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    offset = moment.utcoffset()
+    minutes = int(offset.total_seconds() // 60) if offset else 0
+    sign = "-" if minutes < 0 else "+"
+    return f"{int(moment.timestamp())} {sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"

@@ -7,13 +7,12 @@ from pathlib import Path, PurePosixPath
 
 from toolkit.errors import VpatchError, display_path
 from toolkit.export import ExportPlan
-from toolkit.git import TOOL_EMAIL, TOOL_NAME
 from toolkit.importer.features import UnmatchedChanges, check_declared, feature_of
 from toolkit.importer.messages import compose_message, header_value, split_trailer
 from toolkit.importer.naming import name_stem, touched, touched_stem, unique_stem
 from toolkit.importer.paths import FileChange
 from toolkit.importer.records import ImportOptions
-from toolkit.importer.units import FIXED_DATE, Unit
+from toolkit.importer.units import Unit
 from toolkit.model import Series, UpstreamStatus
 from toolkit.render import slugify
 
@@ -104,6 +103,23 @@ def check_status(text: str, where: str) -> None:
         raise VpatchError(f"{where}: {exc}") from None
 
 
+def require_authorship(units: list[Unit], author: tuple[str, str] | None, date: str | None) -> None:
+    """A mail or commit brings its author and date; a plain diff or an archive pair has neither, and a
+    patch must not be credited to nobody on 1 January 1980: the user names them."""
+    lacking = [
+        (unit, what)
+        for unit in units
+        if (what := [w for w, have in (("author", unit.author or author), ("date", unit.date or date)) if not have])
+    ]
+    if lacking:
+        unit, what = lacking[0]
+        flags = " and ".join(
+            {"author": "--author 'Name <email>'", "date": "--date YYYY-MM-DD (or now)"}[w] for w in what
+        )
+        more = f" (and {len(lacking) - 1} more)" if len(lacking) > 1 else ""
+        raise VpatchError(f"{unit.label} carries no {' or '.join(what)}{more}; give {flags}", path=unit.where)
+
+
 def plan_patches(
     units: list[Unit],
     series: Series,
@@ -119,6 +135,7 @@ def plan_patches(
     stems = {name_stem(n) for n in names}
     planned: list[PlannedPatch] = []
     by_feature = assign_features(units, options, features)
+    require_authorship(units, author_override, options.date)
     for unit in units:
         prose, headers = split_trailer(unit.body)
         status = options.upstream_status or header_value(headers, "Upstream-Status") or "Pending"
@@ -157,7 +174,9 @@ def plan_patches(
                 ("Origin", unit.origin),
                 ("Patch-File", name),
             ]
-            author = author_override or unit.author or (TOOL_NAME, TOOL_EMAIL)
+            author = author_override or unit.author
+            date = unit.date or options.date
+            assert author is not None and date is not None  # require_authorship saw to it
             planned.append(
                 PlannedPatch(
                     unit,
@@ -169,7 +188,7 @@ def plan_patches(
                     feature,
                     status,
                     author,
-                    unit.date or FIXED_DATE,
+                    date,
                 )
             )
     return planned

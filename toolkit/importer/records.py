@@ -16,6 +16,7 @@ class ImportOptions:
     upstream_status: str | None = None
     subject: str | None = None
     author: str | None = None
+    date: str | None = None  # git's raw form (`EPOCH +HHMM`), from --date
     allow_offset: bool = False
     dry_run: bool = False
 

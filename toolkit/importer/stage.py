@@ -57,7 +57,15 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
         planned = plan_patches(units, series, directory, options, features, author_override)
         for unit in units:
             diff = b"".join(change.render() for change in unit.files)
-            notes.extend(check_unit_applies(checkout, unit, diff, allow_offset=options.allow_offset))
+            notes.extend(
+                check_unit_applies(
+                    checkout,
+                    unit,
+                    diff,
+                    allow_offset=options.allow_offset,
+                    series_paths=frozenset(p for patch in series.patches for p in patch.touched_paths),
+                )
+            )
             proc = checkout.git.run("apply", "--whitespace=nowarn", "-", input=diff, check=False)
             if proc.returncode != 0:
                 message = proc.stderr.decode("utf-8", "replace").strip().splitlines()

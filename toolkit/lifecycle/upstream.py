@@ -1,6 +1,6 @@
 """Evidence that upstream already has a patch, gathered when a series is rebased onto a newer release.
 
-Four independent signals per patch of the old series:
+Independent signals per patch of the old series:
 
 * `became_empty`: replaying it onto the new base changed nothing (the new release already contains it);
 * `patch_id_match`: an upstream commit between the two bases has the same `git patch-id --stable`
@@ -9,18 +9,23 @@ Four independent signals per patch of the old series:
   --reverse --check`), i.e. every line it adds is there, in the same context;
 * `header`: the patch itself says so (`Applied-Upstream:`, or `Upstream-Status: Accepted [...]`).
 
-Conformance-based evidence (stock vs dynamo-base behaviour) comes later; its field is `None` for now.
+A fifth, `conformance`: the feature contracts of `vpatch conform NEW --against OLD` (toolkit/contracts/)
+pass for the patch's feature on NEW (every item, every transport configuration).
+
+Beside them, `native_since`: the feature's `native-since` from pins.toml when NEW is that release or later
+(a hint for the maintainer; retirement never rests on it).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from pathlib import Path
 
 from toolkit.git import Git
 from toolkit.model import Patch, Pin
+from toolkit.records.codec import RecordError
+from toolkit.records.contract import ContractResults, decode_contract
 from toolkit.records.outcome import DROPPED, KEPT, Outcome
 from toolkit.sources import Base
 
@@ -116,11 +121,6 @@ def header_evidence(patch: Patch) -> dict:
     return {"applied_upstream": applied, "upstream_status": status_text, "says_upstream": bool(applied) or accepted}
 
 
-# The check of `vpatch conform NEW --against OLD` that shows upstream's own version of a feature behaves
-# like ours (kv-routing: both event streams rebuild the same router index and routing decisions).
-AGAINST_CHECKS = {"kv-routing": "router-agreement"}
-
-
 def against_results(
     root: Path, new_pin: Pin, explicit: Path | None = None, *, patches_dir: Path | None = None
 ) -> list[Path]:
@@ -128,24 +128,45 @@ def against_results(
     patches/conformance/ (the evidence a retirement rests on) and those under out/conform (the last runs)."""
     if explicit is not None:
         return [explicit]
-    pattern = f"{new_pin.series_dirname}-against-*.json"
+    pattern = f"{new_pin.series_dirname}*-against-*.json"
     committed = sorted((patches_dir / "conformance").glob(pattern)) if patches_dir is not None else []
     return committed + sorted((root / "out" / "conform").glob(pattern))
 
 
-def conformance_evidence(results: list[Path]) -> dict[str, dict]:
-    """feature -> the passing against-result that is evidence for it ({file, old version, check})."""
-    found: dict[str, dict] = {}
-    for path in results:
+def contract_results(paths: list[Path], version: str) -> list[tuple[Path, ContractResults]]:
+    """The feature-contract results (schema 2) among `paths` whose NEW side is `version`; files of the old
+    in-process comparison (schema 1) and unreadable ones are not evidence and are left out."""
+    found = []
+    for path in paths:
         try:
-            result = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            results = decode_contract(path.read_bytes())
+        except (OSError, RecordError):
             continue
-        statuses = {c.get("name"): c.get("status") for c in result.get("checks", [])}
-        for feature, check in AGAINST_CHECKS.items():
-            if result.get("ok") and statuses.get(check) == "pass" and feature not in found:
-                found[feature] = {"file": path.name, "tier": result.get("tier"), "check": check}
+        if results.new.version == version:
+            found.append((path, results))
     return found
+
+
+def conformance_evidence(results: list[Path], version: str) -> dict[str, dict]:
+    """feature -> the contract result that shows every item of it passing on NEW ({file, build, against})."""
+    found: dict[str, dict] = {}
+    for path, result in contract_results(results, version):
+        for feature in result.features:
+            if feature not in found and result.feature_passes(feature):
+                found[feature] = {"file": path.name, "build": result.new.label, "against": result.old.label}
+    return found
+
+
+def contract_findings(results: list[Path], version: str) -> dict[str, tuple[bool, list[str], str]]:
+    """feature -> (passes, the items NEW lacks, file): a passing result wins; else the stock build's."""
+    findings: dict[str, tuple[bool, list[str], str]] = {}
+    ordered = sorted(contract_results(results, version), key=lambda pr: pr[1].new.kind != "stock")
+    for path, result in ordered:
+        for feature in result.features:
+            passes = result.feature_passes(feature)
+            if feature not in findings or (passes and not findings[feature][0]):
+                findings[feature] = (passes, result.lacking(feature), path.name)
+    return findings
 
 
 def collect_evidence(
@@ -159,8 +180,13 @@ def collect_evidence(
     content_changed: dict[str, bool],
     earlier: list[dict] | None = None,
     conformance: dict[str, dict] | None = None,
+    native_since: dict[str, str | None] | None = None,
 ) -> dict:
-    """The evidence.json document: every patch of the old series with its outcome and the four signals.
+    """The evidence.json document: every patch of the old series with its outcome and the signals.
+
+    `native_since` (feature -> pins.toml's `native-since`) adds `native_since` for a patch whose feature
+    upstream ships its own version of by NEW: a hint that the patch may be carried upstream, for the
+    maintainer to check; on its own it is no evidence of retirement (a retirement needs the contracts).
 
     `earlier` carries forward the patches dropped by the rebases that led to the old series (from its own
     evidence.json), so a series stays explained after it was emptied and then rebased again.
@@ -185,6 +211,7 @@ def collect_evidence(
                 "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
                 "header": header_evidence(patch),
                 "conformance": (conformance or {}).get(patch.feature or ""),
+                "native_since": _native_by(new_base, (native_since or {}).get(patch.feature or "")),
             }
             fired = [
                 name
@@ -194,6 +221,7 @@ def collect_evidence(
                     ("reverse_applies", signals["reverse_applies"]),
                     ("header", signals["header"]["says_upstream"]),
                     ("conformance", signals["conformance"] is not None),
+                    ("native_since", signals["native_since"] is not None),
                 )
                 if hit
             ]
@@ -224,6 +252,13 @@ def collect_evidence(
         "earlier": list(earlier or []),
         "kept": [p.name for p in patches if entries[p.name]["kept"]],
     }
+
+
+def _native_by(new_base: Base, since: str | None) -> str | None:
+    """`since` when upstream has had the feature by NEW's release, else None."""
+    from packaging.version import Version
+
+    return since if since is not None and Version(since) <= new_base.pin.version else None
 
 
 def carried_forward(old_evidence: dict) -> list[dict]:

@@ -30,6 +30,11 @@ class Base:
     repo: Path  # bare repository in the cache holding `commit`
     commit: str
     reused: bool  # True when the cache already held a verified entry
+    what: str = ""  # what the tree is, when not the pin's own source (a base made from a flavor's wheel)
+
+    @property
+    def label(self) -> str:
+        return self.what or self.pin.label
 
 
 def materialize(pin: Pin, cache_dir: Path, *, source: str | None = None, quiet: bool = False) -> Base:

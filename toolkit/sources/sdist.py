@@ -37,7 +37,7 @@ def materialize_sdist(pin: Pin, cache_dir: Path, *, quiet: bool = False) -> Base
     with locked(repo):
         stamp = read_stamp(repo)
         # The stamp vouches for the object files holding the commit; the ref is read without a git run.
-        if stamp is None or (Git(repo).loose_ref(BASE_REF) or Git(repo).rev_parse(BASE_REF)) != stamp.get("commit"):
+        if stamp is None or Git(repo).ref_commit(BASE_REF) != stamp.get("commit"):
             discard(repo)  # missing, incomplete or damaged: rebuild, never use
             tarball = fetch_artifact(cache_dir, pin.sdist, quiet=quiet)
             with staging_dir(repo) as staged:
@@ -63,10 +63,16 @@ def _message(pin: Pin) -> str:
 
 def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
     """Create a bare repository in `repo_dir` whose `upstream` branch is the tarball's tree."""
-    repo = Git.init(repo_dir, bare=True)
     records = list(read_members(tarball))
     if not records:
         raise VpatchError("the tarball contains no files", path=tarball)
+    return commit_records(records, repo_dir, message=message, source=tarball)
+
+
+def commit_records(records: list[tuple[str, str, bytes]], repo_dir: Path, *, message: str, source: Path) -> str:
+    """A bare repository in `repo_dir` whose `upstream` branch holds (path, git mode, content) `records`,
+    committed with the fixed author and date (the same records give the same commit id)."""
+    repo = Git.init(repo_dir, bare=True)
     stream = bytearray()
     marks: dict[str, tuple[str, int]] = {}
     for mark, (path, mode, content) in enumerate(records, start=1):
@@ -87,7 +93,7 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
         repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
         repo.run("symbolic-ref", "HEAD", BASE_REF)
     except GitError as exc:
-        raise VpatchError(f"cannot create the base commit: {exc}", path=tarball) from None
+        raise VpatchError(f"cannot create the base commit: {exc}", path=source) from None
     commit = repo.rev_parse(BASE_REF)
     assert commit is not None
     return commit

@@ -15,7 +15,6 @@ import base64
 import calendar
 import contextlib
 import csv
-import hashlib
 import io
 import os
 import re
@@ -37,6 +36,7 @@ from toolkit.patched import PatchedFiles, git_blob_id, patched_files
 from toolkit.project import Project
 from toolkit.wheel.naming import default_version, dist_info_dir, wheel_filename, wheel_tags
 from toolkit.wheel.provenance import PROVENANCE_FILE, FileChanges, Provenance
+from toolkit.wheel.record import record_hash as _record_hash
 from toolkit.wheel.zipraw import RawZipWriter, ZipFormatError, member_spans
 from toolkit.wheel.zipread import StoredZip
 
@@ -138,10 +138,6 @@ def classify_changes(
     return FileChanges(tuple(modified), tuple(added), tuple(removed), (), tuple(not_shipped))
 
 
-def _record_hash(data: bytes) -> str:
-    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-
-
 def _rewrite_metadata(metadata: bytes, name: str, version: Version) -> bytes:
     head, sep, body = metadata.partition(b"\n\n")
     lines = head.split(b"\n")
@@ -200,6 +196,8 @@ def _write_overlay(
     name: str,
     out_version: Version,
     started: float,
+    *,
+    flavor: dict | None = None,
 ) -> BuiltWheel:
     try:
         stock = StoredZip(stock_path)
@@ -252,6 +250,7 @@ def _write_overlay(
                 timestamp=timestamp,
                 changes=changes,
                 compiled=compiled,
+                flavor=flavor,
             )
             replaced: dict[str, bytes] = {}
             for path in changes.modified:

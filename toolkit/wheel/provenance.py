@@ -41,6 +41,7 @@ class Provenance:
     timestamp: int
     changes: FileChanges
     compiled: dict[str, str] = field(default_factory=dict)  # member -> sha256 (from the stock RECORD)
+    flavor: dict | None = None  # a build over a flavor's wheel (toolkit/wheel/flavor.py): what it was built on
 
     def to_json(self) -> bytes:
         patches = []
@@ -84,6 +85,8 @@ class Provenance:
             "toolkit": {"name": "vpatch", "version": toolkit_version},
             "build": {"mode": self.mode, "time_source": self.time_source, "timestamp": self.timestamp},
         }
+        if self.flavor is not None:
+            data["flavor"] = self.flavor
         return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
 
 

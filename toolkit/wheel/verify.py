@@ -227,7 +227,9 @@ def _check_record(report: VerifyReport, archive: zipfile.ZipFile, dist_info: str
 def _check_against_stock(report: VerifyReport, archive: zipfile.ZipFile, path: Path, provenance: dict, project) -> None:
     upstream = provenance["upstream"]
     stock_artifact = Artifact(upstream["wheel"], upstream["wheel_sha256"])
-    pinned = [w for p in project.pins.pins for w in p.wheels if w.sha256 == stock_artifact.sha256]
+    # a flavor build's "stock" wheel is the flavor's pinned wheel it was overlaid on
+    wheels = [w for p in project.pins.pins for w in (*p.wheels, *(fw for f in p.flavors for fw in f.wheels))]
+    pinned = [w for w in wheels if w.sha256 == stock_artifact.sha256]
     if not pinned:
         report.add("stock-members", False, f"the stock wheel {stock_artifact.file} is not pinned here")
         return

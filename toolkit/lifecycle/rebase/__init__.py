@@ -7,8 +7,9 @@ by hand), empty (NEW already has the change) or skipped. A conflict stops the re
 session left in place: resolve it with ordinary git (edit, `git add`) and `continue_rebase`, or
 `skip_patch`, or `abort_rebase` (back to NEW's base).
 
-git rerere is enabled in the checkout and its rr-cache is a link to `<cache>/rerere/<project>`, shared by
-every rebase: a conflict resolved once is resolved the same way the next time, without stopping.
+git rerere is enabled in the checkout and its rr-cache is a link to `<cache>/rerere/<project>-<identity>`
+(the project's first commit, else its path: two forks on one machine keep apart), shared by every rebase
+of that project: a conflict resolved once is resolved the same way the next time, without stopping.
 
 The package, by concern:
 

@@ -85,7 +85,10 @@ def finish(rebase: Replay) -> RebaseResult:
             outcomes=msgspec.to_builtins(state.outcomes),
             content_changed=changed,
             earlier=earlier(rebase),
-            conformance=conformance_evidence(against_results(options.root, pin, patches_dir=options.patches_dir)),
+            conformance=conformance_evidence(
+                against_results(options.root, pin, patches_dir=options.patches_dir), str(pin.version)
+            ),
+            native_since={name: info.get("native_since") for name, info in project.pins.feature_info.items()},
         )
         rebase.settle_old_head()
         review = range_diff(repo, state.old_base, state.old_head, rebase.checkout.base_commit, new_head)

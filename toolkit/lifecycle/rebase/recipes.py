@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -17,9 +19,22 @@ from toolkit.sources import Base
 THREE_WAY_NOTE = "Falling back to patching base and 3-way merge"
 
 
-def rerere_cache(cache_dir: Path, project: str) -> Path:
-    """Where resolutions are remembered across rebases (one rr-cache per project)."""
-    return cache_dir / "rerere" / project
+def rerere_cache(cache_dir: Path, project: str, root: Path) -> Path:
+    """Where resolutions are remembered across rebases: one rr-cache per project, told apart by more than
+    its name (two forks of vLLM on one machine both call themselves "vllm"). A project in git is known by
+    its first commit, so its clones share their resolutions wherever they sit; any other by its path."""
+    return cache_dir / "rerere" / f"{project}-{project_identity(root)}"
+
+
+def project_identity(root: Path) -> str:
+    repo = Git.discover(root)
+    first = ""
+    if repo is not None:
+        proc = repo.run("rev-list", "--max-parents=0", "HEAD", check=False)
+        roots = proc.stdout.decode("ascii", "replace").split() if proc.returncode == 0 else []
+        first = min(roots, default="")
+    key = f"git:{first}" if first else f"path:{root.resolve()}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def enable_rerere(checkout: Checkout, shared: Path) -> None:
@@ -84,15 +99,20 @@ def am_sections(output: str) -> list[str]:
 
 
 def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
-    """`git range-diff` of the old series (on OLD's base) against the new one (on NEW's)."""
+    """`git range-diff` of the old series (on OLD's base) against the new one (on NEW's).
+
+    git pairs commits by how alike their diffs are, so a patch reworked while resolving a conflict can show
+    as one removed and one added. A rebase keeps each patch's subject: such a removed/added couple with the
+    same subject is shown as the one changed patch it is."""
     if old_head is None:
         return "not available: the old series does not apply to its own base with zero fuzz\n"
     old_commits = repo.commits(f"{old_base}..{old_head}")
     new_commits = repo.commits(f"{new_base}..{new_head}")
     if old_commits and new_commits:
-        return repo.run("range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}").stdout.decode(
+        text = repo.run("range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}").stdout.decode(
             "utf-8", "replace"
         )
+        return _pair_same_subjects(repo, text, old_commits, new_commits)
     # git range-diff refuses an empty range; list the commits the way it would.
     lines = []
     for number, commit in enumerate(old_commits, start=1):
@@ -102,3 +122,38 @@ def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, ne
         short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
         lines.append(f"-:  {'-' * len(short)} > {number}:  {short} {subject}")
     return "".join(line + "\n" for line in lines)
+
+
+_RANGE_DIFF_HEAD = re.compile(
+    r"^(?P<old>\d+|-):\s+(?P<a>\S+) (?P<mark>[<>=!]) (?P<new>\d+|-):\s+(?P<b>\S+) (?P<subject>.*)$"
+)
+
+
+def _pair_same_subjects(repo: Git, text: str, old_commits: list[str], new_commits: list[str]) -> str:
+    sections: list[list[str]] = []
+    for line in text.splitlines(keepends=True):
+        if _RANGE_DIFF_HEAD.match(line.rstrip("\n")) or not sections:
+            sections.append([line])
+        else:
+            sections[-1].append(line)
+    heads = [_RANGE_DIFF_HEAD.match(section[0].rstrip("\n")) for section in sections]
+    removed = {m["subject"]: i for i, m in enumerate(heads) if m and m["mark"] == "<"}
+    added = {m["subject"]: i for i, m in enumerate(heads) if m and m["mark"] == ">"}
+    dropped: set[int] = set()
+    for subject in removed.keys() & added.keys():
+        old_match, new_match = heads[removed[subject]], heads[added[subject]]
+        assert old_match is not None and new_match is not None
+        old_commit, new_commit = old_commits[int(old_match["old"]) - 1], new_commits[int(new_match["new"]) - 1]
+        pair = repo.run(
+            "range-diff",
+            "--no-color",
+            "--creation-factor=100000",
+            f"{old_commit}^..{old_commit}",
+            f"{new_commit}^..{new_commit}",
+        ).stdout.decode("utf-8", "replace")
+        _, _, body = pair.partition("\n")
+        mark = "=" if not body.strip() else "!"
+        head = f"{old_match['old']}:  {old_match['a']} {mark} {new_match['new']}:  {new_match['b']} {subject}\n"
+        sections[removed[subject]] = [head, body]
+        dropped.add(added[subject])
+    return "".join("".join(section) for i, section in enumerate(sections) if i not in dropped)

@@ -103,7 +103,7 @@ def start_rebase(
             # Borrowed from the cache, not copied: a rebase checkout is a working area.
             add_base_objects(checkout, [old_base], borrow=True)
             checkout.git.update_ref(OLD_BASE_REF, old_base.commit)
-            enable_rerere(checkout, rerere_cache(project.options.cache_dir, project.pins.project))
+            enable_rerere(checkout, rerere_cache(project.options.cache_dir, project.pins.project, project.options.root))
         private = private_dir(checkout)
         (private / "patches").mkdir(parents=True)
         for patch in old_series.patches:

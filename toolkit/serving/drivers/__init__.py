@@ -12,8 +12,11 @@ snippet, gets the directory through PYTHONPATH for that child only: `drivers_pyt
 | `pd_scenarios.py` | yes | the prefill/decode disaggregation scenarios, aggregated or disaggregated |
 | `kvload.py` | yes | KV-event load (step overhead, publisher throughput), one `VPATCH-BENCH {json}` line |
 | `pdload.py` | yes | KV-transfer throughput of the P/D connectors, one `VPATCH-BENCH {json}` line |
+| `stock_config.py` | yes | configurations through a stock release's own parser, scheduler and connector factory |
+| `import_probe.py` | yes | how far a build's modules import (platform, compiled extension): `VPATCH-IMPORTS {json}` |
 | `upstream_conftest.py` | copied | the conftest.py of vLLM's tests/v1/core run offline on the CPU |
 | `fake_engine.py` | imported | vLLM's scheduler, KV-cache manager and block pool with a fake model; the CPU platform |
+| `engine_truth.py` | imported | the runner's stat-logger input and the kv-routing contract's ground truth |
 | `pd_worker.py` | imported | the P/D fake worker (a real KV cache) and the connectors' worker halves |
 
 This module is the launcher side, used by the core: standard library only, nothing from the drivers.

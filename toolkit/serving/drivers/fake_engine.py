@@ -149,9 +149,13 @@ class Engine:
         vllm_config = VllmConfig(
             scheduler_config=scheduler_config, model_config=model, cache_config=cache, device_config=DeviceConfig("cpu")
         )
+        # vLLM 0.9.1 renamed the (unused here) tensors: dict to kv_cache_tensors: list.
+        no_tensors: dict[str, object] = (
+            {"kv_cache_tensors": []} if "kv_cache_tensors" in _field_names(KVCacheConfig) else {"tensors": {}}
+        )
         kv_cache_config = KVCacheConfig(
             num_blocks=num_blocks,
-            tensors={},
+            **no_tensors,
             kv_cache_groups=[KVCacheGroupSpec(["layer"], FullAttentionSpec(BLOCK_SIZE, 1, 1, torch.float32, False))],
         )
         cache.num_gpu_blocks = num_blocks
@@ -194,11 +198,13 @@ class Engine:
                 **kwargs,
             )
         self.recorded: list[tuple[int | None, list]] = []
+        self.published = 0  # batches handed to the publisher so far (its seqs are 0 .. published - 1)
         publisher = getattr(self.scheduler, "kv_event_publisher", None)
         if publisher is not None and (kv_events or {}).get("enable_kv_cache_events"):
             original = publisher.publish
 
             def recording_publish(events, metrics=None):
+                self.published += 1
                 if hasattr(events, "events"):  # upstream (0.9+): one KVEventBatch argument
                     original(events)
                     self.recorded.append((None, [_event_dict(e) for e in events.events]))
@@ -225,14 +231,16 @@ class Engine:
         return self.scheduler.kv_cache_manager.block_pool
 
     def cached_hashes(self) -> list[int]:
-        return sorted({h.hash_value & WIRE_MASK for h in self.block_pool.cached_block_hash_to_block})
+        # vLLM 0.9.1 keys the cache by BlockHashWithGroupId (get_hash_value()), earlier by BlockHashType.
+        return sorted(
+            {
+                (h.get_hash_value() if hasattr(h, "get_hash_value") else h.hash_value) & WIRE_MASK
+                for h in self.block_pool.cached_block_hash_to_block
+            }
+        )
 
     def blocks_of(self, req_id: str) -> list[int]:
-        manager = self.scheduler.kv_cache_manager
-        if hasattr(manager, "req_to_blocks"):
-            return [b.block_id for b in manager.req_to_blocks.get(req_id, [])]
-        single = getattr(manager, "single_type_manager", None)  # vLLM 0.9
-        return [b.block_id for b in single.req_to_blocks.get(req_id, [])] if single is not None else []
+        return [b.block_id for b in request_blocks(self.scheduler.kv_cache_manager, req_id)]
 
 
 def _structured_output_manager(cls, vllm_config):
@@ -319,3 +327,31 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
         prompt_logprobs_dict={},
         **extra,
     )
+
+
+def _field_names(cls: type) -> set[str]:
+    import dataclasses
+
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+class StepOutputs:
+    """One step's engine-core outputs for every client, as `update_from_output` returned them: one
+    EngineCoreOutputs up to vLLM 0.9.0, a {client index: EngineCoreOutputs} dict from 0.9.1 (stats on one)."""
+
+    def __init__(self, returned) -> None:
+        per_client = list(returned.values()) if isinstance(returned, dict) else [returned]
+        self.outputs = [item for client in per_client for item in client.outputs]
+        self.scheduler_stats = next(
+            (c.scheduler_stats for c in per_client if getattr(c, "scheduler_stats", None) is not None), None
+        )
+
+
+def request_blocks(manager, req_id: str) -> list:
+    """The blocks a KV-cache manager holds for a request (one KV-cache group)."""
+    if hasattr(manager, "req_to_blocks"):  # vLLM 0.8
+        return list(manager.req_to_blocks.get(req_id, []))
+    if hasattr(manager, "single_type_manager"):  # vLLM 0.9.0
+        return list(manager.single_type_manager.req_to_blocks.get(req_id, []))
+    (single,) = manager.coordinator.single_type_managers  # vLLM 0.9.1: one manager per group
+    return list(single.req_to_blocks.get(req_id, []))

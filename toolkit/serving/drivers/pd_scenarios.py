@@ -145,7 +145,7 @@ def _step(
     output = engine.scheduler.schedule()
     if preempted is not None:
         preempted.update(r.request_id for r in engine.scheduler.waiting if r.status == RequestStatus.PREEMPTED)
-    result = engine.scheduler.update_from_output(output, worker.execute(output))
+    result = fake_engine.StepOutputs(engine.scheduler.update_from_output(output, worker.execute(output)))
     for item in result.outputs:
         outputs.setdefault(item.request_id, []).extend(item.new_token_ids)
         if item.finish_reason is not None and finals is not None:

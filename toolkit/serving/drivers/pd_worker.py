@@ -277,9 +277,7 @@ def _block_dim(get_kv_cache_shape) -> int:
 
 def blocks_of(engine: fake_engine.Engine, req_id: str) -> list:
     """The blocks the engine's KV-cache manager holds for a request."""
-    manager = engine.scheduler.kv_cache_manager
-    owner = getattr(manager, "single_type_manager", manager)  # vLLM 0.9 moved them
-    return list(owner.req_to_blocks.get(req_id, []))
+    return fake_engine.request_blocks(engine.scheduler.kv_cache_manager, req_id)
 
 
 def referenced_blocks(engine: fake_engine.Engine) -> list[int]:

@@ -18,8 +18,23 @@ pinned (vLLM >= 0.8.5 draws it at random per process; see fake_engine._fixed_non
 With `--kv-events JSON` the patched engine's KV-cache events are switched on;
 the events each step publishes are recorded in the trace too (and, with the
 zmq publisher, really sent).
+With `--stat-loggers` the runner is also vLLM's frontend as far as stats go (vLLM >= 0.9): it loads the
+general plugins and builds the stat loggers the way AsyncLLM does (`setup_default_loggers`, without vLLM's
+default Prometheus/logging loggers), then hands each step's `SchedulerStats` (what `update_from_output`
+returns, made by the scheduler's `make_stats()` as in EngineCore) to them; the trace records those stats as
+`scheduler_stats`. That is the path an installed plugin's stat logger (docs/plugin.md) takes.
 
-Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON]
+With `--contract` every step also records the engine's own ground truth for
+the kv-routing contract (toolkit/contracts/kv.py): `published` (batches handed
+to the publisher so far, so its last seq is published - 1), `load` (running,
+waiting, KV usage and cumulative prefix-cache queries/hits, from the
+scheduler's own SchedulerStats) and `probe_overlap` (for each prompt of the
+workload: how many of its leading blocks the block pool holds, by the engine's
+own block hash). `--probes-out PATH` first writes every workload's prompts
+(the probes a consumer routes) as {"<workload>/<request>": [tokens]}.
+
+Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON] [--stat-loggers]
+                        [--contract [--probes-out PATH]]
                         [--wait-for PATH --wait-seconds N]
 """
 
@@ -34,7 +49,8 @@ import tempfile
 import time
 
 # The sibling driver; importable because Python puts a script's own directory first on sys.path.
-from fake_engine import MODEL_CONFIG, Engine, fake_output, make_request, use_cpu_platform
+from engine_truth import engine_overlap, frontend_stat_loggers, load_figures, probes_of, stats_record
+from fake_engine import MODEL_CONFIG, Engine, StepOutputs, fake_output, make_request, use_cpu_platform
 
 # ---------------------------------------------------------------- workloads
 # Each workload is a list of arrivals and actions keyed by step number.
@@ -118,11 +134,14 @@ def run_workload(
     hash_algo: str = "sha256",
     max_steps: int = 400,
     start_delay: float = 0.0,
+    stat_loggers: bool = False,
+    contract: bool = False,
 ) -> Engine:
     from vllm.v1.request import RequestStatus
 
     spec = WORKLOADS[name](random.Random(f"{seed}:{name}"))
-    engine = Engine(kv_events=kv_events, model_dir=model_dir, hash_algo=hash_algo, **spec["config"])
+    engine = _new_engine(kv_events, model_dir, hash_algo, spec["config"])
+    loggers = frontend_stat_loggers(engine) if stat_loggers else []
     if start_delay:
         # ZMQ subscribers need a moment to finish connecting to a freshly bound PUB socket.
         print("VPATCH-RUNNER-ENGINE-READY", flush=True)
@@ -131,6 +150,8 @@ def run_workload(
     plan = spec["plan"]
     last_planned = max(plan)
     outputs: dict[str, list[int]] = {}
+    probes = probes_of(name, spec) if contract else {}
+    totals = {"prefix_cache_queries": 0, "prefix_cache_hits": 0}
     step = 0
     while step < max_steps:
         actions = plan.get(step, [])
@@ -148,7 +169,10 @@ def run_workload(
         scheduled = dict(sorted(output.num_scheduled_tokens.items()))
         runner_output = fake_output(scheduler, output, seed)
         admitted = {r.req_id: r.num_computed_tokens for r in output.scheduled_new_reqs}
-        engine_outputs = scheduler.update_from_output(output, runner_output)
+        engine_outputs = StepOutputs(scheduler.update_from_output(output, runner_output))
+        stats = engine_outputs.scheduler_stats
+        for stat_logger in loggers:  # what AsyncLLM's output handler does with each EngineCoreOutputs
+            stat_logger.record(scheduler_stats=stats, iteration_stats=None)
         finished = []
         for item in engine_outputs.outputs:
             outputs.setdefault(item.request_id, []).extend(item.new_token_ids)
@@ -171,6 +195,12 @@ def run_workload(
             "events": reset_events + events,
             "event_seq": seq,
         }
+        if stat_loggers:
+            record["scheduler_stats"] = stats_record(stats)
+        if contract:
+            record["published"] = engine.published
+            record["load"] = load_figures(engine_outputs.scheduler_stats, totals)
+            record["probe_overlap"] = {pid: engine_overlap(engine, tokens) for pid, tokens in probes.items()}
         out.write(json.dumps(record, sort_keys=True) + "\n")
         step += 1
         if step > last_planned and not scheduler.has_unfinished_requests():
@@ -190,6 +220,8 @@ def run_workload(
         + "\n"
     )
     out.flush()
+    for stat_logger in loggers:  # the next workload's engine binds the same endpoints
+        getattr(stat_logger, "close", lambda: None)()
     return engine
 
 
@@ -216,6 +248,40 @@ def run_stream(engine: Engine, *, steps: int, seed: int, model_seconds: float = 
     return spent
 
 
+def _wait_until_free(kv_events: dict | None, seconds: float = 20.0) -> None:
+    """Each workload's engine binds the same endpoints again, and the previous engine's sockets are closed
+    asynchronously (ZMQ's I/O thread): wait until its TCP ports can be bound again."""
+    import socket
+
+    ports = []
+    for key in ("endpoint", "replay_endpoint"):
+        endpoint = (kv_events or {}).get(key) or ""
+        if endpoint.startswith("tcp://") and endpoint.rsplit(":", 1)[-1].isdigit():
+            ports.append(int(endpoint.rsplit(":", 1)[-1]))
+    deadline = time.monotonic() + seconds
+    for port in ports:
+        while time.monotonic() < deadline:
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind(("127.0.0.1", port))
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
+def _new_engine(kv_events: dict | None, model_dir: str, hash_algo: str, config: dict) -> Engine:
+    """The engine of a workload; a bind that still finds a port in use (see `_wait_until_free`) is retried."""
+    for attempt in range(40):
+        try:
+            return Engine(kv_events=kv_events, model_dir=model_dir, hash_algo=hash_algo, **config)
+        except Exception as exc:  # zmq.ZMQError (upstream) or the ValueError dynamo-base wraps it in
+            if "Address already in use" not in str(exc) or attempt == 39:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 def _preempted(scheduler, output) -> list[str]:
     return [r.request_id for r in scheduler.waiting if r.status.name == "PREEMPTED"]
 
@@ -233,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         "(hash(None) is address-based), so traces compare across processes only with sha256",
     )
     parser.add_argument("--kv-events", help="KVEventsConfig as JSON (dynamo-base only)")
+    parser.add_argument(
+        "--stat-loggers", action="store_true", help="feed each step's SchedulerStats to the frontend's stat loggers"
+    )
     parser.add_argument("--wait-for", help="after the run, keep publishers alive until this file exists")
     parser.add_argument("--wait-seconds", type=float, default=60)
     parser.add_argument(
@@ -241,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="pause after building each engine, before its first step (lets subscribers join)",
     )
+    parser.add_argument("--contract", action="store_true", help="record the kv-routing contract's ground truth")
+    parser.add_argument("--probes-out", help="write every workload's prompts (probe id -> tokens) here first")
     args = parser.parse_args(argv)
     use_cpu_platform()
     kv_events = json.loads(args.kv_events) if args.kv_events else None
@@ -252,13 +323,30 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             print(f"unknown workload(s): {', '.join(unknown)}", file=sys.stderr)
             return 2
+        if args.probes_out:
+            probes = {}
+            for name in names:
+                probes.update(probes_of(name, WORKLOADS[name](random.Random(f"{args.seed}:{name}"))))
+            partial = args.probes_out + ".partial"
+            with open(partial, "w") as handle:
+                json.dump(probes, handle, sort_keys=True)
+            os.replace(partial, args.probes_out)  # a reader sees the whole file or none
         engine = None
         with open(args.out, "w") as out:
             for name in names:
                 if engine is not None:
                     engine.shutdown()
+                    _wait_until_free(kv_events)
                 engine = run_workload(
-                    name, args.seed, kv_events, model_dir, out, hash_algo=args.hash_algo, start_delay=args.start_delay
+                    name,
+                    args.seed,
+                    kv_events,
+                    model_dir,
+                    out,
+                    hash_algo=args.hash_algo,
+                    start_delay=args.start_delay,
+                    stat_loggers=args.stat_loggers,
+                    contract=args.contract,
                 )
         print("VPATCH-RUNNER-DONE", flush=True)
         if args.wait_for:

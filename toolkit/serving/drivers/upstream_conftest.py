@@ -91,9 +91,8 @@ def _offline_init(self, model, *args, **kwargs):
         model = _MODEL_DIR
         kwargs["tokenizer"] = _MODEL_DIR
     _original_init(self, model, *args, **kwargs)
+    _install_shims()
 
-
-config.ModelConfig.__init__ = _offline_init
 
 _original_vllm_init = config.VllmConfig.__init__
 
@@ -103,6 +102,18 @@ def _cpu_vllm_init(self, *args, **kwargs):
     if kwargs.get("device_config") is None:
         kwargs["device_config"] = config.DeviceConfig("cpu")
     _original_vllm_init(self, *args, **kwargs)
+    _install_shims()
 
 
-config.VllmConfig.__init__ = _cpu_vllm_init
+def _install_shims() -> None:
+    # From vLLM 0.9.1 the configs are pydantic dataclasses, which set __init__ again when their schema is
+    # completed (on first use), so the shims go back in place after every call and before every test.
+    config.ModelConfig.__init__ = _offline_init
+    config.VllmConfig.__init__ = _cpu_vllm_init
+
+
+_install_shims()
+
+
+def pytest_runtest_setup(item: object) -> None:
+    _install_shims()
