@@ -28,7 +28,8 @@ def test_a_reused_resolution_is_indexed_announced_and_refused_with_no_reuse(conf
     capsys.readouterr()
     assert ws.run("rebase", "1.0", "--onto", "1.3", "--force") == 0
     err = capsys.readouterr().err
-    said = f"vpatch: {P1}: conflict in vllm/core/scheduler.py resolved by a recorded resolution (rerere), recorded for {P1}"
+    said = f"vpatch: {P1}: conflict in vllm/core/scheduler.py resolved by a recorded resolution (rerere), "
+    said += f"recorded for {P1}"
     assert said in err and entry["recorded"] in err
 
     # --no-reuse: the same conflict stops, with the resolution still recorded and nothing replayed.
