@@ -171,3 +171,19 @@ def test_the_install_check_holds_the_wheels_requirements_and_names_the_patch_of_
         assert f"fancy_kernels is imported by {name}:{line_of['fancy_kernels']} (vllm/__init__.py)" in detail
         assert "the wheel's requirements tomli-w installed" in detail
         assert "left out: xformers==0.0.29: built for CUDA torch" in detail
+
+
+def test_requirements_stock_declares_too_are_left_to_the_runtime_layer(pinned, tmp_path):
+    """Only what the fork asks for beyond stock vLLM goes into the layer (nothing is installed here)."""
+    from toolkit.wheel.wheel_reqs import requirements_layer
+
+    stock = fork_recipe(pinned.index.files_dir / STOCK, tmp_path / "stock", "1.0", {}, requires=("tomli-w",))
+    fork = fork_recipe(
+        stock, tmp_path / "fork", "1.0.post1", {}, requires=("tomli-w", "torch==2.6.0", 'x; python_version < "3"')
+    )
+    layer = requirements_layer(fork, tmp_path / "cache", None, stock)
+    assert layer.venv is None and layer.installed == []
+    assert layer.stock == ["tomli-w"] and layer.left_out == [
+        "torch==2.6.0: built for CUDA torch (the runtime's CPU torch stands in)"
+    ]
+    assert layer.summary().endswith(f"1 more that {stock.name} declares too left to the runtime layer")

@@ -67,7 +67,7 @@ def install_checks(
         except VpatchError as error:
             return [("install-runtime", False, error.message)]
     try:
-        reqs = requirements_layer(wheel, cache_dir, layer)
+        reqs = requirements_layer(wheel, cache_dir, layer, _stock_wheel(project, version))
     except VpatchError as error:
         return [("install-requirements", False, error.message)]
     facts = [
@@ -91,6 +91,27 @@ def install_checks(
     results = [(name, ok, f"{detail}; {note}" if note else detail) for name, ok, detail in results]
     keep(kept, results, wheel=wheel.name)
     return results
+
+
+def _stock_wheel(project, version: str) -> Path | None:
+    """The stock wheel of the pin `version` is a release of (fetched into the cache), or None."""
+    from packaging.version import InvalidVersion, Version
+
+    from toolkit.index import fetch_artifact
+    from toolkit.wheel.foreign import pin_of
+
+    if project is None:
+        return None
+    try:
+        pin = pin_of(project, Version(version))
+    except InvalidVersion:
+        return None
+    if pin is None or not pin.wheels:
+        return None
+    try:
+        return fetch_artifact(project.options.cache_dir, pin.wheels[0], quiet=True)
+    except VpatchError:
+        return None
 
 
 def _installer_versions() -> list[str]:

@@ -3,10 +3,12 @@ platform, beyond the CPU runtime layer, installed where it installs on CPU.
 
 A fork may import what stock vLLM does not (`triton` unconditionally, say) and declare it in its
 Requires-Dist. The install check's import would then fail for a reason that is the check's, not the
-wheel's. So each requirement that applies here (markers evaluated) and that the runtime layer does not
-already hold is installed, `--no-deps`, into a layer of its own, keyed by the list and cached. Left out:
-the torch family and CUDA packages (the runtime's CPU torch stands in for them; a CUDA build of one would
-break the import), and any requirement that does not install here: each is named in the check's detail.
+wheel's. So each requirement that applies here (markers evaluated), that the runtime layer does not
+already hold and (when the stock wheel of the pin is known) that stock vLLM does not declare too (the
+runtime layer is the set tested to import stock vLLM on CPU) is installed, `--no-deps`, into a layer of
+its own, keyed by the list and cached. Left out: the torch family and CUDA packages (the runtime's CPU
+torch stands in for them; a CUDA build of one would break the import), and any requirement that does not
+install here: each is named in the check's detail.
 """
 
 from __future__ import annotations
@@ -27,7 +29,17 @@ from toolkit.errors import VpatchError
 from toolkit.wheel.requires import applicable_requirements, wheel_metadata
 
 # Built against one torch ABI (CUDA builds on PyPI): the runtime's CPU torch stands in for them.
-TORCH_BOUND = frozenset({"torch", "torchvision", "torchaudio", "xformers", "flashinfer-python", "vllm-flash-attn"})
+TORCH_BOUND = frozenset(
+    {
+        "torch",
+        "torchvision",
+        "torchaudio",
+        "xformers",
+        "flashinfer-python",
+        "vllm-flash-attn",
+        "intel-extension-for-pytorch",
+    }
+)
 STAMP = "vpatch-wheel-reqs.json"
 
 
@@ -36,6 +48,8 @@ class RequirementsLayer:
     venv: Path | None  # None: nothing to install
     installed: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)  # already in the runtime layer
+    stock: list[str] = field(default_factory=list)  # declared by the stock wheel too
+    stock_name: str = ""
     left_out: list[str] = field(default_factory=list)  # "req: why"
 
     def summary(self) -> str:
@@ -44,6 +58,8 @@ class RequirementsLayer:
             parts.append(f"the wheel's requirements {', '.join(self.installed)} installed")
         if self.left_out:
             parts.append(f"left out: {'; '.join(self.left_out)}")
+        if self.stock:
+            parts.append(f"{len(self.stock)} more that {self.stock_name} declares too left to the runtime layer")
         return "; ".join(parts)
 
 
@@ -55,11 +71,20 @@ def installed_names(layer: Path | None) -> set[str]:
     }
 
 
-def requirements_layer(wheel: Path, cache_dir: Path, runtime: Path | None) -> RequirementsLayer:
-    """The wheel's applicable requirements that `runtime` lacks, in a cached layer (see the module's doc)."""
+def requirements_layer(
+    wheel: Path, cache_dir: Path, runtime: Path | None, stock: Path | None = None
+) -> RequirementsLayer:
+    """The wheel's applicable requirements that `runtime` lacks, in a cached layer (see the module's doc).
+
+    With `stock` (the stock wheel of the pin), only what the wheel asks for beyond stock vLLM: the runtime
+    layer is the tested set that imports stock vLLM on CPU, so what a fork adds is what it may lack."""
     dist = canonicalize_name(wheel.name.split("-", 1)[0])
     held = installed_names(runtime)
     result = RequirementsLayer(None)
+    stock_names: set[str] = set()
+    if stock is not None:
+        stock_names = {canonicalize_name(r.name) for r in applicable_requirements(wheel_metadata(stock), stock)}
+        result.stock_name = stock.name
     wanted: list[Requirement] = []
     for req in applicable_requirements(wheel_metadata(wheel), wheel):
         name = canonicalize_name(req.name)
@@ -67,6 +92,8 @@ def requirements_layer(wheel: Path, cache_dir: Path, runtime: Path | None) -> Re
             continue
         if name in held:
             result.held.append(str(req))
+        elif name in stock_names:
+            result.stock.append(str(req))
         elif name in TORCH_BOUND or name.startswith(("nvidia-", "cuda-")):
             result.left_out.append(f"{req}: built for CUDA torch (the runtime's CPU torch stands in)")
         else:
