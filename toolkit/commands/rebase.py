@@ -114,7 +114,7 @@ def _adopt_or_discard(args: argparse.Namespace, project: Project, options: Optio
     else:
         removed = discard(project, version)
         done = {"discarded": str(removed)}
-        line = f"discarded {removed}; {removed.with_suffix('').name} is unchanged"
+        line = f"discarded {removed}; {removed.name.removesuffix(BESIDE_SUFFIX)} is unchanged"
     if options.json:
         ui.print_json(done)
     else:
