@@ -10,8 +10,13 @@ Each check is named and reports ok / failed with a reason:
 - changed-set: the members that differ from the stock wheel are exactly the files the series changes
   (plus the version file the build regenerates);
 - check-wheel-contents: the linter passes, with each ignored check justified below;
-- install-pip / install-uv: `pip install --no-deps` and `uv pip install --no-deps` into fresh venvs, then
-  the installed distribution and `vllm.__version__` report the wheel's version.
+- install-pip / install-uv: `pip install --no-deps` and `uv pip install --no-deps` into fresh venvs (with
+  the runtime layer and the wheel's own requirements beyond stock), then the installed distribution and
+  `vllm.__version__` report the wheel's version; a missing module is named with the patch that imports it.
+
+A wheel without vpatch's provenance (a fork's own unpack-patch-repack) gets `stock-diff` and, when its pin
+has a series, `changed-set` instead (toolkit/wheel/foreign.py). Warnings (not failures): a distribution
+name the series' code contradicts (toolkit/wheel/blame.py).
 """
 
 from __future__ import annotations
