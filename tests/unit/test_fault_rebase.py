@@ -2,7 +2,7 @@
 before each state write (VPATCH_FAULT, see tests/unit/test_fault_injection.py).
 
 The rebase replays three patches onto 1.1, where the middle one conflicts and a resolution recorded
-earlier (rerere, in the shared cache) resolves it: the replay runs a batch `git am` that stops, a second
+earlier (rerere, kept in the project's repository) resolves it: the replay runs a batch `git am` that stops, a second
 batch, a one-patch `git am` with `--continue`, and a last one-patch `git am`. After every kill patches/
 is exactly as it was (the series is written only on completion), and `vpatch rebase --continue` (or,
 when no rebase state was written yet, the rebase again) finishes with exactly the tree of an
@@ -54,10 +54,10 @@ def conflicting_project(ws) -> None:
 
 @pytest.fixture
 def replay_template(pinned, tmp_path):
-    """`conflicting_project` with the resolution recorded in the shared cache."""
+    """`conflicting_project` with the resolution recorded in the project's repository."""
     ws = pinned
     conflicting_project(ws)
-    # The project is in git, as a maintainer's is: its copies are one project, and share recorded resolutions.
+    # The project is in git, as a maintainer's is: its recorded resolutions are kept in its repository.
     project = Git.init(ws.root)
     project.run("add", "patches")
     project.run("commit", "-q", "-m", "the project", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"})
@@ -69,6 +69,8 @@ def replay_template(pinned, tmp_path):
     (scratch / CHECKOUT / "vllm/core/block_pool.py").write_text(RESOLVED)
     Git(scratch / CHECKOUT).run("add", "vllm/core/block_pool.py")
     assert in_process(scratch, ws.cache, url, "rebase", "--continue", "--onto", "1.1") == 0
+    # Recorded resolutions live in the project's own repository: the template takes the copy's.
+    shutil.copytree(scratch / ".git" / "vpatch", ws.root / ".git" / "vpatch")
     shutil.rmtree(scratch)
     return ws
 

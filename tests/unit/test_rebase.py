@@ -317,9 +317,12 @@ def test_rerere_reuses_a_resolution_after_finishing_and_after_aborting(conflicti
         code, result = rebase(ws, capsys, "1.0", "--onto", "1.3", *extra)
         assert code == 0 and result["done"], result["stopped"]
         assert statuses(result) == {P1: "merged", P2: "clean", P3: "clean"}
-        assert result["patches"][0]["details"] == [
-            "conflict in vllm/core/scheduler.py resolved by a recorded resolution (rerere)"
-        ]
+        (detail,) = result["patches"][0]["details"]
+        assert re.fullmatch(
+            r"conflict in vllm/core/scheduler\.py resolved by a recorded resolution \(rerere\), recorded for "
+            rf"{re.escape(P1)} in the rebase 1\.0 → 1\.3 at \d{{4}}-\d\d-\d\dT\d\d:\d\d:\d\dZ",
+            detail,
+        ), detail
         assert b"+VALUE_20 = 20000 + 2000" in (ws.series_dir("1.3") / P1).read_bytes()
 
     # Resolved once and finished: recorded in the cache, reused by the next rebase onto the same release.
@@ -342,8 +345,9 @@ def test_rerere_reuses_a_resolution_after_finishing_and_after_aborting(conflicti
 
 
 def test_resolutions_are_kept_per_project_not_per_name(tmp_path: Path) -> None:
-    """Two forks of vLLM on one machine both call themselves vllm; their recorded resolutions stay apart,
-    while two clones of one fork (same first commit) share theirs."""
+    """Two forks of vLLM on one machine both call themselves vllm; their recorded resolutions stay apart:
+    a project in git keeps them in its own repository (so two clones of one template do not share them
+    either), any other in the cache under its path."""
     cache = tmp_path / "cache"
     forks = []
     for name in ("fork-a", "fork-b"):
@@ -357,9 +361,9 @@ def test_resolutions_are_kept_per_project_not_per_name(tmp_path: Path) -> None:
     plain = tmp_path / "not-in-git"
     plain.mkdir()
     a, b, a2, p = (rerere_cache(cache, "vllm", root) for root in (*forks, clone, plain))
-    assert len({a, b, p}) == 3
-    assert a == a2
-    assert all(path.parent == cache / "rerere" and path.name.startswith("vllm-") for path in (a, b, p))
+    assert len({a, b, a2, p}) == 4
+    assert [a, b, a2] == [root / ".git" / "vpatch" / "rr-cache" for root in (*forks, clone)]
+    assert p.parent == cache / "rerere" and p.name.startswith("vllm-")
 
 
 def test_became_empty_and_reverse_apply_evidence(series_10, capsys):
@@ -462,7 +466,7 @@ def test_refuses_an_existing_series_unless_forced(series_10, capsys):
     capsys.readouterr()
     assert ws.run("rebase", "1.0", "--onto", "1.1") == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "already has a series; use --force" in err[0]
+    assert len(err) == 1 and "already has a series; use --beside" in err[0] and "or --force" in err[0]
     assert ws.snapshot() == before
     assert ws.run("rebase", "1.0", "--onto", "1.1", "--force") == 0
     assert (ws.series_dir("1.1") / "NOTE").read_text() == "mine"  # a file vpatch does not own is carried over

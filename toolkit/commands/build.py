@@ -7,7 +7,7 @@ from pathlib import Path
 
 from toolkit import ui
 from toolkit.cache import require_writable_dir
-from toolkit.commands.verify import add_install_options
+from toolkit.commands.verify import add_install_options, set_aside
 from toolkit.errors import VpatchError
 from toolkit.lint import lint_headers
 from toolkit.options import Options
@@ -119,6 +119,8 @@ def run(args: argparse.Namespace, options: Options) -> int:
                     built.path, project, install=not args.no_install_check, runtime=not args.no_runtime
                 )
                 mark.failed = not report.ok
+            for warning in report.warnings:
+                ui.err.print(f"warning: {built.path.name}: {warning}", markup=False, highlight=False)
             entry["verify"] = report.as_dict()
             failed |= not report.ok
         if args.flavor and not (args.no_verify or args.no_install_check or args.no_runtime):
@@ -154,18 +156,6 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 if not check["ok"]:
                     ui.err.print(f"[red]{Path(entry['wheel']).name}: {check['name']}: {check['detail']}[/]")
     return 1 if failed else 0
-
-
-REJECTED_DIR = "rejected"
-
-
-def set_aside(wheel: Path, out_dir: Path) -> Path:
-    """Move a wheel that failed verification to OUT/rejected/ (replacing an older one of that name)."""
-    target = out_dir / REJECTED_DIR / wheel.name
-    target.parent.mkdir(exist_ok=True)
-    wheel.replace(target)
-    ui.err.print(f"{wheel.name} failed verification: moved to {target}", markup=False, highlight=False)
-    return target
 
 
 def _print_plain(results: list[dict]) -> None:

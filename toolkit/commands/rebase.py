@@ -17,6 +17,8 @@ from toolkit.lifecycle.rebase import (
     skip_patch,
     start_rebase,
 )
+from toolkit.lifecycle.rebase.beside import adopt, discard
+from toolkit.lifecycle.rebase.complete import BESIDE_SUFFIX
 from toolkit.model import Pin, parse_version
 from toolkit.options import Options
 from toolkit.project import Project
@@ -34,6 +36,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--force", action="store_true", help="replace an existing series of NEW, and an existing checkout directory"
     )
+    parser.add_argument(
+        "--beside",
+        action="store_true",
+        help="NEW already has a series: write the result to patches/vllm-NEW.rebased/ for review, deleting nothing",
+    )
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="replay no recorded resolution (rerere off for this rebase): every conflict stops",
+    )
     pinning = parser.add_argument_group("pinning NEW when it is not pinned yet (defaults: as VERSION's pin)")
     pinning.add_argument("--source", choices=("sdist", "git"), help="where NEW's base comes from")
     pinning.add_argument("--remote", help="git remote URL")
@@ -43,12 +55,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--continue", dest="resume", action="store_true", help="go on after resolving a conflict")
     group.add_argument("--skip", action="store_true", help="drop the stopped patch from the new series and go on")
     group.add_argument("--abort", action="store_true", help="give up: the checkout goes back to NEW's base")
+    group.add_argument(
+        "--adopt", metavar="NEW", help="make the rebase written --beside NEW's series the series (then remove it)"
+    )
+    group.add_argument("--discard", metavar="NEW", help="remove the rebase written --beside NEW's series")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
     project = Project.load(options)
+    if args.adopt or args.discard:
+        return _adopt_or_discard(args, project, options)
     if args.resume or args.skip or args.abort:
         return _resume(args, project, options)
     if not args.version or not args.onto:
@@ -57,8 +75,20 @@ def run(args: argparse.Namespace, options: Options) -> int:
     if not project.has_series(old_pin):
         raise VpatchError(f"{old_pin.label} has no series to rebase ({project.series_dir(old_pin)}/series)")
     new_dir = options.patches_dir / f"{project.pins.project}-{parse_version(args.onto)}"
-    if (new_dir / "series").exists() and not args.force:  # before pinning anything (checked again later)
-        raise VpatchError(f"{new_dir} already has a series; use --force to replace it with the rebased one")
+    if args.beside:
+        if not (new_dir / "series").exists():
+            raise VpatchError(f"{new_dir} has no series to write beside; rebase without --beside")
+        beside = new_dir.with_name(new_dir.name + BESIDE_SUFFIX)
+        if (beside / "series").exists() and not args.force:
+            raise VpatchError(
+                f"{beside} already holds a rebase for review; `vpatch rebase --adopt {args.onto}` or "
+                f"`--discard {args.onto}` it first (or --force to replace it)"
+            )
+    elif (new_dir / "series").exists() and not args.force:  # before pinning anything (checked again later)
+        raise VpatchError(
+            f"{new_dir} already has a series; use --beside to write the rebased one beside it for review, "
+            "or --force to replace it"
+        )
     new_pin, pending = _new_pin(args, project, old_pin)
     target = args.into.resolve() if args.into else default_rebase_dir(project, new_pin)
     result = start_rebase(
@@ -68,9 +98,28 @@ def run(args: argparse.Namespace, options: Options) -> int:
         target=target,
         force=args.force,
         pending_pin=pending,
+        reuse=not args.no_reuse,
+        beside=args.beside,
         step=lambda title: ui.step(title, quiet=options.json),
     )
     return _report(result, options)
+
+
+def _adopt_or_discard(args: argparse.Namespace, project: Project, options: Options) -> int:
+    version = str(parse_version(args.adopt or args.discard))
+    if args.adopt:
+        series = adopt(project, version)
+        done = {"adopted": str(series)}
+        line = f"adopted the rebase written beside {series.name}: it is now {series}"
+    else:
+        removed = discard(project, version)
+        done = {"discarded": str(removed)}
+        line = f"discarded {removed}; {removed.name.removesuffix(BESIDE_SUFFIX)} is unchanged"
+    if options.json:
+        ui.print_json(done)
+    else:
+        ui.out.print(line, markup=False, highlight=False)
+    return 0
 
 
 def _new_pin(args: argparse.Namespace, project: Project, old_pin: Pin) -> tuple[Pin, bool]:
@@ -180,4 +229,12 @@ def _report(result: RebaseResult, options: Options) -> int:
     dropped = f"; left out: {', '.join(result.dropped)}" if result.dropped else ""
     pinned = " (and pinned it)" if result.pinned else ""
     ui.out.print(f"wrote {result.series_dir} ({kept} patches{dropped}){pinned}", markup=False, highlight=False)
+    if result.series_dir is not None and result.series_dir.name.endswith(BESIDE_SUFFIX):
+        version = result.new_version
+        ui.out.print(
+            f"review it beside {result.series_dir.name.removesuffix(BESIDE_SUFFIX)}, then "
+            f"`vpatch rebase --adopt {version}` or `vpatch rebase --discard {version}`",
+            markup=False,
+            highlight=False,
+        )
     return 0

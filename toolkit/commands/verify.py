@@ -29,6 +29,11 @@ def add_install_options(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("verify", help="verify a built wheel (contents, RECORD, stock members, installs)")
     parser.add_argument("wheels", nargs="+", type=Path)
+    parser.add_argument(
+        "--reject",
+        action="store_true",
+        help="move a wheel that fails to rejected/ beside it, so that publishing its directory cannot ship it",
+    )
     add_install_options(parser)
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
@@ -42,8 +47,14 @@ def run(args: argparse.Namespace, options: Options) -> int:
     for wheel in args.wheels:
         if not wheel.is_file():
             raise VpatchError("no such wheel", path=wheel)
-        with ui.step(f"verify {wheel.name}", quiet=options.json):
-            reports.append(verify_wheel(wheel, project, install=not args.no_install_check, runtime=not args.no_runtime))
+        with ui.step(f"verify {wheel.name}", quiet=options.json) as mark:
+            report = verify_wheel(wheel, project, install=not args.no_install_check, runtime=not args.no_runtime)
+            mark.failed = not report.ok
+        reports.append(report)
+        for warning in report.warnings:
+            ui.err.print(f"warning: {wheel.name}: {warning}", markup=False, highlight=False)
+        if args.reject and not report.ok:
+            report.wheel = set_aside(wheel, wheel.parent)
     if options.json:
         ui.print_json({"ok": all(r.ok for r in reports), "wheels": [r.as_dict() for r in reports]})
     else:
@@ -53,3 +64,15 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 table.add_row(check.name, "[green]ok[/]" if check.ok else "[red]failed[/]", check.detail)
             ui.out.print(table)
     return 0 if all(r.ok for r in reports) else 1
+
+
+REJECTED_DIR = "rejected"
+
+
+def set_aside(wheel: Path, out_dir: Path) -> Path:
+    """Move a wheel that failed verification to OUT/rejected/ (replacing an older one of that name)."""
+    target = out_dir / REJECTED_DIR / wheel.name
+    target.parent.mkdir(exist_ok=True)
+    wheel.replace(target)
+    ui.err.print(f"{wheel.name} failed verification: moved to {target}", markup=False, highlight=False)
+    return target

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
@@ -22,7 +23,9 @@ from toolkit import tempnames
 from toolkit.cache import sha256_file
 from toolkit.envs import create_venv, install, layer_on, offline_env, runtime_env, uv_binary, venv_python
 from toolkit.errors import VpatchError
+from toolkit.wheel.blame import missing_module
 from toolkit.wheel.kept import REUSED, as_reused, keep, kept_path, read_kept
+from toolkit.wheel.wheel_reqs import requirements_layer
 
 __all__ = ["REUSED", "install_checks"]
 
@@ -45,12 +48,15 @@ def install_checks(
     runtime: bool = True,
     exact_module_version: bool = True,
     sha256: str | None = None,
+    blame: Callable[[str], str | None] | None = None,
 ) -> list[tuple[str, bool, str]]:
     """(check name, ok, detail) for a pip and a uv install of `wheel` into fresh venvs.
 
     With `runtime`, the venvs see the cached CPU runtime layer (torch and vLLM's
     imports), so that `import vllm` runs for real; without it the package must
-    import on its own (small synthetic wheels in tests).
+    import on its own (small synthetic wheels in tests). Either way the wheel's own requirements that
+    apply here are layered in too (toolkit/wheel/wheel_reqs.py). An import that fails for a missing module
+    names it, and `blame` says which change brought that import in.
     """
     dist, _, _, _ = parse_wheel_filename(wheel.name)
     cache_dir = project.options.cache_dir if project is not None else Path(tempfile.gettempdir())
@@ -60,11 +66,16 @@ def install_checks(
             layer = runtime_env(cache_dir)
         except VpatchError as error:
             return [("install-runtime", False, error.message)]
+    try:
+        reqs = requirements_layer(wheel, cache_dir, layer, _stock_wheel(project, version))
+    except VpatchError as error:
+        return [("install-requirements", False, error.message)]
     facts = [
         sha256 or sha256_file(wheel),
         wheel.name,
         version,
         str(layer) if layer is not None else None,
+        str(reqs.venv) if reqs.venv is not None else None,
         exact_module_version,
         sys.version,
         toolkit_version,
@@ -74,9 +85,33 @@ def install_checks(
     reused = read_kept(kept)
     if reused is not None:
         return as_reused(reused)
-    results = _run_installs(wheel, dist, version, cache_dir, layer)
+    layers = [p for p in (layer, reqs.venv) if p is not None]
+    results = _run_installs(wheel, dist, version, cache_dir, layers, blame or (lambda _module: None))
+    note = reqs.summary()
+    results = [(name, ok, f"{detail}; {note}" if note else detail) for name, ok, detail in results]
     keep(kept, results, wheel=wheel.name)
     return results
+
+
+def _stock_wheel(project, version: str) -> Path | None:
+    """The stock wheel of the pin `version` is a release of (fetched into the cache), or None."""
+    from packaging.version import InvalidVersion, Version
+
+    from toolkit.index import fetch_artifact
+    from toolkit.wheel.foreign import pin_of
+
+    if project is None:
+        return None
+    try:
+        pin = pin_of(project, Version(version))
+    except InvalidVersion:
+        return None
+    if pin is None or not pin.wheels:
+        return None
+    try:
+        return fetch_artifact(project.options.cache_dir, pin.wheels[0], quiet=True)
+    except VpatchError:
+        return None
 
 
 def _installer_versions() -> list[str]:
@@ -93,7 +128,7 @@ def _tool_version(argv: list[str]) -> str:
 
 
 def _run_installs(
-    wheel: Path, dist: str, version: str, cache_dir: Path, layer: Path | None
+    wheel: Path, dist: str, version: str, cache_dir: Path, layers: list[Path], blame: Callable[[str], str | None]
 ) -> list[tuple[str, bool, str]]:
     results = []
     for installer in ("pip", "uv"):
@@ -110,8 +145,8 @@ def _run_installs(
             except VpatchError as error:
                 results.append((name, False, error.message))
                 continue
-            if layer is not None:
-                layer_on(venv, layer)
+            if layers:
+                layer_on(venv, *layers)
 
             proc = subprocess.run(
                 [str(venv_python(venv)), "-c", PROBE, str(dist)],
@@ -123,6 +158,10 @@ def _run_installs(
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-PROBE ")), None)
             if proc.returncode != 0 or line is None:
                 tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                module = missing_module(proc.stderr)
+                if module is not None:
+                    who = blame(module) or f"no patch of the series adds an import of {module}"
+                    tail = f"{tail} (module {module}: {who})"
                 results.append((name, False, f"import vllm failed: {tail}"))
                 continue
             probe = json.loads(line.removeprefix("VPATCH-PROBE "))

@@ -10,8 +10,13 @@ Each check is named and reports ok / failed with a reason:
 - changed-set: the members that differ from the stock wheel are exactly the files the series changes
   (plus the version file the build regenerates);
 - check-wheel-contents: the linter passes, with each ignored check justified below;
-- install-pip / install-uv: `pip install --no-deps` and `uv pip install --no-deps` into fresh venvs, then
-  the installed distribution and `vllm.__version__` report the wheel's version.
+- install-pip / install-uv: `pip install --no-deps` and `uv pip install --no-deps` into fresh venvs (with
+  the runtime layer and the wheel's own requirements beyond stock), then the installed distribution and
+  `vllm.__version__` report the wheel's version; a missing module is named with the patch that imports it.
+
+A wheel without vpatch's provenance (a fork's own unpack-patch-repack) gets `stock-diff` and, when its pin
+has a series, `changed-set` instead (toolkit/wheel/foreign.py). Warnings (not failures): a distribution
+name the series' code contradicts (toolkit/wheel/blame.py).
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from toolkit import __version__ as toolkit_version
 from toolkit.cache import sha256_file
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, check_tree_path
+from toolkit.wheel.blame import Added, added_by_files, added_by_patches, dist_name_contradictions, who_imports
+from toolkit.wheel.foreign import changed_python, check_foreign, pin_of
 from toolkit.wheel.kept import as_reused, keep, kept_path, read_kept
 from toolkit.wheel.naming import dist_info_dir, wheel_tags
 from toolkit.wheel.provenance import PROVENANCE_FILE, read_provenance
@@ -55,6 +63,7 @@ class Check:
 class VerifyReport:
     wheel: Path
     checks: list[Check] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +77,7 @@ class VerifyReport:
             "wheel": str(self.wheel),
             "ok": self.ok,
             "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "warnings": self.warnings,
         }
 
 
@@ -115,22 +125,53 @@ def verify_wheel(path: Path, project=None, *, install: bool = True, runtime: boo
         # The wheel's sha256 keys the results that depend on its bytes alone (RECORD, installs).
         wheel_sha = sha256_file(path) if project is not None else None
         _check_record_once(report, archive, dist_info, project, wheel_sha)
+        found = None
         if provenance is None:
-            report.add("provenance", False, f"{dist_info}/{PROVENANCE_FILE} is missing: not a dynamo-base wheel")
-            return report
-        if project is not None and provenance["build"]["mode"] == "overlay":
+            # Built by someone else's recipe (unpack, patch, repack): read against the stock wheel instead.
+            report.add("provenance", True, f"none ({dist_info}/{PROVENANCE_FILE}): not built by vpatch")
+            if project is not None:
+                found = check_foreign(report, archive, version, project)
+        elif project is not None and provenance["build"]["mode"] == "overlay":
             # Source builds are compiled (or Python-only) afresh: there is no stock wheel to compare with.
             _check_against_stock(report, archive, path, provenance, project)
+        lines = added_lines(project, provenance, version, archive, found)
+    report.warnings += dist_name_contradictions(dist, lines)
     _check_wheel_contents(report, path)
     if install:
         from toolkit.wheel.install import install_checks
 
         overlay = provenance is not None and provenance["build"]["mode"] == "overlay"
         for name, ok, detail in install_checks(
-            path, str(version), project, runtime=runtime, exact_module_version=overlay, sha256=wheel_sha
+            path,
+            str(version),
+            project,
+            runtime=runtime,
+            exact_module_version=overlay,
+            sha256=wheel_sha,
+            blame=lambda module: _blame(module, lines),
         ):
             report.add(name, ok, detail)
     return report
+
+
+def added_lines(project, provenance: dict | None, version, archive: zipfile.ZipFile, found) -> list[Added]:
+    """The lines the wheel's changes add: its series' patches (the pin of its provenance, else of its
+    version), or the changed Python files of a wheel vpatch did not build whose pin has no series."""
+    if project is not None:
+        release = provenance["upstream"]["version"] if provenance is not None else version
+        pin = pin_of(project, Version(str(release)))
+        if pin is not None and project.has_series(pin):
+            return added_by_patches(project.series(pin).patches)
+    if found is not None:
+        return added_by_files(changed_python(archive, found))
+    return []
+
+
+def _blame(module: str, lines: list[Added]) -> str | None:
+    added = who_imports(module, lines)
+    if added is None:
+        return None
+    return f"{module} is imported by {added.where()}: {added.text.strip()}"
 
 
 def _check_metadata(

@@ -7,9 +7,12 @@ by hand), empty (NEW already has the change) or skipped. A conflict stops the re
 session left in place: resolve it with ordinary git (edit, `git add`) and `continue_rebase`, or
 `skip_patch`, or `abort_rebase` (back to NEW's base).
 
-git rerere is enabled in the checkout and its rr-cache is a link to `<cache>/rerere/<project>-<identity>`
-(the project's first commit, else its path: two forks on one machine keep apart), shared by every rebase
-of that project: a conflict resolved once is resolved the same way the next time, without stopping.
+git rerere is enabled in the checkout and its rr-cache is a link to the project's own (`<git dir>/vpatch/rr-cache`
+for a project in git, else `<cache>/rerere/<project>-<hash of its path>`: two forks on one machine keep apart),
+shared by every rebase of that project: a conflict resolved once is resolved the same way the next time,
+without stopping, and announced with the patch, rebase and time it was recorded for (`reuse`).
+`--no-reuse` turns rerere off for one rebase. `--beside` writes the result next to NEW's committed series
+(`patches/<project>-NEW.rebased/`), to be adopted or discarded (`beside`).
 
 The package, by concern:
 
@@ -17,7 +20,9 @@ The package, by concern:
 * `session`: start, continue, skip, abort (what `vpatch rebase` calls);
 * `replay`: the replay state machine, one `git am` at a time, saved after every step;
 * `complete`: the new series, its evidence and range-diff, NEW's pin, written as one transaction;
-* `recipes`: the git recipes (rerere's shared cache, the old series as commits, the range-diff);
+* `reuse`: where recorded resolutions live, their index, the announcement of a reuse;
+* `beside`: adopting or discarding a rebase written beside a committed series;
+* `recipes`: the git recipes (rerere's link, the old series as commits, the range-diff);
 * `conflicts`: unmerged paths and conflict-marker blocks;
 * `mail`: the `Last-Update:` trailer and the series file's comments.
 """

@@ -39,6 +39,13 @@ from toolkit.render import render_range, set_patch_file_header
 from toolkit.sources import materialize
 from toolkit.txn import transaction
 
+BESIDE_SUFFIX = ".rebased"
+
+
+def result_dir(patches_dir: Path, pin: Pin, *, beside: bool) -> Path:
+    """Where a completed rebase writes: NEW's series directory, or (`--beside`) `<it>.rebased/` next to it."""
+    return patches_dir / (pin.series_dirname + (BESIDE_SUFFIX if beside else ""))
+
 
 def new_pin(rebase: Replay) -> Pin:
     """NEW's pin: from pins.toml, or the rebase's private copy while it is not written yet."""
@@ -53,7 +60,7 @@ def finish(rebase: Replay) -> RebaseResult:
     options = project.options
     old_pin = project.pins.get(state.old_version)
     pin = new_pin(rebase)
-    series_dir = options.patches_dir / pin.series_dirname
+    series_dir = result_dir(options.patches_dir, pin, beside=bool(state.beside))
     if (series_dir / "series").exists() and not state.force:
         raise VpatchError(
             f"{series_dir} already has a series (written since the rebase started); "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import tempfile
@@ -11,6 +10,7 @@ from pathlib import Path
 
 from toolkit.checkout import Checkout
 from toolkit.git import Git
+from toolkit.lifecycle.rebase.reuse import rerere_store
 from toolkit.lifecycle.rebase.state import OLD_HEAD_REF
 from toolkit.model import Patch, Pin, Series
 from toolkit.project import Project
@@ -20,24 +20,16 @@ THREE_WAY_NOTE = "Falling back to patching base and 3-way merge"
 
 
 def rerere_cache(cache_dir: Path, project: str, root: Path) -> Path:
-    """Where resolutions are remembered across rebases: one rr-cache per project, told apart by more than
-    its name (two forks of vLLM on one machine both call themselves "vllm"). A project in git is known by
-    its first commit, so its clones share their resolutions wherever they sit; any other by its path."""
-    return cache_dir / "rerere" / f"{project}-{project_identity(root)}"
+    """Where the project at `root` keeps its recorded resolutions (see `reuse.rerere_store`)."""
+    return rerere_store(cache_dir, project, root)
 
 
-def project_identity(root: Path) -> str:
-    repo = Git.discover(root)
-    first = ""
-    if repo is not None:
-        proc = repo.run("rev-list", "--max-parents=0", "HEAD", check=False)
-        roots = proc.stdout.decode("ascii", "replace").split() if proc.returncode == 0 else []
-        first = min(roots, default="")
-    key = f"git:{first}" if first else f"path:{root.resolve()}"
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def enable_rerere(checkout: Checkout, shared: Path) -> None:
+def enable_rerere(checkout: Checkout, shared: Path, *, reuse: bool = True) -> None:
+    """Point the checkout's rr-cache at the project's; `reuse=False` turns rerere off for this rebase
+    (`vpatch rebase --no-reuse`: every conflict stops, nothing is reused or recorded)."""
+    if not reuse:
+        checkout.git.run("config", "rerere.enabled", "false")
+        return
     shared.mkdir(parents=True, exist_ok=True)
     link = checkout.git.git_dir() / "rr-cache"
     if link.is_symlink() or link.is_file():

@@ -14,6 +14,7 @@ from toolkit import faults, ui
 from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
 from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
+from toolkit.lifecycle.rebase import reuse
 from toolkit.lifecycle.rebase.conflicts import CONFLICT_KINDS, conflict_hunks, line_ranges, unmerged_paths
 from toolkit.lifecycle.rebase.recipes import THREE_WAY_NOTE, am_sections, series_commits
 from toolkit.lifecycle.rebase.state import (
@@ -105,6 +106,7 @@ class Replay:
         self.state.current = None
         self.state.stopped = None
         self.state.continuing = None
+        self.state.rr_ids = None
         if save:  # a batch saves once, when all its patches are settled (a kill between would lose commits)
             self.state.am_from = None
             self.save()
@@ -120,13 +122,14 @@ class Replay:
             self.state.current_head = self.repo.rev_parse("HEAD")
             self.state.am_from = self.state.current_head  # until the outcome is saved
             self.save()
+            before = reuse.postimage_times(self.rr_cache)
             proc = self.repo.run(*AM_ARGS, "--3way", str(self.patch_path(name)), check=False)
             faults.reached("rebase.am")
             output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
             if proc.returncode == 0:
                 self.settle_applied(name, [THREE_WAY_NOTE] if THREE_WAY_NOTE in output else [])
                 continue
-            stop = self.after_stop(name, output)
+            stop = self.after_stop(name, output, before)
             if stop is not None:
                 self.state.stopped = stop
                 self.state.am_from = None
@@ -176,24 +179,41 @@ class Replay:
         else:
             self.settle(name, Outcome.EMPTY, [BECAME_EMPTY])
 
-    def after_stop(self, name: str, output: str) -> Stop | None:
-        """`git am` stopped on `name`: settle it if rerere resolved every conflict, else describe the stop."""
+    @property
+    def rr_cache(self) -> Path:
+        return self.repo.git_dir() / "rr-cache"
+
+    def index_resolutions(self, conflicts: dict[str, str], name: str) -> None:
+        """Index the resolutions git recorded for the conflicts `name` stopped with."""
+        if conflicts:
+            rebase = f"{self.state.old_version} → {self.state.new_version}"
+            reuse.record(self.rr_cache, conflicts, patch=name, rebase=rebase)
+
+    def after_stop(self, name: str, output: str, before: dict[str, int] | None = None) -> Stop | None:
+        """`git am` stopped on `name`: settle it if rerere resolved every conflict, else describe the stop.
+
+        A replayed resolution is announced: which file, and (from the index) the patch, rebase and time it
+        was recorded for."""
         if not am_in_progress(self.checkout):
             lines = [line for line in output.splitlines() if line.strip()]
             raise VpatchError(f"{name}: git am failed: {lines[-1] if lines else 'no output'}")
         unmerged = unmerged_paths(self.repo)
         if unmerged:
-            unresolved = set(self.repo.out("rerere", "remaining").splitlines())
+            unresolved = set(self.repo.out("rerere", "remaining").splitlines()) if not self.state.no_reuse else set()
             auto = [
                 path
                 for _, path in unmerged
-                if path not in unresolved
+                if not self.state.no_reuse
+                and path not in unresolved
                 and (self.checkout.path / path).is_file()
                 and not conflict_hunks(self.checkout.path / path)
             ]
+            note = ""
             if auto:
                 self.repo.run("add", "--", *auto)
-            note = f"conflict in {', '.join(auto)} resolved by a recorded resolution (rerere)" if auto else ""
+                note = reuse.describe(self.rr_cache, reuse.used(self.rr_cache, before or {}), auto)
+                ui.err.print(f"vpatch: {name}: {note}", markup=False, highlight=False)
+            self.state.rr_ids = reuse.merge_rr(self.repo) or None
             if len(auto) == len(unmerged):
                 self.continue_am(name, note)
                 return None

@@ -15,6 +15,7 @@ from toolkit.apply import am_in_progress
 from toolkit.checkout import UPSTREAM_REF, Checkout, add_base_objects, create_checkout, write_state
 from toolkit.errors import VpatchError
 from toolkit.git import Git
+from toolkit.lifecycle.rebase import reuse
 from toolkit.lifecycle.rebase.complete import finish
 from toolkit.lifecycle.rebase.conflicts import conflict_hunks, line_ranges, unmerged_paths
 from toolkit.lifecycle.rebase.recipes import enable_rerere, old_series_head, rerere_cache
@@ -77,6 +78,8 @@ def start_rebase(
     target: Path,
     force: bool = False,
     pending_pin: bool = False,
+    reuse: bool = True,
+    beside: bool = False,
     step: Step = _no_step,
 ) -> RebaseResult:
     """Replay OLD's series onto NEW's base in a new checkout at `target`.
@@ -87,7 +90,7 @@ def start_rebase(
         raise VpatchError(f"{old_pin.label}: rebase onto the same version makes no sense")
     old_series = project.series(old_pin)
     series_dir = project.options.patches_dir / new_pin.series_dirname
-    if (series_dir / "series").exists() and not force:
+    if (series_dir / "series").exists() and not (force or beside):
         raise VpatchError(f"{series_dir} already has a series; use --force to replace it with the rebased one")
     prepare_target(target, force=force)
     with step(f"bases {old_pin.label} ({old_pin.source}) and {new_pin.label} ({new_pin.source})"):
@@ -99,11 +102,14 @@ def start_rebase(
     with step(f"checkout of {new_pin.label} into {target} ({len(touched)} files the series touches)"):
         checkout = create_checkout(new_base, target, sparse_paths=touched)
     try:
-        with step(f"borrow {old_pin.label}'s base for three-way merges; enable rerere"):
+        with step(
+            f"borrow {old_pin.label}'s base for three-way merges; " + ("enable rerere" if reuse else "rerere off")
+        ):
             # Borrowed from the cache, not copied: a rebase checkout is a working area.
             add_base_objects(checkout, [old_base], borrow=True)
             checkout.git.update_ref(OLD_BASE_REF, old_base.commit)
-            enable_rerere(checkout, rerere_cache(project.options.cache_dir, project.pins.project, project.options.root))
+            store = rerere_cache(project.options.cache_dir, project.pins.project, project.options.root)
+            enable_rerere(checkout, store, reuse=reuse)
         private = private_dir(checkout)
         (private / "patches").mkdir(parents=True)
         for patch in old_series.patches:
@@ -138,6 +144,8 @@ def start_rebase(
             stopped=None,
             force=force,
             pending_pin=pending_pin,
+            no_reuse=None if reuse else True,
+            beside=True if beside else None,
         )
         save_state(checkout, state)
     except BaseException:
@@ -167,6 +175,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
     rebase = Replay.load(project, checkout)
     rebase.state.force = bool(rebase.state.force) or force
     name = rebase.state.current
+    conflicts = dict(rebase.state.rr_ids or {})  # indexed once git has recorded their resolutions
     if name is not None:
         stopped = rebase.state.stopped
         stopped_status = stopped.status if stopped else None
@@ -204,6 +213,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
             rebase.settle(name, Outcome.MERGED, [how], repo.rev_parse("HEAD"))
         else:
             rebase.settle(name, Outcome.SKIPPED, ["skipped with git"])
+        rebase.index_resolutions(conflicts, name)
     return replay_and_finish(rebase)
 
 
@@ -230,6 +240,13 @@ def abort_rebase(project: Project, checkout: Checkout) -> RebaseState:
     if am_in_progress(checkout):
         # Remember what was resolved so far (a resolved file without markers), so the next rebase reuses it.
         repo.run("rerere", check=False)
+        if state.current and state.rr_ids:
+            reuse.record(
+                repo.git_dir() / "rr-cache",
+                state.rr_ids,
+                patch=state.current,
+                rebase=f"{state.old_version} → {state.new_version}",
+            )
         repo.run("am", "--abort")
     repo.run("reset", "--quiet", "--hard", UPSTREAM_REF)
     for ref in (OLD_HEAD_REF, OLD_BASE_REF):

@@ -69,6 +69,9 @@ class RebaseState(msgspec.Struct, omit_defaults=True):
     current_head: str | None = None  # HEAD when the current patch started
     am_from: str | None = None  # HEAD a `git am` started from, until its outcome is saved
     continuing: str | None = None  # how the stopped patch was resolved, once `git am --continue` runs
+    no_reuse: bool | None = None  # `--no-reuse`: rerere is off, no recorded resolution is replayed
+    rr_ids: dict[str, str] | None = None  # the stopped patch's conflicts as rerere tracks them {id: path}
+    beside: bool | None = None  # `--beside`: the result goes to patches/<project>-NEW.rebased/
 
 
 def private_dir(checkout: Checkout) -> Path:
