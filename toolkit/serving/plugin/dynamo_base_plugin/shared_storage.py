@@ -10,10 +10,11 @@ through a directory both engines see, loaded out of tree by `kv_connector_module
 Written here for the API of vLLM 0.32.0 (three-argument constructor, `get_transfer_results` with per-request
 `failed_recving`, `update_connector_output`); the transport and its on-disk format are patch 0013's:
 
-- Prefill: a `do_remote_decode` request's KV (every prompt token but the last) is written once, in the engine
-  step after the request finished (its blocks are held, `request_finished` -> True, until the worker has written
-  them): `<storage>/<transfer key>/manifest.json` + `kv.bin` (per layer, the blocks in token order), staged under
-  a dot-name and renamed, so a reader never sees half a transfer. Then the blocks are reported sent and freed.
+- Prefill: a `do_remote_decode` request's KV (every prompt token but the last) is written once, by the worker,
+  right after the forward pass that completes its prompt (`wait_for_save`, before the step's output is returned):
+  `<storage>/<transfer key>/manifest.json` + `kv.bin` (per layer, the blocks in token order), staged under a
+  dot-name and renamed, so a reader never sees half a transfer. The transfer is whole before the request can
+  finish, so `request_finished` frees the blocks at once (no held blocks) and hands out the parameters.
 - Decode: a request with the prefill's parameters waits in WAITING_FOR_REMOTE_KVS while the worker polls for its
   transfer every step (vLLM steps an engine with a waiting request even when nothing is scheduled), checks that
   it was computed for this prompt and this cache layout, copies the blocks into its own block ids (after a local
@@ -22,9 +23,10 @@ Written here for the API of vLLM 0.32.0 (three-argument constructor, `get_transf
 - Load timeout (0008's `load_timeout_s`): a transfer not there that many seconds after the load started is a
   failed load ("no transfer after N s"). An abort while loading cancels the load at once (reported finished, so
   vLLM 0.32.0, which waits for the worker before freeing such blocks, frees them).
-- Hold timeout (0010's `hold_timeout_s`): on this transport a prefill's blocks are held only until the transfer
-  is written (one engine step), so what a decode engine that went away leaves behind is the stored transfer. The
-  producer removes a transfer nobody read within `hold_timeout_s`, with a warning, also while the engine is idle.
+- Hold timeout (0010's `hold_timeout_s`): on this transport a prefill holds no blocks for the decode (the bytes
+  are in storage before the request finishes), so what a decode engine that went away leaves behind is the stored
+  transfer. The producer removes a transfer nobody read within `hold_timeout_s`, with a warning, also while the
+  engine is idle (a timer thread: no engine step needed).
 
 Blocks are staged through CPU memory, so it works wherever the KV cache lives; the portable path, not the fast one.
 """
@@ -117,6 +119,8 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
         self.is_consumer = bool(config.is_kv_consumer)
         # Scheduler half.
         self._saves: list[SaveSpec] = []
+        self._tracked: dict[str, Request] = {}  # do_remote_decode requests whose prompt is not computed yet
+        self._saved: dict[str, SaveSpec] = {}  # ... and those whose save was handed to the workers
         self._loads: list[LoadSpec] = []
         self._cancels: list[str] = []
         self._loading: set[str] = set()  # loads handed to the workers and not reported finished
@@ -126,8 +130,6 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
         self.block_dim = 1
         self._active: dict[str, LoadSpec] = {}
         self._deadlines = Deadlines()
-        self._written: set[str] = set()  # saves written, not reported yet
-        self._finished_ids: set[str] = set()  # finished_req_ids seen for them
         self._recved: set[str] = set()
         self._failed: set[str] = set()
         self._sweeper: HoldSweeper | None = None
@@ -159,33 +161,44 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
     def update_connector_output(self, connector_output: KVConnectorOutput) -> None:
         self._loading -= set(connector_output.finished_recving or ())
 
+    def on_new_request(self, request: Request) -> None:
+        if self.is_producer and (request.kv_transfer_params or {}).get("do_remote_decode"):
+            self._tracked[request.request_id] = request
+
     def request_finished(self, request: Request, block_ids: list[int]) -> tuple[bool, dict[str, Any] | None]:
         req_id = request.request_id
         self._loaded_once.discard(req_id)
+        self._tracked.pop(req_id, None)
         if req_id in self._loading:  # aborted while its KV loads: stop the load, vLLM frees the blocks after it
             self._cancels.append(req_id)
-        params = request.kv_transfer_params or {}
-        if not self.is_producer or not params.get("do_remote_decode"):
-            return False, None
-        num_tokens = request.num_prompt_tokens - 1  # the decode engine computes the last prompt token itself
-        needed = num_blocks(num_tokens, self.block_size)
-        if num_tokens <= 0 or request.num_computed_tokens < request.num_prompt_tokens or len(block_ids) < needed:
-            return False, None  # nothing a decode engine could use, or the prompt was never computed (aborted)
-        save = SaveSpec(
-            req_id, list(block_ids[:needed]), num_tokens, list(request.prompt_token_ids or [])[:num_tokens], ""
-        )
-        save.key = transfer_key(self.engine_id, req_id)
-        self._saves.append(save)
-        return True, {
+        save = self._saved.pop(req_id, None)
+        if save is None:
+            return False, None  # not a do_remote_decode request, or its prompt was never computed (aborted)
+        # Written by the step that computed the prompt, before this request could finish: nothing to hold.
+        return False, {
             "do_remote_prefill": True,
             "remote_engine_id": self.engine_id,
             "remote_request_id": req_id,
             "remote_block_ids": list(save.block_ids),
-            "num_remote_tokens": num_tokens,
+            "num_remote_tokens": save.num_tokens,
             "transfer_key": save.key,
         }
 
     def build_connector_meta(self, scheduler_output: SchedulerOutput) -> KVConnectorMetadata:
+        """Called at the end of schedule(), before the scheduled requests' num_computed_tokens advance."""
+        for req_id, request in list(self._tracked.items()):
+            scheduled = scheduler_output.num_scheduled_tokens.get(req_id, 0)
+            if not scheduled or request.num_computed_tokens + scheduled < request.num_prompt_tokens:
+                continue  # not scheduled, or the prompt is not complete after this step
+            del self._tracked[req_id]
+            num_tokens = request.num_prompt_tokens - 1  # the decode engine computes the last prompt token itself
+            if num_tokens <= 0 or self._kv_cache_manager is None:
+                continue  # nothing a decode engine could use
+            block_ids = self._kv_cache_manager.get_block_ids(req_id)[0][: num_blocks(num_tokens, self.block_size)]
+            prompt = list(request.prompt_token_ids or [])[:num_tokens]
+            save = SaveSpec(req_id, list(block_ids), num_tokens, prompt, transfer_key(self.engine_id, req_id))
+            self._saved[req_id] = save
+            self._saves.append(save)
         meta = TransferMetadata(self._saves, self._loads, self._cancels)
         self._saves, self._loads, self._cancels = [], [], []
         return meta
@@ -229,21 +242,16 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
         for save in meta.saves:
             try:
                 self._write(save)
-            except Exception as exc:  # the blocks are freed all the same; the decode's load then fails or times out
+            except Exception as exc:  # the engine goes on; the decode's load then fails or times out
                 logger.error("KV transfer of request %s not written to %s: %s", save.req_id, self.storage_path, exc)
             else:
                 if self._sweeper is not None:
                     self._sweeper.hold(save.key)
-            self._written.add(save.req_id)
 
     def get_transfer_results(self, finished_req_ids: set[str]) -> KVConnectorTransferResults:
-        self._finished_ids |= finished_req_ids & self._written
-        sending = self._written & self._finished_ids  # a send is reported only for a request the scheduler finished
-        self._written -= sending
-        self._finished_ids -= sending
         recving, failed = self._recved | self._failed, set(self._failed)  # a failed load is a finished one too
         self._recved, self._failed = set(), set()
-        return KVConnectorTransferResults(finished_sending=sending, finished_recving=recving, failed_recving=failed)
+        return KVConnectorTransferResults(finished_recving=recving, failed_recving=failed)
 
     def get_finished(self, finished_req_ids: set[str]) -> tuple[set[str] | None, set[str] | None]:
         results = self.get_transfer_results(finished_req_ids)
