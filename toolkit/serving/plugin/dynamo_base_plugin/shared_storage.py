@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -111,6 +112,10 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
     def __init__(self, vllm_config: VllmConfig, role: KVConnectorRole, kv_cache_config: KVCacheConfig) -> None:
         super().__init__(vllm_config, role, kv_cache_config)
         config = self._kv_transfer_config
+        parallel = vllm_config.parallel_config
+        if parallel.tensor_parallel_size * parallel.pipeline_parallel_size != 1:
+            # Every worker would write its shard of the KV under the same transfer key.
+            raise ValueError("SharedStorageConnectorV1 supports one worker per engine (tensor and pipeline parallel 1)")
         self.options = read_options(config.kv_connector_extra_config, getattr(config, "kv_load_failure_policy", None))
         self.storage_path: str = self.options["storage_path"] or default_storage_path()
         self.engine_id: str = self.options["engine_id"] or config.engine_id or uuid.uuid4().hex
@@ -296,7 +301,7 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
             remove_transfer(self.storage_path, save.key)  # a retried request id
             os.rename(staging, final)
         finally:
-            remove_transfer_dir(staging)
+            shutil.rmtree(staging, ignore_errors=True)  # still there only if the write failed
 
     def _poll_loads(self) -> None:
         expired = set(self._deadlines.expired())
@@ -360,10 +365,3 @@ class SharedStorageConnectorV1(KVConnectorBase_V1):
 
     def _hold_expired(self, key: str, why: str) -> None:
         logger.warning("KV transfer %s in %s: %s", key[:16], self.storage_path, why)
-
-
-def remove_transfer_dir(path: str) -> None:
-    """Remove a staging directory if it is still there (after a rename it is not)."""
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
