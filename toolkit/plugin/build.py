@@ -65,7 +65,22 @@ HOOKS = (
         "(0.9.0+) or LLMEngine.from_engine_args (0.32.0) (supported)",
     },
 )
-DELIVERS = {"kv-routing": "load metrics (running, waiting, KV-cache usage, prefix-cache hit rate) over ZMQ"}
+DELIVERS = {
+    "kv-routing": "load metrics (running, waiting, KV-cache usage, prefix-cache hit rate) over ZMQ",
+    "pd-disagg": "SharedStorageConnectorV1: the asynchronous shared-storage transport (0012/0013's protocol and "
+    "format) with a load timeout and a hold timeout, by kv_connector_module_path (connector API of vLLM 0.32.0)",
+}
+# Out-of-tree KV connectors: vLLM imports `module` and takes the class named by `kv_connector` from it; not an
+# entry point (nothing is loaded unless a KVTransferConfig names it).
+KV_CONNECTORS = {
+    "SharedStorageConnectorV1": {
+        "kv_connector_module_path": f"{PACKAGE}.shared_storage",
+        "module": f"{PACKAGE}/shared_storage.py",
+        "uses": [f"{PACKAGE}/transfer.py"],
+        "vllm_api": "0.32.0 (3-argument constructor, get_transfer_results with failed_recving)",
+        "replaces": ["0012", "0013", "0008 (load_timeout_s)", "0010 (hold_timeout_s, of the stored transfer)"],
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,7 @@ def provenance(pin: Pin, series: Series | None, sources: dict[str, bytes], versi
             "hooks": list(HOOKS),
         },
         "delivers": DELIVERS,
+        "kv_connectors": KV_CONNECTORS,
         "series": {
             "fingerprint": series.fingerprint() if series else None,
             "patches": [p.name for p in series.patches] if series else [],

@@ -6,7 +6,8 @@ decode engine are separate processes, as in a deployment, and sequences them: pr
 (after it may have corrupted or deleted the transfer) decode.
 
 Start-up: `python pd_drive.py CONFIG_JSON` with keys model, role ("prefill" | "decode" |
-"aggregated"), connector ("ExampleConnector"), storage (the shared storage directory),
+"aggregated"), connector ("ExampleConnector", or "SharedStorageConnectorV1" from the dynamo-base plugin, with
+its kv_connector_extra_config beyond storage_path as extra_config), storage (the shared storage directory),
 block_size, max_model_len, kv_load_failure_policy. Once the engine is up it prints
 `VPATCH-PD {"ready": true, "start_seconds": s, "vllm_version": v}`.
 
@@ -56,6 +57,14 @@ def kv_transfer_config(config: dict) -> dict | None:
             "kv_role": "kv_both",
             "kv_buffer_device": "cpu",
             "kv_load_failure_policy": config.get("kv_load_failure_policy", "fail"),
+        }
+    if config.get("connector") == "SharedStorageConnectorV1":  # dynamo-base's transport, out of tree (the plugin)
+        return {
+            "kv_connector": "SharedStorageConnectorV1",
+            "kv_connector_module_path": "dynamo_base_plugin.shared_storage",
+            "kv_role": ROLES[role],
+            "kv_load_failure_policy": config.get("kv_load_failure_policy", "fail"),
+            "kv_connector_extra_config": {"storage_path": config["storage"], **config.get("extra_config", {})},
         }
     return {
         "kv_connector": config.get("connector", "ExampleConnector"),
