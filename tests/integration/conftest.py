@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import patched_wheel_of, stock_env_of
 
+from tests.harness import patched_wheel_of, stock_env_of
 from toolkit.conformance.envs import vllm_env
 from toolkit.options import load_options
 from toolkit.project import Project

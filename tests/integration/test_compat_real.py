@@ -12,8 +12,8 @@ import json
 import subprocess
 
 import pytest
-from helpers import stock_env_of
 
+from tests.harness import stock_env_of
 from toolkit.compat.migrate import migrate
 from toolkit.envs import offline_env, venv_python
 from toolkit.serving.drivers import driver_command, drivers_pythonpath

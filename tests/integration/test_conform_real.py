@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_vpatch
+
+from tests.harness import run_vpatch
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.real
@@ -40,8 +41,7 @@ def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(tmp_path
     """A (deliberately) broken patch: the checks fail with the cause, never pass, and the others still run."""
     import shutil
 
-    from helpers import commit_in
-
+    from tests.harness import commit_in
     from toolkit.export import plan_export, write_export
     from toolkit.options import load_options
     from toolkit.project import Project

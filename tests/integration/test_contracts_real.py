@@ -5,8 +5,8 @@ against each engine's own ground truth (what `vpatch conform 0.9.0 --against 0.8
 from __future__ import annotations
 
 import pytest
-from helpers import stock_env_of
 
+from tests.harness import stock_env_of
 from toolkit.contracts.run import run_contracts
 from toolkit.contracts.sides import Side, parse_configs
 from toolkit.records.conformance import WheelRef

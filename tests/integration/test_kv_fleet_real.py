@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import stock_env_of
 
+from tests.harness import stock_env_of
 from toolkit.conformance.envs import read_trace, run_runner
 from toolkit.serving.kv.index import KVIndex
 from toolkit.serving.kv.subscriber import Subscriber

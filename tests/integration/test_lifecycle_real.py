@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_series_round_trips, run_vpatch
 
+from tests.harness import assert_series_round_trips, run_vpatch
 from toolkit.apply import apply_series
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE

@@ -16,8 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import patched_wheel_of, stock_env_of
 
+from tests.harness import patched_wheel_of, stock_env_of
 from toolkit.apply import apply_series
 from toolkit.conformance.envs import run_pd, vllm_env
 from toolkit.conformance.pdchecks import FAIL_MODE_SCENARIOS, pd_checks

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import stock_env_of
 
+from tests.harness import stock_env_of
 from toolkit.conformance.envs import read_trace, run_runner
 from toolkit.envs import create_venv, install, layer_on, runtime_env
 from toolkit.plugin.build import build_plugin

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import assert_series_round_trips, commit_in, run_vpatch
 
+from tests.harness import assert_series_round_trips, commit_in, run_vpatch
 from toolkit.apply import apply_series
 from toolkit.checkout import UPSTREAM_REF, create_checkout
 from toolkit.export import plan_export, write_export

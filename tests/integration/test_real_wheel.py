@@ -15,8 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, run_vpatch
 
+from tests.harness import commit_in, run_vpatch
 from toolkit.envs import create_venv, install, venv_python
 from toolkit.index import fetch_artifact
 from toolkit.options import load_options

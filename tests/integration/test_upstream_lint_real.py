@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import commit_in
 
+from tests.harness import commit_in
 from toolkit.apply import PatchOutcome, apply_series
 from toolkit.options import load_options
 from toolkit.project import Project

@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-from helpers import commit_in, default_tree, module_text
 
+from tests.harness import commit_in, default_tree, module_text
 from toolkit.git import Git
 
 

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import LocalIndex, Workspace, commit_in, module_text
+
+from tests.harness import LocalIndex, Workspace, commit_in, module_text
 
 P1 = "0001-core-bigger-value.patch"
 P2 = "0002-engine-smaller-value.patch"

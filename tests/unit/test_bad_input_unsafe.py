@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import AUTHOR_ENV, DIFF_AUTHORSHIP, default_tree
 
+from tests.harness import AUTHOR_ENV, DIFF_AUTHORSHIP, default_tree
 from toolkit.git import Git
 
 LINK_PATCH = "0001-tests-link-the-readme.patch"

@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, sha256
 
 import toolkit.index
+from tests.harness import commit_in, sha256
 from toolkit.cache import locked, replace_file, still_verified
 from toolkit.errors import VpatchError
 from toolkit.index import cached_path, fetch_artifact

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 
-from helpers import commit_in, module_text
-
+from tests.harness import commit_in, module_text
 from toolkit.records.ci_summary import decode_summary, encode_summary
 from toolkit.records.conformance import decode_results, encode_results
 

@@ -131,7 +131,7 @@ def test_a_crashing_check_is_a_failure_and_the_others_still_run():
 
 
 def test_static_tier_on_a_synthetic_release(pinned, capsys, tmp_path):
-    from helpers import commit_in, module_text
+    from tests.harness import commit_in, module_text
 
     ws = pinned
     ws.write_series("1.0", {})

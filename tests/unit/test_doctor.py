@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, module_text
 
+from tests.harness import commit_in, module_text
 from toolkit.envs import create_venv, install, venv_python
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers import DIFF_AUTHORSHIP, commit_in, module_text
 
+from tests.harness import DIFF_AUTHORSHIP, commit_in, module_text
 from toolkit.cli import main as vpatch_main
 from toolkit.faults import KILLED
 from toolkit.tempnames import PREFIX, owner_pid, pid_alive

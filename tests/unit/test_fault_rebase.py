@@ -15,9 +15,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, default_tree, module_text
-from test_fault_injection import in_process, killed_run, leftovers, stale_in, tree
 
+from tests.harness import commit_in, default_tree, module_text
+from tests.unit.test_fault_injection import in_process, killed_run, leftovers, stale_in, tree
 from toolkit.faults import KILLED
 from toolkit.git import Git
 from toolkit.tempnames import PREFIX

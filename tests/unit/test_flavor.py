@@ -13,9 +13,17 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import make_wheel, module_text, package_files
-from test_wheel_overlay import KV_EVENTS, PENDING, SCHEDULER, error_line, make_series, provenance, read_member
 
+from tests.harness import make_wheel, module_text, package_files
+from tests.unit.test_wheel_overlay import (
+    KV_EVENTS,
+    PENDING,
+    SCHEDULER,
+    error_line,
+    make_series,
+    provenance,
+    read_member,
+)
 from toolkit.errors import VpatchError
 from toolkit.pins import parse_pins
 from toolkit.wheel.flavor_deps import decisive_requirements

@@ -14,8 +14,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import module_text
-from test_wheel_overlay import KV_EVENTS, PENDING, SCHEDULER, STOCK, make_series
+
+from tests.harness import module_text
+from tests.unit.test_wheel_overlay import KV_EVENTS, PENDING, SCHEDULER, STOCK, make_series
 
 TAG = "cp38-abi3-manylinux1_x86_64"
 LOOKUP = 'from importlib.metadata import version\n\nVERSION = version("ai_dynamo_vllm")\n'

@@ -15,7 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import (
+
+from tests.harness import (
     AUTHOR_ENV,
     DIFF_AUTHORSHIP,
     commit_in,
@@ -25,7 +26,6 @@ from helpers import (
     module_text,
     package_files,
 )
-
 from toolkit.git import Git
 from toolkit.model import parse_patch
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import tomllib
 
 import pytest
-from helpers import DIFF_AUTHORSHIP, module_text
-from test_import import (
+
+from tests.harness import DIFF_AUTHORSHIP, module_text
+from tests.unit.test_import import (
     FORK_BLOCK_POOL,
     FORK_SCHEDULER,
     KV_EVENTS,

@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from test_wheel_overlay import KV_EVENTS, PENDING, build, make_series
 
+from tests.unit.test_wheel_overlay import KV_EVENTS, PENDING, build, make_series
 from toolkit.wheel.install import REUSED
 
 INSTALLS = ("install-pip", "install-uv")

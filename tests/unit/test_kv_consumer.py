@@ -1,6 +1,6 @@
 """The reference consumer cannot be wedged (issue 21 item 4), reads a mixed fleet (item 3), and kv-watch
 follows engines that bind or connect: every publisher is a separate process on real ZMQ sockets
-(tests/kv_stream_peer.py), replaying real captures from tests/fixtures/kv-streams/ or frames a test writes."""
+(tests/harness/kv_stream_peer.py), replaying real captures from tests/fixtures/kv-streams/ or frames a test writes."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from toolkit.serving.kv.wire import (
     encode_upstream,
 )
 
-PEER = Path(__file__).resolve().parents[1] / "kv_stream_peer.py"
+PEER = Path(__file__).resolve().parents[1] / "harness" / "kv_stream_peer.py"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "kv-streams"
 DEEP = b"\x92\xcb" + b"\0" * 8 + b"\x91" * 200_000 + b"\x90"  # [ts, [[[[...]]]]]
 

@@ -8,8 +8,8 @@ import json
 
 import msgspec
 import pytest
-from test_kv_consumer import DEEP, FIXTURES, dynamo, expected, peers, write_frames  # noqa: F401 (fixture)
 
+from tests.unit.test_kv_consumer import DEEP, FIXTURES, dynamo, expected, peers, write_frames  # noqa: F401 (fixture)
 from toolkit.cli import main as vpatch_main
 from toolkit.serving.kv.index import KVIndex
 from toolkit.serving.kv.load import PLUGIN_LOAD, decode_load

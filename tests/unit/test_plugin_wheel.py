@@ -15,8 +15,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import env_var, run_vpatch
 
+from tests.harness import env_var, run_vpatch
 from toolkit import faults
 from toolkit.envs import create_venv, install, venv_python
 from toolkit.errors import VpatchError

@@ -9,8 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import AUTHOR_ENV, commit_in, commit_tree, default_tree, env_var, git_repo, module_text
 
+from tests.harness import AUTHOR_ENV, commit_in, commit_tree, default_tree, env_var, git_repo, module_text
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import rerere_cache
 

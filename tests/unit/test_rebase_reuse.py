@@ -5,8 +5,18 @@ from __future__ import annotations
 
 import json
 
-from test_rebase import P1, P2, P3, conflicting_13, publish, rebase, resolve_p1, series_10, series_names, statuses
-
+from tests.unit.test_rebase import (
+    P1,
+    P2,
+    P3,
+    conflicting_13,
+    publish,
+    rebase,
+    resolve_p1,
+    series_10,
+    series_names,
+    statuses,
+)
 from toolkit.lifecycle.rebase import rerere_cache
 from toolkit.lifecycle.rebase.reuse import index_path
 
@@ -80,6 +90,6 @@ def test_beside_writes_next_to_the_committed_series_then_adopt_or_discard(confli
 
 
 def open_module(ws) -> str:
-    from helpers import module_text
+    from tests.harness import module_text
 
     return module_text("scheduler")

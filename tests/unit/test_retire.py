@@ -6,8 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from helpers import DIFF_AUTHORSHIP, commit_in, module_text
-
+from tests.harness import DIFF_AUTHORSHIP, commit_in, module_text
 from toolkit.model import parse_patch
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, encode_contract
 from toolkit.records.status import Status

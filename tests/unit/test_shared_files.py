@@ -14,8 +14,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from helpers import DIFF_AUTHORSHIP, Workspace, env_var
 
+from tests.harness import DIFF_AUTHORSHIP, Workspace, env_var
 from toolkit.cache import project_lock, update_file
 from toolkit.options import load_options
 

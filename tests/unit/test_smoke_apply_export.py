@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from helpers import commit_in, module_text
-
+from tests.harness import commit_in, module_text
 from toolkit.git import Git
 
 

@@ -15,9 +15,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import AUTHOR_ENV, commit_tree, default_tree, git_repo, make_sdist, sha256
 from packaging.version import Version
 
+from tests.harness import AUTHOR_ENV, commit_tree, default_tree, git_repo, make_sdist, sha256
 from toolkit.checkout import UPSTREAM_REF
 from toolkit.errors import VpatchError
 from toolkit.git import Git

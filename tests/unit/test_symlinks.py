@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import AUTHOR_ENV
 
+from tests.harness import AUTHOR_ENV
 from toolkit.git import Git
 from toolkit.symlinks import target_problem
 

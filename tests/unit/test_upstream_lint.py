@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import LocalIndex, Workspace, commit_in, default_tree, module_text
 
+from tests.harness import LocalIndex, Workspace, commit_in, default_tree, module_text
 from toolkit.errors import VpatchError
 from toolkit.upstream_lint.config import load_lint_config
 

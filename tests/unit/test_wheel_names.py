@@ -13,8 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, default_tree, module_text
 
+from tests.harness import commit_in, default_tree, module_text
 from toolkit.git import Git
 
 TAG = "cp38-abi3-manylinux1_x86_64"

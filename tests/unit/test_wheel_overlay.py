@@ -19,10 +19,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import commit_in, make_wheel, module_text, package_files
 from packaging.version import Version
 
 import toolkit
+from tests.harness import commit_in, make_wheel, module_text, package_files
 from toolkit.git import Git
 from toolkit.model import load_series
 from toolkit.wheel import zipraw
