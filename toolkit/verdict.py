@@ -53,7 +53,7 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
     )
     verdicts = feature_verdicts(name, version, series, gather(paths, version))
     plugin = next((v.plugin for v in verdicts if v.engine == "stock+plugin" and v.plugin is not None), None)
-    others = "".join(f"; {v.feature}: {v.summary}" for v in verdicts if v.engine != "dynamo-base")
+    others = "".join(f"; {v.feature}: {v.label} ({v.summary})" for v in verdicts if v.engine != "dynamo-base")
 
     def make(engine: Engine | None, count: int, features: list[str], summary: str, records: list[str] | None):
         return Verdict(engine, count, features, summary, records, lacks or None, contracts, verdicts, plugin)

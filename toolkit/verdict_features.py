@@ -120,7 +120,7 @@ def feature_verdict(
     lacks, lacks_file = stock_lacks(evidence)
     stock = next((e for e in evidence if e.kind == "stock"), None)
     if patches:
-        summary = f"dynamo-base needed: {patch_span(patches)}"
+        summary = f"patches {patch_span(patches)}"
         if lacks:
             summary += f" (stock {name} {version} lacks {', '.join(item.split(' (')[0] for item in lacks)})"
         files = [lacks_file] if lacks_file else []
@@ -129,7 +129,7 @@ def feature_verdict(
     if chosen is None:
         why = f"stock {name} {version} lacks {'; '.join(lacks)}" if lacks else "no build meets its contract"
         files = sorted({e.file for e in evidence})
-        return FeatureVerdict(feature, None, f"no build meets the contract: {why}", lacks=lacks, evidence=files)
+        return FeatureVerdict(feature, None, f"no build meets its contract: {why}", lacks=lacks, evidence=files)
     unmet = [] if chosen.everywhere else chosen.lacking
     condition = f"; only where every item passes: not met {'; '.join(unmet)}" if unmet else ""
     if chosen.kind == "stock":
@@ -144,7 +144,7 @@ def feature_verdict(
     adds = _adds(chosen, stock)
     what = plugin.label if plugin is not None else "a plugin"
     delivers = plugin.delivers.get(feature) if plugin is not None else None
-    summary = f"stock + plugin: {what} adds {', '.join(adds) or 'nothing stock lacks'}"
+    summary = f"{what} adds {', '.join(adds) or 'nothing stock lacks'}"
     summary += f" ({delivers})" if delivers else ""
     files = [chosen.file] + ([stock.file] if stock is not None and stock.file != chosen.file else [])
     return FeatureVerdict(
