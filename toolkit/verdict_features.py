@@ -131,7 +131,8 @@ def feature_verdict(
         files = sorted({e.file for e in evidence})
         return FeatureVerdict(feature, None, f"no build meets its contract: {why}", lacks=lacks, evidence=files)
     unmet = [] if chosen.everywhere else chosen.lacking
-    condition = f"; only where every item passes: not met {'; '.join(unmet)}" if unmet else ""
+    passing = [run for run, items in chosen.runs.items() if all(s == Status.PASS for s in items.values())]
+    condition = f"; only under {', '.join(passing)} (not met: {'; '.join(unmet)})" if unmet else ""
     if chosen.kind == "stock":
         return FeatureVerdict(
             feature,

@@ -232,3 +232,20 @@ def test_observations_of_both_streams_round_trip_and_old_lines_are_events():
     lines += b'"hashes":[],"overlaps":{}}\n'
     load, event = decode_observations(lines)
     assert (load.stream, load.seq, load.epoch, event.stream) == ("load", 4, 1, "events")
+
+
+def test_the_plugin_evidence_file_is_named_apart_and_a_plugin_wheel_needs_the_plugin_kind():
+    from pathlib import Path
+
+    from helpers import run_vpatch
+
+    from toolkit.contracts.run import evidence_name
+
+    new = BuildSpec("0.9.0", "stock+plugin", ("p.whl",))
+    assert evidence_name("vllm", new, BuildSpec("0.8.4", "dynamo-base")) == "vllm-0.9.0+plugin-against-0.8.4.json"
+    assert evidence_name("vllm", BuildSpec("0.9.0", "stock"), BuildSpec("0.8.4", "dynamo-base")) == (
+        "vllm-0.9.0-against-0.8.4.json"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = run_vpatch(root, "conform", "0.9.0", "--against", "0.8.4", "--plugin-wheel", "x.whl", expect=1)
+    assert proc.stderr.strip().endswith("--plugin-wheel needs --new-kind stock+plugin"), proc.stderr

@@ -116,7 +116,7 @@ def run_kv_config(side: Side, config: TransportConfig, work: Path, workloads: li
     if observations:
         seen.encodings = dict(Counter(o.encoding for o in observations if o.encoding is not None))
     items = kv.judge(side.build.label, trace, observations, load_endpoint=load)
-    if engine_errors and not observations:
+    if engine_errors and not any(o.stream == "events" for o in observations):
         for item in items:
             item.detail += f" (engine log: {engine_errors[0]})"
     steps = sum(1 for r in trace if not r.get("summary"))
