@@ -249,3 +249,13 @@ def test_the_plugin_evidence_file_is_named_apart_and_a_plugin_wheel_needs_the_pl
     root = Path(__file__).resolve().parents[2]
     proc = run_vpatch(root, "conform", "0.9.0", "--against", "0.8.4", "--plugin-wheel", "x.whl", expect=1)
     assert proc.stderr.strip().endswith("--plugin-wheel needs --new-kind stock+plugin"), proc.stderr
+
+
+def test_figures_are_compared_with_the_old_build_only_where_both_scheduled_alike():
+    old = [dict(row(s, 1, [1], 1), scheduled={"a": 16}) for s in range(3)]
+    new = [dict(r, load=dict(r["load"])) for r in old]
+    new[1]["load"]["kv_cache_usage"] = 0.5  # allocates differently
+    new[2]["scheduled"] = {"a": 8}  # scheduled otherwise: not compared
+    compared = kv.compare_figures("bind-builtin", old, new + [{"workload": "w", "summary": True}])
+    assert (compared.steps, compared.steps_old, compared.steps_new) == (2, 3, 3)
+    assert compared.equal == {"num_running": 2, "num_waiting": 2, "kv_cache_usage": 1, "prefix_cache_hit_rate": 2}

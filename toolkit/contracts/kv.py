@@ -26,7 +26,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from toolkit.records.contract import ItemResult, Observation
+from toolkit.records.contract import FigureComparison, ItemResult, Observation
 from toolkit.records.status import Status
 
 FEATURE = "kv-routing"
@@ -185,6 +185,23 @@ def judge_plugin_load(
         f"{endpoint}, equal the scheduler's own",
         f"{len(bad)} of {judged} steps: the plugin's load figures on {endpoint} differ from the scheduler's",
     )
+
+
+def compare_figures(config: str, old_trace: list[dict], new_trace: list[dict]) -> FigureComparison:
+    """NEW's load figures against OLD's, step by step, where both engines scheduled alike."""
+    old = {(r["workload"], r["step"]): r for r in old_trace if not r.get("summary") and r.get("load")}
+    new = [r for r in new_trace if not r.get("summary") and r.get("load")]
+    equal = dict.fromkeys(LOAD_KEYS, 0)
+    alike = 0
+    for row in new:
+        twin = old.get((row["workload"], row["step"]))
+        if twin is None or twin.get("scheduled") != row.get("scheduled"):
+            continue
+        alike += 1
+        for key in LOAD_KEYS:
+            if abs(float(twin["load"][key]) - float(row["load"][key])) <= 1e-9:
+                equal[key] += 1
+    return FigureComparison(config, alike, equal, len(old), len(new))
 
 
 def _figures(truth: dict) -> str:

@@ -10,6 +10,7 @@ pd-disagg: toolkit/contracts/pd.py. Everything lands in one ContractResults reco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import re
@@ -201,6 +202,12 @@ def run_contracts(
     if pd.FEATURE in features:
         runs += [pd.run_pd_contract(side, work / "pd") for side in sides]
     by_side = {s.name: s.build for s in sides}
+    figures = []
+    for config in configs if kv.FEATURE in features else []:
+        traces = [work / "kv" / f"{side}-{config.name}.trace" for side in ("old", "new")]
+        if all(t.is_file() for t in traces):
+            with contextlib.suppress(ValueError, KeyError):  # a trace cut short: the items say why
+                figures.append(kv.compare_figures(config.name, read_trace(traces[0]), read_trace(traces[1])))
     new_items = [i for r in runs if r.side == "new" for i in r.items]
     return ContractResults(
         project=project_name,
@@ -215,6 +222,7 @@ def run_contracts(
         python=platform.python_version(),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         seconds=round(time.time() - started, 3),
+        figures_vs_old=figures,
     )
 
 

@@ -119,6 +119,19 @@ class ConfigRun(msgspec.Struct, omit_defaults=True):
     error: str = ""  # the run itself failed (engine or consumer did not start): every item fails with it
 
 
+class FigureComparison(msgspec.Struct, omit_defaults=True):
+    """Supporting evidence, not an item: NEW's load figures against OLD's, per step, under one configuration,
+    on the steps both engines scheduled alike (same workload, step and scheduled tokens). `equal`: figure ->
+    the steps on which NEW's equals OLD's. The items judge each build against its own scheduler; this says how
+    far the two builds' figures agree where their schedules do."""
+
+    config: str
+    steps: int
+    equal: dict[str, int]
+    steps_old: int = 0
+    steps_new: int = 0
+
+
 class ContractResults(msgspec.Struct):
     """`ok`: every item on the NEW side passed (what retiring NEW's features needs); `provided` per
     feature: the NEW side's items that are not pass, by key, with why."""
@@ -136,6 +149,7 @@ class ContractResults(msgspec.Struct):
     python: str = ""
     started: str = ""
     seconds: float = 0.0
+    figures_vs_old: list[FigureComparison] = []
 
     def items_of(self, side: str, feature: str) -> list[ItemResult]:
         return [i for run in self.runs if run.side == side for i in run.items if i.feature == feature]
