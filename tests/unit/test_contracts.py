@@ -256,6 +256,6 @@ def test_figures_are_compared_with_the_old_build_only_where_both_scheduled_alike
     new = [dict(r, load=dict(r["load"])) for r in old]
     new[1]["load"]["kv_cache_usage"] = 0.5  # allocates differently
     new[2]["scheduled"] = {"a": 8}  # scheduled otherwise: not compared
-    compared = kv.compare_figures("bind-builtin", old, new + [{"workload": "w", "summary": True}])
+    compared = kv.compare_figures("bind-builtin", old, [*new, {"workload": "w", "summary": True}])
     assert (compared.steps, compared.steps_old, compared.steps_new) == (2, 3, 3)
     assert compared.equal == {"num_running": 2, "num_waiting": 2, "kv_cache_usage": 1, "prefix_cache_hit_rate": 2}
