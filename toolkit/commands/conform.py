@@ -126,6 +126,17 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
                 style = TERMINAL_STYLE[item.status.tone]
                 table.add_row(run.name, item.key, f"[{style}]{item.status.label}[/]", escape(item.detail))
         ui.out.print(table)
+        for plugin in results.new.plugins:
+            ui.out.print(
+                f"plugin beside {results.new.label}: {escape(plugin.label)} "
+                f"({escape(plugin.file)}, sha256 {plugin.sha256})"
+            )
+        for compared in results.figures_vs_old:
+            equal = ", ".join(f"{key} {n}" for key, n in compared.equal.items())
+            ui.out.print(
+                f"figures against {old.label} ({compared.config}): {compared.steps} steps scheduled alike; "
+                f"equal on: {equal}"
+            )
         for run in results.runs:
             for item in run.items:
                 if item.diff:
