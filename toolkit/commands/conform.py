@@ -131,7 +131,7 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
                 f"plugin beside {results.new.label}: {escape(plugin.label)} "
                 f"({escape(plugin.file)}, sha256 {plugin.sha256})"
             )
-        for compared in results.figures_vs_old:
+        for compared in results.figures_vs_old or []:
             equal = ", ".join(f"{key} {n}" for key, n in compared.equal.items())
             ui.out.print(
                 f"figures against {old.label} ({compared.config}): {compared.steps} steps scheduled alike; "

@@ -21,6 +21,8 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
+
 from toolkit import __version__
 from toolkit.cache import atomic_write_text
 from toolkit.conformance.envs import free_port, offline_env, read_trace, run_runner
@@ -222,7 +224,7 @@ def run_contracts(
         python=platform.python_version(),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         seconds=round(time.time() - started, 3),
-        figures_vs_old=figures,
+        figures_vs_old=figures or msgspec.UNSET,
     )
 
 

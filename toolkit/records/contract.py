@@ -149,7 +149,8 @@ class ContractResults(msgspec.Struct):
     python: str = ""
     started: str = ""
     seconds: float = 0.0
-    figures_vs_old: list[FigureComparison] = []
+    # unset (not written) when nothing was compared, so files written before this field re-encode unchanged
+    figures_vs_old: list[FigureComparison] | msgspec.UnsetType = msgspec.UNSET
 
     def items_of(self, side: str, feature: str) -> list[ItemResult]:
         return [i for run in self.runs if run.side == side for i in run.items if i.feature == feature]
