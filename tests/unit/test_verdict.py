@@ -4,6 +4,7 @@ dynamo-base needed / stock + plugin / stock, per release and per feature, on syn
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 from helpers import commit_in, module_text
@@ -134,3 +135,30 @@ def test_the_three_verdicts_follow_the_contract_evidence(pinned, capsys):
 def test_patch_spans():
     assert patch_span(["0005-a.patch", "0006-b.patch", "0007-c.patch", "0009-d.patch"]) == "0005–0007, 0009"
     assert patch_span(["fix.patch"]) == "fix.patch"
+
+
+def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path):
+    """The real evidence file (patches/conformance/vllm-0.9.0+plugin-against-0.8.4.json) drives 0.9.0's verdict,
+    and it is the evidence of the wheel `vpatch plugin build 0.9.0` makes now (else: run the conform again)."""
+    from pathlib import Path
+
+    from helpers import run_vpatch
+
+    root = Path(__file__).resolve().parents[2]
+    status = json.loads(run_vpatch(root, "status", "0.9.0", "--json").stdout)
+    found = status["versions"][0]["verdict"]
+    assert found["engine"] == "dynamo-base"  # pd-disagg still carried (0005-0014)
+    kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
+    assert kv["engine"] == "stock+plugin" and kv["adds"] == ["load-figures"]
+    assert kv["evidence"][0] == "vllm-0.9.0+plugin-against-0.8.4.json"
+    assert kv["unmet"] == [
+        "cached-prefixes (fail in new-bind-sha256, new-loopback-sha256)",
+        "overlap (fail in new-bind-sha256, new-loopback-sha256)",
+    ]
+    assert pd["engine"] == "dynamo-base" and len(pd["patches"]) == 10
+    built = json.loads(run_vpatch(root, "plugin", "build", "0.9.0", "-o", str(tmp_path), "--json").stdout)
+    same_bytes = "SOURCE_DATE_EPOCH" in os.environ or kv["plugin"]["sha256"] == built["sha256"]  # else: fixed date
+    assert kv["plugin"]["version"] == built["version"] and same_bytes, (
+        "the committed stock+plugin evidence is for another plugin wheel: run `vpatch conform 0.9.0 --against 0.8.4 "
+        "--new-kind stock+plugin --features kv-routing --save`"
+    )
