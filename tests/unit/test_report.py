@@ -120,7 +120,8 @@ V090_FEATURES = [
     {
         "feature": "kv-routing",
         "engine": "stock+plugin",
-        "summary": "dynamo-base-plugin 0.9.0+plugin.abc adds load-figures",
+        "summary": "dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; only under new-bind-builtin "
+        "(not met: cached-prefixes (fail in new-bind-sha256))",
         "plugin": {"name": "dynamo-base-plugin", "version": "0.9.0+plugin.abc", "file": "p.whl", "sha256": PLUGIN_SHA},
         "adds": ["load-figures"],
         "unmet": ["cached-prefixes (fail in new-bind-sha256)"],
@@ -444,8 +445,8 @@ def test_markdown_summary(rendered):
     assert "<summary>0.8.4 cpu <b>parity</b>: step 7 of shared-prefix differs: scheduled tokens</summary>" in md
     assert "```diff\n" + PARITY_DIFF.rstrip("\n") + "\n```" in md  # the diff itself, verbatim in a fence
     assert (
-        "| 0.9.0 | kv-routing | **stock + plugin** | dynamo-base-plugin 0.9.0+plugin.abc adds load-figures — "
-        "conditions: not met cached-prefixes (fail in new-bind-sha256) | dynamo-base-plugin 0.9.0+plugin.abc "
+        "| 0.9.0 | kv-routing | **stock + plugin** | dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; only under "
+        "new-bind-builtin (not met: cached-prefixes (fail in new-bind-sha256)) | dynamo-base-plugin 0.9.0+plugin.abc "
         "(sha256 abababababababab) | vllm-0.9.0+plugin-against-0.8.4.json |"
     ) in md
     assert "| 0.9.0 | pd-disagg | **dynamo-base needed** | patches 0005–0014 | — | — |" in md

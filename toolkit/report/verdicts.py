@@ -22,10 +22,7 @@ def _plugin(feature: FeatureVerdict) -> str:
 
 
 def _what(feature: FeatureVerdict) -> str:
-    text = feature.summary
-    if feature.unmet:
-        text += f" — conditions: not met {'; '.join(feature.unmet)}"
-    return text
+    return feature.summary  # the conditions (`unmet`) are in it already
 
 
 def verdicts_markdown(report: Report, md: Callable[[object], str]) -> list[str]:
