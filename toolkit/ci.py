@@ -174,7 +174,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> Summar
         versions.append(
             records.VersionRun(
                 version=str(run.pin.version),
-                verdict=decide(project, run.pin, loaded).summary,
+                verdict=decide(project, run.pin, loaded),
                 series=series,
                 steps=run.steps,
                 wheel=run.wheel,

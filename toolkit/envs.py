@@ -78,6 +78,35 @@ def uv_binary() -> str | None:
     return shutil.which("uv")
 
 
+UV_VERSION = "0.13.9"
+"""The uv release the plugin's install test (and `pinned_uv`) uses, from PyPI; vpatch's own dependency on uv
+is a floor (`uv>=0.4`), so the pin lives here, where the installs that must be reproducible ask for it."""
+
+
+def pinned_uv(cache_dir: Path, version: str = UV_VERSION) -> Path:
+    """uv `version`, installed from PyPI with pip into `cache_dir/tools/uv-<version>` once (locked), then
+    reused; returns the uv binary. One clear error when the install fails."""
+    tool = cache_dir / "tools" / f"uv-{version}"
+    binary = tool / "bin" / "uv"
+    with locked(tool):
+        if binary.is_file():
+            return binary
+        if tool.exists():
+            shutil.rmtree(tool)
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        run_logged([sys.executable, "-m", "venv", "--without-pip", str(tool)], what=f"creating {tool}")
+        python = str(venv_python(tool))
+        pip = [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", f"uv=={version}"]
+        try:
+            run_logged(pip, what=f"pip install uv=={version}", timeout=600)
+        except BaseException:
+            shutil.rmtree(tool, ignore_errors=True)
+            raise
+        if not binary.is_file():
+            raise VpatchError(f"pip install uv=={version} left no {binary}")
+    return binary
+
+
 def run_logged(argv: list[str], *, what: str, env: dict[str, str] | None = None, timeout: float = 1800) -> str:
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
@@ -210,4 +239,14 @@ def offline_env() -> dict[str, str]:
     return env
 
 
-__all__ = ["create_venv", "install", "layer_on", "offline_env", "runtime_env", "transport_env", "venv_python"]
+__all__ = [
+    "UV_VERSION",
+    "create_venv",
+    "install",
+    "layer_on",
+    "offline_env",
+    "pinned_uv",
+    "runtime_env",
+    "transport_env",
+    "venv_python",
+]

@@ -1,12 +1,19 @@
 """The verdict stage: which engine a launcher should default to for a pinned release, and why.
 
-dynamo-base while any patch is active; stock when the series is empty because everything was retired
-(an empty series plus the evidence.json a rebase writes, or retired patch records) and the feature
-contracts (toolkit/contracts/, results under patches/conformance/) pass on stock for every retired feature
-that has one, or its retirement was forced and says so; no verdict without a series, with an empty one
-nothing explains, or while stock lacks a contract item of a retired feature. Per version the summary says
-what stock lacks (e.g. "stock vLLM 0.9.0 lacks: kv-routing load-figures"). `vpatch status` shows it,
-`vpatch ci` writes it.
+One of three per release (toolkit/records/verdict.py), derived from the series and the feature contracts
+(toolkit/contracts/, results under patches/conformance/ and out/conform/), feature by feature
+(toolkit/verdict_features.py):
+
+- "dynamo-base needed" while any patch is active (the verdict names the patches per feature and what stock
+  lacks);
+- "stock + plugin" when the series is empty because everything was retired and some retired feature's
+  contract is met only by stock with a plugin beside it (the verdict names the plugin and what it adds);
+- "stock" when the series is empty and stock alone meets every retired feature's contract (or its
+  retirement was forced and says so).
+
+No verdict without a series, with an empty one nothing explains, or while no build meets a retired
+feature's contract. Per version the summary says what stock lacks (e.g. "stock vLLM 0.9.0 lacks:
+kv-routing load-figures"). `vpatch status` shows it, `vpatch ci` writes it into the summary.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.project import Project
 from toolkit.records.contract import CONTRACT_FEATURES
-from toolkit.records.verdict import Verdict
+from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
+from toolkit.verdict_features import feature_verdict, gather
 
 EVIDENCE_FILE = "evidence.json"  # written by `vpatch rebase` beside the series it produced
 
@@ -31,58 +39,82 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         return Verdict(None, 0, [], "no series yet (not rebased)")
     if series is None:
         return Verdict(None, 0, [], "unknown: the series does not load")
-    findings = contract_findings(
-        against_results(project.options.root, pin, patches_dir=project.options.patches_dir), str(pin.version)
-    )
-    lacks = {f: lacking for f, (passes, lacking, _) in sorted(findings.items()) if not passes}
+    version = str(pin.version)
+    paths = against_results(project.options.root, pin, patches_dir=project.options.patches_dir)
+    findings = contract_findings(paths, version)
+    stock_findings = contract_findings([p for p in paths if "+plugin-against-" not in p.name], version)
+    lacks = {f: lacking for f, (passes, lacking, _) in sorted(stock_findings.items()) if not passes}
     contracts = sorted({file for _, _, file in findings.values()}) or None
     lacking = (
-        f"; stock {name} {pin.version} lacks: "
+        f"; stock {name} {version} lacks: "
         + "; ".join(f"{feature} {', '.join(items)}" for feature, items in lacks.items())
         if lacks
         else ""
     )
+    verdicts = feature_verdicts(name, version, series, gather(paths, version))
+    plugin = next((v.plugin for v in verdicts if v.engine == "stock+plugin" and v.plugin is not None), None)
+    others = "".join(f"; {v.feature}: {v.label} ({v.summary})" for v in verdicts if v.engine != "dynamo-base")
+
+    def make(engine: Engine | None, count: int, features: list[str], summary: str, records: list[str] | None):
+        return Verdict(engine, count, features, summary, records, lacks or None, contracts, verdicts, plugin)
+
     if series.patches:
         features = sorted({p.feature or "(no feature)" for p in series.patches})
         count = len(series.patches)
         summary = f"dynamo-base needed ({count} active patch{'es' if count != 1 else ''}: {', '.join(features)})"
-        return Verdict("dynamo-base", count, features, summary + lacking, None, lacks or None, contracts)
+        return make("dynamo-base", count, features, summary + others + lacking, None)
     records, unexplained = retirement_records(series.directory)
-    unmet = _unmet_retired(series.directory, findings)
+    unmet = [v.feature for v in verdicts if v.engine is None]
     if records and not unexplained and unmet:
         summary = f"empty series, but {', '.join(unmet)} retired without a passing contract{lacking}; not stock"
-        return Verdict(None, 0, [], summary, records, lacks or None, contracts)
-    if records and not unexplained:
-        return Verdict(
-            "stock",
-            0,
-            [],
-            f"stock {name} {pin.version} provides every feature; recommended default{lacking}",
-            records,
-            lacks or None,
-            contracts,
+        return make(None, 0, [], summary, records)
+    if records and not unexplained and plugin is not None:
+        summary = (
+            f"stock {name} {version} with {plugin.label} provides every feature; recommended default{others}{lacking}"
         )
+        return make("stock+plugin", 0, [], summary, records)
+    if records and not unexplained:
+        summary = f"stock {name} {version} provides every feature; recommended default{lacking}"
+        return make("stock", 0, [], summary, records)
     if unexplained:
         summary = f"empty series, but {', '.join(unexplained)} left without upstream evidence; not a verdict for stock"
     else:
         summary = "empty series, but no evidence.json or retired patches say why; not a verdict for stock"
-    return Verdict(None, 0, [], summary, records)
+    return Verdict(None, 0, [], summary, records, feature_verdicts=verdicts)
 
 
-def _unmet_retired(directory: Path, findings: dict[str, tuple[bool, list[str], str]]) -> list[str]:
-    """Features of patches retired from this series that have a contract, no passing result, and were not
-    forced (a forced retirement records its reason instead)."""
-    unmet: set[str] = set()
+def feature_verdicts(name: str, version: str, series: Series, evidence: dict) -> list[FeatureVerdict]:
+    """One verdict per feature the series carries or retired: its active patches, else the contract evidence
+    (toolkit/verdict_features.py); a forced retirement, or a feature without a contract, counts as stock."""
+    active: dict[str, list[str]] = {}
+    for patch in series.patches:
+        active.setdefault(patch.feature or "(no feature)", []).append(patch.name)
+    retired = _retired(series.directory)
+    verdicts = []
+    for feature in sorted(set(active) | set(retired)):
+        verdict = feature_verdict(name, feature, version, active.get(feature, []), evidence.get(feature, []))
+        if verdict.engine is None and (feature not in CONTRACT_FEATURES or retired.get(feature)):
+            how = "forced" if feature in CONTRACT_FEATURES else "no contract for this feature"
+            verdict = FeatureVerdict(
+                feature, "stock", f"retired ({how}; see retired/)", lacks=verdict.lacks, evidence=verdict.evidence
+            )
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _retired(directory: Path) -> dict[str, bool]:
+    """Features of the patches retired from this series -> whether every one of them was forced (a forced
+    retirement records its reason instead of contract evidence)."""
+    forced: dict[str, bool] = {}
     for path in sorted(directory.glob("retired/*.patch")):
         try:
             patch = parse_patch(path)
         except VpatchError:
             continue
-        feature = patch.feature or ""
-        forced = (patch.header("Retired-Evidence") or "").startswith("forced:")
-        if feature in CONTRACT_FEATURES and not forced and not findings.get(feature, (False,))[0]:
-            unmet.add(feature)
-    return sorted(unmet)
+        feature = patch.feature or "(no feature)"
+        was_forced = (patch.header("Retired-Evidence") or "").startswith("forced:")
+        forced[feature] = forced.get(feature, True) and was_forced
+    return forced
 
 
 def retirement_records(directory: Path) -> tuple[list[str], list[str]]:

@@ -42,7 +42,8 @@ def test_ci_runs_every_step_and_writes_the_summary(pinned, capsys, tmp_path):
     assert version["conformance"] == {"static": "conform/vllm-1.0-static.json"}
     (patch,) = version["series"]["patches"]
     assert (patch["added_lines"], patch["removed_lines"], patch["apply"]) == (1, 0, "clean")
-    assert version["verdict"].startswith("dynamo-base needed (1 active patch")
+    assert version["verdict"]["summary"].startswith("dynamo-base needed (1 active patch")
+    assert version["verdict"]["feature_verdicts"][0]["engine"] == "dynamo-base"
     text = (tmp_path / "out" / "ci-summary.json").read_text()
     on_disk = json.loads(text)
     assert on_disk["versions"][0]["steps"] == version["steps"]

@@ -163,3 +163,99 @@ def test_old_defaults_to_the_last_release_that_carried_the_feature():
     with pytest.raises(VpatchError, match=r"no pinned release before 0\.8\.4 carries kv-routing"):
         default_old(project, project.pins.get("0.8.4"), "kv-routing")
     assert parse_features("pd-disagg, kv-routing") == ["pd-disagg", "kv-routing"]
+
+
+# -- stock + plugin: the load figures arrive on the plugin's own endpoint, one message per step
+
+
+def plugin_trace() -> list[dict]:
+    """Two workloads (two engines, each with its own plugin seqs from 0); steps 0-1 made stats, step 2 none."""
+    rows = []
+    for workload in ("w", "v"):
+        for step, handed in enumerate((1, 2, 2)):
+            r = row(step, 1, [1], 1, workload)
+            r["stats_handed"] = handed
+            r["load"] = dict(LOAD, num_running=step) if step < 2 else dict(LOAD, num_running=1)
+            rows.append(r)
+    return rows
+
+
+def load_seen(epoch: int, seq: int, metrics: dict | None) -> Observation:
+    return Observation("new", epoch, seq, 0, [], {}, metrics=metrics, stream="load")
+
+
+def plugin_observations(skip: tuple[int, int] | None = None, off: tuple[int, int] | None = None) -> list[Observation]:
+    out = [seen(0, [1], 1, p="w/p"), seen(0, [1], 1, epoch=1, p="v/p")]
+    for epoch in (0, 1):
+        for seq in (0, 1):
+            if (epoch, seq) == skip:
+                continue
+            figures = dict(LOAD, num_running=seq)
+            if (epoch, seq) == off:
+                figures["kv_cache_usage"] = 0.75
+            out.append(load_seen(epoch, seq, figures))
+    return out
+
+
+def test_plugin_load_messages_are_judged_per_step_apart_from_the_event_batches():
+    trace = plugin_trace()
+    results = kv.judge("stock+plugin 9.9", trace, plugin_observations(), load_endpoint="tcp://*:5559")
+    assert statuses(results) == {"cached-prefixes": "pass", "overlap": "pass", "load-figures": "pass"}, results
+    load = results[2]
+    assert load.detail.startswith("6 steps:") and "one LoadMetrics message per step on tcp://*:5559" in load.detail
+    # the figures in event batches do not count for the plugin side: only its own stream does
+    assert kv.judge("stock+plugin 9.9", trace, plugin_observations()[:2], load_endpoint="tcp://*:5559")[2].status == (
+        Status.NOT_PROVIDED
+    )
+
+
+def test_plugin_figures_that_are_off_or_missing_fail_with_the_step():
+    trace = plugin_trace()
+    off = kv.judge("stock+plugin 9.9", trace, plugin_observations(off=(1, 1)), load_endpoint="tcp://*:5559")[2]
+    assert off.status == Status.FAIL and "2 of 6 steps" in off.detail  # step 1 and step 2 (no new stats) of v
+    assert off.diff.splitlines()[0] == "v step 1: kv_cache_usage 0.75 != 0.25"
+    lost = kv.judge("stock+plugin 9.9", trace, plugin_observations(skip=(0, 0)), load_endpoint="tcp://*:5559")[2]
+    assert lost.status == Status.FAIL
+    assert lost.diff.splitlines()[0].startswith("w step 0: message 0 never reached the consumer (scheduler: ")
+
+
+def test_a_plugin_side_whose_endpoint_stays_silent_does_not_provide_the_figures_and_says_where():
+    events_only = plugin_observations()[:2]
+    item = kv.judge("stock+plugin 9.9", plugin_trace(), events_only, load_endpoint="tcp://*:5559")[2]
+    assert item.status == Status.NOT_PROVIDED
+    assert "no LoadMetrics message arrived on the plugin endpoint tcp://*:5559 in 6 steps" in item.detail
+    assert item.diff.count("never reached the consumer") == 6
+
+
+def test_observations_of_both_streams_round_trip_and_old_lines_are_events():
+    lines = encode_observation(load_seen(1, 4, dict(LOAD))) + b'{"worker":"w","epoch":0,"seq":0,"batches":1,'
+    lines += b'"hashes":[],"overlaps":{}}\n'
+    load, event = decode_observations(lines)
+    assert (load.stream, load.seq, load.epoch, event.stream) == ("load", 4, 1, "events")
+
+
+def test_the_plugin_evidence_file_is_named_apart_and_a_plugin_wheel_needs_the_plugin_kind():
+    from pathlib import Path
+
+    from helpers import run_vpatch
+
+    from toolkit.contracts.run import evidence_name
+
+    new = BuildSpec("0.9.0", "stock+plugin", ("p.whl",))
+    assert evidence_name("vllm", new, BuildSpec("0.8.4", "dynamo-base")) == "vllm-0.9.0+plugin-against-0.8.4.json"
+    assert evidence_name("vllm", BuildSpec("0.9.0", "stock"), BuildSpec("0.8.4", "dynamo-base")) == (
+        "vllm-0.9.0-against-0.8.4.json"
+    )
+    root = Path(__file__).resolve().parents[2]
+    proc = run_vpatch(root, "conform", "0.9.0", "--against", "0.8.4", "--plugin-wheel", "x.whl", expect=1)
+    assert proc.stderr.strip().endswith("--plugin-wheel needs --new-kind stock+plugin"), proc.stderr
+
+
+def test_figures_are_compared_with_the_old_build_only_where_both_scheduled_alike():
+    old = [dict(row(s, 1, [1], 1), scheduled={"a": 16}) for s in range(3)]
+    new = [dict(r, load=dict(r["load"])) for r in old]
+    new[1]["load"]["kv_cache_usage"] = 0.5  # allocates differently
+    new[2]["scheduled"] = {"a": 8}  # scheduled otherwise: not compared
+    compared = kv.compare_figures("bind-builtin", old, [*new, {"workload": "w", "summary": True}])
+    assert (compared.steps, compared.steps_old, compared.steps_new) == (2, 3, 3)
+    assert compared.equal == {"num_running": 2, "num_waiting": 2, "kv_cache_usage": 1, "prefix_cache_hit_rate": 2}

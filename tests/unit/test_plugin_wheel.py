@@ -178,3 +178,28 @@ def test_bad_sources_and_epoch_are_named(project, tmp_path) -> None:
     with env_var("SOURCE_DATE_EPOCH", "soon"), pytest.raises(VpatchError, match=r"SOURCE_DATE_EPOCH='soon'"):
         build_plugin(project, "0.9.0", tmp_path / "out")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_the_version_follows_the_series_and_vpatch_and_the_wheel_says_what_it_is(project, tmp_path) -> None:
+    from toolkit.plugin.build import fingerprint, plugin_sources
+    from toolkit.plugin.ref import plugin_ref
+
+    built = build_plugin(project, "0.9.0", tmp_path)
+    series = project.series(project.pins.get("0.9.0"))
+    sources = plugin_sources()
+    assert built.version.local == f"plugin.{fingerprint(series, sources)}"
+    assert fingerprint(series, sources, "0.1.0") != fingerprint(series, sources, "0.2.0")  # vpatch changes it
+    assert fingerprint(None, sources) != fingerprint(series, sources)  # and the series does
+    assert built.provenance["version"]["fingerprint_of"].startswith("sha256 over the series fingerprint, the vpatch")
+    ref = plugin_ref(built.path)
+    assert (ref.name, ref.version, ref.file, ref.sha256) == (
+        "dynamo-base-plugin",
+        str(built.version),
+        built.path.name,
+        built.sha256,
+    )
+    assert ref.series_fingerprint == series.fingerprint() and "kv-routing" in ref.delivers
+    not_a_wheel = tmp_path / "x.whl"
+    not_a_wheel.write_bytes(b"no zip")
+    with pytest.raises(VpatchError, match="cannot read the wheel"):
+        plugin_ref(not_a_wheel)

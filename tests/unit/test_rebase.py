@@ -135,12 +135,17 @@ def test_clean_rebase_pins_new_writes_series_range_diff_and_evidence(series_10, 
     assert ws.run("check", "1.1", "--no-wheels") == 0
     checkout = Git(ws.root / "checkouts" / "vllm-1.1-rebase")
     assert len(checkout.commits("refs/vpatch/upstream..HEAD")) == 3
-    assert verdicts(ws, capsys)["1.1"] == {
+    verdict = verdicts(ws, capsys)["1.1"]
+    assert {k: verdict[k] for k in ("engine", "active_patches", "features", "summary")} == {
         "engine": "dynamo-base",
         "active_patches": 3,
         "features": ["kv-routing", "pd-disagg"],
         "summary": "dynamo-base needed (3 active patches: kv-routing, pd-disagg)",
     }
+    assert [(f["feature"], f["engine"]) for f in verdict["feature_verdicts"]] == [
+        ("kv-routing", "dynamo-base"),
+        ("pd-disagg", "dynamo-base"),
+    ]
 
 
 def test_three_way_merge_refreshes_last_update_of_changed_patches_only(series_10, capsys):

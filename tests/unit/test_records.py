@@ -89,7 +89,7 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
     patch = Patch("0001-a.patch", 3, 1, "[Core] a", "kv-routing", "Pending", ["vllm/a.py"], "clean", None, None)
     run = VersionRun(
         version="1.0",
-        verdict="dynamo-base needed (1 active patch: kv-routing)",
+        verdict=Verdict("dynamo-base", 1, ["kv-routing"], "dynamo-base needed (1 active patch: kv-routing)"),
         series=Series("abc", [patch]),
         steps=[Step("build", Status.PASS, 1.25, "built"), Step("verify", Status.SKIPPED, 0.0, "needs build")],
         wheel=Wheel("vllm-1.0+dynamo.abc.whl", "1.0+dynamo.abc", "70" * 32, 1024, 0.8),
@@ -100,7 +100,10 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
         project="vllm",
         started="2026-11-25T04:30:00Z",
         ok=True,
-        versions=[run, VersionRun("1.1", "no series yet (not rebased)", None, [], None, {}, None)],
+        versions=[
+            run,
+            VersionRun("1.1", Verdict(None, 0, [], "no series yet (not rebased)"), None, [], None, {}, None),
+        ],
         toolkit="0.1.0",
         seconds=2.5,
         features={"kv-routing": Feature("KV events", "0.9.0")},
@@ -118,7 +121,7 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
         "retired_since": None,
     }
     as_before = {
-        "schema": 1,
+        "schema": 2,
         "toolkit": "0.1.0",
         "project": "vllm",
         "started": "2026-11-25T04:30:00Z",
@@ -128,7 +131,12 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
         "versions": [
             {
                 "version": "1.0",
-                "verdict": "dynamo-base needed (1 active patch: kv-routing)",
+                "verdict": {
+                    "engine": "dynamo-base",
+                    "active_patches": 1,
+                    "features": ["kv-routing"],
+                    "summary": "dynamo-base needed (1 active patch: kv-routing)",
+                },
                 "series": {"fingerprint": "abc", "patches": [patch_before]},
                 "steps": [
                     {"name": "build", "status": "pass", "seconds": 1.25, "detail": "built"},
@@ -146,7 +154,12 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
             },
             {
                 "version": "1.1",
-                "verdict": "no series yet (not rebased)",
+                "verdict": {
+                    "engine": None,
+                    "active_patches": 0,
+                    "features": [],
+                    "summary": "no series yet (not rebased)",
+                },
                 "series": None,
                 "steps": [],
                 "wheel": None,
@@ -164,7 +177,7 @@ def step_summary(status: str) -> str:
     steps = [{"name": n, "status": "pass", "seconds": 1.0, "detail": ""} for n in ("a", "b", "c")]
     steps.append({"name": "d", "status": status, "seconds": 1.0, "detail": ""})
     return json.dumps(
-        {"schema": 1, "project": "vllm", "started": "t", "ok": True, "versions": [{"version": "1.0", "steps": steps}]}
+        {"schema": 2, "project": "vllm", "started": "t", "ok": True, "versions": [{"version": "1.0", "steps": steps}]}
     )
 
 

@@ -115,6 +115,20 @@ V084_PATCHES = [
     ),
 ]
 ACCEPTED = "Accepted [0.9.0]"
+PLUGIN_SHA = "ab" * 32
+V090_FEATURES = [
+    {
+        "feature": "kv-routing",
+        "engine": "stock+plugin",
+        "summary": "dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; only under new-bind-builtin "
+        "(not met: cached-prefixes (fail in new-bind-sha256))",
+        "plugin": {"name": "dynamo-base-plugin", "version": "0.9.0+plugin.abc", "file": "p.whl", "sha256": PLUGIN_SHA},
+        "adds": ["load-figures"],
+        "unmet": ["cached-prefixes (fail in new-bind-sha256)"],
+        "evidence": ["vllm-0.9.0+plugin-against-0.8.4.json"],
+    },
+    {"feature": "pd-disagg", "engine": "dynamo-base", "summary": "patches 0005–0014", "patches": ["0005-a.patch"]},
+]
 V090_PATCHES = [
     patch("0001-v1-kv-events-add-kv-cache-event-types.patch", 118, 3, rebase="clean", upstream_status=ACCEPTED),
     patch(
@@ -182,11 +196,20 @@ def make_input(base: Path) -> tuple[Path, Path]:
     for name, data in files.items():
         (out / "conform" / name).write_text(json.dumps(data, indent=1))
 
+    def verdict(engine: str | None, summary: str, features: list | None = None) -> dict:
+        return {
+            "engine": engine,
+            "active_patches": 0,
+            "features": [],
+            "summary": summary,
+            **({"feature_verdicts": features} if features else {}),
+        }
+
     def conformance(version: str) -> dict:
         return {tier: f"conform/vllm-{version}-{tier}.json" for tier in ("static", "cpu")}
 
     summary = {
-        "schema": 1,
+        "schema": 2,
         "toolkit": "0.1.0",
         "started": "2026-11-25T04:30:00Z",
         "seconds": 123.4,
@@ -196,7 +219,7 @@ def make_input(base: Path) -> tuple[Path, Path]:
         "versions": [
             {
                 "version": "0.8.4",
-                "verdict": f"dynamo-base needed (4 active patches: kv-routing) {XSS}",
+                "verdict": verdict("dynamo-base", f"dynamo-base needed (4 active patches: kv-routing) {XSS}"),
                 "series": {"fingerprint": "d2d082cee8db", "patches": V084_PATCHES},
                 "steps": steps(conform_cpu="fail"),
                 "wheel": wheel("0.8.4", 294088695),
@@ -205,7 +228,7 @@ def make_input(base: Path) -> tuple[Path, Path]:
             },
             {
                 "version": "0.9.0",
-                "verdict": "dynamo-base needed (2 active patches: kv-routing)",
+                "verdict": verdict("dynamo-base", "dynamo-base needed (2 active patches: kv-routing)", V090_FEATURES),
                 "series": {"fingerprint": "5e1f0c2b9a77", "patches": V090_PATCHES},
                 "steps": steps(),
                 "wheel": wheel("0.9.0", 301000000),
@@ -214,7 +237,7 @@ def make_input(base: Path) -> tuple[Path, Path]:
             },
             {
                 "version": "0.9.1",
-                "verdict": "no series yet (not rebased)",
+                "verdict": verdict(None, "no series yet (not rebased)"),
                 "series": None,
                 "steps": [{"name": "pin-verify", "status": "pass", "seconds": 3.0, "detail": "2 files re-hashed"}],
                 "wheel": None,
@@ -370,6 +393,11 @@ def test_wheels_steps_verdicts_evidence_and_features(rendered):
     assert verdicts["0.8.4"][1:4] == ["4", "0", "295"]
     assert verdicts["0.9.0"][1:4] == ["2", "1", "207"]
     assert verdicts["0.9.1"] == ["no series yet (not rebased)", "—", "—", "—", "1 pass"]
+    per_feature = found["verdicts"][0]
+    assert per_feature[0] == ["version", "feature", "verdict", "what", "plugin", "contract evidence"]
+    assert per_feature[1][:3] == ["0.9.0", "kv-routing", "stock + plugin"]
+    assert per_feature[1][4] == "dynamo-base-plugin 0.9.0+plugin.abc (sha256 abababababababab)"
+    assert per_feature[2][:4] == ["0.9.0", "pd-disagg", "dynamo-base needed", "patches 0005–0014"]
     evidence = rendered["html"].split('<section id="evidence">')[1].split("</section>")[0]
     assert "<code>patches/vllm-0.9.0/evidence.json</code>: rebased from 0.8.4 onto 0.9.0." in evidence
     assert "0004-v1-kv-events-attach-load-metrics-to-every-event.patch</code> (kv-routing): empty in 0.9.0" in evidence
@@ -416,6 +444,12 @@ def test_markdown_summary(rendered):
     assert "- **0.8.4 conform-cpu** failed: failed checks: parity" in md
     assert "<summary>0.8.4 cpu <b>parity</b>: step 7 of shared-prefix differs: scheduled tokens</summary>" in md
     assert "```diff\n" + PARITY_DIFF.rstrip("\n") + "\n```" in md  # the diff itself, verbatim in a fence
+    assert (
+        "| 0.9.0 | kv-routing | **stock + plugin** | dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; only under "
+        "new-bind-builtin (not met: cached-prefixes (fail in new-bind-sha256)) | dynamo-base-plugin 0.9.0+plugin.abc "
+        "(sha256 abababababababab) | vllm-0.9.0+plugin-against-0.8.4.json |"
+    ) in md
+    assert "| 0.9.0 | pd-disagg | **dynamo-base needed** | patches 0005–0014 | — | — |" in md
     assert "- 0.9.0: rebased from 0.8.4; retired: 0004\\-" not in md
     assert "- 0.9.0: rebased from 0.8.4; retired: 0004-v1-kv-events-attach-load-metrics-to-every-event.patch" in md
     # every table row has as many cells as its header
@@ -484,7 +518,7 @@ def test_a_results_file_of_the_wrong_shape_is_named_by_its_field_path(tmp_path, 
 
 def _corrupt_schema(summary: Path) -> None:
     data = json.loads(summary.read_text())
-    data["schema"] = 2
+    data["schema"] = 3
     summary.write_text(json.dumps(data))
 
 
@@ -501,7 +535,7 @@ def _corrupt_field(summary: Path) -> None:
         (lambda s: s.write_text('{"schema": 1,\n  "versions": [,]}'), r"project/out/ci-summary\.json:2: invalid JSON"),
         (
             _corrupt_schema,
-            r"project/out/ci-summary\.json: \$\.schema: unsupported schema 2 \(this vpatch reads schema 1\)",
+            r"project/out/ci-summary\.json: \$\.schema: unsupported schema 3 \(this vpatch reads schema 2\)",
         ),
         (
             _corrupt_field,

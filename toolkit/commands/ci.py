@@ -52,7 +52,8 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 )
         ui.out.print(table)
         for version in summary.versions:
-            ui.out.print(f"{project.pins.project} {version.version}: {version.verdict}")
+            verdict = version.verdict.summary if version.verdict else "no verdict"
+            ui.out.print(f"{project.pins.project} {version.version}: {verdict}")
         if report_note:
             ui.out.print(report_note)
     report_failed = bool(report_note and report_note.startswith("report failed"))

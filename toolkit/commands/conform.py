@@ -32,7 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--new-kind", choices=("stock", "stock+plugin"), default="stock", help="--against: the build of VERSION"
     )
     parser.add_argument(
-        "--plugin-wheel", type=Path, action="append", default=[], help="--against: a wheel installed beside VERSION"
+        "--plugin-wheel",
+        type=Path,
+        action="append",
+        default=[],
+        help="--against --new-kind stock+plugin: a wheel installed beside VERSION (default: `vpatch plugin build "
+        "VERSION`, built now)",
     )
     parser.add_argument("--features", default="kv-routing,pd-disagg", help="--against: the contracts to judge")
     parser.add_argument(
@@ -86,12 +91,17 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
     features = parse_features(args.features)
     configs = parse_configs(args.configs)
     workloads = [w for w in (args.workloads or "").split(",") if w] or None
-    if args.new_kind == "stock+plugin" and not args.plugin_wheel:
-        raise VpatchError("--new-kind stock+plugin needs --plugin-wheel PATH")
+    if args.plugin_wheel and args.new_kind != "stock+plugin":
+        raise VpatchError("--plugin-wheel needs --new-kind stock+plugin")
     documents, ok = [], True
     for pin in pins:
         old_pin = project.pins.get(args.against) if args.against else default_old(project, pin, features[0])
-        new = BuildSpec(str(pin.version), args.new_kind, tuple(str(w.resolve()) for w in args.plugin_wheel))
+        wheels = [w.resolve() for w in args.plugin_wheel]
+        if args.new_kind == "stock+plugin" and not wheels:
+            from toolkit.plugin.build import plugin_wheel
+
+            wheels = [plugin_wheel(project, str(pin.version))]  # the plugin of VERSION's series, built now
+        new = BuildSpec(str(pin.version), args.new_kind, tuple(str(w) for w in wheels))
         old = BuildSpec(str(old_pin.version), "dynamo-base")
         with ui.step(f"contracts of {new.label} against {old.label}", quiet=options.json):
             results, paths = conform_against(
@@ -116,6 +126,17 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
                 style = TERMINAL_STYLE[item.status.tone]
                 table.add_row(run.name, item.key, f"[{style}]{item.status.label}[/]", escape(item.detail))
         ui.out.print(table)
+        for plugin in results.new.plugins:
+            ui.out.print(
+                f"plugin beside {results.new.label}: {escape(plugin.label)} "
+                f"({escape(plugin.file)}, sha256 {plugin.sha256})"
+            )
+        for compared in results.figures_vs_old or []:
+            equal = ", ".join(f"{key} {n}" for key, n in compared.equal.items())
+            ui.out.print(
+                f"figures against {old.label} ({compared.config}): {compared.steps} steps scheduled alike; "
+                f"equal on: {equal}"
+            )
         for run in results.runs:
             for item in run.items:
                 if item.diff:

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
                     {
                         "version": v.version,
                         "verdict": v.verdict,
+                        "engine": v.decision.engine if v.decision else None,
                         "active_patches": len(v.series.active) if v.series else None,
                         "changed_lines": v.series.changed_lines if v.series else None,
                         "failed_steps": [s.name for s in v.failed_steps],

@@ -9,6 +9,7 @@ from toolkit import ui
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
+from toolkit.records.verdict import engine_label
 from toolkit.verdict import decide
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
             ui.out.print(f"[bold]{project.pins.project} {row['version']}[/]: [red]{row['error']}[/]")
             continue
         if row["series"] is None:
-            ui.out.print(f"[bold]{project.pins.project} {row['version']}[/]: {row['verdict']['summary']}")
+            print_verdict(project.pins.project, row)
             continue
         table = ui.table(
             f"{project.pins.project} {row['version']} ({len(row['patches'])} patches, "
@@ -72,5 +73,18 @@ def run(args: argparse.Namespace, options: Options) -> int:
         for patch in row["patches"]:
             table.add_row(patch["name"], patch["feature"], patch["upstream_status"], patch["subject"])
         ui.out.print(table)
-        ui.out.print(f"[bold]{project.pins.project} {row['version']}[/]: {row['verdict']['summary']}")
+        print_verdict(project.pins.project, row)
     return 0
+
+
+def print_verdict(project: str, row: dict) -> None:
+    """The release's verdict (engine label first), then one line per feature: which build meets it and why."""
+    from rich.markup import escape
+
+    verdict = row["verdict"]
+    ui.out.print(f"[bold]{project} {row['version']}[/]: {escape(verdict['summary'])}")
+    for feature in verdict.get("feature_verdicts", []):
+        plugin = feature.get("plugin")
+        wheel = f" (wheel sha256 {plugin['sha256'][:16]})" if plugin else ""
+        engine = engine_label(feature.get("engine"))
+        ui.out.print(f"  {escape(feature['feature'])} [bold]{engine}[/]: {escape(feature['summary'] + wheel)}")

@@ -8,7 +8,11 @@ Items (each pass, fail with a diff, or not-provided):
   computes equals the number of leading blocks the engine's block pool holds (by its own block hash);
 - `load-figures`: after every step, the running and waiting counts, KV-cache usage and prefix-cache hit
   rate the router weighs equal the scheduler's own figures; a build whose batches carry no metrics at
-  all does not provide this item.
+  all does not provide this item. For stock + the dynamo-base plugin the figures come on the plugin's own
+  endpoint (`load_endpoint`), one LoadMetrics message per step and not inside the event batches: after
+  step N of a workload (the runner's `stats_handed`: SchedulerStats handed to the frontend's stat loggers
+  so far) the consumer must have applied that engine's message `stats_handed - 1` and hold its figures; a
+  message that never arrived fails the step; no message at all is "not provided".
 
 Alignment: the runner records `published` (batches handed to the publisher so far) per step, so after a
 step the consumer must hold the state after the batch with seq `published - 1` of that workload's engine
@@ -22,7 +26,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Sequence
 
-from toolkit.records.contract import ItemResult, Observation
+from toolkit.records.contract import FigureComparison, ItemResult, Observation
 from toolkit.records.status import Status
 
 FEATURE = "kv-routing"
@@ -54,13 +58,18 @@ class Timeline:
         return self.observations[position - 1] if position else EMPTY
 
 
-def judge(build: str, trace: list[dict], observations: Sequence[Observation]) -> list[ItemResult]:
-    """The three items for one worker: `build` names it in the results (e.g. `stock 0.9.0`)."""
+def judge(
+    build: str, trace: list[dict], observations: Sequence[Observation], *, load_endpoint: str | None = None
+) -> list[ItemResult]:
+    """The three items for one worker: `build` names it in the results (e.g. `stock 0.9.0`); `load_endpoint`:
+    the plugin endpoint the consumer followed for the load figures (stock + plugin), else None."""
     steps = [r for r in trace if not r.get("summary")]
     workloads = list(dict.fromkeys(r["workload"] for r in steps))
     if not steps:
         why = "the engine recorded no steps"
         return [ItemResult(FEATURE, item, Status.FAIL, why) for item in ITEMS]
+    loads = [o for o in observations if o.stream == "load"]
+    observations = [o for o in observations if o.stream == "events"]
     timeline = Timeline(observations)
     index_bad: list[str] = []
     overlap_bad: list[str] = []
@@ -111,7 +120,9 @@ def judge(build: str, trace: list[dict], observations: Sequence[Observation]) ->
             f"{len(overlap_bad)} of {probes} probe overlaps differ from the engine's{never}",
         ),
     ]
-    if not observations:
+    if load_endpoint is not None:
+        results.append(judge_plugin_load(build, steps, workloads, loads, load_endpoint))
+    elif not observations:
         results.append(
             ItemResult(FEATURE, "load-figures", Status.FAIL, "nothing arrived, so no load figure either" + never)
         )
@@ -135,6 +146,66 @@ def judge(build: str, trace: list[dict], observations: Sequence[Observation]) ->
             )
         )
     return results
+
+
+def judge_plugin_load(
+    build: str, steps: list[dict], workloads: list[str], loads: Sequence[Observation], endpoint: str
+) -> ItemResult:
+    """`load-figures` from the plugin's own stream: per step, the figures of that step's message."""
+    by_key = {(o.epoch, o.seq): o for o in loads}
+    bad: list[str] = []
+    judged = 0
+    for row in steps:
+        handed, truth = row.get("stats_handed"), row.get("load")
+        if not handed or truth is None:
+            continue  # no SchedulerStats this step: nothing was published, nothing to hold
+        judged += 1
+        where = f"{row['workload']} step {row['step']}"
+        state = by_key.get((workloads.index(row["workload"]), handed - 1))
+        if state is None:
+            bad.append(f"{where}: message {handed - 1} never reached the consumer (scheduler: {_figures(truth)})")
+            continue
+        diff = _load_diff(state.metrics, truth)
+        if diff:
+            bad.append(f"{where}: {diff}")
+    if not loads:
+        more = f"\n... {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+        return ItemResult(
+            FEATURE,
+            "load-figures",
+            Status.NOT_PROVIDED,
+            f"{build}: no LoadMetrics message arrived on the plugin endpoint {endpoint} in {judged} steps "
+            "(is the plugin installed and DYNAMO_LOAD_METRICS_ENDPOINT set?)",
+            "\n".join(bad[:SHOWN]) + more,
+        )
+    return _item(
+        "load-figures",
+        bad,
+        f"{judged} steps: running, waiting, KV usage and hit rate, one LoadMetrics message per step on "
+        f"{endpoint}, equal the scheduler's own",
+        f"{len(bad)} of {judged} steps: the plugin's load figures on {endpoint} differ from the scheduler's",
+    )
+
+
+def compare_figures(config: str, old_trace: list[dict], new_trace: list[dict]) -> FigureComparison:
+    """NEW's load figures against OLD's, step by step, where both engines scheduled alike."""
+    old = {(r["workload"], r["step"]): r for r in old_trace if not r.get("summary") and r.get("load")}
+    new = [r for r in new_trace if not r.get("summary") and r.get("load")]
+    equal = dict.fromkeys(LOAD_KEYS, 0)
+    alike = 0
+    for row in new:
+        twin = old.get((row["workload"], row["step"]))
+        if twin is None or twin.get("scheduled") != row.get("scheduled"):
+            continue
+        alike += 1
+        for key in LOAD_KEYS:
+            if abs(float(twin["load"][key]) - float(row["load"][key])) <= 1e-9:
+                equal[key] += 1
+    return FigureComparison(config, alike, equal, len(old), len(new))
+
+
+def _figures(truth: dict) -> str:
+    return ", ".join(f"{key} {truth[key]}" for key in LOAD_KEYS)
 
 
 def _load_diff(metrics: dict[str, float] | None, truth: dict) -> str:

@@ -6,6 +6,7 @@ project's `Router` for the overlap of every probe prompt, exactly what a deploym
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import IO
@@ -13,13 +14,15 @@ from typing import IO
 import msgspec
 
 from toolkit.records.contract import Observation, encode_observation
+from toolkit.serving.kv.load import LoadReport
 from toolkit.serving.kv.router import Router
 from toolkit.serving.kv.subscriber import Subscriber
 
 
 class Recorder:
     """Appends one `Observation` per call; probes are read from `probes` once that file exists (the
-    engine's runner writes it before its first step)."""
+    engine's runner writes it before its first step). A subscriber that follows a plugin load endpoint
+    also gets one "load" observation per LoadMetrics message, written as the message is applied."""
 
     def __init__(self, path: Path, subscribers: list[Subscriber], probes: Path | None) -> None:
         self.path = path
@@ -27,6 +30,26 @@ class Recorder:
         self.probes: dict[str, list[int]] | None = None if probes is not None else {}
         self.routers = {id(s): Router(s.index) for s in subscribers}
         self._out: IO[bytes] = path.open("wb")
+        for subscriber in subscribers:
+            if subscriber.load is not None:
+                subscriber.load.on_report = functools.partial(self.observe_load, subscriber)
+
+    def observe_load(self, subscriber: Subscriber, report: LoadReport) -> None:
+        """The figures the router weighs for the worker right after the plugin's message `report`."""
+        assert subscriber.load is not None
+        metrics = subscriber.index.metrics(subscriber.worker)
+        observation = Observation(
+            worker=subscriber.worker,
+            epoch=subscriber.load.restarts,
+            seq=report.seq,
+            batches=subscriber.batches,
+            hashes=[],
+            overlaps={},
+            metrics=None if metrics is None else {k: float(v) for k, v in msgspec.structs.asdict(metrics).items()},
+            stream="load",
+        )
+        self._out.write(encode_observation(observation))
+        self._out.flush()
 
     def _load_probes(self) -> dict[str, list[int]]:
         if self.probes is None and self.probes_path is not None and self.probes_path.is_file():

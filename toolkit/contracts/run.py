@@ -10,6 +10,7 @@ pd-disagg: toolkit/contracts/pd.py. Everything lands in one ContractResults reco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import re
@@ -20,11 +21,21 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import msgspec
+
 from toolkit import __version__
 from toolkit.cache import atomic_write_text
 from toolkit.conformance.envs import free_port, offline_env, read_trace, run_runner
 from toolkit.contracts import kv, pd
-from toolkit.contracts.sides import Side, TransportConfig, consumer_binds, consumer_endpoint, events_config
+from toolkit.contracts.sides import (
+    PLUGIN_ENDPOINT_ENV,
+    Side,
+    TransportConfig,
+    consumer_binds,
+    consumer_endpoint,
+    events_config,
+    plugin_endpoint,
+)
 from toolkit.errors import VpatchError
 from toolkit.records.codec import RecordError
 from toolkit.records.contract import (
@@ -52,7 +63,10 @@ def run_kv_config(side: Side, config: TransportConfig, work: Path, workloads: li
     work.mkdir(parents=True, exist_ok=True)
     endpoint, replay = config.endpoints(free_port(), free_port())
     binds = consumer_binds(side.build.kind, endpoint)
-    transport = Transport(endpoint, consumer_endpoint(endpoint), binds, config.hash_algo, replay)
+    # stock + plugin: the plugin binds its own load endpoint (DYNAMO_LOAD_METRICS_ENDPOINT), the consumer
+    # follows it beside the events (`kv-watch --metrics`), as a deployment's router would
+    load = plugin_endpoint(config, free_port()) if side.build.kind == "stock+plugin" else None
+    transport = Transport(endpoint, consumer_endpoint(endpoint), binds, config.hash_algo, replay, load)
     files = {k: work / f"{name}.{k}" for k in ("trace", "probes", "record", "until", "sentinel", "log")}
     for path in files.values():
         path.unlink(missing_ok=True)
@@ -70,6 +84,8 @@ def run_kv_config(side: Side, config: TransportConfig, work: Path, workloads: li
             background=True,
             extra_args=("--contract", "--probes-out", str(files["probes"])),
             log=files["log"],
+            stat_loggers=load is not None,
+            extra_env={PLUGIN_ENDPOINT_ENV: load} if load is not None else None,
         )
         assert isinstance(started, subprocess.Popen)
         runner = started
@@ -102,8 +118,8 @@ def run_kv_config(side: Side, config: TransportConfig, work: Path, workloads: li
         raise VpatchError(f"{files['record'].name}: {exc}") from None
     if observations:
         seen.encodings = dict(Counter(o.encoding for o in observations if o.encoding is not None))
-    items = kv.judge(side.build.label, trace, observations)
-    if engine_errors and not observations:
+    items = kv.judge(side.build.label, trace, observations, load_endpoint=load)
+    if engine_errors and not any(o.stream == "events" for o in observations):
         for item in items:
             item.detail += f" (engine log: {engine_errors[0]})"
     steps = sum(1 for r in trace if not r.get("summary"))
@@ -116,6 +132,8 @@ def _start_consumer(worker: str, transport: Transport, files: dict[str, Path]) -
         argv += ["--replay", consumer_endpoint(transport.replay_endpoint)]
     if transport.consumer_binds:
         argv.append("--bind")
+    if transport.metrics_endpoint:
+        argv += ["--metrics", consumer_endpoint(transport.metrics_endpoint)]
     argv += ["--record", str(files["record"]), "--probes", str(files["probes"]), "--until", str(files["until"])]
     argv += ["--seconds", str(ENGINE_TIMEOUT_S + 60), "--json"]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env())
@@ -152,6 +170,7 @@ def _seen(stdout: str | None) -> Seen | None:
         summary = json.loads(stdout or "")
     except ValueError:
         return None
+    load = summary.get("load") or {}
     return Seen(
         received=summary["received"],
         batches=summary["batches"],
@@ -160,7 +179,9 @@ def _seen(stdout: str | None) -> Seen | None:
         unrecoverable=[list(g) for g in summary["unrecoverable"]],
         encodings=dict(summary["encodings"]),
         metrics_seen=summary["metrics"] is not None,
-        errors=list(summary["errors"])[-5:],
+        errors=[*list(summary["errors"])[-5:], *list(load.get("errors", []))[-3:]],
+        load_received=load.get("received", 0),
+        load_missed=load.get("missed", 0),
     )
 
 
@@ -183,6 +204,12 @@ def run_contracts(
     if pd.FEATURE in features:
         runs += [pd.run_pd_contract(side, work / "pd") for side in sides]
     by_side = {s.name: s.build for s in sides}
+    figures = []
+    for config in configs if kv.FEATURE in features else []:
+        traces = [work / "kv" / f"{side}-{config.name}.trace" for side in ("old", "new")]
+        if all(t.is_file() for t in traces):
+            with contextlib.suppress(ValueError, KeyError):  # a trace cut short: the items say why
+                figures.append(kv.compare_figures(config.name, read_trace(traces[0]), read_trace(traces[1])))
     new_items = [i for r in runs if r.side == "new" for i in r.items]
     return ContractResults(
         project=project_name,
@@ -197,6 +224,7 @@ def run_contracts(
         python=platform.python_version(),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         seconds=round(time.time() - started, 3),
+        figures_vs_old=figures or msgspec.UNSET,
     )
 
 
@@ -207,5 +235,6 @@ def write_results(results: ContractResults, path: Path) -> Path:
 
 
 def evidence_name(project: str, new: BuildSpec, old: BuildSpec) -> str:
-    suffix = "" if new.kind == "stock" else f"-{new.kind.replace('+', '-')}"
+    """`vllm-0.9.0-against-0.8.4.json` (stock), `vllm-0.9.0+plugin-against-0.8.4.json` (stock + plugin)."""
+    suffix = {"stock": "", "stock+plugin": "+plugin"}.get(new.kind, f"-{new.kind}")
     return f"{project}-{new.version}{suffix}-against-{old.version}.json"

@@ -26,6 +26,7 @@ from toolkit.records.conformance import WheelRef
 from toolkit.records.contract import BuildSpec
 
 HASH_ALGOS = ("builtin", "sha256")
+PLUGIN_ENDPOINT_ENV = "DYNAMO_LOAD_METRICS_ENDPOINT"  # where the dynamo-base plugin binds (docs/plugin.md)
 ENDPOINT_FORMS = ("bind", "loopback")
 
 
@@ -49,6 +50,11 @@ class TransportConfig:
     def endpoints(self, pub: int, replay: int) -> tuple[str, str]:
         host = "*" if self.form == "bind" else "127.0.0.1"
         return f"tcp://{host}:{pub}", f"tcp://{host}:{replay}"
+
+
+def plugin_endpoint(config: TransportConfig, port: int) -> str:
+    """The plugin's load endpoint in the configuration's form (the plugin binds it either way)."""
+    return f"tcp://{'*' if config.form == 'bind' else '127.0.0.1'}:{port}"
 
 
 def all_configs() -> list[TransportConfig]:
@@ -91,9 +97,11 @@ def events_config(kind: str, endpoint: str, replay: str) -> dict:
 
 
 def prepare_side(project: Project, name: str, build: BuildSpec, *, nixl: bool = False) -> Side:
-    """The venv of one side (built once into the cache). dynamo-base needs the release's series."""
+    """The venv of one side (built once into the cache). dynamo-base needs the release's series. The side's
+    recorded build names its extra wheels by file name, with what each is (`plugins`)."""
     from toolkit.cache import sha256_file
     from toolkit.conformance.suite import patched_wheel
+    from toolkit.plugin.ref import plugin_ref
 
     pin = project.pins.get(build.version)
     cache = project.options.cache_dir
@@ -111,4 +119,7 @@ def prepare_side(project: Project, name: str, build: BuildSpec, *, nixl: bool = 
     artifact = pin.wheels[0]
     wheel = fetch_artifact(cache, artifact, quiet=True)
     venv = vllm_env(cache, wheel, sha256=artifact.sha256, nixl=nixl, extra=extra)
+    if extra:
+        refs = tuple(plugin_ref(w) for w in extra)
+        build = BuildSpec(build.version, build.kind, tuple(w.name for w in extra), refs)
     return Side(name, build, venv, WheelRef(artifact.file, artifact.sha256))

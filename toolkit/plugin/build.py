@@ -3,8 +3,8 @@
 The wheel `dynamo_base_plugin-<vLLM version>+plugin.<fingerprint>-py3-none-any.whl` holds the plugin package
 (toolkit/serving/plugin/dynamo_base_plugin/, shipped byte for byte), METADATA, WHEEL, entry_points.txt, the
 provenance `dynamo_base_plugin.json` and RECORD. The fingerprint is a short sha256 over the series of that
-vLLM version and the plugin's sources, so the version changes when either does. Same inputs, same bytes:
-members in a fixed order, one timestamp (`SOURCE_DATE_EPOCH`, else 1980-01-01), fixed modes, the zip
+vLLM version, the vpatch version and the plugin's sources, so the version changes when any does. Same
+inputs, same bytes: members in a fixed order, one timestamp (`SOURCE_DATE_EPOCH`, else 1980-01-01), fixed modes, the zip
 writer the overlay build uses. The file appears whole or not at all (a temporary name, then a rename).
 """
 
@@ -128,8 +128,14 @@ def build_timestamp() -> tuple[int, str]:
     return ZIP_EPOCH, "fixed"
 
 
-def fingerprint(series: Series | None, sources: dict[str, bytes]) -> str:
-    digest = hashlib.sha256(f"series:{series.fingerprint() if series else '-'}\0".encode())
+FINGERPRINT_OF = "sha256 over the series fingerprint, the vpatch version and every shipped source (first 12 hex)"
+
+
+def fingerprint(series: Series | None, sources: dict[str, bytes], toolkit: str = toolkit_version) -> str:
+    """The wheel's local version: changes with the series, with vpatch (whose version the wheel records in
+    WHEEL and its provenance, so two vpatch releases never ship different bytes as one version) and with
+    any source."""
+    digest = hashlib.sha256(f"series:{series.fingerprint() if series else '-'}\0vpatch:{toolkit}\0".encode())
     for name, data in sources.items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     return digest.hexdigest()[:12]
@@ -169,6 +175,7 @@ def provenance(pin: Pin, series: Series | None, sources: dict[str, bytes], versi
             "fingerprint": series.fingerprint() if series else None,
             "patches": [p.name for p in series.patches] if series else [],
         },
+        "version": {"scheme": "<series vLLM version>+plugin.<fingerprint>", "fingerprint_of": FINGERPRINT_OF},
         "sources": {name: hashlib.sha256(data).hexdigest() for name, data in sources.items()},
         "entry_points": ENTRY_POINTS,
         "toolkit": {"name": "vpatch", "version": toolkit_version},

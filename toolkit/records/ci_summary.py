@@ -1,8 +1,10 @@
-"""OUT/ci-summary.json: what `vpatch ci` ran for every pinned version, each step timed (schema 1).
+"""OUT/ci-summary.json: what `vpatch ci` ran for every pinned version, each step timed (schema 2).
 
 Written by toolkit/ci.py whatever failed, read by `vpatch report`. Conformance results are not inlined:
 `conformance` maps each tier to its results file, relative to the output directory; `evidence` is the
-series' evidence.json relative to the project root.
+series' evidence.json relative to the project root. `verdict` is the default-engine verdict as the verdict
+stage decided it (toolkit/records/verdict.py, the record `vpatch status --json` prints); schema 1 had only
+its summary sentence.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from packaging.version import Version as PackagingVersion
 from toolkit.model import UpstreamStatus
 from toolkit.records.codec import RecordError, decode, encode, show, version_of
 from toolkit.records.status import STEP_STATUSES, Status, require
+from toolkit.records.verdict import Verdict
 
 SUMMARY_FILE = "ci-summary.json"
-SCHEMA = 1
+SCHEMA = 2
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
 Count = Annotated[int, msgspec.Meta(ge=0)]
 _URL = re.compile(r"^https?://[^\s<>\"']+$")
@@ -104,7 +107,7 @@ class Wheel(msgspec.Struct):
 
 class VersionRun(msgspec.Struct):
     version: str
-    verdict: str | None = None
+    verdict: Verdict | None = None
     series: Series | None = None
     steps: list[Step] = []
     wheel: Wheel | None = None

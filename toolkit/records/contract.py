@@ -22,13 +22,32 @@ BUILD_KINDS: tuple[str, ...] = ("dynamo-base", "stock", "stock+plugin")
 CONTRACT_FEATURES: tuple[str, ...] = ("kv-routing", "pd-disagg")  # the features toolkit/contracts/ judges
 
 
+class PluginRef(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A plugin wheel installed beside stock vLLM, from its own provenance (toolkit/plugin/build.py):
+    distribution name and version, the wheel's file name and sha256, the series fingerprint it was built
+    with, and what it delivers per feature."""
+
+    name: str
+    version: str
+    file: str
+    sha256: str
+    series_fingerprint: str | None = None
+    delivers: dict[str, str] = {}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
 class BuildSpec(msgspec.Struct, frozen=True, omit_defaults=True):
     """One side of a contract run: the vLLM release, which build of it, and wheels installed beside it
-    (for `stock+plugin`: the plugin's wheel paths)."""
+    (for `stock+plugin`: the plugin's wheel; paths when asked for, file names once recorded) with `plugins`
+    saying what they are."""
 
     version: str
     kind: BuildKind
     extra_wheels: tuple[str, ...] = ()
+    plugins: tuple[PluginRef, ...] = ()
 
     @property
     def label(self) -> str:
@@ -66,6 +85,7 @@ class Transport(msgspec.Struct, omit_defaults=True):
     consumer_binds: bool
     hash_algo: str
     replay_endpoint: str | None = None
+    metrics_endpoint: str | None = None  # the plugin's load endpoint the consumer followed (stock+plugin)
 
 
 class Seen(msgspec.Struct, omit_defaults=True):
@@ -81,6 +101,8 @@ class Seen(msgspec.Struct, omit_defaults=True):
     encodings: dict[str, int] = {}
     metrics_seen: bool = False
     errors: list[str] = []
+    load_received: int = 0  # LoadMetrics messages from the plugin's endpoint (--metrics), apart from batches
+    load_missed: int = 0
 
 
 class ConfigRun(msgspec.Struct, omit_defaults=True):
@@ -95,6 +117,19 @@ class ConfigRun(msgspec.Struct, omit_defaults=True):
     workloads: list[str] = []
     engine_steps: int = 0
     error: str = ""  # the run itself failed (engine or consumer did not start): every item fails with it
+
+
+class FigureComparison(msgspec.Struct, omit_defaults=True):
+    """Supporting evidence, not an item: NEW's load figures against OLD's, per step, under one configuration,
+    on the steps both engines scheduled alike (same workload, step and scheduled tokens). `equal`: figure ->
+    the steps on which NEW's equals OLD's. The items judge each build against its own scheduler; this says how
+    far the two builds' figures agree where their schedules do."""
+
+    config: str
+    steps: int
+    equal: dict[str, int]
+    steps_old: int = 0
+    steps_new: int = 0
 
 
 class ContractResults(msgspec.Struct):
@@ -114,6 +149,8 @@ class ContractResults(msgspec.Struct):
     python: str = ""
     started: str = ""
     seconds: float = 0.0
+    # unset (not written) when nothing was compared, so files written before this field re-encode unchanged
+    figures_vs_old: list[FigureComparison] | msgspec.UnsetType = msgspec.UNSET
 
     def items_of(self, side: str, feature: str) -> list[ItemResult]:
         return [i for run in self.runs if run.side == side for i in run.items if i.feature == feature]
@@ -142,7 +179,9 @@ class Observation(msgspec.Struct, omit_defaults=True):
     """One line of `vpatch kv-watch --record`: one worker's consumer state right after it applied a batch.
 
     `epoch` counts engine restarts the Subscriber detected (a runner starts a new engine per workload);
-    `overlaps` are the Router's overlap (in blocks) for each probe prompt, by probe id."""
+    `overlaps` are the Router's overlap (in blocks) for each probe prompt, by probe id. `stream` "load": the
+    state right after one LoadMetrics message of the plugin's endpoint (`seq` its seq, `epoch` the restarts
+    the LoadSubscriber counted, `metrics` what the router then weighs; no hashes or overlaps)."""
 
     worker: str
     epoch: int
@@ -154,6 +193,7 @@ class Observation(msgspec.Struct, omit_defaults=True):
     decode_errors: int = 0
     metrics: dict[str, float] | None = None
     encoding: str | None = None  # the encoding the worker speaks (KVIndex.encoding) after this batch
+    stream: Literal["events", "load"] = "events"
 
 
 def encode_contract(results: ContractResults) -> str:

@@ -15,6 +15,7 @@ from toolkit.report.html_chart import chart_section
 from toolkit.report.html_markup import NOT_YET, ROW_FAIL, STATUS_CLASS, STATUS_LABEL, badge, e
 from toolkit.report.html_sections import conformance_section, evidence_section, patches_section, wheels_section
 from toolkit.report.model import Report, Version
+from toolkit.report.verdicts import verdicts_html
 
 CSS = """
 :root { color-scheme: light; --fg: #1f2328; --muted: #59636e; --line: #d1d9e0; --soft: #f6f8fa;
@@ -70,6 +71,7 @@ def render_html(report: Report) -> str:
     sections = [
         _header(report, title),
         _overview(report),
+        verdicts_html(report),
         chart_section(report),
         patches_section(report),
         conformance_section(report),
@@ -109,6 +111,7 @@ def _header(report: Report, title: str) -> str:
         f'<a href="#{anchor}">{label}</a>'
         for anchor, label in (
             ("overview", "Default engine"),
+            ("verdicts", "Verdict per feature"),
             ("chart", "Chart"),
             ("patches", "Patches"),
             ("conformance", "Conformance"),

@@ -60,7 +60,8 @@ def _version(run: ci_summary.VersionRun, input_dir: Path, root: Path) -> Version
     series = run.series
     return Version(
         version=run.version,
-        verdict=run.verdict or "no verdict recorded",
+        verdict=run.verdict.summary if run.verdict else "no verdict recorded",
+        decision=run.verdict,
         series=Series(series.fingerprint, tuple(series.patches), run.version) if series else None,
         steps=tuple(run.steps),
         wheel=run.wheel,

@@ -14,6 +14,7 @@ import re
 from toolkit.records.status import CHECK_STATUSES, LABELS, STEP_STATUSES
 from toolkit.report import fmt
 from toolkit.report.model import Patch, Report, Version
+from toolkit.report.verdicts import verdicts_markdown
 
 DIFF_LINES = 40
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]|~])")
@@ -67,6 +68,7 @@ def render_markdown(report: Report, html_name: str = "index.html") -> str:
     ]
     lines += [_version_row(v) for v in report.versions]
     lines.append("")
+    lines += verdicts_markdown(report, md)
     lines += _patch_table(report)
     lines += _failures(report)
     lines += _evidence(report)

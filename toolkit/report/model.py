@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from toolkit.records.ci_summary import Patch, Step, Wheel
 from toolkit.records.conformance import Check, ConformanceResults
 from toolkit.records.status import Status
+from toolkit.records.verdict import Verdict
 
 __all__ = [
     "Check",
@@ -130,6 +131,9 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Version:
+    """`verdict`: the verdict's summary sentence; `decision`: the whole verdict record (engine, per feature),
+    None when the summary has none."""
+
     version: str
     verdict: str
     series: Series | None
@@ -137,6 +141,7 @@ class Version:
     wheel: Wheel | None
     conformance: tuple[Conformance, ...]
     evidence: Evidence | None
+    decision: Verdict | None = None
 
     @property
     def failed_steps(self) -> tuple[Step, ...]:

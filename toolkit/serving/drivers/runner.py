@@ -30,7 +30,9 @@ to the publisher so far, so its last seq is published - 1), `load` (running,
 waiting, KV usage and cumulative prefix-cache queries/hits, from the
 scheduler's own SchedulerStats) and `probe_overlap` (for each prompt of the
 workload: how many of its leading blocks the block pool holds, by the engine's
-own block hash). `--probes-out PATH` first writes every workload's prompts
+own block hash); with `--stat-loggers` also `stats_handed` (SchedulerStats handed to
+the stat loggers so far in this workload: a plugin publishing one message per
+step has then sent seqs 0 .. stats_handed - 1). `--probes-out PATH` first writes every workload's prompts
 (the probes a consumer routes) as {"<workload>/<request>": [tokens]}.
 
 Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON] [--stat-loggers]
@@ -152,6 +154,7 @@ def run_workload(
     outputs: dict[str, list[int]] = {}
     probes = probes_of(name, spec) if contract else {}
     totals = {"prefix_cache_queries": 0, "prefix_cache_hits": 0}
+    stats_handed = 0  # SchedulerStats handed to the stat loggers in this workload (one plugin message each)
     step = 0
     while step < max_steps:
         actions = plan.get(step, [])
@@ -173,6 +176,8 @@ def run_workload(
         stats = engine_outputs.scheduler_stats
         for stat_logger in loggers:  # what AsyncLLM's output handler does with each EngineCoreOutputs
             stat_logger.record(scheduler_stats=stats, iteration_stats=None)
+        if stats is not None:  # handed to whatever loggers the frontend built (none: the plugin is missing)
+            stats_handed += 1
         finished = []
         for item in engine_outputs.outputs:
             outputs.setdefault(item.request_id, []).extend(item.new_token_ids)
@@ -199,6 +204,8 @@ def run_workload(
             record["scheduler_stats"] = stats_record(stats)
         if contract:
             record["published"] = engine.published
+            if stat_loggers:
+                record["stats_handed"] = stats_handed
             record["load"] = load_figures(engine_outputs.scheduler_stats, totals)
             record["probe_overlap"] = {pid: engine_overlap(engine, tokens) for pid, tokens in probes.items()}
         out.write(json.dumps(record, sort_keys=True) + "\n")

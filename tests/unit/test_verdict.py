@@ -1,0 +1,164 @@
+"""The default-engine verdict from contract evidence (toolkit/verdict.py, toolkit/verdict_features.py): one of
+dynamo-base needed / stock + plugin / stock, per release and per feature, on synthetic contract files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from helpers import commit_in, module_text
+
+from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
+from toolkit.records.status import Status
+from toolkit.verdict_features import patch_span
+
+KV_ITEMS = ("cached-prefixes", "overlap", "load-figures")
+PLUGIN = PluginRef("dynamo-base-plugin", "1.1+plugin.abc", "p.whl", "cd" * 32, "f00", {"kv-routing": "load metrics"})
+
+
+def releases(ws, capsys) -> list[str]:
+    """1.0 with a kv-routing and a pd-disagg patch; 1.1 pinned with the same series."""
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    for path, subject, feature in (
+        ("vllm/core/scheduler.py", "[V1] kv events", "kv-routing"),
+        ("vllm/core/block_pool.py", "[V1] pd", "pd-disagg"),
+    ):
+        body = module_text(path.rsplit("/", 1)[1][:-3]) + "X = 1\n"
+        commit_in(
+            ws.checkout("1.0"), {path: body}, subject=subject, headers=f"Upstream-Status: Pending\nFeature: {feature}"
+        )
+    assert ws.run("export", "1.0") == 0
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
+    capsys.readouterr()
+    return [n for n in (ws.series_dir("1.1") / "series").read_text().split() if n.endswith(".patch")]
+
+
+def contract(ws, kind: str, statuses: dict[str, dict[str, Status]]) -> None:
+    """A kv-routing result for 1.1 (`statuses`: run name -> item -> status), as `vpatch conform --save` writes."""
+    plugins = (PLUGIN,) if kind == "stock+plugin" else ()
+    new = BuildSpec("1.1", kind, ("p.whl",) if plugins else (), plugins)
+    old = BuildSpec("1.0", "dynamo-base")
+    runs = [
+        ConfigRun(name, "new", new, None, [ItemResult("kv-routing", i, s, f"{i} {s}") for i, s in items.items()])
+        for name, items in statuses.items()
+    ]
+    ok = all(s == Status.PASS for items in statuses.values() for s in items.values())
+    results = ContractResults("vllm", new, old, ["kv-routing"], "kv-watch", runs, ok=ok)
+    name = f"vllm-1.1{'+plugin' if plugins else ''}-against-1.0.json"
+    path = ws.patches / "conformance" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(encode_contract(results))
+
+
+def every(status: Status = Status.PASS, **special: Status) -> dict[str, Status]:
+    return {item: special.get(item.replace("-", "_"), status) for item in KV_ITEMS}
+
+
+def verdict(ws, capsys) -> dict:
+    capsys.readouterr()
+    assert ws.run("status", "1.1", "--json") == 0
+    return json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
+
+
+def by_feature(found: dict) -> dict[str, dict]:
+    return {f["feature"]: f for f in found["feature_verdicts"]}
+
+
+def test_the_three_verdicts_follow_the_contract_evidence(pinned, capsys):
+    ws = pinned
+    kv_patch, pd_patch = releases(ws, capsys)
+    contract(ws, "stock", {"new-bind-builtin": every(load_figures=Status.NOT_PROVIDED)})
+    contract(ws, "stock+plugin", {"new-bind-builtin": every()})
+    found = verdict(ws, capsys)
+    assert found["engine"] == "dynamo-base"  # patches of both features are active
+    kv = by_feature(found)["kv-routing"]
+    assert (kv["engine"], kv["patches"], kv["summary"]) == (
+        "dynamo-base",
+        [kv_patch],
+        "patches 0001 (stock vLLM 1.1 lacks load-figures)",
+    )
+
+    # the kv-routing patch retires on the stock + plugin evidence: the feature is now "stock + plugin"
+    assert ws.run("retire", kv_patch, "--since", "1.1") == 0
+    found = verdict(ws, capsys)
+    assert found["engine"] == "dynamo-base" and found["summary"].startswith(
+        "dynamo-base needed (1 active patch: pd-disagg)"
+    )
+    kv = by_feature(found)["kv-routing"]
+    assert kv["engine"] == "stock+plugin" and kv["adds"] == ["load-figures"]
+    assert kv["plugin"]["name"] == "dynamo-base-plugin" and kv["plugin"]["sha256"] == "cd" * 32
+    assert kv["summary"] == "dynamo-base-plugin 1.1+plugin.abc adds load-figures (load metrics)"
+    assert kv["evidence"] == ["vllm-1.1+plugin-against-1.0.json", "vllm-1.1-against-1.0.json"]
+    assert "; kv-routing: stock + plugin (dynamo-base-plugin 1.1+plugin.abc adds load-figures" in found["summary"]
+    assert found["plugin"]["version"] == "1.1+plugin.abc"
+
+    # the last patch goes (forced): the series is empty and the release is "stock + plugin"
+    assert ws.run("retire", pd_patch, "--since", "1.1", "--force", "--reason", "upstream connector") == 0
+    found = verdict(ws, capsys)
+    assert found["engine"] == "stock+plugin"
+    assert found["summary"].startswith(
+        "stock vLLM 1.1 with dynamo-base-plugin 1.1+plugin.abc provides every feature; recommended default"
+    )
+    assert by_feature(found)["pd-disagg"]["engine"] == "stock"  # forced, and it says so
+    assert by_feature(found)["pd-disagg"]["summary"] == "retired (forced; see retired/)"
+    capsys.readouterr()
+    assert ws.run("status", "1.1") == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "kv-routing stock + plugin: dynamo-base-plugin 1.1+plugin.abc adds load-figures" in shown
+    assert "(wheel sha256 cdcdcdcdcdcdcdcd)" in shown
+
+    # the plugin's figures off in one configuration: a condition, named
+    contract(ws, "stock+plugin", {"new-bind-builtin": every(), "new-bind-sha256": every(load_figures=Status.FAIL)})
+    kv = by_feature(verdict(ws, capsys))["kv-routing"]
+    assert kv["engine"] == "stock+plugin" and kv["unmet"] == ["load-figures (fail in new-bind-sha256)"]
+    assert kv["summary"].endswith("; only under new-bind-builtin (not met: load-figures (fail in new-bind-sha256))")
+
+    # off everywhere: no build meets kv-routing, so no verdict for the release
+    contract(ws, "stock+plugin", {"new-bind-builtin": every(load_figures=Status.FAIL)})
+    found = verdict(ws, capsys)
+    assert found["engine"] is None and "kv-routing retired without a passing contract" in found["summary"]
+    assert by_feature(found)["kv-routing"]["engine"] is None
+
+    # stock alone meets it: "stock", and stock is preferred over stock + plugin
+    contract(ws, "stock", {"new-bind-builtin": every()})
+    contract(ws, "stock+plugin", {"new-bind-builtin": every()})
+    found = verdict(ws, capsys)
+    assert found["engine"] == "stock" and "plugin" not in found
+    assert by_feature(found)["kv-routing"]["summary"] == "stock vLLM 1.1 meets the contract"
+
+
+def test_patch_spans():
+    assert patch_span(["0005-a.patch", "0006-b.patch", "0007-c.patch", "0009-d.patch"]) == "0005–0007, 0009"
+    assert patch_span(["fix.patch"]) == "fix.patch"
+
+
+def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path):
+    """The real evidence file (patches/conformance/vllm-0.9.0+plugin-against-0.8.4.json) drives 0.9.0's verdict,
+    and it is the evidence of the wheel `vpatch plugin build 0.9.0` makes now (else: run the conform again)."""
+    from pathlib import Path
+
+    from helpers import run_vpatch
+
+    root = Path(__file__).resolve().parents[2]
+    status = json.loads(run_vpatch(root, "status", "0.9.0", "--json").stdout)
+    found = status["versions"][0]["verdict"]
+    assert found["engine"] == "dynamo-base"  # pd-disagg still carried (0005-0014)
+    kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
+    assert kv["engine"] == "stock+plugin" and kv["adds"] == ["load-figures"]
+    assert kv["evidence"][0] == "vllm-0.9.0+plugin-against-0.8.4.json"
+    assert kv["unmet"] == [
+        "cached-prefixes (fail in new-bind-sha256, new-loopback-sha256)",
+        "overlap (fail in new-bind-sha256, new-loopback-sha256)",
+    ]
+    assert pd["engine"] == "dynamo-base" and len(pd["patches"]) == 10
+    built = json.loads(run_vpatch(root, "plugin", "build", "0.9.0", "-o", str(tmp_path), "--json").stdout)
+    same_bytes = "SOURCE_DATE_EPOCH" in os.environ or kv["plugin"]["sha256"] == built["sha256"]  # else: fixed date
+    assert kv["plugin"]["version"] == built["version"] and same_bytes, (
+        "the committed stock+plugin evidence is for another plugin wheel: run `vpatch conform 0.9.0 --against 0.8.4 "
+        "--new-kind stock+plugin --features kv-routing --save`"
+    )

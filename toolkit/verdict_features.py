@@ -1,0 +1,160 @@
+"""Per-feature verdicts from contract evidence (used by toolkit/verdict.py).
+
+For each feature of a release: active patches → dynamo-base needed; otherwise the best build whose contract
+results (`vpatch conform NEW --against OLD`, toolkit/records/contract.py) meet it, in this order: stock in
+every configuration, stock + plugin in every configuration, stock in some configurations, stock + plugin in
+some. "Some" means every item of the feature passes in at least one transport configuration; the others
+are listed as conditions (`unmet`). A feature no build meets gets no verdict (engine None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.lifecycle.upstream import contract_results
+from toolkit.records.contract import ContractResults, PluginRef
+from toolkit.records.status import Status
+from toolkit.records.verdict import FeatureVerdict
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One contract result for one feature on the release's NEW side."""
+
+    file: str
+    kind: str  # "stock" or "stock+plugin"
+    results: ContractResults
+    feature: str
+
+    @property
+    def runs(self) -> dict[str, dict[str, Status]]:
+        """run name -> item -> status, on the NEW side."""
+        found: dict[str, dict[str, Status]] = {}
+        for run in self.results.runs:
+            for item in run.items:
+                if run.side == "new" and item.feature == self.feature:
+                    found.setdefault(run.name, {})[item.item] = item.status
+        return found
+
+    @property
+    def everywhere(self) -> bool:
+        return self.results.feature_passes(self.feature)
+
+    @property
+    def somewhere(self) -> bool:
+        return any(all(s == Status.PASS for s in items.values()) for items in self.runs.values())
+
+    @property
+    def lacking(self) -> list[str]:
+        return self.results.lacking(self.feature)
+
+    @property
+    def plugin(self) -> PluginRef | None:
+        return self.results.new.plugins[0] if self.results.new.plugins else None
+
+
+def gather(paths: list[Path], version: str) -> dict[str, list[Evidence]]:
+    """feature -> its contract evidence for `version`, in file order (committed files first)."""
+    found: dict[str, list[Evidence]] = {}
+    for path, results in contract_results(paths, version):
+        if results.new.kind not in ("stock", "stock+plugin"):
+            continue
+        for feature in results.features:
+            found.setdefault(feature, []).append(Evidence(path.name, results.new.kind, results, feature))
+    return found
+
+
+def _pick(evidence: list[Evidence]) -> Evidence | None:
+    ranked = [
+        (0, "stock", "everywhere"),
+        (1, "stock+plugin", "everywhere"),
+        (2, "stock", "somewhere"),
+        (3, "stock+plugin", "somewhere"),
+    ]
+    for _, kind, how in ranked:
+        for entry in evidence:
+            if entry.kind == kind and getattr(entry, how):
+                return entry
+    return None
+
+
+def _adds(chosen: Evidence, stock: Evidence | None) -> list[str]:
+    """Items the plugin side passes in a configuration where stock alone does not (or where stock has no run)."""
+    stock_runs = stock.runs if stock is not None else {}
+    adds: set[str] = set()
+    for run, items in chosen.runs.items():
+        for item, status in items.items():
+            if status == Status.PASS and stock_runs.get(run, {}).get(item) != Status.PASS:
+                adds.add(item)
+    return sorted(adds)
+
+
+def stock_lacks(evidence: Iterable[Evidence]) -> tuple[list[str], str | None]:
+    """What stock alone lacks of the feature, from its first stock result (and that file)."""
+    for entry in evidence:
+        if entry.kind == "stock":
+            return entry.lacking, entry.file
+    return [], None
+
+
+def patch_span(names: list[str]) -> str:
+    """`0005-a.patch ... 0014-j.patch` as `0005–0014` (consecutive numbers), else the names."""
+    numbers = [n.split("-", 1)[0] for n in names]
+    if not all(n.isdigit() for n in numbers):
+        return ", ".join(names)
+    spans: list[list[str]] = []
+    for number in numbers:
+        if spans and int(number) == int(spans[-1][-1]) + 1:
+            spans[-1].append(number)
+        else:
+            spans.append([number])
+    return ", ".join(s[0] if len(s) == 1 else f"{s[0]}–{s[-1]}" for s in spans)
+
+
+def feature_verdict(
+    name: str, feature: str, version: str, patches: list[str], evidence: list[Evidence]
+) -> FeatureVerdict:
+    """The verdict of one feature on one release (`name`: the project's display name, e.g. vLLM)."""
+    lacks, lacks_file = stock_lacks(evidence)
+    stock = next((e for e in evidence if e.kind == "stock"), None)
+    if patches:
+        summary = f"patches {patch_span(patches)}"
+        if lacks:
+            summary += f" (stock {name} {version} lacks {', '.join(item.split(' (')[0] for item in lacks)})"
+        files = [lacks_file] if lacks_file else []
+        return FeatureVerdict(feature, "dynamo-base", summary, patches=patches, lacks=lacks, evidence=files)
+    chosen = _pick(evidence)
+    if chosen is None:
+        why = f"stock {name} {version} lacks {'; '.join(lacks)}" if lacks else "no build meets its contract"
+        files = sorted({e.file for e in evidence})
+        return FeatureVerdict(feature, None, f"no build meets its contract: {why}", lacks=lacks, evidence=files)
+    unmet = [] if chosen.everywhere else chosen.lacking
+    passing = [run for run, items in chosen.runs.items() if all(s == Status.PASS for s in items.values())]
+    condition = f"; only under {', '.join(passing)} (not met: {'; '.join(unmet)})" if unmet else ""
+    if chosen.kind == "stock":
+        return FeatureVerdict(
+            feature,
+            "stock",
+            f"stock {name} {version} meets the contract{condition}",
+            unmet=unmet,
+            evidence=[chosen.file],
+        )
+    plugin = chosen.plugin
+    adds = _adds(chosen, stock)
+    what = plugin.label if plugin is not None else "a plugin"
+    delivers = plugin.delivers.get(feature) if plugin is not None else None
+    summary = f"{what} adds {', '.join(adds) or 'nothing stock lacks'}"
+    summary += f" ({delivers})" if delivers else ""
+    files = [chosen.file] + ([stock.file] if stock is not None and stock.file != chosen.file else [])
+    return FeatureVerdict(
+        feature,
+        "stock+plugin",
+        summary + condition,
+        plugin=plugin,
+        adds=adds,
+        lacks=lacks,
+        unmet=unmet,
+        evidence=files,
+    )
