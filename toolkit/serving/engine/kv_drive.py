@@ -9,8 +9,10 @@ prompt the leading blocks the pool holds, by the request's own block hashes.
 
 The same prompt set as drive.py, in the same order (the prompts batched, then each shared-prefix pair one
 request at a time), so its outputs compare with drive.py's: prints one `VPATCH-ENGINE {json}` line of the
-same shape. Before the first step it writes the probes file (prompt name -> token ids) and waits
-`start_delay` seconds for the consumer to subscribe.
+same shape. After that part (its outputs and counters taken), the prefix cache is reset and one prompt
+runs again, so the stream also carries AllBlocksCleared and stores after it. Before the first step it
+writes the probes file (prompt name -> token ids) and waits `start_delay` seconds for the consumer to
+subscribe.
 
 Usage: python kv_drive.py REQUEST_JSON   (keys: model, prompts, pairs, max_tokens, block_size, kv_events,
 trace, probes, start_delay)
@@ -146,6 +148,10 @@ def main() -> int:
             }
         )
     totals = metric_totals(llm, ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries"))
+    # After the compared part: the prefix cache reset (AllBlocksCleared on the wire), then a prompt stored again.
+    cleared = bool(llm.reset_prefix_cache())
+    if pairs:
+        run_wave(llm, truth, [pairs[0][1]], params)  # same name: the same probe (and block hashes)
     truth.out.close()
     record = {
         "vllm_version": vllm.__version__,
@@ -159,6 +165,7 @@ def main() -> int:
         "prefix_cache_queries": totals["vllm:prefix_cache_queries"],
         "published": truth.published,
         "steps": truth.step,
+        "prefix_cache_reset": cleared,
     }
     sys.stdout.write("VPATCH-ENGINE " + json.dumps(record) + "\n")
     sys.stdout.flush()
