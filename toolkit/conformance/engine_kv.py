@@ -89,6 +89,8 @@ def run_kv_routing(
                 env={**engine_environment(), **(extra_env or {})},
                 timeout=TIMEOUT_S,
             )
+        with files["log"].open("a", encoding="utf-8") as log:  # vLLM logs to stdout: keep those lines too
+            log.writelines(ln + "\n" for ln in proc.stdout.splitlines() if not ln.startswith("VPATCH-ENGINE "))
         if proc.returncode != 0:
             lines = files["log"].read_text("utf-8", "replace").strip().splitlines() or ["no output"]
             error = f"the engine exited ({proc.returncode}): {lines[-1][:300]}"

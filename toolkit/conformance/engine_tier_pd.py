@@ -18,7 +18,7 @@ from typing import Any
 
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS, CheckList, CheckResult
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.engine_pd import Check, PdRun, run_pd
+from toolkit.conformance.engine_pd import Check, PdRun, run_pd, write_results
 from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
 from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
 
@@ -76,6 +76,13 @@ def pd_checks(
                 runs[key] = future.result()
             except Exception as exc:  # one failed check with its cause
                 runs[key] = exc
+    record: dict[str, Any] = {}
+    for key, run in runs.items():
+        if key == "offline" and not isinstance(run, Exception):
+            record["pd"], record["nixl"] = run[0].to_json(), run[1].to_json()
+        elif not isinstance(run, Exception):
+            record[key] = run.to_json()
+    write_results(work / "pd-runs.json", record)  # every detail, beyond what the checks' lines show
     reference: dict[str, list[int]] | None = None
     if "offline" in runs:
         if isinstance(runs["offline"], Exception):
