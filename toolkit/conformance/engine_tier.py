@@ -75,7 +75,11 @@ def run_engine_tier(
     """Append the engine tier's checks for `pin` to `checks` (and the wheels to `info`)."""
     cache = project.options.cache_dir
     started = time.perf_counter()
-    found = applicability(cache, pin, project.pins.path)
+    try:
+        found = applicability(cache, pin, project.pins.path)
+    except Exception as exc:  # a download or probe that fails is a failed check with its cause, never a skip
+        checks.add(CheckResult("engine", FAIL, f"the import probe could not run: {type(exc).__name__}: {exc}"))
+        return
     if not found.runs or found.artifact is None:
         checks.add(CheckResult("engine", NOT_APPLICABLE, found.reason, seconds=time.perf_counter() - started))
         return
