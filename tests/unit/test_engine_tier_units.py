@@ -116,3 +116,13 @@ def test_every_tier_is_a_choice(tier: str) -> None:
     from toolkit.conformance.suite import TIERS
 
     assert tier in TIERS
+
+
+def test_the_kept_stock_run_reads_back_equal() -> None:
+    from dataclasses import asdict
+
+    from toolkit.conformance.engine import MARK, parse_run
+
+    run = _run(((1, 2, 3), (4, 5, 6)))
+    record = {k: v for k, v in asdict(run).items() if k != "model"}
+    assert parse_run(MARK + json.dumps(record), Path("m")) == run
