@@ -85,8 +85,8 @@ def judge(build: str, trace: list[dict], observations: Sequence[Observation]) ->
             )
         for probe, expected in sorted(row.get("probe_overlap", {}).items()):
             probes += 1
-            # a consumer that has applied nothing yet holds no blocks: its router's overlap is 0
-            got = state.overlaps.get(probe, 0 if state is EMPTY else None)
+            # before the engine's first batch the consumer rightly holds nothing: its router's overlap is 0
+            got = state.overlaps.get(probe, 0 if not published else None)
             if got != expected:
                 overlap_bad.append(f"{where}: {probe}: router overlap {got}, engine holds {expected} leading blocks")
         if published and metrics_seen and row.get("load") is not None:
