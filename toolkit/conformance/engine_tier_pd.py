@@ -12,6 +12,7 @@ and fails when it does something else; not-provided becomes not-applicable with 
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,8 @@ def pd_checks(
         pd = run_pd(env, model, work / "pd-example")
         return pd, run_pd_nixl(env, model, site, work / "pd-nixl", pd.aggregated_outputs)
 
+    began = time.perf_counter()
+    first = len(checks.results)
     with ThreadPoolExecutor(2) as pool:
         offline_future = pool.submit(offline) if "pd-disagg" in parts else None
         served_future = None
@@ -102,3 +105,5 @@ def pd_checks(
         else:
             for check in serve_checks(runs["serve"], reference):
                 checks.add(tier_check("engine-serve", check, documented))
+    if len(checks.results) > first:  # the runs' wall time, on the first of their checks
+        checks.results[first].seconds = time.perf_counter() - began
