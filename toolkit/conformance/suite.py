@@ -7,6 +7,9 @@ Tiers:
           from events equals the cached map after every step, no block leaks.
 - gpu:    token-level greedy parity on a real small model (docs/conformance.md). Its code path is kept but
           it cannot run on these machines: it reports not-applicable with the reason instead of passing.
+- engine: real V1 engines on CPU (the pinned CPU build, and dynamo-base built over it) on the tiny model:
+          parity, kv-routing over ZMQ, P/D through each CPU transport and the OpenAI server
+          (toolkit/conformance/engine_tier.py); not-applicable, with the measured reason, where none runs.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from toolkit.project import Project
 from toolkit.records.conformance import SCHEMA, ConformanceResults, SeriesRef, WheelRef, encode_results
 from toolkit.wheel.overlay import build_overlay
 
-TIERS = ("static", "cpu", "gpu")
+TIERS = ("static", "cpu", "gpu", "engine")
 EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
 GPU_UNAVAILABLE = (
     "cannot run here: these machines have no GPU, and the GPU machine has no network and a 64 MiB upload "
@@ -99,7 +102,9 @@ def patched_wheel(project: Project, pin: Pin, series: Series, *, built: Path | N
     return directory / name
 
 
-def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> ConformanceResult:
+def run_conformance(
+    project: Project, pin: Pin, tier: str, out_dir: Path, *, engine_parts: tuple[str, ...] | None = None
+) -> ConformanceResult:
     if tier not in TIERS:
         raise VpatchError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
     started = time.time()
@@ -108,6 +113,12 @@ def run_conformance(project: Project, pin: Pin, tier: str, out_dir: Path) -> Con
     info: dict[str, WheelRef | None] = {"stock": None, "patched": None}
     if series is None:
         checks.add(CheckResult("series-applies", FAIL, f"no series for {pin.label}"))
+        return _finish(project, pin, tier, series, checks, info, started, out_dir)
+    if tier == "engine":  # its own builds: the CPU wheel and dynamo-base over it (toolkit/conformance/engine_tier.py)
+        from toolkit.conformance.engine_tier import PARTS, run_engine_tier
+
+        work = out_dir / "engine" / pin.series_dirname
+        run_engine_tier(project, pin, checks, info, work, engine_parts or PARTS)
         return _finish(project, pin, tier, series, checks, info, started, out_dir)
 
     def applies() -> CheckResult:

@@ -63,6 +63,10 @@ class Recorder:
         worker = subscriber.worker
         index = subscriber.index
         router = self.routers[id(subscriber)]
+        # the block size the engine's events carry (a deployment's router is configured with the engine's)
+        learned = index.state(worker).block_size if worker in index.workers() else None
+        if learned:
+            router.block_size = learned
         overlaps = {
             probe: router.route(tokens, [worker]).overlaps[worker] for probe, tokens in self._load_probes().items()
         }

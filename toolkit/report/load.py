@@ -25,7 +25,7 @@ from toolkit.report.model import Conformance, Feature, Patch, Report, Series, Ve
 
 __all__ = ["SUMMARY_FILE", "TIER_ORDER", "Patch", "Series", "load_report"]
 
-TIER_ORDER = ("static", "cpu", "gpu")
+TIER_ORDER = ("static", "cpu", "gpu", "engine")
 
 
 def load_report(input_dir: Path, root: Path) -> Report:

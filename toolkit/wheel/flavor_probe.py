@@ -35,7 +35,9 @@ def _tree_bytes(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def probe_imports(wheel: Path, series: Series, cache_dir: Path) -> dict:
+def probe_imports(wheel: Path, series: Series | None, cache_dir: Path, *, modules: list[str] | None = None) -> dict:
+    """`modules` (default: `series_modules(series)`) imported one by one in a fresh venv over the runtime layer."""
+    names = modules if modules is not None else (series_modules(series) if series is not None else [])
     started = time.perf_counter()
     try:
         layer = runtime_env(cache_dir)
@@ -51,7 +53,7 @@ def probe_imports(wheel: Path, series: Series, cache_dir: Path) -> dict:
             return {"error": f"pip install --no-deps failed: {error.message}"}
         layer_on(venv, layer)
         proc = subprocess.run(
-            driver_command(venv_python(venv), "import_probe", *series_modules(series)),
+            driver_command(venv_python(venv), "import_probe", *names),
             capture_output=True,
             text=True,
             env=offline_env(),

@@ -1,0 +1,99 @@
+"""Whether the engine tier applies to a pin: a CPU build pinned, and its compiled extension loading here.
+
+Measured, never assumed: the pinned CPU wheel is installed `--no-deps` over the CPU runtime layer and
+`vllm._C` imported (toolkit/wheel/flavor_probe.py); its error line is the reason, with this machine's
+libstdc++ (the newest `GLIBCXX_` version it defines, read from the library) and OS when the error is a
+missing `GLIBCXX_` version. The probe result is cached per wheel sha256 (`probes/<sha>.json`) with the time
+it was measured, so a CI run does not re-probe an unchanged wheel.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.cache import atomic_write_text, locked
+from toolkit.index import fetch_artifact
+from toolkit.model import Artifact, Pin
+from toolkit.wheel.flavor import flavor_wheel
+from toolkit.wheel.flavor_probe import probe_imports
+
+GLIBCXX = re.compile(rb"GLIBCXX_(\d+)\.(\d+)\.(\d+)")
+LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu")
+
+
+@dataclass(frozen=True)
+class Applicability:
+    runs: bool
+    reason: str  # why not (runs False), or what the probe saw (runs True)
+    artifact: Artifact | None = None  # the pinned CPU wheel
+    flavor_version: str = ""
+
+
+def libstdcxx() -> tuple[Path | None, str | None]:
+    """This machine's libstdc++ and the newest GLIBCXX_ version it defines."""
+    name = ctypes.util.find_library("stdc++") or "libstdc++.so.6"
+    for directory in LIB_DIRS:
+        path = Path(directory) / name
+        if path.is_file():
+            found = {tuple(int(x) for x in m.groups()) for m in GLIBCXX.finditer(path.read_bytes())}
+            return path, ("GLIBCXX_" + ".".join(map(str, max(found)))) if found else None
+    return None, None
+
+
+def os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "this machine"
+
+
+def explain(error: str) -> str:
+    """The probe's error line, with the machine's side of it where the error is a missing GLIBCXX_ version."""
+    error = re.sub(r"\(required by [^)]*/([^/)]+)\)", r"(required by \1)", error)  # no tmp paths
+    needed = re.search(r"GLIBCXX_[\d.]+\d", error)
+    if needed is None:
+        return error
+    path, newest = libstdcxx()
+    have = f"{path} has up to {newest}" if newest else "no libstdc++ with GLIBCXX_ versions was found"
+    return f"needs {needed.group(0)}; {os_name()}: {have} ({error})"
+
+
+def probe_extension(cache_dir: Path, artifact: Artifact, wheel: Path) -> dict:
+    """The import probe of `vllm._C` for this wheel, cached by its sha256."""
+    entry = cache_dir / "probes" / f"{artifact.sha256}.json"
+    with locked(entry):
+        if entry.is_file():
+            return json.loads(entry.read_text(encoding="utf-8"))
+        result = probe_imports(wheel, None, cache_dir, modules=["vllm._C"])
+        result["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if "error" not in result or "no runtime layer" not in str(result.get("error")):
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(entry, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return result
+
+
+def applicability(cache_dir: Path, pin: Pin, pins_path: Path) -> Applicability:
+    if pin.flavor("cpu") is None:
+        return Applicability(
+            False, f"no CPU build pinned for {pin.version} (`vpatch pin add {pin.version} --flavor cpu` pins one)"
+        )
+    flavor, artifact = flavor_wheel(pin, "cpu", pins_path)
+    wheel = fetch_artifact(cache_dir, artifact, quiet=True)
+    probe = probe_extension(cache_dir, artifact, wheel)
+    what = f"{flavor.project} {flavor.version}"
+    if "error" in probe:
+        return Applicability(False, f"{what}: {explain(str(probe['error']))}", artifact, str(flavor.version))
+    state = probe.get("modules", {}).get("vllm._C", "not probed")
+    if state != "ok":
+        why = f"{what}: vllm._C does not load here: {explain(str(state))}"
+        return Applicability(False, why, artifact, str(flavor.version))
+    seen = f"{what}: vllm._C loads (platform {probe.get('platform')}; probed {probe.get('measured', '?')})"
+    return Applicability(True, seen, artifact, str(flavor.version))

@@ -1,0 +1,109 @@
+"""The engine tier's P/D checks on the dynamo-base engine: every transport on CPU, and the OpenAI server.
+
+Reuses the P/D runs of the engine groundwork (engine_pd.py: ExampleConnector with three engine processes;
+engine_pd_nixl.py: NixlConnector, prefill and decode processes, the aggregated reference of the first run;
+engine_serve.py: a prefill and a decode server with `kv_transfer_params` over HTTP), each started from the
+dynamo-base venv. Each of their checks becomes one tier check `engine-pd-<name>` / `engine-serve-<name>`.
+A check whose outcome is upstream's own documented behaviour for this release (`documented`: what stock
+does, e.g. ExampleConnector's silent recompute) passes when dynamo-base does exactly that, with the note,
+and fails when it does something else; not-provided becomes not-applicable with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS, CheckList, CheckResult
+from toolkit.conformance.engine_env import EngineEnv
+from toolkit.conformance.engine_pd import Check, PdRun, run_pd, write_results
+from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
+from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
+
+DETAIL_CHARS = 600
+
+
+def _detail(details: dict[str, Any]) -> str:
+    text = json.dumps(details, sort_keys=True, default=str)
+    return text if len(text) <= DETAIL_CHARS else text[: DETAIL_CHARS - 1] + "…"
+
+
+def tier_check(prefix: str, check: Check, documented: dict[str, tuple[str, str]]) -> CheckResult:
+    name = f"{prefix}-{check.name.removeprefix('serve-')}"
+    expected = documented.get(check.name)
+    if expected is not None:
+        status, why = expected
+        if check.status == status:
+            shown = NOT_APPLICABLE if status == "not-provided" else PASS
+            return CheckResult(name, shown, f"as stock does (documented): {why}; seen: {_detail(check.details)}")
+        seen = f"stock's documented outcome is {status} ({why}); dynamo-base: {check.status}"
+        return CheckResult(name, FAIL, seen, _detail(check.details))
+    if check.status == "not-provided":
+        return CheckResult(name, NOT_APPLICABLE, f"not provided: {_detail(check.details)}")
+    if check.status == "pass":
+        return CheckResult(name, PASS, _detail(check.details))
+    return CheckResult(name, FAIL, _detail(check.details), json.dumps(check.details, indent=1, default=str))
+
+
+def pd_checks(
+    checks: CheckList,
+    cache: Path,
+    envs: dict[str, EngineEnv],
+    model: Path,
+    work: Path,
+    documented: dict[str, tuple[str, str]],
+    parts: tuple,
+) -> None:
+    env = envs["dynamo-base"]
+    site = nixl_layer(cache, envs["stock"])  # the same Python and packages: the stock side's cached layer
+
+    def offline() -> tuple[PdRun, PdRun]:
+        pd = run_pd(env, model, work / "pd-example")
+        return pd, run_pd_nixl(env, model, site, work / "pd-nixl", pd.aggregated_outputs)
+
+    began = time.perf_counter()
+    first = len(checks.results)
+    with ThreadPoolExecutor(2) as pool:
+        offline_future = pool.submit(offline) if "pd-disagg" in parts else None
+        served_future = None
+        if "serve" in parts:
+            served_future = pool.submit(run_pd_serve, env, model, work / "serve", nixl_site=site)
+        runs: dict[str, Any] = {}
+        for key, future in (("offline", offline_future), ("serve", served_future)):
+            if future is None:
+                continue
+            try:
+                runs[key] = future.result()
+            except Exception as exc:  # one failed check with its cause
+                runs[key] = exc
+    record: dict[str, Any] = {}
+    for key, run in runs.items():
+        if key == "offline" and not isinstance(run, Exception):
+            record["pd"], record["nixl"] = run[0].to_json(), run[1].to_json()
+        elif not isinstance(run, Exception):
+            record[key] = run.to_json()
+    write_results(work / "pd-runs.json", record)  # every detail, beyond what the checks' lines show
+    reference: dict[str, list[int]] | None = None
+    if "offline" in runs:
+        if isinstance(runs["offline"], Exception):
+            checks.add(CheckResult("engine-pd-disagg", FAIL, f"the P/D run failed: {runs['offline']}"))
+        else:
+            pd, nixl = runs["offline"]
+            reference = pd.aggregated_outputs
+            for check in pd.checks:
+                checks.add(tier_check("engine-pd", check, documented))
+            for check in nixl.checks:
+                checks.add(tier_check("engine-pd", check, documented))
+    if "serve" in runs:
+        if isinstance(runs["serve"], Exception):
+            checks.add(CheckResult("engine-serve", FAIL, f"the OpenAI server run failed: {runs['serve']}"))
+        elif reference is None:
+            checks.add(CheckResult("engine-serve", FAIL, "no aggregated reference (the P/D run is needed)"))
+        else:
+            for check in serve_checks(runs["serve"], reference):
+                checks.add(tier_check("engine-serve", check, documented))
+    if len(checks.results) > first:  # the runs' wall time, on the first of their checks
+        checks.results[first].seconds = time.perf_counter() - began

