@@ -31,6 +31,7 @@ from toolkit.lifecycle.rebase.session import (
     default_rebase_dir,
     skip_patch,
     start_rebase,
+    stopped_patch,
 )
 from toolkit.lifecycle.rebase.state import (
     EVIDENCE_FILE,
@@ -58,4 +59,5 @@ __all__ = [
     "rerere_cache",
     "skip_patch",
     "start_rebase",
+    "stopped_patch",
 ]
