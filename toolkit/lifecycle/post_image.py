@@ -109,7 +109,10 @@ def _runs(hunk: Hunk, kind: bytes) -> list[list[bytes]]:
 
 def _find(text: list[bytes], block: list[bytes], start: int = 0) -> list[int]:
     size = len(block)
-    return [i for i in range(start, len(text) - size + 1) if text[i : i + size] == block] if size else []
+    if not size:
+        return []
+    head = block[0]
+    return [i for i in range(start, len(text) - size + 1) if text[i] == head and text[i : i + size] == block]
 
 
 def _locate(hunk: Hunk, text: list[bytes], removed: list[list[bytes]]) -> tuple[int | None, str | None]:
