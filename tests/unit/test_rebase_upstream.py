@@ -157,3 +157,34 @@ def test_a_feature_carried_past_its_native_since_is_flagged(series_10, capsys):
     (ws.series_dir("1.1") / "evidence.json").write_text(json.dumps(old))
     loaded = load_evidence(ws.root, "patches/vllm-1.1/evidence.json")
     assert loaded.error is None and [p.name for p in loaded.patches] == [P1, P2, P3]
+
+
+def test_skip_asks_for_the_reason_on_a_terminal(upstream_13):
+    """`vpatch rebase --skip` in a process of its own whose stdin and stderr are a terminal (a pty)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    ws = upstream_13
+    assert ws.run("rebase", "1.0", "--onto", "1.3") == 1
+    master, slave = pty.openpty()
+    vpatch = Path(sys.executable).with_name("vpatch")
+    argv = [str(vpatch), "--root", str(ws.root), "--cache-dir", str(ws.cache), "--index-url", ws.index.url]
+    proc = subprocess.Popen([*argv, "rebase", "--skip", "--json"], stdin=slave, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    seen, deadline = b"", time.monotonic() + 60
+    while b"leave the series? " not in seen and time.monotonic() < deadline and proc.poll() is None:
+        if select.select([master], [], [], 0.5)[0]:
+            seen += os.read(master, 4096)
+    assert f"why does {P1} leave the series? ".encode() in seen, seen
+    os.write(master, b"upstream took it in #4242\n")
+    out, _ = proc.communicate(timeout=120)
+    os.close(master)
+    assert proc.returncode == 0, out
+    result = json.loads(out)
+    assert statuses(result)[P1] == "skipped"
+    assert evidence(ws, "1.3")["patches"][P1]["skip_reason"] == "upstream took it in #4242"

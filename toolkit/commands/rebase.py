@@ -45,7 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pinning.add_argument("--commit", help="the commit the tag must point to, when known")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--continue", dest="resume", action="store_true", help="go on after resolving a conflict")
-    group.add_argument("--skip", action="store_true", help="drop the stopped patch from the new series and go on")
+    group.add_argument(
+        "--skip",
+        action="store_true",
+        help="drop the stopped patch from the new series and go on (needs a reason: --reason, or asked for)",
+    )
     group.add_argument("--abort", action="store_true", help="give up: the checkout goes back to NEW's base")
     parser.add_argument(
         "--reason",

@@ -7,7 +7,9 @@ the file, at any line. When the whole post-image is not there, the hunk's change
 ("moved context") when each run of added lines is there as a block, not right beside the lines the hunk
 removes, and is not a block the patch itself removes somewhere (code the patch moves). A hunk that only
 removes lines is there when its context before and after meet in NEW with nothing between. Added lines
-that are all blank or punctuation are no evidence.
+that are all blank or punctuation are no evidence, and without its context a block must be more than a
+short line (two lines with words, or one of at least 12 characters besides spaces): `import os` found
+somewhere else in NEW says nothing.
 """
 
 from __future__ import annotations
@@ -130,7 +132,7 @@ def _locate(hunk: Hunk, text: list[bytes], removed: list[list[bytes]]) -> tuple[
     for group in _groups(body):
         before, minus, plus, after = group
         if plus:
-            if not any(_MEANINGFUL.search(t) for t in plus) or plus in removed:
+            if not _substantial(plus) or plus in removed:
                 return None, None
             hits = [i for i in _find(text, plus, position) if not _beside(text, i, len(plus), minus)]
             if not hits:
@@ -146,6 +148,12 @@ def _locate(hunk: Hunk, text: list[bytes], removed: list[list[bytes]]) -> tuple[
         first = where if first is None else first
         position = where + 1
     return (first + 1, "moved context") if first is not None else (None, None)
+
+
+def _substantial(block: list[bytes]) -> bool:
+    """Enough to be found by itself: two lines with words, or one with at least 12 characters besides spaces."""
+    worded = [t for t in block if _MEANINGFUL.search(t)]
+    return len(worded) >= 2 or any(len(t.replace(b" ", b"").replace(b"\t", b"")) >= 12 for t in worded)
 
 
 def _groups(body: list[tuple[bytes, bytes]]) -> list[tuple[list[bytes], list[bytes], list[bytes], list[bytes]]]:
