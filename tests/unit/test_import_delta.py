@@ -121,15 +121,12 @@ def test_a_diff_against_stock_that_is_not_the_series_plus_a_delta_is_refused_in_
     assert line.startswith(
         f"vpatch: error: revert.diff:{section}: vllm/core/block_pool.py: reverts part of the series: "
     )
-    assert f"line 22 of the series' version ({block_pool_patch}) is not in it" in line
+    assert f"line 22 of the series' version ({block_pool_patch}) is stock's again" in line
     assert "`vpatch apply 1.0` and diff that checkout against the fork" in line and len(line) < 600
-    # 2. it wrote a line the series added differently
-    rewriting = {
-        **POST,
-        "vllm/core/scheduler.py": POST["vllm/core/scheduler.py"].replace("KV_EVENTS = True", "KV_EVENTS = 1"),
-    }
-    line = refused(ws, capsys, fork_diff(tmp_path, "rewrite", rewriting))
-    assert f"changes line 33 of the series' version ({scheduler_patch}) differently from the series" in line
+    # 2. a line the series added is gone, nothing in its place
+    dropping = {**POST, "vllm/core/scheduler.py": SCHEDULER.replace("VALUE_5 = 5 ", "VALUE_5 = 55 ")}
+    line = refused(ws, capsys, fork_diff(tmp_path, "drop", dropping))
+    assert f"reverts part of the series: line 33 of the series' version ({scheduler_patch}) is not in it" in line
     # 3. it brought back a line the series removed (the stock value the series replaced, beside the new one)
     restoring = {
         **POST,
@@ -138,10 +135,24 @@ def test_a_diff_against_stock_that_is_not_the_series_plus_a_delta_is_refused_in_
         ),
     }
     line = refused(ws, capsys, fork_diff(tmp_path, "restore", restoring))
-    assert "vllm/core/block_pool.py: reverts part of the series: it brings back lines the series removed" in line
+    assert (
+        "vllm/core/block_pool.py: reverts part of the series: it brings back 'VALUE_20 = 20  # block_pool line 20', "
+        f"which the series removes at line 22 of its version ({block_pool_patch})"
+    ) in line
     # 4. the release's own diff again, renamed (so its Origin does not say it is imported): nothing new in it
     line = refused(ws, capsys, fork_diff(tmp_path, "again", RELEASE))
     assert line.endswith(
         "again.diff is taken against stock vllm 1.0 and holds nothing the series does not carry already; "
         "nothing to import"
     )
+    # 5. lines the series wrote, changed further (the post-release fixes the fork's own code): a delta
+    rewriting = {
+        **POST,
+        "vllm/core/scheduler.py": POST["vllm/core/scheduler.py"].replace("KV_EVENTS = True", "KV_EVENTS = 1"),
+    }
+    code, result, err = do_import(ws, capsys, fork_diff(tmp_path, "rewrite", rewriting), "--json")
+    assert code == 0 and result is not None, err
+    (patch,) = result["patches"]
+    text = (ws.series_dir("1.0") / patch["name"]).read_text()
+    assert "\n-KV_EVENTS = True\n+KV_EVENTS = 1\n+KV_EVENTS_QUEUE = 64\n" in text
+    assert ws.run("check", "1.0", "--no-wheels") == 0

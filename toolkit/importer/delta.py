@@ -5,16 +5,19 @@ carries from the release it followed (0.8.4's fork diff). It does not apply to s
 does apply to stock: then, per file it changes, the fork's version is stock + the diff, and what is
 imported is the difference between stock + series and that version (the delta), made by git.
 
-That is only right when the fork's version still holds every change the series makes to the file: a
-diff whose version drops a line the series added, brings back a line the series removed, or writes
-the series' lines differently is not "the series plus a delta", and importing it would silently undo
-part of the series. Such a diff is refused with one line naming the file, the line in the diff, the
-series' patch and what to import instead.
+That is only right when the fork's version still holds the series' changes to the file. Lines the
+series wrote may be changed further (a post-release fixes the fork's own code), but a change of the
+series that the fork's version has undone (stock's lines back where the series replaced them, the
+series' added lines gone with nothing in their place, lines the series removed brought back), a file
+the series changes deleted, or one the series deletes kept, is not "the series plus a delta":
+importing it would silently undo part of the series. Such a diff is refused with one line naming the
+file, the line in the diff, the series' patch and what to import instead.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from toolkit.importer.paths import FileChange, resolve_files
 from toolkit.importer.units import PLAIN_DIFF_ARGS, Unit, parse_unit_diff
 
 LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
+_WORD = re.compile(rb"\w")
 
 
 @dataclass
@@ -123,28 +127,33 @@ def _lost_change(checkout: Checkout, applied: ApplyResult, path: str, fork: str)
     if forked is None:
         return f"deletes the file, which the series changes ({patches})"
     base = stock or []
-    added: dict[int, tuple[int, int]] = {}  # series line -> the stock range it replaced
-    removals: list[tuple[int, int, list[bytes]]] = []  # (series position, end, stock lines the series removed)
+    delta = difflib.SequenceMatcher(None, series, forked, autojunk=False).get_opcodes()
+    kept = {i for tag, c1, c2, _, _ in delta if tag == "equal" for i in range(c1, c2)}
     for tag, a1, a2, b1, b2 in difflib.SequenceMatcher(None, base, series, autojunk=False).get_opcodes():
-        if tag in ("replace", "insert"):
-            for i in range(b1, b2):
-                added[i] = (a1, a2)
-        if tag in ("replace", "delete"):
-            removals.append((b1, b2, base[a1:a2]))
-    for tag, c1, c2, d1, d2 in difflib.SequenceMatcher(None, series, forked, autojunk=False).get_opcodes():
-        if tag in ("replace", "delete"):
-            lost = next((i for i in range(c1, c2) if i in added), None)
-            if lost is not None:
-                a1, a2 = added[lost]
-                who = _patch_of_line(checkout, applied, path, lost + 1) or patches
-                if (base[a1:a2] and _contains(forked[d1:d2], base[a1:a2])) or (a1 == a2 and tag == "delete"):
-                    return f"reverts part of the series: line {lost + 1} of the series' version ({who}) is not in it"
-                return f"changes line {lost + 1} of the series' version ({who}) differently from the series"
-        if tag in ("replace", "insert"):
-            for b1, b2, gone in removals:
-                if c1 <= b2 and c2 >= b1 and gone and _contains(forked[d1:d2], gone):
-                    return f"reverts part of the series: it brings back lines the series removed ({patches})"
+        if tag == "equal":
+            continue
+        # The fork's lines where the series wrote series[b1:b2] (or, for a removal, at b1).
+        touching = [op for op in delta if op[0] != "equal" and op[1] <= b2 and op[2] >= b1]
+        instead = [line for op in touching for line in forked[op[3] : op[4]]]
+        gone = b1 < b2 and not any(i in kept for i in range(b1, b2))  # none of the series' lines there is left
+        removed = {line for line in base[a1:a2] if line not in series[b1:b2] and _WORD.search(line)}
+        back = [line for line in instead if line in removed]
+        if gone and ((a1 < a2 and _contains(instead, base[a1:a2])) or (a1 == a2 and not instead)):
+            lines = f"line {b1 + 1}" if b2 == b1 + 1 else f"lines {b1 + 1}-{b2}"
+            now = ("is" if b2 == b1 + 1 else "are") + (" stock's again" if a1 < a2 else " not in it")
+            who = _who(checkout, applied, path, b1, b2)
+            return f"reverts part of the series: {lines} of the series' version ({who}) {now}"
+        if back:
+            shown = back[0].decode("utf-8", "replace").strip()
+            return (
+                f"reverts part of the series: it brings back {shown!r}, which the series removes "
+                f"at line {b1 + 1} of its version ({_who(checkout, applied, path, b1, b2)})"
+            )
     return None
+
+
+def _who(checkout: Checkout, applied: ApplyResult, path: str, b1: int, b2: int) -> str:
+    return (_patch_of_line(checkout, applied, path, b1 + 1) if b1 < b2 else None) or _patches_touching(applied, path)
 
 
 def _contains(lines: list[bytes], block: list[bytes]) -> bool:
