@@ -8,7 +8,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from helpers import DIFF_AUTHORSHIP, default_tree, module_text
+from helpers import DIFF_AUTHORSHIP, default_tree, make_wheel, module_text, package_files
 
 from toolkit.git import Git
 
@@ -156,3 +156,25 @@ def test_a_diff_against_stock_that_is_not_the_series_plus_a_delta_is_refused_in_
     text = (ws.series_dir("1.0") / patch["name"]).read_text()
     assert "\n-KV_EVENTS = True\n+KV_EVENTS = 1\n+KV_EVENTS_QUEUE = 64\n" in text
     assert ws.run("check", "1.0", "--no-wheels") == 0
+
+
+def test_a_post_release_wheel_against_the_stock_wheel_is_imported_as_its_delta(pinned, tmp_path, capsys):
+    """The same with the fork's wheels: --fork the post-release's wheel, --base the pinned stock wheel."""
+    ws = pinned
+
+    def fork_wheel(name: str, changes: dict[str, str]) -> str:
+        files = {**package_files("1.0"), **changes, "vllm/_version.py": "__version__ = version = '1.0+fork'\n"}
+        return str(make_wheel(tmp_path / name, "1.0", files))
+
+    args = ["--version", "1.0", "--feature", "kv-routing", *DIFF_AUTHORSHIP, "--json"]
+    capsys.readouterr()
+    assert ws.run("import", "--fork", fork_wheel("release", RELEASE), *args) == 0
+    capsys.readouterr()
+    assert ws.run("import", "--fork", fork_wheel("post1", POST), *args) == 0
+    (patch,) = json.loads(capsys.readouterr().out)["patches"]
+    assert patch["files"] == ["vllm/core/block_pool.py", "vllm/core/scheduler.py", "vllm/engine/args.py"]
+    assert (patch["added"], patch["removed"]) == (3, 2)
+    assert ws.run("check", "1.0", "--no-wheels") == 0
+    assert ws.run("apply", "1.0") == 0
+    for path, content in POST.items():
+        assert (ws.checkout("1.0") / path).read_text() == content, path
