@@ -10,8 +10,8 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from helpers import stock_env_of
 
+from tests.harness import stock_env_of
 from toolkit.contracts.run import run_kv_config
 from toolkit.contracts.sides import Side, parse_configs
 from toolkit.envs import create_venv, install, layer_on, runtime_env

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 from engine_project import MARK_LINE, make_project
-from helpers import run_vpatch
 
+from tests.harness import run_vpatch
 from toolkit.conformance.engine_apply import libstdcxx
 from toolkit.records.conformance import decode_results
 

@@ -10,8 +10,8 @@ import subprocess
 import sys
 
 import pytest
-from helpers import stock_env_of
 
+from tests.harness import stock_env_of
 from toolkit.envs import UV_VERSION, create_venv, layer_on, offline_env, pinned_uv, runtime_env, venv_python
 from toolkit.plugin.build import build_plugin
 

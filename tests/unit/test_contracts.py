@@ -237,8 +237,7 @@ def test_observations_of_both_streams_round_trip_and_old_lines_are_events():
 def test_the_plugin_evidence_file_is_named_apart_and_a_plugin_wheel_needs_the_plugin_kind():
     from pathlib import Path
 
-    from helpers import run_vpatch
-
+    from tests.harness import run_vpatch
     from toolkit.contracts.run import evidence_name
 
     new = BuildSpec("0.9.0", "stock+plugin", ("p.whl",))

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_vpatch
 
+from tests.harness import run_vpatch
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS
 from toolkit.conformance.engine import EngineRun, PairResult
 from toolkit.conformance.engine_apply import applicability, explain, libstdcxx

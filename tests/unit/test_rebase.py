@@ -255,15 +255,19 @@ def test_skip_drops_the_patch_and_lists_it(conflicting_13, capsys):
     assert ws.run("pin", "add", "1.3") == 0
     code, _ = rebase(ws, capsys, "1.0", "--onto", "1.3")
     assert code == 1
-    code, result = rebase(ws, capsys, "--skip", "--onto", "1.3")
+    code, result = rebase(ws, capsys, "--skip", "--onto", "1.3", "--reason", "reworked later")
     assert code == 0 and not result["pinned"]
     assert statuses(result) == {P1: "skipped", P2: "clean", P3: "clean"}
     assert result["dropped"] == [P1]
     assert series_names(ws, "1.3") == [P2, P3]
     assert not (ws.series_dir("1.3") / P1).exists()
     facts = evidence(ws, "1.3")
-    assert facts["dropped"] == [{"name": P1, "feature": "kv-routing", "reason": "skipped"}]
+    assert facts["dropped"] == [
+        {"name": P1, "feature": "kv-routing", "reason": "skipped", "skip_reason": "reworked later"}
+    ]
     assert facts["patches"][P1]["kept"] is False and facts["patches"][P1]["upstream_signals"] == []
+    assert facts["patches"][P1]["skip_reason"] == "reworked later"
+    assert facts["patches"][P1]["details"] == ["dropped by hand (vpatch rebase --skip): reworked later"]
     assert re.search(
         r"^1:  [0-9a-f]{12} < -:  -{12} \[Core\]", (ws.series_dir("1.3") / "range-diff.txt").read_text(), re.M
     )
@@ -388,7 +392,16 @@ def test_became_empty_and_reverse_apply_evidence(series_10, capsys):
     assert [signals[n]["became_empty"] for n in (P1, P2, P3)] == [True, False, True]
     # Reverse-applying the old patch file to 1.4's tree: only patch 3 is there exactly as written.
     assert [signals[n]["reverse_applies"] for n in (P1, P2, P3)] == [False, False, True]
-    assert facts["patches"][P3]["upstream_signals"] == ["became_empty", "reverse_applies"]
+    assert facts["patches"][P3]["upstream_signals"] == ["became_empty", "reverse_applies", "post_image_in_new"]
+    # By content, patch 1's change is in 1.4 too, beside the line 1.4 edited; patch 2's is not.
+    assert signals[P1]["post_image_in_new"] == {
+        "hunks": [{"file": "vllm/core/scheduler.py", "hunk": 1, "line": 22, "how": "moved context"}],
+        "found": 1,
+        "total": 1,
+    }
+    assert signals[P3]["post_image_in_new"]["hunks"][0]["how"] == "exact"
+    assert signals[P2]["post_image_in_new"]["found"] == 0 and signals[P2]["post_image_in_new"]["total"] == 2
+    assert facts["patches"][P1]["upstream_signals"] == ["became_empty", "post_image_in_new"]
     range_diff = (ws.series_dir("1.4") / "range-diff.txt").read_text()
     assert len(re.findall(r"^\d:  [0-9a-f]{12} < -:  -{12} ", range_diff, re.M)) == 2
     assert ws.run("check", "1.4", "--no-wheels") == 0
@@ -504,7 +517,12 @@ def test_patch_id_match_with_an_upstream_commit_between_git_tags(workspace, tmp_
     assert facts["new"]["source"] == "git"
     match = facts["patches"][P1]["evidence"]["patch_id_match"]
     assert match == [{"commit": landed, "subject": "[Core] larger value 20 (#42)"}]
-    assert facts["patches"][P1]["upstream_signals"] == ["became_empty", "patch_id_match", "reverse_applies"]
+    assert facts["patches"][P1]["upstream_signals"] == [
+        "became_empty",
+        "patch_id_match",
+        "reverse_applies",
+        "post_image_in_new",
+    ]
     assert facts["patches"][P2]["evidence"]["patch_id_match"] == []
     assert facts["patches"][P3]["evidence"]["patch_id_match"] == []
 
@@ -519,7 +537,7 @@ def test_review_refreshes_range_diff_and_evidence_after_a_hand_rework(conflictin
     ws = conflicting_13
     code, _ = rebase(ws, capsys, "1.0", "--onto", "1.3")
     assert code == 1
-    code, result = rebase(ws, capsys, "--skip")
+    code, result = rebase(ws, capsys, "--skip", "--reason", "written again by hand")
     assert code == 0 and statuses(result)[P1] == "skipped"
     before = evidence(ws, "1.3")
     assert before["kept"] == [P2, P3]

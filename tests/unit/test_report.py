@@ -498,6 +498,47 @@ def test_unreadable_conformance_and_evidence_are_shown_not_fatal(tmp_path, monke
     assert "> **Unreadable input:** conform/vllm-0.9.0-cpu.json: not found" in md
 
 
+def test_evidence_fields_added_later_are_read_and_shown(tmp_path, monkeypatch):
+    """A skip's reason, the hunks NEW has by content and the native-since flag (evidence.json, format 1 still);
+    the file without them reads as before (the other tests), and a field of the wrong shape is named."""
+    monkeypatch.chdir(tmp_path)
+    root, inp = make_input(tmp_path)
+    skipped = "0002-v1-kv-events-publish.patch"
+    kept = "0001-v1-kv-events-add-kv-cache-event-types.patch"
+    flag = f"{kept} (kv-routing) is carried onto vllm 0.9.0, past its feature's native-since 0.9.0 (pins.toml)"
+    data = json.loads(json.dumps(EVIDENCE))
+    data["patches"][kept] |= {
+        "past_native_since": "0.9.0",
+        "evidence": {"post_image_in_new": {"found": 1, "total": 3, "hunks": []}},
+    }
+    data["patches"][skipped] = {
+        "position": 2,
+        "outcome": "skipped",
+        "kept": False,
+        "skip_reason": "upstream made it <in #4242>",
+        "upstream_signals": ["post_image_in_new"],
+        "evidence": {"post_image_in_new": {"found": 2, "total": 2, "hunks": []}},
+    }
+    data["dropped"].append({"name": skipped, "feature": "kv-routing", "reason": "skipped", "skip_reason": "by hand"})
+    data["warnings"] = [flag]
+    evidence_file = root / "patches" / "vllm-0.9.0" / "evidence.json"
+    evidence_file.write_text(json.dumps(data))
+    assert run_report(root, inp, tmp_path / "report") == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    rows = {row[0]: row[1:] for row in tables(page)["evidence"][0][1:]}
+    assert rows[kept][2] == "post-image of 1 of 3 hunks in NEW, carried past native-since 0.9.0"
+    assert rows[skipped] == ["skipped", "dropped", "post_image_in_new"]
+    assert f"<code>{skipped}</code> (kv-routing): skipped in 0.9.0: by hand</li>" in page
+    assert "<li>" + flag.replace("'", "&#x27;") + "</li>" in page
+    md = (tmp_path / "report" / "summary.md").read_text()
+    assert f"{skipped} (skipped in 0.9.0: by hand)" in md
+    assert f"  - warning: {flag}" in md
+    data["warnings"] = [7]
+    evidence_file.write_text(json.dumps(data))
+    assert run_report(root, inp, tmp_path / "report2") == 0
+    assert "evidence.json: warnings[0]: expected a string, got 7" in (tmp_path / "report2" / "index.html").read_text()
+
+
 def test_a_results_file_of_the_wrong_shape_is_named_by_its_field_path(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     root, inp = make_input(tmp_path)

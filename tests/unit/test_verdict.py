@@ -7,8 +7,7 @@ import json
 import os
 import shutil
 
-from helpers import commit_in, module_text
-
+from tests.harness import commit_in, module_text
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
 from toolkit.records.status import Status
 from toolkit.verdict_features import patch_span
@@ -142,7 +141,7 @@ def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path)
     and it is the evidence of the wheel `vpatch plugin build 0.9.0` makes now (else: run the conform again)."""
     from pathlib import Path
 
-    from helpers import run_vpatch
+    from tests.harness import run_vpatch
 
     root = Path(__file__).resolve().parents[2]
     status = json.loads(run_vpatch(root, "status", "0.9.0", "--json").stdout)

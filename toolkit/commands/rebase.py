@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from rich.markup import escape
+
 from toolkit import ui
-from toolkit.checkout import clear_stale_index_lock, open_checkout, read_state
+from toolkit.checkout import Checkout, clear_stale_index_lock, open_checkout, read_state
 from toolkit.errors import VpatchError
 from toolkit.lifecycle.rebase import (
     RebaseResult,
@@ -16,6 +19,7 @@ from toolkit.lifecycle.rebase import (
     rebase_state,
     skip_patch,
     start_rebase,
+    stopped_patch,
 )
 from toolkit.lifecycle.rebase.beside import adopt, discard
 from toolkit.lifecycle.rebase.complete import BESIDE_SUFFIX
@@ -53,12 +57,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pinning.add_argument("--commit", help="the commit the tag must point to, when known")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--continue", dest="resume", action="store_true", help="go on after resolving a conflict")
-    group.add_argument("--skip", action="store_true", help="drop the stopped patch from the new series and go on")
+    group.add_argument(
+        "--skip",
+        action="store_true",
+        help="drop the stopped patch from the new series and go on (needs a reason: --reason, or asked for)",
+    )
     group.add_argument("--abort", action="store_true", help="give up: the checkout goes back to NEW's base")
     group.add_argument(
         "--adopt", metavar="NEW", help="make the rebase written --beside NEW's series the series (then remove it)"
     )
     group.add_argument("--discard", metavar="NEW", help="remove the rebase written --beside NEW's series")
+    parser.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="with --skip: why the patch is dropped, recorded in evidence.json (asked for on a terminal)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -166,9 +179,31 @@ def _resume(args: argparse.Namespace, project: Project, options: Options) -> int
                 "patches/ is unchanged"
             )
         return 0
+    if args.reason is not None and not args.skip:
+        raise VpatchError("--reason goes with --skip (why the skipped patch is dropped)")
+    reason = _skip_reason(args, checkout) if args.skip else ""
     with ui.step("replay the rest of the series", quiet=options.json):
-        result = skip_patch(project, checkout) if args.skip else continue_rebase(project, checkout, force=args.force)
+        if args.skip:
+            result = skip_patch(project, checkout, reason)
+        else:
+            result = continue_rebase(project, checkout, force=args.force)
     return _report(result, options)
+
+
+def _skip_reason(args: argparse.Namespace, checkout: Checkout) -> str:
+    """--reason, or asked for on a terminal; a skip without one is refused (evidence.json records it)."""
+    if args.reason is not None:
+        return str(args.reason)
+    name = stopped_patch(checkout) or "the stopped patch"
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        ui.err.print(f"why does {name} leave the series? ", end="", markup=False, highlight=False)
+        try:
+            answer = input()
+        except EOFError:
+            answer = ""
+        if answer.strip():
+            return answer
+    raise VpatchError(f"--skip needs --reason TEXT: why {name} leaves the series (recorded in evidence.json)")
 
 
 def _find_checkout(args: argparse.Namespace, project: Project) -> Path:
@@ -213,13 +248,25 @@ def _report(result: RebaseResult, options: Options) -> int:
     if not result.done:
         stopped = result.stopped
         assert stopped is not None
-        what = "conflict" if stopped.status == Outcome.CONFLICT else "does not apply"
+        if stopped.upstream_has_it:
+            what = "upstream has it"
+        else:
+            what = "conflict" if stopped.status == Outcome.CONFLICT else "does not apply"
         ui.err.print(f"[red]stopped at {stopped.name}[/] ({what}):", markup=True)
         for line in stopped.details:
             ui.err.print(f"  {line}", markup=False, highlight=False)
+        if stopped.upstream_has_it:
+            ui.err.print(
+                "upstream has it: `vpatch rebase --continue` keeps NEW's version (the patch is left out, empty), "
+                "`vpatch rebase --skip --reason TEXT` drops it as skipped; either way evidence.json records where "
+                f"NEW has each hunk. Or resolve it by hand in {result.checkout.path} (edit, `git add`) and continue",
+                markup=False,
+                highlight=False,
+            )
+            return 1
         ui.err.print(
             f"resolve it in {result.checkout.path} with git (edit, `git add`), then `vpatch rebase --continue`; "
-            "or `vpatch rebase --skip` to drop this patch, `vpatch rebase --abort` to give up",
+            "or `vpatch rebase --skip --reason TEXT` to drop this patch, `vpatch rebase --abort` to give up",
             markup=False,
         )
         return 1
@@ -237,4 +284,6 @@ def _report(result: RebaseResult, options: Options) -> int:
             markup=False,
             highlight=False,
         )
+    for warning in (result.evidence or {}).get("warnings", []):
+        ui.err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
     return 0

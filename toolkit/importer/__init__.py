@@ -10,13 +10,16 @@ and written back as canonical git diff sections, hunk bodies byte for byte (CR i
 
 The pinned base is materialized with the existing series applied; each unit must apply there
 with zero fuzz (and, unless allowed, zero offset), else every failing file and hunk is reported
-and nothing is written. Applied units are committed in groups (`--split`), with headers added to
+and nothing is written. A single diff (or archive pair) taken against stock over a series that changes the
+same files is imported as its delta against the series, refused in one line when it is not the series
+plus a delta (`delta`). Applied units are committed in groups (`--split`), with headers added to
 the commit message, rendered by the export stage, applied once more to a fresh base to prove they
 apply cleanly and re-export byte-identically, and only then written to the series directory.
 
 Modules, in the order a unit passes through them: `diff_lexer` (file sections and hunks of a diff),
 `paths` (tree paths, unsafe paths refused), `features` (files to features), `units` (the Source interface),
 the three sources `file_source`, `git_source` and `pair_source` (with `archives`, which finds the wheels and sdists),
+`delta` (a diff against stock reduced to its delta against the series),
 `applying` (zero-fuzz checks and commits in the checkout), `messages` and `plan` (the new patches),
 `proof` (the round trip) and `stage` (the whole import); `records` holds its options and product.
 """

@@ -9,6 +9,7 @@ from toolkit.checkout import Checkout
 from toolkit.errors import VpatchError
 from toolkit.export import plan_export, write_export
 from toolkit.importer.applying import check_unit_applies, commit_planned, tree_paths
+from toolkit.importer.delta import applies, stock_delta
 from toolkit.importer.messages import parse_author
 from toolkit.importer.plan import SPLIT_MODES, check_feature, check_status, final_plan, plan_patches
 from toolkit.importer.proof import check_written, prove_round_trip
@@ -54,6 +55,14 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
                 source.describe(),
                 already=already,
             )
+        if len(units) == 1:  # a diff or archive pair taken against stock over the series: its delta
+            unit = units[0]
+            diff = b"".join(change.render() for change in unit.files)
+            if not applies(checkout, diff):
+                delta = stock_delta(checkout, unit, diff, applied, tree)
+                if delta is not None:
+                    unit.files = delta.files
+                    notes.append(delta.note(unit, pin.label, len(series.patches)))
         planned = plan_patches(units, series, directory, options, features, author_override)
         for unit in units:
             diff = b"".join(change.render() for change in unit.files)

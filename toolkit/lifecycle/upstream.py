@@ -12,8 +12,16 @@ Independent signals per patch of the old series:
 A fifth, `conformance`: the feature contracts of `vpatch conform NEW --against OLD` (toolkit/contracts/)
 pass for the patch's feature on NEW (every item, every transport configuration).
 
+A sixth, `post_image_in_new`, needs no history either: per hunk, where NEW's tree already has the hunk's
+post-image by content, wherever the lines moved (toolkit/lifecycle/post_image.py); it fires when every
+hunk of the patch is there. The hunks found are recorded even when only some are.
+
 Beside them, `native_since`: the feature's `native-since` from pins.toml when NEW is that release or later
-(a hint for the maintainer; retirement never rests on it).
+(a hint for the maintainer; retirement never rests on it). A patch kept in NEW's series past its feature's
+native-since, with no contract result showing NEW provides the feature, is flagged: `past_native_since` on
+the patch and a line in the document's `warnings` (the rebase prints them).
+
+A patch dropped with `vpatch rebase --skip --reason TEXT` has the reason as `skip_reason`.
 """
 
 from __future__ import annotations
@@ -22,7 +30,10 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+import msgspec
+
 from toolkit.git import Git
+from toolkit.lifecycle.post_image import hunks_in_new
 from toolkit.model import Patch, Pin
 from toolkit.records.codec import RecordError
 from toolkit.records.contract import ContractResults, decode_contract
@@ -195,6 +206,7 @@ def collect_evidence(
     paths = {p for patch in patches for p in patch.touched_paths}
     upstream_ids = upstream_patch_ids(old_base, new_base, paths) if patches else {}
     entries: dict[str, dict] = {}
+    files: dict[str, list[bytes] | None] = {}  # NEW's files, read once for every patch's hunks
     with tempfile.TemporaryDirectory(prefix="vpatch-evidence-", dir=repo.git_dir()) as tmp:
         index_file = Path(tmp) / "index"
         for position, patch in enumerate(patches, start=1):
@@ -205,6 +217,8 @@ def collect_evidence(
                 match: list[dict] | str = upstream_ids
             else:
                 match = sorted(upstream_ids.get(own_id or "", []), key=lambda m: m["commit"])
+            hunks = hunks_in_new(repo, new_base.commit, patch.data, files)
+            found = [h for h in hunks if h.found]
             signals = {
                 "became_empty": status == Outcome.EMPTY,
                 "patch_id_match": match,
@@ -212,6 +226,11 @@ def collect_evidence(
                 "header": header_evidence(patch),
                 "conformance": (conformance or {}).get(patch.feature or ""),
                 "native_since": _native_by(new_base, (native_since or {}).get(patch.feature or "")),
+                "post_image_in_new": {
+                    "hunks": msgspec.to_builtins(hunks),
+                    "found": len(found),
+                    "total": len(hunks),
+                },
             }
             fired = [
                 name
@@ -222,6 +241,7 @@ def collect_evidence(
                     ("header", signals["header"]["says_upstream"]),
                     ("conformance", signals["conformance"] is not None),
                     ("native_since", signals["native_since"] is not None),
+                    ("post_image_in_new", bool(hunks) and len(found) == len(hunks)),
                 )
                 if hit
             ]
@@ -236,9 +256,15 @@ def collect_evidence(
                 "patch_id": own_id,
                 "evidence": signals,
                 "upstream_signals": fired,
+                "skip_reason": outcome.get("reason"),
+                # carried past native-since without contract evidence (retire needs the contracts)
+                "past_native_since": signals["native_since"]
+                if status in KEPT and signals["native_since"] is not None and signals["conformance"] is None
+                else None,
             }
     dropped = [
         {"name": name, "feature": entry["feature"], "reason": entry["outcome"]}
+        | ({"skip_reason": entry["skip_reason"]} if entry["skip_reason"] else {})
         for name, entry in sorted(entries.items())
         if entry["outcome"] in DROPPED
     ]
@@ -251,7 +277,26 @@ def collect_evidence(
         "dropped": dropped,
         "earlier": list(earlier or []),
         "kept": [p.name for p in patches if entries[p.name]["kept"]],
+        "warnings": native_since_warnings(entries, project, str(old_base.pin.version), str(new_base.pin.version)),
     }
+
+
+def native_since_warnings(entries: dict[str, dict], project: str, old: str, new: str) -> list[str]:
+    """One line per feature whose patches are carried onto NEW past the feature's native-since, without the
+    contract results a retirement needs."""
+    carried: dict[str, list[str]] = {}
+    since: dict[str, str] = {}
+    for name, entry in entries.items():
+        if entry["past_native_since"]:
+            carried.setdefault(entry["feature"], []).append(name)
+            since[entry["feature"]] = entry["past_native_since"]
+    return [
+        f"{feature}: {len(names)} patch(es) carried onto {project} {new}, past the feature's native-since "
+        f"{since[feature]} (pins.toml), without retirement evidence ({', '.join(names)}): check stock {new} with "
+        f"`vpatch conform {new} --against {old} --features {feature} --save`, then `vpatch retire PATCH --since "
+        f"{new}` if the contracts pass"
+        for feature, names in carried.items()
+    ]
 
 
 def _native_by(new_base: Base, since: str | None) -> str | None:

@@ -23,6 +23,8 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"  # dropped by hand (`vpatch rebase --skip`)
     RETIRED = "retired"  # not replayed: `vpatch retire` recorded that upstream carries it from NEW (or earlier) on
     PENDING = "pending"  # not replayed yet
+    # stopped: the patch does not apply or conflicts, but every hunk's change is already in NEW (by content)
+    UPSTREAM = "upstream has it"
     # what `vpatch review` records for a rebased series edited by hand afterwards
     REWORKED = "reworked"  # dropped by the rebase, then written again by hand onto the new release
     ADDED = "added"  # not in the old series at all
@@ -45,5 +47,6 @@ _STYLES = {
     Outcome.MERGED: "cyan",
     Outcome.FAILED: "red",
     Outcome.CONFLICT: "red",
+    Outcome.UPSTREAM: "magenta",
     Outcome.NOT_APPLIED: "dim",
 }

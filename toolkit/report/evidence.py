@@ -1,5 +1,9 @@
 """A rebase's evidence.json as the report reads it (format 1), validated field by field.
 
+Fields added to format 1 later are optional, so older files still read: a patch's `skip_reason`,
+`past_native_since` and `evidence.post_image_in_new` ({found, total, hunks}), a dropped entry's
+`skip_reason`, the document's `warnings`.
+
 An evidence file that is missing or unreadable is not fatal: the report shows the problem where the
 evidence would have been (`error` on the loaded record).
 """
@@ -84,6 +88,7 @@ def _dropped(entries: list, where: str) -> tuple[Dropped, ...]:
                 _get(entry, "feature", here, "str", null=True, default=None),
                 _get(entry, "reason", here, "str", default=""),
                 _get(entry, "dropped_in", here, "str", null=True, default=None),
+                _get(entry, "skip_reason", here, "str", null=True, default=None),
             )
         )
     return tuple(result)
@@ -102,6 +107,12 @@ def _evidence_data(data: Any, rel: str) -> Evidence:
         if not isinstance(entry, dict):
             raise Invalid(here, f"expected an object, got {_show(entry)}")
         signals = _get(entry, "upstream_signals", here, "list", default=[])
+        found = _get(entry, "evidence", here, "object", null=True, default=None) or {}
+        post = _get(found, "post_image_in_new", f"{here}.evidence", "object", null=True, default=None) or {}
+        hunks = (
+            _get(post, "found", f"{here}.evidence.post_image_in_new", "int", default=0),
+            _get(post, "total", f"{here}.evidence.post_image_in_new", "int", default=0),
+        )
         patches.append(
             EvidencePatch(
                 name=name,
@@ -110,6 +121,9 @@ def _evidence_data(data: Any, rel: str) -> Evidence:
                 outcome=_get(entry, "outcome", here, "str", default=""),
                 kept=_get(entry, "kept", here, "bool", default=False),
                 signals=tuple(str(s) for s in signals),
+                skip_reason=_get(entry, "skip_reason", here, "str", null=True, default=None),
+                past_native_since=_get(entry, "past_native_since", here, "str", null=True, default=None),
+                hunks_in_new=hunks,
             )
         )
     old = _get(data, "old", "", "object", default={})
@@ -121,7 +135,15 @@ def _evidence_data(data: Any, rel: str) -> Evidence:
         patches=tuple(patches),
         dropped=_dropped(_get(data, "dropped", "", "list", default=[]), "dropped"),
         earlier=_dropped(_get(data, "earlier", "", "list", default=[]), "earlier"),
+        warnings=_warnings(_get(data, "warnings", "", "list", default=[])),
     )
+
+
+def _warnings(entries: list) -> tuple[str, ...]:
+    for position, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise Invalid(f"warnings[{position}]", f"expected a string, got {_show(entry)}")
+    return tuple(entries)
 
 
 def _position(entry: Any) -> int:

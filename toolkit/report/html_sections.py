@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from toolkit.report import fmt
 from toolkit.report.html_markup import NO_REBASE, NONE, ROW_FAIL, badge, diff_html, e
-from toolkit.report.model import Check, Conformance, Evidence, Patch, Report
+from toolkit.report.model import Check, Conformance, Evidence, EvidencePatch, Patch, Report
 
 
 def _patch_names(report: Report) -> list[tuple[str, Patch]]:
@@ -168,7 +168,7 @@ def _evidence_block(version: str, ev: Evidence) -> str:
     if dropped:
         items = "".join(
             f"<li><code>{e(d.name)}</code> ({e(d.feature or 'no feature')}): {e(d.reason or 'dropped')}"
-            f" in {e(where or '?')}</li>"
+            f" in {e(where or '?')}{': ' + e(d.skip_reason) if d.skip_reason else ''}</li>"
             for d, where in dropped
         )
         parts.append(f"<p>Retired patches:</p><ul>{items}</ul>")
@@ -178,14 +178,28 @@ def _evidence_block(version: str, ev: Evidence) -> str:
         rows = "".join(
             f"<tr><th><code>{e(p.name)}</code></th><td>{badge(p.outcome) if p.outcome else ''}</td>"
             f"<td>{'kept' if p.kept else 'dropped'}</td>"
-            f"<td>{e(', '.join(p.signals)) if p.signals else NONE}</td></tr>"
+            f"<td>{e(', '.join(_signals(p))) if _signals(p) else NONE}</td></tr>"
             for p in ev.patches
         )
         parts.append(
             "<table>\n<thead><tr><th>patch</th><th>rebase outcome</th><th>carried</th><th>upstream signals</th>"
             f"</tr></thead>\n<tbody>{rows}</tbody>\n</table>"
         )
+    if ev.warnings:
+        items = "".join(f"<li>{e(w)}</li>" for w in ev.warnings)
+        parts.append(f'<p class="error">Warnings:</p><ul>{items}</ul>')
     return "\n".join(parts)
+
+
+def _signals(p: EvidencePatch) -> list[str]:
+    """The signals that fired, the hunks NEW has when only some are there, and the native-since flag."""
+    found, total = p.hunks_in_new
+    shown = list(p.signals)
+    if 0 < found < total:
+        shown.append(f"post-image of {found} of {total} hunks in NEW")
+    if p.past_native_since:
+        shown.append(f"carried past native-since {p.past_native_since}")
+    return shown
 
 
 def evidence_section(report: Report) -> str:

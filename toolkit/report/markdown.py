@@ -174,9 +174,14 @@ def _evidence(report: Report) -> list[str]:
             lines.append(f"- {md(v.version)}: evidence unreadable: {md(ev.error)}")
             continue
         dropped = [*((d, ev.new_version) for d in ev.dropped), *((d, d.dropped_in) for d in ev.earlier)]
-        what = "; ".join(f"{md(d.name)} ({md(d.reason or 'dropped')} in {md(where or '?')})" for d, where in dropped)
+        what = "; ".join(
+            f"{md(d.name)} ({md(d.reason or 'dropped')} in {md(where or '?')}"
+            + (f": {md(d.skip_reason)})" if d.skip_reason else ")")
+            for d, where in dropped
+        )
         lines.append(
             f"- {md(v.version)}: rebased from {md(ev.old_version or '?')}; "
             + (f"retired: {what}" if what else "no patch dropped")
         )
+        lines += [f"  - warning: {md(w)}" for w in ev.warnings]
     return ["### Retirement evidence", "", *lines, ""] if lines else []

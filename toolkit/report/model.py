@@ -106,6 +106,9 @@ class EvidencePatch:
     outcome: str
     kept: bool
     signals: tuple[str, ...]
+    skip_reason: str | None = None  # `vpatch rebase --skip --reason`
+    past_native_since: str | None = None  # carried past its feature's native-since without contract evidence
+    hunks_in_new: tuple[int, int] = (0, 0)  # (found, total): hunks whose post-image NEW has by content
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Dropped:
     feature: str | None
     reason: str
     dropped_in: str | None
+    skip_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class Evidence:
     patches: tuple[EvidencePatch, ...] = ()
     dropped: tuple[Dropped, ...] = ()
     earlier: tuple[Dropped, ...] = ()
+    warnings: tuple[str, ...] = ()  # e.g. a patch carried past its feature's native-since
 
 
 @dataclass(frozen=True)

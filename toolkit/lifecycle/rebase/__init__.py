@@ -36,6 +36,7 @@ from toolkit.lifecycle.rebase.session import (
     default_rebase_dir,
     skip_patch,
     start_rebase,
+    stopped_patch,
 )
 from toolkit.lifecycle.rebase.state import (
     EVIDENCE_FILE,
@@ -63,4 +64,5 @@ __all__ = [
     "rerere_cache",
     "skip_patch",
     "start_rebase",
+    "stopped_patch",
 ]

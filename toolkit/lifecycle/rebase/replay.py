@@ -14,6 +14,7 @@ from toolkit import faults, ui
 from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
 from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
+from toolkit.lifecycle.post_image import hunks_in_new
 from toolkit.lifecycle.rebase import reuse
 from toolkit.lifecycle.rebase.conflicts import CONFLICT_KINDS, conflict_hunks, line_ranges, unmerged_paths
 from toolkit.lifecycle.rebase.recipes import THREE_WAY_NOTE, am_sections, series_commits
@@ -100,9 +101,16 @@ class Replay:
         return len(self.repo.commits(f"{UPSTREAM_REF}..HEAD"))
 
     def settle(
-        self, name: str, status: Outcome, details: list[str], commit: str | None = None, *, save: bool = True
+        self,
+        name: str,
+        status: Outcome,
+        details: list[str],
+        commit: str | None = None,
+        *,
+        save: bool = True,
+        reason: str | None = None,
     ) -> None:
-        self.state.outcomes.append(PatchResult(name, self.patch(name).subject, status, details, commit))
+        self.state.outcomes.append(PatchResult(name, self.patch(name).subject, status, details, commit, reason=reason))
         self.state.current = None
         self.state.stopped = None
         self.state.continuing = None
@@ -223,12 +231,32 @@ class Replay:
                 if path not in auto
             ]
             details = [f"{f.path}: {f.kind}" + (f" at {line_ranges(f.hunks)}" if f.hunks else "") for f in files]
-            return Stop(name, Outcome.CONFLICT, files, details + ([note] if note else []))
+            return self.with_upstream(Stop(name, Outcome.CONFLICT, files, details + ([note] if note else [])))
         check = self.repo.run("apply", "--check", "-v", str(self.patch_path(name)), check=False)
         details = list(describe_apply_failure(self.patch(name), check.stderr.decode("utf-8", "replace")))
         why = [line for line in output.splitlines() if line.startswith(("error:", "fatal:"))]
         details += [line for line in why if "Failed to merge" not in line and line not in details]
-        return Stop(name, Outcome.FAILED, [], details)
+        return self.with_upstream(Stop(name, Outcome.FAILED, [], details))
+
+    def with_upstream(self, stop: Stop) -> Stop:
+        """The stop with its hunks' post-images looked for in NEW: "upstream has it" when every one is there,
+        else a line per hunk that is (the rest is the conflict to resolve)."""
+        release = f"{self.checkout.project} {self.state.new_version}"
+        stop.upstream = hunks_in_new(self.repo, self.checkout.base_commit, self.patch(stop.name).data)
+        found = [h for h in stop.upstream if h.found]
+        if stop.upstream_has_it:
+            stop.details = [
+                f"upstream has it: every hunk's change is already in {release} (by content)",
+                *(f"  {h.describe(release)}" for h in found),
+                *stop.details,
+            ]
+        elif found:
+            stop.details = [
+                *stop.details,
+                f"upstream has {len(found)} of its {len(stop.upstream)} hunks:",
+                *(f"  {h.describe(release)}" for h in found),
+            ]
+        return stop
 
     def continue_am(self, name: str, note: str) -> None:
         proc = self.repo.run("am", "--continue", check=False)
@@ -252,7 +280,7 @@ class Replay:
         stopped = self.state.stopped
         if stopped:
             outcomes.append(
-                PatchResult(stopped.name, self.patch(stopped.name).subject, stopped.status, stopped.details, None)
+                PatchResult(stopped.name, self.patch(stopped.name).subject, stopped.shown_status, stopped.details, None)
             )
         for name in self.state.remaining:
             outcomes.append(PatchResult(name, self.patch(name).subject, Outcome.PENDING, [], None))

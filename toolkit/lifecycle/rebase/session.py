@@ -27,6 +27,7 @@ from toolkit.lifecycle.rebase.state import (
     PatchResult,
     RebaseResult,
     RebaseState,
+    Stop,
     private_dir,
     rebase_state,
     save_state,
@@ -176,6 +177,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
     rebase.state.force = bool(rebase.state.force) or force
     name = rebase.state.current
     conflicts = dict(rebase.state.rr_ids or {})  # indexed once git has recorded their resolutions
+    release = f"{checkout.project} {rebase.state.new_version}"
     if name is not None:
         stopped = rebase.state.stopped
         stopped_status = stopped.status if stopped else None
@@ -186,6 +188,13 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
             # the commit is the patch; end the am session without touching it.
             repo.run("am", "--skip")
             rebase.settle(name, Outcome.MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
+        elif am_in_progress(checkout) and stopped is not None and stopped.upstream_has_it and _untouched(repo):
+            # "upstream has it", taken as offered: NEW's version stays, the patch leaves the series (empty).
+            repo.run("am", "--skip")
+            assert rebase.state.current_head is not None
+            repo.run("reset", "--quiet", "--hard", rebase.state.current_head)
+            kept = f"{release}'s version kept (vpatch rebase --continue)"
+            rebase.settle(name, Outcome.EMPTY, [*_upstream_lines(stopped, release), kept])
         elif am_in_progress(checkout):
             unmerged = [path for _, path in unmerged_paths(repo)]
             if unmerged:
@@ -205,6 +214,8 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                     "or `vpatch rebase --skip` to drop it"
                 )
             how = "conflict resolved by hand" if stopped_status == Outcome.CONFLICT else "applied by hand"
+            if stopped is not None and stopped.upstream_has_it:
+                how += " (" + "; ".join(_upstream_lines(stopped, release)) + ")"
             rebase.state.continuing = how  # a run killed once `git am --continue` committed still says how
             rebase.save()
             rebase.continue_am(name, how)
@@ -217,18 +228,40 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
     return replay_and_finish(rebase)
 
 
-def skip_patch(project: Project, checkout: Checkout) -> RebaseResult:
-    """Drop the stopped patch from the new series and go on with the rest."""
+def stopped_patch(checkout: Checkout) -> str | None:
+    """The patch a rebase in the checkout is stopped at, or None."""
+    state = rebase_state(checkout.path)
+    return state.current if state is not None else None
+
+
+def skip_patch(project: Project, checkout: Checkout, reason: str) -> RebaseResult:
+    """Drop the stopped patch from the new series, recording why, and go on with the rest."""
+    if not reason.strip():
+        raise VpatchError("--skip needs a reason (--reason TEXT): why the patch leaves the series")
     rebase = Replay.load(project, checkout)
     name = rebase.state.current
     if name is None:
         raise VpatchError(f"{checkout.path}: no patch is stopped; nothing to skip")
+    stopped = rebase.state.stopped
     if am_in_progress(checkout):
         checkout.git.run("am", "--skip")
     assert rebase.state.current_head is not None  # set with `current`
     checkout.git.run("reset", "--quiet", "--hard", rebase.state.current_head)
-    rebase.settle(name, Outcome.SKIPPED, ["dropped by hand (vpatch rebase --skip)"])
+    details = [f"dropped by hand (vpatch rebase --skip): {reason.strip()}"]
+    if stopped is not None and stopped.upstream_has_it:
+        details += _upstream_lines(stopped, f"{checkout.project} {rebase.state.new_version}")
+    rebase.settle(name, Outcome.SKIPPED, details, reason=reason.strip())
     return replay_and_finish(rebase)
+
+
+def _upstream_lines(stopped: Stop, release: str) -> list[str]:
+    where = [h.describe(release) for h in stopped.upstream if h.found]
+    return [f"upstream has it: {'; '.join(where)}"]
+
+
+def _untouched(repo: Git) -> bool:
+    """Nothing resolved yet: conflicts still unmerged, or nothing staged for the patch."""
+    return bool(unmerged_paths(repo)) or repo.ok("diff", "--cached", "--quiet", "HEAD")
 
 
 def abort_rebase(project: Project, checkout: Checkout) -> RebaseState:

@@ -15,6 +15,7 @@ import msgspec
 
 from toolkit.checkout import Checkout, read_state, update_state
 from toolkit.errors import VpatchError
+from toolkit.lifecycle.post_image import HunkInNew
 from toolkit.records.outcome import Outcome
 
 STATE_KEY = "rebase"
@@ -34,6 +35,7 @@ class PatchResult(msgspec.Struct, omit_defaults=True):
     details: list[str]
     commit: str | None
     content_changed: bool | None = None  # set for kept patches when the rebase completes
+    reason: str | None = None  # why it was dropped by hand (`vpatch rebase --skip --reason`)
 
 
 class ConflictFile(msgspec.Struct):
@@ -42,13 +44,25 @@ class ConflictFile(msgspec.Struct):
     hunks: list[list[int]]  # [first, last] line of each conflict-marker block
 
 
-class Stop(msgspec.Struct):
+class Stop(msgspec.Struct, omit_defaults=True):
     """The patch the replay stopped at (a conflict, or a patch that does not apply)."""
 
     name: str
     status: Outcome  # CONFLICT or FAILED
     files: list[ConflictFile]
     details: list[str]
+    # Its hunks and where NEW already has their post-image (toolkit.lifecycle.post_image); [] in states
+    # written before this was looked for.
+    upstream: list[HunkInNew] = msgspec.field(default_factory=list)
+
+    @property
+    def upstream_has_it(self) -> bool:
+        """Every hunk's post-image is in NEW: offered as "upstream has it" rather than as a conflict."""
+        return bool(self.upstream) and all(h.found for h in self.upstream)
+
+    @property
+    def shown_status(self) -> Outcome:
+        return Outcome.UPSTREAM if self.upstream_has_it else self.status
 
 
 class RebaseState(msgspec.Struct, omit_defaults=True):
