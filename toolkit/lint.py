@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import VpatchError, display_path
+from toolkit.features import undeclared
 from toolkit.model import Patch, Pin, UpstreamStatus, parse_patch, parse_series_file
 
 
@@ -80,15 +81,9 @@ def lint_headers(patch: Patch, features: dict[str, str]) -> list[Problem]:
         except ValueError as exc:
             problems.append(Problem(patch.path, patch.header_line("Upstream-Status"), str(exc)))
     feature = patch.header("Feature")
-    if feature is not None and feature not in features:
-        declared = ", ".join(sorted(features)) or "none"
-        problems.append(
-            Problem(
-                patch.path,
-                patch.header_line("Feature"),
-                f"unknown feature {feature!r} (declared in pins.toml [features]: {declared})",
-            )
-        )
+    unknown = undeclared(feature, features) if feature is not None else None
+    if unknown is not None:
+        problems.append(Problem(patch.path, patch.header_line("Feature"), unknown))
     name = patch.header("Patch-File")
     if name is not None and name != patch.name:
         problems.append(
