@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.features import describe, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.project import Project
@@ -43,7 +44,8 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         else ""
     )
     if series.patches:
-        features = sorted({p.feature or "(no feature)" for p in series.patches})
+        # sub-features grouped under their parent: "pd-disagg (failed-loads, nixl)"
+        features = describe(p.feature or "(no feature)" for p in series.patches)
         count = len(series.patches)
         summary = f"dynamo-base needed ({count} active patch{'es' if count != 1 else ''}: {', '.join(features)})"
         return Verdict("dynamo-base", count, features, summary + lacking, None, lacks or None, contracts)
@@ -78,7 +80,7 @@ def _unmet_retired(directory: Path, findings: dict[str, tuple[bool, list[str], s
             patch = parse_patch(path)
         except VpatchError:
             continue
-        feature = patch.feature or ""
+        feature = parent_of(patch.feature or "")  # a retired sub-feature leaves its parent to its contract
         forced = (patch.header("Retired-Evidence") or "").startswith("forced:")
         if feature in CONTRACT_FEATURES and not forced and not findings.get(feature, (False,))[0]:
             unmet.add(feature)

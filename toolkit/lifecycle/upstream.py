@@ -22,6 +22,7 @@ import hashlib
 import tempfile
 from pathlib import Path
 
+from toolkit.features import parent_of
 from toolkit.git import Git
 from toolkit.model import Patch, Pin
 from toolkit.records.codec import RecordError
@@ -210,7 +211,8 @@ def collect_evidence(
                 "patch_id_match": match,
                 "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
                 "header": header_evidence(patch),
-                "conformance": (conformance or {}).get(patch.feature or ""),
+                # contracts judge the parent feature; native-since is the sub-feature's own (toolkit/features.py)
+                "conformance": (conformance or {}).get(parent_of(patch.feature or "")),
                 "native_since": _native_by(new_base, (native_since or {}).get(patch.feature or "")),
             }
             fired = [
