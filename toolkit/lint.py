@@ -127,6 +127,43 @@ def rationale_warnings(patches: list[Patch]) -> list[Problem]:
     return warnings
 
 
+# A patch past this many changed lines is hard to review and to retire piece by piece (issue 15).
+MAX_CHANGED_LINES = 400
+
+
+def patch_stats(patch: Patch) -> tuple[int, int]:
+    """(added, removed) lines of the patch's hunks: neither the mail's headers nor the context count."""
+    added = removed = 0
+    in_hunk = False
+    for line in patch.data.decode("utf-8", "replace").split("\n"):
+        if line.startswith("diff --git "):
+            in_hunk = False
+        elif line.startswith("@@ "):
+            in_hunk = True
+        elif in_hunk and line.startswith("+"):
+            added += 1
+        elif in_hunk and line.startswith("-"):
+            removed += 1
+    return added, removed
+
+
+def size_warnings(patches: list[Patch], limit: int = MAX_CHANGED_LINES) -> list[Problem]:
+    """A patch changing more than `limit` lines: a warning to split it where it has seams."""
+    warnings = []
+    for patch in patches:
+        added, removed = patch_stats(patch)
+        if added + removed > limit:
+            warnings.append(
+                Problem(
+                    patch.path,
+                    None,
+                    f"changes {added + removed} lines (+{added} -{removed}, over {limit}): split it by capability, "
+                    "each part with its own test and Feature: sub-name",
+                )
+            )
+    return warnings
+
+
 def _is_header(line: str) -> bool:
     key, colon, _ = line.partition(":")
     return bool(colon) and bool(key) and " " not in key.strip()
