@@ -236,3 +236,23 @@ def test_report_lists_sub_features_under_their_parent(tmp_path, monkeypatch):
     assert "### Sub-features" in md
     assert "| pd-disagg | nixl: NIXL on host memory | not yet | vllm-project/vllm#24690 |" in md
     assert md.index("| kv-routing | load-metrics") < md.index("| pd-disagg | nixl")
+
+
+def test_check_warns_about_a_patch_over_the_size_limit(pinned, capsys):
+    ws = pinned
+    declare(ws, capsys, "failed-loads")
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    for name, lines in (("small", 390), ("big", 420)):
+        commit_in(
+            ws.checkout("1.0"),
+            {f"vllm/core/{name}.py": module_text(name, lines)},
+            subject=f"[V1][P/D] the {name} part",
+            headers="Upstream-Status: Pending\nFeature: pd-disagg/failed-loads",
+        )
+    assert ws.run("export", "1.0") == 0
+    code, data, _ = run(ws, capsys, "check", "1.0", "--no-wheels", "--json")
+    assert code == 0  # a warning, not a problem
+    text = json.dumps(data)
+    assert text.count("over 400): split it by capability") == 1
+    assert re.search(r"0002-v1-p-d-the-big-part\.patch.*changes 4\d\d lines \(\+4\d\d -0, over 400\)", text)
