@@ -20,7 +20,8 @@ from toolkit.cache import atomic_write_text
 from toolkit.check import check_pin
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
-from toolkit.model import Patch, Pin
+from toolkit.lint import patch_stats
+from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.records import ci_summary as records
 from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Step, Summary, Wheel, encode_summary
@@ -52,21 +53,6 @@ class VersionRun:
             status, detail = Status.FAIL, f"{type(error).__name__}: {error}"
         self.steps.append(Step(name, status, round(time.perf_counter() - start, 3), detail))
         return status == Status.PASS
-
-
-def patch_stats(patch: Patch) -> tuple[int, int]:
-    added = removed = 0
-    in_hunk = False
-    for line in patch.data.decode("utf-8", "replace").split("\n"):
-        if line.startswith("diff --git "):
-            in_hunk = False
-        elif line.startswith("@@ "):
-            in_hunk = True
-        elif in_hunk and line.startswith("+"):
-            added += 1
-        elif in_hunk and line.startswith("-"):
-            removed += 1
-    return added, removed
 
 
 def run_ci(

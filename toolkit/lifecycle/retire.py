@@ -7,8 +7,12 @@ out/conform, or given with --conformance). Supporting evidence, recorded beside 
 - the rebase onto NEW (`patches/vllm-NEW/evidence.json`): the patch became empty, its patch-id matches an
   upstream commit, it reverse-applies on NEW, or its header says it is upstream;
 - the patch's own header (`Applied-Upstream:` or `Upstream-Status: Accepted [...]`).
-A patch of a feature without a contract needs any of the supporting evidence. Otherwise it refuses unless
-`--force --reason TEXT` (the reason, and what the contracts said, are recorded as the evidence).
+A patch of a feature without a contract needs any of the supporting evidence, and so does a patch of a
+sub-feature (`Feature: pd-disagg/failed-loads`, toolkit/features.py): a part retires on its own patch's
+evidence, while its parent's contract still judges the parent (the verdict, toolkit/verdict.py, wants it
+passing before stock is the default); a passing parent contract is recorded as its first evidence.
+Otherwise it refuses unless `--force --reason TEXT` (the reason, and what the contracts said, are recorded
+as the evidence).
 
 What it writes (computed first, then written as one transaction, toolkit/txn.py):
 - every pinned series from NEW on that carries the patch loses it (file and series line); the file moves
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.features import is_sub, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
@@ -119,6 +124,11 @@ def retire(
     after = [(pin, p) for pin, p in carriers if pin.version >= new_pin.version]
     evidence = find_evidence(project, new_pin, name, patch)
     gated = patch.feature in CONTRACT_FEATURES
+    parent = parent_of(patch.feature or "")
+    if not gated and is_sub(patch.feature or "") and parent in CONTRACT_FEATURES:
+        passes, said = contract_gate(project, new_pin, parent, conformance)
+        if passes:
+            evidence.insert(0, said)
     if gated:
         passes, said = contract_gate(project, new_pin, patch.feature or "", conformance)
         if passes:

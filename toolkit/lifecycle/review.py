@@ -72,6 +72,24 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
         for position, patch in enumerate(new_series.patches, start=1):
             new_id = patch_id(repo, patch.data)
             entry = entries.get(patch.name)
+            if entry is None and patch.name in old_ids:
+                # OLD's series was re-cut after the rebase (a patch split in both series, same names): this
+                # patch carries OLD's patch of that name, written by hand on both sides
+                entries[patch.name] = {
+                    "position": position,
+                    "subject": patch.subject,
+                    "feature": patch.feature,
+                    "outcome": Outcome.REWORKED,
+                    "details": [f"re-cut by hand in both {old_pin.label}'s series and this one after the rebase"],
+                    "kept": True,
+                    "content_changed": old_ids[patch.name] != new_id,
+                    "patch_id": old_ids[patch.name],
+                    "new_patch_id": new_id,
+                    "evidence": None,
+                    "upstream_signals": [],
+                }
+                changes[patch.name] = f"{Outcome.REWORKED} (re-cut in both series)"
+                continue
             if entry is None:
                 entries[patch.name] = {
                     "position": None,
@@ -105,14 +123,22 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
             if patch.name in old_ids and entry.get("patch_id") not in (None, old_ids[patch.name]):
                 entry["patch_id"] = old_ids[patch.name]  # the old series' patch was edited since
                 changes.setdefault(patch.name, "old patch changed")
-            changed = old_ids.get(patch.name) != new_id
+            # an added patch has no old one to compare with
+            changed = None if entry["outcome"] == Outcome.ADDED else old_ids.get(patch.name) != new_id
             if entry.get("content_changed") != changed:
                 changes.setdefault(patch.name, "content_changed recomputed")
             entry["content_changed"] = changed
             if entry["subject"] != patch.subject:
                 entry["subject"] = patch.subject
                 changes.setdefault(patch.name, "subject changed")
+            if entry["feature"] != patch.feature:
+                entry["feature"] = patch.feature
+                changes.setdefault(patch.name, "feature changed")
     present = {p.name for p in new_series.patches}
+    for name in [n for n, e in entries.items() if e["kept"] and n not in present and n not in old_ids]:
+        # carried by the rebase, since gone from both series (re-cut on both sides): this step no longer has it
+        added = entries.pop(name)["outcome"] == Outcome.ADDED
+        changes[name] = "added by hand, since taken out again" if added else "gone from both series"
     for name, entry in evidence["patches"].items():
         if entry["kept"] and name not in present:
             entry["kept"] = False

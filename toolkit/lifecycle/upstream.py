@@ -32,6 +32,7 @@ from pathlib import Path
 
 import msgspec
 
+from toolkit.features import parent_of
 from toolkit.git import Git
 from toolkit.lifecycle.post_image import hunks_in_new
 from toolkit.model import Patch, Pin
@@ -224,7 +225,8 @@ def collect_evidence(
                 "patch_id_match": match,
                 "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
                 "header": header_evidence(patch),
-                "conformance": (conformance or {}).get(patch.feature or ""),
+                # contracts judge the parent feature; native-since is the sub-feature's own (toolkit/features.py)
+                "conformance": (conformance or {}).get(parent_of(patch.feature or "")),
                 "native_since": _native_by(new_base, (native_since or {}).get(patch.feature or "")),
                 "post_image_in_new": {
                     "hunks": msgspec.to_builtins(hunks),
