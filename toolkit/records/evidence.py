@@ -8,8 +8,8 @@ Fields added to format 1 later are `UNSET` when a file lacks them and stay out o
 so older files still read and re-encode to their own bytes: a patch's `new_patch_id`, `skip_reason` and
 `past_native_since`, its signals' `native_since` and `post_image_in_new`, a dropped entry's `dropped_in`
 and `skip_reason`, the document's `warnings`. Other fields a reader of a hand-made file may miss take
-their defaults. A field of the wrong shape is named by its path, a patch by its name
-(`$.patches["0001-x.patch"].kept`).
+their defaults; fields the schema does not know are ignored (and not written back by `vpatch review`).
+A field of the wrong shape is named by its path, a patch by its name (`$.patches["0001-x.patch"].kept`).
 """
 
 from __future__ import annotations
