@@ -285,6 +285,7 @@ def _report(result: RebaseResult, options: Options) -> int:
             markup=False,
             highlight=False,
         )
-    for warning in result.evidence.warnings or [] if result.evidence else []:
+    warnings = result.evidence.warnings if result.evidence else []
+    for warning in warnings or []:
         ui.err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
     return 0

@@ -31,6 +31,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from msgspec import UNSET
+
 from toolkit.git import Git
 from toolkit.lifecycle.post_image import hunks_in_new
 from toolkit.model import Patch, Pin
@@ -273,9 +275,7 @@ def collect_evidence(
                 else None,
             )
     dropped = [
-        Dropped(name=name, feature=entry.feature, reason=entry.outcome)
-        if not entry.skip_reason
-        else Dropped(name=name, feature=entry.feature, reason=entry.outcome, skip_reason=entry.skip_reason)
+        Dropped(name=name, feature=entry.feature, reason=entry.outcome, skip_reason=entry.skip_reason or UNSET)
         for name, entry in sorted(entries.items())
         if entry.outcome in DROPPED
     ]
