@@ -9,7 +9,6 @@ the failure in it (the input of `vpatch report`).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +24,10 @@ from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.records import ci_summary as records
 from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Step, Summary, Wheel, encode_summary
+from toolkit.records.codec import RecordError
+from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.status import Status
-from toolkit.verdict import EVIDENCE_FILE, decide
+from toolkit.verdict import decide
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float) -> Summar
 def _rebase_outcomes(evidence: Path) -> dict[str, str | None]:
     """Each patch's outcome in the rebase that produced this series (clean, merged, ...), when there was one."""
     try:
-        patches = json.loads(evidence.read_text(encoding="utf-8")).get("patches", {})
-    except (OSError, ValueError, AttributeError):
+        patches = decode_evidence(evidence.read_bytes()).patches
+    except (OSError, RecordError):
         return {}
-    return {name: entry.get("outcome") for name, entry in patches.items() if isinstance(entry, dict)}
+    return {name: entry.outcome.value for name, entry in patches.items()}

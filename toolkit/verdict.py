@@ -18,7 +18,6 @@ kv-routing load-figures"). `vpatch status` shows it, `vpatch ci` writes it into 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from toolkit.errors import VpatchError
@@ -26,11 +25,11 @@ from toolkit.features import describe, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.project import Project
+from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
+from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
 from toolkit.verdict_features import feature_verdict, gather
-
-EVIDENCE_FILE = "evidence.json"  # written by `vpatch rebase` beside the series it produced
 
 
 def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
@@ -131,13 +130,14 @@ def retirement_records(directory: Path) -> tuple[list[str], list[str]]:
     evidence_file = directory / EVIDENCE_FILE
     if evidence_file.is_file():
         try:
-            evidence = json.loads(evidence_file.read_text(encoding="utf-8"))
-            patches = evidence.get("patches", {})
-            unexplained = sorted(n for n, e in patches.items() if not e.get("kept") and not e.get("upstream_signals"))
-            if evidence.get("dropped") or evidence.get("earlier"):
+            evidence = decode_evidence(evidence_file.read_bytes())
+        except (OSError, RecordError):
+            pass  # `vpatch report` and `vpatch review` name what is wrong with it
+        else:
+            patches = evidence.patches
+            unexplained = sorted(n for n, e in patches.items() if not e.kept and not e.upstream_signals)
+            if evidence.dropped or evidence.earlier:
                 records.append(EVIDENCE_FILE)
-        except (OSError, ValueError, AttributeError):
-            pass
     for path in sorted([*directory.glob("*.patch"), *directory.glob("retired/*.patch")]):
         try:
             if parse_patch(path).header("Retired-Since") is not None:

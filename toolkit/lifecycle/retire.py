@@ -24,7 +24,6 @@ Retiring a patch again changes nothing: `already` names the release it was retir
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +32,11 @@ from toolkit.features import is_sub, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
+from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
+from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.render import add_mail_headers
 from toolkit.txn import transaction
-
-EVIDENCE_FILE = "evidence.json"
 
 
 @dataclass(frozen=True)
@@ -59,11 +58,11 @@ def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None) ->
     evidence_file = project.series_dir(pin) / EVIDENCE_FILE
     if evidence_file.is_file():
         try:
-            entry = json.loads(evidence_file.read_text(encoding="utf-8")).get("patches", {}).get(name)
-        except ValueError:
-            entry = None
+            entry = decode_evidence(evidence_file.read_bytes()).patches.get(name)
+        except RecordError as exc:
+            raise VpatchError(str(exc), path=evidence_file, line=exc.line) from None
         # native_since is pins.toml's hint that upstream has the feature, not a finding about this patch
-        signals = [s for s in (entry or {}).get("upstream_signals", []) if s != "native_since"]
+        signals = [s for s in (entry.upstream_signals if entry else []) if s != "native_since"]
         if signals:
             evidence.append(f"rebase onto {pin.version}: {', '.join(signals)}")
     if patch is not None:

@@ -8,13 +8,10 @@ directory; and, when NEW was pinned for the rebase, its pin. The old series is n
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import msgspec
 
 from toolkit.apply import AM_ARGS
 from toolkit.checkout import STATE_FILE, UPSTREAM_REF, state_text
@@ -23,7 +20,7 @@ from toolkit.export import _series_text
 from toolkit.lifecycle.rebase.mail import retarget_comments, set_trailer, today
 from toolkit.lifecycle.rebase.recipes import range_diff
 from toolkit.lifecycle.rebase.replay import Replay
-from toolkit.lifecycle.rebase.state import EVIDENCE_FILE, RANGE_DIFF_FILE, PatchResult, RebaseResult
+from toolkit.lifecycle.rebase.state import RANGE_DIFF_FILE, PatchResult, RebaseResult
 from toolkit.lifecycle.upstream import (
     against_results,
     carried_forward,
@@ -34,6 +31,8 @@ from toolkit.lifecycle.upstream import (
 )
 from toolkit.model import Pin, parse_patch
 from toolkit.pins import load_pins, write_pin
+from toolkit.records.codec import RecordError
+from toolkit.records.evidence import EVIDENCE_FILE, Dropped, Evidence, decode_evidence, encode_evidence
 from toolkit.records.outcome import KEPT, Outcome
 from toolkit.render import render_range, set_patch_file_header
 from toolkit.sources import materialize
@@ -89,7 +88,7 @@ def finish(rebase: Replay) -> RebaseResult:
             old_base=old_base,
             new_base=new_base,
             patches=old_patches,
-            outcomes=msgspec.to_builtins(state.outcomes),
+            outcomes=list(state.outcomes),
             content_changed=changed,
             earlier=earlier(rebase),
             conformance=conformance_evidence(
@@ -102,7 +101,7 @@ def finish(rebase: Replay) -> RebaseResult:
         evidence = evidence_job.result()
     for name, data in mails:
         # What the rebase wrote, so `vpatch review` can tell later hand edits apart.
-        evidence["patches"][name]["new_patch_id"] = patch_id(repo, data)
+        evidence.patches[name].new_patch_id = patch_id(repo, data)
     old_text = (rebase.private / "series").read_text(encoding="utf-8")
     names = [name for name, _ in mails]
     series_text = old_text if names == state.patches else _series_text(old_text, names)
@@ -133,13 +132,12 @@ def finish(rebase: Replay) -> RebaseResult:
     )
 
 
-def earlier(rebase: Replay) -> list[dict]:
+def earlier(rebase: Replay) -> list[Dropped]:
     """What the old series' own evidence.json says was dropped before (unreadable: nothing)."""
     path = rebase.private / EVIDENCE_FILE
     try:
-        old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        return carried_forward(old) if isinstance(old, dict) else []
-    except (OSError, ValueError, AttributeError, TypeError):
+        return carried_forward(decode_evidence(path.read_bytes())) if path.is_file() else []
+    except (OSError, RecordError):
         return []
 
 
@@ -206,7 +204,7 @@ def write_series(
     directory: Path,
     mails: list[tuple[str, bytes]],
     series_text: str,
-    evidence: dict,
+    evidence: Evidence,
     range_diff: str,
     *,
     retired: Sequence[tuple[str, bytes]] = (),
@@ -222,7 +220,7 @@ def write_series(
     files = {name: data for name, data in mails}
     files.update({f"retired/{name}": data for name, data in retired})
     files["series"] = series_text.encode("utf-8")
-    files[EVIDENCE_FILE] = (json.dumps(evidence, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    files[EVIDENCE_FILE] = encode_evidence(evidence).encode("utf-8")
     files[RANGE_DIFF_FILE] = range_diff.encode("utf-8")
     with transaction(directory.parent, f"rebase onto {directory.name}") as txn:
         txn.stage_series(directory, files, keep_old=False)
