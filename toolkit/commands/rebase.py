@@ -218,7 +218,8 @@ def _find_checkout(args: argparse.Namespace, project: Project) -> Path:
     root = project.options.checkouts_dir
     found = []
     if root.is_dir():
-        for candidate in sorted(root.glob("*-rebase")):
+        # `<project>-NEW-rebase`, or a checkout a `--beside --into checkouts/DIR` rebase made
+        for candidate in sorted(p for p in root.iterdir() if p.is_dir()):
             try:
                 if rebase_state(candidate) is not None:
                     found.append(candidate)

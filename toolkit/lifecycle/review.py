@@ -69,7 +69,10 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
             )
         new_head = repo.rev_parse("HEAD")
         assert new_head is not None
-        text = range_diff(repo, old_base.commit, old_head, checkout.base_commit, new_head)
+        renamed = {
+            name: entry.renamed_from for name, entry in evidence.patches.items() if isinstance(entry.renamed_from, str)
+        }
+        text = range_diff(repo, old_base.commit, old_head, checkout.base_commit, new_head, renamed=renamed)
         # Every patch-id this needs, old and new, in one git run.
         ids = patch_ids(repo, [p.data for p in old_series.patches] + [p.data for p in new_series.patches])
         old_ids = {p.name: i for p, i in zip(old_series.patches, ids, strict=False)}

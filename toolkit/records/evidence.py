@@ -116,6 +116,7 @@ class PatchEntry(msgspec.Struct, kw_only=True):
     upstream_signals: list[str] = []  # the names of the signals that fired
     skip_reason: str | UnsetType | None = UNSET  # `vpatch rebase --skip --reason`
     past_native_since: str | UnsetType | None = UNSET  # kept past its feature's native-since, no contract
+    renamed_from: str | UnsetType = UNSET  # its name in the old series, when the rebase renamed it
 
 
 class Dropped(msgspec.Struct, kw_only=True):

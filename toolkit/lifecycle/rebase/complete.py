@@ -21,6 +21,7 @@ from toolkit.lifecycle.rebase.mail import retarget_comments, set_trailer, today
 from toolkit.lifecycle.rebase.recipes import range_diff
 from toolkit.lifecycle.rebase.replay import Replay
 from toolkit.lifecycle.rebase.state import RANGE_DIFF_FILE, PatchResult, RebaseResult
+from toolkit.lifecycle.rebase.truth import keep_true
 from toolkit.lifecycle.upstream import (
     against_results,
     carried_forward,
@@ -72,7 +73,7 @@ def finish(rebase: Replay) -> RebaseResult:
             f"{rebase.checkout.path}: {len(commits)} commits above {UPSTREAM_REF}, but the rebase kept "
             f"{len(kept)} patches; put the branch back (or `vpatch rebase --abort`)"
         )
-    mails, changed = final_mails(rebase, kept)
+    mails, changed, renamed = final_mails(rebase, kept)
     old_patches = [rebase.patch(name) for name in state.patches]
     old_base = project.base(old_pin)
     new_base = materialize(pin, options.cache_dir, quiet=options.json)
@@ -97,8 +98,11 @@ def finish(rebase: Replay) -> RebaseResult:
             native_since={name: info.get("native_since") for name, info in project.pins.feature_info.items()},
         )
         rebase.settle_old_head()
-        review = range_diff(repo, state.old_base, state.old_head, rebase.checkout.base_commit, new_head)
+        review = range_diff(
+            repo, state.old_base, state.old_head, rebase.checkout.base_commit, new_head, renamed=renamed
+        )
         evidence = evidence_job.result()
+    rename_in_evidence(evidence, renamed)
     for name, data in mails:
         # What the rebase wrote, so `vpatch review` can tell later hand edits apart.
         evidence.patches[name].new_patch_id = patch_id(repo, data)
@@ -114,9 +118,11 @@ def finish(rebase: Replay) -> RebaseResult:
     done_state = state_text(rebase.checkout, {"rebased_from": state.old_version}).encode()
     write_series(series_dir, mails, series_text, evidence, review, retired=retired, also={done: done_state})
     outcomes = state.outcomes
+    now_named = {old: new for new, old in renamed.items()}
     for outcome in outcomes:
         if outcome.status in KEPT:
             outcome.content_changed = changed[outcome.name]
+            outcome.name = now_named.get(outcome.name, outcome.name)
     dropped = [o.name for o in outcomes if o.status not in KEPT]
     shutil.rmtree(rebase.private, ignore_errors=True)
     return RebaseResult(
@@ -141,18 +147,38 @@ def earlier(rebase: Replay) -> list[Dropped]:
         return []
 
 
-def final_mails(rebase: Replay, kept: list[PatchResult]) -> tuple[list[tuple[str, bytes]], dict[str, bool]]:
+def rename_in_evidence(evidence: Evidence, renamed: dict[str, str]) -> None:
+    """evidence.json speaks of the new series' names: a renamed patch's entry under its new name, with
+    `renamed_from`."""
+    if not renamed:
+        return
+    now_named = {old: new for new, old in renamed.items()}
+    evidence.patches = {now_named.get(name, name): entry for name, entry in evidence.patches.items()}
+    for new, old in renamed.items():
+        evidence.patches[new].renamed_from = old
+    evidence.kept = [now_named.get(name, name) for name in evidence.kept]
+
+
+def final_mails(
+    rebase: Replay, kept: list[PatchResult]
+) -> tuple[list[tuple[str, bytes]], dict[str, bool], dict[str, str]]:
     """The new series' mails; `Last-Update:` refreshed where the change itself differs from the old patch.
 
     "Differs" means a different `git patch-id --stable`: moved hunks and new blob ids are not a change,
-    a three-way merge or a resolution that altered the diff is. When any message changes, the branch is
-    rebuilt from the final mails, so the checkout and the written series are the same thing.
+    a three-way merge or a resolution that altered the diff is. Names, subjects and `Origin:` made by an
+    import are kept true (toolkit/lifecycle/rebase/truth.py). When any message changes, the branch is
+    rebuilt from the final mails, so the checkout and the written series are the same thing. Returns the
+    mails, which patches changed (by old name) and the renamed ones (new name -> old name).
     """
     repo = rebase.repo
     rendered = render_range(repo, UPSTREAM_REF, "HEAD")
     date = today()
     mails: list[tuple[str, bytes]] = []
     changed: dict[str, bool] = {}
+    renamed: dict[str, str] = {}
+    state = rebase.state
+    names = [o.name for o in kept]
+    subjects = {rebase.patch(o.name).subject for o in kept}
     # Every patch-id this needs (and the evidence after it), in one git run.
     patch_ids(repo, [rebase.patch(o.name).data for o in kept] + [m.data for m in rendered])
     for outcome, mail in zip(kept, rendered, strict=True):
@@ -164,9 +190,26 @@ def final_mails(rebase: Replay, kept: list[PatchResult]) -> tuple[list[tuple[str
         changed[name] = patch_id(repo, old.data) != patch_id(repo, data)
         if changed[name]:
             data = set_trailer(data, "Last-Update", date)
-        mails.append((name, data))
+        subjects.discard(old.subject)
+        now, data, said = keep_true(
+            old,
+            parse_patch(rebase.private / name, data),
+            changed=changed[name],
+            names=names,
+            subjects=subjects,
+            project=rebase.project.pins.get(state.old_version).project,
+            old_version=state.old_version,
+            new_version=state.new_version,
+        )
+        outcome.subject = parse_patch(rebase.private / now, data).subject
+        subjects.add(outcome.subject)
+        outcome.details.extend(said)
+        if now != name:
+            renamed[now] = name
+            names[names.index(name)] = now
+        mails.append((now, data))
     if all(data == mail.data for (_, data), mail in zip(mails, rendered, strict=True)):
-        return mails, changed
+        return mails, changed, renamed
     final = rebase.private / "final"
     final.mkdir(exist_ok=True)
     paths = []
@@ -179,7 +222,8 @@ def final_mails(rebase: Replay, kept: list[PatchResult]) -> tuple[list[tuple[str
     rerendered = render_range(repo, UPSTREAM_REF, "HEAD")
     for outcome, mail in zip(kept, rerendered, strict=True):
         outcome.commit = mail.commit
-    return [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)], changed
+    result = [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)]
+    return result, changed, renamed
 
 
 def write_new_pin(rebase: Replay, pin: Pin) -> bool:
