@@ -179,7 +179,10 @@ def test_a_sub_feature_retires_on_its_own_evidence_and_the_parent_contract_still
     # no evidence at all: refused, as for any patch
     code, _, err = run(ws, capsys, "retire", names[0], "--since", "1.1")
     assert code == 1 and len(err) == 1 and "no evidence that vLLM 1.1 carries" in err[0]
-    evidence = {"patches": {names[0]: {"upstream_signals": ["reverse_applies"], "kept": True}}}
+    evidence = {
+        "format": 1,
+        "patches": {names[0]: {"outcome": "clean", "upstream_signals": ["reverse_applies"], "kept": True}},
+    }
     (ws.series_dir("1.1") / "evidence.json").write_text(json.dumps(evidence))
     # a top-level pd-disagg patch would need the pd-disagg contract; its part goes on the rebase evidence
     code, data, _ = run(ws, capsys, "retire", names[0], "--since", "1.1", "--json")
