@@ -16,7 +16,7 @@ kept up, so every repetition below is on warm engines:
   prefill,     dynamo-base with upstream's ExampleConnector (a shared-storage directory): the P/D pair
   decode
 
-Per repetition (orders rotated every repetition, so load drift hits every side):
+Per repetition (orders rotated every repetition and reversed every other cycle, so load drift hits every side):
   1. KV-event overhead: the same batch (8 prompts of 72-198 tokens, 64 greedy tokens each) stepped on db-events
      and db-off, every `engine.step()` timed; ratio of the median step times. Goal ≤ 1.05.
   2. dynamo-base vs stock: tokens/s of that same batch on db-off and stock. Goal ≥ 0.98.
@@ -99,9 +99,11 @@ def verdict(value: float, goal: float, at_most: bool) -> str:
 
 
 def rotated(items: list[str], turn: int) -> list[str]:
-    """`items` rotated left by `turn` (each repetition starts with another side)."""
+    """`items` rotated left by `turn` (each repetition starts with another side), reversed every other cycle so
+    that no side always runs right after the same neighbour."""
     k = turn % len(items)
-    return items[k:] + items[:k]
+    order = items[k:] + items[:k]
+    return order[::-1] if (turn // len(items)) % 2 else order
 
 
 def load() -> str:
@@ -307,6 +309,8 @@ def report(found: dict[str, Any], tier: dict[str, Any], loads: tuple[str, str], 
         f"   dynamo-base / stock = {db:.3f}x  {verdict(db, TPS_GOAL, False)}; "
         f"per repetition {paired(tps['db-off'], tps['stock'])}"
     )
+    again = ratio(tps["db-off-b"], tps["stock"])
+    print(f"   the A/A control engine (dynamo-base, events off, another process) / stock = {again:.3f}x")
     print("3. P/D handoff (ExampleConnector, prefill engine -> storage -> decode engine, first decode token) vs")
     print(f"   aggregated prefill of the same {len(pd_prompt())}-token prompt (1 token)")
     print(f"   handoff   : {fmt(pd['handoff'], 'ms', 1e3, 1)}; decode loaded {sorted(set(found['pd_loaded_tokens']))}")

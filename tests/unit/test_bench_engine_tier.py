@@ -43,9 +43,12 @@ def test_verdict_directions(bench: ModuleType) -> None:
 
 def test_every_side_leads_in_turn(bench: ModuleType) -> None:
     sides = ["a", "b", "c"]
-    firsts = [bench.rotated(sides, turn)[0] for turn in range(6)]
-    assert firsts == ["a", "b", "c", "a", "b", "c"]
-    assert sorted(bench.rotated(sides, 4)) == sides
+    orders = [bench.rotated(sides, turn) for turn in range(6)]
+    assert orders[:3] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert orders[3:] == [["c", "b", "a"], ["a", "c", "b"], ["b", "a", "c"]]  # the next cycle reversed
+    assert sorted(o[0] for o in orders) == ["a", "a", "b", "b", "c", "c"]  # every side leads equally
+    followers = {o[o.index("a") + 1] for o in orders if o.index("a") < 2}
+    assert followers == {"b", "c"}  # "a" is not always followed by the same side
 
 
 def test_prompts_fit_the_engine_and_share_no_block(bench: ModuleType) -> None:
