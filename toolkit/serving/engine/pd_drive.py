@@ -8,7 +8,8 @@ decode engine are separate processes, as in a deployment, and sequences them: pr
 Start-up: `python pd_drive.py CONFIG_JSON` with keys model, role ("prefill" | "decode" |
 "aggregated"), connector ("ExampleConnector", or "SharedStorageConnectorV1" from the dynamo-base plugin, with
 its kv_connector_extra_config beyond storage_path as extra_config), storage (the shared storage directory),
-block_size, max_model_len, kv_load_failure_policy. Once the engine is up it prints
+block_size, max_model_len, kv_load_failure_policy, and optionally kv_events (an engine `kv_events_config`:
+KV-cache events published over ZMQ, bench/engine_tier.py). Once the engine is up it prints
 `VPATCH-PD {"ready": true, "start_seconds": s, "vllm_version": v}`.
 
 Then one JSON request per stdin line, one `VPATCH-PD {json}` answer line each (for
@@ -21,11 +22,15 @@ to the nixl layer):
      counts only tokens the connector loaded: 0 means the decode recomputed the prompt.
   {"op": "corrupt", "block_id": n, "layer": i} -> {"index", "before", "after"}  (one byte of one KV block)
   {"op": "blocks"} -> {"free_blocks": n, "total_blocks": n}   (the scheduler's block pool)
+  {"op": "steps", "prompts": [[token ids]], "max_tokens": n}
+     -> {"outputs": [[ids]], "step_seconds": [s per engine step], "seconds": s, "tokens": n}
+     The prompts added at once, then `llm_engine.step()` until done, each step timed (prefix cache reset first).
   {"op": "quit"}   -> exits 0
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -40,6 +45,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MARK = "VPATCH-PD "
 ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
+RUNS = itertools.count()
 
 
 def answer(record: dict) -> None:
@@ -143,13 +149,40 @@ def generate(llm, request: dict) -> dict:
     }
 
 
+def steps(llm, request: dict) -> dict:
+    """The prompts through the engine one `step()` at a time, each step timed (bench/engine_tier.py)."""
+    from vllm import SamplingParams
+
+    llm.reset_prefix_cache()
+    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+    engine = llm.llm_engine
+    run = next(RUNS)
+    names = [f"s{run}-{i}" for i in range(len(request["prompts"]))]
+    for name, ids in zip(names, request["prompts"], strict=True):
+        engine.add_request(name, {"prompt_token_ids": ids}, params)
+    finished: dict = {}
+    timings = []
+    began = time.perf_counter()
+    while engine.has_unfinished_requests():
+        tick = time.perf_counter()
+        outputs = engine.step()
+        timings.append(time.perf_counter() - tick)
+        for output in outputs:
+            if output.finished:
+                finished[output.request_id] = list(output.outputs[0].token_ids)
+    seconds = time.perf_counter() - began
+    ordered = [next(v for k, v in finished.items() if k == n or k.startswith(n + "-")) for n in names]
+    return {"outputs": ordered, "step_seconds": timings, "seconds": seconds, "tokens": sum(map(len, ordered))}
+
+
 def main() -> int:
     config = json.loads(sys.argv[1])
     import vllm
     from drive import tiny_llm  # the sibling driver (Python puts a script's own directory first on sys.path)
 
     started = time.monotonic()
-    llm = tiny_llm(config, kv_transfer_config=kv_transfer_config(config))
+    extra = {"kv_events_config": config["kv_events"]} if config.get("kv_events") else {}
+    llm = tiny_llm(config, kv_transfer_config=kv_transfer_config(config), **extra)
     answer({"ready": True, "start_seconds": round(time.monotonic() - started, 3), "vllm_version": vllm.__version__})
     for line in sys.stdin:
         request = json.loads(line)
@@ -162,6 +195,8 @@ def main() -> int:
             answer(corrupt_block(llm, request["block_id"], request.get("layer", 0)))
         elif request["op"] == "generate":
             answer(generate(llm, request))
+        elif request["op"] == "steps":
+            answer(steps(llm, request))
         else:
             answer({"error": f"unknown op {request['op']!r}"})
     return 0
