@@ -58,9 +58,8 @@ def cached_digest(hashes: list[int]) -> str:
 
 
 def stock_env(version: str) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))  # the test helpers resolve pinned wheels into cached venvs
-    from helpers import stock_env_of  # type: ignore[import-not-found]
-
+    sys.path.insert(0, str(REPO))  # the test harness resolves pinned wheels into cached venvs
+    from tests.harness import stock_env_of
     from toolkit.options import load_options
     from toolkit.project import Project
 
@@ -68,9 +67,8 @@ def stock_env(version: str) -> Path:
 
 
 def patched_env(version: str, work: Path) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from helpers import patched_wheel_of  # type: ignore[import-not-found]
-
+    sys.path.insert(0, str(REPO))
+    from tests.harness import patched_wheel_of
     from toolkit.conformance.envs import vllm_env
     from toolkit.options import load_options
     from toolkit.project import Project

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the engine tier's test project
+sys.path.insert(0, str(ROOT))  # the repository: the engine tier's test project (tests/integration/engine_project.py)
 
 WATCH = ("--seconds", "900", "--until")
 TIER = ("--tier", "engine", "--engine-parts", "parity,kv-routing")
@@ -113,8 +113,7 @@ def load() -> str:
 
 def setup(work: Path) -> dict[str, Any]:
     """The test project, its stock and dynamo-base engine venvs, the model (all cached after the first time)."""
-    from engine_project import make_project
-
+    from tests.integration.engine_project import make_project
     from toolkit.conformance.engine_apply import applicability
     from toolkit.conformance.engine_builds import dynamo_env, flavor_overlay
     from toolkit.conformance.engine_env import engine_env

@@ -32,10 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository: the test harness
 
-from helpers import commit_in
-
+from tests.harness import commit_in
 from toolkit.export import plan_export, write_export
 from toolkit.index import fetch_artifact
 from toolkit.options import load_options

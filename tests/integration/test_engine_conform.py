@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_project import MARK_LINE, make_project
 
 from tests.harness import run_vpatch
+from tests.integration.engine_project import MARK_LINE, make_project
 from toolkit.conformance.engine_apply import libstdcxx
 from toolkit.records.conformance import decode_results
 
