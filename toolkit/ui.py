@@ -56,15 +56,16 @@ class StepMark:
 
 
 @contextmanager
-def step(title: str, *, quiet: bool = False) -> Iterator[StepMark]:
+def step(title: str, *, quiet: bool = False, live: bool = True) -> Iterator[StepMark]:
     """Log a pipeline step and how long it took, as cibuildwheel does.
 
     On a terminal a spinner with the elapsed time runs while the step works (builds, venvs, test runs
     take minutes); in logs (CI) the start and end lines are printed instead. The step fails when its body
-    raises, or sets `failed` on the mark it is given.
+    raises, or sets `failed` on the mark it is given. `live=False`: the log lines even on a terminal (steps
+    running side by side, where only one spinner can be shown).
     """
     start = time.perf_counter()
-    live = not quiet and stderr_is_terminal()
+    live = live and not quiet and stderr_is_terminal()
     if not quiet and not live:
         _log(f"▶ {title}")
     mark = StepMark()
