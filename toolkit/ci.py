@@ -59,9 +59,10 @@ class VersionRun:
         start = time.perf_counter()
         done = Done("")
         try:
-            with ui.step(f"{self.pin.label}: {name}", quiet=quiet, live=self.live):
+            with ui.step(f"{self.pin.label}: {name}", quiet=quiet, live=self.live) as mark:
                 outcome = action()
-            done = outcome if isinstance(outcome, Done) else Done(outcome)
+                done = outcome if isinstance(outcome, Done) else Done(outcome)
+                mark.note = "reused" if done.reused else ""
             status, detail = Status.PASS, done.detail
         except VpatchError as error:
             status, detail = Status.FAIL, error.render()

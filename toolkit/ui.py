@@ -53,6 +53,7 @@ class StepMark:
     found problems): `failed = True` makes the end line ✗."""
 
     failed: bool = False
+    note: str = ""  # said after the time on the end line ("reused")
 
 
 @contextmanager
@@ -80,7 +81,8 @@ def step(title: str, *, quiet: bool = False, live: bool = True) -> Iterator[Step
         if mark.failed:
             _log(f"✗ {title} ({time.perf_counter() - start:.2f}s)", "red")
         else:
-            _log(f"✓ {title} ({time.perf_counter() - start:.2f}s)", "green")
+            note = f", {mark.note}" if mark.note else ""
+            _log(f"✓ {title} ({time.perf_counter() - start:.2f}s{note})", "green")
 
 
 def _log(line: str, style: str = "bold") -> None:

@@ -142,3 +142,30 @@ def test_jobs_must_be_a_positive_number(pinned, capsys, tmp_path):
         code = exit_.code
     assert code == 2
     assert "--jobs: expected a whole number of releases, 1 or more; got '0'" in capsys.readouterr().err
+
+
+def test_the_report_shows_what_was_reused(pinned, capsys, tmp_path):
+    ws = pinned
+    series_with(ws, "1.0", "EXTRA = 1\n")
+    out = tmp_path / "out"
+    assert run_ci(ws, capsys, out)[0] == 0
+    assert ws.run("report", "-i", str(out), "-o", str(tmp_path / "cold")) == 0
+    assert "(1 reused)" in (tmp_path / "cold" / "summary.md").read_text()  # pin-verify: `pin add` hashed them
+    assert run_ci(ws, capsys, out)[0] == 0
+    assert ws.run("report", "-i", str(out), "-o", str(tmp_path / "warm")) == 0
+    assert f"| {len(STEPS)} pass ({len(STEPS)} reused) |" in (tmp_path / "warm" / "summary.md").read_text()
+    html = (tmp_path / "warm" / "index.html").read_text()
+    assert f"{len(STEPS)} of {len(STEPS)} steps reused from earlier runs." in html
+    assert html.count(" (reused)</td>") == len(STEPS)
+
+
+def test_the_console_summary_says_what_was_reused(pinned, capsys, tmp_path):
+    ws = pinned
+    series_with(ws, "1.0", "EXTRA = 1\n")
+    args = ("ci", "-o", str(tmp_path / "out"), "--tiers", "static", "--no-install-check")
+    assert ws.run(*args) == 0
+    assert ws.run(*args) == 0
+    printed = capsys.readouterr()
+    assert f"{len(STEPS)} of {len(STEPS)} steps reused from earlier runs" in printed.out
+    assert "reused" in printed.out.split("steps reused")[0].split("vpatch ci →")[-1]  # the table's column
+    assert "✓ vllm 1.0: build (" in printed.err and "s, reused)\n" in printed.err.split("✓ vllm 1.0: build")[-1]
