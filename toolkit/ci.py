@@ -24,13 +24,14 @@ from pathlib import Path
 from toolkit import __version__, ui
 from toolkit.cache import atomic_write_text, still_verified
 from toolkit.check import check_pin
-from toolkit.ci_reuse import Done, Store, WheelStore, conform_key, files_digest, make_key, short, wheel_key
+from toolkit.ci_reuse import Done, Store, WheelStore, conform_key, files_digest, link_file, make_key, short, wheel_key
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.model import Patch, Pin
 from toolkit.project import Project
 from toolkit.records import ci_summary as records
 from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Step, Summary, Wheel, encode_summary
+from toolkit.records.conformance import ConformanceResults
 from toolkit.records.status import Status
 from toolkit.verdict import EVIDENCE_FILE, decide
 
@@ -158,7 +159,7 @@ def _steps(job: Job, run: VersionRun) -> None:
         if kept is not None:
             path, entry = kept
             built.update(path=path, sha256=entry["sha256"])
-            patched_wheel(project, pin, series, built=path)
+            _conform_uses(patched_wheel(project, pin, series, built=path), path)
             wheels.restamp(key)
             run.wheel = Wheel(path.name, _wheel_version(path.name), entry["sha256"], entry["size"], 0.0)
             return Done(f"reused (fingerprint {short(key)}): {path.name}", key, reused=True)
@@ -166,7 +167,7 @@ def _steps(job: Job, run: VersionRun) -> None:
 
         wheel = build_overlay(project, pin, job.out_dir / "wheels")
         built.update(path=wheel.path, sha256=wheel.sha256)
-        patched_wheel(project, pin, series, built=wheel.path)  # conform uses it, not a rebuild
+        _conform_uses(patched_wheel(project, pin, series, built=wheel.path), wheel.path)
         wheels.keep(key, wheel.path, wheel.sha256)
         run.wheel = Wheel(wheel.path.name, str(wheel.version), wheel.sha256, wheel.size, round(wheel.seconds, 3))
         return Done(f"{wheel.path.name} in {wheel.seconds:.2f}s", key)
@@ -179,6 +180,13 @@ def _steps(job: Job, run: VersionRun) -> None:
             return _conform(job, run, tier, built.get("sha256"))
 
         run.step(f"conform-{tier}", conform, quiet=quiet)
+
+
+def _conform_uses(kept: Path, wheel: Path) -> None:
+    """Conform takes the series' wheel from its cache (one per fingerprint): make that this build's wheel
+    (not a rebuild), also over an older build of the same fingerprint (another vpatch made other bytes)."""
+    if kept.name == wheel.name and not os.path.samefile(kept, wheel):
+        link_file(wheel, kept)
 
 
 def _wheel_version(filename: str) -> str:
@@ -201,7 +209,7 @@ def _check(job: Job, run: VersionRun) -> Done:
     project, pin = job.project, run.pin
     key = make_key(
         "check",
-        [str(pin.version), pin.base_commit, sorted(project.pins.features), files_digest(project.series_dir(pin))],
+        [str(pin.version), pin.base_commit, project.pins.feature_info, files_digest(project.series_dir(pin))],
     )
     store = job.store("check")
     if (entry := store.get(key)) is not None:
@@ -236,7 +244,6 @@ def _verify(job: Job, built: dict) -> Done:
 
 def _conform(job: Job, run: VersionRun, tier: str, wheel_sha256: str | None) -> Done:
     from toolkit.conformance.suite import run_conformance
-    from toolkit.records.conformance import decode_results
 
     project, pin = job.project, run.pin
     series = project.series(pin)
@@ -246,8 +253,8 @@ def _conform(job: Job, run: VersionRun, tier: str, wheel_sha256: str | None) -> 
     name = f"{pin.series_dirname}-{tier}.json"
     if wheel_sha256 is not None or tier == "engine":
         entry = store.get(key)
-        if entry is not None:
-            record = decode_results(entry["results"])
+        record = _kept_results(entry)
+        if entry is not None and record is not None:
             atomic_write_text(job.out_dir / "conform" / name, entry["results"])
             run.conformance[tier] = f"conform/{name}"
             return Done(f"reused (key {short(key)}): {_conform_detail(record)}", key, reused=True)
@@ -263,7 +270,17 @@ def _conform(job: Job, run: VersionRun, tier: str, wheel_sha256: str | None) -> 
     return Done(_conform_detail(result.record), key)
 
 
-def _conform_detail(record) -> str:
+def _kept_results(entry: dict | None) -> ConformanceResults | None:
+    from toolkit.records.codec import RecordError
+    from toolkit.records.conformance import decode_results
+
+    try:
+        return decode_results(entry["results"]) if entry is not None else None
+    except (RecordError, KeyError, TypeError):  # a damaged entry is a miss: the tier runs again
+        return None
+
+
+def _conform_detail(record: ConformanceResults) -> str:
     if all(c.status == Status.NOT_APPLICABLE for c in record.checks):
         return "not applicable: " + "; ".join(c.detail for c in record.checks)
     return f"{len(record.checks)} checks, none failed"

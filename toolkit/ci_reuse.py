@@ -145,7 +145,7 @@ class WheelStore:
                 return None
             target = out_dir / kept.name
             if not (target.exists() and os.path.samefile(target, kept)):
-                _link(kept, target)
+                link_file(kept, target)
             self._stamp(directory, entry)
         return target, entry
 
@@ -159,7 +159,7 @@ class WheelStore:
                 if old.name != built.name:
                     old.unlink()
             if not (kept.exists() and os.path.samefile(kept, built)):
-                _link(built, kept)
+                link_file(built, kept)
             self._stamp(directory, {"key": key, "file": built.name, "sha256": sha256, "size": built.stat().st_size})
 
     def restamp(self, key: str) -> None:
@@ -174,7 +174,7 @@ class WheelStore:
         atomic_write_text(directory / "entry.json", json.dumps(entry, sort_keys=True) + "\n")
 
 
-def _link(source: Path, target: Path) -> None:
+def link_file(source: Path, target: Path) -> None:
     """`target` becomes a hard link of `source` (a copy across file systems), replaced atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(target.name), suffix=".tmp", dir=target.parent)
