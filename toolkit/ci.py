@@ -13,6 +13,7 @@ fingerprint, check/verify passes, conformance results by their inputs); releases
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -136,7 +137,8 @@ def run_ci(
 def _release(job: Job, run: VersionRun) -> None:
     """Every step of one release; whatever goes wrong ends as a failed step of this release only."""
     try:
-        _steps(job, run)
+        with ui.side_by_side(f"[{run.pin.version}] ") if not job.live else contextlib.nullcontext():
+            _steps(job, run)
     except Exception as error:  # outside any step (loading the series): recorded, the other releases go on
         run.steps.append(Step("release", Status.FAIL, 0.0, f"{type(error).__name__}: {error}"))
 

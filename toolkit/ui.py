@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -34,6 +35,22 @@ def __getattr__(name: str) -> Any:
 
         _consoles[name] = Console(stderr=name == "err", soft_wrap=True)
     return _consoles[name]
+
+
+_thread = threading.local()  # the log prefix of the work this thread does (a release, side by side)
+_side_by_side = [0]  # work running side by side: no spinners anywhere (only one live display can be shown)
+
+
+@contextmanager
+def side_by_side(prefix: str) -> Iterator[None]:
+    """Work of one of several threads at once: its step lines start with `prefix`, spinners are off."""
+    _side_by_side[0] += 1
+    _thread.prefix = prefix
+    try:
+        yield
+    finally:
+        _thread.prefix = ""
+        _side_by_side[0] -= 1
 
 
 def stderr_is_terminal() -> bool:
@@ -66,7 +83,7 @@ def step(title: str, *, quiet: bool = False, live: bool = True) -> Iterator[Step
     running side by side, where only one spinner can be shown).
     """
     start = time.perf_counter()
-    live = live and not quiet and stderr_is_terminal()
+    live = live and not _side_by_side[0] and not quiet and stderr_is_terminal()
     if not quiet and not live:
         _log(f"▶ {title}")
     mark = StepMark()
@@ -87,6 +104,7 @@ def step(title: str, *, quiet: bool = False, live: bool = True) -> Iterator[Step
 
 def _log(line: str, style: str = "bold") -> None:
     """A step line on stderr: styled on a terminal, plain (without loading rich) in logs."""
+    line = getattr(_thread, "prefix", "") + line
     if stderr_is_terminal():
         from rich.markup import escape
 

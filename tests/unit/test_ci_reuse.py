@@ -118,7 +118,10 @@ def test_releases_side_by_side_one_failing_still_writes_the_summary(pinned, caps
     assert ws.run("pin", "add", "1.1") == 0
     series_with(ws, "1.0", "", files={"csrc/ops.cu": "// changed kernel\n"})
     series_with(ws, "1.1", "EXTRA = 1\n")
-    code, summary = run_ci(ws, capsys, tmp_path / "out", "--jobs", "2")
+    capsys.readouterr()
+    code = ws.run("ci", "-o", str(tmp_path / "out"), "--tiers", "static", "--no-install-check", "--jobs", "2")
+    log = capsys.readouterr().err
+    summary = json.loads((tmp_path / "out" / "ci-summary.json").read_text())
     assert code == 1 and summary["ok"] is False and summary["jobs"] == 2
     assert [v["version"] for v in summary["versions"]] == ["1.0", "1.1"]  # pin order, whichever ended first
     failing, passing = steps_of(summary, "1.0"), steps_of(summary, "1.1")
@@ -127,6 +130,10 @@ def test_releases_side_by_side_one_failing_still_writes_the_summary(pinned, caps
     assert list(passing) == STEPS and all(s["status"] == "pass" for s in passing.values())
     on_disk = decode_summary((tmp_path / "out" / "ci-summary.json").read_text())
     assert on_disk.ok is False and on_disk.jobs == 2
+    # side by side, every step line says its release, also those of the work inside a step
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines and all(line.startswith(("[1.0] ", "[1.1] ")) for line in lines), lines
+    assert "[1.1] ✓ vllm 1.1: build (" in log and "[1.0] ✗ vllm 1.0: build (" in log
     # the failure was not kept: the next run builds again (and fails again), the passing release is reused
     code, again = run_ci(ws, capsys, tmp_path / "out", "--jobs", "2")
     assert code == 1
