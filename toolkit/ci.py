@@ -1,14 +1,16 @@
 """The main job (`vpatch ci`): for every pinned version, every step, each timed; the summary is always written.
 
-Steps per version: pin-verify (every pinned file re-hashed), check (lint, zero-fuzz apply, re-export
+Steps per version: pin-verify (every pinned file re-hashed, unless its stat stamp says nothing wrote to it
+since it was last hashed in full), check (lint, zero-fuzz apply, re-export
 identical), build (the overlay wheel into OUT/wheels), verify (contents, RECORD, installs with pip and
 uv, `import vllm`), conform-static, conform-cpu and conform-engine (results in OUT/conform). A failing step fails the
 job but the later steps that do not depend on it still run, and `OUT/ci-summary.json` is written with
 the failure in it (the input of `vpatch report`).
 
 What an earlier run produced is reused and the step says so (toolkit/ci_reuse.py: the wheel per
-fingerprint, check/verify passes, conformance results by their inputs); releases run side by side
-(`jobs`), each step's log line prefixed with its release, and one failing release fails only its steps.
+fingerprint, check/verify passes, conformance results by their inputs; `reuse=False` runs everything);
+releases run side by side (`jobs`, threads: the steps' work is in other processes and I/O), each log line
+prefixed with its release, and one failing release fails only its own steps.
 """
 
 from __future__ import annotations
