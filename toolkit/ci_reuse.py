@@ -7,7 +7,7 @@
 - a passing `check` (the series directory's files, the pin, the declared features, the vpatch version);
 - a passing `verify` (the wheel's sha256, whether installs were checked, the vpatch version);
 - a conformance result that did not fail (the dynamo-base and stock wheels' sha256, the tier, the series,
-  every pinned artifact, the fingerprint of the driver and test sources, Python and the machine).
+  every pinned artifact and flavor build, the fingerprint of the driver and test sources, Python and the machine).
 
 Only outcomes that passed are kept: a failure runs again next time. Entries are JSON files written
 atomically under the cache lock of their key.
@@ -83,11 +83,17 @@ def sources_fingerprint() -> str:
     return digest.hexdigest()
 
 
+def flavor_facts(pin: Pin) -> list[object]:
+    """The other builds pinned beside the stock wheel (the engine tier runs the CPU one)."""
+    return [[f.name, f.project, str(f.version), [[a.file, a.sha256] for a in f.wheels]] for f in pin.flavors]
+
+
 def conform_key(pin: Pin, series: Series, tier: str, wheel_sha256: str | None) -> str:
     return make_key(
         "conform",
         [
             *pin_facts(pin),
+            flavor_facts(pin),
             tier,
             wheel_sha256,
             pin.wheels[0].sha256 if pin.wheels else None,
