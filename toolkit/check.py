@@ -13,7 +13,14 @@ from toolkit.apply import apply_series
 from toolkit.errors import VpatchError
 from toolkit.export import plan_export
 from toolkit.index import fetch_artifact
-from toolkit.lint import Problem, first_difference, lint_series_dir, problem_from, rationale_warnings
+from toolkit.lint import (
+    Problem,
+    first_difference,
+    lint_series_dir,
+    problem_from,
+    rationale_warnings,
+    size_warnings,
+)
 from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.upstream_lint import lint_series
@@ -36,7 +43,7 @@ def check_pin(project: Project, pin: Pin, *, wheels: bool = True, lint: bool = F
     lint_problems, patches = lint_series_dir(directory, pin, project.pins.features)
     problems.extend(lint_problems)
     facts["patches"] = len(patches)
-    facts["warnings"] = [w.as_dict() for w in rationale_warnings(patches)]
+    facts["warnings"] = [w.as_dict() for w in [*rationale_warnings(patches), *size_warnings(patches)]]
     try:
         series = project.series(pin)
     except VpatchError as error:

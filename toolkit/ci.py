@@ -16,7 +16,6 @@ prefixed with its release, and one failing release fails only its own steps.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -30,13 +29,16 @@ from toolkit.check import check_pin
 from toolkit.ci_reuse import Done, Store, WheelStore, conform_key, files_digest, link_file, make_key, short, wheel_key
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
-from toolkit.model import Patch, Pin
+from toolkit.lint import patch_stats
+from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.records import ci_summary as records
 from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Step, Summary, Wheel, encode_summary
+from toolkit.records.codec import RecordError
 from toolkit.records.conformance import ConformanceResults
+from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.status import Status
-from toolkit.verdict import EVIDENCE_FILE, decide
+from toolkit.verdict import decide
 
 MAX_JOBS = 4
 
@@ -75,21 +77,6 @@ class VersionRun:
         seconds = round(time.perf_counter() - start, 3)
         self.steps.append(Step(name, status, seconds, detail, reused=done.reused, key=done.key))
         return status == Status.PASS
-
-
-def patch_stats(patch: Patch) -> tuple[int, int]:
-    added = removed = 0
-    in_hunk = False
-    for line in patch.data.decode("utf-8", "replace").split("\n"):
-        if line.startswith("diff --git "):
-            in_hunk = False
-        elif line.startswith("@@ "):
-            in_hunk = True
-        elif in_hunk and line.startswith("+"):
-            added += 1
-        elif in_hunk and line.startswith("-"):
-            removed += 1
-    return added, removed
 
 
 @dataclass
@@ -275,7 +262,6 @@ def _conform(job: Job, run: VersionRun, tier: str, wheel_sha256: str | None) -> 
 
 
 def _kept_results(entry: dict | None) -> ConformanceResults | None:
-    from toolkit.records.codec import RecordError
     from toolkit.records.conformance import decode_results
 
     try:
@@ -344,7 +330,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float, jobs: int
 def _rebase_outcomes(evidence: Path) -> dict[str, str | None]:
     """Each patch's outcome in the rebase that produced this series (clean, merged, ...), when there was one."""
     try:
-        patches = json.loads(evidence.read_text(encoding="utf-8")).get("patches", {})
-    except (OSError, ValueError, AttributeError):
+        patches = decode_evidence(evidence.read_bytes()).patches
+    except (OSError, RecordError):
         return {}
-    return {name: entry.get("outcome") for name, entry in patches.items() if isinstance(entry, dict)}
+    return {name: entry.outcome.value for name, entry in patches.items()}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from toolkit import exit_codes
 from toolkit.errors import VpatchError
+from toolkit.features import is_sub, parent_of, sub_of
 
 # Exit codes a launcher can branch on (the CLI's one table names them).
 EXIT_PATCHED = exit_codes.OK
@@ -146,13 +147,19 @@ def diagnose(python: str | None, features: dict[str, dict], package: str = "vllm
         from packaging.version import Version
 
         installed = Version(data["version"]).release
+        lacking_parts: dict[str, list[str]] = {}  # parent -> its sub-features stock lacks, one warning each
         for name, info in sorted(features.items()):
             native = info.get("native_since")
             if native is None or Version(native).release > installed:
+                if is_sub(name):
+                    lacking_parts.setdefault(parent_of(name), []).append(sub_of(name) or "")
+                    continue
                 since = f" (upstream has it from {native})" if native else ""
                 result.warnings.append(f"stock {package} {data['version']} lacks the {name} feature{since}")
-            else:
+            elif not is_sub(name):
                 result.features.append(name)
+        for parent, parts in lacking_parts.items():
+            result.warnings.append(f"stock {package} {data['version']} lacks parts of {parent}: {', '.join(parts)}")
         if result.problems:
             result.state = "damaged"
         return result

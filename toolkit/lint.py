@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import VpatchError, display_path
+from toolkit.features import undeclared
 from toolkit.model import Patch, Pin, UpstreamStatus, parse_patch, parse_series_file
 
 
@@ -80,15 +81,9 @@ def lint_headers(patch: Patch, features: dict[str, str]) -> list[Problem]:
         except ValueError as exc:
             problems.append(Problem(patch.path, patch.header_line("Upstream-Status"), str(exc)))
     feature = patch.header("Feature")
-    if feature is not None and feature not in features:
-        declared = ", ".join(sorted(features)) or "none"
-        problems.append(
-            Problem(
-                patch.path,
-                patch.header_line("Feature"),
-                f"unknown feature {feature!r} (declared in pins.toml [features]: {declared})",
-            )
-        )
+    unknown = undeclared(feature, features) if feature is not None else None
+    if unknown is not None:
+        problems.append(Problem(patch.path, patch.header_line("Feature"), unknown))
     name = patch.header("Patch-File")
     if name is not None and name != patch.name:
         problems.append(
@@ -127,6 +122,43 @@ def rationale_warnings(patches: list[Patch]) -> list[Problem]:
                     line,
                     "no rationale: the mail has only a subject and headers; say why the series carries it "
                     "(what upstream lacks) and what would let it retire",
+                )
+            )
+    return warnings
+
+
+# A patch past this many changed lines is hard to review and to retire piece by piece (issue 15).
+MAX_CHANGED_LINES = 400
+
+
+def patch_stats(patch: Patch) -> tuple[int, int]:
+    """(added, removed) lines of the patch's hunks: neither the mail's headers nor the context count."""
+    added = removed = 0
+    in_hunk = False
+    for line in patch.data.decode("utf-8", "replace").split("\n"):
+        if line.startswith("diff --git "):
+            in_hunk = False
+        elif line.startswith("@@ "):
+            in_hunk = True
+        elif in_hunk and line.startswith("+"):
+            added += 1
+        elif in_hunk and line.startswith("-"):
+            removed += 1
+    return added, removed
+
+
+def size_warnings(patches: list[Patch], limit: int = MAX_CHANGED_LINES) -> list[Problem]:
+    """A patch changing more than `limit` lines: a warning to split it where it has seams."""
+    warnings = []
+    for patch in patches:
+        added, removed = patch_stats(patch)
+        if added + removed > limit:
+            warnings.append(
+                Problem(
+                    patch.path,
+                    None,
+                    f"changes {added + removed} lines (+{added} -{removed}, over {limit}): split it by capability, "
+                    "each part with its own test and Feature: sub-name",
                 )
             )
     return warnings

@@ -22,6 +22,7 @@ from packaging.version import Version
 
 from toolkit.cache import update_file
 from toolkit.errors import VpatchError
+from toolkit.features import is_sub, name_problem, parent_of
 from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Flavor, Pin, parse_version
 from toolkit.pin_flavors import flavor_table, parse_flavors
 from toolkit.tomlkeys import key_line, refuse_unknown
@@ -31,7 +32,7 @@ SOURCES = ("sdist", "git")
 TOP_KEYS = ("project", "features", "pins")
 PIN_KEYS = ("source", "remote", "tag", "commit", "base-commit", "sdist", "wheels", "flavors")
 ARTIFACT_KEYS = ("file", "sha256", "url")
-FEATURE_KEYS = ("description", "native-since")
+FEATURE_KEYS = ("description", "native-since", "upstream")
 DEFAULT_FEATURES = {
     "kv-routing": "KV-cache events and load metrics for KV-aware routing",
     "pd-disagg": "prefill/decode disaggregation: remote prefill and KV block transfer",
@@ -50,7 +51,8 @@ class PinsFile:
     project: str
     pins: tuple[Pin, ...]
     features: dict[str, str]  # name -> description
-    feature_info: dict[str, dict] = field(default_factory=dict)  # name -> {description, native_since}
+    # name -> {description, native_since, upstream, parent}; parent is None for a top-level feature
+    feature_info: dict[str, dict] = field(default_factory=dict)
 
     def get(self, version: Version | str) -> Pin:
         wanted = version if isinstance(version, Version) else parse_version(str(version))
@@ -142,10 +144,11 @@ def parse_pins(path: Path, raw: bytes) -> PinsFile:
 
 
 def _features(table: object, path: Path, text: str) -> tuple[dict[str, str], dict[str, dict]]:
-    """`name = "description"` or `name = { description = "...", native-since = "0.9.0" }`."""
+    """`name = "description"` or `name = { description = "...", native-since = "0.9.0", upstream = "..." }`;
+    a sub-feature is the quoted key `"PARENT/SUB"` (toolkit/features.py), its parent declared too."""
     problem = VpatchError(
-        "[features] must map feature names to a description or a table with description "
-        "and native-since (the first upstream release that has the feature)",
+        "[features] must map feature names to a description or a table with description, "
+        "native-since (the first upstream release that has the feature) and upstream (where upstream does it)",
         path=path,
     )
     if not isinstance(table, dict):
@@ -158,13 +161,29 @@ def _features(table: object, path: Path, text: str) -> tuple[dict[str, str], dic
             raise problem
         where = key_line(text, name, key_line(text, "features"))
         refuse_unknown(value, FEATURE_KEYS, path, text, start=where, prefix=f"feature {name}: ")
-        native = value.get("native-since")
+        bad_name = name_problem(name)
+        if bad_name is not None:
+            raise VpatchError(bad_name, path=path, line=where)
+        if is_sub(name) and parent_of(name) not in table:
+            raise VpatchError(
+                f"sub-feature {name!r}: its parent feature {parent_of(name)!r} is not declared in [features]",
+                path=path,
+                line=where,
+            )
+        native, upstream = value.get("native-since"), value.get("upstream")
         if native is not None:
             if not isinstance(native, str):
                 raise problem
             parse_version(native, path=path)
+        if upstream is not None and not isinstance(upstream, str):
+            raise problem
         features[name] = value.get("description", "")
-        info[name] = {"description": features[name], "native_since": native}
+        info[name] = {
+            "description": features[name],
+            "native_since": native,
+            "upstream": upstream,
+            "parent": parent_of(name) if is_sub(name) else None,
+        }
     return features, info
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from toolkit import faults, tempnames
 from toolkit.cache import atomic_write_text, locked, project_lock
 from toolkit.errors import VpatchError
+from toolkit.records.evidence import EVIDENCE_FILE
 
 JOURNAL_PREFIX = ".vpatch-journal-"
 LOCK_NAME = ".vpatch-txn.lock"
@@ -166,7 +167,7 @@ def writer_lock(journal_dir: Path) -> contextlib.AbstractContextManager[None]:
 
 def owned_by_vpatch(name: str) -> bool:
     """Files of a series directory that vpatch writes (and may replace); anything else is the user's."""
-    return name in ("series", "retired", "evidence.json", "range-diff.txt") or name.endswith(".patch")
+    return name in ("series", "retired", EVIDENCE_FILE, "range-diff.txt") or name.endswith(".patch")
 
 
 def _finish(entries: list[_Entry], journal: Path) -> None:

@@ -18,18 +18,18 @@ kv-routing load-figures"). `vpatch status` shows it, `vpatch ci` writes it into 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.features import describe, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.project import Project
+from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
+from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
 from toolkit.verdict_features import feature_verdict, gather
-
-EVIDENCE_FILE = "evidence.json"  # written by `vpatch rebase` beside the series it produced
 
 
 def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
@@ -59,7 +59,8 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         return Verdict(engine, count, features, summary, records, lacks or None, contracts, verdicts, plugin)
 
     if series.patches:
-        features = sorted({p.feature or "(no feature)" for p in series.patches})
+        # sub-features grouped under their parent: "pd-disagg (failed-loads, nixl)"
+        features = describe(p.feature or "(no feature)" for p in series.patches)
         count = len(series.patches)
         summary = f"dynamo-base needed ({count} active patch{'es' if count != 1 else ''}: {', '.join(features)})"
         return make("dynamo-base", count, features, summary + others + lacking, None)
@@ -87,8 +88,8 @@ def feature_verdicts(name: str, version: str, series: Series, evidence: dict) ->
     """One verdict per feature the series carries or retired: its active patches, else the contract evidence
     (toolkit/verdict_features.py); a forced retirement, or a feature without a contract, counts as stock."""
     active: dict[str, list[str]] = {}
-    for patch in series.patches:
-        active.setdefault(patch.feature or "(no feature)", []).append(patch.name)
+    for patch in series.patches:  # sub-features under their parent: the parent's contract judges it
+        active.setdefault(parent_of(patch.feature or "") or "(no feature)", []).append(patch.name)
     retired = _retired(series.directory)
     verdicts = []
     for feature in sorted(set(active) | set(retired)):
@@ -111,7 +112,7 @@ def _retired(directory: Path) -> dict[str, bool]:
             patch = parse_patch(path)
         except VpatchError:
             continue
-        feature = patch.feature or "(no feature)"
+        feature = parent_of(patch.feature or "") or "(no feature)"  # a retired sub-feature counts for its parent
         was_forced = (patch.header("Retired-Evidence") or "").startswith("forced:")
         forced[feature] = forced.get(feature, True) and was_forced
     return forced
@@ -129,13 +130,14 @@ def retirement_records(directory: Path) -> tuple[list[str], list[str]]:
     evidence_file = directory / EVIDENCE_FILE
     if evidence_file.is_file():
         try:
-            evidence = json.loads(evidence_file.read_text(encoding="utf-8"))
-            patches = evidence.get("patches", {})
-            unexplained = sorted(n for n, e in patches.items() if not e.get("kept") and not e.get("upstream_signals"))
-            if evidence.get("dropped") or evidence.get("earlier"):
+            evidence = decode_evidence(evidence_file.read_bytes())
+        except (OSError, RecordError):
+            pass  # `vpatch report` and `vpatch review` name what is wrong with it
+        else:
+            patches = evidence.patches
+            unexplained = sorted(n for n, e in patches.items() if not e.kept and not e.upstream_signals)
+            if evidence.dropped or evidence.earlier:
                 records.append(EVIDENCE_FILE)
-        except (OSError, ValueError, AttributeError):
-            pass
     for path in sorted([*directory.glob("*.patch"), *directory.glob("retired/*.patch")]):
         try:
             if parse_patch(path).header("Retired-Since") is not None:

@@ -86,7 +86,9 @@ def test_rebase_outcomes_from_evidence_reach_the_summary(pinned, capsys, tmp_pat
     ws = pinned
     one_patch_series(ws)
     (name,) = [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
-    (ws.series_dir("1.0") / "evidence.json").write_text(json.dumps({"patches": {name: {"outcome": "merged"}}}))
+    (ws.series_dir("1.0") / "evidence.json").write_text(
+        json.dumps({"format": 1, "patches": {name: {"outcome": "merged"}}})
+    )
     code, summary = run_ci(ws, capsys, tmp_path / "out")
     assert code == 0
     assert summary["versions"][0]["series"]["patches"][0]["rebase"] == "merged"

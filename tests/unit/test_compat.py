@@ -40,7 +40,7 @@ def test_every_kv_events_key_dynamo_base_defines_is_mapped():
 @pytest.mark.parametrize(
     ("connector", "patches"),
     # the protocol both transports share (its COMMON_EXTRA_CONFIG), then each connector's own patch
-    [("SharedStorageConnectorV1", ["0012-*", "0013-*"]), ("NixlConnectorV1", ["0012-*", "0014-*"])],
+    [("SharedStorageConnectorV1", ["0012-*", "0014-*"]), ("NixlConnectorV1", ["0012-*", "0015-*"])],
 )
 def test_every_extra_config_key_a_dynamo_base_connector_reads_is_mapped(connector, patches):
     keys: set[str] = set()
@@ -54,7 +54,7 @@ def test_every_extra_config_key_a_dynamo_base_connector_reads_is_mapped(connecto
 
 def test_every_dynamo_base_connector_name_is_mapped():
     registered = set()
-    for name in ("0013-*", "0014-*"):
+    for name in ("0014-*", "0015-*"):
         registered |= set(re.findall(r'register_connector\(\n\+\s+"(\w+)"', patch_text(f"vllm-0.9.0/{name}.patch")))
     assert registered == {"SharedStorageConnectorV1", "NixlConnectorV1"}
     assert registered <= set(default_table().keys(Surface.CONNECTOR))

@@ -96,3 +96,20 @@ def test_native_since_silences_the_warning(pinned, capsys, tmp_path):
     assert code == 3
     assert "kv-routing" in result["features"]
     assert all("kv-routing" not in w for w in result["warnings"])
+
+
+def test_sub_features_stock_lacks_are_one_warning_per_parent(pinned, capsys, tmp_path):
+    ws = pinned
+    for name, extra in (
+        ("pd-disagg/nixl", []),
+        ("pd-disagg/failed-loads", []),
+        ("kv-routing/x", ["--native-since", "0.9"]),
+    ):
+        assert ws.run("feature", "add", name, *extra) == 0
+    venv = create_venv(tmp_path / "stock")
+    install(venv, [str(next(ws.index.files_dir.glob("*.whl")))], installer="uv", no_deps=True)
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 3
+    assert "stock vllm 1.0 lacks parts of pd-disagg: failed-loads, nixl" in result["warnings"]
+    assert not any("pd-disagg/" in w or "kv-routing/x" in w for w in result["warnings"])
+    assert result["features"] == []  # a sub-feature stock has is not listed as a feature of its own

@@ -188,3 +188,28 @@ def test_requirements_stock_declares_too_are_left_to_the_runtime_layer(pinned, t
         "torch==2.6.0: built for CUDA torch (the runtime's CPU torch stands in)"
     ]
     assert layer.summary().endswith(f"1 more that {stock.name} declares too left to the runtime layer")
+
+
+def test_build_warns_of_a_dist_name_the_series_contradicts_with_or_without_verify(forked, capsys, tmp_path):
+    """`vpatch build` (not only `verify`) names the patch and line that look the package up as ai_dynamo_vllm;
+    `--dist-name ai_dynamo_vllm` agrees with the code and is not warned about."""
+    ws = forked
+    patch = ws.series_dir("1.0") / "0002-v1-publish-kv-events.patch"
+    line = next(n for n, t in enumerate(patch.read_text().splitlines(), 1) if "ai_dynamo_vllm" in t)
+    said = f"{patch.name}:{line} (vllm/core/kv_events.py): the code looks itself up as 'ai_dynamo_vllm'"
+    for extra in (("--no-install-check",), ("--no-verify",)):
+        capsys.readouterr()
+        out = tmp_path / extra[0].lstrip("-")
+        assert ws.run("build", "1.0", "-o", str(out), "--no-runtime", "--json", *extra) == 0
+        stdout, err = capsys.readouterr()
+        (entry,) = json.loads(stdout)["wheels"]
+        warnings = entry["verify"]["warnings"] if "verify" in entry else entry["warnings"]
+        assert len(warnings) == 1 and warnings[0].startswith(said), (extra, warnings)
+        assert "build with --dist-name ai_dynamo_vllm" in warnings[0]
+        assert "warning: vllm-1.0" in err and said in err, err
+    capsys.readouterr()
+    out = tmp_path / "renamed"
+    assert ws.run("build", "1.0", "-o", str(out), "--no-verify", "--dist-name", "ai_dynamo_vllm", "--json") == 0
+    stdout, err = capsys.readouterr()
+    (entry,) = json.loads(stdout)["wheels"]
+    assert entry["warnings"] == [] and "looks itself up" not in err

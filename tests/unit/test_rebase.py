@@ -710,3 +710,45 @@ def test_stale_index_lock_does_not_block_continue_and_a_held_one_is_named(confli
     with env_var("SOURCE_DATE_EPOCH", EPOCH):
         code, result = rebase(ws, capsys, "--continue")
     assert code == 0 and result["done"] and not lock.exists()
+
+
+def test_review_after_the_series_was_re_cut_on_both_sides(series_10, capsys):
+    """After `rebase 1.0 --onto 1.1`, both series are re-cut the same way (P3 under a new name, P1 moved to a
+    sub-feature): review carries the re-cut patch from 1.0's of the same name, drops the name both lost."""
+    ws = series_10
+    publish(ws, "1.1")
+    assert ws.run("rebase", "1.0", "--onto", "1.1") == 0
+    assert ws.run("feature", "add", "kv-routing/scale", "--description", "the scale part") == 0
+    renamed = "0003-engine-disagg-args-renamed.patch"
+    for version in ("1.0", "1.1"):
+        assert ws.run("apply", version, "--force") == 0
+        repo = Git(ws.checkout(version))
+        script = f"s/^Patch-File: {P3}$/Patch-File: {renamed}/;s/^Feature: kv-routing$/Feature: kv-routing\\/scale/"
+        repo.run(
+            "filter-branch",
+            "-f",
+            "--msg-filter",
+            f"sed -e '{script}'",
+            "refs/vpatch/upstream..HEAD",
+            env={**AUTHOR_ENV, "FILTER_BRANCH_SQUELCH_WARNING": "1"},
+        )
+        assert ws.run("export", version) == 0
+    assert series_names(ws, "1.1")[-1] == renamed
+    capsys.readouterr()
+    assert ws.run("review", "1.1", "--json") == 0
+    changes = json.loads(capsys.readouterr().out)["changes"]
+    assert changes[renamed] == "reworked (re-cut in both series)" and changes[P3] == "gone from both series"
+    after = evidence(ws, "1.1")
+    assert P3 not in after["patches"] and after["dropped"] == []
+    entry = after["patches"][renamed]
+    assert (entry["position"], entry["outcome"], entry["kept"], entry["content_changed"]) == (
+        3,
+        "reworked",
+        True,
+        False,
+    )
+    features = {name: e["feature"] for name, e in after["patches"].items()}
+    assert "kv-routing/scale" in features.values()
+    assert ws.run("review", "1.1", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == {}
+    assert ws.run("check", "1.1", "--no-wheels") == 0

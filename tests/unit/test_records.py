@@ -106,7 +106,10 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
         ],
         toolkit="0.1.0",
         seconds=2.5,
-        features={"kv-routing": Feature("KV events", "0.9.0")},
+        features={
+            "kv-routing": Feature("KV events", "0.9.0"),
+            "kv-routing/load": Feature("", None, "#1", "kv-routing"),
+        },
     )
     patch_before = {
         "name": "0001-a.patch",
@@ -127,7 +130,10 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
         "started": "2026-11-25T04:30:00Z",
         "seconds": 2.5,
         "ok": True,
-        "features": {"kv-routing": {"description": "KV events", "native_since": "0.9.0"}},
+        "features": {
+            "kv-routing": {"description": "KV events", "native_since": "0.9.0", "upstream": None, "parent": None},
+            "kv-routing/load": {"description": "", "native_since": None, "upstream": "#1", "parent": "kv-routing"},
+        },
         "versions": [
             {
                 "version": "1.0",

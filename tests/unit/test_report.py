@@ -491,7 +491,7 @@ def test_unreadable_conformance_and_evidence_are_shown_not_fatal(tmp_path, monke
     page = (tmp_path / "report" / "index.html").read_text()
     assert "Could not read the results: conform/vllm-0.9.0-cpu.json: not found" in page
     assert "Could not read the results: conform/vllm-0.8.4-static.json:1: invalid JSON" in page
-    assert "patches/vllm-0.9.0/evidence.json: format: unsupported format 7 (expected 1)" in page
+    assert "patches/vllm-0.9.0/evidence.json: $.format: unsupported format 7 (expected 1)" in page
     warnings = capsys.readouterr().err
     assert warnings.count("warning: ") == 3
     md = (tmp_path / "report" / "summary.md").read_text()
@@ -536,7 +536,9 @@ def test_evidence_fields_added_later_are_read_and_shown(tmp_path, monkeypatch):
     data["warnings"] = [7]
     evidence_file.write_text(json.dumps(data))
     assert run_report(root, inp, tmp_path / "report2") == 0
-    assert "evidence.json: warnings[0]: expected a string, got 7" in (tmp_path / "report2" / "index.html").read_text()
+    assert (
+        "evidence.json: $.warnings[0]: Expected `str`, got `int`" in (tmp_path / "report2" / "index.html").read_text()
+    )
 
 
 def test_a_results_file_of_the_wrong_shape_is_named_by_its_field_path(tmp_path, monkeypatch, capsys):

@@ -67,7 +67,12 @@ def contract_file(ws, load: Status) -> Path:
 def test_retire_is_gated_by_the_feature_contract(pinned, capsys):
     ws = pinned
     names = two_releases(ws, capsys)
-    evidence = {"patches": {names[0]: {"upstream_signals": ["reverse_applies", "patch_id_match"], "kept": True}}}
+    evidence = {
+        "format": 1,
+        "patches": {
+            names[0]: {"outcome": "clean", "upstream_signals": ["reverse_applies", "patch_id_match"], "kept": True}
+        },
+    }
     (ws.series_dir("1.1") / "evidence.json").write_text(json.dumps(evidence))
     # rebase signals alone are supporting evidence, not enough for a feature with a contract
     assert ws.run("retire", names[0], "--since", "1.1") == 1

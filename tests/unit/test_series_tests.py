@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path, PurePosixPath
 
 from toolkit.conformance.checks import FAIL, PASS
@@ -31,3 +32,25 @@ def test_result_passes_only_when_every_test_passes():
     assert bad.status == FAIL and bad.diff == "a.test_x::test_2"
     none = series_tests_result(files, {})
     assert none.status == FAIL and "none of the 1 test file(s)" in none.detail
+
+
+def test_every_pd_patch_is_a_declared_sub_feature_under_the_size_limit():
+    """Issue 15: each P/D capability its own patch (or small group) with its own `Feature: pd-disagg/SUB`,
+    a rationale with its test and retire condition, at most ~400 changed lines."""
+    from toolkit.features import parent_of, sub_of
+    from toolkit.lint import MAX_CHANGED_LINES, patch_stats
+
+    project = Project.load(load_options({"root": str(REPO)}))
+    for version in ("0.9.0", "0.9.1"):
+        series = project.series(project.pins.get(version))
+        features = [p.feature for p in series.patches]
+        assert all(parent_of(f) == "pd-disagg" and sub_of(f) for f in features), features
+        assert set(features) <= set(project.pins.features)
+        # a sub-feature's patches are adjacent (a small group), each carries its own test
+        assert [f for i, f in enumerate(features) if i == 0 or features[i - 1] != f] == list(dict.fromkeys(features))
+        for patch in series.patches:
+            assert sum(patch_stats(patch)) <= MAX_CHANGED_LINES, (version, patch.name)
+            assert re.search(r"\nTest:\s+tests/", patch.message) and "\nRetire when:" in patch.message, (
+                version,
+                patch.name,
+            )

@@ -123,6 +123,12 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 ui.err.print(f"warning: {built.path.name}: {warning}", markup=False, highlight=False)
             entry["verify"] = report.as_dict()
             failed |= not report.ok
+        elif project.has_series(pin):  # no verify: the series' own code is still read for its dist name
+            from toolkit.wheel.blame import added_by_patches, dist_name_contradictions
+
+            entry["warnings"] = dist_name_contradictions(built.dist_name, added_by_patches(project.series(pin).patches))
+            for warning in entry["warnings"]:
+                ui.err.print(f"warning: {built.path.name}: {warning}", markup=False, highlight=False)
         if args.flavor and not (args.no_verify or args.no_install_check or args.no_runtime):
             from toolkit.wheel.flavor_probe import probe_imports
 

@@ -218,7 +218,8 @@ def _find_checkout(args: argparse.Namespace, project: Project) -> Path:
     root = project.options.checkouts_dir
     found = []
     if root.is_dir():
-        for candidate in sorted(root.glob("*-rebase")):
+        # `<project>-NEW-rebase`, or a checkout a `--beside --into checkouts/DIR` rebase made
+        for candidate in sorted(p for p in root.iterdir() if p.is_dir()):
             try:
                 if rebase_state(candidate) is not None:
                     found.append(candidate)
@@ -239,9 +240,10 @@ def _report(result: RebaseResult, options: Options) -> int:
         f"rebase {result.old_version} → {result.new_version} ({result.checkout.path})",
         ["#", "patch", "outcome", "details", "upstream evidence"],
     )
-    patches = (result.evidence or {}).get("patches", {})
+    patches = result.evidence.patches if result.evidence else {}
     for number, outcome in enumerate(result.outcomes, start=1):
-        signals = ", ".join(patches.get(outcome.name, {}).get("upstream_signals", []))
+        entry = patches.get(outcome.name)
+        signals = ", ".join(entry.upstream_signals if entry else [])
         status = ui.styled(outcome.status) + (" (changed)" if outcome.content_changed else "")
         table.add_row(str(number), outcome.name, status, "\n".join(outcome.details), signals)
     ui.out.print(table)
@@ -284,6 +286,7 @@ def _report(result: RebaseResult, options: Options) -> int:
             markup=False,
             highlight=False,
         )
-    for warning in (result.evidence or {}).get("warnings", []):
+    warnings = result.evidence.warnings if result.evidence else []
+    for warning in warnings or []:
         ui.err.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
     return 0

@@ -7,6 +7,7 @@ import argparse
 
 from toolkit import ui
 from toolkit.errors import VpatchError
+from toolkit.features import grouped, parent_of
 from toolkit.options import Options
 from toolkit.project import Project
 from toolkit.records.verdict import engine_label
@@ -43,10 +44,14 @@ def collect(project: Project, versions: list[str] | None) -> list[dict]:
                             "name": patch.name,
                             "subject": patch.subject,
                             "feature": patch.feature,
+                            "parent_feature": parent_of(patch.feature),
                             "upstream_status": status,
                             "files": list(patch.touched_paths),
                         }
                     )
+        if series is not None:
+            # parent -> the sub-features this release's series carries (toolkit/features.py)
+            entry["features"] = grouped(p.feature for p in series.patches if p.feature)
         entry["verdict"] = decide(project, pin, series).as_dict()
         rows.append(entry)
     return rows

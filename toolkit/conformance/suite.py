@@ -45,6 +45,7 @@ from toolkit.conformance.upstream_tests import (
     series_tests_result,
 )
 from toolkit.errors import VpatchError
+from toolkit.features import parent_of
 from toolkit.index import fetch_artifact
 from toolkit.model import Pin, Series
 from toolkit.project import Project
@@ -170,7 +171,7 @@ def _api_surface(stock: Path, patched: Path, series: Series, package: str) -> Ch
 
 
 def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, Path], out_dir: Path) -> None:
-    features = {p.feature for p in project.series(pin).patches}
+    features = {parent_of(p.feature) for p in project.series(pin).patches}  # sub-features count as the parent
     has_pd, has_kv_events = "pd-disagg" in features, "kv-routing" in features
     envs: dict[str, Path] = {}
     for label in ("stock", "patched"):

@@ -13,6 +13,7 @@ from toolkit.contracts import kv, pd
 from toolkit.contracts.run import evidence_name, run_contracts, write_results
 from toolkit.contracts.sides import TransportConfig, prepare_side
 from toolkit.errors import VpatchError
+from toolkit.features import parent_of
 from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.records.contract import BuildSpec, ContractResults
@@ -27,7 +28,7 @@ def default_old(project: Project, new_pin: Pin, feature: str) -> Pin:
         for pin in project.pins.pins
         if pin.version < new_pin.version
         and project.has_series(pin)
-        and any(p.feature == feature for p in project.series(pin).patches)
+        and any(parent_of(p.feature) == feature for p in project.series(pin).patches)
     ]
     if not carriers:
         raise VpatchError(f"no pinned release before {new_pin.version} carries {feature}: pass --against OLD")

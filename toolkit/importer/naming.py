@@ -18,7 +18,12 @@ from toolkit.render import slugify
 
 def touched(files: list[FileChange]) -> str:
     """What a group of files is, for a subject: the one path, else their common directory and count."""
-    paths = list(dict.fromkeys(change.path for change in files))
+    return touched_label([change.path for change in files])
+
+
+def touched_label(paths: list[str]) -> str:
+    """`touched` of paths (a rebase remakes a subject from the paths a patch touches now)."""
+    paths = list(dict.fromkeys(paths))
     if len(paths) == 1:
         return paths[0]
     common = posixpath.commonpath([posixpath.dirname(p) for p in paths])
@@ -27,7 +32,12 @@ def touched(files: list[FileChange]) -> str:
 
 def touched_stem(feature: str, files: list[FileChange]) -> str:
     """The file-name part: the feature, then the file's directory and stem, or the common directory's name."""
-    paths = list(dict.fromkeys(change.path for change in files))
+    return touched_stem_of(feature, [change.path for change in files])
+
+
+def touched_stem_of(feature: str, paths: list[str]) -> str:
+    """`touched_stem` of paths."""
+    paths = list(dict.fromkeys(paths))
     if len(paths) == 1:
         path = PurePosixPath(paths[0])
         stem = path.name.split(".", 1)[0] or path.name

@@ -16,34 +16,11 @@ from __future__ import annotations
 
 import re
 
-import msgspec
-
 from toolkit.git import Git
 from toolkit.importer.diff_lexer import DiffSyntaxError, Hunk, parse_diff
+from toolkit.records.evidence import HunkInNew
 
 _MEANINGFUL = re.compile(rb"\w")
-
-
-class HunkInNew(msgspec.Struct, omit_defaults=True):
-    """One hunk of a patch and where NEW already has its post-image (line None: not found)."""
-
-    file: str
-    hunk: int  # 1-based, in the patch's file section
-    line: int | None = None  # first line of the post-image (or of the added lines) in NEW's file
-    how: str | None = None  # "exact", "moved context", "file deleted"
-
-    def describe(self, release: str) -> str:
-        if self.line is None and self.how is None:
-            return f"{self.file} hunk #{self.hunk}: not in {release}"
-        if self.how == "file deleted":
-            return f"{self.file} hunk #{self.hunk}: {release} deletes the file too"
-        return f"{self.file} hunk #{self.hunk}: in {release} at line {self.line}" + (
-            " (moved context)" if self.how == "moved context" else ""
-        )
-
-    @property
-    def found(self) -> bool:
-        return self.how is not None
 
 
 def hunks_in_new(

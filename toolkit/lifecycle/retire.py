@@ -7,8 +7,12 @@ out/conform, or given with --conformance). Supporting evidence, recorded beside 
 - the rebase onto NEW (`patches/vllm-NEW/evidence.json`): the patch became empty, its patch-id matches an
   upstream commit, it reverse-applies on NEW, or its header says it is upstream;
 - the patch's own header (`Applied-Upstream:` or `Upstream-Status: Accepted [...]`).
-A patch of a feature without a contract needs any of the supporting evidence. Otherwise it refuses unless
-`--force --reason TEXT` (the reason, and what the contracts said, are recorded as the evidence).
+A patch of a feature without a contract needs any of the supporting evidence, and so does a patch of a
+sub-feature (`Feature: pd-disagg/failed-loads`, toolkit/features.py): a part retires on its own patch's
+evidence, while its parent's contract still judges the parent (the verdict, toolkit/verdict.py, wants it
+passing before stock is the default); a passing parent contract is recorded as its first evidence.
+Otherwise it refuses unless `--force --reason TEXT` (the reason, and what the contracts said, are recorded
+as the evidence).
 
 What it writes (computed first, then written as one transaction, toolkit/txn.py):
 - every pinned series from NEW on that carries the patch loses it (file and series line); the file moves
@@ -20,19 +24,19 @@ Retiring a patch again changes nothing: `already` names the release it was retir
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.features import is_sub, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_findings
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
+from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
+from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.render import add_mail_headers
 from toolkit.txn import transaction
-
-EVIDENCE_FILE = "evidence.json"
 
 
 @dataclass(frozen=True)
@@ -54,11 +58,11 @@ def find_evidence(project: Project, pin: Pin, name: str, patch: Patch | None) ->
     evidence_file = project.series_dir(pin) / EVIDENCE_FILE
     if evidence_file.is_file():
         try:
-            entry = json.loads(evidence_file.read_text(encoding="utf-8")).get("patches", {}).get(name)
-        except ValueError:
-            entry = None
+            entry = decode_evidence(evidence_file.read_bytes()).patches.get(name)
+        except RecordError as exc:
+            raise VpatchError(str(exc), path=evidence_file, line=exc.line) from None
         # native_since is pins.toml's hint that upstream has the feature, not a finding about this patch
-        signals = [s for s in (entry or {}).get("upstream_signals", []) if s != "native_since"]
+        signals = [s for s in (entry.upstream_signals if entry else []) if s != "native_since"]
         if signals:
             evidence.append(f"rebase onto {pin.version}: {', '.join(signals)}")
     if patch is not None:
@@ -119,6 +123,11 @@ def retire(
     after = [(pin, p) for pin, p in carriers if pin.version >= new_pin.version]
     evidence = find_evidence(project, new_pin, name, patch)
     gated = patch.feature in CONTRACT_FEATURES
+    parent = parent_of(patch.feature or "")
+    if not gated and is_sub(patch.feature or "") and parent in CONTRACT_FEATURES:
+        passes, said = contract_gate(project, new_pin, parent, conformance)
+        if passes:
+            evidence.insert(0, said)
     if gated:
         passes, said = contract_gate(project, new_pin, patch.feature or "", conformance)
         if passes:

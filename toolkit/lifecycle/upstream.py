@@ -29,18 +29,34 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import msgspec
+from msgspec import UNSET
 
+from toolkit.features import parent_of
 from toolkit.git import Git
 from toolkit.lifecycle.post_image import hunks_in_new
 from toolkit.model import Patch, Pin
 from toolkit.records.codec import RecordError
 from toolkit.records.contract import ContractResults, decode_contract
+from toolkit.records.evidence import (
+    EVIDENCE_FORMAT,
+    ConformanceRef,
+    Dropped,
+    Evidence,
+    Header,
+    PatchEntry,
+    PostImage,
+    Side,
+    Signals,
+    UpstreamCommit,
+)
 from toolkit.records.outcome import DROPPED, KEPT, Outcome
 from toolkit.sources import Base
 
-EVIDENCE_FORMAT = 1
+if TYPE_CHECKING:  # the rebase package imports this module
+    from toolkit.lifecycle.rebase.state import PatchResult
+
 SDIST_NO_HISTORY = "not available: sdist bases have no history"
 DIFFERENT_REMOTES = "not available: the two pins come from different git remotes"
 
@@ -79,7 +95,7 @@ def patch_ids(repo: Git, patches: list[bytes]) -> list[str | None]:
     return [_PATCH_IDS[key] for key in keys]
 
 
-def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[dict]] | str:
+def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[UpstreamCommit]] | str:
     """{patch id: [{commit, subject}]} of the upstream commits in OLD..NEW touching `paths`, or why not available.
 
     Only commits touching one of the paths can match a patch that touches exactly those, so the
@@ -105,11 +121,11 @@ def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[
     for line in mirror.run("log", "--stdin", "--no-walk=unsorted", "--format=%H %s", input=revs).stdout.splitlines():
         commit, _, subject = line.decode("utf-8", "replace").partition(" ")
         subjects[commit] = subject
-    ids: dict[str, list[dict]] = {}
+    ids: dict[str, list[UpstreamCommit]] = {}
     for id_line in mirror.run("patch-id", "--stable", input=diffs).stdout.decode("ascii", "replace").splitlines():
         words = id_line.split()
         if len(words) == 2:
-            ids.setdefault(words[0], []).append({"commit": words[1], "subject": subjects.get(words[1], "")})
+            ids.setdefault(words[0], []).append(UpstreamCommit(words[1], subjects.get(words[1], "")))
     return ids
 
 
@@ -122,14 +138,14 @@ def reverse_applies(repo: Git, commit: str, patch_path: Path, index_file: Path) 
     return proc.returncode == 0
 
 
-def header_evidence(patch: Patch) -> dict:
+def header_evidence(patch: Patch) -> Header:
     try:
         status = patch.upstream_status
         accepted, status_text = status.is_upstream, str(status)
     except ValueError as exc:
         accepted, status_text = False, f"invalid: {exc}"
     applied = patch.header("Applied-Upstream")
-    return {"applied_upstream": applied, "upstream_status": status_text, "says_upstream": bool(applied) or accepted}
+    return Header(applied_upstream=applied, upstream_status=status_text, says_upstream=bool(applied) or accepted)
 
 
 def against_results(
@@ -158,13 +174,13 @@ def contract_results(paths: list[Path], version: str) -> list[tuple[Path, Contra
     return found
 
 
-def conformance_evidence(results: list[Path], version: str) -> dict[str, dict]:
+def conformance_evidence(results: list[Path], version: str) -> dict[str, ConformanceRef]:
     """feature -> the contract result that shows every item of it passing on NEW ({file, build, against})."""
-    found: dict[str, dict] = {}
+    found: dict[str, ConformanceRef] = {}
     for path, result in contract_results(results, version):
         for feature in result.features:
             if feature not in found and result.feature_passes(feature):
-                found[feature] = {"file": path.name, "build": result.new.label, "against": result.old.label}
+                found[feature] = ConformanceRef(path.name, result.new.label, result.old.label)
     return found
 
 
@@ -187,13 +203,13 @@ def collect_evidence(
     old_base: Base,
     new_base: Base,
     patches: list[Patch],
-    outcomes: list[dict],
+    outcomes: list[PatchResult],
     content_changed: dict[str, bool],
-    earlier: list[dict] | None = None,
-    conformance: dict[str, dict] | None = None,
+    earlier: list[Dropped] | None = None,
+    conformance: dict[str, ConformanceRef] | None = None,
     native_since: dict[str, str | None] | None = None,
-) -> dict:
-    """The evidence.json document: every patch of the old series with its outcome and the signals.
+) -> Evidence:
+    """The evidence.json record: every patch of the old series with its outcome and the signals.
 
     `native_since` (feature -> pins.toml's `native-since`) adds `native_since` for a patch whose feature
     upstream ships its own version of by NEW: a hint that the patch may be carried upstream, for the
@@ -202,94 +218,91 @@ def collect_evidence(
     `earlier` carries forward the patches dropped by the rebases that led to the old series (from its own
     evidence.json), so a series stays explained after it was emptied and then rebased again.
     """
-    by_name = {o["name"]: o for o in outcomes}
+    by_name = {o.name: o for o in outcomes}
     paths = {p for patch in patches for p in patch.touched_paths}
     upstream_ids = upstream_patch_ids(old_base, new_base, paths) if patches else {}
-    entries: dict[str, dict] = {}
+    entries: dict[str, PatchEntry] = {}
     files: dict[str, list[bytes] | None] = {}  # NEW's files, read once for every patch's hunks
     with tempfile.TemporaryDirectory(prefix="vpatch-evidence-", dir=repo.git_dir()) as tmp:
         index_file = Path(tmp) / "index"
         for position, patch in enumerate(patches, start=1):
-            outcome = by_name.get(patch.name, {})
-            status = outcome.get("status", "")
+            outcome = by_name.get(patch.name)
+            status = outcome.status if outcome is not None else Outcome.PENDING
             own_id = patch_id(repo, patch.data)
             if isinstance(upstream_ids, str):
-                match: list[dict] | str = upstream_ids
+                match: list[UpstreamCommit] | str = upstream_ids
             else:
-                match = sorted(upstream_ids.get(own_id or "", []), key=lambda m: m["commit"])
+                match = sorted(upstream_ids.get(own_id or "", []), key=lambda m: m.commit)
             hunks = hunks_in_new(repo, new_base.commit, patch.data, files)
             found = [h for h in hunks if h.found]
-            signals = {
-                "became_empty": status == Outcome.EMPTY,
-                "patch_id_match": match,
-                "reverse_applies": reverse_applies(repo, new_base.commit, patch.path, index_file),
-                "header": header_evidence(patch),
-                "conformance": (conformance or {}).get(patch.feature or ""),
-                "native_since": _native_by(new_base, (native_since or {}).get(patch.feature or "")),
-                "post_image_in_new": {
-                    "hunks": msgspec.to_builtins(hunks),
-                    "found": len(found),
-                    "total": len(hunks),
-                },
-            }
+            signals = Signals(
+                became_empty=status == Outcome.EMPTY,
+                patch_id_match=match,
+                reverse_applies=reverse_applies(repo, new_base.commit, patch.path, index_file),
+                header=header_evidence(patch),
+                # contracts judge the parent feature; native-since is the sub-feature's own (toolkit/features.py)
+                conformance=(conformance or {}).get(parent_of(patch.feature or "")),
+                native_since=_native_by(new_base, (native_since or {}).get(patch.feature or "")),
+                post_image_in_new=PostImage(hunks=hunks, found=len(found), total=len(hunks)),
+            )
             fired = [
                 name
                 for name, hit in (
-                    ("became_empty", signals["became_empty"]),
+                    ("became_empty", signals.became_empty),
                     ("patch_id_match", isinstance(match, list) and bool(match)),
-                    ("reverse_applies", signals["reverse_applies"]),
-                    ("header", signals["header"]["says_upstream"]),
-                    ("conformance", signals["conformance"] is not None),
-                    ("native_since", signals["native_since"] is not None),
+                    ("reverse_applies", signals.reverse_applies),
+                    ("header", signals.header.says_upstream),
+                    ("conformance", signals.conformance is not None),
+                    ("native_since", signals.native_since is not None),
                     ("post_image_in_new", bool(hunks) and len(found) == len(hunks)),
                 )
                 if hit
             ]
-            entries[patch.name] = {
-                "position": position,
-                "subject": patch.subject,
-                "feature": patch.feature,
-                "outcome": status,
-                "details": list(outcome.get("details", [])),
-                "kept": status in KEPT,
-                "content_changed": content_changed.get(patch.name) if status in KEPT else None,
-                "patch_id": own_id,
-                "evidence": signals,
-                "upstream_signals": fired,
-                "skip_reason": outcome.get("reason"),
+            kept = status in KEPT
+            entries[patch.name] = PatchEntry(
+                position=position,
+                subject=patch.subject,
+                feature=patch.feature,
+                outcome=status,
+                details=list(outcome.details) if outcome is not None else [],
+                kept=kept,
+                content_changed=content_changed.get(patch.name) if kept else None,
+                patch_id=own_id,
+                evidence=signals,
+                upstream_signals=fired,
+                skip_reason=outcome.reason if outcome is not None else None,
                 # carried past native-since without contract evidence (retire needs the contracts)
-                "past_native_since": signals["native_since"]
-                if status in KEPT and signals["native_since"] is not None and signals["conformance"] is None
+                past_native_since=signals.native_since
+                if kept and signals.native_since is not None and signals.conformance is None
                 else None,
-            }
+            )
     dropped = [
-        {"name": name, "feature": entry["feature"], "reason": entry["outcome"]}
-        | ({"skip_reason": entry["skip_reason"]} if entry["skip_reason"] else {})
+        Dropped(name=name, feature=entry.feature, reason=entry.outcome, skip_reason=entry.skip_reason or UNSET)
         for name, entry in sorted(entries.items())
-        if entry["outcome"] in DROPPED
+        if entry.outcome in DROPPED
     ]
-    return {
-        "format": EVIDENCE_FORMAT,
-        "project": project,
-        "old": {"version": str(old_base.pin.version), "source": old_base.source, "base_commit": old_base.commit},
-        "new": {"version": str(new_base.pin.version), "source": new_base.source, "base_commit": new_base.commit},
-        "patches": entries,
-        "dropped": dropped,
-        "earlier": list(earlier or []),
-        "kept": [p.name for p in patches if entries[p.name]["kept"]],
-        "warnings": native_since_warnings(entries, project, str(old_base.pin.version), str(new_base.pin.version)),
-    }
+    return Evidence(
+        format=EVIDENCE_FORMAT,
+        project=project,
+        old=Side(version=str(old_base.pin.version), source=old_base.source, base_commit=old_base.commit),
+        new=Side(version=str(new_base.pin.version), source=new_base.source, base_commit=new_base.commit),
+        patches=entries,
+        dropped=dropped,
+        earlier=list(earlier or []),
+        kept=[p.name for p in patches if entries[p.name].kept],
+        warnings=native_since_warnings(entries, project, str(old_base.pin.version), str(new_base.pin.version)),
+    )
 
 
-def native_since_warnings(entries: dict[str, dict], project: str, old: str, new: str) -> list[str]:
+def native_since_warnings(entries: dict[str, PatchEntry], project: str, old: str, new: str) -> list[str]:
     """One line per feature whose patches are carried onto NEW past the feature's native-since, without the
     contract results a retirement needs."""
-    carried: dict[str, list[str]] = {}
-    since: dict[str, str] = {}
+    carried: dict[str | None, list[str]] = {}
+    since: dict[str | None, str] = {}
     for name, entry in entries.items():
-        if entry["past_native_since"]:
-            carried.setdefault(entry["feature"], []).append(name)
-            since[entry["feature"]] = entry["past_native_since"]
+        if entry.past_native_since:
+            carried.setdefault(entry.feature, []).append(name)
+            since[entry.feature] = entry.past_native_since
     return [
         f"{feature}: {len(names)} patch(es) carried onto {project} {new}, past the feature's native-since "
         f"{since[feature]} (pins.toml), without retirement evidence ({', '.join(names)}): check stock {new} with "
@@ -306,8 +319,6 @@ def _native_by(new_base: Base, since: str | None) -> str | None:
     return since if since is not None and Version(since) <= new_base.pin.version else None
 
 
-def carried_forward(old_evidence: dict) -> list[dict]:
+def carried_forward(old_evidence: Evidence) -> list[Dropped]:
     """The `earlier` list for a rebase of a series that has `old_evidence`: its earlier and its dropped patches."""
-    version = old_evidence.get("new", {}).get("version")
-    dropped = [{**entry, "dropped_in": version} for entry in old_evidence.get("dropped", [])]
-    return [*old_evidence.get("earlier", []), *dropped]
+    return old_evidence.carried_forward()

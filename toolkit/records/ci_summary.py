@@ -36,6 +36,8 @@ _URL = re.compile(r"^https?://[^\s<>\"']+$")
 class Feature(msgspec.Struct):
     description: str = ""
     native_since: str | None = None
+    upstream: str | None = None  # where upstream does it (a PR, a file), from pins.toml
+    parent: str | None = None  # a sub-feature's parent (toolkit/features.py); None for a feature
 
 
 class Patch(msgspec.Struct):

@@ -15,7 +15,7 @@ from toolkit.report import fmt
 from toolkit.report.html_chart import chart_section
 from toolkit.report.html_markup import NOT_YET, ROW_FAIL, STATUS_CLASS, STATUS_LABEL, badge, e
 from toolkit.report.html_sections import conformance_section, evidence_section, patches_section, wheels_section
-from toolkit.report.model import Report, Version
+from toolkit.report.model import Feature, Report, Version, grouped_features
 from toolkit.report.verdicts import verdicts_html
 
 CSS = """
@@ -197,14 +197,18 @@ def _step_time(step: Step) -> str:
     return fmt.seconds(step.seconds) + (" (reused)" if step.reused else "")
 
 
+def _feature_row(f: Feature) -> str:
+    """A feature's row; a sub-feature's (PARENT/SUB) follows its parent's, marked as a part of it."""
+    upstream = f' <span class="muted">(upstream: {e(f.upstream)})</span>' if f.upstream else ""
+    since = e(f.native_since) if f.native_since else NOT_YET
+    head = f'<tr class="sub-feature"><th>&#8627; {e(f.name)}</th>' if f.parent else f"<tr><th>{e(f.name)}</th>"
+    return f"{head}<td>{e(f.description)}{upstream}</td><td>{since}</td></tr>"
+
+
 def _features(report: Report) -> str:
     if not report.features:
         return '<section id="features">\n<h2>Features</h2>\n<p class="muted">None declared.</p>\n</section>'
-    rows = "\n".join(
-        f"<tr><th>{e(f.name)}</th><td>{e(f.description)}</td>"
-        f"<td>{e(f.native_since) if f.native_since else NOT_YET}</td></tr>"
-        for f in report.features
-    )
+    rows = "\n".join(_feature_row(f) for f in grouped_features(report.features))
     return (
         '<section id="features">\n<h2>Features</h2>\n<table>\n<thead><tr><th>feature</th><th>what</th>'
         f"<th>native in stock {e(report.project_name)} since</th></tr></thead>\n<tbody>\n{rows}\n</tbody>\n"

@@ -48,7 +48,8 @@ def load_report(input_dir: Path, root: Path) -> Report:
         seconds=float(summary.seconds),
         ok=summary.ok,
         features=tuple(
-            Feature(name, entry.description, entry.native_since) for name, entry in sorted(summary.features.items())
+            Feature(name, entry.description, entry.native_since, entry.upstream, entry.parent)
+            for name, entry in sorted(summary.features.items())
         ),
         versions=tuple(_version(run, input_dir, root) for run in summary.versions),
     )

@@ -13,7 +13,7 @@ import re
 
 from toolkit.records.status import CHECK_STATUSES, LABELS, STEP_STATUSES
 from toolkit.report import fmt
-from toolkit.report.model import Patch, Report, Version
+from toolkit.report.model import Patch, Report, Version, grouped_features
 from toolkit.report.verdicts import verdicts_markdown
 
 DIFF_LINES = 40
@@ -70,6 +70,7 @@ def render_markdown(report: Report, html_name: str = "index.html") -> str:
     lines.append("")
     lines += verdicts_markdown(report, md)
     lines += _patch_table(report)
+    lines += _sub_features(report)
     lines += _failures(report)
     lines += _evidence(report)
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -123,6 +124,20 @@ def _patch_table(report: Report) -> list[str]:
                 words.append(f"**retired since {md(patch.retired_since)}**")
             cells.append(md_join(words))
         lines.append(f"| {md(name)} | {md(first.feature or '(no feature)')} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _sub_features(report: Report) -> list[str]:
+    """The parts of each feature that retire on their own (sub-features), under their parent."""
+    subs = [f for f in grouped_features(report.features) if f.parent]
+    if not subs:
+        return []
+    lines = ["### Sub-features", "", "| feature | part | native in stock since | upstream |", "|---|---|---|---|"]
+    for f in subs:
+        part = f.name.split("/", 1)[1]
+        since = md(f.native_since) if f.native_since else "not yet"
+        lines.append(f"| {md(f.parent)} | {md(part)}: {md(f.description)} | {since} | {md(f.upstream or '—')} |")
     lines.append("")
     return lines
 

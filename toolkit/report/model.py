@@ -27,6 +27,7 @@ __all__ = [
     "Step",
     "Version",
     "Wheel",
+    "grouped_features",
 ]
 
 
@@ -35,6 +36,17 @@ class Feature:
     name: str
     description: str
     native_since: str | None
+    upstream: str | None = None
+    parent: str | None = None  # set for a sub-feature (PARENT/SUB, toolkit/features.py)
+
+
+def grouped_features(features: tuple[Feature, ...]) -> list[Feature]:
+    """Each feature followed by its sub-features (in name order), a sub-feature whose parent is missing last."""
+    tops = [f for f in features if f.parent is None]
+    order = [
+        x for top in tops for x in (top, *sorted((f for f in features if f.parent == top.name), key=lambda f: f.name))
+    ]
+    return order + [f for f in features if f not in order]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,6 @@ from toolkit.lifecycle.rebase.session import (
     stopped_patch,
 )
 from toolkit.lifecycle.rebase.state import (
-    EVIDENCE_FILE,
     RANGE_DIFF_FILE,
     PatchResult,
     RebaseResult,
@@ -47,6 +46,7 @@ from toolkit.lifecycle.rebase.state import (
     Stop,
     rebase_state,
 )
+from toolkit.records.evidence import EVIDENCE_FILE
 
 __all__ = [
     "EVIDENCE_FILE",

@@ -8,13 +8,10 @@ directory; and, when NEW was pinned for the rebase, its pin. The old series is n
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import msgspec
 
 from toolkit.apply import AM_ARGS
 from toolkit.checkout import STATE_FILE, UPSTREAM_REF, state_text
@@ -23,7 +20,8 @@ from toolkit.export import _series_text
 from toolkit.lifecycle.rebase.mail import retarget_comments, set_trailer, today
 from toolkit.lifecycle.rebase.recipes import range_diff
 from toolkit.lifecycle.rebase.replay import Replay
-from toolkit.lifecycle.rebase.state import EVIDENCE_FILE, RANGE_DIFF_FILE, PatchResult, RebaseResult
+from toolkit.lifecycle.rebase.state import RANGE_DIFF_FILE, PatchResult, RebaseResult
+from toolkit.lifecycle.rebase.truth import keep_true
 from toolkit.lifecycle.upstream import (
     against_results,
     carried_forward,
@@ -34,6 +32,8 @@ from toolkit.lifecycle.upstream import (
 )
 from toolkit.model import Pin, parse_patch
 from toolkit.pins import load_pins, write_pin
+from toolkit.records.codec import RecordError
+from toolkit.records.evidence import EVIDENCE_FILE, Dropped, Evidence, decode_evidence, encode_evidence
 from toolkit.records.outcome import KEPT, Outcome
 from toolkit.render import render_range, set_patch_file_header
 from toolkit.sources import materialize
@@ -73,7 +73,7 @@ def finish(rebase: Replay) -> RebaseResult:
             f"{rebase.checkout.path}: {len(commits)} commits above {UPSTREAM_REF}, but the rebase kept "
             f"{len(kept)} patches; put the branch back (or `vpatch rebase --abort`)"
         )
-    mails, changed = final_mails(rebase, kept)
+    mails, changed, renamed = final_mails(rebase, kept)
     old_patches = [rebase.patch(name) for name in state.patches]
     old_base = project.base(old_pin)
     new_base = materialize(pin, options.cache_dir, quiet=options.json)
@@ -89,7 +89,7 @@ def finish(rebase: Replay) -> RebaseResult:
             old_base=old_base,
             new_base=new_base,
             patches=old_patches,
-            outcomes=msgspec.to_builtins(state.outcomes),
+            outcomes=list(state.outcomes),
             content_changed=changed,
             earlier=earlier(rebase),
             conformance=conformance_evidence(
@@ -98,11 +98,14 @@ def finish(rebase: Replay) -> RebaseResult:
             native_since={name: info.get("native_since") for name, info in project.pins.feature_info.items()},
         )
         rebase.settle_old_head()
-        review = range_diff(repo, state.old_base, state.old_head, rebase.checkout.base_commit, new_head)
+        review = range_diff(
+            repo, state.old_base, state.old_head, rebase.checkout.base_commit, new_head, renamed=renamed
+        )
         evidence = evidence_job.result()
+    rename_in_evidence(evidence, renamed)
     for name, data in mails:
         # What the rebase wrote, so `vpatch review` can tell later hand edits apart.
-        evidence["patches"][name]["new_patch_id"] = patch_id(repo, data)
+        evidence.patches[name].new_patch_id = patch_id(repo, data)
     old_text = (rebase.private / "series").read_text(encoding="utf-8")
     names = [name for name, _ in mails]
     series_text = old_text if names == state.patches else _series_text(old_text, names)
@@ -115,9 +118,11 @@ def finish(rebase: Replay) -> RebaseResult:
     done_state = state_text(rebase.checkout, {"rebased_from": state.old_version}).encode()
     write_series(series_dir, mails, series_text, evidence, review, retired=retired, also={done: done_state})
     outcomes = state.outcomes
+    now_named = {old: new for new, old in renamed.items()}
     for outcome in outcomes:
         if outcome.status in KEPT:
             outcome.content_changed = changed[outcome.name]
+            outcome.name = now_named.get(outcome.name, outcome.name)
     dropped = [o.name for o in outcomes if o.status not in KEPT]
     shutil.rmtree(rebase.private, ignore_errors=True)
     return RebaseResult(
@@ -133,28 +138,47 @@ def finish(rebase: Replay) -> RebaseResult:
     )
 
 
-def earlier(rebase: Replay) -> list[dict]:
+def earlier(rebase: Replay) -> list[Dropped]:
     """What the old series' own evidence.json says was dropped before (unreadable: nothing)."""
     path = rebase.private / EVIDENCE_FILE
     try:
-        old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        return carried_forward(old) if isinstance(old, dict) else []
-    except (OSError, ValueError, AttributeError, TypeError):
+        return carried_forward(decode_evidence(path.read_bytes())) if path.is_file() else []
+    except (OSError, RecordError):
         return []
 
 
-def final_mails(rebase: Replay, kept: list[PatchResult]) -> tuple[list[tuple[str, bytes]], dict[str, bool]]:
+def rename_in_evidence(evidence: Evidence, renamed: dict[str, str]) -> None:
+    """evidence.json speaks of the new series' names: a renamed patch's entry under its new name, with
+    `renamed_from`."""
+    if not renamed:
+        return
+    now_named = {old: new for new, old in renamed.items()}
+    evidence.patches = {now_named.get(name, name): entry for name, entry in evidence.patches.items()}
+    for new, old in renamed.items():
+        evidence.patches[new].renamed_from = old
+    evidence.kept = [now_named.get(name, name) for name in evidence.kept]
+
+
+def final_mails(
+    rebase: Replay, kept: list[PatchResult]
+) -> tuple[list[tuple[str, bytes]], dict[str, bool], dict[str, str]]:
     """The new series' mails; `Last-Update:` refreshed where the change itself differs from the old patch.
 
     "Differs" means a different `git patch-id --stable`: moved hunks and new blob ids are not a change,
-    a three-way merge or a resolution that altered the diff is. When any message changes, the branch is
-    rebuilt from the final mails, so the checkout and the written series are the same thing.
+    a three-way merge or a resolution that altered the diff is. Names, subjects and `Origin:` made by an
+    import are kept true (toolkit/lifecycle/rebase/truth.py). When any message changes, the branch is
+    rebuilt from the final mails, so the checkout and the written series are the same thing. Returns the
+    mails, which patches changed (by old name) and the renamed ones (new name -> old name).
     """
     repo = rebase.repo
     rendered = render_range(repo, UPSTREAM_REF, "HEAD")
     date = today()
     mails: list[tuple[str, bytes]] = []
     changed: dict[str, bool] = {}
+    renamed: dict[str, str] = {}
+    state = rebase.state
+    names = [o.name for o in kept]
+    subjects = {rebase.patch(o.name).subject for o in kept}
     # Every patch-id this needs (and the evidence after it), in one git run.
     patch_ids(repo, [rebase.patch(o.name).data for o in kept] + [m.data for m in rendered])
     for outcome, mail in zip(kept, rendered, strict=True):
@@ -166,9 +190,26 @@ def final_mails(rebase: Replay, kept: list[PatchResult]) -> tuple[list[tuple[str
         changed[name] = patch_id(repo, old.data) != patch_id(repo, data)
         if changed[name]:
             data = set_trailer(data, "Last-Update", date)
-        mails.append((name, data))
+        subjects.discard(old.subject)
+        now, data, said = keep_true(
+            old,
+            parse_patch(rebase.private / name, data),
+            changed=changed[name],
+            names=names,
+            subjects=subjects,
+            project=rebase.project.pins.get(state.old_version).project,
+            old_version=state.old_version,
+            new_version=state.new_version,
+        )
+        outcome.subject = parse_patch(rebase.private / now, data).subject
+        subjects.add(outcome.subject)
+        outcome.details.extend(said)
+        if now != name:
+            renamed[now] = name
+            names[names.index(name)] = now
+        mails.append((now, data))
     if all(data == mail.data for (_, data), mail in zip(mails, rendered, strict=True)):
-        return mails, changed
+        return mails, changed, renamed
     final = rebase.private / "final"
     final.mkdir(exist_ok=True)
     paths = []
@@ -181,7 +222,8 @@ def final_mails(rebase: Replay, kept: list[PatchResult]) -> tuple[list[tuple[str
     rerendered = render_range(repo, UPSTREAM_REF, "HEAD")
     for outcome, mail in zip(kept, rerendered, strict=True):
         outcome.commit = mail.commit
-    return [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)], changed
+    result = [(name, mail.data) for (name, _), mail in zip(mails, rerendered, strict=True)]
+    return result, changed, renamed
 
 
 def write_new_pin(rebase: Replay, pin: Pin) -> bool:
@@ -206,7 +248,7 @@ def write_series(
     directory: Path,
     mails: list[tuple[str, bytes]],
     series_text: str,
-    evidence: dict,
+    evidence: Evidence,
     range_diff: str,
     *,
     retired: Sequence[tuple[str, bytes]] = (),
@@ -222,7 +264,7 @@ def write_series(
     files = {name: data for name, data in mails}
     files.update({f"retired/{name}": data for name, data in retired})
     files["series"] = series_text.encode("utf-8")
-    files[EVIDENCE_FILE] = (json.dumps(evidence, indent=1, sort_keys=True) + "\n").encode("utf-8")
+    files[EVIDENCE_FILE] = encode_evidence(evidence).encode("utf-8")
     files[RANGE_DIFF_FILE] = range_diff.encode("utf-8")
     with transaction(directory.parent, f"rebase onto {directory.name}") as txn:
         txn.stage_series(directory, files, keep_old=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from toolkit.checkout import Checkout
@@ -90,12 +90,21 @@ def am_sections(output: str) -> list[str]:
     return sections
 
 
-def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, new_head: str) -> str:
+def range_diff(
+    repo: Git,
+    old_base: str,
+    old_head: str | None,
+    new_base: str,
+    new_head: str,
+    *,
+    renamed: Mapping[str, str] | None = None,
+) -> str:
     """`git range-diff` of the old series (on OLD's base) against the new one (on NEW's).
 
     git pairs commits by how alike their diffs are, so a patch reworked while resolving a conflict can show
-    as one removed and one added. A rebase keeps each patch's subject: such a removed/added couple with the
-    same subject is shown as the one changed patch it is."""
+    as one removed and one added. Each patch keeps its stable name (`Patch-File:`; `renamed`: new name ->
+    old, for a patch the rebase renamed): such a removed/added couple of one patch is shown as the one
+    changed patch it is, whether or not its subject changed too (a commit without the header: its subject)."""
     if old_head is None:
         return "not available: the old series does not apply to its own base with zero fuzz\n"
     old_commits = repo.commits(f"{old_base}..{old_head}")
@@ -104,7 +113,7 @@ def range_diff(repo: Git, old_base: str, old_head: str | None, new_base: str, ne
         text = repo.run("range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}").stdout.decode(
             "utf-8", "replace"
         )
-        return _pair_same_subjects(repo, text, old_commits, new_commits)
+        return _pair_same_patches(repo, text, old_commits, new_commits, dict(renamed or {}))
     # git range-diff refuses an empty range; list the commits the way it would.
     lines = []
     for number, commit in enumerate(old_commits, start=1):
@@ -121,7 +130,21 @@ _RANGE_DIFF_HEAD = re.compile(
 )
 
 
-def _pair_same_subjects(repo: Git, text: str, old_commits: list[str], new_commits: list[str]) -> str:
+_PATCH_FILE = re.compile(r"^Patch-File: *(\S+) *$", re.M)
+
+
+def _identity(repo: Git, commit: str, renamed: dict[str, str]) -> str:
+    """A commit's stable name (its `Patch-File:`, as the old series named it), else its subject."""
+    message = repo.out("log", "-1", "--format=%B", commit)
+    found = _PATCH_FILE.findall(message)
+    if found:
+        return "file:" + renamed.get(found[-1], found[-1])
+    return "subject:" + message.split("\n", 1)[0].strip()
+
+
+def _pair_same_patches(
+    repo: Git, text: str, old_commits: list[str], new_commits: list[str], renamed: dict[str, str]
+) -> str:
     sections: list[list[str]] = []
     for line in text.splitlines(keepends=True):
         if _RANGE_DIFF_HEAD.match(line.rstrip("\n")) or not sections:
@@ -129,11 +152,17 @@ def _pair_same_subjects(repo: Git, text: str, old_commits: list[str], new_commit
         else:
             sections[-1].append(line)
     heads = [_RANGE_DIFF_HEAD.match(section[0].rstrip("\n")) for section in sections]
-    removed = {m["subject"]: i for i, m in enumerate(heads) if m and m["mark"] == "<"}
-    added = {m["subject"]: i for i, m in enumerate(heads) if m and m["mark"] == ">"}
+    removed = {
+        _identity(repo, old_commits[int(m["old"]) - 1], {}): i for i, m in enumerate(heads) if m and m["mark"] == "<"
+    }
+    added = {
+        _identity(repo, new_commits[int(m["new"]) - 1], renamed): i
+        for i, m in enumerate(heads)
+        if m and m["mark"] == ">"
+    }
     dropped: set[int] = set()
-    for subject in removed.keys() & added.keys():
-        old_match, new_match = heads[removed[subject]], heads[added[subject]]
+    for key in sorted(removed.keys() & added.keys(), key=lambda k: removed[k]):
+        old_match, new_match = heads[removed[key]], heads[added[key]]
         assert old_match is not None and new_match is not None
         old_commit, new_commit = old_commits[int(old_match["old"]) - 1], new_commits[int(new_match["new"]) - 1]
         pair = repo.run(
@@ -145,7 +174,8 @@ def _pair_same_subjects(repo: Git, text: str, old_commits: list[str], new_commit
         ).stdout.decode("utf-8", "replace")
         _, _, body = pair.partition("\n")
         mark = "=" if not body.strip() else "!"
+        subject = new_match["subject"]
         head = f"{old_match['old']}:  {old_match['a']} {mark} {new_match['new']}:  {new_match['b']} {subject}\n"
-        sections[removed[subject]] = [head, body]
-        dropped.add(added[subject])
+        sections[removed[key]] = [head, body]
+        dropped.add(added[key])
     return "".join("".join(section) for i, section in enumerate(sections) if i not in dropped)

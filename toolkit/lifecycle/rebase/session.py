@@ -21,7 +21,6 @@ from toolkit.lifecycle.rebase.conflicts import conflict_hunks, line_ranges, unme
 from toolkit.lifecycle.rebase.recipes import enable_rerere, old_series_head, rerere_cache
 from toolkit.lifecycle.rebase.replay import Replay
 from toolkit.lifecycle.rebase.state import (
-    EVIDENCE_FILE,
     OLD_BASE_REF,
     OLD_HEAD_REF,
     PatchResult,
@@ -35,6 +34,7 @@ from toolkit.lifecycle.rebase.state import (
 from toolkit.model import Patch, Pin
 from toolkit.pins import write_pin
 from toolkit.project import Project
+from toolkit.records.evidence import EVIDENCE_FILE
 from toolkit.records.outcome import Outcome
 from toolkit.sources import materialize
 

@@ -15,14 +15,13 @@ import msgspec
 
 from toolkit.checkout import Checkout, read_state, update_state
 from toolkit.errors import VpatchError
-from toolkit.lifecycle.post_image import HunkInNew
+from toolkit.records.evidence import Evidence, HunkInNew
 from toolkit.records.outcome import Outcome
 
 STATE_KEY = "rebase"
 PRIVATE_DIR = "vpatch-rebase"
 OLD_HEAD_REF = "refs/vpatch/rebase/old-head"
 OLD_BASE_REF = "refs/vpatch/rebase/old-base"
-EVIDENCE_FILE = "evidence.json"
 RANGE_DIFF_FILE = "range-diff.txt"
 
 
@@ -116,7 +115,7 @@ class RebaseResult:
     stopped: Stop | None = None
     series_dir: Path | None = None
     range_diff: str | None = None
-    evidence: dict | None = None
+    evidence: Evidence | None = None
     pinned: bool = False  # NEW's pin was written by this rebase
     dropped: list[str] = field(default_factory=list)
 
@@ -136,5 +135,5 @@ class RebaseResult:
             "pinned": self.pinned,
             "dropped": self.dropped,
             "range_diff": self.range_diff,
-            "evidence": self.evidence,
+            "evidence": msgspec.to_builtins(self.evidence),
         }

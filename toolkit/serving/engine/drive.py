@@ -45,6 +45,16 @@ def metric_totals(llm, names: tuple[str, ...]) -> dict[str, int | None]:
     return found
 
 
+def pair_record(one: Any, two: Any) -> dict[str, Any]:
+    """What a shared-prefix pair shows: the second prompt's cached tokens, and both outputs."""
+    return {
+        "first_cached": one.num_cached_tokens or 0,
+        "second_cached": two.num_cached_tokens or 0,
+        "second_prompt_tokens": len(two.prompt_token_ids or []),
+        "outputs": [list(one.outputs[0].token_ids), list(two.outputs[0].token_ids)],
+    }
+
+
 def tiny_llm(config: dict, **extra: object) -> Any:
     """The engine every driver runs: the tiny model, greedy-friendly settings, stats on (the prefix-cache
     and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
@@ -84,14 +94,7 @@ def main() -> int:
     for first, second in request.get("pairs", []):
         one = llm.generate([first], params, use_tqdm=False)[0]
         two = llm.generate([second], params, use_tqdm=False)[0]
-        pairs.append(
-            {
-                "first_cached": one.num_cached_tokens or 0,
-                "second_cached": two.num_cached_tokens or 0,
-                "second_prompt_tokens": len(two.prompt_token_ids or []),
-                "outputs": [list(one.outputs[0].token_ids), list(two.outputs[0].token_ids)],
-            }
-        )
+        pairs.append(pair_record(one, two))
     totals = metric_totals(llm, ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries"))
     record = {
         "vllm_version": vllm.__version__,

@@ -32,7 +32,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from drive import metric_totals, tiny_llm  # sibling driver, found by the script's directory
+from drive import metric_totals, pair_record, tiny_llm  # sibling driver, found by the script's directory
 
 
 def wire_key(block_hash: Any) -> int:
@@ -139,14 +139,7 @@ def main() -> int:
     for first, second in pairs:
         one = run_wave(llm, truth, [first], params)[first[0]]
         two = run_wave(llm, truth, [second], params)[second[0]]
-        pair_records.append(
-            {
-                "first_cached": one.num_cached_tokens or 0,
-                "second_cached": two.num_cached_tokens or 0,
-                "second_prompt_tokens": len(two.prompt_token_ids or []),
-                "outputs": [list(one.outputs[0].token_ids), list(two.outputs[0].token_ids)],
-            }
-        )
+        pair_records.append(pair_record(one, two))
     totals = metric_totals(llm, ("vllm:prefix_cache_hits", "vllm:prefix_cache_queries"))
     # After the compared part: the prefix cache reset (AllBlocksCleared on the wire), then a prompt stored again.
     cleared = bool(llm.reset_prefix_cache())
