@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -36,6 +37,22 @@ def __getattr__(name: str) -> Any:
     return _consoles[name]
 
 
+_thread = threading.local()  # the log prefix of the work this thread does (a release, side by side)
+_side_by_side = [0]  # work running side by side: no spinners anywhere (only one live display can be shown)
+
+
+@contextmanager
+def side_by_side(prefix: str) -> Iterator[None]:
+    """Work of one of several threads at once: its step lines start with `prefix`, spinners are off."""
+    _side_by_side[0] += 1
+    _thread.prefix = prefix
+    try:
+        yield
+    finally:
+        _thread.prefix = ""
+        _side_by_side[0] -= 1
+
+
 def stderr_is_terminal() -> bool:
     if "err" in _consoles:
         return bool(_consoles["err"].is_terminal)
@@ -53,18 +70,20 @@ class StepMark:
     found problems): `failed = True` makes the end line ✗."""
 
     failed: bool = False
+    note: str = ""  # said after the time on the end line ("reused")
 
 
 @contextmanager
-def step(title: str, *, quiet: bool = False) -> Iterator[StepMark]:
+def step(title: str, *, quiet: bool = False, live: bool = True) -> Iterator[StepMark]:
     """Log a pipeline step and how long it took, as cibuildwheel does.
 
     On a terminal a spinner with the elapsed time runs while the step works (builds, venvs, test runs
     take minutes); in logs (CI) the start and end lines are printed instead. The step fails when its body
-    raises, or sets `failed` on the mark it is given.
+    raises, or sets `failed` on the mark it is given. `live=False`: the log lines even on a terminal (steps
+    running side by side, where only one spinner can be shown).
     """
     start = time.perf_counter()
-    live = not quiet and stderr_is_terminal()
+    live = live and not _side_by_side[0] and not quiet and stderr_is_terminal()
     if not quiet and not live:
         _log(f"▶ {title}")
     mark = StepMark()
@@ -79,11 +98,13 @@ def step(title: str, *, quiet: bool = False) -> Iterator[StepMark]:
         if mark.failed:
             _log(f"✗ {title} ({time.perf_counter() - start:.2f}s)", "red")
         else:
-            _log(f"✓ {title} ({time.perf_counter() - start:.2f}s)", "green")
+            note = f", {mark.note}" if mark.note else ""
+            _log(f"✓ {title} ({time.perf_counter() - start:.2f}s{note})", "green")
 
 
 def _log(line: str, style: str = "bold") -> None:
     """A step line on stderr: styled on a terminal, plain (without loading rich) in logs."""
+    line = getattr(_thread, "prefix", "") + line
     if stderr_is_terminal():
         from rich.markup import escape
 

@@ -174,9 +174,19 @@ def test_ci_summary_encodes_as_the_hand_built_dict_did_and_reads_back():
             },
         ],
     }
-    text = legacy(as_before)
-    assert encode_summary(summary) == text
+    # Reuse came within schema 2 as optional fields: a summary written before them reads back as "not
+    # reused, one job", and is written again with them.
+    older = decode_summary(legacy(as_before))
+    assert older.jobs == 1 and older.reused_steps == 0 and [s.key for s in older.versions[0].steps] == ["", ""]
+    with_reuse = json.loads(json.dumps(as_before))
+    with_reuse["jobs"] = 1
+    for step in with_reuse["versions"][0]["steps"]:
+        step.update(reused=False, key="")
+    text = legacy(with_reuse)
+    assert encode_summary(summary) == text == encode_summary(older)
     assert encode_summary(decode_summary(text)) == text
+    reused = text.replace('"reused": false', '"reused": true', 1)
+    assert decode_summary(reused).reused_steps == 1
 
 
 def step_summary(status: str) -> str:

@@ -29,8 +29,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="verify wheels without installing them into fresh venvs (quicker, less proof)",
     )
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="releases side by side (default: one per core, at most 4)",
+    )
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="run every step again instead of reusing what an earlier run produced for the same inputs",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of releases, 1 or more; got {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
@@ -40,22 +62,37 @@ def run(args: argparse.Namespace, options: Options) -> int:
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     tiers = tuple(t for t in args.tiers.split(",") if t)
     summary = run_ci(
-        project, args.versions, out_dir, quiet=options.json, tiers=tiers, install_check=not args.no_install_check
+        project,
+        args.versions,
+        out_dir,
+        quiet=options.json,
+        tiers=tiers,
+        install_check=not args.no_install_check,
+        reuse=not args.no_reuse,
+        jobs=args.jobs,
     )
     report_note = _report(out_dir, quiet=options.json)
     if options.json:
         ui.print_json({**msgspec.to_builtins(summary), "report": report_note})
     else:
         table = ui.table(
-            f"vpatch ci → {out_dir} ({summary.seconds:.0f}s)", ["version", "step", "result", "time", "detail"]
+            f"vpatch ci → {out_dir} ({summary.seconds:.0f}s, {summary.jobs} side by side)",
+            ["version", "step", "result", "time", "reused", "detail"],
         )
         for version in summary.versions:
             for step in version.steps:
                 style = TERMINAL_STYLE[step.status.tone]
                 table.add_row(
-                    version.version, step.name, f"[{style}]{step.status}[/]", f"{step.seconds:.1f}s", step.detail
+                    version.version,
+                    step.name,
+                    f"[{style}]{step.status}[/]",
+                    f"{step.seconds:.1f}s",
+                    "reused" if step.reused else "",
+                    step.detail,
                 )
         ui.out.print(table)
+        total = sum(len(v.steps) for v in summary.versions)
+        ui.out.print(f"{summary.reused_steps} of {total} steps reused from earlier runs (--no-reuse runs them all)")
         for version in summary.versions:
             verdict = version.verdict.summary if version.verdict else "no verdict"
             ui.out.print(f"{project.pins.project} {version.version}: {verdict}")

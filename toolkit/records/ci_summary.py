@@ -5,6 +5,11 @@ Written by toolkit/ci.py whatever failed, read by `vpatch report`. Conformance r
 series' evidence.json relative to the project root. `verdict` is the default-engine verdict as the verdict
 stage decided it (toolkit/records/verdict.py, the record `vpatch status --json` prints); schema 1 had only
 its summary sentence.
+
+Reuse (added within schema 2: optional fields, so older summaries read as before and older readers skip
+them): a step's `reused` says its outcome was taken from an earlier run instead of being produced again,
+`key` names what it is kept under (the build's wheel fingerprint, a conformance result's input key), and
+the summary's `jobs` is how many releases ran side by side.
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ class Step(msgspec.Struct):
     status: Status
     seconds: NonNegative = 0.0
     detail: str | None = ""
+    reused: bool = False
+    key: str = ""
 
     def __post_init__(self) -> None:
         require(self.status, STEP_STATUSES)
@@ -126,6 +133,11 @@ class Summary(msgspec.Struct):
     toolkit: str = ""
     seconds: NonNegative = 0.0
     features: dict[str, Feature] = {}
+    jobs: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+    @property
+    def reused_steps(self) -> int:
+        return sum(1 for run in self.versions for step in run.steps if step.reused)
 
 
 def encode_summary(summary: Summary) -> str:

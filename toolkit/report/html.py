@@ -9,6 +9,7 @@ the page is the job's own start time.
 from __future__ import annotations
 
 from toolkit import __version__
+from toolkit.records.ci_summary import Step
 from toolkit.records.status import CHECK_STATUSES, STEP_STATUSES
 from toolkit.report import fmt
 from toolkit.report.html_chart import chart_section
@@ -178,14 +179,22 @@ def _steps(report: Report) -> str:
             css = ROW_FAIL if step.status == "fail" else ""
             rows.append(
                 f"<tr{css}><th>{e(v.version)}</th><td>{e(step.name)}</td><td>{badge(step.status)}</td>"
-                f'<td class="num">{e(fmt.seconds(step.seconds))}</td><td>{e(step.detail)}</td></tr>'
+                f'<td class="num">{e(_step_time(step))}</td><td>{e(step.detail)}</td></tr>'
             )
+    total = sum(len(v.steps) for v in report.versions)
+    reused = sum(1 for v in report.versions for step in v.steps if step.reused)
+    reuse = f" {reused} of {total} steps reused from earlier runs." if reused else ""
     return (
         '<section id="steps">\n<h2>Job steps</h2>\n'
-        f"<p>Started {e(report.started)}, {e(fmt.seconds(report.seconds))} in all.</p>\n"
+        f"<p>Started {e(report.started)}, {e(fmt.seconds(report.seconds))} in all.{e(reuse)}</p>\n"
         '<table class="wide">\n<thead><tr><th>version</th><th>step</th><th>result</th><th class="num">time</th>'
         f"<th>detail</th></tr></thead>\n<tbody>\n{chr(10).join(rows)}\n</tbody>\n</table>\n</section>"
     )
+
+
+def _step_time(step: Step) -> str:
+    """The step's time, and that it was reused (its outcome taken from an earlier run) when it was."""
+    return fmt.seconds(step.seconds) + (" (reused)" if step.reused else "")
 
 
 def _feature_row(f: Feature) -> str:

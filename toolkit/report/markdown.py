@@ -81,6 +81,8 @@ def _version_row(v: Version) -> str:
     changed = str(v.series.changed_lines) if v.series else "—"
     counts = {s: sum(1 for step in v.steps if step.status == s) for s in STEP_STATUSES}
     steps = ", ".join(f"{n} {'**fail**' if s == 'fail' else s}" for s, n in counts.items() if n) or "none"
+    if reused := sum(1 for step in v.steps if step.reused):
+        steps += f" ({reused} reused)"
     tiers = []
     for run in v.conformance:
         if run.error:
