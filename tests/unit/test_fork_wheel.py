@@ -188,6 +188,11 @@ def test_requirements_stock_declares_too_are_left_to_the_runtime_layer(pinned, t
         "torch==2.6.0: built for CUDA torch (the runtime's CPU torch stands in)"
     ]
     assert layer.summary().endswith(f"1 more that {stock.name} declares too left to the runtime layer")
+    # ...unless the fork's own changes import it (a fork importing triton, which stock declares): then it
+    # is installed for real (tomli-w from PyPI), so the install check's `import vllm` can succeed
+    layer = requirements_layer(fork, tmp_path / "cache", None, stock, imported=lambda module: module == "tomli_w")
+    assert layer.stock == [] and layer.installed == ["tomli-w"] and layer.venv is not None
+    assert layer.summary().startswith("the wheel's requirements tomli-w installed")
 
 
 def test_build_warns_of_a_dist_name_the_series_contradicts_with_or_without_verify(forked, capsys, tmp_path):

@@ -67,7 +67,9 @@ def install_checks(
         except VpatchError as error:
             return [("install-runtime", False, error.message)]
     try:
-        reqs = requirements_layer(wheel, cache_dir, layer, _stock_wheel(project, version))
+        # a requirement stock declares too still goes in when the wheel's changes import it
+        imported = (lambda module: blame(module) is not None) if blame is not None else None
+        reqs = requirements_layer(wheel, cache_dir, layer, _stock_wheel(project, version), imported)
     except VpatchError as error:
         return [("install-requirements", False, error.message)]
     facts = [

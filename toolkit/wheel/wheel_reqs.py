@@ -6,9 +6,11 @@ Requires-Dist. The install check's import would then fail for a reason that is t
 wheel's. So each requirement that applies here (markers evaluated), that the runtime layer does not
 already hold and (when the stock wheel of the pin is known) that stock vLLM does not declare too (the
 runtime layer is the set tested to import stock vLLM on CPU) is installed, `--no-deps`, into a layer of
-its own, keyed by the list and cached. Left out: the torch family and CUDA packages (the runtime's CPU
-torch stands in for them; a CUDA build of one would break the import), and any requirement that does not
-install here: each is named in the check's detail.
+its own, keyed by the list and cached. A requirement stock declares too is installed all the same when
+the wheel's own changes import it: stock may import it only on GPU paths, so the runtime layer need not
+hold it, while a fork importing it at module level needs it for `import vllm` on CPU. Left out: the
+torch family and CUDA packages (the runtime's CPU torch stands in for them; a CUDA build of one would
+break the import), and any requirement that does not install here: each is named in the check's detail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -72,12 +75,17 @@ def installed_names(layer: Path | None) -> set[str]:
 
 
 def requirements_layer(
-    wheel: Path, cache_dir: Path, runtime: Path | None, stock: Path | None = None
+    wheel: Path,
+    cache_dir: Path,
+    runtime: Path | None,
+    stock: Path | None = None,
+    imported: Callable[[str], bool] | None = None,
 ) -> RequirementsLayer:
     """The wheel's applicable requirements that `runtime` lacks, in a cached layer (see the module's doc).
 
     With `stock` (the stock wheel of the pin), only what the wheel asks for beyond stock vLLM: the runtime
-    layer is the tested set that imports stock vLLM on CPU, so what a fork adds is what it may lack."""
+    layer is the tested set that imports stock vLLM on CPU, so what a fork adds is what it may lack, and
+    what its changes import (`imported(module)`: the distribution's name as a module, `triton`)."""
     dist = canonicalize_name(wheel.name.split("-", 1)[0])
     held = installed_names(runtime)
     result = RequirementsLayer(None)
@@ -92,7 +100,7 @@ def requirements_layer(
             continue
         if name in held:
             result.held.append(str(req))
-        elif name in stock_names:
+        elif name in stock_names and not (imported is not None and imported(name.replace("-", "_"))):
             result.stock.append(str(req))
         elif name in TORCH_BOUND or name.startswith(("nvidia-", "cuda-")):
             result.left_out.append(f"{req}: built for CUDA torch (the runtime's CPU torch stands in)")
