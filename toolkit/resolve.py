@@ -37,14 +37,20 @@ def resolve_pin(
     tag: str | None = None,
     commit: str | None = None,
     project: str = "vllm",
+    stock_wheels: bool = True,
 ) -> Pin:
-    """Everything `pin add` does except writing pins.toml: look up, download, verify, materialize."""
+    """Everything `pin add` does except writing pins.toml: look up, download, verify, materialize.
+
+    Without `stock_wheels` only the sdist is downloaded and pinned (`pin add --no-wheel`: a release whose
+    engine tier runs on its CPU flavor needs no stock CUDA wheel of several hundred MB)."""
     with ui.step(f"look up {project} {version} on {options.index_url}", quiet=options.json):
         files = list_release_files(options.index_url, project, version)
     sdists = [f for f in files if f.filename.endswith(".tar.gz") and parse_sdist_filename(f.filename)[1] == version]
-    wheels = [f for f in files if f.filename.endswith(".whl")]
+    wheels = [f for f in files if f.filename.endswith(".whl")] if stock_wheels else []
     if not sdists and source == "sdist":
         raise VpatchError(f"{project} {version}: the index has no sdist for this release")
+    if not sdists and not wheels:
+        raise VpatchError(f"{project} {version}: --no-wheel needs an sdist on the index, and it has none")
     artifacts: list[Artifact] = []
     for entry in [*sdists[:1], *wheels]:
         artifact = Artifact(entry.filename, entry.sha256, entry.url)

