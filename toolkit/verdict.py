@@ -11,6 +11,8 @@ One of three per release (toolkit/records/verdict.py), derived from the series a
 - "stock" when the series is empty and stock alone meets every retired feature's contract (or its
   retirement was forced and says so).
 
+An empty series of a release pinned past the chain (nothing retired there because nothing was carried) is
+explained by its NOTES.md; every declared feature with a contract is then judged by the contract evidence.
 No verdict without a series, with an empty one nothing explains, or while no build meets a retired
 feature's contract. Per version the summary says what stock lacks (e.g. "stock vLLM 0.9.0 lacks:
 kv-routing load-figures"). `vpatch status` shows it, `vpatch ci` writes it into the summary.
@@ -30,6 +32,8 @@ from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
 from toolkit.verdict_features import feature_verdict, gather
+
+NOTES_FILE = "NOTES.md"
 
 
 def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
@@ -51,7 +55,9 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         if lacks
         else ""
     )
-    verdicts = feature_verdicts(name, version, series, gather(paths, version))
+    # an empty series judges every declared feature with a contract, retired here or never carried at all
+    declared = () if series.patches else tuple(f for f in CONTRACT_FEATURES if f in project.pins.features)
+    verdicts = feature_verdicts(name, version, series, gather(paths, version), declared=declared)
     plugin = next((v.plugin for v in verdicts if v.engine == "stock+plugin" and v.plugin is not None), None)
     others = "".join(f"; {v.feature}: {v.label} ({v.summary})" for v in verdicts if v.engine != "dynamo-base")
 
@@ -66,6 +72,12 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         return make("dynamo-base", count, features, summary + others + lacking, None)
     records, unexplained = retirement_records(series.directory)
     unmet = [v.feature for v in verdicts if v.engine is None]
+    if not records and (series.directory / NOTES_FILE).is_file() and not unexplained:
+        # a release pinned past the chain with nothing to carry: NOTES.md says why, the contracts show it
+        records = [NOTES_FILE]
+        if unmet:
+            summary = f"empty series (see {NOTES_FILE}), but no build meets the contract of {', '.join(unmet)}"
+            return make(None, 0, [], summary + lacking + "; not stock", records)
     if records and not unexplained and unmet:
         summary = f"empty series, but {', '.join(unmet)} retired without a passing contract{lacking}; not stock"
         return make(None, 0, [], summary, records)
@@ -80,19 +92,24 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
     if unexplained:
         summary = f"empty series, but {', '.join(unexplained)} left without upstream evidence; not a verdict for stock"
     else:
-        summary = "empty series, but no evidence.json or retired patches say why; not a verdict for stock"
+        summary = (
+            f"empty series, but no evidence.json, retired patches or {NOTES_FILE} say why; not a verdict for stock"
+        )
     return Verdict(None, 0, [], summary, records, feature_verdicts=verdicts)
 
 
-def feature_verdicts(name: str, version: str, series: Series, evidence: dict) -> list[FeatureVerdict]:
-    """One verdict per feature the series carries or retired: its active patches, else the contract evidence
-    (toolkit/verdict_features.py); a forced retirement, or a feature without a contract, counts as stock."""
+def feature_verdicts(
+    name: str, version: str, series: Series, evidence: dict, *, declared: tuple[str, ...] = ()
+) -> list[FeatureVerdict]:
+    """One verdict per feature the series carries or retired (and per `declared` feature): its active patches,
+    else the contract evidence (toolkit/verdict_features.py); a forced retirement, or a feature without a
+    contract, counts as stock."""
     active: dict[str, list[str]] = {}
     for patch in series.patches:  # sub-features under their parent: the parent's contract judges it
         active.setdefault(parent_of(patch.feature or "") or "(no feature)", []).append(patch.name)
     retired = _retired(series.directory)
     verdicts = []
-    for feature in sorted(set(active) | set(retired)):
+    for feature in sorted(set(active) | set(retired) | set(declared)):
         verdict = feature_verdict(name, feature, version, active.get(feature, []), evidence.get(feature, []))
         if verdict.engine is None and (feature not in CONTRACT_FEATURES or retired.get(feature)):
             how = "forced" if feature in CONTRACT_FEATURES else "no contract for this feature"

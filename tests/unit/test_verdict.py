@@ -161,3 +161,70 @@ def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path)
         "the committed stock+plugin evidence is for another plugin wheel: run `vpatch conform 0.9.0 --against 0.8.4 "
         "--new-kind stock+plugin --features kv-routing --save`"
     )
+
+
+def pd_contract(ws, kind: str, statuses: dict[str, Status]) -> None:
+    """A pd-disagg result for 1.1 (one run) beside the kv-routing one, as the engine contracts write it."""
+    plugins = (PLUGIN,) if kind == "stock+plugin" else ()
+    new = BuildSpec("1.1", kind, ("p.whl",) if plugins else (), plugins)
+    items = [ItemResult("pd-disagg", i, s, f"{i} {s}") for i, s in statuses.items()]
+    results = ContractResults(
+        "vllm",
+        new,
+        BuildSpec("1.1", "stock"),
+        ["pd-disagg"],
+        "-",
+        [ConfigRun("new-pd", "new", new, None, items)],
+        ok=True,
+    )
+    path = ws.patches / "conformance" / f"vllm-1.1{'+plugin' if plugins else ''}-pd-against-1.1.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(encode_contract(results))
+
+
+def test_an_empty_series_pinned_past_the_chain_is_judged_by_its_notes_and_the_contracts(pinned, capsys):
+    """A release pinned with nothing to carry (no rebase, nothing retired): NOTES.md says why, and every declared
+    feature with a contract is judged by the evidence; without NOTES.md there is no verdict."""
+    ws = pinned
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    ws.write_series("1.1", {}, comment="# nothing carried: see NOTES.md")
+    found = verdict(ws, capsys)
+    assert found["engine"] is None
+    assert found["summary"] == (
+        "empty series, but no evidence.json, retired patches or NOTES.md say why; not a verdict for stock"
+    )
+    (ws.series_dir("1.1") / "NOTES.md").write_text("# 1.1\nEverything is native or in the plugin.\n")
+    found = verdict(ws, capsys)
+    assert found["engine"] is None  # the notes alone are not evidence: no contract result yet
+    assert found["summary"].startswith(
+        "empty series (see NOTES.md), but no build meets the contract of kv-routing, pd-disagg"
+    )
+
+    contract(ws, "stock", {"new-engine-kv": every(load_figures=Status.NOT_PROVIDED)})
+    contract(ws, "stock+plugin", {"new-engine-kv": every()})
+    found = verdict(ws, capsys)
+    assert found["engine"] is None and "no build meets the contract of pd-disagg" in found["summary"]
+    assert by_feature(found)["kv-routing"]["engine"] == "stock+plugin"
+
+    pd_items = ("decode-equals-aggregated", "no-leaks", "failure-semantics", "nixl-transport")
+    pd_contract(ws, "stock", {i: Status.PASS if i == "nixl-transport" else Status.NOT_PROVIDED for i in pd_items})
+    pd_contract(ws, "stock+plugin", dict.fromkeys(pd_items, Status.PASS))
+    found = verdict(ws, capsys)
+    assert found["engine"] == "stock+plugin", found["summary"]
+    assert found["summary"].startswith(
+        "stock vLLM 1.1 with dynamo-base-plugin 1.1+plugin.abc provides every feature; recommended default"
+    )
+    assert found["records"] == ["NOTES.md"]
+    kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
+    assert kv["adds"] == ["load-figures"]
+    assert pd["engine"] == "stock+plugin" and pd["adds"] == [
+        "decode-equals-aggregated",
+        "failure-semantics",
+        "no-leaks",
+    ]
+
+    # one plugin item failing is a finding: no verdict for stock
+    pd_contract(ws, "stock+plugin", {**dict.fromkeys(pd_items, Status.PASS), "no-leaks": Status.FAIL})
+    found = verdict(ws, capsys)
+    assert found["engine"] is None and by_feature(found)["pd-disagg"]["engine"] is None

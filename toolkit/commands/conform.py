@@ -12,6 +12,7 @@ from toolkit import ui
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
+from toolkit.records.contract import ContractResults
 from toolkit.records.status import TERMINAL_STYLE
 
 
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(retirement evidence; OLD defaults to the last release that carried the feature)",
     )
     parser.add_argument(
-        "--new-kind", choices=("stock", "stock+plugin"), default="stock", help="--against: the build of VERSION"
+        "--new-kind",
+        choices=("stock", "stock+plugin"),
+        default=None,
+        help="--against: the build of VERSION (default stock); with --tier engine: the feature contracts on stock "
+        "VERSION's CPU build (with the plugin beside it) on real engines, the evidence for a release whose series "
+        "is empty",
     )
     parser.add_argument(
         "--plugin-wheel",
@@ -66,6 +72,12 @@ def run(args: argparse.Namespace, options: Options) -> int:
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     if args.against is not None:
         return run_against(project, pins, args, options, out_dir)
+    if args.new_kind is not None:
+        if args.tier != "engine":
+            raise VpatchError("--new-kind needs --against OLD or --tier engine")
+        return run_engine_contracts(project, pins, args, options, out_dir)
+    if args.plugin_wheel or args.save:
+        raise VpatchError("--plugin-wheel and --save need --against or --tier engine --new-kind")
     parts = _engine_parts(args.engine_parts)
     results = []
     for pin in pins:
@@ -105,6 +117,7 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
     from toolkit.contracts.sides import parse_configs
     from toolkit.records.contract import BuildSpec
 
+    args.new_kind = args.new_kind or "stock"
     features = parse_features(args.features)
     configs = parse_configs(args.configs)
     workloads = [w for w in (args.workloads or "").split(",") if w] or None
@@ -133,32 +146,62 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
             )
         ok = ok and results.ok
         documents.append(msgspec.to_builtins(results))
-        if options.json:
-            continue
-        table = ui.table(
-            f"{new.label} against {old.label} ({results.seconds:.0f}s)", ["run", "item", "result", "detail"]
-        )
-        for run in results.runs:
-            for item in run.items:
-                style = TERMINAL_STYLE[item.status.tone]
-                table.add_row(run.name, item.key, f"[{style}]{item.status.label}[/]", escape(item.detail))
-        ui.out.print(table)
-        for plugin in results.new.plugins:
-            ui.out.print(
-                f"plugin beside {results.new.label}: {escape(plugin.label)} "
-                f"({escape(plugin.file)}, sha256 {plugin.sha256})"
-            )
-        for compared in results.figures_vs_old or []:
-            equal = ", ".join(f"{key} {n}" for key, n in compared.equal.items())
-            ui.out.print(
-                f"figures against {old.label} ({compared.config}): {compared.steps} steps scheduled alike; "
-                f"equal on: {equal}"
-            )
-        for run in results.runs:
-            for item in run.items:
-                if item.diff:
-                    ui.out.print(f"[red]{run.name} {item.key}[/]:\n{escape(item.diff)}")
-        ui.out.print("written: " + ", ".join(str(p) for p in paths))
+        if not options.json:
+            _show(results, paths)
     if options.json:
         ui.print_json({"ok": ok, "results": documents})
     return 0 if ok else 1
+
+
+def run_engine_contracts(
+    project: Project, pins: list, args: argparse.Namespace, options: Options, out_dir: Path
+) -> int:
+    from toolkit.contracts.conform import parse_features
+    from toolkit.contracts.engine_stock import engine_contracts
+
+    features = parse_features(args.features)
+    if args.plugin_wheel and args.new_kind != "stock+plugin":
+        raise VpatchError("--plugin-wheel needs --new-kind stock+plugin")
+    documents, ok = [], True
+    for pin in pins:
+        wheels = [w.resolve() for w in args.plugin_wheel]
+        if args.new_kind == "stock+plugin" and not wheels:
+            from toolkit.plugin.build import plugin_wheel
+
+            wheels = [plugin_wheel(project, str(pin.version))]
+        with ui.step(f"engine contracts of {args.new_kind} {pin.version}", quiet=options.json):
+            results, paths = engine_contracts(
+                project, pin, args.new_kind, wheels, out_dir, features=features, save=args.save
+            )
+        ok = ok and results.ok
+        documents.append(msgspec.to_builtins(results))
+        if not options.json:
+            _show(results, paths)
+    if options.json:
+        ui.print_json({"ok": ok, "results": documents})
+    return 0 if ok else 1
+
+
+def _show(results: ContractResults, paths: list[Path]) -> None:
+    new, old = results.new, results.old
+    table = ui.table(f"{new.label} against {old.label} ({results.seconds:.0f}s)", ["run", "item", "result", "detail"])
+    for run in results.runs:
+        for item in run.items:
+            style = TERMINAL_STYLE[item.status.tone]
+            table.add_row(run.name, item.key, f"[{style}]{item.status.label}[/]", escape(item.detail))
+    ui.out.print(table)
+    for plugin in results.new.plugins:
+        ui.out.print(
+            f"plugin beside {results.new.label}: {escape(plugin.label)} ({escape(plugin.file)}, sha256 {plugin.sha256})"
+        )
+    for compared in results.figures_vs_old or []:  # (none for the engine contracts)
+        equal = ", ".join(f"{key} {n}" for key, n in compared.equal.items())
+        ui.out.print(
+            f"figures against {old.label} ({compared.config}): {compared.steps} steps scheduled alike; "
+            f"equal on: {equal}"
+        )
+    for run in results.runs:
+        for item in run.items:
+            if item.diff:
+                ui.out.print(f"[red]{run.name} {item.key}[/]:\n{escape(item.diff)}")
+    ui.out.print("written: " + ", ".join(str(p) for p in paths))

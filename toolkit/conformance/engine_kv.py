@@ -49,7 +49,10 @@ def run_kv_routing(
     extra_env: dict[str, str] | None = None,
     build: str = "dynamo-base",
     max_tokens: int = 16,
+    load: bool = False,
 ) -> KvRun:
+    """`load`: stock + the plugin; the plugin publishes its load figures on an endpoint of its own, which the
+    consumer follows too (`kv-watch --metrics`), and the contract judges them step by step."""
     work.mkdir(parents=True, exist_ok=True)
     files = {k: work / f"kv.{k}" for k in ("trace", "probes", "record", "until", "log")}
     for path in files.values():
@@ -58,6 +61,10 @@ def run_kv_routing(
     consumer_argv = [sys.executable, "-m", "toolkit.cli", "kv-watch", f"tcp://127.0.0.1:{port}", "--worker", build]
     consumer_argv += ["--replay", f"tcp://127.0.0.1:{replay}", "--record", str(files["record"])]
     consumer_argv += ["--probes", str(files["probes"]), "--until", str(files["until"])]
+    load_endpoint = f"tcp://127.0.0.1:{free_port()}" if load else None
+    if load_endpoint is not None:
+        consumer_argv += ["--metrics", load_endpoint]
+        extra_env = {**(extra_env or {}), "DYNAMO_LOAD_METRICS_ENDPOINT": load_endpoint.replace("127.0.0.1", "*")}
     consumer_argv += ["--seconds", str(TIMEOUT_S + 60), "--json"]
     consumer = subprocess.Popen(
         consumer_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env()
@@ -116,6 +123,6 @@ def run_kv_routing(
         return KvRun(engine_run, [ItemResult(kv.FEATURE, i, Status.FAIL, why) for i in kv.ITEMS], 0, 0, 0, why)
     trace = read_trace(files["trace"])
     observations = decode_observations(files["record"].read_bytes()) if files["record"].exists() else []
-    items = kv.judge(build, trace, observations)
+    items = kv.judge(build, trace, observations, load_endpoint=load_endpoint)
     published = max((r["published"] for r in trace), default=0)
     return KvRun(engine_run, items, len(trace), published, int(summary.get("batches", 0)))

@@ -14,6 +14,13 @@ runs again, so the stream also carries AllBlocksCleared and stores after it. Bef
 writes the probes file (prompt name -> token ids) and waits `start_delay` seconds for the consumer to
 subscribe.
 
+With `DYNAMO_LOAD_METRICS_ENDPOINT` set (stock + the dynamo-base plugin), the stat-logger plugins vLLM finds
+through its own entry points (`load_stat_logger_plugin_factories()`, the `vllm.stat_logger_plugins` group
+that AsyncLLM loads for `vllm serve`) are handed every `SchedulerStats` the engine makes, beside the
+engine's own loggers; the plugin's class must be among them. Each trace row then also carries
+`stats_handed` (SchedulerStats handed so far: the plugin has sent messages 0 .. stats_handed - 1) and `load`
+(the figures computed here from those SchedulerStats: the contract's ground truth for the plugin's).
+
 Usage: python kv_drive.py REQUEST_JSON   (keys: model, prompts, pairs, max_tokens, block_size, kv_events,
 trace, probes, start_delay)
 """
@@ -63,6 +70,47 @@ class Truth:
         self.probe_hashes: dict[str, list[int]] = {}
         self.out = open(path, "w", encoding="utf-8")  # noqa: SIM115  (closed in finish)
         self.step = 0
+        self.stats_handed: int | None = None  # counted only with the plugin's stat logger
+        self.load: dict[str, Any] | None = None
+        self.totals = {"queries": 0, "hits": 0}
+
+    def follow_stats(self, llm: Any) -> list[str]:
+        """Hand every SchedulerStats to vLLM's stat-logger plugins too, and keep the figures; the plugins' names."""
+        from vllm.v1.metrics.loggers import load_stat_logger_plugin_factories
+
+        factories = load_stat_logger_plugin_factories()
+        engine = llm.llm_engine
+        plugins = [make(engine.vllm_config, 0) for make in factories]
+        manager = engine.logger_manager
+        original = manager.record
+        self.stats_handed = 0
+
+        def record(scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
+            original(scheduler_stats, iteration_stats, *args, **kwargs)
+            if scheduler_stats is None:
+                return
+            for plugin in plugins:
+                plugin.record(scheduler_stats, iteration_stats)
+            self.stats_handed = (self.stats_handed or 0) + 1
+            self.load = self.figures(scheduler_stats)
+
+        manager.record = record
+        return [f"{f.__module__}.{f.__qualname__}" for f in factories]
+
+    def figures(self, stats: Any) -> dict[str, Any]:
+        """The scheduler's own load figures (deferred waiting requests and preempted hits counted in)."""
+        prefix = stats.prefix_cache_stats
+        self.totals["queries"] += prefix.queries + getattr(prefix, "preempted_queries", 0)
+        self.totals["hits"] += prefix.hits + getattr(prefix, "preempted_hits", 0)
+        queries, hits = self.totals["queries"], self.totals["hits"]
+        return {
+            "num_running": stats.num_running_reqs,
+            "num_waiting": stats.num_waiting_reqs + getattr(stats, "num_skipped_waiting_reqs", 0),
+            "kv_cache_usage": stats.kv_cache_usage,
+            "prefix_cache_queries": queries,
+            "prefix_cache_hits": hits,
+            "prefix_cache_hit_rate": hits / queries if queries else 0.0,
+        }
 
     def note_requests(self, names: dict[str, str]) -> None:
         """Take the block hashes vLLM computed for each new request (internal id -> probe name)."""
@@ -88,6 +136,9 @@ class Truth:
             "cached_hashes": sorted(cached),
             "probe_overlap": overlap,
         }
+        if self.stats_handed is not None:
+            row["stats_handed"] = self.stats_handed
+            row["load"] = self.load
         self.out.write(json.dumps(row) + "\n")
         self.out.flush()
         self.step += 1
@@ -124,6 +175,11 @@ def main() -> int:
     everything = named + [p for pair in pairs for p in pair]
     probes = {name: tokenizer.encode(text, add_special_tokens=False) for name, text in everything}
     truth = Truth(llm, request["trace"], probes)
+    if os.environ.get("DYNAMO_LOAD_METRICS_ENDPOINT"):
+        names = truth.follow_stats(llm)
+        if "dynamo_base_plugin.load_metrics.LoadMetricsLogger" not in names:
+            print(f"the plugin's stat logger is not among vLLM's stat-logger plugins: {names}", file=sys.stderr)
+            return 1
     tmp = request["probes"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(probes, handle)
