@@ -140,6 +140,11 @@ def _steps(job: Job, run: VersionRun) -> None:
     if not project.has_series(pin):
         return
     run.step("check", lambda: _check(job, run), quiet=quiet)
+    from toolkit.ci_stock import is_stock_release, stock_steps
+
+    if is_stock_release(job, run):  # empty series, no stock wheel: stock + plugin on the CPU build's engines
+        stock_steps(job, run)
+        return
     built: dict = {}
 
     def build() -> Done:
@@ -185,7 +190,7 @@ def _wheel_version(filename: str) -> str:
 
 
 def _pin_verify(job: Job, pin: Pin) -> Done:
-    artifacts = [*([pin.sdist] if pin.sdist else []), *pin.wheels]
+    artifacts = [*([pin.sdist] if pin.sdist else []), *pin.wheels, *(w for f in pin.flavors for w in f.wheels)]
     cache_dir = job.project.options.cache_dir
     from toolkit.index import cached_path
 

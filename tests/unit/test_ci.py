@@ -92,3 +92,30 @@ def test_rebase_outcomes_from_evidence_reach_the_summary(pinned, capsys, tmp_pat
     code, summary = run_ci(ws, capsys, tmp_path / "out")
     assert code == 0
     assert summary["versions"][0]["series"]["patches"][0]["rebase"] == "merged"
+
+
+def test_a_stock_release_pinned_without_a_stock_wheel_skips_what_has_no_dynamo_base_build(workspace, capsys, tmp_path):
+    """Empty series, sdist and CPU flavor only (`pin add --no-wheel --flavor cpu`): pin-verify re-hashes the sdist and
+    the flavor's wheel, check runs, build/verify/conform are skipped with the reason, and the job passes."""
+    from tests.unit.test_flavor import publish_cpu
+
+    ws = workspace
+    ws.publish("1.0")
+    publish_cpu(ws, "1.0", {})
+    assert ws.run("pin", "add", "1.0", "--no-wheel", "--flavor", "cpu") == 0
+    ws.write_series("1.0", {}, comment="# nothing carried: see NOTES.md")
+    (ws.series_dir("1.0") / "NOTES.md").write_text("# 1.0\n")
+    code, summary = run_ci(ws, capsys, tmp_path / "out")
+    assert code == 0 and summary["ok"] is True
+    steps = {s["name"]: s for s in summary["versions"][0]["steps"]}
+    assert list(steps) == ["pin-verify", "check", "build", "verify", "conform-static"]
+    assert steps["pin-verify"]["status"] == "pass" and "2 pinned files" in steps["pin-verify"]["detail"]
+    assert steps["check"]["status"] == "pass"
+    for name in ("build", "verify", "conform-static"):
+        assert steps[name]["status"] == "skipped"
+        assert steps[name]["detail"].startswith("not applicable: the series is empty: stock vLLM 1.0 (here its CPU")
+    assert not (tmp_path / "out" / "wheels").exists()
+    # and `vpatch build` says the same instead of failing
+    capsys.readouterr()
+    assert ws.run("build", "1.0", "-o", str(tmp_path / "dist")) == 0
+    assert "1.0: nothing to build: the series is empty" in capsys.readouterr().out

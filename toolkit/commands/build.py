@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    from toolkit.stock_default import empty_series_reason
     from toolkit.wheel.overlay import build_overlay
 
     project = Project.load(options)
@@ -74,8 +75,14 @@ def run(args: argparse.Namespace, options: Options) -> int:
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     require_writable_dir(out_dir, "output directory")
     results = []
+    skipped = []
     failed = False
     for pin in pins:
+        # an empty series builds (stock relabelled, with provenance) but for a pin with no stock wheel, which
+        # says there is nothing to build instead of failing
+        if not args.flavor and not pin.wheels and project.has_series(pin) and not project.series(pin).patches:
+            skipped.append({"version": str(pin.version), "skipped": empty_series_reason(pin)})
+            continue
         if args.flavor:
             from toolkit.wheel.flavor import build_flavor
 
@@ -139,10 +146,13 @@ def run(args: argparse.Namespace, options: Options) -> int:
             entry["wheel"] = str(set_aside(built.path, out_dir))
         results.append(entry)
     if options.json:
-        ui.print_json({"ok": not failed, "wheels": results})
-    elif not ui.stdout_is_terminal():
+        ui.print_json({"ok": not failed, "wheels": results, **({"skipped": skipped} if skipped else {})})
+        return 1 if failed else 0
+    for entry in skipped:
+        ui.out.print(f"{entry['version']}: nothing to build: {entry['skipped']}", markup=False, highlight=False)
+    if results and not ui.stdout_is_terminal():
         _print_plain(results)
-    else:
+    elif results:
         table = ui.table("dynamo-base wheels", ["version", "wheel", "size", "build", "verify"])
         for entry in results:
             verdict = entry.get("verify", {}).get("ok")

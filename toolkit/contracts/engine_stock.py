@@ -37,7 +37,7 @@ from toolkit.contracts.run import evidence_name, write_results
 from toolkit.errors import VpatchError
 from toolkit.model import Pin
 from toolkit.project import Project
-from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, Transport
+from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, Transport
 from toolkit.records.status import Status
 
 CONSUMER = "vpatch kv-watch (toolkit.serving.kv Subscriber, KVIndex, Router), its own process"
@@ -64,7 +64,7 @@ def engine_contracts(
     started = time.time()
     stock = engine_env(cache, found.artifact, quiet=True)
     side = stock
-    refs = ()
+    refs: tuple[PluginRef, ...] = ()
     if kind == "stock+plugin":
         if len(plugin_wheels) != 1:
             raise VpatchError("--tier engine --new-kind stock+plugin takes one plugin wheel")

@@ -174,7 +174,9 @@ def build_overlay(
 ) -> BuiltWheel:
     started = time.perf_counter()
     if not pin.wheels:
-        raise VpatchError(f"pin {pin.version} has no stock wheel to overlay", path=project.pins.path)
+        how = " (pinned with --no-wheel)" if pin.sdist is not None else ""
+        other = "; --flavor cpu builds over its CPU build's wheel" if pin.flavor("cpu") is not None else ""
+        raise VpatchError(f"pin {pin.version} has no stock wheel to overlay{how}{other}", path=project.pins.path)
     artifact: Artifact = pin.wheels[0]
     stock_path = fetch_artifact(project.options.cache_dir, artifact, quiet=project.options.json)
     series = project.series(pin) if project.has_series(pin) else None
