@@ -12,10 +12,6 @@ timeout), and at the end no blocks held and no files in the storage directory.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -23,44 +19,12 @@ import pytest
 
 from toolkit.cache import default_cache_root
 from toolkit.conformance.engine_env import engine_env
-from toolkit.conformance.engine_pd import BLOCK_SIZE, MAX_TOKENS, WARM_UP, pd_prompts
-from toolkit.conformance.engine_procs import EngineProcess
+from toolkit.conformance.engine_pd_plugin import HOLD_TIMEOUT, LOAD_TIMEOUT, plugin_pd_items, run_plugin_pd
 from toolkit.conformance.tiny_model import model_dir
-from toolkit.envs import create_venv, install, layer_on, venv_python
+from toolkit.envs import create_venv, install, layer_on
 from toolkit.plugin.build import build_plugin
 
 pytestmark = pytest.mark.engine
-LOAD_TIMEOUT = 3.0
-HOLD_TIMEOUT = 12.0
-CONNECTOR = "SharedStorageConnectorV1"
-
-
-def _generate(engine: EngineProcess, prompts: list[list[int]], max_tokens: int, params: list | None = None) -> dict:
-    answer = engine.request(
-        {"op": "generate", "prompts": prompts, "max_tokens": max_tokens, "kv_transfer_params": params}
-    )
-    assert not answer.get("error"), (engine.role, answer.get("error"), answer.get("trace"))
-    return answer
-
-
-def _own_count(params: dict) -> dict:
-    """The parameters without `remote_prefill_cached_tokens`, which vLLM 0.32.0 adds to a prefill's parameters and
-    a decode then reports as its own `num_cached_tokens`: so the decode's figure is its own scheduler's count of
-    tokens it did not compute (local prefix hits, reset before each call, plus the connector's tokens)."""
-    return {k: v for k, v in params.items() if k != "remote_prefill_cached_tokens"}
-
-
-def _entries(storage: Path) -> list[str]:
-    return sorted(os.listdir(storage))
-
-
-def _corrupt(kv_bin: Path) -> dict[str, int]:
-    """The top byte (sign + exponent) of the first fp32 KV value of the first block of the first layer: finite, ~1e4."""
-    data = bytearray(kv_bin.read_bytes())
-    before = data[3]
-    data[3] = (before & 0x80) | 0x47 if before & 0x7F != 0x47 else before ^ 0x01
-    kv_bin.write_bytes(bytes(data))
-    return {"before": before, "after": data[3]}
 
 
 @pytest.fixture(scope="module")
@@ -72,99 +36,9 @@ def run(tmp_path_factory: pytest.TempPathFactory, repo_project) -> dict[str, Any
     venv = create_venv(work / "engine-plugin")  # the cached engine venv stays as it is: a layer under this one
     layer_on(venv, env.path)
     install(venv, [str(wheel)], installer="pip", no_deps=True)
-    plugin_env = dataclasses.replace(env, path=venv)
-    storage = work / "kv-storage"
-    storage.mkdir()
-    base = {"model": str(model), "block_size": BLOCK_SIZE, "storage": str(storage), "connector": CONNECTOR}
-    engines = {
-        "aggregated": EngineProcess(env, {**base, "role": "aggregated"}, work / "aggregated.log"),
-        "prefill": EngineProcess(
-            plugin_env,
-            {**base, "role": "prefill", "extra_config": {"hold_timeout_s": HOLD_TIMEOUT, "engine_id": "prefill-0"}},
-            work / "prefill.log",
-        ),
-        "decode": EngineProcess(
-            plugin_env,
-            {
-                **base,
-                "role": "decode",
-                "kv_load_failure_policy": "recompute",
-                "extra_config": {"load_timeout_s": LOAD_TIMEOUT, "on_load_failure": "recompute"},
-            },
-            work / "decode.log",
-        ),
-    }
-    record: dict[str, Any] = {"wheel": wheel.name, "site": str(venv_python(venv))}
-    try:
-        with ThreadPoolExecutor(3) as pool:
-            ready = dict(zip(engines, pool.map(lambda e: e.wait_ready(), engines.values()), strict=True))
-        record["vllm_version"] = ready["decode"]["vllm_version"]
-        agg, pre, dec = engines["aggregated"], engines["prefill"], engines["decode"]
-        for engine in engines.values():
-            _generate(engine, [WARM_UP], 1)
-        free_before = {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()}
-        prompts = pd_prompts()
-        names, ids = list(prompts), list(prompts.values())
-        remote = [{"do_remote_decode": True}] * len(ids)
-        record["aggregated"] = dict(zip(names, _generate(agg, ids, MAX_TOKENS)["outputs"], strict=True))
-
-        prefill = _generate(pre, ids, 1, remote)
-        record["prefill_first"] = dict(zip(names, prefill["outputs"], strict=True))
-        record["params"] = prefill["kv_transfer_params"]
-        record["stored"] = {d: sorted(os.listdir(storage / d)) for d in _entries(storage)}
-        orphan = _generate(pre, [prompts["len33"]], 1, [{"do_remote_decode": True}])["kv_transfer_params"][0]
-        orphan_written = time.monotonic()
-
-        decode = _generate(dec, ids, MAX_TOKENS, [_own_count(p) for p in prefill["kv_transfer_params"]])
-        record["decode"] = dict(zip(names, decode["outputs"], strict=True))
-        record["loaded"] = dict(zip(names, decode["cached_tokens"], strict=True))
-        record["external_hits"] = decode["external_hits"]
-        record["left_after_decode"] = [e for e in _entries(storage) if e != orphan["transfer_key"]]
-
-        # Sabotage: one byte of a stored transfer, then the decode loads it.
-        params = _generate(pre, [prompts["len64"]], 1, [{"do_remote_decode": True}])["kv_transfer_params"][0]
-        record["corruption"] = _corrupt(storage / params["transfer_key"] / "kv.bin")
-        sabotaged = _generate(dec, [prompts["len64"]], MAX_TOKENS, [_own_count(params)])
-        record["sabotage"] = {
-            "tokens": sabotaged["outputs"][0],
-            "loaded": sabotaged["cached_tokens"][0],
-            "external_hits": sabotaged["external_hits"],
-        }
-
-        # A missing transfer: only the load timeout ends the wait (the prefill might still be writing it).
-        params = _generate(pre, [prompts["len64"]], 1, [{"do_remote_decode": True}])["kv_transfer_params"][0]
-        for entry in (storage / params["transfer_key"]).iterdir():
-            entry.unlink()
-        (storage / params["transfer_key"]).rmdir()
-        missing = _generate(dec, [prompts["len64"]], MAX_TOKENS, [_own_count(params)])
-        record["missing"] = {k: missing[k][0] for k in ("outputs", "cached_tokens", "finish_reasons")}
-        record["missing"].update(seconds=missing["seconds"], external_hits=missing["external_hits"])
-
-        # A truncated transfer: a failed load at once, recomputed by kv_load_failure_policy.
-        params = _generate(pre, [prompts["shared-b"]], 1, [{"do_remote_decode": True}])["kv_transfer_params"][0]
-        kv_bin = storage / params["transfer_key"] / "kv.bin"
-        kv_bin.write_bytes(kv_bin.read_bytes()[:-1])
-        truncated = _generate(dec, [prompts["shared-b"]], MAX_TOKENS, [_own_count(params)])
-        record["truncated"] = {k: truncated[k][0] for k in ("outputs", "cached_tokens", "finish_reasons")}
-        record["truncated"].update(seconds=truncated["seconds"], external_hits=truncated["external_hits"])
-
-        # The unread transfer: gone after the hold timeout, with the prefill engine idle.
-        deadline = orphan_written + HOLD_TIMEOUT + 15
-        while (storage / orphan["transfer_key"]).exists() and time.monotonic() < deadline:
-            time.sleep(0.25)
-        record["orphan_removed_after_s"] = round(time.monotonic() - orphan_written, 1)
-        record["orphan_left"] = (storage / orphan["transfer_key"]).exists()
-        record["free"] = {
-            "before": free_before,
-            "after": {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()},
-        }
-        record["storage_at_end"] = _entries(storage)
-    finally:
-        for engine in engines.values():
-            engine.close()
-    (work / "plugin-pd.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    record["prompts"] = prompts
-    record["logs"] = {role: e.log_path for role, e in engines.items()}
+    record = run_plugin_pd(env, dataclasses.replace(env, path=venv), model, work / "pd")
+    record["logs"] = {role: Path(path) for role, path in record["logs"].items()}
+    record["items"] = {i.item: i for i in plugin_pd_items(record)}
     return record
 
 
@@ -213,3 +87,20 @@ def test_an_unread_transfer_is_removed_after_the_hold_timeout_and_nothing_is_lef
     assert "not read within hold_timeout_s=12" in run["logs"]["prefill"].read_text()
     assert run["free"]["after"] == run["free"]["before"]
     assert run["storage_at_end"] == []  # no transfer, no staging directory
+
+
+def test_the_contract_items_judged_from_the_run_pass(run: dict[str, Any]) -> None:
+    """What `vpatch conform 0.32.0 --tier engine --new-kind stock+plugin` records for pd-disagg from this run."""
+    assert {k: i.status.value for k, i in run["items"].items()} == {
+        "decode-equals-aggregated": "pass",
+        "no-leaks": "pass",
+        "failure-semantics": "pass",
+    }
+
+
+def test_a_judge_that_sees_a_leak_or_an_unchanged_sabotage_fails(run: dict[str, Any]) -> None:
+    leaked = {**run, "storage_at_end": ["left-behind"]}
+    assert {i.item: i.status.value for i in plugin_pd_items(leaked)}["no-leaks"] == "fail"
+    unchanged = {**run, "sabotage": {**run["sabotage"], "tokens": run["aggregated"]["len64"]}}
+    item = {i.item: i for i in plugin_pd_items(unchanged)}["failure-semantics"]
+    assert item.status.value == "fail" and "did not change the decode" in item.detail

