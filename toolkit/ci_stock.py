@@ -47,7 +47,9 @@ def _engine_contracts(job: Job, run: VersionRun) -> Done:
         return Done(f"not applicable: {found.reason}")
     key = conform_key(pin, project.series(pin), "engine-contracts", None)
     store = job.store("conform")
-    name = evidence_name(pin.project, BuildSpec(str(pin.version), "stock+plugin"), BuildSpec(str(pin.version), "stock"))
+    wheel = plugin_wheel(project, str(pin.version))
+    new = BuildSpec(str(pin.version), "stock+plugin", (wheel.name,))
+    name = evidence_name(pin.project, new, BuildSpec(str(pin.version), "stock"))
     entry = store.get(key)
     if entry is not None:
         try:
@@ -57,7 +59,6 @@ def _engine_contracts(job: Job, run: VersionRun) -> Done:
         if kept is not None:
             atomic_write_text(job.out_dir / "conform" / name, entry["results"])
             return Done(f"reused (key {short(key)}): {_detail(kept)}", key, reused=True)
-    wheel = plugin_wheel(project, str(pin.version))
     results, paths = engine_contracts(project, pin, "stock+plugin", [wheel], job.out_dir / "conform", features=FEATURES)
     if not results.ok:
         bad = [f"{r.name} {i.item}: {i.status.label}" for r in results.runs for i in r.items if i.status != Status.PASS]

@@ -119,3 +119,10 @@ def test_a_stock_release_pinned_without_a_stock_wheel_skips_what_has_no_dynamo_b
     capsys.readouterr()
     assert ws.run("build", "1.0", "-o", str(tmp_path / "dist")) == 0
     assert "1.0: nothing to build: the series is empty" in capsys.readouterr().out
+    # and `vpatch conform` too, tier by tier: one not-applicable check naming the evidence to run instead
+    for tier in ("static", "engine"):
+        capsys.readouterr()
+        assert ws.run("conform", "1.0", "--tier", tier, "-o", str(tmp_path / "conform"), "--json") == 0
+        (check,) = json.loads(capsys.readouterr().out)["results"][0]["checks"]
+        assert (check["name"], check["status"]) == ("dynamo-base", "not-applicable")
+        assert check["detail"].endswith("its evidence: `vpatch conform 1.0 --tier engine --new-kind stock+plugin`")

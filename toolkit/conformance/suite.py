@@ -115,6 +115,18 @@ def run_conformance(
     if series is None:
         checks.add(CheckResult("series-applies", FAIL, f"no series for {pin.label}"))
         return _finish(project, pin, tier, series, checks, info, started, out_dir)
+    if not series.patches and (tier == "engine" or not pin.wheels):
+        from toolkit.stock_default import empty_series_reason
+
+        how = f"; its evidence: `vpatch conform {pin.version} --tier engine --new-kind stock+plugin`"
+        checks.add(CheckResult("dynamo-base", NOT_APPLICABLE, empty_series_reason(pin) + how))
+        return _finish(project, pin, tier, series, checks, info, started, out_dir)
+    if tier != "engine" and not pin.wheels:
+        why = f"{pin.label} is pinned without a stock wheel (--no-wheel): the {tier} tier compares with it"
+        checks.add(
+            CheckResult("wheels", FAIL, why + f"; `vpatch conform {pin.version} --tier engine` runs on its CPU build")
+        )
+        return _finish(project, pin, tier, series, checks, info, started, out_dir)
     if tier == "engine":  # its own builds: the CPU wheel and dynamo-base over it (toolkit/conformance/engine_tier.py)
         from toolkit.conformance.engine_tier import PARTS, run_engine_tier
 
