@@ -55,8 +55,10 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         if lacks
         else ""
     )
-    # an empty series judges every declared feature with a contract, retired here or never carried at all
-    declared = () if series.patches else tuple(f for f in CONTRACT_FEATURES if f in project.pins.features)
+    # an empty series with nothing retired in it (pinned past the chain) judges every declared feature with a
+    # contract; one that a rebase emptied judges what it retired
+    past_chain = not series.patches and not retirement_records(series.directory)[0]
+    declared = tuple(f for f in CONTRACT_FEATURES if f in project.pins.features) if past_chain else ()
     verdicts = feature_verdicts(name, version, series, gather(paths, version), declared=declared)
     plugin = next((v.plugin for v in verdicts if v.engine == "stock+plugin" and v.plugin is not None), None)
     others = "".join(f"; {v.feature}: {v.label} ({v.summary})" for v in verdicts if v.engine != "dynamo-base")
