@@ -113,3 +113,36 @@ def test_sub_features_stock_lacks_are_one_warning_per_parent(pinned, capsys, tmp
     assert "stock vllm 1.0 lacks parts of pd-disagg: failed-loads, nixl" in result["warnings"]
     assert not any("pd-disagg/" in w or "kv-routing/x" in w for w in result["warnings"])
     assert result["features"] == []  # a sub-feature stock has is not listed as a feature of its own
+
+
+def test_stock_of_a_release_whose_verdict_is_stock_plus_plugin_says_so(pinned, capsys, tmp_path):
+    """Stock 1.0 with an empty series, NOTES.md and contract evidence meeting both features with the plugin: doctor
+    names the verdict instead of the features stock lacks, and whether the plugin is installed there."""
+    from tests.unit.test_verdict import PLUGIN
+    from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, encode_contract
+    from toolkit.records.status import Status
+
+    ws = pinned
+    ws.write_series("1.0", {}, comment="# nothing carried: see NOTES.md")
+    (ws.series_dir("1.0") / "NOTES.md").write_text("# 1.0\n")
+    new = BuildSpec("1.0", "stock+plugin", ("p.whl",), (PLUGIN,))
+    items = [ItemResult(f, i, Status.PASS) for f, i in (("kv-routing", "load-figures"), ("pd-disagg", "no-leaks"))]
+    results = ContractResults(
+        "vllm",
+        new,
+        BuildSpec("1.0", "stock"),
+        ["kv-routing", "pd-disagg"],
+        "-",
+        [ConfigRun("new-e", "new", new, None, items)],
+        ok=True,
+    )
+    (ws.patches / "conformance").mkdir()
+    (ws.patches / "conformance" / "vllm-1.0+plugin-against-1.0.json").write_text(encode_contract(results))
+    venv = create_venv(tmp_path / "stock")
+    install(venv, [str(next(ws.index.files_dir.glob("*.whl")))], installer="uv", no_deps=True)
+    code, result = doctor(ws, capsys, venv_python(venv))
+    assert code == 3 and result["state"] == "stock" and result["warnings"] == []
+    default = result["stock_default"]
+    assert (default["version"], default["engine"], default["plugin"]) == ("1.0", "stock+plugin", "dynamo-base-plugin")
+    assert default["plugin_installed"] is None
+    assert default["summary"].startswith("stock vLLM 1.0 with dynamo-base-plugin 1.1+plugin.abc provides every feature")
