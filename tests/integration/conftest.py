@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from tests.harness import patched_wheel_of, stock_env_of
+from tests.harness.paths import REPO_ROOT
 from toolkit.conformance.envs import vllm_env
 from toolkit.options import load_options
 from toolkit.project import Project
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 
 
 @pytest.fixture(scope="session")

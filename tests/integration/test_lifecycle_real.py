@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import assert_series_round_trips, run_vpatch
+from tests.harness.paths import REPO_ROOT
 from toolkit.apply import apply_series
 from toolkit.features import parent_of, sub_of
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 OLD, NEW = "0.8.4", "0.8.5"
 pytestmark = pytest.mark.real
 
