@@ -54,6 +54,7 @@ class Retirement:
 
     patch: str
     feature: str
+    seen_in: str  # the release whose series directory records it
     since: str | None = None
     texts: list[str] = field(default_factory=list)
     signals: list[str] = field(default_factory=list)
@@ -67,8 +68,11 @@ class Retirement:
         return any("plugin" in t.lower() for t in self.texts)
 
 
-def _add(found: dict[tuple[str, str], Retirement], patch: str, feature: str, since: str | None, **more) -> None:
-    entry = found.setdefault((patch, feature), Retirement(patch, feature))
+Found = dict[tuple[str, str, str], Retirement]
+
+
+def _add(found: Found, seen_in: str, patch: str, feature: str, since: str | None, **more) -> None:
+    entry = found.setdefault((seen_in, patch, feature), Retirement(patch, feature, seen_in))
     if since and (entry.since is None or Version(since) < Version(entry.since)):
         entry.since = since
     for text in more.get("texts", []):
@@ -80,10 +84,11 @@ def _add(found: dict[tuple[str, str], Retirement], patch: str, feature: str, sin
 
 
 def retirements(project: Project) -> dict[str, list[Retirement]]:
-    """feature (or sub-feature) -> its retired patches, over every pinned release's series directory."""
-    found: dict[tuple[str, str], Retirement] = {}
+    """feature (or sub-feature) -> its retired patches, as each pinned release's series directory records them
+    (a release reads only what its own and earlier directories say)."""
+    found: Found = {}
     for pin in project.pins.pins:
-        directory = project.series_dir(pin)
+        directory, version = project.series_dir(pin), str(pin.version)
         for path in sorted([*directory.glob("retired/*.patch"), *directory.glob("*.patch")]):
             try:
                 patch = parse_patch(path)
@@ -91,15 +96,15 @@ def retirements(project: Project) -> dict[str, list[Retirement]]:
                 continue
             since = patch.header("Retired-Since")
             if since is not None:
-                _add(found, patch.name, patch.feature, since, texts=[patch.header("Retired-Evidence") or ""])
-        _from_evidence(directory / EVIDENCE_FILE, found)
+                _add(found, version, patch.name, patch.feature, since, texts=[patch.header("Retired-Evidence") or ""])
+        _from_evidence(directory / EVIDENCE_FILE, version, found)
     by_feature: dict[str, list[Retirement]] = {}
     for entry in found.values():
         by_feature.setdefault(entry.feature, []).append(entry)
     return by_feature
 
 
-def _from_evidence(path: Path, found: dict[tuple[str, str], Retirement]) -> None:
+def _from_evidence(path: Path, version: str, found: Found) -> None:
     try:
         evidence = decode_evidence(path.read_bytes())
     except (OSError, RecordError):
@@ -110,10 +115,10 @@ def _from_evidence(path: Path, found: dict[tuple[str, str], Retirement]) -> None
             signals = list(entry.upstream_signals) if entry else []
             ref = entry.evidence.conformance if entry and entry.evidence else None
             texts = [f"{ref.file} ({ref.build} against {ref.against})"] if ref else []
-            _add(found, dropped.name, dropped.feature, evidence.new.version, texts=texts, signals=signals)
+            _add(found, version, dropped.name, dropped.feature, evidence.new.version, texts=texts, signals=signals)
     for dropped in evidence.earlier:
         if dropped.reason == Outcome.RETIRED and dropped.feature and isinstance(dropped.dropped_in, str):
-            _add(found, dropped.name, dropped.feature, dropped.dropped_in)
+            _add(found, version, dropped.name, dropped.feature, dropped.dropped_in)
 
 
 def capabilities(project: Project) -> list[Capability]:
@@ -164,7 +169,8 @@ def compute_story(project: Project, verdicts: dict[str, Verdict] | None = None) 
     """The story of every pinned release; `verdicts` (version -> verdict) reuses verdicts already decided."""
     caps = capabilities(project)
     retired = retirements(project)
-    judged: dict[str, tuple[str, FeatureVerdict]] = {}  # feature -> (release, its last verdict not dynamo-base)
+    judged: dict[str, tuple[str, FeatureVerdict]] = {}  # feature -> (release, its last stock / stock + plugin verdict)
+    carried_at: dict[str, str] = {}  # capability -> the last release that carried it
     releases: list[Release] = []
     carried_by: dict[str, list[Patch]] = {}
     for pin in project.pins.pins:
@@ -173,12 +179,13 @@ def compute_story(project: Project, verdicts: dict[str, Verdict] | None = None) 
         verdict = (verdicts or {}).get(version) or decide(project, pin, series)
         by_feature = {f.feature: f for f in verdict.feature_verdicts}
         for feature, fv in by_feature.items():
-            if fv.engine != "dynamo-base":
+            if fv.engine in ("stock", "stock+plugin"):
                 judged[feature] = (version, fv)
         active = list(series.patches) if series is not None else []
         for patch in active:
             carried_by.setdefault(patch.feature, []).append(patch)
-        cells = [_cell(cap, version, series, active, retired, judged) for cap in caps]
+        cells = [_cell(cap, version, series, active, retired, judged, carried_at.get(cap.name)) for cap in caps]
+        carried_at.update({c.capability: version for c in cells if c.status == "carried"})
         plugin = verdict.plugin.label if verdict.plugin else None
         releases.append(Release(version, verdict.engine, verdict.summary, cells, plugin))
     for cap in caps:
@@ -194,7 +201,10 @@ def _cell(
     active: list[Patch],
     retired: dict[str, list[Retirement]],
     judged: dict[str, tuple[str, FeatureVerdict]],
+    last_carried: str | None,
 ) -> Cell:
+    """The cell of `cap` at `version`: retirements count from the releases up to this one, and only those
+    after the last release that carried it (a capability carried again and retired again counts anew)."""
     if series is None:
         return Cell(cap.name, "not-applicable", note="no series at this release (not rebased, or it does not load)")
     mine = (lambda f: parent_of(f) == cap.name) if cap.has_parts else (lambda f: f == cap.name)
@@ -204,21 +214,28 @@ def _cell(
     if cap.parent and (whole := [p.name for p in active if p.feature == cap.parent]):
         return Cell(cap.name, "carried", patches=whole, within=cap.parent)
     here = Version(version)
+    after = Version(last_carried) if last_carried else None
     gone = [
         r
         for feature, entries in retired.items()
         if mine(feature)
         for r in entries
-        if r.since is not None and Version(r.since) <= here
+        if r.since is not None
+        and Version(r.seen_in) <= here
+        and Version(r.since) <= here
+        and (after is None or Version(r.since) > after)
     ]
     if not gone:
         return Cell(cap.name, "not-applicable", note=f"not in the series of {version}, and no patch of it was retired")
-    since = max((r.since for r in gone if r.since), key=Version)
+    since = min((r.since for r in gone if r.since), key=Version)
     top = parent_of(cap.name)
     at, fv = judged.get(top, (None, None))
-    # a whole feature follows its verdict; a part of one, its own retirement evidence
-    judged_whole = cap.parent is None and fv is not None
-    plugin = fv.engine == "stock+plugin" if judged_whole and fv is not None else any(r.names_plugin for r in gone)
+    # a whole feature follows its verdict; a part of one, its own retirement evidence, unless the whole
+    # feature's verdict is stock (then stock does every part)
+    if fv is not None and (cap.parent is None or fv.engine == "stock"):
+        plugin = fv.engine == "stock+plugin"
+    else:
+        plugin = any(r.names_plugin for r in gone)
     texts = list(dict.fromkeys(t for r in gone for t in r.texts if t))
     signals = sorted({s for r in gone for s in r.signals})
     note = "; ".join(texts) or (f"upstream signals: {', '.join(signals)}" if signals else "")
