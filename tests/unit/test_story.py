@@ -282,3 +282,38 @@ def test_the_real_tree(tmp_path):
     kv = story.release("0.9.0").cell("kv-routing")  # type: ignore[union-attr]
     assert kv is not None and kv.status == ("plugin" if kv_verdict.engine == "stock+plugin" else "retired")
     assert set(kv_verdict.evidence) <= set(kv.evidence)
+
+
+def test_pins_that_do_not_load_are_shown_in_the_report_not_fatal(tmp_path, capsys):
+    root = new_project(tmp_path)
+    (root / "patches" / "pins.toml").write_text(PINS + '\n[pins."1.0"]\nsource = "git"\n')
+    inp = tmp_path / "out"
+    inp.mkdir()
+    summary = {"schema": 2, "project": "vllm", "started": "2026-12-02T00:00:00Z", "ok": True, "versions": []}
+    (inp / "ci-summary.json").write_text(json.dumps(summary))
+    assert main(["--root", str(root), "report", "-i", str(inp), "-o", str(tmp_path / "report")]) == 0
+    warned = capsys.readouterr().err
+    assert "story: " in warned and "pins.toml:" in warned and "remote or tag is missing" in warned
+    assert not (tmp_path / "report" / STORY_FILE).exists()
+    assert "Not computed: story: " in (tmp_path / "report" / "index.html").read_text()
+
+
+def test_a_story_of_another_format_is_refused_by_its_path():
+    from toolkit.records.codec import RecordError
+
+    with pytest.raises(RecordError, match=r"^\$\.format: unsupported format 2 \(expected 1\)$"):
+        decode_story(json.dumps({"format": 2}))
+    with pytest.raises(RecordError, match=r"\$\.releases\[0\]\.cells\[0\]\.status"):
+        decode_story(
+            json.dumps(
+                {
+                    "format": 1,
+                    "project": "vllm",
+                    "capabilities": [],
+                    "switch": {"release": None, "engine": None, "sentence": ""},
+                    "releases": [
+                        {"version": "1.0", "engine": None, "summary": "", "cells": [{"capability": "a", "status": "x"}]}
+                    ],
+                }
+            )
+        )

@@ -85,9 +85,8 @@ def story_html(story: Story | None, error: str | None) -> str:
     rows = [f"<tr><th>default</th><td></td>{defaults}</tr>"]
     for cap in story.capabilities:
         label = f"&#8627; {e(cap.name)}" if cap.parent else e(cap.name)
-        lead = ' <span class="muted">(lead)</span>' if cap.lead else ""
         cells = "".join(_cell_html(release.cell(cap.name)) for release in story.releases)
-        rows.append(f"<tr><th>{label}</th><td>{e(_upstream(cap))}{lead}</td>{cells}</tr>")
+        rows.append(f"<tr><th>{label}</th><td>{e(_upstream(cap))}</td>{cells}</tr>")
     items = "".join(
         f"<li><strong>{e(cell.capability)}</strong>: {e(short(cell))} (at {e(version)}); {e(detail(cell))}"
         + (f'<br><span class="muted">{e(cell.note)}</span>' if cell.note else "")
