@@ -158,7 +158,7 @@ def test_switch_at_a_stock_plus_plugin_release_that_every_later_one_agrees_with(
         "stock vLLM + the dynamo-base plugin (dynamo-base-plugin 2.0+plugin.abc) is the recommended default from "
         "2.0 on, because vLLM 2.0's series is empty, stock vLLM does pd-disagg/a (since 2.0), dynamo-base-plugin "
         "2.0+plugin.abc delivers dynamo_base_plugin.load_metrics: kv-routing; dynamo_base_plugin.shared_storage: "
-        "pd-disagg/b, on the contract evidence vllm-2.0+plugin-against-1.0.json, vllm-2.0-against-1.0.json"
+        "pd-disagg/b, on the contract evidence vllm-2.0+plugin-against-1.0.json;"
     )
     assert switch["sentence"].endswith("; every later pinned release (3.0) agrees.")
     at2 = cells(story, "2.0")

@@ -71,6 +71,7 @@ class Release(msgspec.Struct, omit_defaults=True):
     summary: str
     cells: list[Cell] = []
     plugin: str | None = None  # the plugin the verdict installs beside stock vLLM
+    contracts: list[str] = []  # the contract files the verdict rests on
 
     @property
     def stock_default(self) -> bool:

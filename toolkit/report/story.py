@@ -187,7 +187,7 @@ def compute_story(project: Project, verdicts: dict[str, Verdict] | None = None) 
         cells = [_cell(cap, version, series, active, retired, judged, carried_at.get(cap.name)) for cap in caps]
         carried_at.update({c.capability: version for c in cells if c.status == "carried"})
         plugin = verdict.plugin.label if verdict.plugin else None
-        releases.append(Release(version, verdict.engine, verdict.summary, cells, plugin))
+        releases.append(Release(version, verdict.engine, verdict.summary, cells, plugin, verdict.contracts or []))
     for cap in caps:
         cap.prs = list(dict.fromkeys([*cap.prs, *_patch_prs(carried_by.get(cap.name, []))]))
     name = "vLLM" if project.pins.project == "vllm" else project.pins.project

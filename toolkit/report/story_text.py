@@ -84,10 +84,16 @@ def _switch(name: str, caps: list[Capability], releases: list[Release], start: i
         for c in plugin:
             by_module.setdefault(c.module or "module not recorded", []).append(c.capability)
         modules = "; ".join(f"{m}: {', '.join(names)}" for m, names in by_module.items())
-        parts.append(f"{plugin[0].plugin or 'the plugin'} delivers {modules}")
-    files = sorted({f for c in cells for f in c.evidence})
+        parts.append(f"{first.plugin or plugin[0].plugin or 'the plugin'} delivers {modules}")
+    files = first.contracts or sorted({f for c in cells for f in c.evidence})
     if files:
         parts.append(f"on the contract evidence {', '.join(files)}")
+    earlier: dict[str, list[str]] = {}
+    for c in cells:
+        if c.judged_at:
+            earlier.setdefault(c.judged_at, []).append(c.capability)
+    if earlier:
+        parts.append(" and ".join(f"{', '.join(names)} on {at}'s evidence" for at, names in earlier.items()))
     because = ", ".join(parts)
     if later:
         agree = f"every later pinned release ({', '.join(r.version for r in later)}) agrees"
