@@ -15,6 +15,7 @@ from toolkit.model import parse_patch
 from toolkit.options import load_options
 from toolkit.project import Project
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
+from toolkit.records.outcome import Outcome
 from toolkit.records.status import Status
 from toolkit.records.story import STORY_FILE, decode_story
 from toolkit.report.story import compute_story
@@ -197,7 +198,7 @@ def test_a_later_release_needing_patches_again_moves_the_switch(tmp_path, capsys
     release(root, "1.0", ALL)
     release(root, "2.0", [], retired_all("2.0", "2.0"))
     contract(root, "2.0", "stock+plugin")
-    release(root, "3.0", ["pd-disagg/a"], {k: v for k, v in retired_all("3.0", "2.0").items() if k != "pd-disagg/a"})
+    release(root, "3.0", ["pd-disagg/a"], {"pd-disagg/b": retired_all("3.0", "2.0")["pd-disagg/b"]})
     story = story_of(root, capsys)
     assert [r["engine"] for r in story["releases"]] == ["dynamo-base", "stock+plugin", "dynamo-base"]
     switch = story["switch"]
@@ -317,3 +318,36 @@ def test_a_story_of_another_format_is_refused_by_its_path():
                 }
             )
         )
+
+
+def test_a_retirement_only_evidence_json_records_and_a_contract_no_build_meets(tmp_path, capsys):
+    from toolkit.records import evidence as record
+
+    root = new_project(tmp_path)
+    release(root, "1.0", ALL)
+    release(root, "2.0", ["pd-disagg/a", "pd-disagg/b"])  # kv-routing dropped by the rebase onto 2.0
+    kv = name_of("kv-routing")
+    signals = record.Signals(conformance=record.ConformanceRef("vllm-2.0-against-1.0.json", "stock 2.0", "1.0"))
+    evidence = record.Evidence(
+        project="vllm",
+        old=record.Side(version="1.0"),
+        new=record.Side(version="2.0"),
+        patches={kv: record.PatchEntry(outcome=Outcome.RETIRED, upstream_signals=["conformance"], evidence=signals)},
+        dropped=[record.Dropped(name=kv, reason=Outcome.RETIRED, feature="kv-routing")],
+    )
+    (root / "patches" / "vllm-2.0" / "evidence.json").write_text(record.encode_evidence(evidence))
+    release(root, "3.0", [], {f: ("3.0" if f != "kv-routing" else "2.0", "stock has it") for f in ALL})
+    contract(root, "3.0", "stock", {"kv-routing": "load-figures"})
+    story = story_of(root, capsys)
+    cell = cells(story, "2.0")["kv-routing"]
+    assert (cell["status"], cell["since"], cell["patches"]) == ("retired", "2.0", [kv])
+    assert cell["evidence"] == ["vllm-2.0-against-1.0.json"]
+    assert cell["note"] == "vllm-2.0-against-1.0.json (stock 2.0 against 1.0); upstream signals: conformance"
+    # 3.0: kv-routing retired, but no build meets its contract there: no verdict, and the cell says why
+    assert story["releases"][-1]["engine"] is None
+    cell = cells(story, "3.0")["kv-routing"]
+    assert cell["status"] == "retired" and cell["note"].startswith("at 3.0: no build meets its contract: stock vLLM")
+    assert "vllm-3.0-against-1.0.json" in cell["evidence"]
+    switch = story["switch"]
+    assert switch["release"] is None and "needs" not in switch
+    assert "the newest pin, 3.0, has no verdict (empty series, but kv-routing retired without" in switch["sentence"]

@@ -178,13 +178,21 @@ def compute_story(project: Project, verdicts: dict[str, Verdict] | None = None) 
         series = _load(project, pin)
         verdict = (verdicts or {}).get(version) or decide(project, pin, series)
         by_feature = {f.feature: f for f in verdict.feature_verdicts}
+        unmet = {f for f, fv in by_feature.items() if fv.engine is None}  # retired, but no build meets it here
         for feature, fv in by_feature.items():
             if fv.engine in ("stock", "stock+plugin"):
                 judged[feature] = (version, fv)
+            elif fv.engine is None:
+                judged.pop(feature, None)
         active = list(series.patches) if series is not None else []
         for patch in active:
             carried_by.setdefault(patch.feature, []).append(patch)
         cells = [_cell(cap, version, series, active, retired, judged, carried_at.get(cap.name)) for cap in caps]
+        for cell in cells:
+            if parent_of(cell.capability) in unmet and cell.status in ("plugin", "retired"):
+                fv = by_feature[parent_of(cell.capability)]
+                cell.note = "; ".join(x for x in (f"at {version}: {fv.summary}", cell.note) if x)
+                cell.evidence = sorted({*cell.evidence, *fv.evidence})
         carried_at.update({c.capability: version for c in cells if c.status == "carried"})
         plugin = verdict.plugin.label if verdict.plugin else None
         releases.append(Release(version, verdict.engine, verdict.summary, cells, plugin, verdict.contracts or []))
@@ -238,7 +246,7 @@ def _cell(
         plugin = any(r.names_plugin for r in gone)
     texts = list(dict.fromkeys(t for r in gone for t in r.texts if t))
     signals = sorted({s for r in gone for s in r.signals})
-    note = "; ".join(texts) or (f"upstream signals: {', '.join(signals)}" if signals else "")
+    note = "; ".join([*texts, *([f"upstream signals: {', '.join(signals)}"] if signals else [])])
     evidence = sorted({f for r in gone for f in r.files} | set(fv.evidence if fv is not None else []))
     items: list[str] = []
     if fv is not None:
