@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.paths import REPO_ROOT
 from toolkit.cli import main
 from toolkit.model import parse_patch
 from toolkit.options import load_options
@@ -238,7 +239,7 @@ def test_the_real_tree(tmp_path):
     """What the committed pins, series and evidence say today, derived from them: each release's default is
     its verdict, the switch is the first release from which every verdict is stock (+ plugin), and with none,
     what the newest pin still carries is what needs dynamo-base."""
-    project = Project.load(load_options({"root": str(Path(__file__).resolve().parents[2])}))
+    project = Project.load(load_options({"root": str(REPO_ROOT)}))
     story = compute_story(project)
     series = {str(p.version): project.series(p) if project.has_series(p) else None for p in project.pins.pins}
     engines = [decide(project, p, series[str(p.version)]).engine for p in project.pins.pins]
