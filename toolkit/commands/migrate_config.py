@@ -217,8 +217,8 @@ def migrate_config(path: Path, to: str, *, with_plugin: bool = True) -> ConfigMi
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     for name, value in given.items():
-        before.update(flatten(value, name))
-        if out[name] is not None:
+        if out[name] is not None:  # a section left out whole gets one line below, not one per key
+            before.update(flatten(value, name))
             after.update(flatten(out[name], name))
     provided = {_path_of(line)[0] for line in result.plugin}
     done.changes = change_lines(before, after, result.env, provided)
