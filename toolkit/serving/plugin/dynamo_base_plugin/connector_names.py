@@ -23,7 +23,9 @@ equivalent. It is not a ValueError on purpose: pydantic turns a ValueError raise
 into a multi-line ValidationError around the line; any other exception passes through as it is.
 vLLM 0.32.0 asks for the class while it builds its configuration (`VllmConfig.__post_init__`:
 `KVConnectorFactory.supports_hma_config`), so the line arrives at config time, before any engine starts.
-The names and lines agree with vpatch's compatibility table (toolkit/compat/mapping.toml; a test checks it).
+On dynamo-base itself, whose factory.py registers its own `SharedStorageConnectorV1` and `NixlConnectorV1` when it
+is imported (which `register()` does first), the plugin adds nothing. The names and lines agree with vpatch's
+compatibility table (toolkit/compat/mapping.toml; a test checks it).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def _shared_storage_v1() -> Any:
     try:
         from .shared_storage import SharedStorageConnectorV1
     except ImportError as exc:
-        raise ConnectorNameError(NEEDS_API.format(missing=exc)) from None
+        raise ConnectorNameError(NEEDS_API.format(missing=str(exc).split(" (", 1)[0])) from None  # no site path
     return SharedStorageConnectorV1
 
 
