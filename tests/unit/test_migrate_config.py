@@ -178,6 +178,14 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, n
     assert out == "" and err.count("\n") == 1 and err.startswith(f"vpatch: error: {error}"), err
 
 
+def test_a_release_before_stock_had_the_surfaces_is_refused_as_a_command_line_problem(tmp_path):
+    done = migrate_config(write(tmp_path, "d.json", '{"kv_events_config": {}}'), "0.8.4")
+    assert done.errors == [
+        "--to 0.8.4: stock vLLM before 0.9.0 has neither KV-cache events nor an asynchronous V1 connector; "
+        "keep dynamo-base"
+    ]
+
+
 def test_cli_json_record_and_no_change(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "d.json", json.dumps(NIXL_PREFILL))

@@ -207,7 +207,8 @@ def migrate_config(path: Path, to: str, *, with_plugin: bool = True) -> ConfigMi
     where = str(path)
     for line in result.errors:
         dotted, message = _path_of(line)
-        done.errors.append(f"{where}:{deployment.line_of(dotted)}: {dotted}: {message}")
+        in_file = dotted.split(".", 1)[0] in SECTIONS  # else a whole-run line (`--to 0.8.4: ...`), as it is
+        done.errors.append(f"{where}:{deployment.line_of(dotted)}: {dotted}: {message}" if in_file else line)
     for line in result.warnings:
         dotted, message = _path_of(line)
         done.warnings.append(f"{where}: {dotted}: {message}")
