@@ -26,6 +26,7 @@ COMMAND_MODULES: dict[str, str] = {
     "plugin": "plugin",
     "doctor": "doctor",
     "config": "config",
+    "migrate-config": "migrate_config",
     "kv-watch": "kv_watch",
     "conform": "conform",
     "model": "model",
