@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
+from tests.harness.paths import REPO_ROOT
 from toolkit.cli import main
 from toolkit.commands.migrate_config import migrate_config
 from toolkit.compat import doc
@@ -18,7 +19,7 @@ from toolkit.errors import VpatchError
 from toolkit.plugin.build import ENTRY_POINTS
 from toolkit.serving.plugin.dynamo_base_plugin import connector_names
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 NIXL_PREFILL = {
     "model": "/models/llama",
     "kv_transfer_config": {
