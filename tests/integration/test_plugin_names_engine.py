@@ -87,7 +87,7 @@ def test_a_refused_name_is_one_line_naming_the_upstream_connector_at_config_time
         message.startswith("kv_connector NixlConnectorV1 is dynamo-base's")
         and "use kv_connector NixlConnector " in message
     )
-    # the table `vpatch migrate-config` reads names the same connector
+    # the table `vpatch config migrate` reads names the same connector
     assert (
         migrate(
             "0.32.0", kv_transfer_config={"kv_connector": "NixlConnectorV1", "kv_role": "kv_producer"}, with_plugin=True

@@ -26,7 +26,6 @@ COMMAND_MODULES: dict[str, str] = {
     "plugin": "plugin",
     "doctor": "doctor",
     "config": "config",
-    "migrate-config": "migrate_config",
     "kv-watch": "kv_watch",
     "conform": "conform",
     "model": "model",

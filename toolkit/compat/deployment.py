@@ -1,30 +1,27 @@
-"""`vpatch migrate-config FILE --to VERSION`: a deployment's dynamo-base configuration on stock vLLM VERSION + plugin.
+"""A deployment's dynamo-base configuration, read from the file it starts vLLM with, migrated key by key.
 
-FILE is what the deployment starts vLLM with: a JSON object or a YAML file (vLLM's `--config` format) of engine
-arguments (`kv_transfer_config` / `kv-transfer-config`, `kv_events_config`, and a router's `kv_transfer_params`;
-every other argument is left as it is), or a command line (`vllm serve MODEL --kv-transfer-config '{...}' ...`,
-shell words, `#` comments). The rules are the compatibility table (toolkit/compat/mapping.toml, the release each
-rule starts at; docs/migration.md is generated from it), applied by `toolkit.compat.migrate.migrate` for stock
-VERSION with dynamo-base-plugin installed (`--no-plugin`: stock alone).
-
-Prints one line per changed key (`PATH: OLD -> NEW`, `OLD_PATH -> NEW_PATH`, `PATH: removed`, `PATH: added
-VALUE`, `env NAME=VALUE`); exit 1 with one line `FILE:LINE: PATH: what to do` per key that has no equivalent.
+The file is a JSON object or a YAML file (vLLM's `--config` format) of engine arguments (`kv_transfer_config` /
+`kv-transfer-config`, `kv_events_config`, and a router's `kv_transfer_params`; every other argument is left as it
+is, so a JSON object of just those three keys is the smallest such file), or a command line (`vllm serve MODEL
+--kv-transfer-config '{...}' ...`, shell words, `\\` continuations, `#` comments). `migrate_deployment` applies
+the compatibility table (`toolkit.compat.migrate.migrate`) to its sections and says the result as one line per
+changed key (`PATH: OLD -> NEW`, `OLD_PATH -> NEW_PATH`, `PATH: removed`, `PATH: added VALUE`, `env NAME=VALUE`),
+a refusal as `FILE:LINE: PATH: what to do`, and gives the deployment back with the migrated sections.
+`vpatch config migrate FILE` is the command (toolkit/commands/config.py).
 """
 
 from __future__ import annotations
 
-import argparse
+import difflib
 import json
 import shlex
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit import exit_codes, ui
 from toolkit.compat.migrate import Migration, migrate
 from toolkit.errors import VpatchError
-from toolkit.options import Options
+from toolkit.tomlkeys import unknown_key_message
 
 # engine argument (underscore form) -> the `where` prefix migrate() writes in its lines
 SECTIONS = {
@@ -33,6 +30,10 @@ SECTIONS = {
     "kv_transfer_params": "kv_transfer_params: ",
 }
 FLAGS = {f"--{name.replace('_', '-')}": name for name in SECTIONS if name != "kv_transfer_params"}
+# A top-level key this close to a section name (difflib ratio) is its misspelling, refused with a did-you-mean:
+# of the 298 EngineArgs fields of vLLM 0.8.4, 0.8.5, 0.9.0, 0.9.1, 0.10.2 and 0.32.0 (as installed) the closest,
+# ec_transfer_config, is 0.889; one letter wrong, missing or extra in a section name is at least 0.93.
+TYPO_CUTOFF = 0.9
 PLUGIN_PROVIDES = "dynamo-base-plugin publishes the load metrics: set DYNAMO_LOAD_METRICS_ENDPOINT, docs/plugin.md"
 
 
@@ -62,8 +63,8 @@ class Deployment:
 
 
 @dataclass
-class ConfigMigration:
-    """What `migrate_config` found: the change lines, the refusals (`FILE:LINE: PATH: message`) and warnings."""
+class DeploymentMigration:
+    """What `migrate_deployment` found: the change lines, the refusals (`FILE:LINE: PATH: message`) and warnings."""
 
     deployment: Deployment
     migration: Migration
@@ -96,6 +97,9 @@ def _read_document(deployment: Deployment, data: Any) -> None:
         name = str(key).removeprefix("--").replace("-", "_")
         if name in SECTIONS:
             deployment.sections[name] = _section_value(value, name, deployment.path)
+        elif difflib.get_close_matches(name, SECTIONS, n=1, cutoff=TYPO_CUTOFF):
+            message = unknown_key_message(str(key), SECTIONS)
+            raise VpatchError(message, path=deployment.path, line=deployment.line_of(str(key)))
 
 
 def _read_args(deployment: Deployment) -> None:
@@ -192,7 +196,7 @@ def change_lines(before: dict[str, Any], after: dict[str, Any], env: dict[str, s
     return lines
 
 
-def migrate_config(path: Path, to: str, *, with_plugin: bool = True) -> ConfigMigration:
+def migrate_deployment(path: Path, to: str, *, with_plugin: bool = True, strict: bool = False) -> DeploymentMigration:
     """Read a deployment's vLLM configuration from `path` and migrate it to stock vLLM `to` (+ the plugin)."""
     deployment = read_deployment(path)
     given = deployment.sections
@@ -202,8 +206,9 @@ def migrate_config(path: Path, to: str, *, with_plugin: bool = True) -> ConfigMi
         kv_transfer_config=given.get("kv_transfer_config"),
         kv_transfer_params=given.get("kv_transfer_params"),
         with_plugin=with_plugin,
+        strict=strict,
     )
-    done = ConfigMigration(deployment, result)
+    done = DeploymentMigration(deployment, result)
     where = str(path)
     for line in result.errors:
         dotted, message = _path_of(line)
@@ -226,11 +231,11 @@ def migrate_config(path: Path, to: str, *, with_plugin: bool = True) -> ConfigMi
     for name in given:
         if out[name] is None:
             done.changes.append(f"{name}: leave it out (events are off, and stock builds a publisher from any value)")
-    done.migrated = _rewrite(deployment, out)
+    done.migrated = rewrite(deployment, out)
     return done
 
 
-def _rewrite(deployment: Deployment, out: dict[str, Any]) -> Any:
+def rewrite(deployment: Deployment, out: dict[str, Any]) -> Any:
     """The deployment with the migrated sections (a section stock must not be given is left out)."""
     if deployment.kind != "args":
         document: dict[str, Any] = {}
@@ -254,46 +259,3 @@ def _rewrite(deployment: Deployment, out: dict[str, Any]) -> Any:
         if value is not None:
             argv += [flag, json.dumps(value, separators=(",", ":"))]
     return argv
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "migrate-config", help="a deployment's dynamo-base configuration on stock vLLM VERSION + dynamo-base-plugin"
-    )
-    parser.add_argument("file", type=Path, metavar="FILE", help="JSON/YAML engine arguments or a vLLM command line")
-    parser.add_argument("--to", required=True, metavar="VERSION", help="the stock vLLM release to run")
-    parser.add_argument("--no-plugin", action="store_true", help="stock vLLM alone, without dynamo-base-plugin")
-    parser.add_argument("--notes", action="store_true", help="also print why each key changed")
-    parser.add_argument("--json", action="store_true")
-    parser.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace, options: Options) -> int:
-    done = migrate_config(args.file, args.to, with_plugin=not args.no_plugin)
-    if options.json:
-        ui.print_json(
-            {
-                "ok": done.ok,
-                "to": done.migration.to,
-                "with_plugin": not args.no_plugin,
-                "changes": done.changes,
-                "env": done.migration.env,
-                "config": done.migrated,
-                "notes": done.migration.notes,
-                "warnings": done.warnings,
-                "errors": done.errors,
-            }
-        )
-    elif done.ok:
-        target = f"stock vLLM {done.migration.to}" + ("" if args.no_plugin else " + dynamo-base-plugin")
-        if not done.changes:
-            print(f"{args.file}: no change for {target}")
-        for line in done.changes:
-            print(line)
-        for note in done.migration.notes if args.notes else []:
-            print(f"note: {note}")
-    for line in done.warnings:
-        print(f"vpatch: warning: {line}", file=sys.stderr)
-    for line in done.errors:
-        print(f"vpatch: error: {line}", file=sys.stderr)
-    return exit_codes.OK if done.ok else exit_codes.FAILED

@@ -1,6 +1,6 @@
 """docs/migration.md's per-release mapping, generated from the compatibility table (mapping.toml), so it cannot drift.
 
-The block between `BEGIN` and `END` in docs/migration.md is `render(table)`; tests/unit/test_migrate_config.py
+The block between `BEGIN` and `END` in docs/migration.md is `render(table)`; tests/unit/compat/test_deployment.py
 checks it, and `python -m toolkit.compat.doc [docs/migration.md]` rewrites it after the table changed.
 """
 
@@ -86,7 +86,7 @@ def render(table: Table) -> str:
     plugged = [(e, r) for e in table.entry for r in e.rule if r.plugin]
     for release in sorted({r.since for _, r in plugged}, key=Version):
         lines += [
-            f"### Stock vLLM {release} + dynamo-base-plugin (`vpatch migrate-config`'s default)",
+            f"### Stock vLLM {release} + dynamo-base-plugin (`vpatch config migrate`'s default)",
             "",
             "These rules replace the stock ones above when the plugin is installed; every other key as on stock.",
             "",

@@ -259,26 +259,34 @@ def test_a_damaged_table_is_refused_naming_its_file(tmp_path, edit, message):
 
 def test_cli_prints_flags_and_refuses_with_exit_1(capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["config", "migrate", "--to", "0.9.0", "--kv-events-config", '{"enable_kv_cache_events": true}']) == 0
+    events = ["config", "migrate", "--to", "0.9.0", "--kv-events-config"]
+    assert main([*events, '{"enable_kv_cache_events": true}', "--no-plugin"]) == 0
     out, err = capsys.readouterr()
     assert '--kv-events-config \'{"enable_kv_cache_events":true,"publisher":"zmq"}\'' in out
+    assert "dynamo-base-plugin provides" not in out
     assert err.startswith("vpatch: warning: --kv-events-config: enable_load_metrics:")
-    argv = [
-        "config",
-        "migrate",
-        "--to",
-        "0.9.0",
-        "--kv-events-config",
-        '{"enable_load_metrics": true, "enable_kv_cache_events": true}',
-    ]
-    assert main(argv) == 1
+    metrics = '{"enable_load_metrics": true, "enable_kv_cache_events": true}'
+    assert main([*events, metrics, "--no-plugin"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "vpatch: error: --kv-events-config: enable_load_metrics" in err
     assert main(["config", "migrate", "--to", "0.9.0", "--check", "--kv-events-config", "{}"]) == 0
     assert capsys.readouterr().out == "ok: carries over to stock vLLM 0.9.0\n"
 
 
+@pytest.mark.parametrize("plugin", [[], ["--with-plugin"]])
+def test_cli_plugin_is_the_default_and_with_plugin_still_accepted(capsys, tmp_path, monkeypatch, plugin):
+    monkeypatch.chdir(tmp_path)
+    metrics = '{"enable_load_metrics": true, "enable_kv_cache_events": true}'
+    assert main(["config", "migrate", "--to", "0.9.0", "--kv-events-config", metrics, *plugin]) == 0
+    out, err = capsys.readouterr()
+    assert "dynamo-base-plugin provides: --kv-events-config: enable_load_metrics\n" in out and err == ""
+    with pytest.raises(SystemExit) as exited:  # argparse: the two switches exclude each other
+        main(["config", "migrate", "--to", "0.9.0", "--kv-events-config", "{}", "--with-plugin", "--no-plugin"])
+    assert exited.value.code == 2
+
+
 def test_cli_file_and_json(capsys, tmp_path, monkeypatch):
+    # the old `--file` input (a JSON object of the three keys) is the smallest deployment file
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "deploy.json"
     config.write_text(json.dumps({"kv_transfer_config": SHARED, "kv-events-config": {}}, indent=1))
@@ -286,6 +294,8 @@ def test_cli_file_and_json(capsys, tmp_path, monkeypatch):
     record = json.loads(capsys.readouterr().out)
     assert record["ok"] and record["kv_transfer_config"]["kv_connector"] == "ExampleConnector"
     assert record["kv_events_config"] is None
+    assert record["changes"][0] == 'kv_transfer_config.kv_connector: "SharedStorageConnectorV1" -> "ExampleConnector"'
+    assert "kv-events-config" not in record["config"]  # events off: the section is left out of the file
     config.write_text('{\n "kv_transfer_config": {},\n "kv_event_config": {}\n}')
     assert main(["config", "migrate", "--to", "0.13.0", "--file", str(config)]) == 1
     assert capsys.readouterr().err == (

@@ -1,5 +1,5 @@
-"""`vpatch migrate-config FILE --to VERSION`, the table's plugin rules, the generated docs/migration.md block, and the
-plugin's run-time connector names agreeing with the table (fast: no vLLM needed)."""
+"""`vpatch config migrate FILE --to VERSION` (a deployment's file), the table's plugin rules, the generated
+docs/migration.md block, and the plugin's run-time connector names agreeing with the table (fast: no vLLM needed)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from packaging.version import Version
 
 from tests.harness.paths import REPO_ROOT
 from toolkit.cli import main
-from toolkit.commands.migrate_config import migrate_config
 from toolkit.compat import doc
+from toolkit.compat.deployment import migrate_deployment
 from toolkit.compat.migrate import migrate
 from toolkit.compat.table import TABLE_FILE, Kind, Surface, default_table, load_table, rule_at
 from toolkit.errors import VpatchError
@@ -96,7 +96,7 @@ def test_the_plugins_shared_storage_keeps_dynamo_bases_options_and_policy():
 
 def test_a_json_deployment_gives_one_line_per_changed_key(tmp_path):
     path = write(tmp_path, "deploy.json", json.dumps(NIXL_PREFILL, indent=1))
-    done = migrate_config(path, "0.32.0")
+    done = migrate_deployment(path, "0.32.0")
     assert done.ok and done.errors == []
     assert done.changes == [
         'kv_transfer_config.kv_connector: "NixlConnectorV1" -> "NixlConnector"',
@@ -118,7 +118,7 @@ def test_a_json_deployment_gives_one_line_per_changed_key(tmp_path):
 
 def test_a_command_line_with_continuations_comments_and_inline_values(tmp_path):
     path = write(tmp_path, "serve.sh", SERVE)
-    done = migrate_config(path, "0.13.0")
+    done = migrate_deployment(path, "0.13.0")
     assert done.changes == [
         'kv_transfer_config.kv_connector: "SharedStorageConnectorV1" -> "ExampleConnector"',
         "kv_transfer_config.kv_connector_extra_config.storage_path -> "
@@ -129,9 +129,9 @@ def test_a_command_line_with_continuations_comments_and_inline_values(tmp_path):
     assert done.migrated[:5] == ["vllm", "serve", "/models/llama", "--port", "8100"]
     assert done.migrated[5] == "--kv-transfer-config" and len(done.migrated) == 7  # events flag left out
     assert json.loads(done.migrated[6])["kv_connector_extra_config"] == {"shared_storage_path": "/mnt/kv"}
-    plugged = migrate_config(path, "0.32.0")  # the plugin carries dynamo-base's transport from 0.32.0
+    plugged = migrate_deployment(path, "0.32.0")  # the plugin carries dynamo-base's transport from 0.32.0
     assert plugged.changes[0] == 'kv_transfer_config.kv_load_failure_policy: added "recompute"'
-    assert migrate_config(path, "0.32.0", with_plugin=False).changes[0].endswith('-> "ExampleConnector"')
+    assert migrate_deployment(path, "0.32.0", with_plugin=False).changes[0].endswith('-> "ExampleConnector"')
 
 
 def test_no_equivalent_is_one_line_naming_file_line_and_key_and_exit_1(tmp_path, capsys, monkeypatch):
@@ -142,7 +142,7 @@ def test_no_equivalent_is_one_line_naming_file_line_and_key_and_exit_1(tmp_path,
         "model: /models/llama\nkv-transfer-config:\n  kv_connector: NixlConnectorV1\n  kv_role: kv_consumer\n"
         "  kv_connector_extra_config:\n    load_timeout_s: 30\n    metadata_timeout_s: 5\n",
     )
-    assert main(["migrate-config", "decode.yaml", "--to", "0.32.0"]) == 1
+    assert main(["config", "migrate", "decode.yaml", "--to", "0.32.0"]) == 1
     out, err = capsys.readouterr()
     errors = [line for line in err.splitlines() if line.startswith("vpatch: error: ")]
     assert out == ""
@@ -174,13 +174,13 @@ def test_no_equivalent_is_one_line_naming_file_line_and_key_and_exit_1(tmp_path,
 def test_bad_files_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, name, text, error):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, name, text)
-    assert main(["migrate-config", name, "--to", "0.32.0"]) == 1
+    assert main(["config", "migrate", name, "--to", "0.32.0"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and err.startswith(f"vpatch: error: {error}"), err
 
 
 def test_a_release_before_stock_had_the_surfaces_is_refused_as_a_command_line_problem(tmp_path):
-    done = migrate_config(write(tmp_path, "d.json", '{"kv_events_config": {}}'), "0.8.4")
+    done = migrate_deployment(write(tmp_path, "d.json", '{"kv_events_config": {}}'), "0.8.4")
     assert done.errors == [
         "--to 0.8.4: stock vLLM before 0.9.0 has neither KV-cache events nor an asynchronous V1 connector; "
         "keep dynamo-base"
@@ -190,7 +190,7 @@ def test_a_release_before_stock_had_the_surfaces_is_refused_as_a_command_line_pr
 def test_cli_json_record_and_no_change(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "d.json", json.dumps(NIXL_PREFILL))
-    assert main(["migrate-config", "d.json", "--to", "0.32.0", "--json"]) == 0
+    assert main(["config", "migrate", "d.json", "--to", "0.32.0", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["ok"] and record["with_plugin"] and record["env"]["VLLM_NIXL_SIDE_CHANNEL_PORT"] == "14579"
     assert record["config"]["kv-events-config"] == {
@@ -199,8 +199,78 @@ def test_cli_json_record_and_no_change(tmp_path, capsys, monkeypatch):
         "publisher": "zmq",
     }
     write(tmp_path, "plain.json", '{"model": "/models/llama"}')
-    assert main(["migrate-config", "plain.json", "--to", "0.32.0"]) == 0
+    assert main(["config", "migrate", "plain.json", "--to", "0.32.0"]) == 0
     assert capsys.readouterr().out == "plain.json: no change for stock vLLM 0.32.0 + dynamo-base-plugin\n"
+
+
+def test_file_as_argument_or_option_and_the_plugin_switches(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "serve.sh", SERVE)
+    runs = {}
+    for name, extra in {
+        "positional": ["serve.sh"],
+        "option": ["--file", "serve.sh"],
+        "with-plugin": ["serve.sh", "--with-plugin"],
+        "no-plugin": ["serve.sh", "--no-plugin"],
+    }.items():
+        assert main(["config", "migrate", "--to", "0.32.0", *extra]) == 0
+        runs[name] = capsys.readouterr().out
+    assert runs["positional"] == runs["option"] == runs["with-plugin"]
+    assert runs["positional"].splitlines()[0] == 'kv_transfer_config.kv_load_failure_policy: added "recompute"'
+    assert runs["no-plugin"].splitlines()[0].endswith('-> "ExampleConnector"')
+    assert main(["config", "migrate", "--to", "0.32.0", "serve.sh", "--notes"]) == 0
+    assert any(line.startswith("note: --kv-transfer-config: ") for line in capsys.readouterr().out.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["d.json", "--file", "d.json"], "FILE is given twice (as an argument and as --file)"),
+        (
+            ["d.json", "--kv-events-config", "{}"],
+            "--kv-events-config: give the configuration in FILE or as flags, not both",
+        ),
+        (["missing.json"], "missing.json: No such file or directory"),
+    ],
+)
+def test_file_and_what_it_cannot_go_with(tmp_path, capsys, monkeypatch, argv, error):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "d.json", json.dumps(NIXL_PREFILL))
+    assert main(["config", "migrate", "--to", "0.32.0", *argv]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"vpatch: error: {error}\n"
+
+
+def test_check_and_strict_on_a_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "d.json", json.dumps(NIXL_PREFILL, indent=1))
+    assert main(["config", "migrate", "d.json", "--to", "0.32.0", "--check"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "ok: carries over to stock vLLM 0.32.0\n" and "load_timeout_s" in err  # the default: a warning
+    assert main(["config", "migrate", "d.json", "--to", "0.32.0", "--check", "--strict"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("vpatch: error: d.json:")
+    assert "kv_transfer_config.kv_connector_extra_config.load_timeout_s: " in err
+
+
+def test_a_misspelt_section_is_refused_and_other_engine_arguments_pass(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # ec_transfer_config is a real engine argument (vLLM 0.32.0), the closest one to a section name
+    write(tmp_path, "d.yaml", "model: /m\nec_transfer_config: {}\nkv-transfer-conf:\n  kv_connector: X\n")
+    assert main(["config", "migrate", "d.yaml", "--to", "0.32.0"]) == 1
+    assert capsys.readouterr().err == (
+        "vpatch: error: d.yaml:3: unknown key 'kv-transfer-conf' (did you mean 'kv_transfer_config'?)\n"
+    )
+    write(tmp_path, "d.yaml", "model: /m\nec_transfer_config: {}\n")
+    assert main(["config", "migrate", "d.yaml", "--to", "0.32.0", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["changes"] == [] and record["config"] == {"model": "/m", "ec_transfer_config": {}}
+
+
+def test_migrate_config_is_gone_into_config_migrate(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["migrate-config", "d.json", "--to", "0.32.0"])
+    assert exited.value.code == 2 and "invalid choice: 'migrate-config'" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ docs/migration.md is the table
@@ -243,7 +313,7 @@ def test_each_refused_name_is_one_line_naming_the_tables_upstream_connector(name
     with pytest.raises(connector_names.ConnectorNameError) as err:
         getattr(connector_names, name)
     line = str(err.value)
-    assert "\n" not in line and f"use kv_connector {stock_name} " in line and "migrate-config" in line
+    assert "\n" not in line and f"use kv_connector {stock_name} " in line and "vpatch config migrate FILE" in line
     assert not isinstance(err.value, ValueError)  # pydantic would wrap a ValueError in a multi-line error
 
 

@@ -41,7 +41,7 @@ class ConnectorNameError(Exception):
     """A dynamo-base connector name stock vLLM + the plugin cannot run; the message is one line."""
 
 
-MIGRATE = "`vpatch migrate-config FILE --to VERSION` prints the whole configuration"
+MIGRATE = "`vpatch config migrate FILE --to VERSION` prints the whole configuration"
 REFUSED: dict[str, str] = {
     "NixlConnectorV1": (
         "kv_connector NixlConnectorV1 is dynamo-base's NIXL transport, which stock vLLM + dynamo-base-plugin does "
