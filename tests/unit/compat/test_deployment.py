@@ -96,7 +96,7 @@ def test_the_plugins_shared_storage_keeps_dynamo_bases_options_and_policy():
 
 def test_a_json_deployment_gives_one_line_per_changed_key(tmp_path):
     path = write(tmp_path, "deploy.json", json.dumps(NIXL_PREFILL, indent=1))
-    done = migrate_deployment(path, "0.32.0")
+    done = migrate_deployment(path, "0.32.0", with_plugin=True)
     assert done.ok and done.errors == []
     assert done.changes == [
         'kv_transfer_config.kv_connector: "NixlConnectorV1" -> "NixlConnector"',
@@ -118,7 +118,7 @@ def test_a_json_deployment_gives_one_line_per_changed_key(tmp_path):
 
 def test_a_command_line_with_continuations_comments_and_inline_values(tmp_path):
     path = write(tmp_path, "serve.sh", SERVE)
-    done = migrate_deployment(path, "0.13.0")
+    done = migrate_deployment(path, "0.13.0", with_plugin=True)
     assert done.changes == [
         'kv_transfer_config.kv_connector: "SharedStorageConnectorV1" -> "ExampleConnector"',
         "kv_transfer_config.kv_connector_extra_config.storage_path -> "
@@ -129,7 +129,9 @@ def test_a_command_line_with_continuations_comments_and_inline_values(tmp_path):
     assert done.migrated[:5] == ["vllm", "serve", "/models/llama", "--port", "8100"]
     assert done.migrated[5] == "--kv-transfer-config" and len(done.migrated) == 7  # events flag left out
     assert json.loads(done.migrated[6])["kv_connector_extra_config"] == {"shared_storage_path": "/mnt/kv"}
-    plugged = migrate_deployment(path, "0.32.0")  # the plugin carries dynamo-base's transport from 0.32.0
+    plugged = migrate_deployment(
+        path, "0.32.0", with_plugin=True
+    )  # the plugin carries dynamo-base's transport from 0.32.0
     assert plugged.changes[0] == 'kv_transfer_config.kv_load_failure_policy: added "recompute"'
     assert migrate_deployment(path, "0.32.0", with_plugin=False).changes[0].endswith('-> "ExampleConnector"')
 
@@ -180,7 +182,7 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, capsys, monkeypatch, n
 
 
 def test_a_release_before_stock_had_the_surfaces_is_refused_as_a_command_line_problem(tmp_path):
-    done = migrate_deployment(write(tmp_path, "d.json", '{"kv_events_config": {}}'), "0.8.4")
+    done = migrate_deployment(write(tmp_path, "d.json", '{"kv_events_config": {}}'), "0.8.4", with_plugin=True)
     assert done.errors == [
         "--to 0.8.4: stock vLLM before 0.9.0 has neither KV-cache events nor an asynchronous V1 connector; "
         "keep dynamo-base"
