@@ -33,7 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     migrate.add_argument("--kv-transfer-config", metavar="JSON", help="dynamo-base's --kv-transfer-config value")
     migrate.add_argument("--kv-transfer-params", metavar="JSON", help="a request's kv_transfer_params (router side)")
     migrate.add_argument(
-        "--file", type=Path, dest="file_option", help="a deployment's JSON/YAML engine arguments or vLLM command line"
+        "--file",
+        type=Path,
+        dest="file_option",
+        metavar="FILE",
+        help="a deployment's JSON/YAML engine arguments or vLLM command line",
     )
     migrate.add_argument("--check", action="store_true", help="only validate: exit 1 when anything cannot carry over")
     plugin = migrate.add_mutually_exclusive_group()
