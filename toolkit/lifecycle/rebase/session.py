@@ -187,6 +187,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
             # Resolved and committed with git while `git am` still waited (e.g. to reword the message):
             # the commit is the patch; end the am session without touching it.
             repo.run("am", "--skip")
+            rebase.recorder.resolved(repo, "HEAD")
             rebase.settle(name, Outcome.MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
         elif am_in_progress(checkout) and stopped is not None and stopped.upstream_has_it and _untouched(repo):
             # "upstream has it", taken as offered: NEW's version stays, the patch leaves the series (empty).
@@ -218,9 +219,11 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                 how += " (" + "; ".join(_upstream_lines(stopped, release)) + ")"
             rebase.state.continuing = how  # a run killed once `git am --continue` committed still says how
             rebase.save()
+            rebase.recorder.resolved(repo, "")  # the staged files are the resolution
             rebase.continue_am(name, how)
         elif committed:
             how = rebase.state.continuing or "resolved by hand (committed with git)"
+            rebase.recorder.resolved(repo, "HEAD")
             rebase.settle(name, Outcome.MERGED, [how], repo.rev_parse("HEAD"))
         else:
             rebase.settle(name, Outcome.SKIPPED, ["skipped with git"])
