@@ -323,6 +323,9 @@ def test_rerere_reuses_a_resolution_after_finishing_and_after_aborting(conflicti
     checkout = ws.root / "checkouts" / "vllm-1.3-rebase"
 
     def reused(*extra: str) -> None:
+        # The rr-cache alone: the resolutions the last rebase wrote into the tree would be replayed first
+        # (tests/unit/test_rebase_resolutions.py).
+        shutil.rmtree(ws.series_dir("1.3") / "resolutions", ignore_errors=True)
         code, result = rebase(ws, capsys, "1.0", "--onto", "1.3", *extra)
         assert code == 0 and result["done"], result["stopped"]
         assert statuses(result) == {P1: "merged", P2: "clean", P3: "clean"}
@@ -345,6 +348,7 @@ def test_rerere_reuses_a_resolution_after_finishing_and_after_aborting(conflicti
     # Forget it: the conflict stops the rebase again. Resolved, then aborted: still remembered.
     for entry in shared.iterdir():
         shutil.rmtree(entry)
+    shutil.rmtree(ws.series_dir("1.3") / "resolutions")
     code, result = rebase(ws, capsys, "1.0", "--onto", "1.3", "--force")
     assert code == 1 and statuses(result)[P1] == "conflict"
     resolve_p1(ws)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 from tests.unit.lifecycle.rebase.test_rebase import (
     P1,
@@ -36,6 +37,7 @@ def test_a_reused_resolution_is_indexed_announced_and_refused_with_no_reuse(conf
 
     # Reused: said on stderr and in the patch's details, with the patch and time it was recorded.
     capsys.readouterr()
+    shutil.rmtree(ws.series_dir("1.3") / "resolutions")  # the rr-cache alone (the tree's: test_rebase_resolutions)
     assert ws.run("rebase", "1.0", "--onto", "1.3", "--force") == 0
     err = capsys.readouterr().err
     said = f"vpatch: {P1}: conflict in vllm/core/scheduler.py resolved by a recorded resolution (rerere), "
