@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.paths import REPO_ROOT
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import rerere_cache
 from toolkit.records.resolutions import decode_index
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 OLD, NEW = "0.9.0", "0.9.1"
 pytestmark = pytest.mark.real
 

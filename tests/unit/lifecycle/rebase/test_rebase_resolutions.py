@@ -7,7 +7,15 @@ from __future__ import annotations
 import json
 import shutil
 
-from tests.unit.test_rebase import P1, conflicting_13, module_text, rebase, resolve_p1, series_10, statuses
+from tests.unit.lifecycle.rebase.test_rebase import (
+    P1,
+    conflicting_13,
+    module_text,
+    rebase,
+    resolve_p1,
+    series_10,
+    statuses,
+)
 from toolkit.lifecycle.rebase import rerere_cache
 from toolkit.lifecycle.rebase.resolutions import conflict_key, sha256
 from toolkit.lifecycle.rebase.reuse import index_path
