@@ -11,7 +11,6 @@ timeout), and at the end no blocks held and no files in the storage directory.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +20,17 @@ from toolkit.cache import default_cache_root
 from toolkit.conformance.engine_env import engine_env
 from toolkit.conformance.engine_pd_plugin import HOLD_TIMEOUT, LOAD_TIMEOUT, plugin_pd_items, run_plugin_pd
 from toolkit.conformance.tiny_model import model_dir
-from toolkit.envs import create_venv, install, layer_on
-from toolkit.plugin.build import build_plugin
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, repo_project) -> dict[str, Any]:
+def run(tmp_path_factory: pytest.TempPathFactory, plugin_engine_env) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("plugin-pd")
     env = engine_env(default_cache_root())
     model = model_dir(default_cache_root(), env)
-    wheel = build_plugin(repo_project, None, work / "dist").path
-    venv = create_venv(work / "engine-plugin")  # the cached engine venv stays as it is: a layer under this one
-    layer_on(venv, env.path)
-    install(venv, [str(wheel)], installer="pip", no_deps=True)
-    record = run_plugin_pd(env, dataclasses.replace(env, path=venv), model, work / "pd")
+    plugin_env, _ = plugin_engine_env  # the cached engine venv stays as it is: a layer under the plugin's
+    record = run_plugin_pd(env, plugin_env, model, work / "pd")
     record["logs"] = {role: Path(path) for role, path in record["logs"].items()}
     record["items"] = {i.item: i for i in plugin_pd_items(record)}
     return record

@@ -97,7 +97,7 @@ def test_rebase_outcomes_from_evidence_reach_the_summary(pinned, capsys, tmp_pat
 def test_a_stock_release_pinned_without_a_stock_wheel_skips_what_has_no_dynamo_base_build(workspace, capsys, tmp_path):
     """Empty series, sdist and CPU flavor only (`pin add --no-wheel --flavor cpu`): pin-verify re-hashes the sdist and
     the flavor's wheel, check runs, build/verify/conform are skipped with the reason, and the job passes."""
-    from tests.unit.test_flavor import publish_cpu
+    from tests.unit.wheel.test_flavor import publish_cpu
 
     ws = workspace
     ws.publish("1.0")
