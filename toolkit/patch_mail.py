@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.git import unquote_name
 from toolkit.symlinks import check_patch_symlinks
 
 # ---------------------------------------------------------------- upstream status
@@ -164,15 +165,8 @@ class Patch:
         return tuple(dict.fromkeys(p for f in self.files for p in f.paths))
 
 
-def _unquote_git_path(token: str) -> str:
-    if token.startswith('"') and token.endswith('"'):
-        raw = token[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
-        return raw.encode("latin-1").decode("utf-8", "replace")
-    return token
-
-
 def _strip_prefix(token: str, prefix: str) -> str | None:
-    path = _unquote_git_path(token)
+    path = unquote_name(token)
     if path == "/dev/null":
         return None
     if path.startswith(prefix):
@@ -362,9 +356,9 @@ def _parse_diffs(lines: list[str], start: int, fail) -> list[FileDiff]:
             elif line.startswith("deleted file mode"):
                 current["new"] = None
             elif line.startswith("rename from ") or line.startswith("copy from "):
-                current["old"] = _unquote_git_path(line.split(" ", 2)[2])
+                current["old"] = unquote_name(line.split(" ", 2)[2])
             elif line.startswith("rename to ") or line.startswith("copy to "):
-                current["new"] = _unquote_git_path(line.split(" ", 2)[2])
+                current["new"] = unquote_name(line.split(" ", 2)[2])
             elif line.startswith("--- ") and current["old"] is not None:
                 old = _strip_prefix(line[4:].rstrip("\r"), "a/")
                 if old is None:

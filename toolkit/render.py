@@ -1,9 +1,8 @@
 """Rendering commits as patch mails, byte-stably.
 
-`git format-patch` with every knob that could vary pinned: no version signature,
-zero commit hash in the mbox line, full blob ids, `[PATCH]` without numbering (so
-inserting a patch does not touch its neighbours), fixed diffstat width, and the
-caller's git configuration ignored (see toolkit.git).
+`git format-patch` with every knob that could vary pinned (`toolkit.git.FORMAT_PATCH_ARGS`: no version
+signature, zero commit hash in the mbox line, full blob ids, `[PATCH]` without numbering, fixed diffstat
+width, the caller's git configuration ignored); here, each mail paired with its commit and subject.
 """
 
 from __future__ import annotations
@@ -12,22 +11,6 @@ import re
 from dataclasses import dataclass
 
 from toolkit.git import Git
-
-FORMAT_PATCH_ARGS = (
-    "format-patch",
-    "--stdout",
-    "--no-signature",
-    "--zero-commit",
-    "--full-index",
-    "--no-numbered",
-    "--subject-prefix=PATCH",
-    "--stat=72",
-    "--encode-email-headers",
-    "--no-thread",
-    "--no-renames",
-    "--binary",
-)
-MBOX_SEPARATOR = re.compile(rb"^From 0{40} Mon Sep 17 00:00:00 2001\n", re.M)
 
 
 @dataclass(frozen=True)
@@ -41,15 +24,10 @@ def render_range(repo: Git, base: str, head: str = "HEAD") -> list[RenderedPatch
     commits = repo.commits(f"{base}..{head}")
     if not commits:
         return []
-    raw = repo.run(*FORMAT_PATCH_ARGS, f"{base}..{head}").stdout
-    starts = [m.start() for m in MBOX_SEPARATOR.finditer(raw)]
-    mails = [raw[s:e] for s, e in zip(starts, [*starts[1:], len(raw)], strict=True)]
-    # --stdout puts one blank line between mails; without it each mail is byte for byte what
-    # `format-patch -o` writes, whatever its position in the series.
-    mails = [m[:-1] if i < len(mails) - 1 and m.endswith(b"\n\n") else m for i, m in enumerate(mails)]
+    mails = repo.format_patch(f"{base}..{head}")
     if len(mails) != len(commits):
         raise RuntimeError(f"format-patch produced {len(mails)} mails for {len(commits)} commits")
-    subjects = repo.out("log", "--reverse", "--format=%s", f"{base}..{head}").split("\n")
+    subjects = repo.subjects(f"{base}..{head}")
     return [RenderedPatch(c, s, m) for c, s, m in zip(commits, subjects, mails, strict=True)]
 
 

@@ -1,4 +1,4 @@
-"""toolkit.git_formats against text real git writes: quoted paths and `git apply -v` output."""
+"""toolkit.git.formats against text real git writes: quoted paths and `git apply -v` output."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.git import Git
-from toolkit.git_formats import (
+from toolkit.git import (
     ApplyingWithRejects,
     CheckingPatch,
     FileRefused,
+    Git,
     HunkOffset,
     HunkRejected,
     PatchFailedAt,

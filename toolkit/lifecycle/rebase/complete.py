@@ -13,7 +13,6 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from toolkit.apply import AM_ARGS
 from toolkit.checkout import STATE_FILE, UPSTREAM_REF, state_text
 from toolkit.errors import VpatchError
 from toolkit.export import _series_text
@@ -216,9 +215,9 @@ def final_mails(
     for number, (_name, data) in enumerate(mails, start=1):
         path = final / f"{number:04d}.patch"
         path.write_bytes(data)
-        paths.append(str(path))
-    repo.run("reset", "--quiet", "--hard", UPSTREAM_REF)
-    repo.run(*AM_ARGS, *paths)
+        paths.append(path)
+    repo.reset_hard(UPSTREAM_REF)
+    repo.am(paths, check=True)
     rerendered = render_range(repo, UPSTREAM_REF, "HEAD")
     for outcome, mail in zip(kept, rerendered, strict=True):
         outcome.commit = mail.commit
