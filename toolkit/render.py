@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from toolkit.git import Git
+from toolkit.trailer import set_trailer
 
 
 @dataclass(frozen=True)
@@ -42,26 +43,6 @@ def slugify(subject: str, limit: int = 52) -> str:
     return slug.rstrip("-.") or "patch"
 
 
-def add_mail_headers(data: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """Append `Key: value` lines to the mail's header paragraph (the last paragraph of the message).
-
-    A `Patch-File:` line stays last, where export writes it.
-    """
-    mail_headers, _, body = data.partition(b"\n\n")
-    separator = re.search(rb"^(---\n|diff --git )", body, re.M)
-    cut = separator.start() if separator else len(body)
-    message, rest = body[:cut].rstrip(b"\n"), body[cut:]
-    new = [f"{key}: {value}".encode() for key, value in headers]
-    paragraphs = message.split(b"\n\n") if message else []
-    if paragraphs and all(re.match(rb"^[A-Za-z][A-Za-z0-9-]*: ", ln) for ln in paragraphs[-1].split(b"\n")):
-        last = paragraphs[-1].split(b"\n")
-        tail = [ln for ln in last if ln.startswith(b"Patch-File: ")]
-        paragraphs[-1] = b"\n".join([ln for ln in last if not ln.startswith(b"Patch-File: ")] + new + tail)
-    else:
-        paragraphs.append(b"\n".join(new))
-    return mail_headers + b"\n\n" + b"\n\n".join(paragraphs) + b"\n" + rest
-
-
 def set_patch_file_header(data: bytes, name: str) -> bytes:
-    """Add `Patch-File: name` to the mail's header paragraph."""
-    return add_mail_headers(data, [("Patch-File", name)])
+    """Add `Patch-File: name` to the mail's trailer paragraph (last, where export writes it)."""
+    return set_trailer(data, "Patch-File", name)

@@ -16,7 +16,7 @@ from pathlib import Path
 from toolkit.checkout import STATE_FILE, UPSTREAM_REF, state_text
 from toolkit.errors import VpatchError
 from toolkit.export import _series_text
-from toolkit.lifecycle.rebase.mail import retarget_comments, set_trailer, today
+from toolkit.lifecycle.rebase.mail import retarget_comments, today
 from toolkit.lifecycle.rebase.recipes import range_diff
 from toolkit.lifecycle.rebase.replay import Replay
 from toolkit.lifecycle.rebase.state import RANGE_DIFF_FILE, PatchResult, RebaseResult
@@ -36,6 +36,7 @@ from toolkit.records.evidence import EVIDENCE_FILE, Dropped, Evidence, decode_ev
 from toolkit.records.outcome import KEPT, Outcome
 from toolkit.render import render_range, set_patch_file_header
 from toolkit.sources import materialize
+from toolkit.trailer import set_trailer
 from toolkit.txn import transaction
 
 BESIDE_SUFFIX = ".rebased"
