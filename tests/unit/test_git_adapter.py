@@ -78,3 +78,107 @@ def test_commands_ignore_an_inherited_git_dir(tmp_path: Path, monkeypatch: pytes
     assert os.environ["GIT_DIR"].endswith("theirs/.git")
     assert ours.out("rev-parse", "HEAD") == ours_head
     assert ours.commits("HEAD") == [ours_head]
+
+
+# ---------------------------------------------------------------- the domain's verbs
+
+AUTHOR = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_AUTHOR_DATE": "1700000000 +0000"}
+
+
+def _commit_file(repo: Git, name: str, text: str, message: str) -> str:
+    (repo.path / name).write_text(text)
+    repo.add([name])
+    assert repo.commit(message, {**AUTHOR, "GIT_COMMITTER_DATE": "1700000000 +0000"}).ok
+    head = repo.rev_parse("HEAD")
+    assert head is not None
+    return head
+
+
+def test_a_private_index_commits_a_patch_without_touching_work_tree_or_index(tmp_path: Path) -> None:
+    repo, base = _repo_with_commit(tmp_path / "r")
+    diff = b"--- a/a.txt\n+++ b/a.txt\n@@ -1 +1,2 @@\n a\n+b\n"
+    index = repo.private_index(tmp_path / "index")
+    index.read_tree(base)
+    assert index.apply(diff, check=True).ok
+    assert not index.apply(diff, check=True, reverse=True).ok  # not applied yet: nothing to reverse
+    assert index.apply(diff).ok
+    assert [(c.status, c.path) for c in index.changes(base)] == [("M", "a.txt")]
+    (blob,) = index.read_blobs([index.changes(base)[0].new_id])
+    assert blob == b"a\nb\n"
+    commit = index.commit_tree(index.write_tree(), base, "two\n", AUTHOR)
+    assert repo.blob(commit, "a.txt") == b"a\nb\n"
+    assert repo.message(commit) == "two"
+    assert repo.rev_parse("HEAD") == base and (repo.path / "a.txt").read_text() == "a\n"
+    assert repo.nothing_staged("HEAD") and repo.is_clean()
+    assert not index.apply(diff, check=True).ok  # the index now holds the change
+
+
+def test_format_patch_patch_ids_and_range_diff(tmp_path: Path) -> None:
+    repo, base = _repo_with_commit(tmp_path / "r")
+    _commit_file(repo, "a.txt", "a\nb\n", "add b")
+    head = _commit_file(repo, "c.txt", "c\n", "add c")
+    mails = repo.format_patch(f"{base}..{head}")
+    assert [m.split(b"\n", 1)[0] for m in mails] == [b"From " + b"0" * 40 + b" Mon Sep 17 00:00:00 2001"] * 2
+    assert all(not m.endswith(b"\n\n") for m in mails)  # as `format-patch -o` writes each one
+    assert repo.subjects(f"{base}..{head}") == ["add b", "add c"]
+    separate = [repo.patch_ids(mail) for mail in mails]
+    together = repo.patch_ids(b"".join(mails))
+    assert [ids[0][0] for ids in separate] == [patch_id for patch_id, _ in together]
+    assert len({patch_id for patch_id, _ in together}) == 2
+    same = repo.range_diff(f"{base}..{head}", f"{base}..{head}")
+    assert same.count(" = ") == 2, same
+
+
+def test_configuration_written_through_gitpython_is_what_git_reads(tmp_path: Path) -> None:
+    repo, _ = _repo_with_commit(tmp_path / "r")
+    repo.set_config("rerere.enabled", "true")
+    assert repo.out("config", "rerere.enabled") == "true"
+    repo.set_config("rerere.enabled", "false")
+    assert repo.out("config", "--bool", "rerere.enabled") == "false"
+    assert repo.config_value("rerere.enabled") == "false"
+    assert repo.common_dir() == (tmp_path / "r" / ".git").resolve()
+
+
+def test_am_stops_and_is_resumed_or_abandoned(tmp_path: Path) -> None:
+    repo, base = _repo_with_commit(tmp_path / "r")
+    head = _commit_file(repo, "a.txt", "a\nb\n", "add b")
+    (mail,) = repo.format_patch(f"{base}..{head}")
+    (tmp_path / "0001.patch").write_bytes(mail)
+    repo.reset_hard(base)
+    assert repo.am([tmp_path / "0001.patch"]).ok
+    assert repo.blob("HEAD", "a.txt") == b"a\nb\n"
+    repo.reset_hard(base)
+    _commit_file(repo, "a.txt", "x\n", "conflicting")
+    stopped = repo.am([tmp_path / "0001.patch"])
+    assert not stopped.ok and "Applying: add b" in stopped.output
+    assert (repo.git_dir() / "rebase-apply").is_dir()
+    repo.am_abort()
+    assert not (repo.git_dir() / "rebase-apply").exists() and repo.blob("HEAD", "a.txt") == b"x\n"
+    with pytest.raises(GitError, match="git am --keep-cr failed"):
+        repo.am([tmp_path / "0001.patch"], check=True)
+
+
+def test_no_git_recipe_is_spelt_out_outside_the_adapter() -> None:
+    """Callers use the verbs: no `.run("apply", ...)`-style call names a git subcommand outside toolkit/git/."""
+    import ast
+
+    root = Path(__file__).resolve().parents[2] / "toolkit"
+    subcommands = {
+        "am", "apply", "blame", "cat-file", "checkout", "clean", "clone", "commit", "commit-tree", "config",
+        "diff", "diff-index", "fast-import", "fetch", "for-each-ref", "format-patch", "fsck", "init", "log",
+        "ls-files", "ls-tree", "mailinfo", "mailsplit", "patch-id", "range-diff", "read-tree", "remote",
+        "rerere", "reset", "rev-list", "rev-parse", "show", "sparse-checkout", "status", "symbolic-ref",
+        "update-ref", "write-tree", "add", "--version",
+    }  # fmt: skip
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.is_relative_to(root / "git"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+                first = node.args[0]
+                named = isinstance(first, ast.Constant) and first.value in subcommands
+                starred = isinstance(first, ast.Starred) and "ARGS" in ast.unparse(first)
+                if node.func.attr in ("run", "out", "ok", "attempt") and (named or starred):
+                    found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert found == []

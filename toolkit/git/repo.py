@@ -64,7 +64,8 @@ class Git(WorktreeVerbs, IndexVerbs, MailVerbs, HistoryVerbs):
         (never the user's or the system's, as everywhere here); None when unset."""
         section, name = _config_key(key)
         reader = self._repository().config_reader("repository")
-        value = reader.get_value(section, name, default=None) if reader.has_section(section) else None
+        # `get`, not `get_value`: the text as written (get_value turns "false" into False, "12" into 12)
+        value = reader.get(section, name, fallback=None) if reader.has_section(section) else None
         return None if value is None else str(value)
 
     def set_config(self, key: str, value: str) -> None:
