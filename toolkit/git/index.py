@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.git.runner import Result, Runner
-from toolkit.git.worktree import apply_args
+from toolkit.git.runner import Result
+from toolkit.git.worktree import WorktreeVerbs
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class IndexChange:
 class Index:
     """A private index file of `repo` (see the module)."""
 
-    repo: Runner
+    repo: WorktreeVerbs
     file: Path
     objects: Path | None = None
 
@@ -49,8 +49,9 @@ class Index:
         self, patch: Path | bytes, *, check: bool = False, reverse: bool = False, quiet_whitespace: bool = False
     ) -> Result:
         """`git apply --cached` of a patch file or of diff bytes to this index."""
-        args = apply_args(patch, cached=True, check=check, reverse=reverse, quiet_whitespace=quiet_whitespace)
-        return self.repo.attempt(*args, input=patch if isinstance(patch, bytes) else None, env=self.env)
+        return self.repo.apply(
+            patch, cached=True, check=check, reverse=reverse, quiet_whitespace=quiet_whitespace, env=self.env
+        )
 
     def write_tree(self) -> str:
         return self.repo.out("write-tree", env=self.env)
@@ -96,7 +97,7 @@ class Index:
         return contents
 
 
-class IndexVerbs(Runner):
+class IndexVerbs(WorktreeVerbs):
     def private_index(self, file: Path, *, objects: Path | None = None) -> Index:
         """A private index kept in `file` (which the caller's scratch directory holds); see the module."""
         return Index(self, file, objects)

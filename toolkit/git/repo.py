@@ -11,7 +11,6 @@ from toolkit.git.history import HistoryVerbs
 from toolkit.git.index import IndexVerbs
 from toolkit.git.mail import MailVerbs
 from toolkit.git.runner import GitError
-from toolkit.git.worktree import WorktreeVerbs
 
 if TYPE_CHECKING:
     import git as gitpython
@@ -20,7 +19,7 @@ _GIT_DIRS: dict[Path, Path] = {}
 
 
 @dataclass(frozen=True)
-class Git(WorktreeVerbs, IndexVerbs, MailVerbs, HistoryVerbs):
+class Git(IndexVerbs, MailVerbs, HistoryVerbs):
     """A git repository (work tree or bare) and the domain's verbs on it."""
 
     def rev_parse(self, rev: str) -> str | None:

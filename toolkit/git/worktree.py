@@ -11,37 +11,12 @@ LITERAL_PATHS = {"GIT_LITERAL_PATHSPECS": "1"}  # paths given to git mean themse
 UNMERGED_CODES = ("DD", "AU", "UD", "UA", "DU", "AA", "UU")  # `git status` XY codes of an unmerged path
 
 
-def apply_args(
-    patch: Path | bytes,
-    *,
-    cached: bool = False,
-    index: bool = False,
-    reverse: bool = False,
-    check: bool = False,
-    verbose: bool = False,
-    reject: bool = False,
-    context: int | None = None,
-    quiet_whitespace: bool = False,
-) -> list[str]:
-    """`git apply`'s argument list: a patch file by path, or `-` for a diff given as bytes on standard input."""
-    args = ["apply"]
-    args += ["--cached"] if cached else []
-    args += ["--reverse"] if reverse else []
-    args += ["--check"] if check else []
-    args += [f"-C{context}"] if context is not None else []
-    args += ["--index"] if index else []
-    args += ["--reject"] if reject else []
-    args += ["-v"] if verbose else []
-    args += ["--whitespace=nowarn"] if quiet_whitespace else []
-    args.append("-" if isinstance(patch, bytes) else str(patch))
-    return args
-
-
 class WorktreeVerbs(Runner):
     def apply(
         self,
         patch: Path | bytes,
         *,
+        cached: bool = False,
         index: bool = False,
         reverse: bool = False,
         check: bool = False,
@@ -49,20 +24,22 @@ class WorktreeVerbs(Runner):
         reject: bool = False,
         context: int | None = None,
         quiet_whitespace: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> Result:
-        """`git apply` of a patch file or of diff bytes to the work tree (`index`: and the index); `check`
-        only asks whether it would apply. Read what it said with `toolkit.git.read_apply_output`."""
-        args = apply_args(
-            patch,
-            index=index,
-            reverse=reverse,
-            check=check,
-            verbose=verbose,
-            reject=reject,
-            context=context,
-            quiet_whitespace=quiet_whitespace,
-        )
-        return self.attempt(*args, input=patch if isinstance(patch, bytes) else None)
+        """`git apply` of a patch file or of diff bytes (on standard input) to the work tree (`index`: and the
+        index; `cached`: to the index only, see `toolkit.git.Index`); `check` only asks whether it would
+        apply. Read what it said with `toolkit.git.read_apply_output`."""
+        args = ["apply"]
+        args += ["--cached"] if cached else []
+        args += ["--reverse"] if reverse else []
+        args += ["--check"] if check else []
+        args += [f"-C{context}"] if context is not None else []
+        args += ["--index"] if index else []
+        args += ["--reject"] if reject else []
+        args += ["-v"] if verbose else []
+        args += ["--whitespace=nowarn"] if quiet_whitespace else []
+        args.append("-" if isinstance(patch, bytes) else str(patch))
+        return self.attempt(*args, input=patch if isinstance(patch, bytes) else None, env=env)
 
     def reset_hard(self, rev: str) -> None:
         """Work tree, index and branch at `rev` (untracked files stay: see `clean_all`)."""
