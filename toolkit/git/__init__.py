@@ -10,24 +10,28 @@ format git writes or reads (C-quoted paths, `git apply -v` and `git am` output) 
 * `worktree`, `index`, `mail`, `history`: the verbs, as mixins of `Git`;
 * `formats`: the text formats.
 
-GitPython, and where a raw `git` run stays (measured on a 2-core machine, a checkout of vLLM's sdist base,
-GitPython 3.2.1, git 2.39; bench: each call 50 times after one warm-up):
+GitPython, and where a raw `git` run stays (`bench/git_adapter_costs.py` on the 2-core machine under its
+shared load, a vLLM sdist base from the cache, GitPython 3.2.1, git 2.39: the best of 30-60 calls, in five
+runs; medians vary 1-5x with the load):
 
 * Repository discovery, the git directory, the common directory, refs (loose and packed, symbolic refs
-  followed) and the repository's configuration (read and written) are GitPython: no process at all.
-  `import git` costs ~100 ms, so it is imported on first use: a build from warm caches never pays it.
+  followed) and the repository's configuration (read and written) are GitPython: no process at all
+  (`Repo()` 0.24-0.35 ms). `import git` costs ~100 ms, so it is imported on first use: a build from warm
+  caches never pays it.
 * Commands are started with `subprocess`, not GitPython's runner (`git.cmd.Git.execute`): that runner
   builds the child's environment from a copy of `os.environ` and can only add to it, so it cannot drop an
   inherited `GIT_DIR`, `GIT_INDEX_FILE`, `GIT_WORK_TREE` or `GIT_OBJECT_DIRECTORY` (set when vpatch runs
   from a git hook or `git rebase --exec`), any of which would point our commands at the user's repository;
   and it feeds standard input only from a file object, where `am`, `apply`, `patch-id` and `mailinfo` take
-  bytes. It is no faster either: 2.3 ms a `rev-parse` through it against 2.7 ms through `subprocess.run`.
+  bytes. It is no faster either: a `rev-parse` costs 1.4-2.4 ms through it, 1.5-2.3 ms through `Runner.run`
+  (fixed configuration and environment included).
 * `rev_parse` and blob reads stay git runs: GitPython answers them from a persistent `git cat-file`
   process it starts per `Repo` (through the runner above, so with the caller's environment), which pays
-  only when the `Repo` is kept: a fresh `Repo` + `rev_parse` takes 11.4 ms and a fresh `Repo` + blob read
-  14.6 ms, against 5.0 ms and 4.7 ms for our `git rev-parse` / `git cat-file blob` (0.26 ms and 0.61 ms on a
-  kept `Repo`, whose long-lived child would outlive the stage and see the caller's `GIT_*`). Its
-  `rev_parse` also understands less of git's revision syntax than git (ranges' sides come from users).
+  only while that `Repo` is kept (0.14-0.2 ms a rev-parse, 0.35-0.74 ms a blob), and such a long-lived
+  child would outlive the stage. Per call, as the verbs are used, a fresh `Repo` costs more than git:
+  2.1-7.3 ms for `Repo` + `rev_parse` against 1.5-2.3 ms, 4.1-7.7 ms for `Repo` + a blob against
+  1.7-3.0 ms for `git cat-file blob`. GitPython's `rev_parse` also knows less of git's revision syntax
+  (a range's sides come from users).
 * Verbs that write (apply, am, commit, commit-tree, write-tree, fast-import, format-patch, range-diff,
   patch-id ...) have no GitPython equivalent that is not itself a git run.
 """
