@@ -15,7 +15,7 @@ from toolkit.git import GitError
 from toolkit.options import Options, load_options
 from toolkit.txn import recover, writer_lock
 
-SERIES_WRITERS = frozenset({"export", "import", "rebase", "review", "retire"})
+SERIES_WRITERS = frozenset({"export", "import", "rebase", "resolutions", "review", "retire"})
 """Commands that read a series and write it back: one at a time per project."""
 
 

@@ -167,7 +167,7 @@ def writer_lock(journal_dir: Path) -> contextlib.AbstractContextManager[None]:
 
 def owned_by_vpatch(name: str) -> bool:
     """Files of a series directory that vpatch writes (and may replace); anything else is the user's."""
-    return name in ("series", "retired", EVIDENCE_FILE, "range-diff.txt") or name.endswith(".patch")
+    return name in ("series", "retired", "resolutions", EVIDENCE_FILE, "range-diff.txt") or name.endswith(".patch")
 
 
 def _finish(entries: list[_Entry], journal: Path) -> None:

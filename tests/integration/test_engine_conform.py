@@ -24,12 +24,13 @@ from typing import Any
 import pytest
 
 from tests.harness import run_vpatch
+from tests.harness.paths import REPO_ROOT
 from tests.integration.engine_project import MARK_LINE, make_project
 from toolkit.conformance.engine_apply import libstdcxx
 from toolkit.records.conformance import decode_results
 
 pytestmark = pytest.mark.engine
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 PARTS = os.environ.get("VPATCH_ENGINE_TIER_PARTS", "parity,kv-routing")
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import assert_series_round_trips, run_vpatch
+from tests.harness.paths import REPO_ROOT
 from toolkit.apply import apply_series
 from toolkit.features import parent_of, sub_of
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 OLD, NEW = "0.8.4", "0.8.5"
 pytestmark = pytest.mark.real
 
@@ -92,7 +93,9 @@ def test_the_real_rebase_stops_where_the_committed_series_was_resolved(repo_proj
     patches = tmp_path / "patches"
     shutil.copytree(REPO / "patches", patches)
     cache = tmp_path / "cache"  # an empty rerere cache, sdists fetched and verified again
-    vpatch = [str(Path(sys.executable).with_name("vpatch")), "--root", str(REPO), "--patches-dir", str(patches)]
+    # A root outside git: the rr-cache is then the empty one under `cache` (with the repository as root it
+    # would be the repository's own, which remembers every resolution made in this clone).
+    vpatch = [str(Path(sys.executable).with_name("vpatch")), "--root", str(tmp_path), "--patches-dir", str(patches)]
     vpatch += ["--cache-dir", str(cache), "--checkouts-dir", str(tmp_path / "checkouts")]
 
     def run(*args: str) -> dict:

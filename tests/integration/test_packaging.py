@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from tests.harness.paths import REPO_ROOT
 from toolkit.envs import create_venv, uv_binary, venv_python
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 pytestmark = pytest.mark.real
 
 

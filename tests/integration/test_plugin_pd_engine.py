@@ -11,7 +11,6 @@ timeout), and at the end no blocks held and no files in the storage directory.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -26,8 +25,7 @@ from toolkit.conformance.engine_env import engine_env
 from toolkit.conformance.engine_pd import BLOCK_SIZE, MAX_TOKENS, WARM_UP, pd_prompts
 from toolkit.conformance.engine_procs import EngineProcess
 from toolkit.conformance.tiny_model import model_dir
-from toolkit.envs import create_venv, install, layer_on, venv_python
-from toolkit.plugin.build import build_plugin
+from toolkit.envs import venv_python
 
 pytestmark = pytest.mark.engine
 LOAD_TIMEOUT = 3.0
@@ -64,15 +62,12 @@ def _corrupt(kv_bin: Path) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, repo_project) -> dict[str, Any]:
+def run(tmp_path_factory: pytest.TempPathFactory, plugin_engine_env) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("plugin-pd")
     env = engine_env(default_cache_root())
     model = model_dir(default_cache_root(), env)
-    wheel = build_plugin(repo_project, None, work / "dist").path
-    venv = create_venv(work / "engine-plugin")  # the cached engine venv stays as it is: a layer under this one
-    layer_on(venv, env.path)
-    install(venv, [str(wheel)], installer="pip", no_deps=True)
-    plugin_env = dataclasses.replace(env, path=venv)
+    plugin_env, wheel = plugin_engine_env  # the cached engine venv stays as it is: a layer under the plugin's
+    venv = plugin_env.path
     storage = work / "kv-storage"
     storage.mkdir()
     base = {"model": str(model), "block_size": BLOCK_SIZE, "storage": str(storage), "connector": CONNECTOR}

@@ -7,11 +7,10 @@ round trips export into a copy in tmp.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.harness import assert_series_round_trips, commit_in, run_vpatch
+from tests.harness.paths import REPO_ROOT
 from toolkit.apply import apply_series
 from toolkit.checkout import UPSTREAM_REF, create_checkout
 from toolkit.export import plan_export, write_export
@@ -21,7 +20,7 @@ from toolkit.options import load_options
 from toolkit.project import Project
 from toolkit.sources.sdist import build_base_repo
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 VERSION = "0.8.4"
 pytestmark = pytest.mark.real
 

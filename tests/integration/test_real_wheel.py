@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
 from tests.harness import commit_in, run_vpatch
+from tests.harness.paths import REPO_ROOT
 from toolkit.envs import create_venv, install, venv_python
 from toolkit.index import fetch_artifact
 from toolkit.options import load_options
@@ -25,7 +25,7 @@ from toolkit.wheel.overlay import build_overlay
 from toolkit.wheel.source import build_source
 from toolkit.wheel.verify import verify_wheel
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 VERSION = "0.8.4"
 pytestmark = pytest.mark.real
 

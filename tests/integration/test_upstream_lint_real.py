@@ -6,18 +6,17 @@ blamed for exactly its line, and no finding lands on a line upstream wrote.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.harness import commit_in
+from tests.harness.paths import REPO_ROOT
 from toolkit.apply import PatchOutcome, apply_series
 from toolkit.options import load_options
 from toolkit.project import Project
 from toolkit.upstream_lint import lint_series
 from toolkit.upstream_lint.config import load_lint_config
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO_ROOT
 pytestmark = pytest.mark.real
 MYPY_DEPS = ("mypy==1.11.1", "types-cachetools", "types-setuptools", "types-PyYAML", "types-requests")
 

@@ -42,5 +42,13 @@ def test_an_option_value_that_names_a_command_does_not_pick_the_command(pinned, 
 def test_help_lists_every_command():
     proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
-    for name in ("pin", "rebase", "review", "retire", "kv-watch", "import", "ci", "report"):
+    for name in ("pin", "rebase", "review", "retire", "kv-watch", "import", "ci", "report", "config"):
         assert f"    {name} " in proc.stdout, name
+    assert "migrate-config" not in proc.stdout  # one command migrates a configuration: `config migrate`
+
+
+def test_config_migrate_loads_only_its_command(tmp_path):
+    deploy = tmp_path / "d.json"
+    deploy.write_text('{"model": "/m", "kv_events_config": {"enable_kv_cache_events": true}}', encoding="utf-8")
+    result = probe("config", "migrate", str(deploy), "--to", "0.32.0", cwd=tmp_path)
+    assert result == {"code": 0, "loaded": ["config"]}

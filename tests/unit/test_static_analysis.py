@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness.paths import REPO_ROOT
+
+ROOT = REPO_ROOT
 CHECKED = ("toolkit", "tests", "bench")
 
 

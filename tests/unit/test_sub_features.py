@@ -13,8 +13,8 @@ import tomllib
 import pytest
 
 from tests.harness import DIFF_AUTHORSHIP, commit_in, module_text
-from tests.unit.test_import import base_and_fork, diff_ruN, parsed, run
-from tests.unit.test_report import make_input, run_report, tables
+from tests.unit.importer.test_import import base_and_fork, diff_ruN, parsed, run
+from tests.unit.report.test_report import make_input, run_report, tables
 from toolkit.features import describe, grouped, name_problem, parent_of, sub_of, undeclared
 
 SUBS = ("failed-loads", "nixl")

@@ -8,6 +8,7 @@ import os
 import shutil
 
 from tests.harness import commit_in, module_text
+from tests.harness.paths import REPO_ROOT
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
 from toolkit.records.status import Status
 from toolkit.verdict_features import patch_span
@@ -139,11 +140,10 @@ def test_patch_spans():
 def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path):
     """The real evidence file (patches/conformance/vllm-0.9.0+plugin-against-0.8.4.json) drives 0.9.0's verdict,
     and it is the evidence of the wheel `vpatch plugin build 0.9.0` makes now (else: run the conform again)."""
-    from pathlib import Path
 
     from tests.harness import run_vpatch
 
-    root = Path(__file__).resolve().parents[2]
+    root = REPO_ROOT
     status = json.loads(run_vpatch(root, "status", "0.9.0", "--json").stdout)
     found = status["versions"][0]["verdict"]
     assert found["engine"] == "dynamo-base"  # pd-disagg still carried (0005-0015)

@@ -20,6 +20,7 @@ COMMAND_MODULES: dict[str, str] = {
     "check": "check",
     "rebase": "rebase",
     "review": "review",
+    "resolutions": "resolutions",
     "status": "status",
     "build": "build",
     "verify": "verify",

@@ -1,9 +1,12 @@
-"""`vpatch config migrate --to VERSION`: the stock vLLM configuration a dynamo-base configuration becomes.
+"""`vpatch config migrate --to VERSION`: what a dynamo-base configuration becomes on stock vLLM VERSION.
 
-Input: `--kv-events-config JSON`, `--kv-transfer-config JSON`, `--kv-transfer-params JSON` (as the engine
-flags take them), or `--file FILE` holding a JSON object with those keys. Prints the migrated JSON and the
-flags (with the environment the engine needs), or one error line per key that cannot carry over and exits 1.
-`--check` only validates. The rules are toolkit/compat/mapping.toml; docs/migration.md explains them.
+Two inputs, one set of rules (toolkit/compat/mapping.toml; docs/migration.md explains them):
+- FILE (or `--file FILE`): what a deployment starts vLLM with, a JSON/YAML file of engine arguments or a
+  `vllm serve ...` command line (toolkit/compat/deployment.py reads it). Prints one line per changed key, or
+  one `FILE:LINE: PATH: what to do` per key that cannot carry over (exit 1).
+- `--kv-events-config JSON`, `--kv-transfer-config JSON`, `--kv-transfer-params JSON` (as the engine flags take
+  them): prints the migrated JSON, the environment and the flags, or one error line per key (exit 1).
+With dynamo-base-plugin installed beside stock by default (`--no-plugin`: stock alone); `--check` only validates.
 """
 
 from __future__ import annotations
@@ -15,24 +18,39 @@ from pathlib import Path
 from typing import Any
 
 from toolkit import exit_codes, ui
+from toolkit.compat.deployment import SECTIONS
 from toolkit.errors import VpatchError
 from toolkit.options import Options
-
-FILE_KEYS = ("kv_events_config", "kv_transfer_config", "kv_transfer_params")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("config", help="dynamo-base configuration on stock vLLM (migrate, check)")
     actions = parser.add_subparsers(dest="config_action", metavar="ACTION", required=True)
     migrate = actions.add_parser("migrate", help="what a dynamo-base configuration becomes on stock vLLM VERSION")
+    migrate.add_argument("file", nargs="?", type=Path, metavar="FILE", help="as --file")
     migrate.add_argument("--to", required=True, metavar="VERSION", help="the stock vLLM release to run")
     migrate.add_argument("--kv-events-config", metavar="JSON", help="dynamo-base's --kv-events-config value")
     migrate.add_argument("--kv-transfer-config", metavar="JSON", help="dynamo-base's --kv-transfer-config value")
     migrate.add_argument("--kv-transfer-params", metavar="JSON", help="a request's kv_transfer_params (router side)")
-    migrate.add_argument("--file", type=Path, help=f"a JSON object with any of {', '.join(FILE_KEYS)}")
+    migrate.add_argument(
+        "--file",
+        type=Path,
+        dest="file_option",
+        metavar="FILE",
+        help="a deployment's JSON/YAML engine arguments or vLLM command line",
+    )
     migrate.add_argument("--check", action="store_true", help="only validate: exit 1 when anything cannot carry over")
-    migrate.add_argument("--with-plugin", action="store_true", help="dynamo-base-plugin is installed beside stock")
+    plugin = migrate.add_mutually_exclusive_group()
+    plugin.add_argument(
+        "--with-plugin",
+        dest="plugin",
+        action="store_true",
+        default=True,
+        help="dynamo-base-plugin beside stock (default)",
+    )
+    plugin.add_argument("--no-plugin", dest="plugin", action="store_false", help="stock vLLM alone")
     migrate.add_argument("--strict", action="store_true", help="dynamo-base defaults stock lacks are errors too")
+    migrate.add_argument("--notes", action="store_true", help="FILE: also print why each key changed")
     migrate.add_argument("--json", action="store_true")
     migrate.set_defaults(run=run)
 
@@ -44,65 +62,84 @@ def _parse(text: str, flag: str) -> Any:
         raise VpatchError(f"{flag}: not JSON: {exc.msg} (column {exc.colno})") from None
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VpatchError(exc.strerror or str(exc), path=path) from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise VpatchError(f"not JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    if not isinstance(data, dict):
-        raise VpatchError("must be a JSON object with any of " + ", ".join(FILE_KEYS), path=path, line=1)
-    for key in data:
-        if key.replace("-", "_") not in FILE_KEYS:
-            from toolkit.tomlkeys import unknown_key_message
-
-            line = next((n for n, row in enumerate(text.split("\n"), 1) if f'"{key}"' in row), 1)
-            raise VpatchError(unknown_key_message(key, FILE_KEYS), path=path, line=line)
-    return {key.replace("-", "_"): value for key, value in data.items()}
+def _file(args: argparse.Namespace) -> Path | None:
+    if args.file is not None and args.file_option is not None:
+        raise VpatchError("FILE is given twice (as an argument and as --file)")
+    return args.file if args.file is not None else args.file_option
 
 
-def inputs(args: argparse.Namespace) -> dict[str, Any]:
-    given = _read_file(args.file) if args.file is not None else {}
-    for key in FILE_KEYS:
-        text = getattr(args, key)
-        if text is not None:
-            if key in given:
-                raise VpatchError(f"--{key.replace('_', '-')} is given twice (flag and --file)")
-            given[key] = _parse(text, f"--{key.replace('_', '-')}")
-    if not given:
-        raise VpatchError("nothing to migrate: give --kv-events-config, --kv-transfer-config or --file")
-    return given
+def flag_inputs(args: argparse.Namespace) -> dict[str, Any]:
+    """The sections given as flags, parsed."""
+    return {
+        key: _parse(text, f"--{key.replace('_', '-')}") for key in SECTIONS if (text := getattr(args, key)) is not None
+    }
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    path, given = _file(args), flag_inputs(args)
+    if path is not None and given:
+        flag = f"--{next(iter(given)).replace('_', '-')}"
+        raise VpatchError(f"{flag}: give the configuration in FILE or as flags, not both")
+    if path is None and not given:
+        raise VpatchError(
+            "nothing to migrate: give FILE, --kv-events-config, --kv-transfer-config or --kv-transfer-params"
+        )
+    if path is not None:
+        return _run_file(args, options, path)
     from toolkit.compat.migrate import migrate
 
-    result = migrate(args.to, with_plugin=args.with_plugin, strict=args.strict, **inputs(args))
+    result = migrate(args.to, with_plugin=args.plugin, strict=args.strict, **given)
     if options.json:
-        ui.print_json({"ok": result.ok, **_record(result)})
+        ui.print_json(_record(args, result, result.warnings, result.errors))
     elif result.ok and not args.check:
         _print(result)
-    for line in result.warnings:
-        print(f"vpatch: warning: {line}", file=sys.stderr)
-    for line in result.errors:
-        print(f"vpatch: error: {line}", file=sys.stderr)
-    if result.ok and args.check and not options.json:
-        print(f"ok: carries over to stock vLLM {result.to}")
-    return exit_codes.OK if result.ok else exit_codes.FAILED
+    return _finish(args, options, result.to, result.warnings, result.errors)
 
 
-def _record(result: Any) -> dict[str, Any]:
+def _run_file(args: argparse.Namespace, options: Options, path: Path) -> int:
+    from toolkit.compat.deployment import migrate_deployment
+
+    done = migrate_deployment(path, args.to, with_plugin=args.plugin, strict=args.strict)
+    if options.json:
+        ui.print_json(
+            {
+                **_record(args, done.migration, done.warnings, done.errors),
+                "changes": done.changes,
+                "config": done.migrated,
+            }
+        )
+    elif done.ok and not args.check:
+        target = f"stock vLLM {done.migration.to}" + (" + dynamo-base-plugin" if args.plugin else "")
+        if not done.changes:
+            print(f"{path}: no change for {target}")
+        for line in done.changes:
+            print(line)
+        for note in done.migration.notes if args.notes else []:
+            print(f"note: {note}")
+    return _finish(args, options, done.migration.to, done.warnings, done.errors)
+
+
+def _record(args: argparse.Namespace, result: Any, warnings: list[str], errors: list[str]) -> dict[str, Any]:
+    """One record for both inputs: the migration (to, read_at, the three objects, env, plugin, flags, notes)."""
     import msgspec
 
-    return msgspec.to_builtins(result)
+    record = msgspec.to_builtins(result)
+    return {"ok": not errors, "with_plugin": args.plugin, **record, "warnings": warnings, "errors": errors}
+
+
+def _finish(args: argparse.Namespace, options: Options, to: str, warnings: list[str], errors: list[str]) -> int:
+    for line in warnings:
+        print(f"vpatch: warning: {line}", file=sys.stderr)
+    for line in errors:
+        print(f"vpatch: error: {line}", file=sys.stderr)
+    if not errors and args.check and not options.json:
+        print(f"ok: carries over to stock vLLM {to}")
+    return exit_codes.FAILED if errors else exit_codes.OK
 
 
 def _print(result: Any) -> None:
     print(f"# stock vLLM {result.to} (rules read from {', '.join(result.read_at) or 'no key'})")
-    for name in ("kv_events_config", "kv_transfer_config", "kv_transfer_params"):
+    for name in SECTIONS:
         value = getattr(result, name)
         if value is not None:
             print(f"{name}: {json.dumps(value)}")

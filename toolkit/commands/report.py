@@ -6,6 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
+import msgspec
 from rich.markup import escape
 
 from toolkit import ui
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     written = build_report(input_dir, out_dir, root=options.root)
     report = written.report
-    files = [written.html, written.markdown]
+    files = [written.html, written.markdown, *([written.story] if written.story else [])]
     summary_target = os.environ.get("GITHUB_STEP_SUMMARY")
     if args.job_summary and summary_target:
         with open(summary_target, "a", encoding="utf-8") as handle:
@@ -62,6 +63,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
                     }
                     for v in report.versions
                 ],
+                "default_switch": msgspec.to_builtins(report.story.switch) if report.story else None,
                 "unreadable": report.problems,
             }
         )

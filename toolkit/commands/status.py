@@ -1,16 +1,20 @@
-"""`vpatch status`: pinned versions × patches, with feature and upstream status, and the default-engine verdict
-(decided by toolkit/verdict.py)."""
+"""`vpatch status`: pinned versions × patches, with feature and upstream status, the default-engine verdict
+(decided by toolkit/verdict.py), and the recommended default per release with the release from which stock
+vLLM is the default (the story, toolkit/report/story.py: the same computation as the report's)."""
 
 from __future__ import annotations
 
 import argparse
+
+import msgspec
 
 from toolkit import ui
 from toolkit.errors import VpatchError
 from toolkit.features import grouped, parent_of
 from toolkit.options import Options
 from toolkit.project import Project
-from toolkit.records.verdict import engine_label
+from toolkit.records.story import Story
+from toolkit.records.verdict import Verdict, engine_label
 from toolkit.verdict import decide
 
 
@@ -21,7 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def collect(project: Project, versions: list[str] | None) -> list[dict]:
+def collect(project: Project, versions: list[str] | None, verdicts: dict[str, Verdict] | None = None) -> list[dict]:
+    """One row per selected version; `verdicts` (when given) receives each version's verdict."""
     rows = []
     for pin in project.pins.select(versions):
         entry: dict = {"version": str(pin.version), "source": pin.source, "series": None, "patches": []}
@@ -52,16 +57,30 @@ def collect(project: Project, versions: list[str] | None) -> list[dict]:
         if series is not None:
             # parent -> the sub-features this release's series carries (toolkit/features.py)
             entry["features"] = grouped(p.feature for p in series.patches if p.feature)
-        entry["verdict"] = decide(project, pin, series).as_dict()
+        verdict = decide(project, pin, series)
+        if verdicts is not None:
+            verdicts[str(pin.version)] = verdict
+        entry["verdict"] = verdict.as_dict()
         rows.append(entry)
     return rows
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    from toolkit.report.story import compute_story
+
     project = Project.load(options)
-    rows = collect(project, args.versions)
+    verdicts: dict[str, Verdict] = {}
+    rows = collect(project, args.versions, verdicts)
+    story = compute_story(project, verdicts)  # every pin: the switch is over all of them
     if options.json:
-        ui.print_json({"project": project.pins.project, "features": project.pins.features, "versions": rows})
+        ui.print_json(
+            {
+                "project": project.pins.project,
+                "features": project.pins.features,
+                "versions": rows,
+                "story": msgspec.to_builtins(story),
+            }
+        )
         return 0
     for row in rows:
         if row.get("error"):
@@ -79,7 +98,23 @@ def run(args: argparse.Namespace, options: Options) -> int:
             table.add_row(patch["name"], patch["feature"], patch["upstream_status"], patch["subject"])
         ui.out.print(table)
         print_verdict(project.pins.project, row)
+    print_defaults(story, [row["version"] for row in rows])
     return 0
+
+
+def print_defaults(story: Story, versions: list[str]) -> None:
+    """The recommended default per selected release, then the switch: from which release stock vLLM (with or
+    without the plugin) is the default, and why; or what still needs dynamo-base at the newest pin."""
+    from rich.markup import escape
+
+    ui.out.print("[bold]recommended default[/]")
+    for release in story.releases:
+        if release.version in versions:
+            plugin = f" ({release.plugin})" if release.engine == "stock+plugin" and release.plugin else ""
+            ui.out.print(f"  {escape(release.version)}: {escape(engine_label(release.engine) + plugin)}")
+    switch = story.switch
+    head = f"switch at {switch.release}" if switch.release else "no switch"
+    ui.out.print(f"[bold]{escape(head)}[/]: {escape(switch.sentence)}")
 
 
 def print_verdict(project: str, row: dict) -> None:

@@ -104,7 +104,7 @@ class _Run:
             self.out[place][key] = value
 
     def apply(self, entry: Entry, value: Any, where: str, *, explicit: bool) -> None:
-        resolved = rule_at(self.table, entry, self.version)
+        resolved = rule_at(self.table, entry, self.version, with_plugin=self.with_plugin)
         if isinstance(resolved, str):
             self.say(where, resolved, explicit=explicit)
             return
@@ -162,7 +162,7 @@ class _Run:
 
     def may_refuse(self, entry: Entry) -> bool:
         """A default stock cannot honour is reported even when nobody wrote the key."""
-        resolved = rule_at(self.table, entry, self.version)
+        resolved = rule_at(self.table, entry, self.version, with_plugin=self.with_plugin)
         return isinstance(resolved, str) or resolved.rule.kind in (Kind.NONE, Kind.PLUGIN)
 
 
@@ -243,7 +243,7 @@ def _transfer(run: _Run, transfer: dict[str, Any]) -> None:
 
 def _connector(run: _Run, entry: Entry, where: str) -> bool:
     """The stock connector name; False when there is none at the target release."""
-    resolved = rule_at(run.table, entry, run.version)
+    resolved = rule_at(run.table, entry, run.version, with_plugin=run.with_plugin)
     if isinstance(resolved, str):
         run.result.errors.append(f"{where}: {resolved}")
         return False

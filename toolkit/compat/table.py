@@ -55,6 +55,9 @@ class ValueType(enum.StrEnum):
 class Rule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     since: str
     kind: Kind
+    # A rule for stock vLLM + dynamo-base-plugin: from `since` on it replaces the stock rule when the plugin is
+    # installed (the plugin registers the name or reads the option itself).
+    plugin: bool = False
     to: str | None = None
     translator: str | None = None
     text: str = ""
@@ -117,9 +120,12 @@ def _check(table: Table, path: Path) -> None:
     if verified != sorted(verified):
         raise VpatchError("verified releases must ascend", path=path)
     for entry in table.entry:
-        since = [parse_version(rule.since, what=f"{entry.name}: since") for rule in entry.rule]
+        since = [parse_version(rule.since, what=f"{entry.name}: since") for rule in entry.rule if not rule.plugin]
         if not since or since != sorted(since) or since[0] != verified[0]:
             raise VpatchError(f"{entry.name}: rules must start at {verified[0]} and ascend", path=path)
+        plugged = [parse_version(rule.since, what=f"{entry.name}: since") for rule in entry.rule if rule.plugin]
+        if plugged != sorted(plugged) or any(str(v) not in table.verified for v in plugged):
+            raise VpatchError(f"{entry.name}: plugin rules must ascend and start at verified releases", path=path)
         for rule in entry.rule:
             if rule.to is not None and not rule.to.startswith(TARGET_PREFIXES):
                 raise VpatchError(f"{entry.name}: target {rule.to!r} is none of {TARGET_PREFIXES}", path=path)
@@ -153,13 +159,16 @@ class Resolved(msgspec.Struct, frozen=True):
     verified_at: str
 
 
-def rule_at(table: Table, entry: Entry, version: Version) -> Resolved | str:
-    """The entry's rule at `version`, or why the table cannot say (a release between two verified ones
-    where the rule changes)."""
+def rule_at(table: Table, entry: Entry, version: Version, *, with_plugin: bool = False) -> Resolved | str:
+    """The entry's rule at `version` (stock + dynamo-base-plugin with `with_plugin`: a plugin rule in force
+    replaces the stock one), or why the table cannot say (a release between two verified ones where the rule
+    changes)."""
     verified = [Version(v) for v in table.verified]
 
     def at(release: Version) -> Rule:
-        return [rule for rule in entry.rule if Version(rule.since) <= release][-1]
+        stock = [rule for rule in entry.rule if not rule.plugin and Version(rule.since) <= release]
+        plugged = [rule for rule in entry.rule if rule.plugin and Version(rule.since) <= release]
+        return plugged[-1] if with_plugin and plugged else stock[-1]
 
     below = [v for v in verified if v <= version]
     above = [v for v in verified if v > version]

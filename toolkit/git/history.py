@@ -121,9 +121,10 @@ class HistoryVerbs(Runner):
         proc = self.run("cat-file", "blob", f"{rev}:{path}", check=False)
         return proc.stdout if proc.returncode == 0 else None
 
-    def show_file(self, rev: str, path: str) -> bytes:
-        """`git show REV:PATH`: the file as git shows it (raises when there is none)."""
-        return self.run("show", f"{rev}:{path}").stdout
+    def show_file(self, rev: str, path: str) -> Result:
+        """`git show REV:PATH`: the file as git shows it (`rev` "" for the index's version); read `.stdout`
+        once `.ok` (or `.checked("show")`)."""
+        return self.attempt("show", f"{rev}:{path}")
 
     def blob_ids(self, rev: str, paths: Sequence[str]) -> dict[str, str]:
         """{path: blob id} at `rev` for those of `paths` that are files there."""

@@ -93,6 +93,10 @@ class WorktreeVerbs(Runner):
         """Let rerere record the resolutions made so far (a failure leaves nothing recorded, as git does)."""
         self.run("rerere", check=False)
 
+    def remerge(self, path: str) -> None:
+        """Write `path`'s conflicted merge again from the index's stages (`git checkout -m`)."""
+        self.run("checkout", "-m", "--", path)
+
     def checkout_branch(self, branch: str, commit: str) -> None:
         """Create or reset `branch` at `commit` and check it out."""
         self.run("checkout", "--quiet", "-B", branch, commit)

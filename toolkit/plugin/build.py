@@ -45,7 +45,11 @@ REQUIRES_DIST = ("msgspec", "pyzmq")
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z, the earliest time a zip member can carry
 ENTRY_POINTS = {
     # vLLM loads the group in every process from 0.9.0; `register` installs the 0.9.0 hook where it is needed
-    "vllm.general_plugins": {"dynamo_base_load_metrics": f"{PACKAGE}:register"},
+    "vllm.general_plugins": {
+        "dynamo_base_load_metrics": f"{PACKAGE}:register",
+        # dynamo-base's connector names in vLLM's connector registry (connector_names.py)
+        "dynamo_base_connector_names": f"{PACKAGE}.connector_names:register",
+    },
     # the stat-logger group of later vLLM (0.32.0 has it): AsyncLLM loads the logger class itself
     "vllm.stat_logger_plugins": {"dynamo_base_load_metrics": f"{PACKAGE}.load_metrics:LoadMetricsLogger"},
 }
@@ -77,6 +81,7 @@ KV_CONNECTORS = {
         "kv_connector_module_path": f"{PACKAGE}.shared_storage",
         "module": f"{PACKAGE}/shared_storage.py",
         "uses": [f"{PACKAGE}/transfer.py"],
+        "registered_as": "SharedStorageConnectorV1: vllm.general_plugins -> connector_names:register (no module path)",
         "vllm_api": "0.32.0 (3-argument constructor, get_transfer_results with failed_recving)",
         "replaces": ["0012", "0013", "0008 (load_timeout_s)", "0010 (hold_timeout_s, of the stored transfer)"],
     }

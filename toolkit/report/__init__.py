@@ -9,11 +9,13 @@ is read and rendered before anything is written, so bad input leaves the output 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from toolkit.cache import atomic_write_text
-from toolkit.options import find_root
+from toolkit.errors import VpatchError
+from toolkit.options import find_root, load_options
+from toolkit.records.story import STORY_FILE, Story, encode_story
 from toolkit.report.html import render_html
 from toolkit.report.load import SUMMARY_FILE, load_report
 from toolkit.report.markdown import render_markdown
@@ -22,7 +24,17 @@ from toolkit.report.model import Report
 HTML_FILE = "index.html"
 MARKDOWN_FILE = "summary.md"
 
-__all__ = ["HTML_FILE", "MARKDOWN_FILE", "SUMMARY_FILE", "Written", "build_report", "load_report", "write_report"]
+__all__ = [
+    "HTML_FILE",
+    "MARKDOWN_FILE",
+    "STORY_FILE",
+    "SUMMARY_FILE",
+    "Written",
+    "build_report",
+    "load_report",
+    "load_story",
+    "write_report",
+]
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,7 @@ class Written:
     report: Report
     html: Path
     markdown: Path
+    story: Path | None = None
 
 
 def build_report(input_dir: Path, output_dir: Path, *, root: Path | None = None) -> Written:
@@ -37,15 +50,36 @@ def build_report(input_dir: Path, output_dir: Path, *, root: Path | None = None)
     render both documents, then write them atomically into OUTPUT."""
     root = root if root is not None else find_root(Path.cwd().resolve())
     report = load_report(input_dir, root)
+    story, error = load_story(root)
+    report = replace(report, story=story, story_error=error)
     page = render_html(report)
     summary = render_markdown(report, HTML_FILE)
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / HTML_FILE, page)
     atomic_write_text(output_dir / MARKDOWN_FILE, summary)
-    return Written(report, output_dir / HTML_FILE, output_dir / MARKDOWN_FILE)
+    if story is not None:
+        atomic_write_text(output_dir / STORY_FILE, encode_story(story))
+    return Written(
+        report, output_dir / HTML_FILE, output_dir / MARKDOWN_FILE, output_dir / STORY_FILE if story else None
+    )
+
+
+def load_story(root: Path) -> tuple[Story | None, str | None]:
+    """The story of the project at `root` (toolkit/report/story.py), or why there is none: no pins there (None,
+    None), or pins that do not load (None, the one-line error, shown in the report, not fatal)."""
+    from toolkit.project import Project
+    from toolkit.report.story import compute_story
+
+    try:
+        options = load_options({"root": str(root)})
+        if not options.pins_file.is_file():
+            return None, None
+        return compute_story(Project.load(options)), None
+    except VpatchError as error:
+        return None, f"story: {error.render()}"
 
 
 def write_report(input_dir: Path, output_dir: Path, *, root: Path | None = None) -> list[Path]:
     """The files written (index.html, summary.md); what `vpatch ci` calls after its summary is written."""
     written = build_report(input_dir, output_dir, root=root)
-    return [written.html, written.markdown]
+    return [written.html, written.markdown, *([written.story] if written.story else [])]

@@ -16,6 +16,7 @@ from toolkit.report.html_chart import chart_section
 from toolkit.report.html_markup import NOT_YET, ROW_FAIL, STATUS_CLASS, STATUS_LABEL, badge, e
 from toolkit.report.html_sections import conformance_section, evidence_section, patches_section, wheels_section
 from toolkit.report.model import Feature, Report, Version, grouped_features
+from toolkit.report.story_render import story_html
 from toolkit.report.verdicts import verdicts_html
 
 CSS = """
@@ -72,6 +73,7 @@ def render_html(report: Report) -> str:
     sections = [
         _header(report, title),
         _overview(report),
+        story_html(report.story, report.story_error),
         verdicts_html(report),
         chart_section(report),
         patches_section(report),
@@ -112,6 +114,7 @@ def _header(report: Report, title: str) -> str:
         f'<a href="#{anchor}">{label}</a>'
         for anchor, label in (
             ("overview", "Default engine"),
+            ("story", "Capabilities per release"),
             ("verdicts", "Verdict per feature"),
             ("chart", "Chart"),
             ("patches", "Patches"),

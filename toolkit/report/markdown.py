@@ -14,6 +14,7 @@ import re
 from toolkit.records.status import CHECK_STATUSES, LABELS, STEP_STATUSES
 from toolkit.report import fmt
 from toolkit.report.model import Patch, Report, Version, grouped_features
+from toolkit.report.story_render import story_markdown
 from toolkit.report.verdicts import verdicts_markdown
 
 DIFF_LINES = 40
@@ -68,6 +69,7 @@ def render_markdown(report: Report, html_name: str = "index.html") -> str:
     ]
     lines += [_version_row(v) for v in report.versions]
     lines.append("")
+    lines += story_markdown(report.story, report.story_error, md)
     lines += verdicts_markdown(report, md)
     lines += _patch_table(report)
     lines += _sub_features(report)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from toolkit.records.ci_summary import Patch, Step, Wheel
 from toolkit.records.conformance import Check, ConformanceResults
 from toolkit.records.status import Status
+from toolkit.records.story import Story
 from toolkit.records.verdict import Verdict
 
 __all__ = [
@@ -174,6 +175,8 @@ class Report:
     ok: bool
     features: tuple[Feature, ...]
     versions: tuple[Version, ...]
+    story: Story | None = None  # per release and capability, and the default switch (toolkit/report/story.py)
+    story_error: str | None = None  # why the story could not be computed from the project
 
     @property
     def project_name(self) -> str:
@@ -184,4 +187,4 @@ class Report:
         """The input files the report could not read (shown in the report, not fatal)."""
         found = [c.error for v in self.versions for c in v.conformance if c.error]
         found += [v.evidence.error for v in self.versions if v.evidence and v.evidence.error]
-        return found
+        return found + ([self.story_error] if self.story_error else [])

@@ -11,6 +11,9 @@ git rerere is enabled in the checkout and its rr-cache is a link to the project'
 for a project in git, else `<cache>/rerere/<project>-<hash of its path>`: two forks on one machine keep apart),
 shared by every rebase of that project: a conflict resolved once is resolved the same way the next time,
 without stopping, and announced with the patch, rebase and time it was recorded for (`reuse`).
+The resolutions a rebase used are also written into the new series (`patches/<project>-NEW/resolutions/`, in
+the transaction that writes the patches) and replayed at a stop before rerere's, so a step resolved once
+replays on a fresh clone; one that no longer matches the conflict stops the rebase and is named (`resolutions`).
 `--no-reuse` turns rerere off for one rebase. `--beside` writes the result next to NEW's committed series
 (`patches/<project>-NEW.rebased/`), to be adopted or discarded (`beside`).
 
@@ -21,6 +24,8 @@ The package, by concern:
 * `replay`: the replay state machine, one `git am` at a time, saved after every step;
 * `complete`: the new series, its evidence and range-diff, NEW's pin, written as one transaction;
 * `reuse`: where recorded resolutions live, their index, the announcement of a reuse;
+* `resolutions`: resolutions kept in the tree: recorded as a stop is resolved, replayed, checked;
+* `rr_export`: the rr-cache's resolutions of a rebase copied into the tree (`vpatch resolutions export`);
 * `beside`: adopting or discarding a rebase written beside a committed series;
 * `recipes`: the git recipes (rerere's link, the old series as commits, the range-diff);
 * `conflicts`: unmerged paths and conflict-marker blocks;

@@ -116,7 +116,16 @@ def finish(rebase: Replay) -> RebaseResult:
     # leaves the rebase to continue or the rebase done, never a series with the rebase still pending.
     done = rebase.checkout.git.git_dir() / STATE_FILE
     done_state = state_text(rebase.checkout, {"rebased_from": state.old_version}).encode()
-    write_series(series_dir, mails, series_text, evidence, review, retired=retired, also={done: done_state})
+    write_series(
+        series_dir,
+        mails,
+        series_text,
+        evidence,
+        review,
+        retired=retired,
+        also={done: done_state},
+        resolutions=rebase.recorder.series_files(),
+    )
     outcomes = state.outcomes
     now_named = {old: new for new, old in renamed.items()}
     for outcome in outcomes:
@@ -253,19 +262,22 @@ def write_series(
     *,
     retired: Sequence[tuple[str, bytes]] = (),
     also: Mapping[Path, bytes] | None = None,
+    resolutions: Mapping[str, bytes] | None = None,
 ) -> None:
     """The new series directory (and the files in `also`), staged beside their places, swapped in as one transaction.
 
     Files vpatch writes in a series directory (patches, series, evidence, range diff, retired/) come
     from the rebase alone; anything else already there (a hand-written NOTES.md) is carried over.
     `retired`: patches not replayed because they were retired for this release; kept under `retired/`
-    as `vpatch retire` keeps them.
+    as `vpatch retire` keeps them. `resolutions`: the conflict resolutions the rebase used, as
+    `resolutions/...` (toolkit/lifecycle/rebase/resolutions.py); a series written without any has none.
     """
     files = {name: data for name, data in mails}
     files.update({f"retired/{name}": data for name, data in retired})
     files["series"] = series_text.encode("utf-8")
     files[EVIDENCE_FILE] = encode_evidence(evidence).encode("utf-8")
     files[RANGE_DIFF_FILE] = range_diff.encode("utf-8")
+    files.update(resolutions or {})
     with transaction(directory.parent, f"rebase onto {directory.name}") as txn:
         txn.stage_series(directory, files, keep_old=False)
         for path, data in (also or {}).items():

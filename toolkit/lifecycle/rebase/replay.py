@@ -16,7 +16,7 @@ from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
 from toolkit.git import ALREADY_APPLIED, THREE_WAY_NOTE, am_sections, fell_back_to_three_way
 from toolkit.lifecycle.post_image import hunks_in_new
-from toolkit.lifecycle.rebase import reuse
+from toolkit.lifecycle.rebase import resolutions, reuse
 from toolkit.lifecycle.rebase.conflicts import CONFLICT_KINDS, conflict_hunks, line_ranges, unmerged_paths
 from toolkit.lifecycle.rebase.recipes import series_commits
 from toolkit.lifecycle.rebase.state import (
@@ -45,6 +45,15 @@ class Replay:
         self.state = state
         self.private = private_dir(checkout)
         self.old_head_future: Future[str | None] | None = None
+        self.recorder = resolutions.Recorder(
+            self.private, project=checkout.project, old_version=state.old_version, new_version=state.new_version
+        )
+
+    @property
+    def tree_resolutions(self) -> Path:
+        """NEW's committed series' resolutions (`patches/<project>-NEW/resolutions/`), replayed at a stop."""
+        series = f"{self.checkout.project}-{self.state.new_version}"
+        return self.project.options.patches_dir / series / resolutions.RESOLUTIONS_DIR
 
     @classmethod
     def load(cls, project: Project, checkout: Checkout) -> Replay:
@@ -116,6 +125,7 @@ class Replay:
         self.state.stopped = None
         self.state.continuing = None
         self.state.rr_ids = None
+        self.recorder.drop_pending()
         if save:  # a batch saves once, when all its patches are settled (a kill between would lose commits)
             self.state.am_from = None
             self.save()
@@ -208,36 +218,61 @@ class Replay:
             raise VpatchError(f"{name}: git am failed: {lines[-1] if lines else 'no output'}")
         unmerged = unmerged_paths(self.repo)
         if unmerged:
-            unresolved = self.repo.rerere_remaining() if not self.state.no_reuse else set()
-            auto = [
-                path
-                for _, path in unmerged
-                if not self.state.no_reuse
-                and path not in unresolved
-                and (self.checkout.path / path).is_file()
-                and not conflict_hunks(self.checkout.path / path)
-            ]
-            note = ""
-            if auto:
-                self.repo.add(auto)
-                note = reuse.describe(self.rr_cache, reuse.used(self.rr_cache, before or {}), auto)
-                ui.err.print(f"vpatch: {name}: {note}", markup=False, highlight=False)
-            self.state.rr_ids = reuse.merge_rr(self.repo) or None
-            if len(auto) == len(unmerged):
-                self.continue_am(name, note)
-                return None
-            files = [
-                ConflictFile(path, CONFLICT_KINDS.get(code, code), conflict_hunks(self.checkout.path / path))
-                for code, path in unmerged
-                if path not in auto
-            ]
-            details = [f"{f.path}: {f.kind}" + (f" at {line_ranges(f.hunks)}" if f.hunks else "") for f in files]
-            return self.with_upstream(Stop(name, Outcome.CONFLICT, files, details + ([note] if note else [])))
+            return self.after_conflict(name, unmerged, before)
         check = self.repo.apply(self.patch_path(name), check=True, verbose=True)
         details = list(describe_apply_failure(self.patch(name), check.errors))
         why = [line for line in output.splitlines() if line.startswith(("error:", "fatal:"))]
         details += [line for line in why if "Failed to merge" not in line and line not in details]
         return self.with_upstream(Stop(name, Outcome.FAILED, [], details))
+
+    def after_conflict(self, name: str, unmerged: list[tuple[str, str]], before: dict[str, int] | None) -> Stop | None:
+        """Conflicts: replay the recorded resolutions (the tree's, then rerere's) and go on when they resolve
+        every file; else the stop, naming a recorded resolution that no longer matches."""
+        reusing = not self.state.no_reuse
+        content = [path for code, path in unmerged if code in ("UU", "AA")]
+        preimages = {path: resolutions.conflicted_text(self.repo, self.checkout.path, path) for path in content}
+        index, other_step = (None, None)
+        if reusing:
+            directory = self.tree_resolutions
+            index, other_step = resolutions.step_index(directory, self.state.old_version, self.state.new_version)
+        applied = resolutions.apply_recorded(self.tree_resolutions, index, self.checkout.path, name, preimages)
+        unresolved = self.repo.rerere_remaining() if reusing else set()
+        by_rerere = [
+            path
+            for _, path in unmerged
+            if reusing
+            and path not in unresolved
+            and path not in applied.resolved
+            and path not in applied.mismatched
+            and (self.checkout.path / path).is_file()
+            and not conflict_hunks(self.checkout.path / path)
+        ]
+        auto = applied.resolved + by_rerere
+        notes = list(applied.notes)
+        used = reuse.used(self.rr_cache, before or {}) if by_rerere else []
+        if by_rerere:
+            notes.append(reuse.describe(self.rr_cache, used, by_rerere))
+        when = reuse.recorded_times(self.rr_cache, used)
+        how = {path: ("recorded resolution (rerere)", when.get(path, "")) for path in by_rerere} | applied.how
+        self.recorder.hold(name, preimages, how)
+        note = "; ".join(notes)
+        if auto:
+            self.repo.add(auto)
+            ui.err.print(f"vpatch: {name}: {note}", markup=False, highlight=False)
+        self.state.rr_ids = reuse.merge_rr(self.repo) or None
+        if len(auto) == len(unmerged):
+            self.recorder.resolved(self.repo, "")
+            self.continue_am(name, note)
+            return None
+        files = [
+            ConflictFile(path, CONFLICT_KINDS.get(code, code), conflict_hunks(self.checkout.path / path))
+            for code, path in unmerged
+            if path not in auto
+        ]
+        details = [f"{f.path}: {f.kind}" + (f" at {line_ranges(f.hunks)}" if f.hunks else "") for f in files]
+        details += [applied.mismatched[f.path] for f in files if f.path in applied.mismatched]
+        details += [line for line in (note, other_step) if line]
+        return self.with_upstream(Stop(name, Outcome.CONFLICT, files, details))
 
     def with_upstream(self, stop: Stop) -> Stop:
         """The stop with its hunks' post-images looked for in NEW: "upstream has it" when every one is there,

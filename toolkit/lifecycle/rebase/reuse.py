@@ -116,3 +116,10 @@ def describe(store: Path, ids: list[str], files: list[str]) -> str:
                 f"in the rebase {entry['rebase']} at {entry['recorded']}"
             )
     return "; ".join(parts)
+
+
+def recorded_times(store: Path, ids: list[str]) -> dict[str, str]:
+    """{file: the day its resolution was recorded} for the indexed ids among `ids`."""
+    index = read_index(store)
+    entries = [index[i] for i in ids if isinstance(index.get(i), dict)]
+    return {e["file"]: str(e["recorded"])[:10] for e in entries if "file" in e and "recorded" in e}

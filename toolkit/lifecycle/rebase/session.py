@@ -20,6 +20,7 @@ from toolkit.lifecycle.rebase.complete import finish
 from toolkit.lifecycle.rebase.conflicts import conflict_hunks, line_ranges, unmerged_paths
 from toolkit.lifecycle.rebase.recipes import enable_rerere, old_series_head, rerere_cache
 from toolkit.lifecycle.rebase.replay import Replay
+from toolkit.lifecycle.rebase.resolutions import read_dir as read_resolutions
 from toolkit.lifecycle.rebase.state import (
     OLD_BASE_REF,
     OLD_HEAD_REF,
@@ -36,6 +37,7 @@ from toolkit.pins import write_pin
 from toolkit.project import Project
 from toolkit.records.evidence import EVIDENCE_FILE
 from toolkit.records.outcome import Outcome
+from toolkit.records.resolutions import RESOLUTIONS_DIR
 from toolkit.sources import materialize
 
 Step = Callable[[str], AbstractContextManager]
@@ -93,6 +95,8 @@ def start_rebase(
     series_dir = project.options.patches_dir / new_pin.series_dirname
     if (series_dir / "series").exists() and not (force or beside):
         raise VpatchError(f"{series_dir} already has a series; use --force to replace it with the rebased one")
+    if reuse:  # refused before anything is made: a path escaping the tree, a file not matching the index
+        read_resolutions(project.options.patches_dir / new_pin.series_dirname / RESOLUTIONS_DIR)
     prepare_target(target, force=force)
     with step(f"bases {old_pin.label} ({old_pin.source}) and {new_pin.label} ({new_pin.source})"):
         old_base = project.base(old_pin)
@@ -187,6 +191,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
             # Resolved and committed with git while `git am` still waited (e.g. to reword the message):
             # the commit is the patch; end the am session without touching it.
             repo.am_skip()
+            rebase.recorder.resolved(repo, "HEAD")
             rebase.settle(name, Outcome.MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
         elif am_in_progress(checkout) and stopped is not None and stopped.upstream_has_it and _untouched(repo):
             # "upstream has it", taken as offered: NEW's version stays, the patch leaves the series (empty).
@@ -218,9 +223,11 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                 how += " (" + "; ".join(_upstream_lines(stopped, release)) + ")"
             rebase.state.continuing = how  # a run killed once `git am --continue` committed still says how
             rebase.save()
+            rebase.recorder.resolved(repo, "")  # the staged files are the resolution
             rebase.continue_am(name, how)
         elif committed:
             how = rebase.state.continuing or "resolved by hand (committed with git)"
+            rebase.recorder.resolved(repo, "HEAD")
             rebase.settle(name, Outcome.MERGED, [how], repo.rev_parse("HEAD"))
         else:
             rebase.settle(name, Outcome.SKIPPED, ["skipped with git"])

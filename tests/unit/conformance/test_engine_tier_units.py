@@ -1,0 +1,129 @@
+"""The engine tier without engines: applicability, the measured reason, results written and read back, the
+parity comparison, the documented-path mapping of the P/D checks, Feature-Env headers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.harness import run_vpatch
+from tests.harness.paths import REPO_ROOT
+from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS
+from toolkit.conformance.engine import EngineRun, PairResult
+from toolkit.conformance.engine_apply import applicability, explain, libstdcxx
+from toolkit.conformance.engine_pd import Check
+from toolkit.conformance.engine_tier import _compare, feature_env
+from toolkit.conformance.engine_tier_pd import tier_check
+from toolkit.options import load_options
+from toolkit.project import Project
+from toolkit.records.conformance import decode_results
+
+REPO = REPO_ROOT
+
+
+def _run(outputs: tuple, second_cached: int = 64, hits: int = 64) -> EngineRun:
+    return EngineRun(
+        vllm_version="0.32.0",
+        model=Path("m"),
+        start_seconds=1.0,
+        outputs=outputs,
+        prompt_tokens=(4, 5),
+        generate_seconds=0.1,
+        tokens_per_second=10.0,
+        pairs=(PairResult(0, second_cached, 97, ((1, 2), (3, 4))),),
+        prefix_cache_hits=hits,
+        prefix_cache_queries=200,
+    )
+
+
+def test_a_pin_without_a_cpu_build_is_not_applicable_and_says_so() -> None:
+    project = Project.load(load_options({"root": str(REPO)}))
+    found = applicability(project.options.cache_dir, project.pins.get("0.9.1"), project.pins.path)
+    assert not found.runs and found.artifact is None
+    assert found.reason == "no CPU build pinned for 0.9.1 (`vpatch pin add 0.9.1 --flavor cpu` pins one)"
+
+
+def test_conform_engine_writes_the_not_applicable_row_the_report_reads(tmp_path: Path) -> None:
+    proc = run_vpatch(REPO, "conform", "0.9.1", "--tier", "engine", "-o", str(tmp_path), "--json")
+    (result,) = json.loads(proc.stdout)["results"]
+    assert result["ok"] is True and result["tier"] == "engine"
+    assert [(c["name"], c["status"]) for c in result["checks"]] == [("engine", "not-applicable")]
+    record = decode_results((tmp_path / "vllm-0.9.1-engine.json").read_bytes())
+    assert record.tier == "engine" and record.checks[0].detail.startswith("no CPU build pinned for 0.9.1")
+
+
+def test_an_unknown_engine_part_is_one_line_and_a_failure(tmp_path: Path) -> None:
+    proc = run_vpatch(REPO, "conform", "0.9.1", "--tier", "engine", "--engine-parts", "parity,warp", expect=1)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "unknown part warp" in lines[0], proc.stderr
+
+
+def test_a_missing_glibcxx_names_what_this_machine_has() -> None:
+    path, newest = libstdcxx()
+    assert path is not None and newest is not None and newest.startswith("GLIBCXX_3.4.")
+    error = (
+        "ImportError: /lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.99' not found "
+        "(required by /tmp/x/venv/lib/python3.11/site-packages/vllm/_C.abi3.so)"
+    )
+    text = explain(error)
+    assert text.startswith("needs GLIBCXX_3.4.99; ") and f"has up to {newest}" in text
+    assert "/tmp/x" not in text and "(required by _C.abi3.so)" in text
+    assert explain("ImportError: no module named torch") == "ImportError: no module named torch"
+
+
+def test_parity_compares_tokens_cache_hits_and_counters() -> None:
+    stock = _run(((1, 2, 3), (4, 5, 6)))
+    same = _compare("engine-parity", stock, _run(((1, 2, 3), (4, 5, 6))), "dynamo-base", 1.0)
+    assert same.status == PASS and "the same 10 greedy tokens" in same.detail
+    tokens = _compare("engine-parity", stock, _run(((1, 2, 3), (4, 5, 7))), "dynamo-base", 1.0)
+    assert tokens.status == FAIL and "prompts [1]" in tokens.detail and "outputs" in tokens.diff
+    cache = _compare("engine-parity", stock, _run(((1, 2, 3), (4, 5, 6)), second_cached=32, hits=32), "db", 1.0)
+    assert cache.status == FAIL and "pairs" in cache.detail and "prefix_cache_hits" in cache.detail
+    crashed = _compare("engine-parity", stock, RuntimeError("boom"), "db", 1.0)
+    assert crashed.status == FAIL and "boom" in crashed.detail
+
+
+def test_documented_stock_outcomes_pass_only_when_dynamo_base_does_the_same() -> None:
+    documented = {"decode-loaded-transfer": ("fail", "upstream recomputes k*32+1 prompts")}
+    same = tier_check("engine-pd", Check("decode-loaded-transfer", "fail", {"x": 1}), documented)
+    assert same.status == PASS and same.name == "engine-pd-decode-loaded-transfer" and "as stock does" in same.detail
+    other = tier_check("engine-pd", Check("decode-loaded-transfer", "pass", {}), documented)
+    assert other.status == FAIL
+    plain = tier_check("engine-pd", Check("nixl-no-leaked-blocks", "fail", {"leaked": {"decode": 2}}), {})
+    assert plain.status == FAIL and plain.name == "engine-pd-nixl-no-leaked-blocks" and "leaked" in plain.diff
+    served = tier_check("engine-serve", Check("serve-kv-transfer-params", "not-provided", {"why": "x"}), {})
+    assert served.status == NOT_APPLICABLE and served.name == "engine-serve-kv-transfer-params"
+
+
+def test_feature_env_headers_switch_features_on(tmp_path: Path) -> None:
+    class Patch:
+        def __init__(self, headers: list[tuple[str, str | None, int]]) -> None:
+            self.headers = headers
+
+    class Series:
+        def __init__(self) -> None:
+            self.patches = [
+                Patch([("Feature", "kv-routing", 1), ("Feature-Env", "DYNAMO_A=1", 2)]),
+                Patch([("feature-env", " DYNAMO_B = on ", 3), ("Feature-Env", None, 4)]),
+            ]
+
+    assert feature_env(Series()) == {"DYNAMO_A": "1", "DYNAMO_B": "on"}  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tier", ["static", "cpu", "gpu", "engine"])
+def test_every_tier_is_a_choice(tier: str) -> None:
+    from toolkit.conformance.suite import TIERS
+
+    assert tier in TIERS
+
+
+def test_the_kept_stock_run_reads_back_equal() -> None:
+    from dataclasses import asdict
+
+    from toolkit.conformance.engine import MARK, parse_run
+
+    run = _run(((1, 2, 3), (4, 5, 6)))
+    record = {k: v for k, v in asdict(run).items() if k != "model"}
+    assert parse_run(MARK + json.dumps(record), Path("m")) == run

@@ -1,0 +1,57 @@
+"""The tests a series ships (files its patches add under tests/): found per patch, judged per outcome."""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+from tests.harness.paths import REPO_ROOT
+from toolkit.conformance.checks import FAIL, PASS
+from toolkit.conformance.upstream_tests import series_test_files, series_tests_result
+from toolkit.options import load_options
+from toolkit.project import Project
+
+REPO = REPO_ROOT
+
+
+def test_every_pd_patch_of_090_ships_its_own_test():
+    project = Project.load(load_options({"root": str(REPO)}))
+    series = project.series(project.pins.get("0.9.0"))
+    files = series_test_files(series)
+    assert len(files) == len(series.patches) == len(set(files))
+    for patch in series.patches:
+        added = [f for f in files if f in patch.touched_paths]
+        assert len(added) == 1, patch.name
+        assert PurePosixPath(added[0]).parent == PurePosixPath("tests/v1/kv_connector/unit"), patch.name
+
+
+def test_result_passes_only_when_every_test_passes():
+    files = ("tests/a/test_x.py",)
+    ok = series_tests_result(files, {"a.test_x::test_1": "passed", "a.test_x::test_2": "skipped"})
+    assert ok.status == PASS and "2 tests" in ok.detail and "1 skipped" in ok.detail
+    bad = series_tests_result(files, {"a.test_x::test_1": "passed", "a.test_x::test_2": "error"})
+    assert bad.status == FAIL and bad.diff == "a.test_x::test_2"
+    none = series_tests_result(files, {})
+    assert none.status == FAIL and "none of the 1 test file(s)" in none.detail
+
+
+def test_every_pd_patch_is_a_declared_sub_feature_under_the_size_limit():
+    """Issue 15: each P/D capability its own patch (or small group) with its own `Feature: pd-disagg/SUB`,
+    a rationale with its test and retire condition, at most ~400 changed lines."""
+    from toolkit.features import parent_of, sub_of
+    from toolkit.lint import MAX_CHANGED_LINES, patch_stats
+
+    project = Project.load(load_options({"root": str(REPO)}))
+    for version in ("0.9.0", "0.9.1"):
+        series = project.series(project.pins.get(version))
+        features = [p.feature for p in series.patches]
+        assert all(parent_of(f) == "pd-disagg" and sub_of(f) for f in features), features
+        assert set(features) <= set(project.pins.features)
+        # a sub-feature's patches are adjacent (a small group), each carries its own test
+        assert [f for i, f in enumerate(features) if i == 0 or features[i - 1] != f] == list(dict.fromkeys(features))
+        for patch in series.patches:
+            assert sum(patch_stats(patch)) <= MAX_CHANGED_LINES, (version, patch.name)
+            assert re.search(r"\nTest:\s+tests/", patch.message) and "\nRetire when:" in patch.message, (
+                version,
+                patch.name,
+            )

@@ -1,0 +1,109 @@
+"""The drivers (toolkit/serving/drivers/): marked, launched by path, siblings found without sys.path edits.
+
+The drivers run inside a vLLM venv; here they run with this interpreter, which has no vLLM: the parts that
+need none (their imports of each other, their command lines) are what these tests exercise for real.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.harness.paths import REPO_ROOT
+from toolkit.serving.drivers import DRIVERS, driver_command, driver_path, drivers_pythonpath
+
+TOOLKIT = REPO_ROOT / "toolkit"
+DRIVER_FILES = sorted(p for p in DRIVERS.glob("*.py") if p.name != "__init__.py")
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+    return names
+
+
+def test_every_driver_says_first_that_it_runs_inside_a_vllm_venv() -> None:
+    assert {p.stem for p in DRIVER_FILES} >= {"runner", "pd_scenarios", "kvload", "pdload", "fake_engine"}
+    for path in DRIVER_FILES:
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        assert doc is not None, path
+        first = doc.splitlines()[0]
+        assert first.startswith("Runs inside a vLLM venv"), (path.name, first)
+        assert "by path" in first, (path.name, first)
+
+
+def test_drivers_import_nothing_from_vpatch() -> None:
+    for path in DRIVER_FILES:
+        found = {m for m in imported_modules(path) if m == "toolkit" or m.startswith("toolkit.")}
+        assert not found, (path.name, found)
+
+
+def test_no_module_of_the_toolkit_edits_sys_path() -> None:
+    edits = []
+    for path in sorted(TOOLKIT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in ("insert", "append", "extend")
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr == "path"
+                and isinstance(node.value.value, ast.Name)
+                and node.value.value.id == "sys"
+            ):
+                edits.append(f"{path.relative_to(TOOLKIT)}:{node.lineno}")
+    assert edits == []
+
+
+def test_the_core_never_imports_a_driver_module() -> None:
+    drivers = {p.stem for p in DRIVER_FILES}
+    for path in sorted(TOOLKIT.rglob("*.py")):
+        if path.parent == DRIVERS:
+            continue
+        for module in imported_modules(path):
+            assert module.removeprefix("toolkit.serving.drivers.") not in drivers, (path, module)
+            assert module not in drivers, (path, module)
+
+
+def test_driver_command_runs_the_file_by_path() -> None:
+    argv = driver_command(Path("/venv/bin/python"), "runner", "--out", "t.jsonl")
+    assert argv == ["/venv/bin/python", str(DRIVERS / "runner.py"), "--out", "t.jsonl"]
+    assert driver_path("pd_scenarios") == DRIVERS / "pd_scenarios.py"
+
+
+@pytest.mark.parametrize("name", ["nope", "__init__", "../conformance/suite", "runner.py"])
+def test_a_name_that_is_no_driver_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="no driver named"):
+        driver_path(name)
+
+
+@pytest.mark.parametrize("name", ["runner", "pd_scenarios"])
+def test_a_driver_run_by_path_finds_its_siblings(name: str, tmp_path: Path) -> None:
+    """`--help` exits before vLLM is needed, after the driver imported its sibling drivers (fake_engine,
+    pd_worker) from its own directory; run from an unrelated directory with PYTHONPATH cleared."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONNOUSERSITE": "1"}
+    proc = subprocess.run(
+        driver_command(sys.executable, name, "--help"), capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--out" in proc.stdout
+
+
+def test_drivers_pythonpath_makes_drivers_importable_in_that_child_only(tmp_path: Path) -> None:
+    before = list(sys.path)
+    env = drivers_pythonpath({"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)})
+    assert env["PYTHONPATH"].split(":") == [str(DRIVERS), str(tmp_path)]
+    code = "import fake_engine, pd_worker; print(fake_engine.__file__); print(pd_worker.BLOCK_SIZE)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(DRIVERS / "fake_engine.py"), "16"]
+    assert sys.path == before
+    without = subprocess.run([sys.executable, "-c", "import fake_engine"], capture_output=True, cwd=tmp_path)
+    assert without.returncode != 0  # not importable unless asked for
