@@ -34,9 +34,8 @@ from pathlib import Path
 import tomlkit
 from packaging.version import Version
 
-from toolkit.apply import AM_ARGS
 from toolkit.cache import sha256_file
-from toolkit.git import Git
+from toolkit.git import AM_ARGS, Git
 from toolkit.index import cached_path, fetch_artifact
 from toolkit.model import Artifact, Pin
 from toolkit.options import load_options

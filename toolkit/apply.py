@@ -14,12 +14,10 @@ from pathlib import Path
 
 from toolkit.checkout import UPSTREAM_REF, Checkout, read_state, update_state, write_state
 from toolkit.errors import VpatchError
-from toolkit.git_formats import FileRefused, PatchFailedAt, read_apply_output
+from toolkit.git import FileRefused, PatchFailedAt, am_sections, fell_back_to_three_way, read_apply_output
 from toolkit.model import Patch, Series, parse_patch
 from toolkit.records.outcome import Outcome
 from toolkit.render import render_range
-
-AM_ARGS = ("am", "--keep-cr", "--keep-non-patch", "--committer-date-is-author-date")
 
 # The apply stage's outcomes, by their names in toolkit.records.outcome.
 CLEAN, OFFSET, FUZZ, MERGED = Outcome.CLEAN, Outcome.OFFSET, Outcome.FUZZ, Outcome.MERGED
@@ -71,10 +69,9 @@ def apply_series(checkout: Checkout, series: Series, *, three_way: bool = False,
     )
     notes: dict[int, tuple[str, tuple[str, ...]]] = {}
     if series.patches:
-        args = [*AM_ARGS, *(["--3way"] if three_way else [])]
-        proc = checkout.git.run(*args, *(str(p.path) for p in series.patches), check=False)
+        proc = checkout.git.am([p.path for p in series.patches], three_way=three_way)
         _record_merges(proc.stdout.decode("utf-8", "replace"), series, notes, offset=0)
-        if proc.returncode != 0:
+        if not proc.ok:
             return _resolve_stop(checkout, series, notes, three_way=three_way, fuzz=fuzz)
     return _finish(checkout, series, notes)
 
@@ -86,11 +83,11 @@ def continue_apply(checkout: Checkout) -> ApplyResult:
         raise VpatchError(f"{checkout.path}: no apply is in progress")
     notes = {int(k): (v[0], tuple(v[1])) for k, v in state.get("notes", {}).items()}
     applied = len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD"))
-    proc = checkout.git.run("am", "--continue", check=False)
-    if proc.returncode == 0 or len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD")) > applied:
+    proc = checkout.git.am_continue()
+    if proc.ok or len(checkout.git.commits(f"{UPSTREAM_REF}..HEAD")) > applied:
         notes.setdefault(applied, (MERGED, ("resolved by hand",)))
     _record_merges(proc.stdout.decode("utf-8", "replace"), series, notes, offset=applied + 1)
-    if proc.returncode != 0:
+    if not proc.ok:
         return _resolve_stop(
             checkout, series, notes, three_way=state.get("three_way", False), fuzz=state.get("fuzz", 0)
         )
@@ -100,8 +97,8 @@ def continue_apply(checkout: Checkout) -> ApplyResult:
 def abort_apply(checkout: Checkout) -> None:
     """Drop the in-progress apply and every applied patch: back to the upstream base."""
     if am_in_progress(checkout):
-        checkout.git.run("am", "--abort")
-    checkout.git.run("reset", "--quiet", "--hard", UPSTREAM_REF)
+        checkout.git.am_abort()
+    checkout.git.reset_hard(UPSTREAM_REF)
     write_state(checkout, {})
 
 
@@ -116,11 +113,8 @@ def _series_from_state(checkout: Checkout, state: dict) -> Series:
 
 def _record_merges(output: str, series: Series, notes: dict, *, offset: int) -> None:
     """Note which patches `git am --3way` had to merge, from its 'Applying:' log."""
-    index = offset - 1
-    for line in output.splitlines():
-        if line.startswith("Applying: "):
-            index += 1
-        elif line.startswith("Falling back to patching base and 3-way merge") and 0 <= index < len(series.patches):
+    for index, section in enumerate(am_sections(output), start=offset):
+        if fell_back_to_three_way(section) and index < len(series.patches):
             notes[index] = (MERGED, ("applied with a three-way merge",))
 
 
@@ -130,19 +124,19 @@ def _resolve_stop(checkout: Checkout, series: Series, notes: dict, *, three_way:
     while True:
         index = len(repo.commits(f"{UPSTREAM_REF}..HEAD"))
         patch = series.patches[index]
-        unmerged = repo.out("diff", "--name-only", "--diff-filter=U")
+        unmerged = repo.unmerged_names()
         if unmerged:
-            details = tuple(f"{path}: conflict, resolve and `git add` it" for path in unmerged.splitlines())
+            details = tuple(f"{path}: conflict, resolve and `git add` it" for path in unmerged)
             return _stopped(checkout, series, notes, index, CONFLICT, details)
         details = _diagnose(checkout, patch)
         if fuzz > 0:
             context = max(0, 3 - fuzz)
-            fuzzed = repo.run("apply", f"-C{context}", "--index", str(patch.path), check=False)
-            if fuzzed.returncode == 0:
+            fuzzed = repo.apply(patch.path, context=context, index=True)
+            if fuzzed.ok:
                 notes[index] = (FUZZ, tuple(d.replace("does not apply", "applied with fuzz") for d in details))
-                proc = repo.run("am", "--continue", check=False)
+                proc = repo.am_continue()
                 _record_merges(proc.stdout.decode("utf-8", "replace"), series, notes, offset=index + 1)
-                if proc.returncode == 0:
+                if proc.ok:
                     return _finish(checkout, series, notes)
                 continue
         return _stopped(checkout, series, notes, index, FAILED, details)
@@ -169,8 +163,8 @@ _REPORTED_REFUSALS = (
 
 def _diagnose(checkout: Checkout, patch: Patch) -> tuple[str, ...]:
     """Which file and hunk of `patch` does not apply, in words."""
-    proc = checkout.git.run("apply", "--check", "-v", str(patch.path), check=False)
-    return describe_apply_failure(patch, proc.stderr.decode("utf-8", "replace"))
+    proc = checkout.git.apply(patch.path, check=True, verbose=True)
+    return describe_apply_failure(patch, proc.errors)
 
 
 def describe_apply_failure(patch: Patch, stderr: str) -> tuple[str, ...]:
@@ -230,21 +224,8 @@ def _finish(checkout: Checkout, series: Series, notes: dict, *, upto: int | None
 
 
 def _applied_blobs(checkout: Checkout) -> list[tuple[str, dict[str, tuple[str, str]]]]:
-    """Each applied commit with {path: (old blob, new blob)} from `git log --raw`."""
-    raw = checkout.git.out(
-        "log", "--reverse", "--raw", "--no-abbrev", "--no-renames", "--format=%x00%H", f"{UPSTREAM_REF}..HEAD"
-    )
-    commits: list[tuple[str, dict[str, tuple[str, str]]]] = []
-    for block in raw.split("\x00")[1:]:
-        lines = block.strip("\n").split("\n")
-        files = {}
-        for line in lines[1:]:
-            if line.startswith(":"):
-                meta, _, path = line.partition("\t")
-                parts = meta.split()
-                files[path] = (parts[2], parts[3])
-        commits.append((lines[0], files))
-    return commits
+    """Each applied commit with {path: (old blob, new blob)}."""
+    return checkout.git.changed_blobs(f"{UPSTREAM_REF}..HEAD")
 
 
 def _lands_as_written(patch: Patch, files: dict[str, tuple[str, str]]) -> bool:

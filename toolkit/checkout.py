@@ -61,22 +61,14 @@ def create_checkout(base: Base, dest: Path, *, sparse_paths: tuple[str, ...] | N
     tempnames.sweep(dest.parent)  # checkouts of killed runs
     staged = Path(tempfile.mkdtemp(prefix=tempnames.prefix("checkout"), suffix=f".{dest.name}", dir=dest.parent))
     try:
-        Git(dest.parent).run("clone", "--quiet", "--local", "--no-checkout", str(base.repo), str(staged))
-        repo = Git(staged)
-        repo.run("remote", "remove", "origin")
+        repo = Git.clone_local(base.repo, staged)
         git_dir = repo.git_dir()
         (git_dir / "info").mkdir(exist_ok=True)
         (git_dir / "info" / "attributes").write_text(NEUTRAL_ATTRIBUTES)
         if sparse_paths is not None:
-            repo.run(
-                "sparse-checkout",
-                "set",
-                "--no-cone",
-                "--stdin",
-                input="".join(f"/{_escape_pattern(p)}\n" for p in sparse_paths).encode(),
-            )
+            repo.sparse_checkout([f"/{_escape_pattern(p)}" for p in sparse_paths])
         branch = f"vpatch/{base.pin.version}"
-        repo.run("checkout", "--quiet", "-B", branch, base.commit)
+        repo.checkout_branch(branch, base.commit)
         repo.update_ref(UPSTREAM_REF, base.commit)
         write_state(Checkout(staged, base.pin.version, base.pin.project, base.commit, base.source), {})
         faults.reached("checkout.staged")
@@ -124,9 +116,7 @@ def add_base_objects(checkout: Checkout, bases: list[Base], *, borrow: bool = Fa
         if borrow:
             checkout.git.update_ref(f"refs/vpatch/bases/{base.pin.version}", base.commit)
         else:
-            checkout.git.run(
-                "fetch", "--quiet", "--no-tags", str(base.repo), f"+{base.commit}:refs/vpatch/bases/{base.pin.version}"
-            )
+            checkout.git.fetch(str(base.repo), f"+{base.commit}:refs/vpatch/bases/{base.pin.version}")
 
 
 def state_text(checkout: Checkout, extra: dict) -> str:

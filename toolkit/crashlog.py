@@ -35,7 +35,7 @@ def log_path(cache_dir: Path | None) -> Path:
 
 def git_version(cwd: Path) -> str:
     try:
-        return Git(cwd).out("--version")
+        return Git(cwd).version()
     except Exception as exc:  # git missing or broken: the log still gets written
         return f"unknown ({type(exc).__name__}: {exc})"
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+from toolkit.git import unquote_name
 from toolkit.symlinks import check_patch_symlinks
+from toolkit.trailer import HEADER_LINE, last_paragraph, read_trailer
 
 # ---------------------------------------------------------------- upstream status
 
@@ -79,7 +81,6 @@ KNOWN_HEADERS = (
     "API-Change",
     "Feature-Env",
 )
-_HEADER_LINE_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9-]*):(?:\s(?P<value>.*))?$")
 _MBOX_FROM_RE = re.compile(r"^From [0-9a-f]{40} ")
 _DIFF_GIT_RE = re.compile(r'^diff --git (?P<a>"(?:[^"\\]|\\.)*"|\S+) (?P<b>"(?:[^"\\]|\\.)*"|\S+)$')
 
@@ -164,15 +165,8 @@ class Patch:
         return tuple(dict.fromkeys(p for f in self.files for p in f.paths))
 
 
-def _unquote_git_path(token: str) -> str:
-    if token.startswith('"') and token.endswith('"'):
-        raw = token[1:-1].encode("latin-1", "backslashreplace").decode("unicode_escape")
-        return raw.encode("latin-1").decode("utf-8", "replace")
-    return token
-
-
 def _strip_prefix(token: str, prefix: str) -> str | None:
-    path = _unquote_git_path(token)
+    path = unquote_name(token)
     if path == "/dev/null":
         return None
     if path.startswith(prefix):
@@ -282,33 +276,23 @@ def _decode_header(value: str) -> str:
 
 
 def _trailer_headers(body_lines: list[str], first_line: int, fail) -> list[tuple[str, str, int]]:
-    """The last paragraph of the message, when every line of it is `Key: value`."""
-    end = len(body_lines)
-    while end > 0 and body_lines[end - 1].strip() == "":
-        end -= 1
-    start = end
-    while start > 0 and body_lines[start - 1].strip() != "":
-        start -= 1
+    """The last paragraph of the message, when every line of it is `Key: value` (see toolkit.trailer)."""
+    start, end = last_paragraph(body_lines)
     paragraph = body_lines[start:end]
-    if not paragraph or not any(_HEADER_LINE_RE.match(line) for line in paragraph):
+    if not any(HEADER_LINE.match(line) for line in paragraph):
         return []
-    headers: list[tuple[str, str, int]] = []
-    for offset, line in enumerate(paragraph):
+
+    def check(line: str, offset: int) -> None:
         number = first_line + start + offset + 1
         if line.endswith("\r"):
             raise fail("CRLF line ending in the patch headers", number)
-        match = _HEADER_LINE_RE.match(line)
-        if not match:
-            if line[:1] in (" ", "\t") and headers:  # folded continuation
-                key, value, at = headers[-1]
-                headers[-1] = (key, f"{value} {line.strip()}", at)
-                continue
-            if any(line.startswith(f"{k}:") for k in KNOWN_HEADERS):
-                raise fail(f"malformed header line {line!r}", number)
-            # A prose paragraph that merely contains a colon line is not a header block.
-            return []
-        headers.append((match["key"], (match["value"] or "").strip(), number))
-    return headers
+        prose = not HEADER_LINE.match(line) and line[:1] not in (" ", "\t")
+        if prose and any(line.startswith(f"{k}:") for k in KNOWN_HEADERS):
+            raise fail(f"malformed header line {line!r}", number)
+
+    headers = read_trailer(paragraph, check)
+    # A prose paragraph that merely contains a colon line is not a header block.
+    return [(key, value, first_line + start + offset + 1) for key, value, offset in headers or []]
 
 
 def _parse_diffs(lines: list[str], start: int, fail) -> list[FileDiff]:
@@ -362,9 +346,9 @@ def _parse_diffs(lines: list[str], start: int, fail) -> list[FileDiff]:
             elif line.startswith("deleted file mode"):
                 current["new"] = None
             elif line.startswith("rename from ") or line.startswith("copy from "):
-                current["old"] = _unquote_git_path(line.split(" ", 2)[2])
+                current["old"] = unquote_name(line.split(" ", 2)[2])
             elif line.startswith("rename to ") or line.startswith("copy to "):
-                current["new"] = _unquote_git_path(line.split(" ", 2)[2])
+                current["new"] = unquote_name(line.split(" ", 2)[2])
             elif line.startswith("--- ") and current["old"] is not None:
                 old = _strip_prefix(line[4:].rstrip("\r"), "a/")
                 if old is None:

@@ -77,51 +77,28 @@ def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFil
     with tempfile.TemporaryDirectory(prefix=tempnames.prefix("index"), dir=scratch_root) as tmp:
         objects = Path(tmp) / "objects"
         objects.mkdir()
-        env = {
-            "GIT_INDEX_FILE": str(Path(tmp) / "index"),
-            "GIT_OBJECT_DIRECTORY": str(objects),
-            "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(base.repo / "objects"),
-        }
-        repo = Git(base.repo)
-        repo.run("read-tree", base.commit, env=env)
+        index = Git(base.repo).private_index(Path(tmp) / "index", objects=objects)
+        index.read_tree(base.commit)
         for patch in series.patches:
-            proc = repo.run("apply", "--cached", str(patch.path), env=env, check=False)
-            if proc.returncode != 0:
+            proc = index.apply(patch.path)
+            if not proc.ok:
                 from toolkit.apply import describe_apply_failure  # only on failure
 
-                details = describe_apply_failure(patch, proc.stderr.decode("utf-8", "replace"))
+                details = describe_apply_failure(patch, proc.errors)
                 raise VpatchError(f"does not apply to {base.label}: {'; '.join(details)}", path=patch.path)
-        # -z: paths verbatim (UTF-8), not C-quoted the way core.quotepath prints non-ASCII names
-        raw = repo.run(
-            "diff-index", "--cached", "--raw", "-z", "--no-abbrev", "--no-renames", base.commit, env=env
-        ).stdout
-        fields = raw.split(b"\0")
         changes, new_ids, base_blobs, symlinks = [], {}, {}, []
-        for meta_bytes, path_bytes in zip(fields[0::2], fields[1::2], strict=False):
-            if not meta_bytes:
-                continue
-            path = path_bytes.decode("utf-8", "surrogateescape")
-            _, new_mode, old_id, new_id, status = meta_bytes.decode().lstrip(":").split()
-            changes.append((status[0], path))
-            if status[0] in ("A", "M", "T"):
-                new_ids[path] = new_id
-                if new_mode == "120000":
-                    symlinks.append(path)
-            if status[0] in ("M", "T", "D"):
-                base_blobs[path] = old_id
-        contents: dict[str, bytes] = {}
-        if new_ids:
-            request = "".join(f"{blob}\n" for blob in new_ids.values()).encode()
-            output = repo.run("cat-file", "--batch", input=request, env=env).stdout
-            position = 0
-            for path, blob in new_ids.items():
-                header_end = output.index(b"\n", position)
-                header = output[position:header_end].split()
-                if header[0].decode() != blob:
-                    raise VpatchError(f"git cat-file returned {header[0].decode()} for {blob}")
-                size = int(header[2])
-                contents[path] = output[header_end + 1 : header_end + 1 + size]
-                position = header_end + 1 + size + 1
+        for change in index.changes(base.commit):
+            changes.append((change.status, change.path))
+            if change.status in ("A", "M", "T"):
+                new_ids[change.path] = change.new_id
+                if change.new_mode == "120000":
+                    symlinks.append(change.path)
+            if change.status in ("M", "T", "D"):
+                base_blobs[change.path] = change.old_id
+        try:
+            contents = dict(zip(new_ids, index.read_blobs(list(new_ids.values())), strict=True))
+        except ValueError as exc:
+            raise VpatchError(str(exc)) from None
     return PatchedFiles(base.commit, tuple(changes), contents, base_blobs, tuple(symlinks))
 
 

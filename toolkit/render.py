@@ -1,9 +1,8 @@
 """Rendering commits as patch mails, byte-stably.
 
-`git format-patch` with every knob that could vary pinned: no version signature,
-zero commit hash in the mbox line, full blob ids, `[PATCH]` without numbering (so
-inserting a patch does not touch its neighbours), fixed diffstat width, and the
-caller's git configuration ignored (see toolkit.git).
+`git format-patch` with every knob that could vary pinned (`toolkit.git.FORMAT_PATCH_ARGS`: no version
+signature, zero commit hash in the mbox line, full blob ids, `[PATCH]` without numbering, fixed diffstat
+width, the caller's git configuration ignored); here, each mail paired with its commit and subject.
 """
 
 from __future__ import annotations
@@ -12,22 +11,7 @@ import re
 from dataclasses import dataclass
 
 from toolkit.git import Git
-
-FORMAT_PATCH_ARGS = (
-    "format-patch",
-    "--stdout",
-    "--no-signature",
-    "--zero-commit",
-    "--full-index",
-    "--no-numbered",
-    "--subject-prefix=PATCH",
-    "--stat=72",
-    "--encode-email-headers",
-    "--no-thread",
-    "--no-renames",
-    "--binary",
-)
-MBOX_SEPARATOR = re.compile(rb"^From 0{40} Mon Sep 17 00:00:00 2001\n", re.M)
+from toolkit.trailer import set_trailer
 
 
 @dataclass(frozen=True)
@@ -41,15 +25,10 @@ def render_range(repo: Git, base: str, head: str = "HEAD") -> list[RenderedPatch
     commits = repo.commits(f"{base}..{head}")
     if not commits:
         return []
-    raw = repo.run(*FORMAT_PATCH_ARGS, f"{base}..{head}").stdout
-    starts = [m.start() for m in MBOX_SEPARATOR.finditer(raw)]
-    mails = [raw[s:e] for s, e in zip(starts, [*starts[1:], len(raw)], strict=True)]
-    # --stdout puts one blank line between mails; without it each mail is byte for byte what
-    # `format-patch -o` writes, whatever its position in the series.
-    mails = [m[:-1] if i < len(mails) - 1 and m.endswith(b"\n\n") else m for i, m in enumerate(mails)]
+    mails = repo.format_patch(f"{base}..{head}")
     if len(mails) != len(commits):
         raise RuntimeError(f"format-patch produced {len(mails)} mails for {len(commits)} commits")
-    subjects = repo.out("log", "--reverse", "--format=%s", f"{base}..{head}").split("\n")
+    subjects = repo.subjects(f"{base}..{head}")
     return [RenderedPatch(c, s, m) for c, s, m in zip(commits, subjects, mails, strict=True)]
 
 
@@ -64,26 +43,6 @@ def slugify(subject: str, limit: int = 52) -> str:
     return slug.rstrip("-.") or "patch"
 
 
-def add_mail_headers(data: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """Append `Key: value` lines to the mail's header paragraph (the last paragraph of the message).
-
-    A `Patch-File:` line stays last, where export writes it.
-    """
-    mail_headers, _, body = data.partition(b"\n\n")
-    separator = re.search(rb"^(---\n|diff --git )", body, re.M)
-    cut = separator.start() if separator else len(body)
-    message, rest = body[:cut].rstrip(b"\n"), body[cut:]
-    new = [f"{key}: {value}".encode() for key, value in headers]
-    paragraphs = message.split(b"\n\n") if message else []
-    if paragraphs and all(re.match(rb"^[A-Za-z][A-Za-z0-9-]*: ", ln) for ln in paragraphs[-1].split(b"\n")):
-        last = paragraphs[-1].split(b"\n")
-        tail = [ln for ln in last if ln.startswith(b"Patch-File: ")]
-        paragraphs[-1] = b"\n".join([ln for ln in last if not ln.startswith(b"Patch-File: ")] + new + tail)
-    else:
-        paragraphs.append(b"\n".join(new))
-    return mail_headers + b"\n\n" + b"\n\n".join(paragraphs) + b"\n" + rest
-
-
 def set_patch_file_header(data: bytes, name: str) -> bytes:
-    """Add `Patch-File: name` to the mail's header paragraph."""
-    return add_mail_headers(data, [("Patch-File", name)])
+    """Add `Patch-File: name` to the mail's trailer paragraph (last, where export writes it)."""
+    return set_trailer(data, "Patch-File", name)

@@ -300,7 +300,7 @@ def test_re_export_from_the_same_checkout_keeps_names(pinned):
 
 def test_each_patch_is_what_format_patch_writes_for_it_alone(series_10, tmp_path):
     """A mail's bytes must not depend on its position in the series (--stdout adds a blank line between mails)."""
-    from toolkit.render import FORMAT_PATCH_ARGS
+    from toolkit.git import FORMAT_PATCH_ARGS
 
     ws = series_10
     assert ws.run("apply", "1.0", "--force") == 0

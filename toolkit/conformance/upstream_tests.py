@@ -57,7 +57,7 @@ def run_upstream_tests(venv: Path, base: Base, scratch: Path) -> dict[str, str]:
         repo = Git(base.repo)
         for path in TEST_FILES:
             target = root / Path(path).name
-            target.write_bytes(repo.run("show", f"{base.commit}:{path}").stdout)
+            target.write_bytes(repo.show_file(base.commit, path).checked("show", f"{base.commit}:{path}").stdout)
         shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
         return _run_pytest(venv, root, [str(root)])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from toolkit.checkout import Checkout
 from toolkit.errors import VpatchError
-from toolkit.git_formats import (
+from toolkit.git import (
     ApplyingWithRejects,
     CheckingPatch,
     FileRefused,
@@ -22,8 +22,7 @@ from toolkit.importer.units import Unit
 
 
 def tree_paths(checkout: Checkout) -> set[str]:
-    raw = checkout.git.run("ls-files", "-z").stdout
-    return {decode_name(p) for p in raw.split(b"\x00") if p}
+    return {decode_name(p) for p in checkout.git.tracked_paths()}
 
 
 SHOWN_PROBLEMS = 8  # failing hunks named in the one error line; the rest are counted
@@ -36,18 +35,18 @@ def check_unit_applies(
     rest); return offset notes. `series_paths`, the files the series already changes, tell a diff taken
     against stock (which repeats the series' changes) from one that does not fit the tree."""
     git = checkout.git
-    proc = git.run("apply", "--check", "-v", "--whitespace=nowarn", "-", input=diff, check=False)
-    output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    proc = git.apply(diff, check=True, verbose=True, quiet_whitespace=True)
+    output = proc.output
     offsets = _offsets(output, unit)
-    if proc.returncode == 0 and (allow_offset or not offsets):
+    if proc.ok and (allow_offset or not offsets):
         return offsets
     problems: list[str] = []
-    if proc.returncode != 0:
-        rejected = git.run("apply", "--reject", "-v", "--whitespace=nowarn", "-", input=diff, check=False)
+    if not proc.ok:
+        rejected = git.apply(diff, reject=True, verbose=True, quiet_whitespace=True)
         # --reject wrote the hunks that fit; back to the state before this unit for the fuzz probes
-        git.run("reset", "--quiet", "--hard", "HEAD")
-        git.run("clean", "-fdxq")
-        problems = _failures((rejected.stdout + rejected.stderr).decode("utf-8", "replace"), unit, checkout)
+        git.reset_hard("HEAD")
+        git.clean_all()
+        problems = _failures(rejected.output, unit, checkout)
     if not problems and offsets:
         problems = [f"{o} (give --allow-offset to accept)" for o in offsets]
     elif not problems:
@@ -142,10 +141,7 @@ def _fuzz_needed(checkout: Checkout, unit: Unit, path: str) -> int | None:
         return None
     single = change.render()
     for fuzz in (1, 2):
-        proc = checkout.git.run(
-            "apply", "--check", f"-C{3 - fuzz}", "--whitespace=nowarn", "-", input=single, check=False
-        )
-        if proc.returncode == 0:
+        if checkout.git.apply(single, check=True, context=3 - fuzz, quiet_whitespace=True).ok:
             return fuzz
     return None
 
@@ -153,9 +149,8 @@ def _fuzz_needed(checkout: Checkout, unit: Unit, path: str) -> int | None:
 def commit_planned(checkout: Checkout, planned: PlannedPatch) -> None:
     git = checkout.git
     paths = [p for change in planned.files for p in change.paths]
-    literal = {"GIT_LITERAL_PATHSPECS": "1"}
-    git.run("add", "-A", "--", *paths, env=literal)
-    if git.run("diff", "--cached", "--quiet", check=False).returncode == 0:
+    git.add(paths, removals=True, literal=True)
+    if git.nothing_staged():
         raise VpatchError(f"{planned.unit.label}: the change to {', '.join(paths)} is empty", path=planned.unit.where)
     name, email = planned.author
     env = {
@@ -164,20 +159,9 @@ def commit_planned(checkout: Checkout, planned: PlannedPatch) -> None:
         "GIT_AUTHOR_DATE": planned.date,
         "GIT_COMMITTER_DATE": planned.date,
     }
-    proc = git.run(
-        "commit",
-        "--quiet",
-        "--no-verify",
-        "--cleanup=whitespace",
-        "-F",
-        "-",
-        input=planned.message.encode(),
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        problem = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+    proc = git.commit(planned.message, env)
+    if not proc.ok:
         raise VpatchError(
-            f"{planned.unit.label}: cannot commit: {problem[-1] if problem else 'git commit failed'}",
+            f"{planned.unit.label}: cannot commit: {proc.last_error_line('git commit failed')}",
             path=planned.unit.where,
         )

@@ -28,7 +28,6 @@ from toolkit.errors import VpatchError
 from toolkit.importer.paths import FileChange, resolve_files
 from toolkit.importer.units import PLAIN_DIFF_ARGS, Unit, parse_unit_diff
 
-LITERAL = {"GIT_LITERAL_PATHSPECS": "1"}
 _WORD = re.compile(rb"\w")
 
 
@@ -54,8 +53,7 @@ class Delta:
 
 def applies(checkout: Checkout, diff: bytes) -> bool:
     """Whether the diff applies to the checkout's tree as it is (offsets allowed, no fuzz)."""
-    proc = checkout.git.run("apply", "--check", "--whitespace=nowarn", "-", input=diff, check=False)
-    return proc.returncode == 0
+    return checkout.git.apply(diff, check=True, quiet_whitespace=True).ok
 
 
 def stock_delta(checkout: Checkout, unit: Unit, diff: bytes, applied: ApplyResult, tree: set[str]) -> Delta | None:
@@ -70,13 +68,12 @@ def stock_delta(checkout: Checkout, unit: Unit, diff: bytes, applied: ApplyResul
         return None
     git = checkout.git
     with tempfile.TemporaryDirectory(prefix="vpatch-delta-", dir=git.git_dir()) as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        git.run("read-tree", UPSTREAM_REF, env=env)
-        check = git.run("apply", "--cached", "--check", "--whitespace=nowarn", "-", input=diff, env=env, check=False)
-        if check.returncode != 0:
+        index = git.private_index(Path(tmp) / "index")
+        index.read_tree(UPSTREAM_REF)
+        if not index.apply(diff, check=True, quiet_whitespace=True).ok:
             return None
-        git.run("apply", "--cached", "--whitespace=nowarn", "-", input=diff, env=env)
-        fork = git.out("write-tree", env=env)
+        index.apply(diff, quiet_whitespace=True).checked("apply", "--cached")
+        fork = index.write_tree()
     for path in overlap:
         problem = _lost_change(checkout, applied, path, fork)
         if problem is not None:
@@ -90,7 +87,7 @@ def stock_delta(checkout: Checkout, unit: Unit, diff: bytes, applied: ApplyResul
                 path=unit.where,
                 line=change.line,
             )
-    raw = git.run("diff", *PLAIN_DIFF_ARGS, "HEAD", fork, "--", *paths, env=LITERAL).stdout
+    raw = git.diff("HEAD", fork, PLAIN_DIFF_ARGS, paths)
     if not raw.strip():
         raise VpatchError(
             f"{unit.label} is taken against stock {checkout.project} {checkout.version} and holds nothing the "
@@ -108,10 +105,8 @@ def stock_delta(checkout: Checkout, unit: Unit, diff: bytes, applied: ApplyResul
 
 
 def _blob_lines(checkout: Checkout, rev: str, path: str) -> list[bytes] | None:
-    proc = checkout.git.run("cat-file", "blob", f"{rev}:{path}", check=False)
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.split(b"\n")
+    data = checkout.git.blob(rev, path)
+    return None if data is None else data.split(b"\n")
 
 
 def _lost_change(checkout: Checkout, applied: ApplyResult, path: str, fork: str) -> str | None:
@@ -168,10 +163,8 @@ def _patches_touching(applied: ApplyResult, path: str) -> str:
 
 def _patch_of_line(checkout: Checkout, applied: ApplyResult, path: str, line: int) -> str | None:
     """The series patch that wrote line `line` of `path` at HEAD (git blame), or None."""
-    proc = checkout.git.run(
-        "blame", "--porcelain", "-L", f"{line},{line}", "HEAD", "--", path, env=LITERAL, check=False
-    )
-    if proc.returncode != 0 or not proc.stdout:
+    blame = checkout.git.blame("HEAD", path, line, literal=True)
+    if not blame.ok or not blame.stdout:
         return None
-    commit = proc.stdout.split(b" ", 1)[0].decode("ascii", "replace")
+    commit = blame.stdout.split(b" ", 1)[0].decode("ascii", "replace")
     return next((o.name for o in applied.outcomes if o.commit == commit), None)

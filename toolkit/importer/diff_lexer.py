@@ -6,7 +6,7 @@ import calendar
 import re
 from dataclasses import dataclass, field
 
-from toolkit.git_formats import unquote_path
+from toolkit.git import unquote_path
 
 _HUNK_RE = re.compile(rb"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@(.*)$", re.S)
 _TIMESTAMP_RE = re.compile(

@@ -54,7 +54,7 @@ class FileSource(Source):
             mbox.write_bytes(data if _MBOX_FROM_RE.match(data) else b"From mailsplit Mon Sep 17 00:00:00 2001\n" + data)
             git = Git(Path(tmp))
             try:
-                git.run("mailsplit", "-b", "--keep-cr", f"-o{out}", str(mbox))
+                git.mailsplit(mbox, out)
             except GitError as exc:
                 raise VpatchError(f"not a readable mbox: {exc}", path=self.path) from None
             mails = sorted(out.iterdir())
@@ -71,11 +71,8 @@ class FileSource(Source):
         self, git: Git, mail: Path, number: int, total: int, data: bytes, tree: set[str], notes: list[str]
     ) -> Unit | None:
         msg, patch = mail.with_suffix(".msg"), mail.with_suffix(".patch")
-        proc = git.run("mailinfo", "-k", "-u", "--quoted-cr=nowarn", str(msg), str(patch), input=mail.read_bytes())
-        info: dict[str, str] = {}
-        for line in proc.stdout.decode("utf-8", "replace").splitlines():
-            key, _, value = line.partition(": ")
-            info[key.lower()] = value.strip()
+        fields = git.mailinfo(mail.read_bytes(), msg, patch, "-k", "-u", "--quoted-cr=nowarn")
+        info = {key.lower(): value.strip() for key, value in fields.items()}
         raw_subject = info.get("subject", "").strip()
         subject = _PATCH_PREFIX_RE.sub("", raw_subject).strip()
         label = f"mail {number} ({subject or 'no subject'})" if total > 1 else f"{self.label} ({subject or 'mail'})"

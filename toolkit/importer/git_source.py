@@ -35,7 +35,7 @@ class GitRangeSource(Source):
                 raise VpatchError(f"unknown revision {side!r} in the range {self.range}", path=self.repo)
         try:
             commits = repo.commits(self.range)
-            merges = repo.out("rev-list", "--merges", self.range).split()
+            merges = repo.merges(self.range)
         except GitError as exc:
             raise VpatchError(f"bad range {self.range!r}: {exc}", path=self.repo) from None
         if not commits:
@@ -45,34 +45,8 @@ class GitRangeSource(Source):
                 f"the range {self.range} holds merge commit {merges[0][:12]}; import a linear range", path=self.repo
             )
         name = self._repo_name(repo)
-        meta_raw = repo.run(
-            "log",
-            "--no-show-signature",
-            "--reverse",
-            "--topo-order",
-            "--format=%H%x00%an%x00%ae%x00%ad%x00%B%x00%x01",
-            "--date=raw",
-            self.range,
-        ).stdout.decode("utf-8", "replace")
-        meta = {}
-        for record in meta_raw.split("\x00\x01")[:-1]:
-            sha, author, email, date, message = record.lstrip("\n").split("\x00", 4)
-            meta[sha] = (author, email, date, message)
-        diffs_raw = repo.run(
-            "log",
-            "--no-show-signature",
-            "--reverse",
-            "--topo-order",
-            "--format=%x00%H",
-            "-p",
-            *PLAIN_DIFF_ARGS,
-            self.range,
-        ).stdout
-        diffs: dict[str, bytes] = {}
-        for block in re.split(rb"(?:^|\n)\x00", diffs_raw):
-            if block:
-                sha_raw, _, diff = block.partition(b"\n")
-                diffs[sha_raw.decode()] = diff
+        meta = repo.commit_records(self.range)
+        diffs = repo.commit_diffs(self.range, PLAIN_DIFF_ARGS)
         units = []
         for sha in commits:
             author, email, date, message = meta[sha]

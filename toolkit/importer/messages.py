@@ -5,34 +5,19 @@ from __future__ import annotations
 import re
 
 from toolkit.errors import VpatchError
+from toolkit.trailer import last_paragraph, read_trailer
 
-_HEADER_LINE_RE = re.compile(r"^(?P<key>[A-Za-z][A-Za-z0-9-]*):(?:\s(?P<value>.*))?$")
 _AUTHOR_RE = re.compile(r"^(?P<name>[^<>]*?)\s*<(?P<email>[^<>\s]*)>$")
 
 
 def split_trailer(body: str) -> tuple[str, list[tuple[str, str]]]:
     """A message body as (prose, header lines of its last paragraph), as toolkit.model reads headers."""
     lines = body.rstrip("\n").split("\n")
-    end = len(lines)
-    while end and not lines[end - 1].strip():
-        end -= 1
-    start = end
-    while start and lines[start - 1].strip():
-        start -= 1
-    paragraph = lines[start:end]
-    headers: list[tuple[str, str]] = []
-    for line in paragraph:
-        match = _HEADER_LINE_RE.match(line.rstrip())
-        if match:
-            headers.append((match["key"], (match["value"] or "").strip()))
-        elif line[:1] in (" ", "\t") and headers:
-            key, value = headers[-1]
-            headers[-1] = (key, f"{value} {line.strip()}")
-        else:
-            return "\n".join(lines[:end]).strip("\n"), []
-    if not headers:
+    start, end = last_paragraph(lines)
+    headers = read_trailer([line.rstrip() for line in lines[start:end]])
+    if headers is None:
         return "\n".join(lines[:end]).strip("\n"), []
-    return "\n".join(lines[:start]).strip("\n"), headers
+    return "\n".join(lines[:start]).strip("\n"), [(key, value) for key, value, _ in headers]
 
 
 def compose_message(subject: str, prose: str, headers: list[tuple[str, str]]) -> str:

@@ -146,13 +146,8 @@ class PairSource(Source):
                     stream += f"M {mode} :{number} {fast_import_path(path)}\n".encode("utf-8", "surrogateescape")
                 stream += b"\n"
             stream += b"done\n"
-            repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
-            return repo.run(
-                "diff",
-                *PLAIN_DIFF_ARGS,
-                "refs/heads/base",
-                "refs/heads/fork",
-            ).stdout
+            repo.fast_import(bytes(stream))
+            return repo.diff("refs/heads/base", "refs/heads/fork", PLAIN_DIFF_ARGS)
 
 
 @dataclass

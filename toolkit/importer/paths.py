@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toolkit.errors import VpatchError
-from toolkit.git_formats import quote_path
+from toolkit.git import quote_path
 from toolkit.importer.diff_lexer import Hunk, RawFile
 from toolkit.model import PathPair, check_tree_path
 

@@ -26,8 +26,8 @@ def prove_round_trip(
 ) -> None:
     """Apply the planned series to the base afresh: the imported patches must land clean and re-export identically."""
     git = checkout.git
-    git.run("reset", "--quiet", "--hard", UPSTREAM_REF)
-    git.run("clean", "-fdxq")
+    git.reset_hard(UPSTREAM_REF)
+    git.clean_all()
     existing = len(series.patches)
     scratch = project.options.cache_dir / "tmp"
     with tempfile.TemporaryDirectory(prefix=tempnames.prefix("import"), dir=scratch) as tmp:

@@ -75,13 +75,12 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
                     series_paths=frozenset(p for patch in series.patches for p in patch.touched_paths),
                 )
             )
-            proc = checkout.git.run("apply", "--whitespace=nowarn", "-", input=diff, check=False)
-            if proc.returncode != 0:
-                message = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-                raise VpatchError(f"{unit.label}: git apply failed: {message[-1] if message else ''}", path=unit.where)
+            proc = checkout.git.apply(diff, quiet_whitespace=True)
+            if not proc.ok:
+                raise VpatchError(f"{unit.label}: git apply failed: {proc.last_error_line()}", path=unit.where)
             for entry in (p for p in planned if p.unit is unit):
                 commit_planned(checkout, entry)
-            leftover = checkout.git.out("status", "--porcelain", "--untracked-files=all")
+            leftover = checkout.git.status(untracked="all")
             if leftover:
                 raise VpatchError(f"{unit.label}: applying left changes no patch carries: {leftover.splitlines()[0]}")
         plan = plan_export(checkout, directory)
@@ -129,8 +128,7 @@ def _already_imported(checkout: Checkout, series: Series, units: list[Unit]) -> 
         if not named:
             return []
         diff = b"".join(change.render() for change in unit.files)
-        proc = checkout.git.run("apply", "--reverse", "--check", "--whitespace=nowarn", "-", input=diff, check=False)
-        if proc.returncode != 0:
+        if not checkout.git.apply(diff, reverse=True, check=True, quiet_whitespace=True).ok:
             return []
         carriers.extend(n for n in named if n not in carriers)
     return carriers

@@ -58,8 +58,8 @@ def _strip(name: str | None) -> str | None:
 
 
 def _lines(repo: Git, commit: str, path: str) -> list[bytes] | None:
-    proc = repo.run("cat-file", "blob", f"{commit}:{path}", check=False)
-    return proc.stdout.split(b"\n") if proc.returncode == 0 else None
+    data = repo.blob(commit, path)
+    return None if data is None else data.split(b"\n")
 
 
 def _body(hunk: Hunk) -> list[tuple[bytes, bytes]]:

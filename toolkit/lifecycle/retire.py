@@ -35,7 +35,7 @@ from toolkit.project import Project
 from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
-from toolkit.render import add_mail_headers
+from toolkit.trailer import add_trailers
 from toolkit.txn import transaction
 
 
@@ -154,14 +154,14 @@ def retire(
         writes.setdefault(directory, {})["series"] = _series_without(directory / "series", name).encode()
         dropped.setdefault(directory, set()).add(name)
         if pin.version == new_pin.version:
-            writes[directory][f"retired/{name}"] = add_mail_headers(carried.data, headers)
+            writes[directory][f"retired/{name}"] = add_trailers(carried.data, headers)
     if not any(pin.version == new_pin.version for pin, _ in after) and project.has_series(new_pin):
-        writes.setdefault(project.series_dir(new_pin), {})[f"retired/{name}"] = add_mail_headers(patch.data, headers)
+        writes.setdefault(project.series_dir(new_pin), {})[f"retired/{name}"] = add_trailers(patch.data, headers)
     recorded_in = None
     if before:
         last_pin, last_patch = before[-1]
         recorded_in = str(project.series_dir(last_pin).relative_to(project.options.root))
-        writes.setdefault(project.series_dir(last_pin), {})[name] = add_mail_headers(last_patch.data, headers)
+        writes.setdefault(project.series_dir(last_pin), {})[name] = add_trailers(last_patch.data, headers)
     changelog_path = project.options.root / "CHANGELOG.md"
     line = f"- `{name}` ({patch.feature}) retired since vLLM {since}: upstream carries it ({'; '.join(evidence)})."
     # An unreadable CHANGELOG.md fails here, before anything is written.

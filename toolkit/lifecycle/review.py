@@ -20,7 +20,7 @@ from toolkit.errors import VpatchError
 from toolkit.lifecycle.rebase.recipes import old_series_head, range_diff
 from toolkit.lifecycle.rebase.state import RANGE_DIFF_FILE
 from toolkit.lifecycle.upstream import patch_id, patch_ids
-from toolkit.model import Pin
+from toolkit.model import Patch, Pin
 from toolkit.project import Project
 from toolkit.records.codec import RecordError
 from toolkit.records.evidence import EVIDENCE_FILE, Dropped, PatchEntry, decode_evidence, encode_evidence
@@ -83,34 +83,20 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
             if entry is None and patch.name in old_ids:
                 # OLD's series was re-cut after the rebase (a patch split in both series, same names): this
                 # patch carries OLD's patch of that name, written by hand on both sides
-                entries[patch.name] = PatchEntry(
-                    position=position,
-                    subject=patch.subject,
-                    feature=patch.feature,
-                    outcome=Outcome.REWORKED,
-                    details=[f"re-cut by hand in both {old_pin.label}'s series and this one after the rebase"],
-                    kept=True,
-                    content_changed=old_ids[patch.name] != new_id,
+                entries[patch.name] = _by_hand(
+                    patch,
+                    position,
+                    Outcome.REWORKED,
+                    f"re-cut by hand in both {old_pin.label}'s series and this one after the rebase",
+                    new_id,
                     patch_id=old_ids[patch.name],
-                    new_patch_id=new_id,
-                    evidence=None,
-                    upstream_signals=[],
+                    content_changed=old_ids[patch.name] != new_id,
                 )
                 changes[patch.name] = f"{Outcome.REWORKED} (re-cut in both series)"
                 continue
             if entry is None:
-                entries[patch.name] = PatchEntry(
-                    position=None,
-                    subject=patch.subject,
-                    feature=patch.feature,
-                    outcome=Outcome.ADDED,
-                    details=[f"added by hand after the rebase, at position {position}"],
-                    kept=True,
-                    content_changed=None,
-                    patch_id=None,
-                    new_patch_id=new_id,
-                    evidence=None,
-                    upstream_signals=[],
+                entries[patch.name] = _by_hand(
+                    patch, None, Outcome.ADDED, f"added by hand after the rebase, at position {position}", new_id
                 )
                 changes[patch.name] = Outcome.ADDED
                 continue
@@ -164,3 +150,30 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
         txn.stage_file(evidence_path, encode_evidence(evidence).encode("utf-8"))
         txn.commit()
     return ReviewResult(str(new_pin.version), str(old_pin.version), changes)
+
+
+def _by_hand(
+    patch: Patch,
+    position: int | None,
+    outcome: Outcome,
+    note: str,
+    new_id: str | None,
+    *,
+    patch_id: str | None = None,
+    content_changed: bool | None = None,
+) -> PatchEntry:
+    """The entry of a patch the series carries by hand since the rebase (kept; no rebase evidence):
+    `patch_id` is that of OLD's patch of the same name, when there is one."""
+    return PatchEntry(
+        position=position,
+        subject=patch.subject,
+        feature=patch.feature,
+        outcome=outcome,
+        details=[note],
+        kept=True,
+        content_changed=content_changed,
+        patch_id=patch_id,
+        new_patch_id=new_id,
+        evidence=None,
+        upstream_signals=[],
+    )

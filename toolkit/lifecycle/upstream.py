@@ -83,13 +83,7 @@ def patch_ids(repo: Git, patches: list[bytes]) -> list[str | None]:
             stream += f"From {number + 1:040x} Mon Sep 17 00:00:00 2001\n".encode() + body
             if not body.endswith(b"\n"):
                 stream += b"\n"
-        found: dict[int, str] = {}
-        for line in (
-            repo.run("patch-id", "--stable", input=bytes(stream)).stdout.decode("ascii", "replace").splitlines()
-        ):
-            words = line.split()
-            if len(words) == 2:
-                found[int(words[1], 16) - 1] = words[0]
+        found = {int(number, 16) - 1: patch_id for patch_id, number in repo.patch_ids(bytes(stream))}
         for number in missing:
             _PATCH_IDS[keys[number]] = found.get(number)
     return [_PATCH_IDS[key] for key in keys]
@@ -106,36 +100,22 @@ def upstream_patch_ids(old: Base, new: Base, paths: set[str]) -> dict[str, list[
     if old.repo != new.repo:
         return DIFFERENT_REMOTES
     mirror = Git(new.repo)
-    pathspecs = [f":(literal){p}" for p in sorted(paths)]
-    listing = mirror.out(
-        "log", "--no-merges", "--full-history", "--format=%H", f"{old.commit}..{new.commit}", "--", *pathspecs
-    )
-    commits = listing.split()
+    commits = mirror.commits_touching(f"{old.commit}..{new.commit}", sorted(paths))
     if not commits:
         return {}
-    revs = ("\n".join(commits) + "\n").encode()
-    diffs = mirror.run(
-        "log", "--stdin", "--no-walk=unsorted", "-p", "--no-renames", "--full-index", "--format=commit %H", input=revs
-    ).stdout
-    subjects = {}
-    for line in mirror.run("log", "--stdin", "--no-walk=unsorted", "--format=%H %s", input=revs).stdout.splitlines():
-        commit, _, subject = line.decode("utf-8", "replace").partition(" ")
-        subjects[commit] = subject
+    subjects = mirror.subjects_of(commits)
     ids: dict[str, list[UpstreamCommit]] = {}
-    for id_line in mirror.run("patch-id", "--stable", input=diffs).stdout.decode("ascii", "replace").splitlines():
-        words = id_line.split()
-        if len(words) == 2:
-            ids.setdefault(words[0], []).append(UpstreamCommit(words[1], subjects.get(words[1], "")))
+    for patch_id, commit in mirror.patch_ids(mirror.patches_of(commits)):
+        ids.setdefault(patch_id, []).append(UpstreamCommit(commit, subjects.get(commit, "")))
     return ids
 
 
 def reverse_applies(repo: Git, commit: str, patch_path: Path, index_file: Path) -> bool:
     """Whether `patch_path` reverse-applies cleanly to `commit`'s tree (checked in a private index)."""
-    env = {"GIT_INDEX_FILE": str(index_file)}
+    index = repo.private_index(index_file)
     if not index_file.exists():
-        repo.run("read-tree", commit, env=env)
-    proc = repo.run("apply", "--cached", "--reverse", "--check", str(patch_path), env=env, check=False)
-    return proc.returncode == 0
+        index.read_tree(commit)
+    return index.apply(patch_path, reverse=True, check=True).ok
 
 
 def header_evidence(patch: Patch) -> Header:

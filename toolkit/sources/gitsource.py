@@ -38,13 +38,13 @@ def materialize_git(pin: Pin, cache_dir: Path) -> Base:
         reused = commit is not None
         if commit is None:
             try:
-                mirror.run("fetch", "--quiet", "--no-tags", "--force", pin.remote, f"+{ref}:{ref}")
+                mirror.fetch(pin.remote, f"+{ref}:{ref}", force=True)
             except GitError as exc:
                 raise VpatchError(f"pin {pin.version}: cannot fetch tag {pin.tag} from {pin.remote}: {exc}") from None
             commit = mirror.rev_parse(ref)
             if commit is None:
                 raise VpatchError(f"pin {pin.version}: tag {pin.tag} from {pin.remote} does not name a commit")
-            mirror.run("fsck", "--no-dangling", "--no-progress", "--connectivity-only")
+            mirror.check_connectivity()
             write_stamp(repo, remote=pin.remote, tags=_tags(repo))
     if pin.commit and commit != pin.commit:
         raise VpatchError(
@@ -56,7 +56,4 @@ def materialize_git(pin: Pin, cache_dir: Path) -> Base:
 
 def _tags(repo: Path) -> dict[str, str] | None:
     """Every tag ref of the mirror and the object it names (None if git cannot read the mirror)."""
-    proc = Git(repo).run("for-each-ref", "--format=%(refname) %(objectname)", "refs/tags/", check=False)
-    if proc.returncode != 0:
-        return None
-    return dict(line.split(" ", 1) for line in proc.stdout.decode("utf-8", "replace").splitlines())
+    return Git(repo).refs("refs/tags/")

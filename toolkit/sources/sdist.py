@@ -90,8 +90,8 @@ def commit_records(records: list[tuple[str, str, bytes]], repo_dir: Path, *, mes
         stream += f"M {mode} :{mark} {fast_import_path(path)}\n".encode("utf-8", "surrogateescape")
     stream += b"\ndone\n"
     try:
-        repo.run("fast-import", "--quiet", "--done", input=bytes(stream))
-        repo.run("symbolic-ref", "HEAD", BASE_REF)
+        repo.fast_import(bytes(stream))
+        repo.set_head(BASE_REF)
     except GitError as exc:
         raise VpatchError(f"cannot create the base commit: {exc}", path=source) from None
     commit = repo.rev_parse(BASE_REF)

@@ -45,7 +45,7 @@ class Finding:
 
 def line_owners(repo: Git, path: str, commits: dict[str, str]) -> dict[int, str]:
     """{line number: patch name} for the lines of `path` at HEAD that a patch wrote (`commits`: commit -> patch)."""
-    text = repo.out("blame", "--porcelain", "HEAD", "--", path)
+    text = repo.blame("HEAD", path).checked("blame", "--porcelain").stdout.decode("utf-8", "replace").strip()
     owners: dict[int, str] = {}
     for line in text.splitlines():
         match = _BLAME_HEADER.match(line)

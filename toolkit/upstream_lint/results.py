@@ -38,14 +38,7 @@ def blob_ids(repo: Git, paths: list[str]) -> dict[str, str]:
     """{path: blob id} at HEAD for those of `paths` that exist there."""
     if not paths:
         return {}
-    out = repo.run("ls-tree", "-r", "-z", "HEAD", "--", *paths).stdout.decode("utf-8", "replace")
-    ids = {}
-    for entry in out.split("\0"):
-        meta, _, path = entry.partition("\t")
-        fields = meta.split()
-        if len(fields) == 3 and fields[1] == "blob":
-            ids[path] = fields[2]
-    return ids
+    return repo.blob_ids("HEAD", paths)
 
 
 class ResultCache:

@@ -50,8 +50,7 @@ class LintResult:
 
 def changed_files(checkout: Checkout) -> list[str]:
     """The files the series adds or modifies (deleted ones have nothing left to lint)."""
-    out = checkout.git.run("diff", "--name-only", "-z", "--no-renames", "--diff-filter=AM", UPSTREAM_REF, "HEAD")
-    return sorted(name for name in out.stdout.decode("utf-8", "replace").split("\0") if name)
+    return sorted(checkout.git.added_or_modified(UPSTREAM_REF, "HEAD"))
 
 
 def file_types(path: Path) -> frozenset[str]:
@@ -70,12 +69,13 @@ def file_types(path: Path) -> frozenset[str]:
 @contextmanager
 def series_staged(checkout: Checkout) -> Iterator[None]:
     """HEAD at the base, the index at the series' last commit: `git diff --cached` is the whole series."""
-    head = checkout.git.out("rev-parse", "HEAD")
-    checkout.git.run("reset", "-q", "--soft", UPSTREAM_REF)
+    head = checkout.git.rev_parse("HEAD")
+    assert head is not None  # a checkout always has its branch
+    checkout.git.reset_soft(UPSTREAM_REF)
     try:
         yield
     finally:
-        checkout.git.run("reset", "-q", "--soft", head)
+        checkout.git.reset_soft(head)
 
 
 def lint_series(

@@ -63,7 +63,7 @@ def build_source(
             raise VpatchError(
                 f"does not apply to {pin.label}: {'; '.join(stopped.details)}", path=series.directory / stopped.name
             )
-        diff = checkout.git.out("diff", "--name-status", "--no-renames", "refs/vpatch/upstream", "HEAD")
+        diff = checkout.git.name_status("refs/vpatch/upstream", "HEAD")
         changes = _changes(diff)
         env = dict(os.environ)
         env.update(

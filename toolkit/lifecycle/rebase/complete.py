@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from toolkit.apply import AM_ARGS
 from toolkit.checkout import STATE_FILE, UPSTREAM_REF, state_text
 from toolkit.errors import VpatchError
 from toolkit.export import _series_text
-from toolkit.lifecycle.rebase.mail import retarget_comments, set_trailer, today
+from toolkit.lifecycle.rebase.mail import retarget_comments, today
 from toolkit.lifecycle.rebase.recipes import range_diff
 from toolkit.lifecycle.rebase.replay import Replay
 from toolkit.lifecycle.rebase.state import RANGE_DIFF_FILE, PatchResult, RebaseResult
@@ -37,6 +36,7 @@ from toolkit.records.evidence import EVIDENCE_FILE, Dropped, Evidence, decode_ev
 from toolkit.records.outcome import KEPT, Outcome
 from toolkit.render import render_range, set_patch_file_header
 from toolkit.sources import materialize
+from toolkit.trailer import set_trailer
 from toolkit.txn import transaction
 
 BESIDE_SUFFIX = ".rebased"
@@ -225,9 +225,9 @@ def final_mails(
     for number, (_name, data) in enumerate(mails, start=1):
         path = final / f"{number:04d}.patch"
         path.write_bytes(data)
-        paths.append(str(path))
-    repo.run("reset", "--quiet", "--hard", UPSTREAM_REF)
-    repo.run(*AM_ARGS, *paths)
+        paths.append(path)
+    repo.reset_hard(UPSTREAM_REF)
+    repo.am(paths, check=True)
     rerendered = render_range(repo, UPSTREAM_REF, "HEAD")
     for outcome, mail in zip(kept, rerendered, strict=True):
         outcome.commit = mail.commit

@@ -19,13 +19,7 @@ CONFLICT_KINDS = {
 
 def unmerged_paths(repo: Git) -> list[tuple[str, str]]:
     """(status code, path) of every unmerged path (`git status` XY codes: UU, AA, DU, UD ...)."""
-    raw = repo.run("status", "--porcelain", "-z", "--untracked-files=no").stdout.decode("utf-8", "replace")
-    entries = []
-    for item in raw.split("\0"):
-        code, path = item[:2], item[3:]
-        if code in ("DD", "AU", "UD", "UA", "DU", "AA", "UU"):
-            entries.append((code, path))
-    return entries
+    return repo.unmerged()
 
 
 def conflict_hunks(path: Path) -> list[list[int]]:

@@ -1,4 +1,4 @@
-"""The git recipes of a rebase: rerere's shared cache, the old series as commits, the range-diff, `git am` output."""
+"""The git recipes of a rebase: rerere's shared cache, the old series as commits, the range-diff."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from toolkit.model import Patch, Pin, Series
 from toolkit.project import Project
 from toolkit.sources import Base
 
-THREE_WAY_NOTE = "Falling back to patching base and 3-way merge"
-
 
 def rerere_cache(cache_dir: Path, project: str, root: Path) -> Path:
     """Where the project at `root` keeps its recorded resolutions (see `reuse.rerere_store`)."""
@@ -28,7 +26,7 @@ def enable_rerere(checkout: Checkout, shared: Path, *, reuse: bool = True) -> No
     """Point the checkout's rr-cache at the project's; `reuse=False` turns rerere off for this rebase
     (`vpatch rebase --no-reuse`: every conflict stops, nothing is reused or recorded)."""
     if not reuse:
-        checkout.git.run("config", "rerere.enabled", "false")
+        checkout.git.set_config("rerere.enabled", "false")
         return
     shared.mkdir(parents=True, exist_ok=True)
     link = checkout.git.git_dir() / "rr-cache"
@@ -37,7 +35,7 @@ def enable_rerere(checkout: Checkout, shared: Path, *, reuse: bool = True) -> No
     elif link.is_dir():
         shutil.rmtree(link)
     link.symlink_to(shared.resolve(), target_is_directory=True)
-    checkout.git.run("config", "rerere.enabled", "true")
+    checkout.git.set_config("rerere.enabled", "true")
 
 
 def old_series_head(project: Project, old_pin: Pin, series: Series, old_base: Base, checkout: Checkout) -> str | None:
@@ -55,14 +53,13 @@ def series_commits(repo: Git, base_commit: str, patches: Sequence[Patch]) -> str
     does not apply."""
     head = base_commit
     with tempfile.TemporaryDirectory(prefix="vpatch-series-", dir=repo.git_dir()) as tmp:
-        index = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        repo.run("read-tree", base_commit, env=index)
+        index = repo.private_index(Path(tmp) / "index")
+        index.read_tree(base_commit)
         for patch in patches:
-            if repo.run("apply", "--cached", str(patch.path), env=index, check=False).returncode != 0:
+            if not index.apply(patch.path).ok:
                 return None
             msg, body = Path(tmp) / "msg", Path(tmp) / "body"
-            info = repo.run("mailinfo", "-b", str(msg), str(body), input=patch.data).stdout.decode("utf-8", "replace")
-            fields = dict(line.split(": ", 1) for line in info.splitlines() if ": " in line)
+            fields = repo.mailinfo(patch.data, msg, body, "-b")
             message = fields.get("Subject", "") + "\n\n" + msg.read_text(encoding="utf-8", errors="replace")
             author = {
                 "GIT_AUTHOR_NAME": fields.get("Author", ""),
@@ -70,24 +67,8 @@ def series_commits(repo: Git, base_commit: str, patches: Sequence[Patch]) -> str
                 "GIT_AUTHOR_DATE": fields.get("Date", ""),
                 "GIT_COMMITTER_DATE": fields.get("Date", ""),
             }
-            tree = repo.out("write-tree", env=index)
-            head = (
-                repo.run("commit-tree", tree, "-p", head, input=message.encode(), env={**index, **author})
-                .stdout.decode()
-                .strip()
-            )
+            head = index.commit_tree(index.write_tree(), head, message, author)
     return head
-
-
-def am_sections(output: str) -> list[str]:
-    """`git am` output split per patch (each section starts at its "Applying: " line)."""
-    sections: list[str] = []
-    for line in output.splitlines():
-        if line.startswith("Applying: "):
-            sections.append("")
-        if sections:
-            sections[-1] += line + "\n"
-    return sections
 
 
 def range_diff(
@@ -110,17 +91,15 @@ def range_diff(
     old_commits = repo.commits(f"{old_base}..{old_head}")
     new_commits = repo.commits(f"{new_base}..{new_head}")
     if old_commits and new_commits:
-        text = repo.run("range-diff", "--no-color", f"{old_base}..{old_head}", f"{new_base}..{new_head}").stdout.decode(
-            "utf-8", "replace"
-        )
+        text = repo.range_diff(f"{old_base}..{old_head}", f"{new_base}..{new_head}")
         return _pair_same_patches(repo, text, old_commits, new_commits, dict(renamed or {}))
     # git range-diff refuses an empty range; list the commits the way it would.
     lines = []
     for number, commit in enumerate(old_commits, start=1):
-        short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+        short, subject = repo.short_and_subject(commit)
         lines.append(f"{number}:  {short} < -:  {'-' * len(short)} {subject}")
     for number, commit in enumerate(new_commits, start=1):
-        short, subject = repo.out("log", "-1", "--format=%h%x00%s", commit).split("\0", 1)
+        short, subject = repo.short_and_subject(commit)
         lines.append(f"-:  {'-' * len(short)} > {number}:  {short} {subject}")
     return "".join(line + "\n" for line in lines)
 
@@ -135,7 +114,7 @@ _PATCH_FILE = re.compile(r"^Patch-File: *(\S+) *$", re.M)
 
 def _identity(repo: Git, commit: str, renamed: dict[str, str]) -> str:
     """A commit's stable name (its `Patch-File:`, as the old series named it), else its subject."""
-    message = repo.out("log", "-1", "--format=%B", commit)
+    message = repo.message(commit)
     found = _PATCH_FILE.findall(message)
     if found:
         return "file:" + renamed.get(found[-1], found[-1])
@@ -165,13 +144,7 @@ def _pair_same_patches(
         old_match, new_match = heads[removed[key]], heads[added[key]]
         assert old_match is not None and new_match is not None
         old_commit, new_commit = old_commits[int(old_match["old"]) - 1], new_commits[int(new_match["new"]) - 1]
-        pair = repo.run(
-            "range-diff",
-            "--no-color",
-            "--creation-factor=100000",
-            f"{old_commit}^..{old_commit}",
-            f"{new_commit}^..{new_commit}",
-        ).stdout.decode("utf-8", "replace")
+        pair = repo.range_diff(f"{old_commit}^..{old_commit}", f"{new_commit}^..{new_commit}", creation_factor=100000)
         _, _, body = pair.partition("\n")
         mark = "=" if not body.strip() else "!"
         subject = new_match["subject"]

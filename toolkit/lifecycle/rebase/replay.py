@@ -11,13 +11,14 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from toolkit import faults, ui
-from toolkit.apply import AM_ARGS, am_in_progress, describe_apply_failure
+from toolkit.apply import am_in_progress, describe_apply_failure
 from toolkit.checkout import UPSTREAM_REF, Checkout
 from toolkit.errors import VpatchError
+from toolkit.git import ALREADY_APPLIED, THREE_WAY_NOTE, am_sections, fell_back_to_three_way
 from toolkit.lifecycle.post_image import hunks_in_new
 from toolkit.lifecycle.rebase import resolutions, reuse
 from toolkit.lifecycle.rebase.conflicts import CONFLICT_KINDS, conflict_hunks, line_ranges, unmerged_paths
-from toolkit.lifecycle.rebase.recipes import THREE_WAY_NOTE, am_sections, series_commits
+from toolkit.lifecycle.rebase.recipes import series_commits
 from toolkit.lifecycle.rebase.state import (
     OLD_HEAD_REF,
     ConflictFile,
@@ -87,8 +88,8 @@ class Replay:
         if start is None:
             return
         if am_in_progress(self.checkout):
-            self.repo.run("am", "--quit")
-        self.repo.run("reset", "--quiet", "--hard", start)
+            self.repo.am_quit()
+        self.repo.reset_hard(start)
         current = self.state.current
         if current is not None and not self.state.stopped:
             self.state.remaining.insert(0, current)
@@ -141,11 +142,11 @@ class Replay:
             self.state.am_from = self.state.current_head  # until the outcome is saved
             self.save()
             before = reuse.postimage_times(self.rr_cache)
-            proc = self.repo.run(*AM_ARGS, "--3way", str(self.patch_path(name)), check=False)
+            proc = self.repo.am([self.patch_path(name)], three_way=True)
             faults.reached("rebase.am")
-            output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-            if proc.returncode == 0:
-                self.settle_applied(name, [THREE_WAY_NOTE] if THREE_WAY_NOTE in output else [])
+            output = proc.output
+            if proc.ok:
+                self.settle_applied(name, [THREE_WAY_NOTE] if fell_back_to_three_way(output) else [])
                 continue
             stop = self.after_stop(name, output, before)
             if stop is not None:
@@ -165,21 +166,21 @@ class Replay:
         assert start is not None
         self.state.am_from = start  # until the outcomes are saved
         self.save()
-        proc = self.repo.run(*AM_ARGS, "--3way", *(str(self.patch_path(n)) for n in names), check=False)
+        proc = self.repo.am([self.patch_path(n) for n in names], three_way=True)
         faults.reached("rebase.am")
-        sections = am_sections((proc.stdout + proc.stderr).decode("utf-8", "replace"))
-        if proc.returncode != 0:
+        sections = am_sections(proc.output)
+        if not proc.ok:
             if not am_in_progress(self.checkout):
                 return False  # not a stop `git am` explains; the one-patch path reports it
-            self.repo.run("am", "--quit")
-            self.repo.run("reset", "--quiet", "--hard", "HEAD")
+            self.repo.am_quit()
+            self.repo.reset_hard("HEAD")
             sections = sections[:-1]  # the stopped patch
         commits = iter(self.repo.commits(f"{start}..HEAD"))
         for name, section in zip(names, sections, strict=False):
             self.state.remaining.remove(name)
-            if "No changes -- Patch already applied" in section:
+            if ALREADY_APPLIED in section:
                 self.settle(name, Outcome.EMPTY, [BECAME_EMPTY], save=False)
-            elif THREE_WAY_NOTE in section:
+            elif fell_back_to_three_way(section):
                 self.settle(name, Outcome.MERGED, ["applied with a three-way merge"], next(commits), save=False)
             else:
                 self.settle(name, Outcome.CLEAN, [], next(commits), save=False)
@@ -218,8 +219,8 @@ class Replay:
         unmerged = unmerged_paths(self.repo)
         if unmerged:
             return self.after_conflict(name, unmerged, before)
-        check = self.repo.run("apply", "--check", "-v", str(self.patch_path(name)), check=False)
-        details = list(describe_apply_failure(self.patch(name), check.stderr.decode("utf-8", "replace")))
+        check = self.repo.apply(self.patch_path(name), check=True, verbose=True)
+        details = list(describe_apply_failure(self.patch(name), check.errors))
         why = [line for line in output.splitlines() if line.startswith(("error:", "fatal:"))]
         details += [line for line in why if "Failed to merge" not in line and line not in details]
         return self.with_upstream(Stop(name, Outcome.FAILED, [], details))
@@ -235,7 +236,7 @@ class Replay:
             directory = self.tree_resolutions
             index, other_step = resolutions.step_index(directory, self.state.old_version, self.state.new_version)
         applied = resolutions.apply_recorded(self.tree_resolutions, index, self.checkout.path, name, preimages)
-        unresolved = set(self.repo.out("rerere", "remaining").splitlines()) if reusing else set()
+        unresolved = self.repo.rerere_remaining() if reusing else set()
         by_rerere = [
             path
             for _, path in unmerged
@@ -256,7 +257,7 @@ class Replay:
         self.recorder.hold(name, preimages, how)
         note = "; ".join(notes)
         if auto:
-            self.repo.run("add", "--", *auto)
+            self.repo.add(auto)
             ui.err.print(f"vpatch: {name}: {note}", markup=False, highlight=False)
         self.state.rr_ids = reuse.merge_rr(self.repo) or None
         if len(auto) == len(unmerged):
@@ -294,15 +295,15 @@ class Replay:
         return stop
 
     def continue_am(self, name: str, note: str) -> None:
-        proc = self.repo.run("am", "--continue", check=False)
+        proc = self.repo.am_continue()
         faults.reached("rebase.am")
-        output = (proc.stdout + proc.stderr).decode("utf-8", "replace")
-        if proc.returncode == 0:
+        output = proc.output
+        if proc.ok:
             self.settle_applied(name, [note])
             return
         if "No changes" in output:
             # Resolved to exactly what the new base has: nothing left of this patch.
-            self.repo.run("am", "--skip")
+            self.repo.am_skip()
             self.settle(name, Outcome.EMPTY, [f"{note}; {BECAME_EMPTY}"])
             return
         lines = [line for line in output.splitlines() if line.strip()]

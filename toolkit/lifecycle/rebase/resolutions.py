@@ -172,8 +172,8 @@ class Recorder:
         index = self._index(INDEX_FILE)
         recorded = []
         for held in pending.resolutions:
-            proc = repo.run("show", f"{rev}:{held.path}", check=False)
-            if proc.returncode != 0:
+            proc = repo.show_file(rev, held.path)
+            if not proc.ok:
                 continue  # resolved by deleting the file: nothing a replay could write back
             preimage = read_bytes(self.directory, held.preimage)
             conflict, resolution = record_files(held.patch, held.path)
@@ -219,7 +219,7 @@ def conflicted_text(repo: Git, worktree: Path, path: str) -> bytes:
     data = target.read_bytes() if target.is_file() else b""
     if conflict_hunks(target):
         return data
-    repo.run("checkout", "-m", "--", path)
+    repo.remerge(path)
     merged = target.read_bytes()
     target.write_bytes(data)
     return merged

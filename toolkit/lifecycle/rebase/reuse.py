@@ -29,9 +29,7 @@ def rerere_store(cache_dir: Path, project: str, root: Path) -> Path:
     """The rr-cache of the project at `root` (see the module's doc)."""
     repo = Git.discover(root)
     if repo is not None:
-        proc = repo.run("rev-parse", "--path-format=absolute", "--git-common-dir", check=False)
-        if proc.returncode == 0 and proc.stdout.strip():
-            return Path(proc.stdout.decode().strip()) / "vpatch" / "rr-cache"
+        return repo.common_dir() / "vpatch" / "rr-cache"
     key = hashlib.sha256(f"path:{root.resolve()}".encode()).hexdigest()[:16]
     return cache_dir / "rerere" / f"{project}-{key}"
 

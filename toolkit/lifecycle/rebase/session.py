@@ -67,7 +67,7 @@ def prepare_target(target: Path, *, force: bool) -> None:
             f"{target}: a rebase is in progress there; `vpatch rebase --continue`, `--skip` or `--abort` it first"
         )
     repo = Git(target)
-    pristine = repo.rev_parse("HEAD") == repo.rev_parse(UPSTREAM_REF) and not repo.out("status", "--porcelain")
+    pristine = repo.rev_parse("HEAD") == repo.rev_parse(UPSTREAM_REF) and not repo.status()
     if not (pristine or force):
         raise VpatchError(f"{target} already exists (a checkout with commits or changes); use --force to replace it")
     shutil.rmtree(target)
@@ -190,14 +190,14 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
         if am_in_progress(checkout) and committed:
             # Resolved and committed with git while `git am` still waited (e.g. to reword the message):
             # the commit is the patch; end the am session without touching it.
-            repo.run("am", "--skip")
+            repo.am_skip()
             rebase.recorder.resolved(repo, "HEAD")
             rebase.settle(name, Outcome.MERGED, ["resolved by hand (committed with git)"], repo.rev_parse("HEAD"))
         elif am_in_progress(checkout) and stopped is not None and stopped.upstream_has_it and _untouched(repo):
             # "upstream has it", taken as offered: NEW's version stays, the patch leaves the series (empty).
-            repo.run("am", "--skip")
+            repo.am_skip()
             assert rebase.state.current_head is not None
-            repo.run("reset", "--quiet", "--hard", rebase.state.current_head)
+            repo.reset_hard(rebase.state.current_head)
             kept = f"{release}'s version kept (vpatch rebase --continue)"
             rebase.settle(name, Outcome.EMPTY, [*_upstream_lines(stopped, release), kept])
         elif am_in_progress(checkout):
@@ -213,7 +213,7 @@ def continue_rebase(project: Project, checkout: Checkout, *, force: bool = False
                         f"conflict markers remain at {line_ranges(hunks)}; resolve them, `git add`, then continue",
                         path=checkout.path / entry.path,
                     )
-            if stopped_status == Outcome.FAILED and repo.ok("diff", "--cached", "--quiet", "HEAD"):
+            if stopped_status == Outcome.FAILED and repo.nothing_staged("HEAD"):
                 raise VpatchError(
                     f"{checkout.path}: nothing is staged for {name}; make its change by hand and `git add` it, "
                     "or `vpatch rebase --skip` to drop it"
@@ -251,9 +251,9 @@ def skip_patch(project: Project, checkout: Checkout, reason: str) -> RebaseResul
         raise VpatchError(f"{checkout.path}: no patch is stopped; nothing to skip")
     stopped = rebase.state.stopped
     if am_in_progress(checkout):
-        checkout.git.run("am", "--skip")
+        checkout.git.am_skip()
     assert rebase.state.current_head is not None  # set with `current`
-    checkout.git.run("reset", "--quiet", "--hard", rebase.state.current_head)
+    checkout.git.reset_hard(rebase.state.current_head)
     details = [f"dropped by hand (vpatch rebase --skip): {reason.strip()}"]
     if stopped is not None and stopped.upstream_has_it:
         details += _upstream_lines(stopped, f"{checkout.project} {rebase.state.new_version}")
@@ -268,7 +268,7 @@ def _upstream_lines(stopped: Stop, release: str) -> list[str]:
 
 def _untouched(repo: Git) -> bool:
     """Nothing resolved yet: conflicts still unmerged, or nothing staged for the patch."""
-    return bool(unmerged_paths(repo)) or repo.ok("diff", "--cached", "--quiet", "HEAD")
+    return bool(unmerged_paths(repo)) or repo.nothing_staged("HEAD")
 
 
 def abort_rebase(project: Project, checkout: Checkout) -> RebaseState:
@@ -279,7 +279,7 @@ def abort_rebase(project: Project, checkout: Checkout) -> RebaseState:
     repo = checkout.git
     if am_in_progress(checkout):
         # Remember what was resolved so far (a resolved file without markers), so the next rebase reuses it.
-        repo.run("rerere", check=False)
+        repo.rerere_record()
         if state.current and state.rr_ids:
             reuse.record(
                 repo.git_dir() / "rr-cache",
@@ -287,10 +287,10 @@ def abort_rebase(project: Project, checkout: Checkout) -> RebaseState:
                 patch=state.current,
                 rebase=f"{state.old_version} → {state.new_version}",
             )
-        repo.run("am", "--abort")
-    repo.run("reset", "--quiet", "--hard", UPSTREAM_REF)
+        repo.am_abort()
+    repo.reset_hard(UPSTREAM_REF)
     for ref in (OLD_HEAD_REF, OLD_BASE_REF):
-        repo.run("update-ref", "-d", ref, check=False)
+        repo.delete_ref(ref)
     shutil.rmtree(private_dir(checkout), ignore_errors=True)
     write_state(checkout, {})
     return state

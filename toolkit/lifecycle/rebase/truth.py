@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 
 from toolkit.importer.naming import name_stem, touched_label, touched_stem_of, unique_stem
-from toolkit.lifecycle.rebase.mail import set_trailer
 from toolkit.model import Patch
+from toolkit.trailer import set_trailer
 
 _COPY = re.compile(r" \((\d+)\)$")
 _ORIGIN = re.compile(r"^(?P<src>.*?)(?: \(against (?P<against>[^)]+)\))?(?:, changed by the rebase onto .+)?$")

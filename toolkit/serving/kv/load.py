@@ -74,7 +74,36 @@ def decode_load(data: bytes) -> LoadReport:
     return LoadReport(message.ts, message.seq, message.engine_index, metrics, message.prefix_cache_unit, message.source)
 
 
-class LoadSubscriber:
+class Follower:
+    """What a subscriber of one worker's stream holds: the endpoint it follows (SUB; `bind=True` binds it
+    instead), its topic, and the worker it feeds in `index` (a fresh KVIndex when none is given)."""
+
+    def follow(self, endpoint: str, topic: bytes, worker: str, index: KVIndex | None, bind: bool) -> None:
+        self.endpoint = endpoint
+        self.topic = topic
+        self.worker = worker
+        self.bind = bind
+        self.index = index if index is not None else KVIndex()
+        self.index.add_worker(worker)
+
+
+def open_sub(context: zmq.Context, endpoint: str, topic: bytes, *, bind: bool, hwm: int | None = None) -> zmq.Socket:
+    """A SUB socket on `endpoint` subscribed to `topic` (connected, or bound with `bind`); closed again when
+    it cannot be."""
+    socket = context.socket(zmq.SUB)
+    try:
+        socket.setsockopt(zmq.LINGER, 0)
+        if hwm is not None:
+            socket.setsockopt(zmq.RCVHWM, hwm)
+        socket.setsockopt(zmq.SUBSCRIBE, topic)
+        (socket.bind if bind else socket.connect)(endpoint)
+    except BaseException:
+        socket.close(linger=0)
+        raise
+    return socket
+
+
+class LoadSubscriber(Follower):
     """Follow one plugin load endpoint (SUB; `bind=True` binds it instead) into `index` under `worker`."""
 
     def __init__(
@@ -88,12 +117,7 @@ class LoadSubscriber:
         bind: bool = False,
         on_report: Callable[[LoadReport], None] | None = None,
     ) -> None:
-        self.endpoint = endpoint
-        self.topic = topic
-        self.worker = worker
-        self.bind = bind
-        self.index = index if index is not None else KVIndex()
-        self.index.add_worker(worker)
+        self.follow(endpoint, topic, worker, index, bind)
         self.on_report = on_report
         self.received = 0
         self.applied = 0
@@ -104,14 +128,7 @@ class LoadSubscriber:
         self.last: LoadReport | None = None
         self.errors: deque[str] = deque(maxlen=100)
         self._next_seq: int | None = None
-        self.socket = (context or zmq.Context.instance()).socket(zmq.SUB)
-        try:
-            self.socket.setsockopt(zmq.LINGER, 0)
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic)
-            (self.socket.bind if bind else self.socket.connect)(endpoint)
-        except BaseException:
-            self.close()
-            raise
+        self.socket = open_sub(context or zmq.Context.instance(), endpoint, topic, bind=bind)
 
     def __enter__(self) -> LoadSubscriber:
         return self

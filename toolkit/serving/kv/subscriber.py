@@ -14,7 +14,7 @@ import msgspec
 import zmq
 
 from toolkit.serving.kv.index import KVIndex
-from toolkit.serving.kv.load import LoadSubscriber
+from toolkit.serving.kv.load import Follower, LoadSubscriber, open_sub
 from toolkit.serving.kv.wire import END_OF_REPLAY, WireError, decode, pack_seq, unpack_seq
 
 MAX_SEQ_JUMP = 1_000_000
@@ -27,7 +27,7 @@ RECENT_SEQS = 20_000
 """How many applied seqs' payload checksums are kept to tell a duplicate from a restarted engine."""
 
 
-class Subscriber:
+class Subscriber(Follower):
     """Follow one engine: SUB on `endpoint`, replay through a DEALER on `replay_endpoint`, feed a `KVIndex`.
 
     Batches are applied strictly in seq order (the seq frame; dynamo-base also repeats it in the payload).
@@ -70,13 +70,8 @@ class Subscriber:
         max_seq_jump: int = MAX_SEQ_JUMP,
         metrics_endpoint: str | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.follow(endpoint, topic, worker, index, bind)
         self.replay_endpoint = replay_endpoint
-        self.topic = topic
-        self.worker = worker
-        self.bind = bind
-        self.index = index if index is not None else KVIndex()
-        self.index.add_worker(worker)
         self.replay_timeout_ms = replay_timeout_ms
         self.max_seq_jump = max_seq_jump
         self.seq: int | None = None  # last applied seq
@@ -102,12 +97,8 @@ class Subscriber:
         self._hwm = hwm
         self._replay: zmq.Socket | None = None
         self.load: LoadSubscriber | None = None
-        self._sub = self._context.socket(zmq.SUB)
+        self._sub = open_sub(self._context, endpoint, topic, bind=bind, hwm=hwm)
         try:
-            self._sub.setsockopt(zmq.LINGER, 0)
-            self._sub.setsockopt(zmq.RCVHWM, hwm)
-            self._sub.setsockopt(zmq.SUBSCRIBE, topic)
-            (self._sub.bind if bind else self._sub.connect)(endpoint)
             if replay_endpoint is not None:
                 self._replay = self._open_replay()
             if metrics_endpoint is not None:

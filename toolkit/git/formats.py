@@ -1,9 +1,9 @@
-"""Text formats git writes that the toolkit reads back: C-quoted paths, and what `git apply -v` prints.
+"""Text formats git writes that the toolkit reads back or writes for it, each implemented once: C-quoted
+paths (diff headers, fast-import), what `git apply -v` prints, and what `git am` prints.
 
-Beside the adapter (toolkit/git.py), which runs git: this module only reads and writes its text, so the
-import and apply stages parse it one way. `git apply` quotes paths in its progress lines
-(`Checking patch "caf\\303\\251.py"...`) but prints them as they are in its error lines
-(`error: patch failed: café.py:1`); the readers here return tree paths for both.
+This module of the adapter only reads and writes text (it runs nothing), so every stage parses it one way.
+`git apply` quotes paths in its progress lines (`Checking patch "caf\\303\\251.py"...`) but prints them as
+they are in its error lines (`error: patch failed: café.py:1`); the readers here return tree paths for both.
 """
 
 from __future__ import annotations
@@ -55,6 +55,27 @@ def unquote_path(token: bytes) -> tuple[str, bytes]:
         out.append(byte)
         index += 1
     raise ValueError("unterminated quoted name")
+
+
+def unquote_name(token: str) -> str:
+    """A whole path token as git writes it in a diff header: C-unquoted when it is quoted, else as it is.
+
+    Escaped bytes that are not UTF-8 decode with surrogateescape (as tree paths do here), so the name
+    encodes back to git's bytes; a token whose quotes do not close is returned as it is."""
+    if token.startswith('"') and token.endswith('"') and len(token) > 1:
+        try:
+            return unquote_path(token.encode("utf-8", "surrogateescape"))[0]
+        except ValueError:
+            return token
+    return token
+
+
+def fast_import_path(path: str) -> str:
+    """A path as `git fast-import` reads it in an `M` command (C-style quoted only when it must be)."""
+    if path.startswith('"') or "\n" in path or "\\" in path:
+        escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    return path
 
 
 def printed_path(name: str) -> str:
@@ -154,3 +175,26 @@ def read_apply_output(text: str) -> Iterator[ApplyLine]:
             yield PatchFailedAt(match["path"], int(match["line"]))
         elif match := _REFUSED.match(line):
             yield FileRefused(match["path"], match["why"])
+
+
+# ---------------------------------------------------------------- `git am` output
+
+THREE_WAY_NOTE = "Falling back to patching base and 3-way merge"
+ALREADY_APPLIED = "No changes -- Patch already applied"
+
+
+def am_sections(output: str) -> list[str]:
+    """`git am` output split per patch (each section starts at its "Applying: " line; lines before the
+    first are dropped)."""
+    sections: list[str] = []
+    for line in output.splitlines():
+        if line.startswith("Applying: "):
+            sections.append("")
+        if sections:
+            sections[-1] += line + "\n"
+    return sections
+
+
+def fell_back_to_three_way(section: str) -> bool:
+    """Whether `git am --3way` had to merge the patch this output is about."""
+    return any(line.startswith(THREE_WAY_NOTE) for line in section.splitlines())

@@ -1,16 +1,17 @@
-"""toolkit.git_formats against text real git writes: quoted paths and `git apply -v` output."""
+"""toolkit.git.formats against text real git writes: quoted paths and `git apply -v` output."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from toolkit.git import Git
-from toolkit.git_formats import (
+from toolkit.git import (
     ApplyingWithRejects,
     CheckingPatch,
     FileRefused,
+    Git,
     HunkOffset,
     HunkRejected,
     PatchFailedAt,
@@ -82,3 +83,29 @@ def test_apply_output_names_files_hunks_offsets_and_refusals(tmp_path: Path) -> 
 def test_other_lines_are_skipped() -> None:
     text = "error: while searching for:\nline 2\n\nApplied patch x.py cleanly.\nerror: x.py: something else\n"
     assert list(read_apply_output(text)) == []
+
+
+def test_a_name_that_is_not_utf8_reads_back_as_the_bytes_git_has(tmp_path: Path) -> None:
+    """One unquoting for the diff lexer and the patch parser: an escaped byte that is not UTF-8 (\\351, Latin-1
+    é) decodes with surrogateescape, so the name is the tree's own (no U+FFFD) and encodes back to git's bytes."""
+    from toolkit.git import unquote_name
+    from toolkit.importer.diff_lexer import decode_name
+    from toolkit.patch_mail import parse_patch
+
+    raw = b"caf\xe9.py"
+    repo = Git.init(tmp_path / "repo")
+    (repo.path / os.fsdecode(raw)).write_bytes(b"a\n")
+    repo.run("add", "-A")
+    repo.run("commit", "-q", "-m", "base", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"})
+    (repo.path / os.fsdecode(raw)).write_bytes(b"b\n")
+    repo.run("commit", "-qam", "change it", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"})
+    (mail,) = repo.format_patch("HEAD^..HEAD")
+    assert b'diff --git "a/caf\\351.py" "b/caf\\351.py"' in mail
+    (tree_name,) = [decode_name(p) for p in repo.tracked_paths()]
+    assert tree_name == "caf\udce9.py"
+    patch = parse_patch(tmp_path / "0001.patch", mail)
+    assert patch.touched_paths == (tree_name,)
+    assert unquote_name('"a/caf\\351.py"') == "a/" + tree_name
+    assert unquote_path(b'"caf\\351.py" rest') == (tree_name, b" rest")
+    assert quote_path(tree_name) == b'"caf\\351.py"'  # and back, byte for byte
+    assert tree_name.encode("utf-8", "surrogateescape") == raw
