@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import subprocess
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from toolkit.conformance.engine_env import EngineEnv
+from toolkit.conformance.loopback import free_port
 from toolkit.envs import offline_env
 from toolkit.errors import VpatchError
 
@@ -29,7 +29,6 @@ def engine_environment() -> dict[str, str]:
         {
             "OMP_NUM_THREADS": "1",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-            "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             "TOKENIZERS_PARALLELISM": "false",
         }
@@ -39,9 +38,7 @@ def engine_environment() -> dict[str, str]:
 
 def nixl_environment(site: Path) -> dict[str, str]:
     """What NixlConnector needs on CPU: the nixl layer, a loopback side channel (one port per engine), UCX on lo."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return {
         "PYTHONPATH": str(site),
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
