@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from toolkit.conformance import loopback
-from toolkit.conformance.engine_serve import engine_died, last_words
+from toolkit.conformance.engine_serve import engine_died
+from toolkit.conformance.loopback import last_words
 from toolkit.errors import VpatchError
 
 # A leader that starts a child ignoring SIGTERM (as an engine core busy in a step may), then waits.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.loopback import free_port
+from toolkit.conformance.loopback import free_port, last_words
 from toolkit.envs import offline_env
 from toolkit.errors import VpatchError
 
@@ -86,7 +86,9 @@ class EngineProcess:
             raise VpatchError(late, path=self.log_path) from None
         if answer is None:
             code = self.proc.wait(timeout=30)
-            raise VpatchError(f"the {self.role} engine exited (code {code})", path=self.log_path)
+            self._log.flush()
+            words = last_words(self.log_path)
+            raise VpatchError(f"the {self.role} engine exited (code {code}): {words}", path=self.log_path)
         return answer
 
     def wait_ready(self, timeout: float = 300) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from toolkit.conformance.engine_pd import (
     transferable,
 )
 from toolkit.conformance.engine_procs import engine_environment, nixl_environment
-from toolkit.conformance.loopback import end_group, free_port
+from toolkit.conformance.loopback import end_group, free_port, last_words
 from toolkit.errors import VpatchError
 
 ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
@@ -115,18 +115,6 @@ def start_server(
 def stop_server(proc: subprocess.Popen) -> None:
     """End the server's process group (API server and engine core) and wait until every member is gone."""
     end_group(proc)
-
-
-# What vLLM logs when a server's engine is gone (the engine core, or a worker of its executor).
-DEATH_SIGNS = ("died unexpectedly", "EngineDeadError", "Traceback", "Killed", "Error")
-
-
-def last_words(log: Path) -> str:
-    """The log's first line telling how the engine died (else its last line), shortened."""
-    lines = [ln.strip() for ln in log.read_text("utf-8", "replace").splitlines() if ln.strip()] if log.exists() else []
-    told = next((ln for sign in DEATH_SIGNS[:2] for ln in lines if sign in ln), None)
-    told = told or next((ln for ln in reversed(lines) if any(s in ln for s in DEATH_SIGNS[2:])), None)
-    return (told or (lines[-1] if lines else "an empty log"))[:300]
 
 
 def engine_died(role: str, proc: subprocess.Popen, log: Path, during: str) -> VpatchError:

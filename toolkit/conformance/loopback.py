@@ -6,6 +6,8 @@ as its source port before the server we hand it to binds it. `free_port()` there
 (`/proc/sys/net/ipv4/ip_local_port_range`), where the kernel never assigns ports by itself, checks that nothing
 is bound there, and never hands out the same port twice in one process (engines start from several threads).
 
+`last_words(log)`: how an engine that died says so in its log (vLLM's own line), for the one-line error.
+
 Process groups: a server started with `start_new_session=True` is the leader of its group, and its engine core
 (and any worker) are members. `end_group()` signals the group, waits until no member is left (reading /proc),
 and only signals while members are there: a process group id stays reserved by its live members, so the signal
@@ -98,3 +100,15 @@ def end_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
     _signal_group(proc.pid, signal.SIGKILL)
     if not _wait_gone(proc, grace):
         raise VpatchError(f"process group {proc.pid} did not exit after SIGKILL: {group_members(proc.pid)}")
+
+
+# What vLLM logs when a server's engine is gone (the engine core, or a worker of its executor).
+DEATH_SIGNS = ("died unexpectedly", "EngineDeadError", "Traceback", "Killed", "Error")
+
+
+def last_words(log: Path) -> str:
+    """The log's first line telling how the engine died (else its last line), shortened."""
+    lines = [ln.strip() for ln in log.read_text("utf-8", "replace").splitlines() if ln.strip()] if log.exists() else []
+    told = next((ln for sign in DEATH_SIGNS[:2] for ln in lines if sign in ln), None)
+    told = told or next((ln for ln in reversed(lines) if any(s in ln for s in DEATH_SIGNS[2:])), None)
+    return (told or (lines[-1] if lines else "an empty log"))[:300]
