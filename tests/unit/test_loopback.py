@@ -72,6 +72,14 @@ def test_a_dead_servers_error_is_one_line_naming_its_log_and_how_the_engine_died
         encoding="utf-8",
     )
     assert "died unexpectedly (exit code: -9)" in last_words(log)
+    gone = tmp_path / "serve-decode.log"  # what 0.32.0 logged when its engine core was SIGKILLed here
+    gone.write_text(
+        "(APIServer pid=3) WARNING [core_client.py:817] [shutdown] MPClient: engine core exited unexpectedly; "
+        "starting cleanup\n(APIServer pid=3) ERROR [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: "
+        "EngineCore encountered an issue.\nINFO:     Shutting down\n",
+        encoding="utf-8",
+    )
+    assert "engine core exited unexpectedly" in last_words(gone)
     proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     proc.wait(timeout=30)
     error = engine_died("prefill", proc, log, "the request of len64")

@@ -102,13 +102,15 @@ def end_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
         raise VpatchError(f"process group {proc.pid} did not exit after SIGKILL: {group_members(proc.pid)}")
 
 
-# What vLLM logs when a server's engine is gone (the engine core, or a worker of its executor).
-DEATH_SIGNS = ("died unexpectedly", "EngineDeadError", "Traceback", "Killed", "Error")
+# What vLLM logs when an engine is gone, most telling first: 0.32.0's client when the engine core process vanished
+# (seen with a SIGKILLed engine core), the executor when a worker process died, then the error the requests get.
+DEATH_SIGNS = ("exited unexpectedly", "died unexpectedly", "EngineDeadError")
+ERROR_SIGNS = ("Traceback", "Killed", "Error")
 
 
 def last_words(log: Path) -> str:
-    """The log's first line telling how the engine died (else its last line), shortened."""
+    """The log's line telling how the engine died (else its last error line, else its last line), shortened."""
     lines = [ln.strip() for ln in log.read_text("utf-8", "replace").splitlines() if ln.strip()] if log.exists() else []
-    told = next((ln for sign in DEATH_SIGNS[:2] for ln in lines if sign in ln), None)
-    told = told or next((ln for ln in reversed(lines) if any(s in ln for s in DEATH_SIGNS[2:])), None)
+    told = next((ln for sign in DEATH_SIGNS for ln in lines if sign in ln), None)
+    told = told or next((ln for ln in reversed(lines) if any(s in ln for s in ERROR_SIGNS)), None)
     return (told or (lines[-1] if lines else "an empty log"))[:300]
