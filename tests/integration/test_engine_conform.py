@@ -4,8 +4,8 @@ No series in patches/ reaches a release whose CPU build runs here, so the positi
 (tests/integration/engine_project.py) pinning vLLM 0.32.0 with its CPU flavor and a series of its own: an
 env-gated scheduler change (off by default, `Feature-Env` turns it on). A second project adds a deliberately
 wrong patch (greedy takes the next token id): the tier must fail on parity. Both runs go concurrently; each is
-`vpatch` in its own process, as CI runs it (the session fixture `engine_tier_runs`, tests/integration/conftest.py). The repository's own 0.9.0 pin gives the measured
-not-applicable row.
+`vpatch` in its own process, as CI runs it (the session fixture `engine_tier_runs`,
+tests/integration/conftest.py). The repository's own 0.9.0 pin gives the measured not-applicable row.
 
 Every part runs by default (parity, kv-routing, pd-disagg, serve). test_engine_pd.py asserts the P/D details
 on the record this same run writes, so the P/D and OpenAI-server engines start once per session;
