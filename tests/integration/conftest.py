@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.harness import patched_wheel_of, stock_env_of
+from tests.harness import patched_wheel_of, run_vpatch, stock_env_of
 from tests.harness.paths import REPO_ROOT
 from toolkit.conformance.envs import vllm_env
 from toolkit.options import load_options
@@ -72,3 +77,40 @@ def free_ports():
         return ports
 
     return pick
+
+
+# ---------------------------------------------------------------- the engine tier, run once per session
+ENGINE_PARTS = os.environ.get("VPATCH_ENGINE_TIER_PARTS", "parity,kv-routing,pd-disagg,serve")
+
+
+def _conform_engine(root: Path, *extra: str, expect: int = 0) -> tuple[dict[str, Any], float]:
+    began = time.monotonic()
+    proc = run_vpatch(
+        root, "conform", "0.32.0", "--tier", "engine", "-o", str(root / "out"), "--json", *extra, expect=expect
+    )
+    (result,) = json.loads(proc.stdout)["results"]
+    return result, time.monotonic() - began
+
+
+@pytest.fixture(scope="session")
+def engine_tier_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`vpatch conform 0.32.0 --tier engine` on the engine test project (tests/integration/engine_project.py): the
+    good series with every part (ENGINE_PARTS), beside a wrong series' parity run. test_engine_conform.py reads the
+    tier's results; test_engine_pd.py the P/D record the tier wrote (out/engine/vllm-0.32.0/pd-runs.json), so the
+    P/D and OpenAI-server engines start once per session."""
+    from tests.integration.engine_project import make_project
+
+    good = make_project(tmp_path_factory.mktemp("engine-good"), ["mark"])
+    wrong = make_project(tmp_path_factory.mktemp("engine-wrong"), ["mark", "wrong"])
+    with ThreadPoolExecutor(2) as pool:
+        good_run = pool.submit(_conform_engine, good, "--engine-parts", ENGINE_PARTS)
+        wrong_run = pool.submit(_conform_engine, wrong, "--engine-parts", "parity", expect=1)
+        (good_result, good_s), (wrong_result, wrong_s) = good_run.result(), wrong_run.result()
+    print(f"engine tier wall time: {ENGINE_PARTS} run {good_s:.0f} s, parity-only run {wrong_s:.0f} s")
+    return {
+        "good": good_result,
+        "good_root": good,
+        "good_work": good / "out" / "engine" / "vllm-0.32.0",
+        "wrong": wrong_result,
+        "parts": ENGINE_PARTS,
+    }

@@ -4,20 +4,17 @@ No series in patches/ reaches a release whose CPU build runs here, so the positi
 (tests/integration/engine_project.py) pinning vLLM 0.32.0 with its CPU flavor and a series of its own: an
 env-gated scheduler change (off by default, `Feature-Env` turns it on). A second project adds a deliberately
 wrong patch (greedy takes the next token id): the tier must fail on parity. Both runs go concurrently; each is
-`vpatch` in its own process, as CI runs it. The repository's own 0.9.0 pin gives the measured not-applicable row.
+`vpatch` in its own process, as CI runs it (the session fixture `engine_tier_runs`,
+tests/integration/conftest.py). The repository's own 0.9.0 pin gives the measured not-applicable row.
 
-Time: the P/D and OpenAI-server parts start nine more engine processes (about 4 more minutes here, on top of
-test_engine_pd.py, which runs the same P/D functions on the stock engine), so by default the good project runs
-`parity,kv-routing` (79 s with the wrong project's parity run beside it, 1.3 min in all, at load 9-15).
-`VPATCH_ENGINE_TIER_PARTS=parity,kv-routing,pd-disagg,serve` runs the whole tier (measured: 332 s, 7 passed).
+Every part runs by default (parity, kv-routing, pd-disagg, serve). test_engine_pd.py asserts the P/D details
+on the record this same run writes, so the P/D and OpenAI-server engines start once per session;
+`VPATCH_ENGINE_TIER_PARTS=parity,kv-routing` runs fewer.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,34 +22,18 @@ import pytest
 
 from tests.harness import run_vpatch
 from tests.harness.paths import REPO_ROOT
-from tests.integration.engine_project import MARK_LINE, make_project
+from tests.integration.conftest import ENGINE_PARTS as PARTS
+from tests.integration.engine_project import MARK_LINE
 from toolkit.conformance.engine_apply import libstdcxx
 from toolkit.records.conformance import decode_results
 
 pytestmark = pytest.mark.engine
 REPO = REPO_ROOT
-PARTS = os.environ.get("VPATCH_ENGINE_TIER_PARTS", "parity,kv-routing")
-
-
-def _conform(root: Path, *extra: str, expect: int = 0) -> tuple[dict[str, Any], float]:
-    began = time.monotonic()
-    proc = run_vpatch(
-        root, "conform", "0.32.0", "--tier", "engine", "-o", str(root / "out"), "--json", *extra, expect=expect
-    )
-    (result,) = json.loads(proc.stdout)["results"]
-    return result, time.monotonic() - began
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    good = make_project(tmp_path_factory.mktemp("engine-good"), ["mark"])
-    wrong = make_project(tmp_path_factory.mktemp("engine-wrong"), ["mark", "wrong"])
-    with ThreadPoolExecutor(2) as pool:
-        good_run = pool.submit(_conform, good, "--engine-parts", PARTS)
-        wrong_run = pool.submit(_conform, wrong, "--engine-parts", "parity", expect=1)
-        (good_result, good_s), (wrong_result, wrong_s) = good_run.result(), wrong_run.result()
-    print(f"engine tier wall time: full run {good_s:.0f} s, parity-only run {wrong_s:.0f} s")
-    return {"good": good_result, "good_root": good, "wrong": wrong_result}
+def runs(engine_tier_runs: dict[str, Any]) -> dict[str, Any]:
+    return engine_tier_runs
 
 
 def _statuses(result: dict[str, Any]) -> dict[str, str]:

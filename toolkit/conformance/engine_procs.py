@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import queue
-import socket
 import subprocess
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from toolkit.conformance.engine_env import EngineEnv
+from toolkit.conformance.loopback import free_port, last_words
 from toolkit.envs import offline_env
 from toolkit.errors import VpatchError
 
@@ -29,7 +29,6 @@ def engine_environment() -> dict[str, str]:
         {
             "OMP_NUM_THREADS": "1",
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-            "VLLM_CPU_KVCACHE_SPACE": "1",
             "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             "TOKENIZERS_PARALLELISM": "false",
         }
@@ -39,9 +38,7 @@ def engine_environment() -> dict[str, str]:
 
 def nixl_environment(site: Path) -> dict[str, str]:
     """What NixlConnector needs on CPU: the nixl layer, a loopback side channel (one port per engine), UCX on lo."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     return {
         "PYTHONPATH": str(site),
         "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
@@ -89,7 +86,9 @@ class EngineProcess:
             raise VpatchError(late, path=self.log_path) from None
         if answer is None:
             code = self.proc.wait(timeout=30)
-            raise VpatchError(f"the {self.role} engine exited (code {code})", path=self.log_path)
+            self._log.flush()
+            words = last_words(self.log_path)
+            raise VpatchError(f"the {self.role} engine exited (code {code}): {words}", path=self.log_path)
         return answer
 
     def wait_ready(self, timeout: float = 300) -> dict[str, Any]:

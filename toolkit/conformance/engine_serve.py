@@ -7,16 +7,15 @@ server (with NixlConnector: the prefill's engine id, block ids, host and side-ch
 ExampleConnector returns none, since its transfer is keyed by the prompt's tokens). The decode
 server's `vllm:external_prefix_cache_hits` counter (/metrics) before and after each request says
 how many prompt tokens it loaded rather than computed.
-Servers are separate process groups, ended in `finally` blocks; every wait is bounded.
+Servers are separate process groups, ended in `finally` blocks and waited for until no member is left
+(toolkit/conformance/loopback.py, which also picks the ports); every wait is bounded. A server counts as up
+once /health answers and it has generated one token; a server whose engine dies is reported as one error
+naming its log and the engine's own last words, never as the HTTP 500s of the requests after it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -32,14 +31,17 @@ from toolkit.conformance.engine_pd import (
     MAX_TOKENS,
     NOT_PROVIDED,
     PASS,
+    WARM_UP,
     Check,
     pd_prompts,
     transferable,
 )
 from toolkit.conformance.engine_procs import engine_environment, nixl_environment
+from toolkit.conformance.loopback import end_group, free_port, last_words
 from toolkit.errors import VpatchError
 
 ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
+KV_CACHE_BYTES = 64 << 20  # as the drivers' engines (toolkit/serving/engine/drive.py)
 
 
 @dataclass
@@ -59,12 +61,6 @@ class ServeRun:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _post(url: str, body: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
@@ -104,36 +100,44 @@ def start_server(
         "--dtype", "float32", "--enforce-eager", "--block-size", str(BLOCK_SIZE),
         "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0", "--enable-prefix-caching",
         "--enable-prompt-tokens-details", "--kv-transfer-config", json.dumps(config),
+        "--kv-cache-memory-bytes", str(KV_CACHE_BYTES),
     ]  # fmt: skip
+    # The async server always runs its engine core in a process of its own; VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps
+    # the CPU platform from adding a third (the model worker: the "mp" executor, one more vLLM import, ~11 s of CPU)
+    # and runs the worker inside the engine core. The KV cache is the drivers' (VLLM_CPU_KVCACHE_SPACE would win).
     environment = engine_environment()
-    environment.pop("VLLM_ENABLE_V1_MULTIPROCESSING")  # the async server always runs its engine core in a process
+    environment.pop("VLLM_CPU_KVCACHE_SPACE", None)
     environment.update(extra)
     with log.open("w", encoding="utf-8") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (API server and engine core), SIGKILL after 20 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # the engine core child, if it outlived its parent
+    """End the server's process group (API server and engine core) and wait until every member is gone."""
+    end_group(proc)
 
 
-def _wait_healthy(procs: dict[str, tuple[subprocess.Popen, int, Path]], timeout: float) -> dict[str, float]:
+def engine_died(role: str, proc: subprocess.Popen, log: Path, during: str) -> VpatchError:
+    state = f"exited (code {proc.returncode})" if proc.poll() is not None else "failed"
+    return VpatchError(f"the {role} server {state} during {during}: {last_words(log)}", path=log)
+
+
+def _wait_healthy(
+    procs: dict[str, tuple[subprocess.Popen, int, Path]], model: Path, timeout: float
+) -> dict[str, float]:
+    """Until every server answers /health and has generated a token (its engine did a real forward pass)."""
     started, up = time.monotonic(), dict[str, float]()
     while len(up) < len(procs):
         for role, (proc, port, log) in procs.items():
             if role in up:
                 continue
             if proc.poll() is not None:
-                raise VpatchError(f"the {role} server exited (code {proc.returncode})", path=log)
+                raise engine_died(role, proc, log, "start-up")
             if _healthy(port):
+                try:
+                    _completion(port, model, WARM_UP, 1, None)
+                except (urllib.error.URLError, OSError, ValueError):
+                    raise engine_died(role, proc, log, "its first request") from None
                 up[role] = round(time.monotonic() - started, 1)
         if time.monotonic() - started > timeout:
             raise VpatchError(f"the servers were not up within {timeout:.0f} s: {sorted(set(procs) - set(up))}")
@@ -183,16 +187,22 @@ def run_pd_serve(
         for role in ROLES:
             port, log = free_port(), workdir / f"serve-{role}.log"
             procs[role] = (start_server(env, model, role, storage, port, log, nixl_site), port, log)
-        start = _wait_healthy(procs, timeout)
+        start = _wait_healthy(procs, model, timeout)
         served = {}
         for name in names:
-            began = time.monotonic()
-            first = _completion(procs["prefill"][1], model, prompts[name], 1, {"do_remote_decode": True})
-            middle = time.monotonic()
-            handed = first.get("kv_transfer_params")
-            hits = external_hits(procs["decode"][1])
-            second = _completion(procs["decode"][1], model, prompts[name], MAX_TOKENS, handed)
-            loaded = external_hits(procs["decode"][1]) - hits
+            role = "prefill"
+            try:
+                began = time.monotonic()
+                first = _completion(procs["prefill"][1], model, prompts[name], 1, {"do_remote_decode": True})
+                middle = time.monotonic()
+                handed = first.get("kv_transfer_params")
+                role = "decode"
+                hits = external_hits(procs["decode"][1])
+                second = _completion(procs["decode"][1], model, prompts[name], MAX_TOKENS, handed)
+                loaded = external_hits(procs["decode"][1]) - hits
+            except (urllib.error.URLError, OSError, ValueError):
+                proc, _, log = procs[role]
+                raise engine_died(role, proc, log, f"the request of {name}") from None
             served[name] = ServedPrompt(
                 tokens=list(second["choices"][0]["token_ids"]),
                 cached_tokens=int(loaded),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -144,10 +143,10 @@ def run_pd(
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now (toolkit/conformance/loopback.py)."""
+    from toolkit.conformance.loopback import free_port as pick
+
+    return pick()
 
 
 def run_bench_child(venv: Path, driver: str, request: dict) -> dict:

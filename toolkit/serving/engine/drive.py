@@ -27,7 +27,7 @@ from typing import Any
 # Before vLLM is imported: the in-process engine and one OpenMP thread start in seconds.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default (4) is far more than a tiny model needs
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for a vLLM without kv_cache_memory_bytes (below)
 os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the cores are shared with other processes
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -55,12 +55,31 @@ def pair_record(one: Any, two: Any) -> dict[str, Any]:
     }
 
 
+# The KV cache of every engine: 64 MiB is 2,048 blocks of 32 tokens of the tiny model, far more than any run
+# needs. VLLM_CPU_KVCACHE_SPACE counts whole GiB: 1 GiB per engine, zeroed at start (and registered with UCX
+# under NIXL, 8 s of start-up at load), times the nine engines a P/D run keeps up, is memory a loaded machine
+# does not have (an engine whose worker the kernel kills dies with no trace).
+KV_CACHE_BYTES = 64 << 20
+
+
+def kv_cache_args() -> dict[str, int]:
+    """`kv_cache_memory_bytes` where this vLLM has it (it then must not see VLLM_CPU_KVCACHE_SPACE, which the CPU
+    platform lets override the argument); else nothing, and the GiB variable stays."""
+    from vllm.engine.arg_utils import EngineArgs
+
+    if "kv_cache_memory_bytes" not in getattr(EngineArgs, "__dataclass_fields__", {}):
+        return {}
+    os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    return {"kv_cache_memory_bytes": KV_CACHE_BYTES}
+
+
 def tiny_llm(config: dict, **extra: object) -> Any:
     """The engine every driver runs: the tiny model, greedy-friendly settings, stats on (the prefix-cache
     and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
     from vllm import LLM
 
     return LLM(
+        **kv_cache_args(),
         model=config["model"],
         tokenizer=config["model"],
         dtype="float32",
