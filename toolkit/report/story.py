@@ -328,7 +328,7 @@ def _jumped(cap: Capability, version: str, here: Here, plugin_table) -> Cell:
     if fv is None or fv.engine not in ("stock", "stock+plugin"):
         return Cell(cap.name, "not-applicable", note=absent)
     if fv.engine == "stock+plugin":
-        modules = plugin_table().at(cap.name, version, parts=cap.has_parts)
+        modules = plugin_table().at(cap.name, version, parts=cap.parent is None)  # a feature: its parts too
         if modules:
             since = min(d.since for d in modules)
             shown = ", ".join(f"{d.label} (since vLLM {d.since})" for d in modules)
