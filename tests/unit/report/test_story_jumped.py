@@ -20,6 +20,7 @@ from toolkit.pins import load_pins
 from toolkit.plugin.delivers import DELIVERS_FILE, load_table
 from toolkit.project import Project
 from toolkit.report.story import compute_story
+from toolkit.report.story_text import short
 
 TABLE = """["dynamo_base_plugin.load_metrics"]
 object = "LoadMetricsLogger"
@@ -82,6 +83,7 @@ def test_a_jumped_release_shows_plugin_and_native_capabilities_from_the_data(tmp
     assert (a.status, a.since, a.evidence) == ("retired", "2.0", files)
     assert a.items == ["passes decode-equals-aggregated", "passes no-leaks"]
     assert "native since 2.0" in a.note and "vllm-3.0+plugin-against-1.0.json" in a.note
+    assert (short(a), short(b)) == ("retired, native since 2.0", "plugin since 3.0")
     kv = cell["kv-routing"]
     assert (kv.status, kv.module, kv.since, kv.items) == (
         "plugin",
