@@ -31,7 +31,7 @@ from toolkit.features import parent_of
 from toolkit.lifecycle.upstream import against_results
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.patch_mail import Patch
-from toolkit.plugin.build import DIST_NAME, ENTRY_POINTS, KV_CONNECTORS
+from toolkit.plugin.build import DIST_NAME
 from toolkit.plugin.delivers import PluginTable, default_table
 from toolkit.project import Project
 from toolkit.records.codec import RecordError
@@ -49,11 +49,13 @@ PR_REF = re.compile(r"(?:https://github\.com/[\w.-]+/[\w.-]+/pull/\d+|[\w.-]+/[\
 
 
 def plugin_modules() -> dict[str, str]:
-    """feature -> the plugin module(s) that deliver it, from the plugin's own build table
-    (toolkit/plugin/build.py): the stat logger for kv-routing's load metrics, the KV connectors for pd-disagg."""
-    loggers = sorted({v.split(":", 1)[0] for v in ENTRY_POINTS.get("vllm.stat_logger_plugins", {}).values()})
-    connectors = sorted({str(c["kv_connector_module_path"]) for c in KV_CONNECTORS.values()})
-    return {"kv-routing": ", ".join(loggers), "pd-disagg": ", ".join(connectors)}
+    """feature -> the plugin module(s) that deliver it or its parts, from the plugin's delivery table
+    (toolkit/plugin/delivers.toml): the stat logger for kv-routing's load metrics, the connector for pd-disagg."""
+    found: dict[str, list[str]] = {}
+    for delivery in default_table().deliveries:
+        for feature in dict.fromkeys(parent_of(n) for n in delivery.capabilities):
+            found.setdefault(feature, []).append(delivery.module)
+    return {feature: ", ".join(sorted(set(modules))) for feature, modules in found.items()}
 
 
 @dataclass
