@@ -5,6 +5,7 @@ vLLM is the default (the story, toolkit/report/story.py: the same computation as
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import msgspec
 
@@ -66,6 +67,8 @@ def collect(project: Project, versions: list[str] | None, verdicts: dict[str, Ve
 
 
 def run(args: argparse.Namespace, options: Options) -> int:
+    from rich.markup import escape
+
     from toolkit.report.story import compute_story
 
     project = Project.load(options)
@@ -87,6 +90,16 @@ def run(args: argparse.Namespace, options: Options) -> int:
             ui.out.print(f"[bold]{project.pins.project} {row['version']}[/]: [red]{row['error']}[/]")
             continue
         if row["series"] is None:
+            print_verdict(project.pins.project, row)
+            continue
+        if not row["patches"]:
+            records = row["verdict"].get("records") or []
+            where = Path(row["series"]).name
+            why = f"; {', '.join(f'patches/{where}/{r}' for r in records)} says why" if records else ""
+            ui.out.print(
+                f"{escape(project.pins.project)} {escape(row['version'])}: no patches: the series is empty "
+                f"(fingerprint {escape(row['fingerprint'])}{escape(why)})"
+            )
             print_verdict(project.pins.project, row)
             continue
         table = ui.table(

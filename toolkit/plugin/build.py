@@ -28,6 +28,7 @@ from toolkit import faults, tempnames
 from toolkit.cache import replace_file, require_writable_dir, sha256_file
 from toolkit.errors import VpatchError
 from toolkit.model import Pin, Series
+from toolkit.plugin.delivers import default_table
 from toolkit.project import Project
 from toolkit.serving.plugin import PACKAGE, SOURCE
 from toolkit.wheel.naming import dist_info_dir
@@ -69,11 +70,6 @@ HOOKS = (
         "(0.9.0+) or LLMEngine.from_engine_args (0.32.0) (supported)",
     },
 )
-DELIVERS = {
-    "kv-routing": "load metrics (running, waiting, KV-cache usage, prefix-cache hit rate) over ZMQ",
-    "pd-disagg": "SharedStorageConnectorV1: the asynchronous shared-storage transport (0012/0013's protocol and "
-    "format) with a load timeout and a hold timeout, by kv_connector_module_path (connector API of vLLM 0.32.0)",
-}
 # Out-of-tree KV connectors: vLLM imports `module` and takes the class named by `kv_connector` from it; not an
 # entry point (nothing is loaded unless a KVTransferConfig names it).
 KV_CONNECTORS = {
@@ -174,7 +170,7 @@ def provenance(pin: Pin, series: Series | None, sources: dict[str, bytes], versi
             "sdist_sha256": pin.sdist.sha256 if pin.sdist else None,
             "hooks": list(HOOKS),
         },
-        "delivers": DELIVERS,
+        "delivers": default_table().summaries(),  # toolkit/plugin/delivers.toml
         "kv_connectors": KV_CONNECTORS,
         "series": {
             "fingerprint": series.fingerprint() if series else None,

@@ -170,6 +170,8 @@ def _conformance_counts(v: Version) -> str:
             if run.count(s)
         ]
         parts.append(f"{e(run.tier)}: {', '.join(counts) or 'no checks'}")
+    if not parts and (files := v.contract_files):
+        return f"contract evidence (committed): {e(', '.join(files))}"
     return "<br>".join(parts) or '<span class="muted">not run</span>'
 
 

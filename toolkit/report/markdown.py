@@ -92,6 +92,8 @@ def _version_row(v: Version) -> str:
             continue
         parts = [f"{run.count(s)} {'**fail**' if s == 'fail' else status_word(s)}" for s in CHECK_STATUSES]
         tiers.append(f"{md(run.tier)}: " + ", ".join(p for p in parts if not p.startswith("0 ")))
+    if not tiers and v.contract_files:
+        tiers.append(f"contract evidence (committed): {md(', '.join(v.contract_files))}")
     conformance = "<br>".join(tiers) or "not run"
     wheel = f"{md(v.wheel.file)} ({md(fmt.size(v.wheel.size))})" if v.wheel else "—"
     return f"| {md(v.version)} | {md(v.verdict)} | {active} | {changed} | {steps} | {conformance} | {wheel} |"

@@ -162,6 +162,12 @@ class Version:
     decision: Verdict | None = None
 
     @property
+    def contract_files(self) -> list[str]:
+        """The contract evidence the verdict rests on (patches/conformance/, out/conform/): what the report shows
+        for a release the run's conformance map has nothing for (a release whose series is empty)."""
+        return list(self.decision.contracts or []) if self.decision is not None else []
+
+    @property
     def failed_steps(self) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.status == Status.FAIL)
 

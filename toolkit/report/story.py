@@ -9,7 +9,12 @@ on the contract evidence). `vpatch status` and `vpatch report` both call `comput
 A retired capability is `plugin` when the feature's verdict (at this release, else at the last earlier
 release that judged it) is stock + plugin for a capability that is the whole feature, or when its
 retirement evidence names the plugin for a part of a feature; otherwise `retired` (stock vLLM does it).
-The switch (toolkit/report/story_text.py words it) is the first pinned release whose verdict is stock or
+A capability a release's series neither carries nor retired (a release reached by a jump, not by rebases:
+0.32.0's empty series) is judged from data, on the release's own verdict and contract files: `plugin` when
+the plugin's delivery table (toolkit/plugin/delivers.toml) has a module delivering it on that release and
+the release's verdict for its feature is stock + plugin; `retired` ("native since X") when pins.toml gives
+it a `native-since` at or before the release and its feature's contract evidence there passes; else
+not-applicable. The switch (toolkit/report/story_text.py words it) is the first pinned release whose verdict is stock or
 stock + plugin and from which every later pinned release agrees.
 """
 
@@ -21,11 +26,13 @@ from pathlib import Path
 
 from packaging.version import Version
 
-from toolkit.errors import VpatchError
+from toolkit.errors import VpatchError, display_path
 from toolkit.features import parent_of
+from toolkit.lifecycle.upstream import against_results
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.patch_mail import Patch
-from toolkit.plugin.build import DIST_NAME, ENTRY_POINTS, KV_CONNECTORS
+from toolkit.plugin.build import DIST_NAME
+from toolkit.plugin.delivers import PluginTable, default_table
 from toolkit.project import Project
 from toolkit.records.codec import RecordError
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
@@ -34,6 +41,7 @@ from toolkit.records.story import Capability, Cell, Release, Story
 from toolkit.records.verdict import FeatureVerdict, Verdict
 from toolkit.report.story_text import switch_of
 from toolkit.verdict import decide
+from toolkit.verdict_features import gather
 
 CONTRACT_FILE = re.compile(r"[\w.+-]+-against-[\w.+-]+?\.json")
 PLUGIN_MODULE = re.compile(r"\bdynamo_base_plugin(?:\.[A-Za-z_]\w*)+")
@@ -41,11 +49,13 @@ PR_REF = re.compile(r"(?:https://github\.com/[\w.-]+/[\w.-]+/pull/\d+|[\w.-]+/[\
 
 
 def plugin_modules() -> dict[str, str]:
-    """feature -> the plugin module(s) that deliver it, from the plugin's own build table
-    (toolkit/plugin/build.py): the stat logger for kv-routing's load metrics, the KV connectors for pd-disagg."""
-    loggers = sorted({v.split(":", 1)[0] for v in ENTRY_POINTS.get("vllm.stat_logger_plugins", {}).values()})
-    connectors = sorted({str(c["kv_connector_module_path"]) for c in KV_CONNECTORS.values()})
-    return {"kv-routing": ", ".join(loggers), "pd-disagg": ", ".join(connectors)}
+    """feature -> the plugin module(s) that deliver it or its parts, from the plugin's delivery table
+    (toolkit/plugin/delivers.toml): the stat logger for kv-routing's load metrics, the connector for pd-disagg."""
+    found: dict[str, list[str]] = {}
+    for delivery in default_table().deliveries:
+        for feature in dict.fromkeys(parent_of(n) for n in delivery.capabilities):
+            found.setdefault(feature, []).append(delivery.module)
+    return {feature: ", ".join(sorted(set(modules))) for feature, modules in found.items()}
 
 
 @dataclass
@@ -165,9 +175,44 @@ def _load(project: Project, pin: Pin) -> Series | None:
         return None
 
 
-def compute_story(project: Project, verdicts: dict[str, Verdict] | None = None) -> Story:
-    """The story of every pinned release; `verdicts` (version -> verdict) reuses verdicts already decided."""
+@dataclass
+class Here:
+    """What a release itself says, for the capabilities its series neither carries nor retired: its verdict
+    per feature and the items its own contract files pass (read when first needed)."""
+
+    project: Project
+    pin: Pin
+    by_feature: dict[str, FeatureVerdict]
+    _passing: dict[tuple[str, str], list[str]] | None = None
+
+    def passing(self, feature: str, file: str) -> list[str]:
+        """The contract items of `feature` that pass in `file` (one of the release's own contract files)."""
+        if self._passing is None:
+            paths = against_results(self.project.options.root, self.pin, patches_dir=self.project.options.patches_dir)
+            self._passing = {}
+            for name, entries in gather(paths, str(self.pin.version)).items():
+                for entry in entries:
+                    runs = entry.runs.values()
+                    items = {i for run in runs for i, st in run.items() if st == "pass"}
+                    self._passing[(name, entry.file)] = sorted(items)
+        return self._passing.get((feature, file), [])
+
+
+def compute_story(
+    project: Project, verdicts: dict[str, Verdict] | None = None, table: PluginTable | None = None
+) -> Story:
+    """The story of every pinned release; `verdicts` (version -> verdict) reuses verdicts already decided;
+    `table` is the plugin's delivery table (default: toolkit/plugin/delivers.toml, checked against the
+    project's `[features]` when first used)."""
     caps = capabilities(project)
+    tables: list[PluginTable] = []
+
+    def plugin_table() -> PluginTable:
+        if not tables:
+            tables.append(table or default_table())
+            tables[0].check(project.pins.features)
+        return tables[0]
+
     retired = retirements(project)
     judged: dict[str, tuple[str, FeatureVerdict]] = {}  # feature -> (release, its last stock / stock + plugin verdict)
     carried_at: dict[str, str] = {}  # capability -> the last release that carried it
@@ -187,7 +232,12 @@ def compute_story(project: Project, verdicts: dict[str, Verdict] | None = None) 
         active = list(series.patches) if series is not None else []
         for patch in active:
             carried_by.setdefault(patch.feature, []).append(patch)
-        cells = [_cell(cap, version, series, active, retired, judged, carried_at.get(cap.name)) for cap in caps]
+        here = Here(project, pin, by_feature)
+        cells = [
+            _cell(cap, version, series, active, retired, judged, carried_at.get(cap.name))
+            or _jumped(cap, version, here, plugin_table)
+            for cap in caps
+        ]
         for cell in cells:
             if parent_of(cell.capability) in unmet and cell.status in ("plugin", "retired"):
                 fv = by_feature[parent_of(cell.capability)]
@@ -210,9 +260,10 @@ def _cell(
     retired: dict[str, list[Retirement]],
     judged: dict[str, tuple[str, FeatureVerdict]],
     last_carried: str | None,
-) -> Cell:
+) -> Cell | None:
     """The cell of `cap` at `version`: retirements count from the releases up to this one, and only those
-    after the last release that carried it (a capability carried again and retired again counts anew)."""
+    after the last release that carried it (a capability carried again and retired again counts anew); None
+    when the series has it neither carried nor retired (`_jumped` judges it)."""
     if series is None:
         return Cell(cap.name, "not-applicable", note="no series at this release (not rebased, or it does not load)")
     mine = (lambda f: parent_of(f) == cap.name) if cap.has_parts else (lambda f: f == cap.name)
@@ -234,7 +285,7 @@ def _cell(
         and (after is None or Version(r.since) > after)
     ]
     if not gone:
-        return Cell(cap.name, "not-applicable", note=f"not in the series of {version}, and no patch of it was retired")
+        return None
     since = min((r.since for r in gone if r.since), key=Version)
     top = parent_of(cap.name)
     at, fv = judged.get(top, (None, None))
@@ -267,3 +318,43 @@ def _cell(
         cell.module = ", ".join(found) or plugin_modules().get(top)
         cell.plugin = fv.plugin.label if fv is not None and fv.plugin is not None else DIST_NAME
     return cell
+
+
+def _jumped(cap: Capability, version: str, here: Here, plugin_table) -> Cell:
+    """A capability the series of `version` neither carries nor retired: plugin when the plugin delivers it
+    on `version` and the release's verdict for its feature is stock + plugin; retired when upstream has it
+    (`native-since` <= `version`) and the feature's contract evidence at `version` passes; else n/a."""
+    top = parent_of(cap.name)
+    fv = here.by_feature.get(top)
+    absent = f"not in the series of {version}, and no patch of it was retired"
+    if fv is None or fv.engine not in ("stock", "stock+plugin"):
+        return Cell(cap.name, "not-applicable", note=absent)
+    if fv.engine == "stock+plugin":
+        modules = plugin_table().at(cap.name, version, parts=cap.parent is None)  # a feature: its parts too
+        if modules:
+            since = min(d.since for d in modules)
+            shown = ", ".join(f"{d.label} (since vLLM {d.since})" for d in modules)
+            return Cell(
+                cap.name,
+                "plugin",
+                since=str(since),
+                plugin=fv.plugin.label if fv.plugin is not None else DIST_NAME,
+                module=", ".join(dict.fromkeys(d.module for d in modules)),
+                evidence=list(fv.evidence),
+                items=[f"adds {a}" for a in fv.adds] + [f"not met: {u}" for u in fv.unmet],
+                note=f"{absent}; delivered by {shown}, per {display_path(plugin_table().path)}",
+            )
+    native = cap.native_since
+    if native is not None and Version(native) <= Version(version) and fv.evidence:
+        chosen = fv.evidence[0]
+        passing = here.passing(top, chosen)
+        return Cell(
+            cap.name,
+            "retired",
+            since=native,
+            evidence=list(fv.evidence),
+            items=[f"passes {i}" for i in passing] + [f"not met: {u}" for u in fv.unmet],
+            note=f"native since {native} (pins.toml [features] native-since); the {top} contract passes in "
+            f"{chosen}; {absent}",
+        )
+    return Cell(cap.name, "not-applicable", note=absent)

@@ -16,10 +16,13 @@ from toolkit.verdict_features import patch_span
 
 
 def short(cell: Cell) -> str:
-    """`carried 0005–0009 (in pd-disagg)`, `plugin since 0.32.0`, `retired since 0.9.0`, `n/a`."""
+    """`carried 0005–0009 (in pd-disagg)`, `plugin since 0.32.0`, `retired since 0.9.0`, `retired, native since
+    0.16.0` (a release reached by a jump: no patch of it retired), `n/a`."""
     if cell.status == "carried":
         span = patch_span(cell.patches) if cell.patches else "?"
         return f"carried {span}" + (f" (in {cell.within})" if cell.within else "")
+    if cell.status == "retired" and not cell.patches:  # no patch of it left a series: upstream has it natively
+        return f"retired, native since {cell.since or '?'}"
     if cell.status in ("plugin", "retired"):
         return f"{cell.status} since {cell.since or '?'}"
     return "n/a"

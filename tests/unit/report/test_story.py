@@ -9,11 +9,13 @@ import json
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from tests.harness.paths import REPO_ROOT
 from toolkit.cli import main
 from toolkit.model import parse_patch
 from toolkit.options import load_options
+from toolkit.plugin.delivers import default_table
 from toolkit.project import Project
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
 from toolkit.records.outcome import Outcome
@@ -284,6 +286,33 @@ def test_the_real_tree(tmp_path):
     kv = story.release("0.9.0").cell("kv-routing")  # type: ignore[union-attr]
     assert kv is not None and kv.status == ("plugin" if kv_verdict.engine == "stock+plugin" else "retired")
     assert set(kv_verdict.evidence) <= set(kv.evidence)
+    # 0.32.0, reached by a jump (an empty series, no retired/): each pd-disagg capability is plugin where the
+    # plugin's delivery table has a module for it there, else retired since its pins.toml native-since, on
+    # 0.32.0's own contract files
+    table, jumped = default_table(), story.release("0.32.0")
+    assert jumped is not None and jumped.engine == "stock+plugin"
+    derived: dict[str, set[str]] = {"plugin": set(), "retired": set()}
+    for cap in story.capabilities:
+        cell = jumped.cell(cap.name)
+        if cap.parent != "pd-disagg" or cell is None:
+            continue
+        modules = table.at(cap.name, "0.32.0")
+        status = "plugin" if modules else "retired"
+        derived[status].add(cap.name.split("/", 1)[1])
+        assert cell.status == status, (cap.name, cell)
+        assert cell.evidence and all(f.startswith("vllm-0.32.0") for f in cell.evidence), cell
+        assert cell.items and not cell.patches and cell.judged_at is None, cell
+        if modules:
+            assert cell.module == modules[0].module and cell.since == str(modules[0].since)
+        else:
+            assert cap.native_since is not None and cell.since == cap.native_since
+            assert Version(cap.native_since) <= Version("0.32.0")
+    assert derived == {
+        "plugin": {"shared-storage", "load-timeout", "hold-timeout", "transfer-protocol"},
+        "retired": {"abort-while-loading", "failed-loads", "stepping-while-held", "partial-block", "nixl", "block-dim"},
+    }
+    whole = jumped.cell("pd-disagg")
+    assert whole is not None and (whole.status, whole.module) == ("plugin", "dynamo_base_plugin.shared_storage")
 
 
 def test_pins_that_do_not_load_are_shown_in_the_report_not_fatal(tmp_path, capsys):
