@@ -380,7 +380,7 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
         reports = {k: extra.pop(k) for k in list(extra) if k in _field_names(KVConnectorOutput)}
         if reports:
             extra["kv_connector_output"] = KVConnectorOutput(**reports)
-    optional = {"spec_token_ids": None, "pooler_output": []}
+    optional: dict[str, object] = {"spec_token_ids": None, "pooler_output": []}
     return ModelRunnerOutput(
         req_ids=req_ids,
         req_id_to_index={r: i for i, r in enumerate(req_ids)},
