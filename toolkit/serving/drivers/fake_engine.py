@@ -67,9 +67,11 @@ def _fixed_none_hash() -> None:
     """
     from vllm.v1.core import kv_cache_utils
 
+    if not hasattr(kv_cache_utils, "NONE_HASH"):  # vLLM >= 0.10 before init_none_hash (_set_block_hasher)
+        return
     if hasattr(kv_cache_utils, "sha256"):
         kv_cache_utils.NONE_HASH = kv_cache_utils.sha256(None)
-    elif hasattr(kv_cache_utils, "init_none_hash"):  # vLLM >= 0.10: bytes hashes, the root set per hash fn
+    else:  # vLLM >= 0.10: bytes hashes
         from vllm.utils import sha256
 
         kv_cache_utils.NONE_HASH = kv_cache_utils.BlockHash(sha256(None))
