@@ -44,6 +44,27 @@ VLLM_CPU_RUNTIME = (
     "prometheus_client",
     "protobuf",
 )
+# What later releases import on top of VLLM_CPU_RUNTIME, from the first release measured to need it (each
+# list a layer of its own over the runtime layer, so that layer and its cache key stay those of 0.8.4-0.9.1).
+# 0.10.2: vllm/utils/__init__.py imports setproctitle, cbor2 and pybase64 at module level, the engine's
+# arguments openai_harmony, the V1 core diskcache (measured: `import vllm.v1.core.sched.scheduler`); the
+# model registry's inspection of OPT/Llama imports compressed_tensors (0.10.2 pins 0.11.0; later ones need a
+# newer transformers than the runtime layer's) and with it loguru and frozendict.
+VLLM_CPU_RUNTIME_SINCE: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
+    (
+        (0, 10, 2),
+        (
+            "setproctitle",
+            "cbor2",
+            "pybase64",
+            "openai-harmony",
+            "diskcache",
+            "compressed-tensors==0.11.0",
+            "loguru",
+            "frozendict",
+        ),
+    ),
+)
 # NIXL, the P/D series' fast transport: the `nixl` meta package picks its CUDA 13 build when no CUDA is
 # present, and that build's UCX backend moves CPU (DRAM) buffers here. Both declare an unpinned torch
 # dependency, so they are installed without dependencies on top of the runtime layer (numpy is there).
@@ -158,6 +179,17 @@ def install(venv: Path, requirements: list[str], *, installer: str = "auto", no_
 def runtime_env(cache_dir: Path) -> Path:
     """The cached venv holding VLLM_CPU_RUNTIME, built on first use."""
     return cached_env(cache_dir, "runtime", VLLM_CPU_RUNTIME)
+
+
+def runtime_extras(release: tuple[int, ...]) -> tuple[str, ...]:
+    """What `release` imports beyond VLLM_CPU_RUNTIME (VLLM_CPU_RUNTIME_SINCE)."""
+    return tuple(req for since, reqs in VLLM_CPU_RUNTIME_SINCE if release >= since for req in reqs)
+
+
+def runtime_extra_env(cache_dir: Path, release: tuple[int, ...]) -> Path | None:
+    """The cached layer of runtime_extras(release), installed without dependencies; None when it is empty."""
+    wanted = runtime_extras(release)
+    return cached_env(cache_dir, "runtime-extra", wanted, with_torch=False) if wanted else None
 
 
 def build_env(cache_dir: Path) -> Path:

@@ -1,4 +1,5 @@
-"""The real lifecycle: the series rebased from vLLM 0.8.4 onto 0.8.5 and from 0.8.5 onto 0.9.0, committed.
+"""The real lifecycle: the series rebased from vLLM 0.8.4 onto 0.8.5, from 0.8.5 onto 0.9.0, and on to 0.9.1 and
+0.10.2, committed.
 
 The committed 0.8.5 series applies to its pinned base and re-exports byte for byte, its review files
 (range-diff.txt, evidence.json) account for every 0.8.4 patch, and the static conformance tier passes.
@@ -241,3 +242,34 @@ def test_091_series_carries_every_090_patch_with_the_partial_block_line_upstream
     assert "vllm-project/vllm#19182" in text
     notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "scheduler.py:1015" in notes
+
+
+# ---------------------------------------------------------------- 0.9.1 -> 0.10.2 (the sdist only)
+
+
+def test_0102_series_carries_every_091_patch_onto_the_connector_output(repo_project, tmp_path):
+    """0.10.2: every P/D patch carried and reworked (0005, 0006, 0007, 0011 stopped in the rebase), failed
+    loads on 0.10.1's KVConnectorOutput, the deadlines checked on every step; the contract evidence says
+    stock 0.10.2 provides no pd-disagg item, so nothing retired."""
+    old_pin, new_pin = repo_project.pins.get("0.9.1"), repo_project.pins.get("0.10.2")
+    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
+    assert_series_round_trips(repo_project, new_pin, tmp_path)
+
+    names = [p.name for p in old_series.patches]
+    assert [p.name for p in new_series.patches] == names
+    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    assert evidence["old"]["version"] == "0.9.1" and evidence["new"]["version"] == "0.10.2"
+    assert evidence["kept"] == names and evidence["dropped"] == []
+    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
+    assert stopped == ["0005", "0006", "0007", "0011"]
+    assert all(evidence["patches"][n]["outcome"] == "reworked" for n in names)
+    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
+    assert "+    failed_recving: Optional[dict[str, str]] = None\n" in by_number["0007"]
+    assert "+            output.failed_recving = kv_connector.get_failed_recving()\n" in by_number["0007"]
+    assert "+    def _expire_kv_deadlines(self) -> None:\n" in by_number["0008"]
+    assert "VLLM_NIXL_ABORT_REQUEST_TIMEOUT" in by_number["0010"] and "_cached_reqs_data" not in by_number["0009"]
+    contract = json.loads((REPO / "patches/conformance/vllm-0.10.2-against-0.9.1.json").read_text(encoding="utf-8"))
+    sides = {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
+    assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
+    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "outputs.py:76" in notes and "nixl_connector.py:415" in notes

@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from packaging.utils import parse_wheel_filename
+
 from toolkit.cache import atomic_write_text, locked, sha256_file
 from toolkit.envs import (
     compile_bytecode,
@@ -20,6 +22,7 @@ from toolkit.envs import (
     layer_on,
     offline_env,
     runtime_env,
+    runtime_extra_env,
     transport_env,
     uv_binary,
     venv_python,
@@ -41,24 +44,42 @@ def vllm_env(
     with locked(venv):
         stamp = _read_stamp(venv)
         if stamp is not None and venv_python(venv).exists():
+            layers = _layers(cache_dir, wheel, nixl)
+            if stamp.get("layers", []) != [str(p) for p in layers[1:]]:  # the release's layers changed
+                layer_on(venv, *layers)
+                stamp = {**stamp, "layers": [str(p) for p in layers[1:]]}
+                atomic_write_text(venv / STAMP, json.dumps(stamp) + "\n")
             if not stamp.get("bytecode"):  # made before venvs carried their .pyc: compiled once, now
                 compile_bytecode(venv)
                 atomic_write_text(venv / STAMP, json.dumps({**stamp, "bytecode": True}) + "\n")
             return venv
         if venv.exists():
             shutil.rmtree(venv)
-        runtime = runtime_env(cache_dir)
+        layers = _layers(cache_dir, wheel, nixl)
         create_venv(venv)
         try:
             install(venv, [str(wheel), *map(str, extra)], installer="uv" if uv_binary() else "pip", no_deps=True)
-            layer_on(venv, runtime, *([transport_env(cache_dir)] if nixl else []))
+            layer_on(venv, *layers)
             compile_bytecode(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
         stamp = {"wheel": wheel.name, "sha256": digest, **({"extra": [w.name for w in extra]} if extra else {})}
+        stamp["layers"] = [str(p) for p in layers[1:]]
         atomic_write_text(venv / STAMP, json.dumps({**stamp, "bytecode": True}) + "\n")
     return venv
+
+
+def _layers(cache_dir: Path, wheel: Path, nixl: bool) -> list[Path]:
+    """The layers under a venv of `wheel`: the runtime layer, what the wheel's release imports beyond it, and
+    NIXL when asked for (the release read from the wheel's name, the local version label ignored)."""
+    release = parse_wheel_filename(wheel.name)[1].release
+    extra = runtime_extra_env(cache_dir, release)
+    return [
+        runtime_env(cache_dir),
+        *([extra] if extra is not None else []),
+        *([transport_env(cache_dir)] if nixl else []),
+    ]
 
 
 def _read_stamp(venv: Path) -> dict | None:

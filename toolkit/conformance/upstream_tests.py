@@ -41,6 +41,19 @@ TEST_FILES = (
     "tests/v1/core/test_kv_cache_utils.py",
     "tests/v1/core/test_scheduler.py",
 )
+# A release that renamed one of TEST_FILES ships it under the later name (0.10.x:
+# test_single_type_kv_cache_manager.py); HELPER_FILES are taken beside them when the release has them
+# (0.10.x's test_scheduler.py imports `.utils`).
+RENAMED = {"tests/v1/core/test_specialized_manager.py": "tests/v1/core/test_single_type_kv_cache_manager.py"}
+HELPER_FILES = ("tests/v1/core/utils.py",)
+
+
+def release_test_files(repo: Git, commit: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(test files, helper files) of TEST_FILES and HELPER_FILES present at `commit`, under the release's
+    own names."""
+    listed = set(repo.blob_ids(commit, ["tests/v1/core"]))
+    tests = tuple(path if path in listed or path not in RENAMED else RENAMED[path] for path in TEST_FILES)
+    return tests, tuple(path for path in HELPER_FILES if path in listed)
 
 
 def ensure_pytest(venv: Path) -> None:
@@ -49,14 +62,21 @@ def ensure_pytest(venv: Path) -> None:
 
 
 def run_upstream_tests(venv: Path, base: Base, scratch: Path) -> dict[str, str]:
-    """{test id: passed | failed | error | skipped} for TEST_FILES of `base`, run in `venv`."""
+    """{test id: passed | failed | error | skipped} for TEST_FILES of `base` (release_test_files), run in
+    `venv`."""
     ensure_pytest(venv)
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="upstream-tests-", dir=scratch) as tmp:
         root = Path(tmp)
         repo = Git(base.repo)
-        for path in TEST_FILES:
-            target = root / Path(path).name
+        tests, helpers = release_test_files(repo, base.commit)
+        # tests that import helpers relatively run as one package beside the conftest
+        where = root / "tests_v1_core" if helpers else root
+        where.mkdir(exist_ok=True)
+        if helpers:
+            (where / "__init__.py").touch()
+        for path in (*tests, *helpers):
+            target = where / Path(path).name
             target.write_bytes(repo.show_file(base.commit, path).checked("show", f"{base.commit}:{path}").stdout)
         shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
         return _run_pytest(venv, root, [str(root)])

@@ -13,6 +13,7 @@ import inspect
 import os
 import random
 import sys
+from dataclasses import dataclass
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -66,8 +67,32 @@ def _fixed_none_hash() -> None:
     """
     from vllm.v1.core import kv_cache_utils
 
-    if hasattr(kv_cache_utils, "NONE_HASH"):
+    if not hasattr(kv_cache_utils, "NONE_HASH"):  # vLLM >= 0.10 before init_none_hash (_set_block_hasher)
+        return
+    if hasattr(kv_cache_utils, "sha256"):
         kv_cache_utils.NONE_HASH = kv_cache_utils.sha256(None)
+    else:  # vLLM >= 0.10: bytes hashes
+        from vllm.utils import sha256
+
+        kv_cache_utils.NONE_HASH = kv_cache_utils.BlockHash(sha256(None))
+
+
+# vLLM >= 0.10: a request carries its block hashes, computed by the engine core's hasher when it is made.
+_BLOCK_HASHER = None
+
+
+def _set_block_hasher(hash_algo: str) -> None:
+    global _BLOCK_HASHER
+    from vllm.v1.core import kv_cache_utils
+
+    if not hasattr(kv_cache_utils, "get_request_block_hasher"):
+        return
+    from vllm.utils import get_hash_fn_by_name
+
+    hash_fn = get_hash_fn_by_name(hash_algo)
+    kv_cache_utils.init_none_hash(hash_fn)
+    _fixed_none_hash()  # init_none_hash draws a random root without PYTHONHASHSEED
+    _BLOCK_HASHER = kv_cache_utils.get_request_block_hasher(BLOCK_SIZE, hash_fn)
 
 
 def _torch_compile_despite_triton_stand_in() -> None:
@@ -160,6 +185,7 @@ class Engine:
         )
         cache.num_gpu_blocks = num_blocks
         self.vllm_config = vllm_config
+        _set_block_hasher(hash_algo)
         structured = _structured_output_manager(StructuredOutputManager, vllm_config)
         if "vllm_config" in inspect.signature(Scheduler.__init__).parameters:
             # vLLM >= 0.9: the scheduler takes the whole VllmConfig, KV events included (upstream's own).
@@ -231,16 +257,45 @@ class Engine:
         return self.scheduler.kv_cache_manager.block_pool
 
     def cached_hashes(self) -> list[int]:
-        # vLLM 0.9.1 keys the cache by BlockHashWithGroupId (get_hash_value()), earlier by BlockHashType.
-        return sorted(
-            {
-                (h.get_hash_value() if hasattr(h, "get_hash_value") else h.hash_value) & WIRE_MASK
-                for h in self.block_pool.cached_block_hash_to_block
-            }
-        )
+        # vLLM 0.9.1 keys the cache by BlockHashWithGroupId (get_hash_value()), earlier by BlockHashType;
+        # 0.10 by bytes (the block hash, then 4 bytes of group id), read as a big-endian integer.
+        return sorted({_hash_value(h) & WIRE_MASK for h in self.block_pool.cached_block_hash_to_block})
 
     def blocks_of(self, req_id: str) -> list[int]:
         return [b.block_id for b in request_blocks(self.scheduler.kv_cache_manager, req_id)]
+
+
+@dataclass(frozen=True)
+class CachedRequest:
+    """One scheduled request that was scheduled before, as every release describes it."""
+
+    req_id: str
+    resumed_from_preemption: bool
+    new_block_ids: object  # the release's own block ids (per group from 0.9), None when no block was added
+    num_computed_tokens: int
+
+
+def cached_requests(output) -> list[CachedRequest]:
+    """`output.scheduled_cached_reqs`: a list of records up to vLLM 0.9, one record of lists from 0.10."""
+    cached = output.scheduled_cached_reqs
+    if hasattr(cached, "req_ids"):
+        return [
+            CachedRequest(req_id, resumed, blocks, computed)
+            for req_id, resumed, blocks, computed in zip(
+                cached.req_ids,
+                cached.resumed_from_preemption,
+                cached.new_block_ids,
+                cached.num_computed_tokens,
+                strict=True,
+            )
+        ]
+    return [CachedRequest(c.req_id, c.resumed_from_preemption, c.new_block_ids, c.num_computed_tokens) for c in cached]
+
+
+def _hash_value(key) -> int:
+    if isinstance(key, bytes):
+        return int.from_bytes(key[:-4], "big")
+    return key.get_hash_value() if hasattr(key, "get_hash_value") else key.hash_value
 
 
 def _structured_output_manager(cls, vllm_config):
@@ -290,6 +345,8 @@ def make_request(req_id: str, prompt: list[int], max_tokens: int, extra_args: di
         "eos_token_id": EOS,
         "arrival_time": 0.0,
         "lora_request": None,
+        "pooling_params": None,
+        "block_hasher": _BLOCK_HASHER,
     }
     accepted = inspect.signature(Request.__init__).parameters
     return Request(**{k: v for k, v in wanted.items() if k in accepted})
@@ -318,13 +375,21 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
     """A ModelRunnerOutput for the fake model: sampled tokens only (no logprobs, no speculation)."""
     from vllm.v1.outputs import ModelRunnerOutput
 
+    fields = _field_names(ModelRunnerOutput)
+    if "kv_connector_output" in fields:  # vLLM >= 0.10.1: the connector's reports in their own record
+        from vllm.v1.outputs import KVConnectorOutput
+
+        reports = {k: extra.pop(k) for k in list(extra) if k in _field_names(KVConnectorOutput)}
+        if reports:
+            extra["kv_connector_output"] = KVConnectorOutput(**reports)
+    optional: dict[str, object] = {"spec_token_ids": None, "pooler_output": []}
     return ModelRunnerOutput(
         req_ids=req_ids,
         req_id_to_index={r: i for i, r in enumerate(req_ids)},
         sampled_token_ids=sampled,
-        spec_token_ids=None,
         logprobs=None,
         prompt_logprobs_dict={},
+        **{k: v for k, v in optional.items() if k in fields},
         **extra,
     )
 

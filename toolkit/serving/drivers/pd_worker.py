@@ -50,7 +50,9 @@ class WorkerHalf:
             from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
             from vllm.distributed.kv_transfer.kv_connector.v1 import KVConnectorRole
 
-            self.connector = KVConnectorFactory.create_connector_v1(engine.vllm_config, KVConnectorRole.WORKER)
+            # vLLM 0.10 renamed create_connector_v1 to create_connector (V0's connectors are gone)
+            create = getattr(KVConnectorFactory, "create_connector_v1", None) or KVConnectorFactory.create_connector
+            self.connector = create(engine.vllm_config, KVConnectorRole.WORKER)
             self.api = "0.9" if hasattr(self.connector, "get_failed_recving") else "0.8.5"
         else:
             from vllm.config import KVTransferConfig
@@ -150,7 +152,7 @@ class FakeWorker:
             self.tables[new.req_id] = _group0(new.block_ids)
             self.tokens[new.req_id] = list(new.prompt_token_ids)
             self.computed[new.req_id] = new.num_computed_tokens
-        for cached in output.scheduled_cached_reqs:
+        for cached in fake_engine.cached_requests(output):
             if cached.resumed_from_preemption:
                 self.tables[cached.req_id] = _group0(cached.new_block_ids)
             else:
@@ -253,7 +255,10 @@ def _describe_meta(meta) -> dict:
 
 
 def _group0(block_ids: list) -> list[int]:
-    """A request's block ids (vLLM 0.9 lists them per KV-cache group; P/D has one group)."""
+    """A request's block ids (vLLM 0.9 lists them per KV-cache group; P/D has one group; 0.10 says None
+    for a step that added no block)."""
+    if block_ids is None:
+        return []
     if block_ids and isinstance(block_ids[0], list):
         assert len(block_ids) == 1, "one KV-cache group"
         return list(block_ids[0])

@@ -52,7 +52,15 @@ import time
 
 # The sibling driver; importable because Python puts a script's own directory first on sys.path.
 from engine_truth import engine_overlap, frontend_stat_loggers, load_figures, probes_of, stats_record
-from fake_engine import MODEL_CONFIG, Engine, StepOutputs, fake_output, make_request, use_cpu_platform
+from fake_engine import (
+    MODEL_CONFIG,
+    Engine,
+    StepOutputs,
+    cached_requests,
+    fake_output,
+    make_request,
+    use_cpu_platform,
+)
 
 # ---------------------------------------------------------------- workloads
 # Each workload is a list of arrivals and actions keyed by step number.
@@ -190,7 +198,7 @@ def run_workload(
             "actions": [list(a[:2]) if a[0] != "reset" else ["reset", reset_note] for a in actions],
             "scheduled": scheduled,
             "new": sorted(r.req_id for r in output.scheduled_new_reqs),
-            "resumed": sorted(r.req_id for r in output.scheduled_cached_reqs if r.resumed_from_preemption),
+            "resumed": sorted(r.req_id for r in cached_requests(output) if r.resumed_from_preemption),
             "preempted": sorted(set(_preempted(scheduler, output))),
             "finished": sorted(finished),
             "num_computed_on_admit": dict(sorted(admitted.items())),

@@ -107,3 +107,49 @@ def test_drivers_pythonpath_makes_drivers_importable_in_that_child_only(tmp_path
     assert sys.path == before
     without = subprocess.run([sys.executable, "-c", "import fake_engine"], capture_output=True, cwd=tmp_path)
     assert without.returncode != 0  # not importable unless asked for
+
+
+def _fake_engine():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fake_engine_under_test", DRIVERS / "fake_engine.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
+    """Up to vLLM 0.9 one record per request; from 0.10 one record of lists, None for a step without blocks."""
+    from types import SimpleNamespace as Record
+
+    fake_engine = _fake_engine()
+    old = Record(
+        scheduled_cached_reqs=[
+            Record(req_id="a", resumed_from_preemption=True, new_block_ids=([1],), num_computed_tokens=3)
+        ]
+    )
+    new = Record(
+        scheduled_cached_reqs=Record(
+            req_ids=["a", "b"],
+            resumed_from_preemption=[False, True],
+            new_block_ids=[None, ([4],)],
+            num_computed_tokens=[5, 6],
+        )
+    )
+    assert fake_engine.cached_requests(old) == [fake_engine.CachedRequest("a", True, ([1],), 3)]
+    assert fake_engine.cached_requests(new) == [
+        fake_engine.CachedRequest("a", False, None, 5),
+        fake_engine.CachedRequest("b", True, ([4],), 6),
+    ]
+    with pytest.raises(ValueError):  # lists of different lengths are a broken output, not a shorter one
+        fake_engine.cached_requests(
+            Record(
+                scheduled_cached_reqs=Record(
+                    req_ids=["a"], resumed_from_preemption=[], new_block_ids=[], num_computed_tokens=[]
+                )
+            )
+        )
+    # 0.10's cache keys: the block hash, then 4 bytes of KV-cache group id
+    assert fake_engine._hash_value(bytes([1, 2]) + bytes(4)) == 0x0102

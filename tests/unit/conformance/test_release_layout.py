@@ -1,0 +1,44 @@
+"""What the cpu tier takes from a release that moved things: vLLM's own test files under the release's names
+(with the helpers they import), and the import-time dependencies beyond the shared runtime layer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.harness.repos import git_repo
+from toolkit.conformance.upstream_tests import TEST_FILES, release_test_files
+from toolkit.envs import VLLM_CPU_RUNTIME, runtime_extras
+
+CORE = "tests/v1/core/"
+
+
+def tree(*names: str) -> dict[str, str]:
+    return {CORE + name: f"# {name}\n" for name in names}
+
+
+def test_a_release_before_the_rename_keeps_the_listed_files_and_has_no_helpers(tmp_path: Path) -> None:
+    names = ("test_prefix_caching.py", "test_specialized_manager.py", "test_kv_cache_utils.py", "test_scheduler.py")
+    repo = git_repo(tmp_path / "r", tree(*names, "__init__.py"))
+    tests, helpers = release_test_files(repo, repo.out("rev-parse", "HEAD"))
+    assert tests == TEST_FILES and helpers == ()
+
+
+def test_a_release_after_the_rename_gives_the_new_name_and_its_helpers(tmp_path: Path) -> None:
+    names = ("test_prefix_caching.py", "test_single_type_kv_cache_manager.py", "test_kv_cache_utils.py")
+    repo = git_repo(tmp_path / "r", tree(*names, "test_scheduler.py", "utils.py", "test_other.py"))
+    tests, helpers = release_test_files(repo, repo.out("rev-parse", "HEAD"))
+    assert tests == (
+        CORE + "test_prefix_caching.py",
+        CORE + "test_single_type_kv_cache_manager.py",
+        CORE + "test_kv_cache_utils.py",
+        CORE + "test_scheduler.py",
+    )
+    assert helpers == (CORE + "utils.py",)
+
+
+def test_runtime_extras_start_at_the_release_that_imports_them() -> None:
+    assert runtime_extras((0, 9, 1)) == () and runtime_extras((0, 8, 4)) == ()
+    later = runtime_extras((0, 10, 2))
+    assert {"cbor2", "setproctitle", "pybase64", "openai-harmony", "diskcache"} <= set(later)
+    assert runtime_extras((0, 11, 1)) == later  # a list applies from its release on
+    assert not set(later) & set(VLLM_CPU_RUNTIME)  # a layer over the runtime layer, not a copy of it
