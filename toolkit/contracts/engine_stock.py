@@ -21,19 +21,17 @@ side is stock VERSION itself (`vllm-VERSION+plugin-against-VERSION.json`).
 
 from __future__ import annotations
 
-import platform
 import shutil
 import time
 from pathlib import Path
 
-from toolkit import __version__
 from toolkit.conformance.engine_apply import applicability
 from toolkit.conformance.engine_builds import dynamo_env
 from toolkit.conformance.engine_env import EngineEnv, engine_env
 from toolkit.conformance.engine_kv import run_kv_routing
 from toolkit.conformance.tiny_model import model_dir
 from toolkit.contracts import kv, pd
-from toolkit.contracts.run import evidence_name, write_results
+from toolkit.contracts.run import contract_results, evidence_name, write_results
 from toolkit.errors import VpatchError
 from toolkit.model import Pin
 from toolkit.project import Project
@@ -80,21 +78,7 @@ def engine_contracts(
         runs.append(_kv_run(side, build, model, work))
     if pd.FEATURE in features:
         runs += _pd_runs(cache, stock, side, build, model, work)
-    new_items = [i for r in runs for i in r.items]
-    results = ContractResults(
-        project=pin.project,
-        new=build,
-        old=BuildSpec(str(pin.version), "stock"),
-        features=features,
-        consumer=CONSUMER,
-        transport=TRANSPORT,
-        runs=runs,
-        ok=bool(new_items) and all(i.status == Status.PASS for i in new_items),
-        toolkit=__version__,
-        python=platform.python_version(),
-        started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        seconds=round(time.time() - started, 3),
-    )
+    results = contract_results(pin.project, build, BuildSpec(str(pin.version), "stock"), features, runs, started)
     name = evidence_name(pin.project, build, results.old)
     paths = [write_results(results, out_dir / name)]
     if save:

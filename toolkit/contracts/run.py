@@ -210,11 +210,32 @@ def run_contracts(
         if all(t.is_file() for t in traces):
             with contextlib.suppress(ValueError, KeyError):  # a trace cut short: the items say why
                 figures.append(kv.compare_figures(config.name, read_trace(traces[0]), read_trace(traces[1])))
+    return contract_results(
+        project_name,
+        by_side["new"],
+        by_side.get("old", by_side["new"]),
+        features,
+        runs,
+        started,
+        figures_vs_old=figures or msgspec.UNSET,
+    )
+
+
+def contract_results(
+    project: str,
+    new: BuildSpec,
+    old: BuildSpec,
+    features: list[str],
+    runs: list[ConfigRun],
+    started: float,
+    **extra: object,
+) -> ContractResults:
+    """The record of one contract run: ok when the new side has items and every one passes."""
     new_items = [i for r in runs if r.side == "new" for i in r.items]
     return ContractResults(
-        project=project_name,
-        new=by_side["new"],
-        old=by_side.get("old", by_side["new"]),
+        project=project,
+        new=new,
+        old=old,
         features=features,
         consumer=CONSUMER,
         transport=TRANSPORT,
@@ -224,7 +245,7 @@ def run_contracts(
         python=platform.python_version(),
         started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         seconds=round(time.time() - started, 3),
-        figures_vs_old=figures or msgspec.UNSET,
+        **extra,  # type: ignore[arg-type]
     )
 
 
