@@ -35,7 +35,8 @@ def pinned(workspace: Workspace) -> Workspace:
 # ---------------------------------------------------------------- parallel runs (pytest-xdist)
 # pyproject.toml runs the suite on two workers (`-n 2 --dist loadgroup`; `-n 0` for one process, e.g. with
 # pdb or -s). Each test module is one group, so its module fixtures are built once, in one worker, and its
-# tests keep their order; every engine test is in the group "engine", so one real engine runs at a time.
+# tests keep their order; every engine test is in the group "engine", so one real engine runs at a time; modules
+# that share one expensive session fixture name a group of their own (`pytest.mark.xdist_group("conform-084")`).
 # Session fixtures (the cached stock and dynamo-base venvs) are built per worker, from ~/.cache/vpatch,
 # whose entries are locked while they are built: the second worker waits, then reuses.
 # Groups are handed out longest first: engine, then real, then unit (the unit tail is short tests).
@@ -45,6 +46,8 @@ _GROUP_ORDER = {"engine": 0, "real": 1, "unit": 2}
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
+        if item.get_closest_marker("xdist_group"):  # a module that shares an expensive fixture names its group
+            continue
         group = _group_of(item)
         item.add_marker(pytest.mark.xdist_group("engine" if group == "engine" else item.nodeid.split("::")[0]))
     items.sort(key=lambda item: _GROUP_ORDER[_group_of(item)])  # stable: a module's tests keep their order

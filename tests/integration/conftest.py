@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.harness import patched_wheel_of, stock_env_of
-from toolkit.conformance.envs import vllm_env
+from tests.harness import patched_wheel_of, run_vpatch, stock_env_of
+from toolkit.conformance.envs import read_trace, vllm_env
 from toolkit.options import load_options
 from toolkit.project import Project
 
@@ -33,6 +35,33 @@ def stock_env_084(repo_project: Project) -> Path:
 @pytest.fixture(scope="session")
 def patched_env_084(repo_project: Project, patched_wheel_084: Path) -> Path:
     return vllm_env(repo_project.options.cache_dir, patched_wheel_084)
+
+
+@dataclass(frozen=True)
+class ConformRun:
+    """One `vpatch conform VERSION --tier gpu -o OUT --json`: its result and the traces it wrote under OUT/traces."""
+
+    version: str
+    result: dict
+    out: Path
+
+    def trace(self, name: str) -> list[dict]:
+        """The scenario runner's trace `name` (stock, patched-off, patched-events), as the cpu tier ran it."""
+        return read_trace(self.out / "traces" / f"vllm-{self.version}-{name}.jsonl")
+
+    def pd(self, mode: str) -> dict:
+        """The P/D scenarios' results of `mode` (aggregated on stock, disagg on dynamo-base with NIXL)."""
+        return json.loads((self.out / "traces" / f"vllm-{self.version}-pd-{mode}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def conform_084(tmp_path_factory, stock_env_084: Path, patched_env_084: Path) -> ConformRun:
+    """`vpatch conform 0.8.4 --tier gpu` run once (every cpu check for real): test_conform_real asserts its
+    checks, and the kv-routing and P/D tests assert on the very traces it ran instead of running them again.
+    Its users carry `xdist_group("conform-084")`, so they run in one worker and it runs once per suite."""
+    out = tmp_path_factory.mktemp("conform-084")
+    proc = run_vpatch(REPO, "conform", "0.8.4", "--tier", "gpu", "-o", str(out), "--json")
+    return ConformRun("0.8.4", json.loads(proc.stdout)["results"][0], out)
 
 
 @pytest.fixture
