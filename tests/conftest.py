@@ -39,18 +39,23 @@ def pinned(workspace: Workspace) -> Workspace:
 # that share one expensive session fixture name a group of their own (`pytest.mark.xdist_group("conform-084")`).
 # Session fixtures (the cached stock and dynamo-base venvs) are built per worker, from ~/.cache/vpatch,
 # whose entries are locked while they are built: the second worker waits, then reuses.
-# Groups are handed out longest first: engine, then real, then unit (the unit tail is short tests).
-_GROUP_ORDER = {"engine": 0, "real": 1, "unit": 2}
+# Groups are handed out longest first (xdist gives a worker its next group when it is nearly done with its
+# last): the engine group, then the groups that modules name (a shared expensive run), then the other real
+# modules, then unit (a tail of short tests), so the two longest chains start at once on the two workers.
+_GROUP_ORDER = {"engine": 0, "named": 1, "real": 2, "unit": 3}
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank: dict[str, int] = {}
     for item in items:
-        if item.get_closest_marker("xdist_group"):  # a module that shares an expensive fixture names its group
-            continue
         group = _group_of(item)
+        if item.get_closest_marker("xdist_group"):  # a module that shares an expensive fixture names its group
+            rank[item.nodeid] = _GROUP_ORDER["named"]
+            continue
+        rank[item.nodeid] = _GROUP_ORDER[group]
         item.add_marker(pytest.mark.xdist_group("engine" if group == "engine" else item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: _GROUP_ORDER[_group_of(item)])  # stable: a module's tests keep their order
+    items.sort(key=lambda item: rank[item.nodeid])  # stable: a module's tests keep their order
 
 
 # ---------------------------------------------------------------- time per test group
