@@ -58,6 +58,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank[item.nodeid])  # stable: a module's tests keep their order
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker sends the collected ids to the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _name_groups(session.config, session.items)
+
+
+def _name_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker under --dist loadgroup: the `@group` suffix on each test id, which the controller
+    schedules by. pytest-xdist 3.8 sets it by assigning `item._nodeid`, which pytest 9.2 no longer reads
+    (nodeid comes from `item._id`), so every test became a group of its own; this sets it where pytest reads it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        marks = {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")
+        }
+        if marks and "@" not in item.nodeid.rsplit("]", 1)[-1]:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(marks))}")
+
+
 # ---------------------------------------------------------------- time per test group
 # Printed at the end of every run (CI's log shows where its minutes went): the summed time of a group's
 # tests (setup + call + teardown, in whichever worker ran them) against its budget, and the run's wall
