@@ -6,6 +6,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from tests.harness import patched_wheel_of, run_vpatch, stock_env_of
 from tests.harness.paths import REPO_ROOT
-from toolkit.conformance.envs import vllm_env
+from toolkit.conformance.envs import read_trace, vllm_env
 from toolkit.options import load_options
 from toolkit.project import Project
 
@@ -59,6 +60,33 @@ def plugin_engine_env(tmp_path_factory, repo_project: Project):
     layer_on(venv, env.path)
     install(venv, [str(wheel)], installer="pip", no_deps=True)
     return dataclasses.replace(env, path=venv), wheel
+
+
+@dataclass(frozen=True)
+class ConformRun:
+    """One `vpatch conform VERSION --tier gpu -o OUT --json`: its result and the traces it wrote under OUT/traces."""
+
+    version: str
+    result: dict
+    out: Path
+
+    def trace(self, name: str) -> list[dict]:
+        """The scenario runner's trace `name` (stock, patched-off, patched-events), as the cpu tier ran it."""
+        return read_trace(self.out / "traces" / f"vllm-{self.version}-{name}.jsonl")
+
+    def pd(self, mode: str) -> dict:
+        """The P/D scenarios' results of `mode` (aggregated on stock, disagg on dynamo-base with NIXL)."""
+        return json.loads((self.out / "traces" / f"vllm-{self.version}-pd-{mode}.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="session")
+def conform_084(tmp_path_factory, stock_env_084: Path, patched_env_084: Path) -> ConformRun:
+    """`vpatch conform 0.8.4 --tier gpu` run once (every cpu check for real): test_conform_real asserts its
+    checks, and the kv-routing and P/D tests assert on the very traces it ran instead of running them again.
+    Its users carry `xdist_group("conform-084")`, so they run in one worker and it runs once per suite."""
+    out = tmp_path_factory.mktemp("conform-084")
+    proc = run_vpatch(REPO, "conform", "0.8.4", "--tier", "gpu", "-o", str(out), "--json")
+    return ConformRun("0.8.4", json.loads(proc.stdout)["results"][0], out)
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ from tests.harness import run_vpatch
 from tests.harness.paths import REPO_ROOT
 
 REPO = REPO_ROOT
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.xdist_group("conform-084")]
 
 
-def test_conform_084_all_tiers(tmp_path, patched_env_084, stock_env_084):
-    proc = run_vpatch(REPO, "conform", "0.8.4", "--tier", "gpu", "-o", str(tmp_path), "--json")
-    result = json.loads(proc.stdout)["results"][0]
+def test_conform_084_all_tiers(conform_084):
+    result = conform_084.result
     statuses = {c["name"]: c["status"] for c in result["checks"]}
     for name in (
         "series-applies",
@@ -32,7 +31,7 @@ def test_conform_084_all_tiers(tmp_path, patched_env_084, stock_env_084):
     upstream = next(c for c in result["checks"] if c["name"] == "upstream-tests")
     # vLLM's own tests: the prefix caching, specialized manager, kv cache utils and scheduler files ran
     assert "62 tests" in upstream["detail"] and "same outcome in both builds" in upstream["detail"]
-    written = json.loads((tmp_path / "vllm-0.8.4-gpu.json").read_text())
+    written = json.loads((conform_084.out / "vllm-0.8.4-gpu.json").read_text())
     assert written["schema"] == 1 and written["stock"]["sha256"] and written["patched"]["fingerprint"]
     assert written["ok"] is True
 

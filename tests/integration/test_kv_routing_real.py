@@ -25,7 +25,7 @@ from toolkit.serving.kv.router import Router
 from toolkit.serving.kv.subscriber import Subscriber
 from toolkit.serving.kv.wire import EventBatch
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.xdist_group("conform-084")]  # shares conform_084
 EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
 WORKLOADS = ["shared-prefix", "chunked-prefill", "preemption", "aborts", "prefix-reset", "mixed"]
 
@@ -38,18 +38,18 @@ def without_events(trace: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("events", "event_seq")} for r in trace]
 
 
-@pytest.fixture(scope="module")
-def stock_trace(stock_env_084, tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("traces") / "stock.jsonl"
-    run_runner(stock_env_084, out)
-    return read_trace(out)
+# The three traces of the six workloads are the ones `vpatch conform 0.8.4` ran (tests/integration/conftest.py):
+# stock, dynamo-base with its features off, and with KV events on (EVENTS_NULL); each is run once per suite.
 
 
 @pytest.fixture(scope="module")
-def events_trace(patched_env_084, tmp_path_factory) -> list[dict]:
-    out = tmp_path_factory.mktemp("traces") / "patched-events.jsonl"
-    run_runner(patched_env_084, out, kv_events=EVENTS_NULL)
-    return read_trace(out)
+def stock_trace(conform_084) -> list[dict]:
+    return conform_084.trace("stock")
+
+
+@pytest.fixture(scope="module")
+def events_trace(conform_084) -> list[dict]:
+    return conform_084.trace("patched-events")
 
 
 def test_workloads_exercise_what_they_claim(stock_trace):
@@ -63,10 +63,8 @@ def test_workloads_exercise_what_they_claim(stock_trace):
         assert summary["num_free_blocks"] == summary["num_blocks"] - 1, summary["workload"]
 
 
-def test_feature_off_is_stock_step_for_step(stock_trace, patched_env_084, tmp_path):
-    out = tmp_path / "patched-off.jsonl"
-    run_runner(patched_env_084, out)
-    patched = read_trace(out)
+def test_feature_off_is_stock_step_for_step(stock_trace, conform_084):
+    patched = conform_084.trace("patched-off")
     assert len(patched) == len(stock_trace)
     for mine, theirs in zip(patched, stock_trace, strict=True):
         assert mine == theirs, (mine.get("workload"), mine.get("step"))
@@ -258,40 +256,54 @@ def test_feature_off_opens_no_sockets_and_starts_no_thread(patched_env_084, free
     assert "kv-event-publisher" in result["threads"]
 
 
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ('{"enable_kv_cache_events": true, "buffer_steps": -1}', "'buffer_steps' must be a positive integer"),
-        ('{"enable_kv_cache_events": true, "endpoint": "http://x"}', "'endpoint' must be a ZMQ endpoint"),
-        ('{"enable_kv_cache_events": true, "publishr": "zmq"}', "unknown key(s) publishr"),
-        ('{"enable_kv_cache_events": "yes"}', "'enable_kv_cache_events' must be true or false"),
-        ("not json", "kv-events-config is not valid JSON"),
-    ],
-)
-def test_bad_kv_events_config_fails_at_start_up(patched_env_084, value, message):
-    code = f"""
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.utils import FlexibleArgumentParser
+BAD_CONFIGS = [
+    ('{"enable_kv_cache_events": true, "buffer_steps": -1}', "'buffer_steps' must be a positive integer"),
+    ('{"enable_kv_cache_events": true, "endpoint": "http://x"}', "'endpoint' must be a ZMQ endpoint"),
+    ('{"enable_kv_cache_events": true, "publishr": "zmq"}', "unknown key(s) publishr"),
+    ('{"enable_kv_cache_events": "yes"}', "'enable_kv_cache_events' must be true or false"),
+    ("not json", "kv-events-config is not valid JSON"),
+]
+GOOD_CONFIG = '{"enable_kv_cache_events": true, "topic": "w7"}'
+PARSE_PROBE = """
+import contextlib, io, json, sys
+from vllm.engine.arg_utils import EngineArgs
+from vllm.utils import FlexibleArgumentParser
+results = {}
+for value in VALUES:  # each parsed as `vllm serve --kv-events-config VALUE` parses it
     parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
-    parser.parse_args(["--kv-events-config", {value!r}])
-    """
-    proc = _probe(patched_env_084, code)
-    assert proc.returncode == 2
-    assert message in proc.stderr.strip().splitlines()[-1]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            args = parser.parse_args(["--kv-events-config", value])
+    except SystemExit as exit:  # argparse's error(): the status the process would exit with, and its message
+        results[value] = {"status": exit.code, "stderr": err.getvalue()}
+    else:
+        results[value] = {"status": 0, "config": str(EngineArgs.from_cli_args(args).kv_events_config)}
+print("VPATCH-RESULT " + json.dumps(results))
+"""
 
 
-def test_good_kv_events_config_reaches_the_engine_config(patched_env_084):
-    code = """
-    from vllm.engine.arg_utils import EngineArgs
-    from vllm.utils import FlexibleArgumentParser
-    parser = EngineArgs.add_cli_args(FlexibleArgumentParser())
-    args = parser.parse_args(["--kv-events-config", '{"enable_kv_cache_events": true, "topic": "w7"}'])
-    engine_args = EngineArgs.from_cli_args(args)
-    print(engine_args.kv_events_config)
-    """
-    proc = _probe(patched_env_084, code)
-    assert proc.returncode == 0, proc.stderr
-    assert "enable_kv_cache_events=True" in proc.stdout and "topic='w7'" in proc.stdout
+@pytest.fixture(scope="module")
+def parsed_configs(patched_env_084) -> dict[str, dict]:
+    """Every config below parsed by vLLM's own argument parser in one dynamo-base 0.8.4 process (one import)."""
+    values = [value for value, _ in BAD_CONFIGS] + [GOOD_CONFIG]
+    proc = _probe(patched_env_084, PARSE_PROBE.replace("VALUES", repr(values)))
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-RESULT ")), None)
+    assert proc.returncode == 0 and line is not None, proc.stderr[-3000:]
+    return json.loads(line.removeprefix("VPATCH-RESULT "))
+
+
+@pytest.mark.parametrize(("value", "message"), BAD_CONFIGS)
+def test_bad_kv_events_config_fails_at_start_up(parsed_configs, value, message):
+    result = parsed_configs[value]
+    assert result["status"] == 2
+    assert message in result["stderr"].strip().splitlines()[-1]
+
+
+def test_good_kv_events_config_reaches_the_engine_config(parsed_configs):
+    result = parsed_configs[GOOD_CONFIG]
+    assert result["status"] == 0, result
+    assert "enable_kv_cache_events=True" in result["config"] and "topic='w7'" in result["config"]
 
 
 def test_publisher_carries_100k_events_per_second_through_a_real_socket(patched_env_084, free_ports):

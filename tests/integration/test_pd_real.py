@@ -25,7 +25,7 @@ from toolkit.conformance.upstream_tests import run_series_tests, series_test_fil
 from toolkit.envs import offline_env, venv_python
 from toolkit.serving.drivers import drivers_pythonpath
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.xdist_group("conform-084")]  # shares conform_084
 
 
 def run_in_venv(venv: Path, script: str) -> dict:
@@ -45,15 +45,26 @@ def patched_nixl_env_084(repo_project, patched_wheel_084: Path) -> Path:
 
 
 @pytest.fixture(scope="module", params=["0.8.4", "0.9.0"])
-def pd_env(request, repo_project, tmp_path_factory) -> tuple[Path, Path]:
-    """(stock venv, dynamo-base venv with NIXL) of one version."""
-    version = request.param
-    wheel = patched_wheel_of(repo_project, version, tmp_path_factory.mktemp(f"dist-{version}"))
-    return stock_env_of(repo_project, version), vllm_env(repo_project.options.cache_dir, wheel, nixl=True)
+def pd_version(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def pd_runs(pd_env: tuple[Path, Path], tmp_path_factory) -> tuple[dict, dict]:
+def pd_env(request, pd_version: str, repo_project, tmp_path_factory) -> tuple[Path, Path]:
+    """(stock venv, dynamo-base venv with NIXL) of one version (0.8.4: the session's, not a second build)."""
+    if pd_version == "0.8.4":
+        return request.getfixturevalue("stock_env_084"), request.getfixturevalue("patched_nixl_env_084")
+    wheel = patched_wheel_of(repo_project, pd_version, tmp_path_factory.mktemp(f"dist-{pd_version}"))
+    return stock_env_of(repo_project, pd_version), vllm_env(repo_project.options.cache_dir, wheel, nixl=True)
+
+
+@pytest.fixture(scope="module")
+def pd_runs(request, pd_version: str, pd_env: tuple[Path, Path], tmp_path_factory) -> tuple[dict, dict]:
+    """(aggregated on stock, disagg on dynamo-base). 0.8.4: the very runs `vpatch conform 0.8.4` made (run_pd on
+    these two venvs, see conform_084 in tests/integration/conftest.py), so they run once per suite."""
+    if pd_version == "0.8.4":
+        conform = request.getfixturevalue("conform_084")
+        return conform.pd("aggregated"), conform.pd("disagg")
     stock, patched = pd_env
     out = tmp_path_factory.mktemp("pd")
     reference = run_pd(stock, out / "aggregated.json", mode="aggregated")
@@ -162,10 +173,10 @@ def test_conformance_checks_pass(pd_runs):
     ], [r.diff for r in results]
 
 
-def test_the_tests_the_series_ships_pass_in_dynamo_base(pd_env, repo_project, request, tmp_path: Path):
+def test_the_tests_the_series_ships_pass_in_dynamo_base(pd_version, pd_env, repo_project, tmp_path: Path):
     """What `conform`'s series-tests check runs: each P/D patch's own test (0.9.0: tests/v1/kv_connector/unit),
     from the patched tree, in the dynamo-base venv (NIXL installed, so nothing is skipped)."""
-    pin = repo_project.pins.get(request.node.callspec.params["pd_env"])
+    pin = repo_project.pins.get(pd_version)
     series = repo_project.series(pin)
     files = series_test_files(series)
     if not files:
