@@ -25,11 +25,15 @@ def unmerged_paths(repo: Git) -> list[tuple[str, str]]:
 def conflict_hunks(path: Path) -> list[list[int]]:
     """[first, last] line of every `<<<<<<<` ... `>>>>>>>` block in the file."""
     try:
-        lines = path.read_bytes().split(b"\n")
+        return conflict_hunks_of(path.read_bytes())
     except OSError:
         return []
+
+
+def conflict_hunks_of(data: bytes) -> list[list[int]]:
+    """[first, last] line of every `<<<<<<<` ... `>>>>>>>` block in `data`."""
     hunks, start = [], None
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(data.split(b"\n"), start=1):
         if start is None and line.startswith(b"<<<<<<<"):
             start = number
         elif start is not None and line.startswith(b">>>>>>>"):

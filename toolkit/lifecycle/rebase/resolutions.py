@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from toolkit.errors import VpatchError
 from toolkit.git import Git
-from toolkit.lifecycle.rebase.conflicts import conflict_hunks
+from toolkit.lifecycle.rebase.conflicts import conflict_hunks, conflict_hunks_of
 from toolkit.lifecycle.rebase.mail import today
 from toolkit.records.codec import RecordError
 from toolkit.records.resolutions import (
@@ -199,17 +199,6 @@ class Recorder:
 
     def series_files(self) -> dict[str, bytes]:
         return series_files(self.directory)
-
-
-def conflict_hunks_of(data: bytes) -> list[list[int]]:
-    hunks, start = [], None
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if start is None and line.startswith(b"<<<<<<<"):
-            start = number
-        elif start is not None and line.startswith(b">>>>>>>"):
-            hunks.append([start, number])
-            start = None
-    return hunks
 
 
 def conflicted_text(repo: Git, worktree: Path, path: str) -> bytes:
