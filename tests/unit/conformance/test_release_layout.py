@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.harness.repos import git_repo
+from toolkit.conformance.envs import on_path
 from toolkit.conformance.upstream_tests import TEST_FILES, release_test_files
 from toolkit.envs import VLLM_CPU_RUNTIME, runtime_extras
 
@@ -40,5 +41,16 @@ def test_runtime_extras_start_at_the_release_that_imports_them() -> None:
     assert runtime_extras((0, 9, 1)) == () and runtime_extras((0, 8, 4)) == ()
     later = runtime_extras((0, 10, 2))
     assert {"cbor2", "setproctitle", "pybase64", "openai-harmony", "diskcache"} <= set(later)
-    assert runtime_extras((0, 11, 1)) == later  # a list applies from its release on
+    assert runtime_extras((0, 10, 3)) == later  # a list applies from its release on
     assert not set(later) & set(VLLM_CPU_RUNTIME)  # a layer over the runtime layer, not a copy of it
+    newer = runtime_extras((0, 11, 1))
+    assert newer[: len(later)] == later and {"xgrammar==0.1.25", "numba==0.68.1"} <= set(newer)
+    # 0.11.1 needs a newer transformers than the runtime layer's: its layer carries one ...
+    assert "transformers==4.57.1" in newer and "transformers==4.52.4" in VLLM_CPU_RUNTIME
+
+
+def test_release_layers_come_before_the_runtime_layer_on_the_path() -> None:
+    # ... which only wins if the release's layer is found first
+    runtime, extra, nixl = Path("runtime"), Path("runtime-extra"), Path("nixl")
+    assert on_path([runtime, extra, nixl]) == [extra, nixl, runtime]
+    assert on_path([runtime]) == [runtime]
