@@ -72,9 +72,17 @@ def _fixed_none_hash() -> None:
     if hasattr(kv_cache_utils, "sha256"):
         kv_cache_utils.NONE_HASH = kv_cache_utils.sha256(None)
     else:  # vLLM >= 0.10: bytes hashes
-        from vllm.utils import sha256
-
+        sha256 = _hashing("sha256")
         kv_cache_utils.NONE_HASH = kv_cache_utils.BlockHash(sha256(None))
+
+
+def _hashing(name: str):
+    """A hashing helper of vllm.utils: vLLM 0.11.1 moved them to vllm.utils.hashing."""
+    try:
+        from vllm.utils import hashing
+    except ImportError:
+        import vllm.utils as hashing
+    return getattr(hashing, name)
 
 
 # vLLM >= 0.10: a request carries its block hashes, computed by the engine core's hasher when it is made.
@@ -87,9 +95,7 @@ def _set_block_hasher(hash_algo: str) -> None:
 
     if not hasattr(kv_cache_utils, "get_request_block_hasher"):
         return
-    from vllm.utils import get_hash_fn_by_name
-
-    hash_fn = get_hash_fn_by_name(hash_algo)
+    hash_fn = _hashing("get_hash_fn_by_name")(hash_algo)
     kv_cache_utils.init_none_hash(hash_fn)
     _fixed_none_hash()  # init_none_hash draws a random root without PYTHONHASHSEED
     _BLOCK_HASHER = kv_cache_utils.get_request_block_hasher(BLOCK_SIZE, hash_fn)
