@@ -203,11 +203,14 @@ class Engine:
                 from vllm.config import KVTransferConfig
 
                 vllm_config.kv_transfer_config = KVTransferConfig(**kv_transfer)
+            # vLLM 0.11.1: the engine core passes the block size (the cache's times the DCP size, 1 here)
+            takes_block_size = "block_size" in inspect.signature(Scheduler.__init__).parameters
             self.scheduler = Scheduler(
                 vllm_config=vllm_config,
                 kv_cache_config=kv_cache_config,
                 structured_output_manager=structured,
                 log_stats=True,
+                **({"block_size": vllm_config.cache_config.block_size} if takes_block_size else {}),
             )
         else:
             kwargs = {}
@@ -389,6 +392,10 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
         if reports:
             extra["kv_connector_output"] = KVConnectorOutput(**reports)
     optional: dict[str, object] = {"spec_token_ids": None, "pooler_output": []}
+    if _sampled_as_arrays(ModelRunnerOutput):  # vLLM 0.11.1: one numpy array per request
+        import numpy as np  # type: ignore[import-not-found]  # (in the vLLM venv only)
+
+        sampled = [np.array(tokens, dtype=np.int64) for tokens in sampled]
     return ModelRunnerOutput(
         req_ids=req_ids,
         req_id_to_index={r: i for i, r in enumerate(req_ids)},
@@ -398,6 +405,12 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
         **{k: v for k, v in optional.items() if k in fields},
         **extra,
     )
+
+
+def _sampled_as_arrays(cls: type) -> bool:
+    import dataclasses
+
+    return any(f.name == "sampled_token_ids" and "ndarray" in str(f.type) for f in dataclasses.fields(cls))
 
 
 def _field_names(cls: type) -> set[str]:
