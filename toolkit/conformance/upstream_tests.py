@@ -46,6 +46,9 @@ TEST_FILES = (
 # (0.10.x's test_scheduler.py imports `.utils`).
 RENAMED = {"tests/v1/core/test_specialized_manager.py": "tests/v1/core/test_single_type_kv_cache_manager.py"}
 HELPER_FILES = ("tests/v1/core/utils.py",)
+# Helpers a release's test files import by their absolute name (0.11.1's tests/v1/core/utils.py imports
+# tests.v1.kv_connector.unit.utils): taken at their own path under the run's root, which is on sys.path.
+ABSOLUTE_HELPERS = ("tests/v1/kv_connector/unit/utils.py",)
 
 
 def release_test_files(repo: Git, commit: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -77,6 +80,13 @@ def run_upstream_tests(venv: Path, base: Base, scratch: Path) -> dict[str, str]:
             (where / "__init__.py").touch()
         for path in (*tests, *helpers):
             target = where / Path(path).name
+            target.write_bytes(repo.show_file(base.commit, path).checked("show", f"{base.commit}:{path}").stdout)
+        listed = set(repo.blob_ids(base.commit, [str(PurePosixPath(p).parent) for p in ABSOLUTE_HELPERS]))
+        for path in (p for p in ABSOLUTE_HELPERS if helpers and p in listed):
+            target = root / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            for package in PurePosixPath(path).parents[:-1]:  # tests/, tests/v1/, ...: packages
+                (root / package / "__init__.py").touch()
             target.write_bytes(repo.show_file(base.commit, path).checked("show", f"{base.commit}:{path}").stdout)
         shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
         return _run_pytest(venv, root, [str(root)])

@@ -203,6 +203,9 @@ class Engine:
                 from vllm.config import KVTransferConfig
 
                 vllm_config.kv_transfer_config = KVTransferConfig(**kv_transfer)
+            # as VllmConfig's post-init does when either is set (0.11.1's connector factory checks HMA)
+            if (kv_transfer or kv_events) and hasattr(vllm_config.scheduler_config, "disable_hybrid_kv_cache_manager"):
+                vllm_config.scheduler_config.disable_hybrid_kv_cache_manager = True
             # vLLM 0.11.1: the engine core passes the block size (the cache's times the DCP size, 1 here)
             takes_block_size = "block_size" in inspect.signature(Scheduler.__init__).parameters
             self.scheduler = Scheduler(
@@ -268,7 +271,9 @@ class Engine:
     def cached_hashes(self) -> list[int]:
         # vLLM 0.9.1 keys the cache by BlockHashWithGroupId (get_hash_value()), earlier by BlockHashType;
         # 0.10 by bytes (the block hash, then 4 bytes of group id), read as a big-endian integer.
-        return sorted({_hash_value(h) & WIRE_MASK for h in self.block_pool.cached_block_hash_to_block})
+        # 0.11.1: a BlockHashToBlockMap (its dict is `_cache`).
+        cached = self.block_pool.cached_block_hash_to_block
+        return sorted({_hash_value(h) & WIRE_MASK for h in getattr(cached, "_cache", cached)})
 
     def blocks_of(self, req_id: str) -> list[int]:
         return [b.block_id for b in request_blocks(self.scheduler.kv_cache_manager, req_id)]
