@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tests.harness.repos import git_repo
 from toolkit.conformance.envs import on_path
-from toolkit.conformance.upstream_tests import TEST_FILES, release_test_files
+from toolkit.conformance.upstream_tests import TEST_FILES, lay_out_release_tests, release_test_files
 from toolkit.envs import VLLM_CPU_RUNTIME, runtime_extras
 
 CORE = "tests/v1/core/"
@@ -54,3 +54,26 @@ def test_release_layers_come_before_the_runtime_layer_on_the_path() -> None:
     runtime, extra, nixl = Path("runtime"), Path("runtime-extra"), Path("nixl")
     assert on_path([runtime, extra, nixl]) == [extra, nixl, runtime]
     assert on_path([runtime]) == [runtime]
+
+
+def test_a_helper_imported_by_its_absolute_name_is_laid_out_at_its_path(tmp_path: Path) -> None:
+    # 0.11.1's tests/v1/core/utils.py imports tests.v1.kv_connector.unit.utils
+    names = ("test_prefix_caching.py", "test_single_type_kv_cache_manager.py", "test_kv_cache_utils.py")
+    files = {**tree(*names, "test_scheduler.py", "utils.py"), "tests/v1/kv_connector/unit/utils.py": "# kvc\n"}
+    repo = git_repo(tmp_path / "r", files)
+    root = tmp_path / "run"
+    root.mkdir()
+    lay_out_release_tests(repo, repo.out("rev-parse", "HEAD"), root)
+    assert (root / "tests_v1_core" / "test_scheduler.py").is_file()
+    assert (root / "tests/v1/kv_connector/unit/utils.py").read_text() == "# kvc\n"
+    for package in ("tests", "tests/v1", "tests/v1/kv_connector", "tests/v1/kv_connector/unit"):
+        assert (root / package / "__init__.py").is_file(), package
+
+
+def test_a_release_without_the_helper_lays_out_only_its_core_tests(tmp_path: Path) -> None:
+    names = ("test_prefix_caching.py", "test_single_type_kv_cache_manager.py", "test_kv_cache_utils.py")
+    repo = git_repo(tmp_path / "r", tree(*names, "test_scheduler.py", "utils.py"))
+    root = tmp_path / "run"
+    root.mkdir()
+    lay_out_release_tests(repo, repo.out("rev-parse", "HEAD"), root)
+    assert (root / "tests_v1_core" / "utils.py").is_file() and not (root / "tests").exists()
