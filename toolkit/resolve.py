@@ -38,15 +38,20 @@ def resolve_pin(
     commit: str | None = None,
     project: str = "vllm",
     stock_wheels: bool = True,
+    wheel_platforms: tuple[str, ...] = (),
 ) -> Pin:
     """Everything `pin add` does except writing pins.toml: look up, download, verify, materialize.
 
     Without `stock_wheels` only the sdist is downloaded and pinned (`pin add --no-wheel`: a release whose
-    engine tier runs on its CPU flavor needs no stock CUDA wheel of several hundred MB)."""
+    engine tier runs on its CPU flavor needs no stock CUDA wheel of several hundred MB). With
+    `wheel_platforms` (`pin add --wheel-platform x86_64`) only the wheels whose platform tag contains one
+    of them are pinned: a cold `pin verify` downloads no aarch64 wheel nothing here builds on."""
     with ui.step(f"look up {project} {version} on {options.index_url}", quiet=options.json):
         files = list_release_files(options.index_url, project, version)
     sdists = [f for f in files if f.filename.endswith(".tar.gz") and parse_sdist_filename(f.filename)[1] == version]
     wheels = [f for f in files if f.filename.endswith(".whl")] if stock_wheels else []
+    if wheels and wheel_platforms:
+        wheels = _on_platforms(project, version, wheels, wheel_platforms)
     if not sdists and source == "sdist":
         raise VpatchError(f"{project} {version}: the index has no sdist for this release")
     if not sdists and not wheels:
@@ -78,6 +83,24 @@ def resolve_pin(
         with ui.step(f"fetch {pin.tag} from {pin.remote}", quiet=options.json):
             commit = materialize(pin, options.cache_dir, source="git").commit
     return Pin(pin.version, pin.source, pin.remote, pin.tag, commit, sdist, pin.wheels, base_commit, project)
+
+
+def _on_platforms(
+    project: str, version: Version, wheels: list[IndexFile], platforms: tuple[str, ...]
+) -> list[IndexFile]:
+    from packaging.utils import parse_wheel_filename
+
+    def platform_tags(entry: IndexFile) -> set[str]:
+        return {tag.platform for tag in parse_wheel_filename(entry.filename)[3]}
+
+    kept = [w for w in wheels if any(p in tag for tag in platform_tags(w) for p in platforms)]
+    if not kept:
+        served = sorted({tag for w in wheels for tag in platform_tags(w)})
+        raise VpatchError(
+            f"{project} {version}: no wheel for --wheel-platform {', '.join(platforms)} on the index "
+            f"(its wheels are for {', '.join(served)})"
+        )
+    return kept
 
 
 def resolve_flavor(options: Options, pin: Pin, name: str, *, version: Version | None = None) -> Flavor:

@@ -45,6 +45,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "each sha256 checked against the index)",
     )
     add.add_argument(
+        "--wheel-platform",
+        action="append",
+        default=[],
+        metavar="PLATFORM",
+        help="pin only the stock wheels whose platform tag contains PLATFORM (e.g. x86_64; repeatable; "
+        "default: every wheel the index has)",
+    )
+    add.add_argument(
         "--flavor-version", help="the flavor's own release (default: VERSION, else its newest post-release)"
     )
     add.add_argument("--json", action="store_true")
@@ -73,6 +81,8 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
     pins = _existing(options)
     if args.flavor_version and not args.flavor:
         raise VpatchError("--flavor-version needs --flavor")
+    if args.wheel_platform and (args.no_wheel or args.flavor):
+        raise VpatchError("--wheel-platform selects stock wheels: it cannot go with --no-wheel or --flavor")
     project = args.project or (pins.project if pins else "vllm")
     pinned = pins is not None and any(p.version == version for p in pins.pins)
     if args.flavor and not (args.no_wheel and (args.replace or not pinned)):
@@ -94,6 +104,7 @@ def run_add(args: argparse.Namespace, options: Options) -> int:
         commit=args.commit,
         project=project,
         stock_wheels=not args.no_wheel,
+        wheel_platforms=tuple(args.wheel_platform),
     )
     if args.flavor:  # --no-wheel --flavor cpu: the sdist and the flavor's wheel, written as one entry
         wanted = parse_version(args.flavor_version) if args.flavor_version else None

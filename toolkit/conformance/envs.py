@@ -46,7 +46,7 @@ def vllm_env(
         if stamp is not None and venv_python(venv).exists():
             layers = _layers(cache_dir, wheel, nixl)
             if stamp.get("layers", []) != [str(p) for p in layers[1:]]:  # the release's layers changed
-                layer_on(venv, *layers)
+                layer_on(venv, *on_path(layers))
                 stamp = {**stamp, "layers": [str(p) for p in layers[1:]]}
                 atomic_write_text(venv / STAMP, json.dumps(stamp) + "\n")
             if not stamp.get("bytecode"):  # made before venvs carried their .pyc: compiled once, now
@@ -59,7 +59,7 @@ def vllm_env(
         create_venv(venv)
         try:
             install(venv, [str(wheel), *map(str, extra)], installer="uv" if uv_binary() else "pip", no_deps=True)
-            layer_on(venv, *layers)
+            layer_on(venv, *on_path(layers))
             compile_bytecode(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
@@ -80,6 +80,12 @@ def _layers(cache_dir: Path, wheel: Path, nixl: bool) -> list[Path]:
         *([extra] if extra is not None else []),
         *([transport_env(cache_dir)] if nixl else []),
     ]
+
+
+def on_path(layers: list[Path]) -> list[Path]:
+    """`_layers` in path order: the release's layers (and NIXL) first, the runtime layer last, so that a
+    release layer can carry a newer version of a package the runtime layer has (0.11.1's transformers)."""
+    return [*layers[1:], layers[0]]
 
 
 def _read_stamp(venv: Path) -> dict | None:

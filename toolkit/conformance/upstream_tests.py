@@ -46,6 +46,9 @@ TEST_FILES = (
 # (0.10.x's test_scheduler.py imports `.utils`).
 RENAMED = {"tests/v1/core/test_specialized_manager.py": "tests/v1/core/test_single_type_kv_cache_manager.py"}
 HELPER_FILES = ("tests/v1/core/utils.py",)
+# Helpers a release's test files import by their absolute name (0.11.1's tests/v1/core/utils.py imports
+# tests.v1.kv_connector.unit.utils): taken at their own path under the run's root, which is on sys.path.
+ABSOLUTE_HELPERS = ("tests/v1/kv_connector/unit/utils.py",)
 
 
 def release_test_files(repo: Git, commit: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -68,18 +71,31 @@ def run_upstream_tests(venv: Path, base: Base, scratch: Path) -> dict[str, str]:
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="upstream-tests-", dir=scratch) as tmp:
         root = Path(tmp)
-        repo = Git(base.repo)
-        tests, helpers = release_test_files(repo, base.commit)
-        # tests that import helpers relatively run as one package beside the conftest
-        where = root / "tests_v1_core" if helpers else root
-        where.mkdir(exist_ok=True)
-        if helpers:
-            (where / "__init__.py").touch()
-        for path in (*tests, *helpers):
-            target = where / Path(path).name
-            target.write_bytes(repo.show_file(base.commit, path).checked("show", f"{base.commit}:{path}").stdout)
+        lay_out_release_tests(Git(base.repo), base.commit, root)
         shutil.copyfile(driver_path("upstream_conftest"), root / "conftest.py")
         return _run_pytest(venv, root, [str(root)])
+
+
+def lay_out_release_tests(repo: Git, commit: str, root: Path) -> None:
+    """Write the release's test files (and helpers) under `root`, the directory pytest runs in."""
+    tests, helpers = release_test_files(repo, commit)
+
+    def write(path: str, target: Path) -> None:
+        target.write_bytes(repo.show_file(commit, path).checked("show", f"{commit}:{path}").stdout)
+
+    # tests that import helpers relatively run as one package beside the conftest
+    where = root / "tests_v1_core" if helpers else root
+    where.mkdir(exist_ok=True)
+    if helpers:
+        (where / "__init__.py").touch()
+    for path in (*tests, *helpers):
+        write(path, where / Path(path).name)
+    listed = set(repo.blob_ids(commit, [str(PurePosixPath(p).parent) for p in ABSOLUTE_HELPERS]))
+    for path in (p for p in ABSOLUTE_HELPERS if helpers and p in listed):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        for package in PurePosixPath(path).parents[:-1]:  # tests/, tests/v1/, ...: packages
+            (root / package / "__init__.py").touch()
+        write(path, root / path)
 
 
 def series_test_files(series: Series) -> tuple[str, ...]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.harness.repos import git_repo
-from toolkit.conformance.upstream_tests import TEST_FILES, release_test_files
+from toolkit.conformance.envs import on_path
+from toolkit.conformance.upstream_tests import TEST_FILES, lay_out_release_tests, release_test_files
 from toolkit.envs import VLLM_CPU_RUNTIME, runtime_extras
 
 CORE = "tests/v1/core/"
@@ -40,5 +41,39 @@ def test_runtime_extras_start_at_the_release_that_imports_them() -> None:
     assert runtime_extras((0, 9, 1)) == () and runtime_extras((0, 8, 4)) == ()
     later = runtime_extras((0, 10, 2))
     assert {"cbor2", "setproctitle", "pybase64", "openai-harmony", "diskcache"} <= set(later)
-    assert runtime_extras((0, 11, 1)) == later  # a list applies from its release on
+    assert runtime_extras((0, 10, 3)) == later  # a list applies from its release on
     assert not set(later) & set(VLLM_CPU_RUNTIME)  # a layer over the runtime layer, not a copy of it
+    newer = runtime_extras((0, 11, 1))
+    assert newer[: len(later)] == later and {"xgrammar==0.1.25", "numba==0.68.1"} <= set(newer)
+    # 0.11.1 needs a newer transformers than the runtime layer's: its layer carries one ...
+    assert "transformers==4.57.1" in newer and "transformers==4.52.4" in VLLM_CPU_RUNTIME
+
+
+def test_release_layers_come_before_the_runtime_layer_on_the_path() -> None:
+    # ... which only wins if the release's layer is found first
+    runtime, extra, nixl = Path("runtime"), Path("runtime-extra"), Path("nixl")
+    assert on_path([runtime, extra, nixl]) == [extra, nixl, runtime]
+    assert on_path([runtime]) == [runtime]
+
+
+def test_a_helper_imported_by_its_absolute_name_is_laid_out_at_its_path(tmp_path: Path) -> None:
+    # 0.11.1's tests/v1/core/utils.py imports tests.v1.kv_connector.unit.utils
+    names = ("test_prefix_caching.py", "test_single_type_kv_cache_manager.py", "test_kv_cache_utils.py")
+    files = {**tree(*names, "test_scheduler.py", "utils.py"), "tests/v1/kv_connector/unit/utils.py": "# kvc\n"}
+    repo = git_repo(tmp_path / "r", files)
+    root = tmp_path / "run"
+    root.mkdir()
+    lay_out_release_tests(repo, repo.out("rev-parse", "HEAD"), root)
+    assert (root / "tests_v1_core" / "test_scheduler.py").is_file()
+    assert (root / "tests/v1/kv_connector/unit/utils.py").read_text() == "# kvc\n"
+    for package in ("tests", "tests/v1", "tests/v1/kv_connector", "tests/v1/kv_connector/unit"):
+        assert (root / package / "__init__.py").is_file(), package
+
+
+def test_a_release_without_the_helper_lays_out_only_its_core_tests(tmp_path: Path) -> None:
+    names = ("test_prefix_caching.py", "test_single_type_kv_cache_manager.py", "test_kv_cache_utils.py")
+    repo = git_repo(tmp_path / "r", tree(*names, "test_scheduler.py", "utils.py"))
+    root = tmp_path / "run"
+    root.mkdir()
+    lay_out_release_tests(repo, repo.out("rev-parse", "HEAD"), root)
+    assert (root / "tests_v1_core" / "utils.py").is_file() and not (root / "tests").exists()

@@ -72,9 +72,17 @@ def _fixed_none_hash() -> None:
     if hasattr(kv_cache_utils, "sha256"):
         kv_cache_utils.NONE_HASH = kv_cache_utils.sha256(None)
     else:  # vLLM >= 0.10: bytes hashes
-        from vllm.utils import sha256
-
+        sha256 = _hashing("sha256")
         kv_cache_utils.NONE_HASH = kv_cache_utils.BlockHash(sha256(None))
+
+
+def _hashing(name: str):
+    """A hashing helper of vllm.utils: vLLM 0.11.1 moved them to vllm.utils.hashing."""
+    try:
+        from vllm.utils import hashing
+    except ImportError:
+        import vllm.utils as hashing
+    return getattr(hashing, name)
 
 
 # vLLM >= 0.10: a request carries its block hashes, computed by the engine core's hasher when it is made.
@@ -87,9 +95,7 @@ def _set_block_hasher(hash_algo: str) -> None:
 
     if not hasattr(kv_cache_utils, "get_request_block_hasher"):
         return
-    from vllm.utils import get_hash_fn_by_name
-
-    hash_fn = get_hash_fn_by_name(hash_algo)
+    hash_fn = _hashing("get_hash_fn_by_name")(hash_algo)
     kv_cache_utils.init_none_hash(hash_fn)
     _fixed_none_hash()  # init_none_hash draws a random root without PYTHONHASHSEED
     _BLOCK_HASHER = kv_cache_utils.get_request_block_hasher(BLOCK_SIZE, hash_fn)
@@ -197,11 +203,17 @@ class Engine:
                 from vllm.config import KVTransferConfig
 
                 vllm_config.kv_transfer_config = KVTransferConfig(**kv_transfer)
+            # as VllmConfig's post-init does when either is set (0.11.1's connector factory checks HMA)
+            if (kv_transfer or kv_events) and hasattr(vllm_config.scheduler_config, "disable_hybrid_kv_cache_manager"):
+                vllm_config.scheduler_config.disable_hybrid_kv_cache_manager = True
+            # vLLM 0.11.1: the engine core passes the block size (the cache's times the DCP size, 1 here)
+            takes_block_size = "block_size" in inspect.signature(Scheduler.__init__).parameters
             self.scheduler = Scheduler(
                 vllm_config=vllm_config,
                 kv_cache_config=kv_cache_config,
                 structured_output_manager=structured,
                 log_stats=True,
+                **({"block_size": vllm_config.cache_config.block_size} if takes_block_size else {}),
             )
         else:
             kwargs = {}
@@ -259,7 +271,9 @@ class Engine:
     def cached_hashes(self) -> list[int]:
         # vLLM 0.9.1 keys the cache by BlockHashWithGroupId (get_hash_value()), earlier by BlockHashType;
         # 0.10 by bytes (the block hash, then 4 bytes of group id), read as a big-endian integer.
-        return sorted({_hash_value(h) & WIRE_MASK for h in self.block_pool.cached_block_hash_to_block})
+        # 0.11.1: a BlockHashToBlockMap (its dict is `_cache`).
+        cached = self.block_pool.cached_block_hash_to_block
+        return sorted({_hash_value(h) & WIRE_MASK for h in getattr(cached, "_cache", cached)})
 
     def blocks_of(self, req_id: str) -> list[int]:
         return [b.block_id for b in request_blocks(self.scheduler.kv_cache_manager, req_id)]
@@ -383,6 +397,10 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
         if reports:
             extra["kv_connector_output"] = KVConnectorOutput(**reports)
     optional: dict[str, object] = {"spec_token_ids": None, "pooler_output": []}
+    if _sampled_as_arrays(ModelRunnerOutput):  # vLLM 0.11.1: one numpy array per request
+        import numpy as np  # type: ignore[import-not-found]  # (in the vLLM venv only)
+
+        sampled = [np.array(tokens, dtype=np.int64) for tokens in sampled]
     return ModelRunnerOutput(
         req_ids=req_ids,
         req_id_to_index={r: i for i, r in enumerate(req_ids)},
@@ -392,6 +410,12 @@ def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
         **{k: v for k, v in optional.items() if k in fields},
         **extra,
     )
+
+
+def _sampled_as_arrays(cls: type) -> bool:
+    import dataclasses
+
+    return any(f.name == "sampled_token_ids" and "ndarray" in str(f.type) for f in dataclasses.fields(cls))
 
 
 def _field_names(cls: type) -> set[str]:

@@ -36,11 +36,14 @@ from vllm.platforms.cpu import CpuPlatform
 platforms._current_platform = CpuPlatform()
 # The CPU platform refuses block sizes other than 16 without Intel's extension, which its attention kernels
 # need; these tests run no attention (the KV-connector tests use block size 4), so the check is told it is
-# there.
+# there. vLLM 0.11.1 only warns (block sizes not a multiple of 32) and no longer looks for the extension.
 import vllm.platforms.cpu as _cpu_platform
 
-_find_spec = _cpu_platform.find_spec
-_cpu_platform.find_spec = lambda name, *args: True if name == "intel_extension_for_pytorch" else _find_spec(name, *args)
+if hasattr(_cpu_platform, "find_spec"):
+    _find_spec = _cpu_platform.find_spec
+    _cpu_platform.find_spec = lambda name, *args: (
+        True if name == "intel_extension_for_pytorch" else _find_spec(name, *args)
+    )
 
 # vLLM 0.8.5 puts a stand-in `triton` module into sys.modules when triton is missing; the CPU runtime's torch
 # then fails to import its compile stack, which vLLM reaches at import time through @torch.compile. Import
