@@ -166,7 +166,10 @@ def _fake_vllm(root: Path, *, kernels: bool) -> None:
     (pkg / "__init__.py").write_text('__version__ = "9.9.9"\n')
     (pkg / "_C.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n")
     (pkg / "_C_AVX2.abi3.so").write_bytes(Path(_ctypes.__file__).read_bytes())
-    loader = "        import ctypes, pathlib\n        ctypes.CDLL(str(pathlib.Path(__file__).parents[1] / '_C_AVX2.abi3.so'))\n"
+    loader = (
+        "        import ctypes, pathlib\n"
+        "        ctypes.CDLL(str(pathlib.Path(__file__).parents[1] / '_C_AVX2.abi3.so'))\n"
+    )
     (pkg / "platforms" / "__init__.py").write_text(
         "class CpuPlatform:\n    device_type = 'cpu'\n"
         + ("    def import_kernels(self):\n" + loader if kernels else "")
