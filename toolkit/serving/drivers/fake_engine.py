@@ -163,11 +163,14 @@ class Engine:
             seed=0,
             skip_tokenizer_init=True,
         )
+        # vLLM 0.13.0 made is_encoder_decoder an init-only argument of SchedulerConfig, with no default.
+        encoder_decoder = {"is_encoder_decoder": False} if "is_encoder_decoder" in _init_names(SchedulerConfig) else {}
         scheduler_config = SchedulerConfig(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_batched,
             max_model_len=2048,
             enable_chunked_prefill=True,
+            **encoder_decoder,
         )
         cache = CacheConfig(
             block_size=BLOCK_SIZE,
@@ -422,6 +425,11 @@ def _field_names(cls: type) -> set[str]:
     import dataclasses
 
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def _init_names(cls: type) -> set[str]:
+    """A dataclass's fields and init-only (InitVar) arguments."""
+    return set(getattr(cls, "__dataclass_fields__", {}))
 
 
 class StepOutputs:
