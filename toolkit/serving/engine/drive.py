@@ -73,25 +73,30 @@ def kv_cache_args() -> dict[str, int]:
     return {"kv_cache_memory_bytes": KV_CACHE_BYTES}
 
 
+def tiny_engine_args(config: dict, **extra: object) -> dict[str, Any]:
+    """The engine arguments every driver runs with: the tiny model, greedy-friendly settings, stats on (the
+    prefix-cache and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
+    return {
+        **kv_cache_args(),
+        "model": config["model"],
+        "tokenizer": config["model"],
+        "dtype": "float32",
+        "enforce_eager": True,
+        "block_size": config.get("block_size", 32),
+        "enable_prefix_caching": True,
+        "max_model_len": config.get("max_model_len", 512),
+        "max_num_seqs": config.get("max_num_seqs", 8),
+        "seed": 0,
+        "disable_log_stats": False,
+        **extra,
+    }
+
+
 def tiny_llm(config: dict, **extra: object) -> Any:
-    """The engine every driver runs: the tiny model, greedy-friendly settings, stats on (the prefix-cache
-    and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
+    """The engine every driver runs (`tiny_engine_args`), as `LLM`."""
     from vllm import LLM
 
-    return LLM(
-        **kv_cache_args(),
-        model=config["model"],
-        tokenizer=config["model"],
-        dtype="float32",
-        enforce_eager=True,
-        block_size=config.get("block_size", 32),
-        enable_prefix_caching=True,
-        max_model_len=config.get("max_model_len", 512),
-        max_num_seqs=config.get("max_num_seqs", 8),
-        seed=0,
-        disable_log_stats=False,
-        **extra,
-    )
+    return LLM(**tiny_engine_args(config, **extra))
 
 
 def main() -> int:
