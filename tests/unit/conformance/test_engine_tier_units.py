@@ -135,3 +135,29 @@ def test_the_kept_stock_run_reads_back_equal() -> None:
     run = _run(((1, 2, 3), (4, 5, 6)))
     record = {k: v for k, v in asdict(run).items() if k != "model"}
     assert parse_run(MARK + json.dumps(record), Path("m")) == run
+
+
+def _connector_wheel(path: Path, members: dict[str, str]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_the_pd_parts_need_an_upstream_example_connector_that_runs_on_cpu(tmp_path: Path) -> None:
+    from toolkit.conformance.engine_tier_pd import (
+        EXAMPLE_CONNECTOR,
+        SHARED_STORAGE_CONNECTOR,
+        upstream_transport_missing,
+    )
+
+    on_device = "kv = load()\nkv = kv.to(layer.device, non_blocking=True)\n"
+    on_cuda = "kv = load()\nkv = load_file(name)['kv_cache'].cuda()\n"
+    fine = _connector_wheel(tmp_path / "v032.whl", {EXAMPLE_CONNECTOR: on_device})
+    assert upstream_transport_missing(fine) is None
+    cuda = upstream_transport_missing(_connector_wheel(tmp_path / "v013.whl", {EXAMPLE_CONNECTOR: on_cuda}))
+    assert cuda is not None and f"loads the KV with .cuda() ({EXAMPLE_CONNECTOR}:2)" in cuda
+    old = upstream_transport_missing(_connector_wheel(tmp_path / "v011.whl", {SHARED_STORAGE_CONNECTOR: on_cuda}))
+    assert old is not None and "has no upstream ExampleConnector" in old and f"{SHARED_STORAGE_CONNECTOR}:2" in old
