@@ -5,7 +5,7 @@ Measured, never assumed: the pinned CPU wheel is installed `--no-deps` over the 
 torch is probed in its own engine venv, which holds that torch (toolkit/conformance/engine_torch.py). Its
 error line is the reason, with this machine's libstdc++ (the newest `GLIBCXX_` version it defines, read from
 the library) and OS when the error is a missing `GLIBCXX_` version. The probe result is cached per wheel
-sha256 (`probes/<sha>.json`, `probes/<sha>-<torch source>-<version>.json`) with the time it was measured, so a
+sha256 (`probes/<sha>.json`, `probes/<sha>-torch-<version>.json`) with the time it was measured, so a
 CI run does not re-probe an unchanged wheel.
 """
 
@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.cache import atomic_write_text, locked
-from toolkit.conformance.engine_torch import plan_torch
-from toolkit.envs import offline_env
+from toolkit.conformance.engine_torch import pinned_version
+from toolkit.envs import TORCH, offline_env
 from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, Pin
 from toolkit.serving.drivers import driver_command
 from toolkit.wheel.flavor import flavor_wheel
+from toolkit.wheel.flavor_deps import decisive_requirements
 from toolkit.wheel.flavor_probe import probe_imports
+from toolkit.wheel.requires import wheel_metadata
 
 GLIBCXX = re.compile(rb"GLIBCXX_(\d+)\.(\d+)\.(\d+)")
 LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu")
@@ -100,13 +102,14 @@ def probe_in_engine_env(cache_dir: Path, artifact: Artifact) -> dict:
 def probe_extension(cache_dir: Path, artifact: Artifact, wheel: Path) -> dict:
     """The import probe of `vllm._C` for this wheel, cached by its sha256: over the CPU runtime layer when the
     wheel pins the machine's torch, else in its engine venv, which has the torch it pins."""
-    plan = plan_torch(wheel)
-    suffix = "" if plan.source == "disk" else f"-{plan.source}-{plan.version}"
-    entry = cache_dir / "probes" / f"{artifact.sha256}{suffix}.json"
+    requires = decisive_requirements(wheel_metadata(wheel), wheel).get("torch", "")
+    version = pinned_version(requires) if requires else None
+    own = version is None or version == TORCH.split("==", 1)[1]
+    entry = cache_dir / "probes" / (f"{artifact.sha256}.json" if own else f"{artifact.sha256}-torch-{version}.json")
     with locked(entry):
         if entry.is_file():
             return json.loads(entry.read_text(encoding="utf-8"))
-        if plan.source == "disk":
+        if own:
             result = probe_imports(wheel, None, cache_dir, modules=["vllm._C"])
         else:
             result = probe_in_engine_env(cache_dir, artifact)
