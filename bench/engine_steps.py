@@ -47,6 +47,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from _step_stats import fmt_ratio, ratios, rotated, summary, toggle_order, verdict  # bench/, the script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.32.0"
 GOAL_STEP = 1.05
@@ -62,64 +64,6 @@ UNITS = ("toggle", "events", "load", "plugin-off", "stock", "stock-b")
 def batch_prompts() -> list[list[int]]:
     """Eight token-id prompts of 72-198 tokens, no two sharing a block (bench/engine_tier.py's batch)."""
     return [[3 + (i * 7919 + j * 31 + i * j) % 2000 for j in range(72 + 18 * i)] for i in range(8)]
-
-
-def quartiles(values: list[float]) -> tuple[float, float, float]:
-    """(p25, median, p75), linear interpolation between order statistics (one value: itself three times)."""
-    if not values:
-        raise ValueError("no values")
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    p25, p50, p75 = statistics.quantiles(values, n=4, method="inclusive")
-    return p25, p50, p75
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    """Median, IQR bounds, min, max and count of a non-empty list."""
-    p25, p50, p75 = quartiles(values)
-    return {"median": p50, "p25": p25, "p75": p75, "min": min(values), "max": max(values), "n": len(values)}
-
-
-def step_ratio(ours: dict[str, Any], base: dict[str, Any], clock: str, how: str) -> float:
-    """One repetition's ratio of two runs of the same batch: their mean step ("mean", i.e. the sum over the steps)
-    or median step ("median") on `clock`; "batch" is the process CPU of the whole drained batch."""
-    if how == "batch":
-        return float(ours["batch_process"]) / float(base["batch_process"])
-    a, b = ours[clock], base[clock]
-    if len(a) != len(b):
-        raise ValueError(f"the two runs took {len(a)} and {len(b)} steps: not the same batch")
-    if how == "mean":
-        return sum(a) / sum(b)
-    if how == "median":
-        return statistics.median(a) / statistics.median(b)
-    raise ValueError(f"unknown ratio {how!r}")
-
-
-def ratios(ours: list[dict[str, Any]], base: list[dict[str, Any]], clock: str, how: str) -> list[float]:
-    """Per-repetition ratios (run i of `ours` against run i of `base`, measured in the same repetition)."""
-    return [step_ratio(a, b, clock, how) for a, b in zip(ours, base, strict=True)]
-
-
-def toggle_order(turn: int) -> tuple[bool, bool]:
-    """Features on then off in even repetitions, off then on in odd ones (ABBA...: neither always goes first)."""
-    return (True, False) if turn % 2 == 0 else (False, True)
-
-
-def rotated(items: list[str], turn: int) -> list[str]:
-    """`items` rotated left by `turn`, reversed every other cycle (every side leads equally often)."""
-    k = turn % len(items)
-    order = items[k:] + items[:k]
-    return order[::-1] if (turn // len(items)) % 2 else order
-
-
-def fmt_ratio(values: list[float]) -> str:
-    s = summary(values)
-    return f"{s['median']:.3f}x (IQR {s['p25']:.3f}-{s['p75']:.3f}, min {s['min']:.3f}, max {s['max']:.3f})"
-
-
-def verdict(value: float, goal: float, at_most: bool) -> str:
-    ok = value <= goal if at_most else value >= goal
-    return f"{'PASS' if ok else 'MISS'} (goal {'≤' if at_most else '≥'} {goal})"
 
 
 def uptime() -> str:
@@ -262,6 +206,34 @@ def per_step(runs: list[dict[str, Any]], clock: str) -> str:
     return f"{s['median']:.0f} µs (IQR {s['p25']:.0f}-{s['p75']:.0f})"
 
 
+def per_batch(runs: list[dict[str, Any]], get: Any) -> float:
+    """Median over runs of one figure of a run."""
+    return statistics.median([float(get(r)) for r in runs])
+
+
+def cost_lines(on: list[dict[str, Any]], off: list[dict[str, Any]], steps: int) -> list[str]:
+    """Where the features' CPU goes, µs per step: their own calls on the engine thread, and the other threads."""
+    us = 1e6 / steps
+    inline = {k: per_batch(on, lambda r, k=k: r[k]) * us for k in ("publish_cpu", "plugin_cpu")}
+    kinds = ("engine", "publisher", "zmq", "other")
+    threads = {
+        k: (per_batch(on, lambda r, k=k: r["threads"][k]) * us, per_batch(off, lambda r, k=k: r["threads"][k]) * us)
+        for k in kinds
+    }
+    direct = inline["publish_cpu"] + inline["plugin_cpu"] + sum(threads[k][0] - threads[k][1] for k in kinds[1:3])
+    base = per_batch(off, lambda r: r["batch_process"]) * us
+    return [
+        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (queue put,"
+        f" notify) {inline['publish_cpu']:.1f}, inside the plugin's record() (figures, msgpack, send)"
+        f" {inline['plugin_cpu']:.1f};",
+        "   CPU per thread kind: " + ", ".join(f"{k} {threads[k][0]:.0f} vs {threads[k][1]:.0f}" for k in kinds),
+        "   the features' own work (those two calls + the publisher and libzmq threads' extra):"
+        f" {direct:.0f} µs per step = {direct / base:.1%} of the off step's process CPU ({base:.0f} µs); the events'"
+        " recording in the block pool"
+        " is inside the engine thread's figure, not in this sum",
+    ]
+
+
 def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wall: float) -> dict[str, float]:
     runs = found["runs"]
     on, off = runs["on"], runs["off"]
@@ -310,6 +282,8 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
         f"engine-thread CPU {headline['thread']:.3f}x {verdict(headline['thread'], GOAL_STEP, True)}; "
         f"process CPU {headline['process']:.3f}x {verdict(headline['process'], GOAL_STEP, True)}"
     )
+    for line in cost_lines(on, off, steps):
+        print(line)
     print("   one feature at a time, same process (against the same repetition's off run):")
     for k, what in (("events", "KV-cache events only"), ("load", "load figures only")):
         print(f"   {what}: per step, process CPU {per_step(runs[k], 'process')}")

@@ -4,71 +4,91 @@ step, their median and IQR), the on/off order and the rotation of sides. No engi
 from __future__ import annotations
 
 import importlib.util
+import sys
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from tests.harness.paths import REPO_ROOT
 
-SCRIPT = REPO_ROOT / "bench" / "engine_steps.py"
+BENCH = REPO_ROOT / "bench"
 
 
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_engine_steps", SCRIPT)
+def load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+@pytest.fixture(scope="module")
+def stats() -> ModuleType:
+    return load("_step_stats", BENCH / "_step_stats.py")
+
+
+@pytest.fixture(scope="module")
+def bench(stats: ModuleType) -> ModuleType:
+    # The script imports its sibling by name (run by path, bench/ is first on its sys.path): give it this one.
+    saved = sys.modules.get("_step_stats")
+    sys.modules["_step_stats"] = stats
+    try:
+        return load("bench_engine_steps", BENCH / "engine_steps.py")
+    finally:
+        if saved is None:
+            del sys.modules["_step_stats"]
+        else:
+            sys.modules["_step_stats"] = saved
+
+
 def run(wall: list[float], batch: float = 1.0) -> dict[str, object]:
     return {"wall": wall, "thread": wall, "process": wall, "batch_process": batch}
 
 
-def test_summary_is_median_with_iqr_min_max(bench: ModuleType) -> None:
-    s = bench.summary([5.0, 1.0, 3.0, 2.0, 4.0])
+def test_summary_is_median_with_iqr_min_max(stats: ModuleType) -> None:
+    s = stats.summary([5.0, 1.0, 3.0, 2.0, 4.0])
     assert (s["median"], s["p25"], s["p75"], s["min"], s["max"], s["n"]) == (3.0, 2.0, 4.0, 1.0, 5.0, 5)
-    assert bench.quartiles([1.0, 2.0]) == (1.25, 1.5, 1.75)  # interpolated between the two
-    assert bench.quartiles([7.0]) == (7.0, 7.0, 7.0)
+    assert stats.quartiles([1.0, 2.0]) == (1.25, 1.5, 1.75)  # interpolated between the two
+    assert stats.quartiles([7.0]) == (7.0, 7.0, 7.0)
     with pytest.raises(ValueError):
-        bench.summary([])
+        stats.summary([])
 
 
-def test_mean_step_ratio_sees_a_cost_on_few_steps_that_the_median_step_misses(bench: ModuleType) -> None:
+def test_mean_step_ratio_sees_a_cost_on_few_steps_that_the_median_step_misses(stats: ModuleType) -> None:
     off = run([1.0, 1.0, 1.0, 1.0])
     on = run([1.0, 1.0, 1.0, 1.4])  # one publishing step of four
-    assert bench.step_ratio(on, off, "wall", "median") == 1.0
-    assert bench.step_ratio(on, off, "wall", "mean") == pytest.approx(1.1)
-    assert bench.step_ratio(run([1.0], 3.0), run([1.0], 2.0), "", "batch") == 1.5
+    assert stats.step_ratio(on, off, "wall", "median") == 1.0
+    assert stats.step_ratio(on, off, "wall", "mean") == pytest.approx(1.1)
+    assert stats.step_ratio(run([1.0], 3.0), run([1.0], 2.0), "", "batch") == 1.5
     with pytest.raises(ValueError, match="not the same batch"):
-        bench.step_ratio(run([1.0, 2.0]), run([1.0]), "wall", "mean")
+        stats.step_ratio(run([1.0, 2.0]), run([1.0]), "wall", "mean")
     with pytest.raises(ValueError, match="unknown"):
-        bench.step_ratio(on, off, "wall", "p90")
+        stats.step_ratio(on, off, "wall", "p90")
 
 
-def test_ratios_pair_runs_of_the_same_repetition(bench: ModuleType) -> None:
+def test_ratios_pair_runs_of_the_same_repetition(stats: ModuleType) -> None:
     ours = [run([2.0]), run([3.0])]
     base = [run([1.0]), run([3.0])]
-    assert bench.ratios(ours, base, "thread", "mean") == [2.0, 1.0]
+    assert stats.ratios(ours, base, "thread", "mean") == [2.0, 1.0]
     with pytest.raises(ValueError):
-        bench.ratios(ours, base[:1], "thread", "mean")
-    assert bench.fmt_ratio([1.0, 2.0, 3.0]) == "2.000x (IQR 1.500-2.500, min 1.000, max 3.000)"
+        stats.ratios(ours, base[:1], "thread", "mean")
+    assert stats.fmt_ratio([1.0, 2.0, 3.0]) == "2.000x (IQR 1.500-2.500, min 1.000, max 3.000)"
 
 
-def test_on_and_off_alternate_which_goes_first(bench: ModuleType) -> None:
-    orders = [bench.toggle_order(turn) for turn in range(4)]
+def test_on_and_off_alternate_which_goes_first(stats: ModuleType) -> None:
+    orders = [stats.toggle_order(turn) for turn in range(4)]
     assert orders == [(True, False), (False, True), (True, False), (False, True)]
     sides = ["a", "b", "c"]
-    leads = [bench.rotated(sides, turn)[0] for turn in range(6)]
+    leads = [stats.rotated(sides, turn)[0] for turn in range(6)]
     assert sorted(leads) == ["a", "a", "b", "b", "c", "c"]
-    assert bench.rotated(sides, 3) == ["c", "b", "a"]  # the second cycle reversed
+    assert stats.rotated(sides, 3) == ["c", "b", "a"]  # the second cycle reversed
 
 
-def test_verdict_directions(bench: ModuleType) -> None:
-    assert bench.verdict(1.05, 1.05, True).startswith("PASS")
-    assert bench.verdict(1.051, 1.05, True).startswith("MISS")
-    assert bench.verdict(0.97, 0.98, False) == "MISS (goal ≥ 0.98)"
+def test_verdict_directions(stats: ModuleType) -> None:
+    assert stats.verdict(1.05, 1.05, True).startswith("PASS")
+    assert stats.verdict(1.051, 1.05, True).startswith("MISS")
+    assert stats.verdict(0.97, 0.98, False) == "MISS (goal ≥ 0.98)"
 
 
 def test_prompts_fit_the_engine(bench: ModuleType) -> None:

@@ -21,8 +21,11 @@ Requests, one JSON line each:
      vLLM's publisher thread that serializes and sends the batches, and libzmq's I/O threads). After the last
      step it waits (untimed in "seconds") until vLLM's publisher queue is empty, so that "batch_process" (the
      process's CPU from the first step to that point) holds every batch's serialization and send. Also:
-     "published" (batches handed to the publisher), "nivcsw"/"nvcsw" (the engine thread's involuntary /
-     voluntary context switches during the batch), "outputs", "tokens", "seconds" (wall of the steps).
+     "published" (batches handed to the publisher), "publish_cpu" / "plugin_cpu" (engine-thread CPU inside
+     `publish()` and inside the plugin's `record()`), "threads" (CPU seconds per kind of thread, read from each
+     thread's own CPU clock: engine, publisher, zmq (libzmq's I/O threads), other), "nivcsw"/"nvcsw" (the
+     engine thread's involuntary / voluntary context switches during the batch), "outputs", "tokens", "seconds"
+     (wall of the steps).
   {"op": "quit"}
 Switched off, the engine does what one configured without them does: the block pool records no events
 (`enable_kv_cache_events` False in the pool and the KV-cache manager), the scheduler holds a NullEventPublisher,
@@ -70,12 +73,16 @@ class Features:
         self.publisher = self.scheduler.kv_event_publisher
         self.null = NullEventPublisher()
         self.published = 0
+        self.publish_cpu = 0.0  # engine-thread CPU inside publish() (the queue put and the notify)
+        self.plugin_cpu = 0.0  # engine-thread CPU inside the plugin's record() (figures, msgpack, send)
         if self.configured_events:
             original_publish = self.publisher.publish
 
-            def counted(batch: Any) -> None:  # one call and an add per publishing step
-                self.published += 1
+            def counted(batch: Any) -> None:  # two clock reads and two adds per publishing step
+                tick = time.thread_time()
                 original_publish(batch)
+                self.publish_cpu += time.thread_time() - tick
+                self.published += 1
 
             self.publisher.publish = counted
         self.logger_manager = llm.llm_engine.logger_manager
@@ -101,8 +108,10 @@ class Features:
         def record(scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
             own(scheduler_stats, iteration_stats, *args, **kwargs)
             if scheduler_stats is not None:
+                tick = time.thread_time()
                 for plugin in plugins:
                     plugin.record(scheduler_stats, iteration_stats)
+                self.plugin_cpu += time.thread_time() - tick
 
         self.logger_manager.record = record
         return record
@@ -129,6 +138,41 @@ class Features:
         return time.perf_counter() - began
 
 
+def thread_clock(tid: int) -> int:
+    """Linux's CPU-time clock of one thread of this process, by its kernel thread id (the clock id the
+    kernel's MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED) builds): also for libzmq's own C++ threads."""
+    return ((~tid) << 3) | 6
+
+
+def task_times() -> dict[int, tuple[str, float]]:
+    """Every thread of this process: kernel tid -> (its name, CPU seconds so far)."""
+    found = {}
+    for entry in os.listdir("/proc/self/task"):
+        tid = int(entry)
+        try:
+            with open(f"/proc/self/task/{entry}/comm", encoding="utf-8") as handle:
+                name = handle.read().strip()
+            found[tid] = (name, time.clock_gettime(thread_clock(tid)))
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def thread_groups(before: dict, after: dict, features: Features) -> dict[str, float]:
+    """CPU seconds per kind of thread between two task_times(): the engine's, vLLM's publisher thread, libzmq's
+    I/O threads (comm "ZMQbg/..."), everything else."""
+    engine = threading.main_thread().native_id
+    publisher = getattr(getattr(features.publisher, "_thread", None), "native_id", None)
+    groups = {"engine": 0.0, "publisher": 0.0, "zmq": 0.0, "other": 0.0}
+    for tid, (name, seconds) in after.items():
+        spent = seconds - before.get(tid, (name, 0.0))[1]
+        kind = "engine" if tid == engine else "publisher" if tid == publisher else "other"
+        if kind == "other" and name.startswith("ZMQbg"):
+            kind = "zmq"
+        groups[kind] += spent
+    return groups
+
+
 def run_steps(llm: Any, features: Features, request: dict) -> dict:
     from vllm import SamplingParams
 
@@ -143,7 +187,8 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
         engine.add_request(name, {"prompt_token_ids": ids}, params)
     finished: dict = {}
     wall, thread, process = [], [], []
-    published = features.published
+    published, publish_cpu, plugin_cpu = features.published, features.publish_cpu, features.plugin_cpu
+    tasks = task_times()
     before = resource.getrusage(resource.RUSAGE_THREAD)
     cpu_began, thread_began, began = time.process_time(), time.thread_time(), time.perf_counter()
     while engine.has_unfinished_requests():
@@ -160,6 +205,7 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
     drain = features.drain()
     batch_process = time.process_time() - cpu_began
     after = resource.getrusage(resource.RUSAGE_THREAD)
+    threads = thread_groups(tasks, task_times(), features)
     ordered = [next(v for k, v in finished.items() if k == n or k.startswith(n + "-")) for n in names]
     return {
         "features": features.on,
@@ -173,6 +219,9 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
         "batch_process": batch_process,
         "drain_seconds": drain,
         "published": features.published - published,
+        "publish_cpu": features.publish_cpu - publish_cpu,
+        "plugin_cpu": features.plugin_cpu - plugin_cpu,
+        "threads": threads,
         "nivcsw": after.ru_nivcsw - before.ru_nivcsw,
         "nvcsw": after.ru_nvcsw - before.ru_nvcsw,
     }
