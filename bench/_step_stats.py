@@ -44,9 +44,12 @@ def ratios(ours: list[dict[str, Any]], base: list[dict[str, Any]], clock: str, h
     return [step_ratio(a, b, clock, how) for a, b in zip(ours, base, strict=True)]
 
 
-def toggle_order(turn: int) -> tuple[bool, bool]:
-    """Features on then off in even repetitions, off then on in odd ones (ABBA...: neither always goes first)."""
-    return (True, False) if turn % 2 == 0 else (False, True)
+def toggle_order(turn: int) -> tuple[str, str, str]:
+    """The one process's three batches of a repetition, back to back: features on, off, and off again (the
+    in-process A/A control); on, off, off-b in even repetitions, off-b, off, on in odd ones (ABBA...: "on" and
+    "off" always adjacent, neither always first)."""
+    order = ("on", "off", "off-b")
+    return order if turn % 2 == 0 else order[::-1]
 
 
 def rotated(items: list[str], turn: int) -> list[str]:

@@ -16,12 +16,14 @@ OMP_NUM_THREADS=1 and VLLM_CPU_OMP_THREADS_BIND=nobind as the tier runs them), s
   stock-b     the same again: the A/A control (how far two identical engine processes differ here)
 
 Every repetition runs the same batch (8 token-id prompts of 72-198 tokens, 64 greedy tokens each) on every
-side; the sides' order is rotated per repetition, and plugin-on runs its two batches back to back, on/off then
-off/on (ABBA...). Every `engine.step()` is timed on three clocks: wall (perf_counter), the engine thread's
-CPU (thread_time) and the whole process's CPU (process_time: vLLM's publisher thread, where the batches are
-serialized and sent, and libzmq's I/O threads included). The process CPU of the whole batch is read after
-vLLM's publisher queue has drained, so it holds every batch's serialization and send. Greedy tokens must
-agree across every side and run, or the run stops.
+side; the sides' order is rotated per repetition, and plugin-on runs three batches back to back: features on,
+off, off again (the in-process A/A control), reversed every other repetition (ABBA...). Every `engine.step()`
+is timed on three clocks: wall (perf_counter), the engine thread's CPU (thread_time) and the whole process's
+CPU (process_time: vLLM's publisher thread, where the batches are serialized and sent, and libzmq's I/O
+threads included). The process CPU of the whole batch is read after vLLM's publisher queue has drained, so it
+holds every batch's serialization and send; each thread's own CPU clock splits it by thread, and the engine
+thread's time inside `publish()` and the plugin's `record()` is read too. Greedy tokens must agree across every
+side and run, or the run stops.
 
 Printed per comparison: the per-repetition ratio of the mean step (sum over the batch's steps; the events
 fall on few steps, so the median step is one that publishes nothing) and of the median step, each as the median
@@ -128,7 +130,7 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         env=offline_env(),
     )
     engines: dict[str, EngineProcess] = {}
-    found: dict[str, Any] = {"runs": {k: [] for k in ("on", "off", *UNITS[1:])}, "loads": []}
+    found: dict[str, Any] = {"runs": {k: [] for k in ("on", "off", "off-b", *UNITS[1:])}, "loads": []}
     try:
         began = time.monotonic()
         for name, (env, config) in configs.items():
@@ -150,8 +152,8 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
             found["loads"].append(os.getloadavg()[0])
             for unit in rotated(list(UNITS), turn):
                 if unit == "toggle":
-                    pairs = [("on" if f else "off", {**request, "features": f}) for f in toggle_order(turn)]
-                    answers = [(side, engines["plugin-on"].request(r)) for side, r in pairs]
+                    order = toggle_order(turn)
+                    answers = [(k, engines["plugin-on"].request({**request, "features": k == "on"})) for k in order]
                 elif unit in ("events", "load"):
                     answers = [(unit, engines["plugin-on"].request({**request, "features": unit}))]
                 else:
@@ -274,6 +276,8 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
         + ", ".join(f"{k} {v:.0f}" for k, v in switches.items())
     )
     for line in clock_lines(on, off, "   on / off "):
+        print(line)
+    for line in clock_lines(runs["off-b"], off, "   A/A off-b / off, the same process "):
         print(line)
     headline = {clock: summary(ratios(on, off, clock, "mean"))["median"] for clock in CLOCKS}
     headline["batch"] = summary(ratios(on, off, "", "batch"))["median"]

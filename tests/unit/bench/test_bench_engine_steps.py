@@ -78,7 +78,8 @@ def test_ratios_pair_runs_of_the_same_repetition(stats: ModuleType) -> None:
 
 def test_on_and_off_alternate_which_goes_first(stats: ModuleType) -> None:
     orders = [stats.toggle_order(turn) for turn in range(4)]
-    assert orders == [(True, False), (False, True), (True, False), (False, True)]
+    assert orders[0] == orders[2] == ("on", "off", "off-b") and orders[1] == orders[3] == ("off-b", "off", "on")
+    assert all(abs(o.index("on") - o.index("off")) == 1 for o in orders)  # the A/B pair always back to back
     sides = ["a", "b", "c"]
     leads = [stats.rotated(sides, turn)[0] for turn in range(6)]
     assert sorted(leads) == ["a", "a", "b", "b", "c", "c"]
