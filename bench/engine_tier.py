@@ -63,6 +63,7 @@ KV_GOAL = 1.05
 TPS_GOAL = 0.98
 MAX_TOKENS = 64
 BLOCK_SIZE = 32
+START_TIMEOUT_S = 1200  # eight engines starting together at load 10-15 on 2 cores took more than 300 s
 
 
 def batch_prompts() -> list[list[int]]:
@@ -178,7 +179,7 @@ def run_engines(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         for name, (env, config) in configs.items():
             engines[name] = EngineProcess(env, config, work / f"{name}.log")
         with ThreadPoolExecutor(len(engines)) as pool:
-            ready = dict(zip(engines, pool.map(lambda e: e.wait_ready(), engines.values()), strict=True))
+            ready = dict(zip(engines, pool.map(lambda e: e.wait_ready(START_TIMEOUT_S), engines.values()), strict=True))
         started = time.monotonic() - began
         prompts, one = batch_prompts(), pd_prompt()
         for engine in engines.values():  # one-time costs of the first steps stay out of the timings
