@@ -254,7 +254,7 @@ def _conform(job: Job, run: VersionRun, tier: str, wheel_sha256: str | None) -> 
             atomic_write_text(job.out_dir / "conform" / name, entry["results"])
             run.conformance[tier] = f"conform/{name}"
             return Done(f"reused (key {short(key)}): {_conform_detail(record)}", key, reused=True)
-    result = run_conformance(project, pin, tier, job.out_dir / "conform")
+    result = run_conformance(project, pin, tier, job.out_dir / "conform", reuse=job.reuse)
     run.conformance[tier] = f"conform/{result.path.name}"
     failed = [c.name for c in result.record.failed]
     if failed:

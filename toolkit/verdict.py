@@ -11,6 +11,11 @@ One of three per release (toolkit/records/verdict.py), derived from the series a
 - "stock" when the series is empty and stock alone meets every retired feature's contract (or its
   retirement was forced and says so).
 
+A patch retired at release R is retired for every later release: the features a release judges include
+those retired from any pinned series at R <= it (`retired_features`), not only its own `retired/`. One with
+no contract evidence on the later release takes the verdict of the last release from R on whose evidence
+judged it, marked "as judged at" (`judged_at`), as the story does; with none, no verdict, saying so.
+
 An empty series of a release pinned past the chain (nothing retired there because nothing was carried) is
 explained by its NOTES.md; every declared feature with a contract is then judged by the contract evidence.
 No verdict without a series, with an empty one nothing explains, or while no build meets a retired
@@ -20,7 +25,11 @@ kv-routing load-figures"). `vpatch status` shows it, `vpatch ci` writes it into 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
+from packaging.version import InvalidVersion, Version
 
 from toolkit.errors import VpatchError
 from toolkit.features import describe, parent_of
@@ -31,7 +40,7 @@ from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
-from toolkit.verdict_features import feature_verdict, gather
+from toolkit.verdict_features import Evidence, feature_verdict, gather
 
 NOTES_FILE = "NOTES.md"
 
@@ -59,7 +68,13 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
     # contract; one that a rebase emptied judges what it retired
     past_chain = not series.patches and not retirement_records(series.directory)[0]
     declared = tuple(f for f in CONTRACT_FEATURES if f in project.pins.features) if past_chain else ()
-    verdicts = feature_verdicts(name, version, series, gather(paths, version), declared=declared)
+    retired = retired_features(project, pin, series)
+    evidence = gather(paths, version)
+    earlier = {f: r.since for f, r in retired.items() if r.since != version and f not in evidence}
+    inherited = {f: v for f, v in ((f, judged_earlier(project, pin, f, since)) for f, since in earlier.items()) if v}
+    verdicts = feature_verdicts(
+        name, version, series, evidence, declared=declared, retired=retired, inherited=inherited
+    )
     plugin = next((v.plugin for v in verdicts if v.engine == "stock+plugin" and v.plugin is not None), None)
     others = "".join(f"; {v.feature}: {v.label} ({v.summary})" for v in verdicts if v.engine != "dynamo-base")
 
@@ -100,41 +115,119 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
     return Verdict(None, 0, [], summary, records, feature_verdicts=verdicts)
 
 
+@dataclass(frozen=True)
+class RetiredFeature:
+    """A feature (a parent: a retired sub-feature counts for its parent) with patches retired for a release."""
+
+    since: str  # the earliest release any of its patches was retired at
+    forced: bool  # every one of its retired patches was forced (a reason recorded instead of contract evidence)
+
+
 def feature_verdicts(
-    name: str, version: str, series: Series, evidence: dict, *, declared: tuple[str, ...] = ()
+    name: str,
+    version: str,
+    series: Series,
+    evidence: dict[str, list[Evidence]],
+    *,
+    declared: tuple[str, ...] = (),
+    retired: dict[str, RetiredFeature] | None = None,
+    inherited: dict[str, FeatureVerdict] | None = None,
 ) -> list[FeatureVerdict]:
-    """One verdict per feature the series carries or retired (and per `declared` feature): its active patches,
-    else the contract evidence (toolkit/verdict_features.py); a forced retirement, or a feature without a
-    contract, counts as stock."""
+    """One verdict per feature the series carries or retired (`retired`: default, its own `retired/` only; and per
+    `declared` feature): its active patches, else the contract evidence (toolkit/verdict_features.py); a forced
+    retirement, or a feature without a contract, counts as stock; one retired at an earlier release without
+    contract evidence on this one takes its `inherited` verdict (`judged_earlier`), else has none."""
     active: dict[str, list[str]] = {}
     for patch in series.patches:  # sub-features under their parent: the parent's contract judges it
         active.setdefault(parent_of(patch.feature or "") or "(no feature)", []).append(patch.name)
-    retired = _retired(series.directory)
+    if retired is None:
+        retired = _retired_in(series.directory, version, set(), own=True)
     verdicts = []
     for feature in sorted(set(active) | set(retired) | set(declared)):
         verdict = feature_verdict(name, feature, version, active.get(feature, []), evidence.get(feature, []))
-        if verdict.engine is None and (feature not in CONTRACT_FEATURES or retired.get(feature)):
+        gone = retired.get(feature)
+        earlier = gone is not None and gone.since != version  # retired at an earlier release
+        if verdict.engine is None and earlier and feature in (inherited or {}):
+            verdict = (inherited or {})[feature]
+        elif verdict.engine is None and (feature not in CONTRACT_FEATURES or (gone is not None and gone.forced)):
             how = "forced" if feature in CONTRACT_FEATURES else "no contract for this feature"
+            where = f"at {gone.since}" if gone is not None and earlier else "see retired/"
             verdict = FeatureVerdict(
-                feature, "stock", f"retired ({how}; see retired/)", lacks=verdict.lacks, evidence=verdict.evidence
+                feature, "stock", f"retired ({how}; {where})", lacks=verdict.lacks, evidence=verdict.evidence
+            )
+        elif verdict.engine is None and gone is not None and earlier and feature not in evidence:
+            verdict = FeatureVerdict(
+                feature,
+                None,
+                f"retired at {gone.since}; no contract evidence for {version} (`vpatch conform {version} --against "
+                f"--features {feature} --save` makes it)",
             )
         verdicts.append(verdict)
     return verdicts
 
 
-def _retired(directory: Path) -> dict[str, bool]:
-    """Features of the patches retired from this series -> whether every one of them was forced (a forced
-    retirement records its reason instead of contract evidence)."""
-    forced: dict[str, bool] = {}
-    for path in sorted(directory.glob("retired/*.patch")):
+def judged_earlier(project: Project, pin: Pin, feature: str, since: str) -> FeatureVerdict | None:
+    """The verdict on `feature` of the last release from `since` up to before `pin`'s that has contract evidence
+    for it, as `judged_at` that release (None: no release from `since` on has any)."""
+    name = "vLLM" if pin.project == "vllm" else pin.project
+    earlier = [p for p in project.pins.pins if p.project == pin.project and Version(since) <= p.version < pin.version]
+    for other in sorted(earlier, key=lambda p: p.version, reverse=True):
+        version = str(other.version)
+        paths = against_results(project.options.root, other, patches_dir=project.options.patches_dir)
+        evidence = gather(paths, version).get(feature)
+        if evidence:
+            judged = feature_verdict(name, feature, version, [], evidence)
+            retired = f" (retired at {since})" if since != version else ""
+            summary = f"as judged at {version}{retired}: {judged.summary}"
+            return msgspec.structs.replace(judged, summary=summary, judged_at=version)
+    return None
+
+
+def retired_features(project: Project, pin: Pin, series: Series) -> dict[str, RetiredFeature]:
+    """The features with patches retired for `pin`'s release: those in its own `retired/`, and every patch the
+    series of an earlier pinned release records as retired (`Retired-Since:` R, in `retired/` or marked in the
+    last series that carried it) at R <= the release, unless the release's series carries that patch again."""
+    active = {p.name for p in series.patches}
+    found = _retired_in(series.directory, str(pin.version), active, own=True)
+    for other in project.pins.pins:
+        if other.project != pin.project or other.version >= pin.version:
+            continue  # a release reads only what its own and earlier series directories record (as the story)
+        for feature, entry in _retired_in(project.series_dir(other), str(pin.version), active, own=False).items():
+            found[feature] = _merged(found.get(feature), entry)
+    return found
+
+
+def _retired_in(directory: Path, version: str, active: set[str], *, own: bool) -> dict[str, RetiredFeature]:
+    """The features of the patches in series `directory` retired for `version`: its `retired/` copies when it is
+    that release's `own` series, and any patch whose `Retired-Since:` is `version` or earlier."""
+    found: dict[str, RetiredFeature] = {}
+    for path in sorted([*directory.glob("retired/*.patch"), *directory.glob("*.patch")]):
         try:
             patch = parse_patch(path)
         except VpatchError:
             continue
+        since = patch.header("Retired-Since")
+        if patch.name in active or not (_not_after(since, version) or (own and path.parent.name == "retired")):
+            continue
         feature = parent_of(patch.feature or "") or "(no feature)"  # a retired sub-feature counts for its parent
         was_forced = (patch.header("Retired-Evidence") or "").startswith("forced:")
-        forced[feature] = forced.get(feature, True) and was_forced
-    return forced
+        entry = RetiredFeature(since if _not_after(since, version) and since else version, was_forced)
+        found[feature] = _merged(found.get(feature), entry)
+    return found
+
+
+def _not_after(since: str | None, version: str) -> bool:
+    try:
+        return since is not None and Version(since) <= Version(version)
+    except InvalidVersion:
+        return False  # `vpatch check` names a header that is not a version
+
+
+def _merged(known: RetiredFeature | None, entry: RetiredFeature) -> RetiredFeature:
+    if known is None:
+        return entry
+    since = min(known.since, entry.since, key=Version)
+    return RetiredFeature(since, known.forced and entry.forced)
 
 
 def retirement_records(directory: Path) -> tuple[list[str], list[str]]:

@@ -63,9 +63,9 @@ def test_dynamo_base_configs_refused_by_stock_090_and_accepted_migrated(repo_pro
         "kv_port": port,
         "kv_connector_extra_config": {"engine_id": "p0", "backends": ["UCX"]},
     }
-    moved_events = migrate("0.9.0", kv_events_config=events)
-    moved_shared = migrate("0.9.0", kv_transfer_config=shared)
-    moved_nixl = migrate("0.9.0", kv_transfer_config=nixl)
+    moved_events = migrate("0.9.0", kv_events_config=events, with_plugin=False)
+    moved_shared = migrate("0.9.0", kv_transfer_config=shared, with_plugin=False)
+    moved_nixl = migrate("0.9.0", kv_transfer_config=nixl, with_plugin=False)
     assert moved_events.ok and moved_shared.ok and moved_nixl.ok
     assert moved_events.kv_events_config == {
         "enable_kv_cache_events": True,
@@ -76,7 +76,7 @@ def test_dynamo_base_configs_refused_by_stock_090_and_accepted_migrated(repo_pro
     assert moved_shared.kv_transfer_config["kv_connector_extra_config"] == {"shared_storage_path": storage}
     assert moved_nixl.env == {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": str(port)}
     # what migrate refuses, stock refuses too: load metrics are not a key 0.9.0's parser knows
-    assert migrate("0.9.0", kv_events_config={**metrics, "enable_load_metrics": True}).errors == [
+    assert migrate("0.9.0", kv_events_config={**metrics, "enable_load_metrics": True}, with_plugin=False).errors == [
         "--kv-events-config: enable_load_metrics: stock vLLM 0.9.0 has no load metrics; "
         "install dynamo-base-plugin (vpatch plugin build) or keep dynamo-base"
     ]
@@ -124,8 +124,8 @@ def test_dynamo_base_configs_refused_by_stock_0320_and_accepted_migrated(free_po
         "kv_ip": "127.0.0.1",
         "kv_connector_extra_config": {"storage_path": str(tmp_path / "kv")},
     }
-    moved_events = migrate("0.32.0", kv_events_config=events)
-    moved_shared = migrate("0.32.0", kv_transfer_config=shared)
+    moved_events = migrate("0.32.0", kv_events_config=events, with_plugin=False)
+    moved_shared = migrate("0.32.0", kv_transfer_config=shared, with_plugin=False)
     assert moved_events.ok and moved_shared.ok
     assert moved_shared.kv_transfer_config is not None and "kv_ip" not in moved_shared.kv_transfer_config
     stock_name = {**moved_shared.kv_transfer_config, "kv_connector": "SharedStorageConnector"}

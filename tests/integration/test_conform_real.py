@@ -36,8 +36,9 @@ def test_conform_084_all_tiers(conform_084):
     assert written["ok"] is True
 
 
-def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(tmp_path):
-    """A (deliberately) broken patch: the checks fail with the cause, never pass, and the others still run."""
+def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(conform_084, tmp_path):
+    """A (deliberately) broken patch: the checks fail with the cause, never pass, and the others still run.
+    Its stock side is the one conform_084 ran (the same stock wheel, venv, drivers, base): reused, and said so."""
     import shutil
 
     from tests.harness import commit_in
@@ -71,6 +72,9 @@ def test_a_scenario_that_crashes_in_one_build_only_fails_with_its_cause(tmp_path
     proc = run_vpatch(root, "conform", "0.8.4", "--tier", "cpu", "-o", str(tmp_path / "out"), "--json", expect=1)
     checks = {c["name"]: c for c in json.loads(proc.stdout)["results"][0]["checks"]}
     assert checks["run-stock"]["status"] == "pass"
+    for name in ("run-stock", "run-pd-aggregated", "upstream-tests"):  # the stock side of conform_084's run
+        assert "stock side reused (key " in checks[name]["detail"], (name, checks[name]["detail"])
+    assert "stock side reused" not in checks["run-patched-off"]["detail"]
     assert checks["run-patched-off"]["status"] == "fail"
     assert "broken on purpose by a test" in checks["run-patched-off"]["detail"]
     for name in ("parity", "non-interference", "kv-index-invariant"):

@@ -273,3 +273,38 @@ def test_0102_series_carries_every_091_patch_onto_the_connector_output(repo_proj
     assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
     notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "outputs.py:76" in notes and "nixl_connector.py:415" in notes
+
+
+# ---------------------------------------------------------------- 0.11.1 -> 0.13.0 (the sdist only)
+
+
+def test_0130_series_carries_every_0111_patch_and_retires_nothing(repo_project, tmp_path):
+    """0.13.0: every P/D patch carried (0005, 0007, 0014 stopped in the rebase); 0007 recomputes through
+    0.13.0's per-request invalid-block helper, 0015 opens its side channel with vLLM's ZMQ helpers and is
+    under 400 changed lines; the contract evidence says stock 0.13.0 provides no pd-disagg item (its factory
+    does not know SharedStorageConnectorV1), so 0007 is not retired although 0.13.0 has a fail policy."""
+    old_pin, new_pin = repo_project.pins.get("0.11.1"), repo_project.pins.get("0.13.0")
+    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
+    assert_series_round_trips(repo_project, new_pin, tmp_path)
+
+    names = [p.name for p in old_series.patches]
+    assert [p.name for p in new_series.patches] == names
+    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    assert evidence["old"]["version"] == "0.11.1" and evidence["new"]["version"] == "0.13.0"
+    assert evidence["kept"] == names and evidence["dropped"] == []
+    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
+    assert stopped == ["0005", "0007", "0014"]
+    assert [n[:4] for n in names if evidence["patches"][n]["outcome"] == "reworked"] == ["0007", "0015"]
+    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
+    assert "+            self._update_requests_with_invalid_blocks(\n" in by_number["0007"]
+    assert "make_zmq_socket(self._zmq, address, zmq.REP, bind=True, linger=0)" in by_number["0015"]
+    for number, text in by_number.items():
+        hunks = text.split("\ndiff --git", 1)[1].splitlines()
+        changed = [line for line in hunks if line.startswith(("+", "-")) and not line.startswith(("+++ ", "--- "))]
+        assert len(changed) <= 400, (number, len(changed))
+    contract = json.loads((REPO / "patches/conformance/vllm-0.13.0-against-0.11.1.json").read_text(encoding="utf-8"))
+    sides = {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
+    assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
+    assert not (new_series.directory / "retired").exists()
+    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "config/kv_transfer.py:67" in notes and "kvc/factory.py:146-150" in notes

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from tests.harness import commit_in, module_text
 from tests.harness.paths import REPO_ROOT
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
@@ -38,10 +40,11 @@ def releases(ws, capsys) -> list[str]:
     return [n for n in (ws.series_dir("1.1") / "series").read_text().split() if n.endswith(".patch")]
 
 
-def contract(ws, kind: str, statuses: dict[str, dict[str, Status]]) -> None:
-    """A kv-routing result for 1.1 (`statuses`: run name -> item -> status), as `vpatch conform --save` writes."""
+def contract(ws, kind: str, statuses: dict[str, dict[str, Status]], version: str = "1.1") -> None:
+    """A kv-routing result for `version` against 1.0 (`statuses`: run name -> item -> status), as `vpatch conform
+    --save` writes."""
     plugins = (PLUGIN,) if kind == "stock+plugin" else ()
-    new = BuildSpec("1.1", kind, ("p.whl",) if plugins else (), plugins)
+    new = BuildSpec(version, kind, ("p.whl",) if plugins else (), plugins)
     old = BuildSpec("1.0", "dynamo-base")
     runs = [
         ConfigRun(name, "new", new, None, [ItemResult("kv-routing", i, s, f"{i} {s}") for i, s in items.items()])
@@ -49,7 +52,7 @@ def contract(ws, kind: str, statuses: dict[str, dict[str, Status]]) -> None:
     ]
     ok = all(s == Status.PASS for items in statuses.values() for s in items.values())
     results = ContractResults("vllm", new, old, ["kv-routing"], "kv-watch", runs, ok=ok)
-    name = f"vllm-1.1{'+plugin' if plugins else ''}-against-1.0.json"
+    name = f"vllm-{version}{'+plugin' if plugins else ''}-against-1.0.json"
     path = ws.patches / "conformance" / name
     path.parent.mkdir(exist_ok=True)
     path.write_text(encode_contract(results))
@@ -59,9 +62,9 @@ def every(status: Status = Status.PASS, **special: Status) -> dict[str, Status]:
     return {item: special.get(item.replace("-", "_"), status) for item in KV_ITEMS}
 
 
-def verdict(ws, capsys) -> dict:
+def verdict(ws, capsys, version: str = "1.1") -> dict:
     capsys.readouterr()
-    assert ws.run("status", "1.1", "--json") == 0
+    assert ws.run("status", version, "--json") == 0
     return json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
 
 
@@ -130,6 +133,58 @@ def test_the_three_verdicts_follow_the_contract_evidence(pinned, capsys):
     found = verdict(ws, capsys)
     assert found["engine"] == "stock" and "plugin" not in found
     assert by_feature(found)["kv-routing"]["summary"] == "stock vLLM 1.1 meets the contract"
+
+
+@pytest.mark.parametrize("how", ["evidence", "forced"])
+def test_a_feature_retired_at_a_release_stays_retired_at_every_later_one(pinned, capsys, how):
+    """kv-routing retires at 1.1; 1.2 is rebased from 1.1 (its series: the pd-disagg patch, no retired/). 1.2's
+    verdict still judges kv-routing: by 1.2's own evidence, else as the last release from 1.1 on judged it ("as
+    judged at", as the story does), else stock when the retirement was forced, else no verdict, saying why."""
+    ws = pinned
+    kv_patch, pd_patch = releases(ws, capsys)
+    if how == "forced":
+        assert ws.run("retire", kv_patch, "--since", "1.1", "--force", "--reason", "upstream has it") == 0
+    else:
+        contract(ws, "stock+plugin", {"new-bind-builtin": every()})
+        assert ws.run("retire", kv_patch, "--since", "1.1") == 0
+    ws.publish("1.2")
+    assert ws.run("pin", "add", "1.2") == 0
+    ws.series_dir("1.2").mkdir()
+    for name in ("series", pd_patch):
+        shutil.copy(ws.series_dir("1.1") / name, ws.series_dir("1.2") / name)
+    assert not (ws.series_dir("1.2") / "retired").exists()
+
+    found = verdict(ws, capsys, "1.2")
+    assert found["engine"] == "dynamo-base" and found["active_patches"] == 1
+    kv = by_feature(found)["kv-routing"]
+    if how == "forced":
+        assert (kv["engine"], kv["summary"]) == ("stock", "retired (forced; at 1.1)")
+        return
+    assert (kv["engine"], kv["judged_at"], kv["evidence"]) == (
+        "stock+plugin",
+        "1.1",
+        ["vllm-1.1+plugin-against-1.0.json"],
+    )
+    adds = "cached-prefixes, load-figures, overlap"  # 1.1 has no stock-alone result: everything is the plugin's
+    assert kv["summary"] == f"as judged at 1.1: dynamo-base-plugin 1.1+plugin.abc adds {adds} (load metrics)"
+    assert "; kv-routing: stock + plugin (as judged at 1.1: " in found["summary"]
+
+    contract(ws, "stock+plugin", {"new-bind-builtin": every()}, version="1.2")  # 1.2's own evidence comes first
+    kv = by_feature(verdict(ws, capsys, "1.2"))["kv-routing"]
+    assert kv["engine"] == "stock+plugin" and "judged_at" not in kv
+    assert kv["evidence"] == ["vllm-1.2+plugin-against-1.0.json"]
+
+    for path in (ws.patches / "conformance").glob("*.json"):  # no evidence left from 1.1 on: no verdict
+        path.unlink()
+    kv = by_feature(verdict(ws, capsys, "1.2"))["kv-routing"]
+    assert kv["engine"] is None
+    assert kv["summary"] == (
+        "retired at 1.1; no contract evidence for 1.2 "
+        "(`vpatch conform 1.2 --against --features kv-routing --save` makes it)"
+    )
+    # the release before the retirement still carries the patch
+    kv = by_feature(verdict(ws, capsys, "1.0"))["kv-routing"]
+    assert kv["engine"] == "dynamo-base" and kv["patches"] == [kv_patch]
 
 
 def test_patch_spans():

@@ -58,6 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--save", action="store_true", help="--against: also write the evidence to patches/conformance/"
     )
+    parser.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="run the stock side of the cpu tier again instead of reusing an earlier run of the same inputs",
+    )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)
 
@@ -82,7 +87,9 @@ def run(args: argparse.Namespace, options: Options) -> int:
     results = []
     for pin in pins:
         with ui.step(f"conform {pin.label} ({args.tier} tier)", quiet=options.json):
-            results.append(run_conformance(project, pin, args.tier, out_dir, engine_parts=parts))
+            results.append(
+                run_conformance(project, pin, args.tier, out_dir, engine_parts=parts, reuse=not args.no_reuse)
+            )
     if options.json:
         ui.print_json({"ok": all(r.ok for r in results), "results": [msgspec.to_builtins(r.record) for r in results]})
     else:

@@ -196,9 +196,9 @@ def change_lines(before: dict[str, Any], after: dict[str, Any], env: dict[str, s
     return lines
 
 
-def migrate_deployment(path: Path, to: str, *, with_plugin: bool, strict: bool = False) -> DeploymentMigration:
-    """Read a deployment's vLLM configuration from `path` and migrate it to stock vLLM `to` (+ the plugin, the
-    command's default, when `with_plugin`)."""
+def migrate_deployment(path: Path, to: str, *, with_plugin: bool = True, strict: bool = False) -> DeploymentMigration:
+    """Read a deployment's vLLM configuration from `path` and migrate it to stock vLLM `to` + the plugin (the
+    command's default, as `migrate`'s), or to stock alone with `with_plugin=False`."""
     deployment = read_deployment(path)
     given = deployment.sections
     result = migrate(

@@ -4,7 +4,8 @@
 applies the table's rule for the target release to each key, and to each defaulted key whose default stock
 does not share. A key the user set that cannot carry over is an error; a dynamo-base default that cannot is
 a warning (an error with `strict`). The result is one record: the three JSON objects, the environment,
-the command-line flags, and every note.
+the command-line flags, and every note. Like `vpatch config migrate`, it targets stock vLLM with
+dynamo-base-plugin installed beside it unless `with_plugin=False` (the command's `--no-plugin`): stock alone.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def migrate(
     kv_events_config: Any = None,
     kv_transfer_config: Any = None,
     kv_transfer_params: Any = None,
-    with_plugin: bool = False,
+    with_plugin: bool = True,
     strict: bool = False,
     table: Table | None = None,
 ) -> Migration:

@@ -35,6 +35,7 @@ from toolkit.conformance.engine_builds import dynamo_env, flavor_overlay
 from toolkit.conformance.engine_env import EngineEnv, engine_env
 from toolkit.conformance.engine_kv import run_kv_routing
 from toolkit.conformance.tiny_model import model_dir
+from toolkit.index import fetch_artifact
 from toolkit.model import Pin, Series
 from toolkit.project import Project
 from toolkit.records.conformance import WheelRef
@@ -111,8 +112,14 @@ def run_engine_tier(
     work.mkdir(parents=True)
     _parity_and_kv(checks, cache, envs, model, work, feature_env(series), parts)
     if "pd-disagg" in parts or "serve" in parts:
-        from toolkit.conformance.engine_tier_pd import pd_checks
+        from toolkit.conformance.engine_tier_pd import pd_checks, upstream_transport_missing
 
+        missing = upstream_transport_missing(fetch_artifact(cache, artifact, quiet=True))
+        if missing is not None:
+            for part in ("pd-disagg", "serve"):
+                if part in parts:
+                    checks.add(CheckResult(f"engine-{part}", NOT_APPLICABLE, missing))
+            return
         pd_checks(checks, cache, envs, model, work, DOCUMENTED_STOCK.get(found.flavor_version.split("+")[0], {}), parts)
 
 

@@ -12,7 +12,9 @@ and fails when it does something else; not-provided becomes not-applicable with 
 from __future__ import annotations
 
 import json
+import re
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,38 @@ from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
 from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
 
 DETAIL_CHARS = 600
+EXAMPLE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/example_connector.py"
+SHARED_STORAGE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/shared_storage_connector.py"
+
+
+def _cuda_line(archive: zipfile.ZipFile, member: str) -> int:
+    """The first line of `member` that calls `.cuda()` (0 when none does)."""
+    lines = archive.read(member).decode("utf-8", "replace").splitlines()
+    return next((n for n, line in enumerate(lines, 1) if re.search(r"\.cuda\(\)", line)), 0)
+
+
+def upstream_transport_missing(wheel: Path) -> str | None:
+    """Why the tier's first P/D transport, upstream's ExampleConnector, cannot run on CPU from this CPU wheel's own
+    files (None when it can). Read from the wheel: vLLM 0.11.1 has no `ExampleConnector` (its shared-storage
+    connector was still `SharedStorageConnector`), and up to 0.16.0 its load moves the KV with `.cuda()`
+    (0.32.0: to the layer's device). The NIXL and server runs take their aggregated reference from that run."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        found = [(m, _cuda_line(archive, m)) for m in (EXAMPLE_CONNECTOR, SHARED_STORAGE_CONNECTOR) if m in names]
+    if not found or found[0][0] != EXAMPLE_CONNECTOR:
+        why = f"{wheel.name} has no upstream ExampleConnector ({EXAMPLE_CONNECTOR} is missing)"
+        if found and found[0][1]:
+            why += f"; its SharedStorageConnector loads the KV with .cuda() ({found[0][0]}:{found[0][1]})"
+    elif found[0][1]:
+        why = (
+            f"upstream's ExampleConnector in {wheel.name} loads the KV with .cuda() ({EXAMPLE_CONNECTOR}:{found[0][1]})"
+        )
+    else:
+        return None
+    return (
+        f"{why}: no upstream shared-storage transport runs on CPU here, and the tier's NIXL and server runs take "
+        "their aggregated reference from that run (the series' own transports are not driven by the tier yet)"
+    )
 
 
 def _detail(details: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ Tiers:
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -37,8 +38,10 @@ from toolkit.conformance.checks import (
 )
 from toolkit.conformance.envs import read_trace, run_pd, run_runner, vllm_env
 from toolkit.conformance.pdchecks import pd_checks
+from toolkit.conformance.stock_runs import StockRuns, stock_run_key
 from toolkit.conformance.upstream_tests import (
     compare_outcomes,
+    ensure_pytest,
     run_series_tests,
     run_upstream_tests,
     series_test_files,
@@ -104,8 +107,16 @@ def patched_wheel(project: Project, pin: Pin, series: Series, *, built: Path | N
 
 
 def run_conformance(
-    project: Project, pin: Pin, tier: str, out_dir: Path, *, engine_parts: tuple[str, ...] | None = None
+    project: Project,
+    pin: Pin,
+    tier: str,
+    out_dir: Path,
+    *,
+    engine_parts: tuple[str, ...] | None = None,
+    reuse: bool = True,
 ) -> ConformanceResult:
+    """`reuse`: the stock side of the cpu tier may be reused from an earlier run of the same inputs
+    (toolkit/conformance/stock_runs.py); False runs it again."""
     if tier not in TIERS:
         raise VpatchError(f"unknown tier {tier!r} (expected one of {', '.join(TIERS)})")
     started = time.time()
@@ -159,7 +170,7 @@ def run_conformance(
         checks.add(CheckResult("api-surface", FAIL, "no wheels to compare (see the wheels check)"))
 
     if tier in ("cpu", "gpu"):
-        _cpu_tier(project, pin, checks, wheels, out_dir)
+        _cpu_tier(project, pin, checks, wheels, out_dir, StockRuns(project.options.cache_dir, reuse=reuse))
     if tier == "gpu":
         checks.add(CheckResult("gpu-greedy-parity", NOT_APPLICABLE, GPU_UNAVAILABLE))
     return _finish(project, pin, tier, series, checks, info, started, out_dir)
@@ -182,7 +193,9 @@ def _api_surface(stock: Path, patched: Path, series: Series, package: str) -> Ch
     return CheckResult("api-surface", PASS, detail, "\n".join(f"+ {s}" for s in diff.added[:200]))
 
 
-def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, Path], out_dir: Path) -> None:
+def _cpu_tier(
+    project: Project, pin: Pin, checks: CheckList, wheels: dict[str, Path], out_dir: Path, stock_runs: StockRuns
+) -> None:
     features = {parent_of(p.feature) for p in project.series(pin).patches}  # sub-features count as the parent
     has_pd, has_kv_events = "pd-disagg" in features, "kv-routing" in features
     envs: dict[str, Path] = {}
@@ -195,6 +208,7 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
             # dynamo-base with P/D patches gets NIXL, its fast transport, to test it for real.
             nixl = label == "patched" and has_pd
             envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha, nixl=nixl)
+            ensure_pytest(envs[label])  # before the stock runs' keys are taken: upstream-tests needs it anyway
             return CheckResult(f"env-{label}", PASS, str(envs[label]))
 
         checks.run(f"env-{label}", build_env)
@@ -210,9 +224,15 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
             if env_label not in envs:
                 return CheckResult(f"run-{name}", FAIL, f"no {env_label} venv (see env-{env_label})")
             out = trace_dir / f"{pin.series_dirname}-{name}.jsonl"
-            run_runner(envs[env_label], out, kv_events=kv_events)
+            kept = None
+            if name == "stock":  # what the runner does with its defaults: kv-events off, sha256 block hashes
+                key = stock_run_key("runner", envs["stock"], pin.wheels[0].sha256, [None, "sha256"])
+                kept = stock_runs.produce(key, out, lambda out: run_runner(envs["stock"], out, kv_events=None))
+            else:
+                run_runner(envs[env_label], out, kv_events=kv_events)
             traces[name] = read_trace(out)
-            return CheckResult(f"run-{name}", PASS, f"{len(traces[name])} trace lines → {out.name}")
+            note = f"; {kept.note()}" if kept else ""
+            return CheckResult(f"run-{name}", PASS, f"{len(traces[name])} trace lines → {out.name}{note}")
 
         checks.run(f"run-{name}", run)
 
@@ -259,16 +279,26 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
         checks.add(CheckResult("non-interference", NOT_APPLICABLE, why))
         checks.add(CheckResult("kv-index-invariant", NOT_APPLICABLE, why))
     checks.run("no-block-leaks", leaks)
-    _pd_checks(pin, has_pd, checks, envs, trace_dir)
+    _pd_checks(pin, has_pd, checks, envs, trace_dir, stock_runs)
 
     def upstream_tests() -> CheckResult:
         if "stock" not in envs or "patched" not in envs:
             return CheckResult("upstream-tests", FAIL, "a venv is missing (see the env checks)")
         base = project.base(pin)
         scratch = project.options.cache_dir / "tmp"
-        stock = run_upstream_tests(envs["stock"], base, scratch)
+        out = trace_dir / f"{pin.series_dirname}-upstream-tests-stock.json"
+
+        def run_stock(out: Path) -> None:
+            atomic_write_text(out, json.dumps(run_upstream_tests(envs["stock"], base, scratch), indent=1) + "\n")
+
+        key = stock_run_key("upstream-tests", envs["stock"], pin.wheels[0].sha256, [base.commit])
+        kept = stock_runs.produce(key, out, run_stock)
+        stock = json.loads(out.read_text(encoding="utf-8"))
         patched = run_upstream_tests(envs["patched"], base, scratch)
-        return compare_outcomes(stock, patched)
+        result = compare_outcomes(stock, patched)
+        if kept:
+            result.detail += f"; {kept.note()}"
+        return result
 
     checks.run("upstream-tests", upstream_tests)
 
@@ -290,8 +320,11 @@ def _cpu_tier(project: Project, pin: Pin, checks: CheckList, wheels: dict[str, P
 PD_CHECKS = ("pd-disagg-outputs", "pd-no-leaks", "pd-failure-paths", "pd-nixl-transport")
 
 
-def _pd_checks(pin: Pin, has_pd: bool, checks: CheckList, envs: dict[str, Path], trace_dir: Path) -> None:
-    """Aggregated reference on stock, the P/D scenarios on dynamo-base (with NIXL importable)."""
+def _pd_checks(
+    pin: Pin, has_pd: bool, checks: CheckList, envs: dict[str, Path], trace_dir: Path, stock_runs: StockRuns
+) -> None:
+    """Aggregated reference on stock (kept by its inputs, stock_runs.py), the P/D scenarios on dynamo-base (with
+    NIXL importable)."""
     if not has_pd:
         for name in PD_CHECKS:
             checks.add(CheckResult(name, NOT_APPLICABLE, "the series has no pd-disagg patches"))
@@ -303,8 +336,15 @@ def _pd_checks(pin: Pin, has_pd: bool, checks: CheckList, envs: dict[str, Path],
             if label not in envs:
                 return CheckResult(f"run-pd-{mode}", FAIL, f"no {label} venv (see env-{label})")
             out = trace_dir / f"{pin.series_dirname}-pd-{mode}.json"
-            runs[mode] = run_pd(envs[label], out, mode=mode)
-            return CheckResult(f"run-pd-{mode}", PASS, f"{len(runs[mode]['scenarios'])} scenarios → {out.name}")
+            kept = None
+            if label == "stock":
+                key = stock_run_key("pd-scenarios", envs["stock"], pin.wheels[0].sha256, [mode])
+                kept = stock_runs.produce(key, out, lambda out: run_pd(envs["stock"], out, mode=mode))
+                runs[mode] = json.loads(out.read_text(encoding="utf-8"))
+            else:
+                runs[mode] = run_pd(envs[label], out, mode=mode)
+            note = f"; {kept.note()}" if kept else ""
+            return CheckResult(f"run-pd-{mode}", PASS, f"{len(runs[mode]['scenarios'])} scenarios → {out.name}{note}")
 
         checks.run(f"run-pd-{mode}", run)
     if {"aggregated", "disagg"} <= runs.keys():

@@ -46,6 +46,9 @@ class FeatureVerdict(msgspec.Struct, omit_defaults=True):
     lacks: list[str] = []  # the items stock alone does not meet, each with how and where
     unmet: list[str] = []  # the items the chosen build still does not meet (conditions), with where
     evidence: list[str] = []  # the contract files (patches/conformance/, out/conform/) or records used
+    # retired at an earlier release and without contract evidence on this one: the last earlier release whose
+    # evidence judged it (this verdict is that one's)
+    judged_at: str | None = None
 
     @property
     def label(self) -> str:

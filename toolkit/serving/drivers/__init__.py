@@ -16,6 +16,7 @@ snippet, gets the directory through PYTHONPATH for that child only: `drivers_pyt
 | `import_probe.py` | yes | how far a build's modules import (platform, compiled extension): `VPATCH-IMPORTS {json}` |
 | `upstream_conftest.py` | copied | the conftest.py of vLLM's tests/v1/core run offline on the CPU |
 | `fake_engine.py` | imported | vLLM's scheduler, KV-cache manager and block pool with a fake model; the CPU platform |
+| `release_api.py` | imported | how each vLLM release spells a thing: hashing, cached requests, ModelRunnerOutput |
 | `engine_truth.py` | imported | the runner's stat-logger input and the kv-routing contract's ground truth |
 | `pd_worker.py` | imported | the P/D fake worker (a real KV cache) and the connectors' worker halves |
 

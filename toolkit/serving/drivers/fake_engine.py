@@ -1,10 +1,11 @@
 """Runs inside a vLLM venv (imported by the drivers run there by path): vLLM's scheduler with a fake model.
 
-It imports nothing from vpatch (the venv does not have it): only vLLM and the standard library. `Engine`
-is vLLM's real V1 scheduler, KV-cache manager and block pool built as EngineCore would build them, minus
-the model: `fake_output` is a deterministic fake model (the sampled token is a seeded function of request
-id and position). `use_cpu_platform` makes vLLM's Python core run on a machine without a GPU, with block
-hashes comparable across processes (the chain's root hash pinned; see _fixed_none_hash).
+It imports nothing from vpatch (the venv does not have it): only vLLM, the standard library and its
+sibling release_api.py (how each release spells what the engine is built from and what it returns).
+`Engine` is vLLM's real V1 scheduler, KV-cache manager and block pool built as EngineCore would build them,
+minus the model: `fake_output` is a deterministic fake model (the sampled token is a seeded function of
+request id and position). `use_cpu_platform` makes vLLM's Python core run on a machine without a GPU, with
+block hashes comparable across processes (the chain's root hash pinned; see release_api.fixed_none_hash).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import inspect
 import os
 import random
 import sys
-from dataclasses import dataclass
+
+import release_api  # the sibling driver (Python puts a script's own directory first on sys.path)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,6 +25,9 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 WIRE_MASK = (1 << 64) - 1  # the same mask as toolkit.serving.kv.wire.WIRE_MASK (this file cannot import vpatch)
 BLOCK_SIZE = 16
 EOS = 2
+
+# vLLM >= 0.10: a request carries its block hashes, computed by the engine core's hasher when it is made.
+_BLOCK_HASHER = None
 
 # A small OPT-style config: the scheduler only needs a model config it can build offline.
 MODEL_CONFIG: dict = {
@@ -46,59 +51,15 @@ MODEL_CONFIG: dict = {
 def use_cpu_platform() -> None:
     """vLLM finds no platform on a machine without a GPU; its Python core runs fine on the CPU one.
 
-    Also makes block hashes comparable across processes and lets vLLM 0.8.5 import on the CPU runtime (the
-    two functions below); both apply the same way to stock and dynamo-base.
+    Also makes block hashes comparable across processes (release_api.fixed_none_hash) and lets vLLM 0.8.5
+    import on the CPU runtime (the function below); both apply the same way to stock and dynamo-base.
     """
     import vllm.platforms as platforms
     from vllm.platforms.cpu import CpuPlatform
 
     platforms._current_platform = CpuPlatform()
     _torch_compile_despite_triton_stand_in()
-    _fixed_none_hash()
-
-
-def _fixed_none_hash() -> None:
-    """Pin the root of every block-hash chain (`NONE_HASH`, the parent of a sequence's first block).
-
-    vLLM 0.8.4 sets it to sha256(None) when PYTHONHASHSEED is unset (its condition is inverted), 0.8.5 and
-    later to random bytes, different in every process. Traces compare cached hashes between processes
-    (stock vs dynamo-base), so it is set to 0.8.4's value everywhere: no change on 0.8.4, and on later
-    releases the same hashes as a process that happened to draw that value.
-    """
-    from vllm.v1.core import kv_cache_utils
-
-    if not hasattr(kv_cache_utils, "NONE_HASH"):  # vLLM >= 0.10 before init_none_hash (_set_block_hasher)
-        return
-    if hasattr(kv_cache_utils, "sha256"):
-        kv_cache_utils.NONE_HASH = kv_cache_utils.sha256(None)
-    else:  # vLLM >= 0.10: bytes hashes
-        sha256 = _hashing("sha256")
-        kv_cache_utils.NONE_HASH = kv_cache_utils.BlockHash(sha256(None))
-
-
-def _hashing(name: str):
-    """A hashing helper of vllm.utils: vLLM 0.11.1 moved them to vllm.utils.hashing."""
-    try:
-        from vllm.utils import hashing
-    except ImportError:
-        import vllm.utils as hashing
-    return getattr(hashing, name)
-
-
-# vLLM >= 0.10: a request carries its block hashes, computed by the engine core's hasher when it is made.
-_BLOCK_HASHER = None
-
-
-def _set_block_hasher(hash_algo: str) -> None:
-    global _BLOCK_HASHER
-    from vllm.v1.core import kv_cache_utils
-
-    if not hasattr(kv_cache_utils, "get_request_block_hasher"):
-        return
-    hash_fn = _hashing("get_hash_fn_by_name")(hash_algo)
-    kv_cache_utils.init_none_hash(hash_fn)
-    _fixed_none_hash()  # init_none_hash draws a random root without PYTHONHASHSEED
-    _BLOCK_HASHER = kv_cache_utils.get_request_block_hasher(BLOCK_SIZE, hash_fn)
+    release_api.fixed_none_hash()
 
 
 def _torch_compile_despite_triton_stand_in() -> None:
@@ -163,11 +124,14 @@ class Engine:
             seed=0,
             skip_tokenizer_init=True,
         )
+        # vLLM 0.13.0 made is_encoder_decoder an init-only argument of SchedulerConfig, with no default.
+        encoder_decoder = {"is_encoder_decoder": False} if "is_encoder_decoder" in _init_names(SchedulerConfig) else {}
         scheduler_config = SchedulerConfig(
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_batched,
             max_model_len=2048,
             enable_chunked_prefill=True,
+            **encoder_decoder,
         )
         cache = CacheConfig(
             block_size=BLOCK_SIZE,
@@ -182,7 +146,9 @@ class Engine:
         )
         # vLLM 0.9.1 renamed the (unused here) tensors: dict to kv_cache_tensors: list.
         no_tensors: dict[str, object] = (
-            {"kv_cache_tensors": []} if "kv_cache_tensors" in _field_names(KVCacheConfig) else {"tensors": {}}
+            {"kv_cache_tensors": []}
+            if "kv_cache_tensors" in release_api.field_names(KVCacheConfig)
+            else {"tensors": {}}
         )
         kv_cache_config = KVCacheConfig(
             num_blocks=num_blocks,
@@ -191,7 +157,8 @@ class Engine:
         )
         cache.num_gpu_blocks = num_blocks
         self.vllm_config = vllm_config
-        _set_block_hasher(hash_algo)
+        global _BLOCK_HASHER
+        _BLOCK_HASHER = release_api.block_hasher(hash_algo, BLOCK_SIZE)
         structured = _structured_output_manager(StructuredOutputManager, vllm_config)
         if "vllm_config" in inspect.signature(Scheduler.__init__).parameters:
             # vLLM >= 0.9: the scheduler takes the whole VllmConfig, KV events included (upstream's own).
@@ -269,47 +236,11 @@ class Engine:
         return self.scheduler.kv_cache_manager.block_pool
 
     def cached_hashes(self) -> list[int]:
-        # vLLM 0.9.1 keys the cache by BlockHashWithGroupId (get_hash_value()), earlier by BlockHashType;
-        # 0.10 by bytes (the block hash, then 4 bytes of group id), read as a big-endian integer.
-        # 0.11.1: a BlockHashToBlockMap (its dict is `_cache`).
-        cached = self.block_pool.cached_block_hash_to_block
-        return sorted({_hash_value(h) & WIRE_MASK for h in getattr(cached, "_cache", cached)})
+        """The keys of the block pool's cached map as wire hashes (hash value mod 2**64), sorted."""
+        return sorted({release_api.hash_value(h) & WIRE_MASK for h in release_api.cached_block_keys(self.block_pool)})
 
     def blocks_of(self, req_id: str) -> list[int]:
         return [b.block_id for b in request_blocks(self.scheduler.kv_cache_manager, req_id)]
-
-
-@dataclass(frozen=True)
-class CachedRequest:
-    """One scheduled request that was scheduled before, as every release describes it."""
-
-    req_id: str
-    resumed_from_preemption: bool
-    new_block_ids: object  # the release's own block ids (per group from 0.9), None when no block was added
-    num_computed_tokens: int
-
-
-def cached_requests(output) -> list[CachedRequest]:
-    """`output.scheduled_cached_reqs`: a list of records up to vLLM 0.9, one record of lists from 0.10."""
-    cached = output.scheduled_cached_reqs
-    if hasattr(cached, "req_ids"):
-        return [
-            CachedRequest(req_id, resumed, blocks, computed)
-            for req_id, resumed, blocks, computed in zip(
-                cached.req_ids,
-                cached.resumed_from_preemption,
-                cached.new_block_ids,
-                cached.num_computed_tokens,
-                strict=True,
-            )
-        ]
-    return [CachedRequest(c.req_id, c.resumed_from_preemption, c.new_block_ids, c.num_computed_tokens) for c in cached]
-
-
-def _hash_value(key) -> int:
-    if isinstance(key, bytes):
-        return int.from_bytes(key[:-4], "big")
-    return key.get_hash_value() if hasattr(key, "get_hash_value") else key.hash_value
 
 
 def _structured_output_manager(cls, vllm_config):
@@ -382,46 +313,12 @@ def fake_output(scheduler, output, seed: int):
             sampled.append([fake_token(seed, req_id, request.num_tokens)])
         else:
             sampled.append([])  # a partial prefill samples nothing
-    return model_runner_output(req_ids, sampled)
+    return release_api.model_runner_output(req_ids, sampled)
 
 
-def model_runner_output(req_ids: list[str], sampled: list[list[int]], **extra):
-    """A ModelRunnerOutput for the fake model: sampled tokens only (no logprobs, no speculation)."""
-    from vllm.v1.outputs import ModelRunnerOutput
-
-    fields = _field_names(ModelRunnerOutput)
-    if "kv_connector_output" in fields:  # vLLM >= 0.10.1: the connector's reports in their own record
-        from vllm.v1.outputs import KVConnectorOutput
-
-        reports = {k: extra.pop(k) for k in list(extra) if k in _field_names(KVConnectorOutput)}
-        if reports:
-            extra["kv_connector_output"] = KVConnectorOutput(**reports)
-    optional: dict[str, object] = {"spec_token_ids": None, "pooler_output": []}
-    if _sampled_as_arrays(ModelRunnerOutput):  # vLLM 0.11.1: one numpy array per request
-        import numpy as np  # type: ignore[import-not-found]  # (in the vLLM venv only)
-
-        sampled = [np.array(tokens, dtype=np.int64) for tokens in sampled]
-    return ModelRunnerOutput(
-        req_ids=req_ids,
-        req_id_to_index={r: i for i, r in enumerate(req_ids)},
-        sampled_token_ids=sampled,
-        logprobs=None,
-        prompt_logprobs_dict={},
-        **{k: v for k, v in optional.items() if k in fields},
-        **extra,
-    )
-
-
-def _sampled_as_arrays(cls: type) -> bool:
-    import dataclasses
-
-    return any(f.name == "sampled_token_ids" and "ndarray" in str(f.type) for f in dataclasses.fields(cls))
-
-
-def _field_names(cls: type) -> set[str]:
-    import dataclasses
-
-    return {f.name for f in dataclasses.fields(cls)}
+def _init_names(cls: type) -> set[str]:
+    """A dataclass's fields and init-only (InitVar) arguments."""
+    return set(getattr(cls, "__dataclass_fields__", {}))
 
 
 class StepOutputs:

@@ -15,7 +15,8 @@ import hashlib
 import importlib
 from dataclasses import dataclass, field
 
-import fake_engine  # the sibling driver: engines, model runner outputs
+import fake_engine  # the sibling drivers: engines; how each release spells a model runner output
+import release_api
 
 BLOCK_SIZE = fake_engine.BLOCK_SIZE
 NUM_LAYERS = 2
@@ -152,7 +153,7 @@ class FakeWorker:
             self.tables[new.req_id] = _group0(new.block_ids)
             self.tokens[new.req_id] = list(new.prompt_token_ids)
             self.computed[new.req_id] = new.num_computed_tokens
-        for cached in fake_engine.cached_requests(output):
+        for cached in release_api.cached_requests(output):
             if cached.resumed_from_preemption:
                 self.tables[cached.req_id] = _group0(cached.new_block_ids)
             else:
@@ -194,7 +195,7 @@ class FakeWorker:
             if call:
                 self.calls.append({"step": self._step, **call})
         self._step += 1
-        return fake_engine.model_runner_output(req_ids, sampled, **extra)
+        return release_api.model_runner_output(req_ids, sampled, **extra)
 
     def _delay_acks(self, status):
         if not self.ack_delay:

@@ -1,9 +1,9 @@
 """Runs inside a vLLM venv (stock or dynamo-base), run by path: the scenario runner over named workloads.
 
 It imports nothing from vpatch (the venv does not have it): only vLLM, the standard library and its
-sibling fake_engine.py. It drives vLLM's real V1 scheduler, KV-cache manager and block pool with a
-deterministic fake model (the sampled token is a seeded function of request id and position), over named
-workloads, and writes one normalized JSON line per engine step:
+sibling drivers (fake_engine.py, release_api.py). It drives vLLM's real V1 scheduler, KV-cache manager
+and block pool with a deterministic fake model (the sampled token is a seeded function of request id and
+position), over named workloads, and writes one normalized JSON line per engine step:
 
   {"workload", "step", "scheduled": {req: tokens}, "new", "resumed", "preempted",
    "finished", "blocks": {req: [block ids]}, "num_free_blocks", "cached_hashes": [...],
@@ -14,7 +14,7 @@ workloads, and writes one normalized JSON line per engine step:
 (hash value mod 2**64), sorted; the default sha256 block hash makes them equal
 across processes (vLLM 0.8.4's builtin hash includes hash(None), which on
 Python < 3.12 changes from process to process), with the chain's root hash
-pinned (vLLM >= 0.8.5 draws it at random per process; see fake_engine._fixed_none_hash).
+pinned (vLLM >= 0.8.5 draws it at random per process; see release_api.fixed_none_hash).
 With `--kv-events JSON` the patched engine's KV-cache events are switched on;
 the events each step publishes are recorded in the trace too (and, with the
 zmq publisher, really sent).
@@ -56,11 +56,11 @@ from fake_engine import (
     MODEL_CONFIG,
     Engine,
     StepOutputs,
-    cached_requests,
     fake_output,
     make_request,
     use_cpu_platform,
 )
+from release_api import cached_requests
 
 # ---------------------------------------------------------------- workloads
 # Each workload is a list of arrivals and actions keyed by step number.

