@@ -1,6 +1,7 @@
 """Engine processes for the P/D checks: one vLLM engine per process, spoken to over its stdin/stdout.
 
-Each process runs toolkit/serving/engine/pd_drive.py inside the engine venv. Its log
+Each process runs toolkit/serving/engine/pd_drive.py inside the engine venv (or another driver speaking its
+protocol: step_drive.py, for bench/engine_steps.py). Its log
 (vLLM writes to both streams) goes to a file; answer lines are the ones starting with
 `VPATCH-PD `. Every wait is bounded; `close()` always ends the process (quit, then kill).
 """
@@ -51,14 +52,19 @@ class EngineProcess:
     """A running pd_drive.py process; `request()` sends one JSON line and waits for its answer."""
 
     def __init__(
-        self, env: EngineEnv, config: dict[str, Any], log: Path, extra_env: dict[str, str] | None = None
+        self,
+        env: EngineEnv,
+        config: dict[str, Any],
+        log: Path,
+        extra_env: dict[str, str] | None = None,
+        driver: Path = PD_DRIVER,
     ) -> None:
         self.role = str(config["role"])
         self.log_path = log
         self._log: IO[str] = log.open("w", encoding="utf-8")
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.proc = subprocess.Popen(
-            [str(env.python), str(PD_DRIVER), json.dumps(config)],
+            [str(env.python), str(driver), json.dumps(config)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

@@ -1,0 +1,69 @@
+"""The statistic of bench/engine_steps.py: per-repetition ratios of two runs of the same batch (mean step, median
+step, whole-batch process CPU), their median with IQR and min-max, and the order the sides run in. Pure
+functions, no engine (tests/unit/bench/test_bench_engine_steps.py)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """(p25, median, p75), linear interpolation between order statistics (one value: itself three times)."""
+    if not values:
+        raise ValueError("no values")
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    p25, p50, p75 = statistics.quantiles(values, n=4, method="inclusive")
+    return p25, p50, p75
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Median, IQR bounds, min, max and count of a non-empty list."""
+    p25, p50, p75 = quartiles(values)
+    return {"median": p50, "p25": p25, "p75": p75, "min": min(values), "max": max(values), "n": len(values)}
+
+
+def step_ratio(ours: dict[str, Any], base: dict[str, Any], clock: str, how: str) -> float:
+    """One repetition's ratio of two runs of the same batch: their mean step ("mean", i.e. the sum over the steps)
+    or median step ("median") on `clock`; "batch" is the process CPU of the whole drained batch."""
+    if how == "batch":
+        return float(ours["batch_process"]) / float(base["batch_process"])
+    a, b = ours[clock], base[clock]
+    if len(a) != len(b):
+        raise ValueError(f"the two runs took {len(a)} and {len(b)} steps: not the same batch")
+    if how == "mean":
+        return sum(a) / sum(b)
+    if how == "median":
+        return statistics.median(a) / statistics.median(b)
+    raise ValueError(f"unknown ratio {how!r}")
+
+
+def ratios(ours: list[dict[str, Any]], base: list[dict[str, Any]], clock: str, how: str) -> list[float]:
+    """Per-repetition ratios (run i of `ours` against run i of `base`, measured in the same repetition)."""
+    return [step_ratio(a, b, clock, how) for a, b in zip(ours, base, strict=True)]
+
+
+def toggle_order(turn: int) -> tuple[str, str, str]:
+    """The one process's three batches of a repetition, back to back: features on, off, and off again (the
+    in-process A/A control); on, off, off-b in even repetitions, off-b, off, on in odd ones (ABBA...: "on" and
+    "off" always adjacent, neither always first)."""
+    order = ("on", "off", "off-b")
+    return order if turn % 2 == 0 else order[::-1]
+
+
+def rotated(items: list[str], turn: int) -> list[str]:
+    """`items` rotated left by `turn`, reversed every other cycle (every side leads equally often)."""
+    k = turn % len(items)
+    order = items[k:] + items[:k]
+    return order[::-1] if (turn // len(items)) % 2 else order
+
+
+def fmt_ratio(values: list[float]) -> str:
+    s = summary(values)
+    return f"{s['median']:.3f}x (IQR {s['p25']:.3f}-{s['p75']:.3f}, min {s['min']:.3f}, max {s['max']:.3f})"
+
+
+def verdict(value: float, goal: float, at_most: bool) -> str:
+    ok = value <= goal if at_most else value >= goal
+    return f"{'PASS' if ok else 'MISS'} (goal {'≤' if at_most else '≥'} {goal})"

