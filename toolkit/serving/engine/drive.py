@@ -18,6 +18,7 @@ Usage: python drive.py REQUEST_JSON   (keys: model, prompts, pairs, max_tokens, 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -114,6 +115,28 @@ def tiny_llm(config: dict, **extra: object) -> Any:
     from vllm import LLM
 
     return LLM(**tiny_engine_args(config, **extra))
+
+
+_BATCHES = itertools.count()
+
+
+def queue_prompts(llm: Any, request: dict) -> list[str]:
+    """`request["prompts"]` (token ids) added to `llm`'s engine, prefix cache reset first, as greedy requests of
+    `request["max_tokens"]` tokens that ignore EOS; their request names, in order (fresh per batch)."""
+    from vllm import SamplingParams
+
+    llm.reset_prefix_cache()
+    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+    batch = next(_BATCHES)
+    names = [f"s{batch}-{i}" for i in range(len(request["prompts"]))]
+    for name, ids in zip(names, request["prompts"], strict=True):
+        llm.llm_engine.add_request(name, {"prompt_token_ids": ids}, params)
+    return names
+
+
+def ordered_outputs(finished: dict[str, list[int]], names: list[str]) -> list[list[int]]:
+    """The finished requests' token ids in the order of `names` (vLLM may suffix a request id: `NAME-...`)."""
+    return [next(v for k, v in finished.items() if k == n or k.startswith(n + "-")) for n in names]
 
 
 def main() -> int:

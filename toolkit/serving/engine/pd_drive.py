@@ -30,7 +30,6 @@ to the nixl layer):
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -45,7 +44,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MARK = "VPATCH-PD "
 ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
-RUNS = itertools.count()
 
 
 def answer(record: dict) -> None:
@@ -151,15 +149,10 @@ def generate(llm, request: dict) -> dict:
 
 def steps(llm, request: dict) -> dict:
     """The prompts through the engine one `step()` at a time, each step timed (bench/engine_tier.py)."""
-    from vllm import SamplingParams
+    from drive import ordered_outputs, queue_prompts
 
-    llm.reset_prefix_cache()
-    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+    names = queue_prompts(llm, request)
     engine = llm.llm_engine
-    run = next(RUNS)
-    names = [f"s{run}-{i}" for i in range(len(request["prompts"]))]
-    for name, ids in zip(names, request["prompts"], strict=True):
-        engine.add_request(name, {"prompt_token_ids": ids}, params)
     finished: dict = {}
     timings = []
     began = time.perf_counter()
@@ -171,7 +164,7 @@ def steps(llm, request: dict) -> dict:
             if output.finished:
                 finished[output.request_id] = list(output.outputs[0].token_ids)
     seconds = time.perf_counter() - began
-    ordered = [next(v for k, v in finished.items() if k == n or k.startswith(n + "-")) for n in names]
+    ordered = ordered_outputs(finished, names)
     return {"outputs": ordered, "step_seconds": timings, "seconds": seconds, "tokens": sum(map(len, ordered))}
 
 

@@ -35,7 +35,6 @@ idle (it wakes every 0.1 s on its queue's timeout), and the sockets.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import resource
@@ -53,7 +52,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 MARK = "VPATCH-PD "
 PLUGIN_LOGGER = "dynamo_base_plugin.load_metrics.LoadMetricsLogger"
 DRAIN_TIMEOUT_S = 30.0
-RUNS = itertools.count()
 
 
 def answer(record: dict) -> None:
@@ -174,17 +172,12 @@ def thread_groups(before: dict, after: dict, features: Features) -> dict[str, fl
 
 
 def run_steps(llm: Any, features: Features, request: dict) -> dict:
-    from vllm import SamplingParams
+    from drive import ordered_outputs, queue_prompts
 
     if request.get("features") is not None:
         features.set(request["features"])
-    llm.reset_prefix_cache()
-    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True)
+    names = queue_prompts(llm, request)
     engine = llm.llm_engine
-    run = next(RUNS)
-    names = [f"s{run}-{i}" for i in range(len(request["prompts"]))]
-    for name, ids in zip(names, request["prompts"], strict=True):
-        engine.add_request(name, {"prompt_token_ids": ids}, params)
     finished: dict = {}
     wall, thread, process = [], [], []
     published, publish_cpu, plugin_cpu = features.published, features.publish_cpu, features.plugin_cpu
@@ -206,7 +199,7 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
     batch_process = time.process_time() - cpu_began
     after = resource.getrusage(resource.RUSAGE_THREAD)
     threads = thread_groups(tasks, task_times(), features)
-    ordered = [next(v for k, v in finished.items() if k == n or k.startswith(n + "-")) for n in names]
+    ordered = ordered_outputs(finished, names)
     return {
         "features": features.on,
         "outputs": ordered,
