@@ -1,17 +1,19 @@
 """A wheel's public API surface (api_surface.wheel_surface), kept per wheel between `vpatch conform` runs.
 
 Reading the surface parses every public module of the wheel (seconds for a vLLM wheel); what it yields
-depends only on the wheel's bytes, the package read from it and the reader's code. So it is kept under
-`CACHE/conform/api-surface/KEY.json`, KEY holding the wheel's sha256, the package, the sha256 of
-api_surface.py and the vpatch version (ci_reuse.make_key). The caller passes the sha256 it already holds
-(the pin's, verified by fetch_artifact; the patched wheel's, hashed for the record). A kept file that does
-not parse, or was written for another key, is read again from the wheel and rewritten.
+depends only on the wheel's bytes, the package read from it, the reader's code and the Python whose `ast`
+parses the files. So it is kept under `CACHE/conform/api-surface/KEY.json`, KEY holding the wheel's sha256,
+the package, the sha256 of api_surface.py, the Python version and the vpatch version (ci_reuse.make_key).
+The caller passes the sha256 it already holds (the pin's, verified by fetch_artifact; the patched wheel's,
+hashed for the record). A kept file that does not parse, or was written for another key, is read again
+from the wheel and rewritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from pathlib import Path
 
 from toolkit.cache import atomic_write_text, locked
@@ -22,7 +24,8 @@ from toolkit.conformance.api_surface import Symbol, wheel_surface
 
 def surface_key(wheel_sha256: str, package: str) -> str:
     reader = hashlib.sha256(Path(api_surface.__file__).read_bytes()).hexdigest()
-    return make_key("api-surface", [wheel_sha256, package, reader])
+    # the Python that parses: a newer `ast` reads syntax an older one skips as unparsable
+    return make_key("api-surface", [wheel_sha256, package, reader, platform.python_version()])
 
 
 def encode(key: str, surface: dict[str, Symbol]) -> str:
