@@ -61,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-reuse",
         action="store_true",
-        help="run the stock side of the cpu tier again instead of reusing an earlier run of the same inputs",
+        help="run the stock side of the cpu tier again and read the wheels' API surfaces again, instead of "
+        "reusing what an earlier run of the same inputs produced",
     )
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=run)

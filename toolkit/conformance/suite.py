@@ -25,7 +25,7 @@ from pathlib import Path
 from toolkit import __version__
 from toolkit.apply import apply_series
 from toolkit.cache import atomic_write_text, sha256_file
-from toolkit.conformance.api_surface import compare, wheel_surface
+from toolkit.conformance.api_surface import compare
 from toolkit.conformance.checks import (
     FAIL,
     NOT_APPLICABLE,
@@ -39,6 +39,7 @@ from toolkit.conformance.checks import (
 from toolkit.conformance.envs import read_trace, run_pd, run_runner, vllm_env
 from toolkit.conformance.pdchecks import pd_checks
 from toolkit.conformance.stock_runs import StockRuns, stock_run_key
+from toolkit.conformance.surface_cache import kept_surface
 from toolkit.conformance.upstream_tests import (
     compare_outcomes,
     ensure_pytest,
@@ -155,17 +156,19 @@ def run_conformance(
 
     checks.run("series-applies", applies)
     wheels: dict[str, Path] = {}
+    shas: dict[str, str] = {}  # the wheels' sha256 (stock: the pin's, which fetch_artifact verified)
 
     def get_wheels() -> CheckResult:
         wheels["stock"] = fetch_artifact(project.options.cache_dir, pin.wheels[0], quiet=True)
         wheels["patched"] = patched_wheel(project, pin, series)
         info["stock"] = WheelRef(pin.wheels[0].file, pin.wheels[0].sha256)
-        info["patched"] = WheelRef(wheels["patched"].name, sha256_file(wheels["patched"]), series.fingerprint())
+        shas["stock"], shas["patched"] = pin.wheels[0].sha256, sha256_file(wheels["patched"])
+        info["patched"] = WheelRef(wheels["patched"].name, shas["patched"], series.fingerprint())
         return CheckResult("wheels", PASS, f"stock {wheels['stock'].name}, dynamo-base {wheels['patched'].name}")
 
     checks.run("wheels", get_wheels)
-    if "patched" in wheels:
-        checks.run("api-surface", lambda: _api_surface(wheels["stock"], wheels["patched"], series, pin.project))
+    if "patched" in shas:
+        checks.run("api-surface", lambda: _api_surface(project, wheels, shas, series, pin.project, reuse))
     else:
         checks.add(CheckResult("api-surface", FAIL, "no wheels to compare (see the wheels check)"))
 
@@ -176,9 +179,14 @@ def run_conformance(
     return _finish(project, pin, tier, series, checks, info, started, out_dir)
 
 
-def _api_surface(stock: Path, patched: Path, series: Series, package: str) -> CheckResult:
+def _api_surface(
+    project: Project, wheels: dict[str, Path], shas: dict[str, str], series: Series, package: str, reuse: bool
+) -> CheckResult:
+    """The patched wheel's public API against stock's; each wheel's surface is kept per sha256 (surface_cache)."""
     declared = {api.split()[0] for p in series.patches if (api := p.header("API-Change"))}
-    diff = compare(wheel_surface(str(stock), package), wheel_surface(str(patched), package))
+    cache = project.options.cache_dir
+    stock = kept_surface(cache, wheels["stock"], shas["stock"], package, reuse=reuse)
+    diff = compare(stock, kept_surface(cache, wheels["patched"], shas["patched"], package, reuse=reuse))
     undeclared = [s for s in (*diff.removed, *diff.changed_incompatibly) if s not in declared]
     detail = (
         f"{len(diff.added)} symbols added, {len(diff.changed_compatibly)} signatures extended compatibly, "
