@@ -144,10 +144,14 @@ def field_names(cls: type) -> set[str]:
 
 
 def generate_task(model_config_cls: type) -> dict[str, str]:
-    """ModelConfig's argument for a generating model: `task="generate"` while the config has a task field,
-    `runner="generate"` from vLLM 0.16.0, which dropped `task` (0.10 added `runner` beside it)."""
-    fields = getattr(model_config_cls, "__dataclass_fields__", {})
-    return {"task": "generate"} if "task" in fields else {"runner": "generate"}
+    """ModelConfig's argument for a generating model: `task="generate"` while the config takes a task (a
+    field of the dataclass, or an argument of the plain class up to vLLM 0.9), `runner="generate"` from
+    0.16.0, which dropped `task` (0.10 added `runner` beside it)."""
+    import inspect
+
+    takes = set(getattr(model_config_cls, "__dataclass_fields__", {}))
+    takes |= set(inspect.signature(model_config_cls).parameters)
+    return {"task": "generate"} if "task" in takes else {"runner": "generate"}
 
 
 def full_attention_spec(spec_cls: type, block_size: int, dtype: object):

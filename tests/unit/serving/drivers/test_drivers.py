@@ -187,6 +187,12 @@ def test_generate_task_follows_the_model_config_fields() -> None:
         runner: str = "auto"
 
     assert release_api.generate_task(WithTask) == {"task": "generate"}
+
+    class PlainWithTask:  # 0.8.4: a plain class taking task
+        def __init__(self, model: str, task: str = "auto") -> None:
+            self.task = task
+
+    assert release_api.generate_task(PlainWithTask) == {"task": "generate"}
     assert release_api.generate_task(RunnerOnly) == {"runner": "generate"}
     assert RunnerOnly(**release_api.generate_task(RunnerOnly)).runner == "generate"
 
