@@ -83,6 +83,23 @@ VLLM_CPU_RUNTIME_SINCE: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
     # 0.13.0 (measured the same way): the OPT/Llama model modules import vllm/attention/layers, whose ViT
     # attention wrappers import einops at module level (requirements/common.txt lists it unpinned).
     ((0, 13, 0), ("einops==0.8.2",)),
+    # 0.16.0 (measured the same way): the scheduler, the engine core and the CPU worker import
+    # vllm/tokenizers/mistral.py, which imports mistral_common at module level (requirements/common.txt:
+    # mistral_common[image] >= 1.9.0); mistral_common imports jsonschema (and its three), tiktoken and
+    # pydantic_extra_types, whose language_code module wants pycountry at import.
+    (
+        (0, 16, 0),
+        (
+            "mistral-common==1.9.0",
+            "jsonschema==4.26.0",
+            "jsonschema-specifications==2025.9.1",
+            "referencing==0.37.0",
+            "rpds-py==2026.9.1",
+            "tiktoken==0.14.0",
+            "pydantic-extra-types==2.11.1",
+            "pycountry==26.2.16",
+        ),
+    ),
 )
 # NIXL, the P/D series' fast transport: the `nixl` meta package picks its CUDA 13 build when no CUDA is
 # present, and that build's UCX backend moves CPU (DRAM) buffers here. Both declare an unpinned torch

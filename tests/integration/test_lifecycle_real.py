@@ -308,3 +308,45 @@ def test_0130_series_carries_every_0111_patch_and_retires_nothing(repo_project, 
     assert not (new_series.directory / "retired").exists()
     notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "config/kv_transfer.py:67" in notes and "kvc/factory.py:146-150" in notes
+
+
+# ---------------------------------------------------------------- 0.13.0 -> 0.16.0 (the sdist only)
+
+
+def test_0160_series_carries_every_0130_patch_and_reduces_0009_onto_upstream(repo_project, tmp_path):
+    """0.16.0: every P/D patch carried (0006, 0007, 0010 stopped in the rebase); 0009 reduced onto 0.16.0's
+    delay_free_blocks (finish_requests keeps the blocks of a request aborted during its load: 0009 no longer
+    finishes it by hand, it cancels the load and holds the request); 0005's test finds MLACommonBackend where
+    0.16.0 moved it and 0013 imports AttentionMetadata from vllm.v1.attention.backend and reads
+    resumed_req_ids; every patch under 400 changed lines; the contract evidence says stock 0.16.0 provides no
+    pd-disagg item, so nothing retired."""
+    old_pin, new_pin = repo_project.pins.get("0.13.0"), repo_project.pins.get("0.16.0")
+    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
+    assert_series_round_trips(repo_project, new_pin, tmp_path)
+
+    names = [p.name for p in old_series.patches]
+    assert [p.name for p in new_series.patches] == names
+    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    assert evidence["old"]["version"] == "0.13.0" and evidence["new"]["version"] == "0.16.0"
+    assert evidence["kept"] == names and evidence["dropped"] == []
+    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
+    assert stopped == ["0006", "0007", "0010"]
+    assert [n[:4] for n in names if evidence["patches"][n]["outcome"] == "reworked"] == ["0005", "0009", "0013"]
+    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
+    assert "+            delay_free_blocks = True\n" in by_number["0009"]
+    assert "+            return None\n" not in by_number["0009"] and "+            return None\n" in (
+        old_series.directory / names[4]
+    ).read_text(encoding="utf-8")
+    assert "+from vllm.model_executor.layers.attention.mla_attention import MLACommonBackend\n" in by_number["0005"]
+    assert "+    from vllm.v1.attention.backend import AttentionMetadata\n" in by_number["0013"]
+    assert "+            if req_id in cached.resumed_req_ids:\n" in by_number["0013"]  # 0.16.0's CachedRequestData
+    for number, text in by_number.items():
+        hunks = text.split("\ndiff --git", 1)[1].splitlines()
+        changed = [line for line in hunks if line.startswith(("+", "-")) and not line.startswith(("+++ ", "--- "))]
+        assert len(changed) <= 400, (number, len(changed))
+    contract = json.loads((REPO / "patches/conformance/vllm-0.16.0-against-0.13.0.json").read_text(encoding="utf-8"))
+    sides = {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
+    assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
+    assert not (new_series.directory / "retired").exists()
+    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "sched/scheduler.py:1704-1714" in notes and "kvc/factory.py:146-150" in notes

@@ -49,6 +49,11 @@ def test_runtime_extras_start_at_the_release_that_imports_them() -> None:
     assert "transformers==4.57.1" in newer and "transformers==4.52.4" in VLLM_CPU_RUNTIME
     # 0.13.0's model modules import einops; 0.11.1's layer does not carry it
     assert "einops==0.8.2" in runtime_extras((0, 13, 0)) and "einops==0.8.2" not in newer
+    # 0.16.0's scheduler and engine core import mistral_common (vllm/tokenizers/mistral.py); 0.13.0's do not
+    at_16 = runtime_extras((0, 16, 0))
+    assert at_16[: len(runtime_extras((0, 13, 0)))] == runtime_extras((0, 13, 0))
+    assert "mistral-common==1.9.0" in at_16 and "pycountry==26.2.16" in at_16
+    assert not any(req.startswith("mistral-common") for req in runtime_extras((0, 15, 9)))
 
 
 def test_release_layers_come_before_the_runtime_layer_on_the_path() -> None:

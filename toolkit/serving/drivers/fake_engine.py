@@ -116,7 +116,7 @@ class Engine:
 
         model = ModelConfig(
             model=model_dir,
-            task="generate",
+            **release_api.generate_task(ModelConfig),
             tokenizer=model_dir,
             tokenizer_mode="auto",
             trust_remote_code=False,
@@ -153,7 +153,11 @@ class Engine:
         kv_cache_config = KVCacheConfig(
             num_blocks=num_blocks,
             **no_tensors,
-            kv_cache_groups=[KVCacheGroupSpec(["layer"], FullAttentionSpec(BLOCK_SIZE, 1, 1, torch.float32, False))],
+            kv_cache_groups=[
+                KVCacheGroupSpec(
+                    ["layer"], release_api.full_attention_spec(FullAttentionSpec, BLOCK_SIZE, torch.float32)
+                )
+            ],
         )
         cache.num_gpu_blocks = num_blocks
         self.vllm_config = vllm_config

@@ -82,14 +82,21 @@ class CachedRequest:
 
 
 def cached_requests(output) -> list[CachedRequest]:
-    """`output.scheduled_cached_reqs`: a list of records up to vLLM 0.9, one record of lists from 0.10."""
+    """`output.scheduled_cached_reqs`: a list of records up to vLLM 0.9, one record of lists from 0.10 (with a
+    set of resumed ids instead of the flags from 0.16.0)."""
     cached = output.scheduled_cached_reqs
     if hasattr(cached, "req_ids"):
+        # vLLM 0.16.0 keeps the set of resumed ids (resumed_req_ids) instead of one flag per request.
+        resumed_flags = (
+            [req_id in cached.resumed_req_ids for req_id in cached.req_ids]
+            if hasattr(cached, "resumed_req_ids")
+            else cached.resumed_from_preemption
+        )
         return [
             CachedRequest(req_id, resumed, blocks, computed)
             for req_id, resumed, blocks, computed in zip(
                 cached.req_ids,
-                cached.resumed_from_preemption,
+                resumed_flags,
                 cached.new_block_ids,
                 cached.num_computed_tokens,
                 strict=True,
@@ -134,3 +141,21 @@ def _sampled_as_arrays(cls: type) -> bool:
 def field_names(cls: type) -> set[str]:
     """The fields of one of vLLM's dataclasses (KVCacheConfig, ModelRunnerOutput) in this release."""
     return {f.name for f in dataclasses.fields(cls)}
+
+
+def generate_task(model_config_cls: type) -> dict[str, str]:
+    """ModelConfig's argument for a generating model: `task="generate"` while the config takes a task (a
+    field of the dataclass, or an argument of the plain class up to vLLM 0.9), `runner="generate"` from
+    0.16.0, which dropped `task` (0.10 added `runner` beside it)."""
+    import inspect
+
+    takes = set(getattr(model_config_cls, "__dataclass_fields__", {}))
+    takes |= set(inspect.signature(model_config_cls).parameters)
+    return {"task": "generate"} if "task" in takes else {"runner": "generate"}
+
+
+def full_attention_spec(spec_cls: type, block_size: int, dtype: object):
+    """A FullAttentionSpec of one KV head of size 1, by keyword: vLLM 0.16.0 made the attention specs
+    keyword-only and dropped `use_mla` (False here where the spec still has it)."""
+    fields = {"block_size": block_size, "num_kv_heads": 1, "head_size": 1, "dtype": dtype, "use_mla": False}
+    return spec_cls(**{k: v for k, v in fields.items() if k in field_names(spec_cls)})

@@ -154,6 +154,13 @@ def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
         release_api.CachedRequest("a", False, None, 5),
         release_api.CachedRequest("b", True, ([4],), 6),
     ]
+    # vLLM 0.16.0: a set of resumed ids instead of one flag per request
+    newest = Record(
+        scheduled_cached_reqs=Record(
+            req_ids=["a", "b"], resumed_req_ids={"b"}, new_block_ids=[None, ([4],)], num_computed_tokens=[5, 6]
+        )
+    )
+    assert release_api.cached_requests(newest) == release_api.cached_requests(new)
     with pytest.raises(ValueError):  # lists of different lengths are a broken output, not a shorter one
         release_api.cached_requests(
             Record(
@@ -162,6 +169,32 @@ def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
                 )
             )
         )
+
+
+def test_generate_task_follows_the_model_config_fields() -> None:
+    """ModelConfig takes task="generate" while it has a task field; vLLM 0.16.0 dropped it for runner."""
+    import dataclasses
+
+    release_api = _release_api()
+
+    @dataclasses.dataclass
+    class WithTask:  # 0.11.1: task beside runner
+        runner: str = "auto"
+        task: str | None = None
+
+    @dataclasses.dataclass
+    class RunnerOnly:  # 0.16.0
+        runner: str = "auto"
+
+    assert release_api.generate_task(WithTask) == {"task": "generate"}
+
+    class PlainWithTask:  # 0.8.4: a plain class taking task
+        def __init__(self, model: str, task: str = "auto") -> None:
+            self.task = task
+
+    assert release_api.generate_task(PlainWithTask) == {"task": "generate"}
+    assert release_api.generate_task(RunnerOnly) == {"runner": "generate"}
+    assert RunnerOnly(**release_api.generate_task(RunnerOnly)).runner == "generate"
 
 
 def _fake_vllm(root: Path, *, kernels: bool) -> None:
