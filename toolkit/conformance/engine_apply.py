@@ -32,6 +32,7 @@ from toolkit.wheel.flavor_probe import probe_imports
 from toolkit.wheel.requires import wheel_metadata
 
 GLIBCXX = re.compile(rb"GLIBCXX_(\d+)\.(\d+)\.(\d+)")
+CXX_RUNTIME = re.compile(r"(GLIBCXX|CXXABI)_[\d.]+\d'? not found")
 LIB_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib/x86_64-linux-gnu")
 
 
@@ -115,6 +116,12 @@ def probe_in_engine_env(cache_dir: Path, artifact: Artifact) -> dict:
     return result
 
 
+def _needs_newer_cxx_runtime(result: dict) -> bool:
+    """Whether a probe failed on a `GLIBCXX_`/`CXXABI_` version this machine's libstdc++ does not define."""
+    text = f"{result.get('error', '')} {result.get('modules', {}).get('vllm._C', '')}"
+    return CXX_RUNTIME.search(text) is not None
+
+
 def probe_extension(cache_dir: Path, artifact: Artifact, wheel: Path) -> dict:
     """The import probe of `vllm._C` for this wheel, cached by its sha256: over the CPU runtime layer when the
     wheel pins the machine's torch, else in its engine venv, which has the torch it pins; and by the probe
@@ -123,14 +130,15 @@ def probe_extension(cache_dir: Path, artifact: Artifact, wheel: Path) -> dict:
     version = pinned_version(requires) if requires else None
     own = version is None or version == TORCH.split("==", 1)[1]
     probe = hashlib.sha256(driver_path("import_probe").read_bytes()).hexdigest()[:12]
-    name = f"{artifact.sha256}-{probe}" if own else f"{artifact.sha256}-torch-{version}-{probe}"
+    name = f"{artifact.sha256}-{probe}" if own else f"{artifact.sha256}-torch-{version}-cxx-first-{probe}"
     entry = cache_dir / "probes" / f"{name}.json"
     with locked(entry):
         if entry.is_file():
             return json.loads(entry.read_text(encoding="utf-8"))
-        if own:
-            result = probe_imports(wheel, None, cache_dir, modules=["vllm._C"])
-        else:
+        # Over the runtime layer first: a C++ runtime this machine lacks fails whichever torch is beside the
+        # wheel, and that answer must not wait for (or be hidden by) an engine venv of the torch it pins.
+        result = probe_imports(wheel, None, cache_dir, modules=["vllm._C"])
+        if not own and not _needs_newer_cxx_runtime(result):
             result = probe_in_engine_env(cache_dir, artifact)
         result["measured"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if _kept(result):
