@@ -176,3 +176,13 @@ def test_the_pd_parts_need_an_upstream_example_connector_that_runs_on_cpu(tmp_pa
     assert cuda is not None and f"loads the KV with .cuda() ({EXAMPLE_CONNECTOR}:2)" in cuda
     old = upstream_transport_missing(_connector_wheel(tmp_path / "v011.whl", {SHARED_STORAGE_CONNECTOR: on_cuda}))
     assert old is not None and "has no upstream ExampleConnector" in old and f"{SHARED_STORAGE_CONNECTOR}:2" in old
+
+
+def test_a_missing_cxx_runtime_version_answers_before_any_other_torch_is_tried() -> None:
+    from toolkit.conformance.engine_apply import _needs_newer_cxx_runtime
+
+    glibcxx = "ImportError: /lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.32' not found (required by x)"
+    assert _needs_newer_cxx_runtime({"modules": {"vllm._C": glibcxx}})
+    assert _needs_newer_cxx_runtime({"error": "import vllm failed: version `CXXABI_1.3.15' not found"})
+    assert not _needs_newer_cxx_runtime({"modules": {"vllm._C": "ImportError: undefined symbol: _ZN3c104cuda"}})
+    assert not _needs_newer_cxx_runtime({"modules": {"vllm._C": "ok"}})
