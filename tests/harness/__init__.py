@@ -19,6 +19,7 @@ from tests.harness.trees import (
     package_files,
     sha256,
     version_file,
+    zip_of,
 )
 from tests.harness.workspace import Workspace, assert_series_round_trips, env_var, run_vpatch
 
@@ -44,4 +45,5 @@ __all__ = [
     "sha256",
     "stock_env_of",
     "version_file",
+    "zip_of",
 ]

