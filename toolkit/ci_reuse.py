@@ -64,10 +64,15 @@ def wheel_key(pin: Pin, series: Series) -> str:
     return make_key("wheel", [*pin_facts(pin), series.fingerprint(), os.environ.get("SOURCE_DATE_EPOCH")])
 
 
+def _skipped(relative: Path) -> bool:
+    return relative.name.startswith(".") or relative.suffix == ".pyc" or "__pycache__" in relative.parts
+
+
 def files_digest(directory: Path) -> str:
-    """Every regular file under `directory`, by relative name and bytes."""
+    """Every regular file under `directory`, by relative name and bytes; bytecode left out, since Python
+    writes it where it may (its source is what counts, and a clone that compiled must key like one that did not)."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith(".")):
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and not _skipped(p.relative_to(directory))):
         digest.update(str(path.relative_to(directory)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 

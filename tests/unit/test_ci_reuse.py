@@ -176,3 +176,17 @@ def test_the_console_summary_says_what_was_reused(pinned, capsys, tmp_path):
     assert f"{len(STEPS)} of {len(STEPS)} steps reused from earlier runs" in printed.out
     assert "reused" in printed.out.split("steps reused")[0].split("vpatch ci →")[-1]  # the table's column
     assert "✓ vllm 1.0: build (" in printed.err and "s, reused)\n" in printed.err.split("✓ vllm 1.0: build")[-1]
+
+
+def test_the_files_digest_ignores_bytecode_but_not_sources(tmp_path):
+    from toolkit.ci_reuse import files_digest
+
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "mod.py").write_text("x = 1\n")
+    before = files_digest(tmp_path)
+    (tmp_path / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "pkg" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"\x00compiled")
+    (tmp_path / "pkg" / "stray.pyc").write_bytes(b"\x00")
+    assert files_digest(tmp_path) == before
+    (tmp_path / "pkg" / "mod.py").write_text("x = 2\n")
+    assert files_digest(tmp_path) != before

@@ -60,7 +60,16 @@ def venv_distributions(venv: Path) -> list[list[str]]:
 
 
 def child_environment() -> list[list[str]]:
-    return sorted([k, v] for k, v in os.environ.items() if k.startswith(ENV_PREFIXES))
+    return sorted([k, _own_root_named(k, v)] for k, v in os.environ.items() if k.startswith(ENV_PREFIXES))
+
+
+def _own_root_named(name: str, value: str) -> str:
+    """PYTHONPATH with this checkout's own root as a token: the sources the child imports from it are keyed by
+    their bytes already, so a clone in another folder keys like this one."""
+    if name != "PYTHONPATH":
+        return value
+    root = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join("<vpatch>" if entry.rstrip("/") == root else entry for entry in value.split(os.pathsep))
 
 
 def _envs_digest() -> str:

@@ -67,6 +67,18 @@ def test_every_input_is_in_the_key(tmp_path, venv, monkeypatch):
     assert len(set(changed.values()) | {base}) == len(changed) + 1, changed
 
 
+def test_this_checkout_on_pythonpath_keys_the_same_from_any_folder(venv, monkeypatch):
+    from tests.harness.paths import REPO_ROOT
+
+    keys = set()
+    for entries in ([str(REPO_ROOT), "/opt/extra"], [str(REPO_ROOT) + "/", "/opt/extra"]):
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(entries))
+        keys.add(stock_run_key("runner", venv, WHEEL_SHA, [None, "sha256"]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/elsewhere/clone", "/opt/extra"]))
+    other = stock_run_key("runner", venv, WHEEL_SHA, [None, "sha256"])
+    assert len(keys) == 1 and other not in keys  # only this checkout's own root is named by a token
+
+
 def test_a_package_installed_in_the_venv_or_a_layer_is_a_new_key(tmp_path):
     venv, layer = create_venv(tmp_path / "stock"), create_venv(tmp_path / "layer")
     keys = [stock_run_key("runner", venv, WHEEL_SHA, [])]
