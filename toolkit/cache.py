@@ -77,6 +77,8 @@ def _acquire(name: str, timeout: float) -> int:
         if not _flock_within(fd, timeout):
             message = f"timed out after {timeout:.0f}s waiting for another vpatch process"
             raise VpatchError(message, path=name)
+        with contextlib.suppress(OSError):  # the entry's last use, for `vpatch cache gc` (toolkit/cache_gc.py)
+            os.utime(fd)
         return fd
     except BaseException:
         os.close(fd)

@@ -30,6 +30,7 @@ COMMAND_MODULES: dict[str, str] = {
     "kv-watch": "kv_watch",
     "conform": "conform",
     "model": "model",
+    "cache": "cache",
     "ci": "ci",
     "report": "report",
     "retire": "retire",
