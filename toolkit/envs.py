@@ -178,6 +178,19 @@ def create_venv(path: Path) -> Path:
     return path
 
 
+def _built_wheel(requirement: str) -> bool:
+    """A wheel file that is not a pinned download (`downloads/<sha256>/FILE`): a build, new bytes each time.
+
+    uv keeps every local wheel it installs unpacked in its own cache, keyed by path and mtime, and never clears
+    it: each dynamo-base build installed by a verify or a test left a 0.6-1.3 GB copy there (21 GB of them on
+    this machine). A pinned download is the same file every time, so its unpacked copy is worth keeping."""
+    path = Path(requirement)
+    if path.suffix != ".whl" or not path.is_file():
+        return False
+    parent = path.resolve().parent
+    return not (parent.parent.name == "downloads" and len(parent.name) == 64)
+
+
 def install(venv: Path, requirements: list[str], *, installer: str = "auto", no_deps: bool = False) -> None:
     """Install into `venv` with uv when available (fast), pip otherwise."""
     python = str(venv_python(venv))
@@ -189,6 +202,8 @@ def install(venv: Path, requirements: list[str], *, installer: str = "auto", no_
     if use_uv:
         if uv is None:
             raise VpatchError("uv is not installed")
+        if any(_built_wheel(r) for r in requirements):
+            extra.append("--no-cache")
         run_logged(
             [uv, "pip", "install", "--quiet", "--python", python, *extra, *requirements],
             what=f"uv pip install {' '.join(requirements)[:80]}",
