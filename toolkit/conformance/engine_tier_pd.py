@@ -89,9 +89,12 @@ def tier_check(prefix: str, check: Check, documented: dict[str, tuple[str, str]]
         return CheckResult(name, FAIL, seen, _detail(check.details))
     if check.status == "not-provided":
         return CheckResult(name, NOT_APPLICABLE, f"not provided: {_detail(check.details)}")
-    if check.status == "pass":
-        return CheckResult(name, PASS, _detail(check.details))
-    return CheckResult(name, FAIL, _detail(check.details), json.dumps(check.details, indent=1, default=str))
+    diff = json.dumps(check.details, indent=1, default=str)
+    if check.status == "pass":  # a check that words what it saw ("seen", engine_pd_storage.py) shows that line
+        line = check.details.get("seen")
+        return CheckResult(name, PASS, str(line) if line else _detail(check.details), diff if line else "")
+    why = check.details.get("why")
+    return CheckResult(name, FAIL, str(why) if isinstance(why, str) else _detail(check.details), diff)
 
 
 def _offline(

@@ -63,6 +63,7 @@ def _record(tmp_path: Path) -> dict[str, Any]:
         "sabotage": {"tokens": [0, 0, 0], "loaded": 63, "external_hits": None},
         "missing": {"outputs": agg["len64"], "cached_tokens": 0, "finish_reasons": "length", "seconds": 3.4},
         "truncated": {"outputs": agg["shared-b"], "cached_tokens": 0, "finish_reasons": "length", "seconds": 0.05},
+        "orphan_key": "orphan",
         "orphan_left": False,
         "orphan_removed_after_s": HOLD_TIMEOUT + 0.3,
         "free": {"before": free, "after": dict(free)},
@@ -108,7 +109,7 @@ def test_a_run_that_behaves_passes_every_check(tmp_path: Path) -> None:
         (lambda r: r["missing"].update(seconds=0.1), "shared-storage-missing-transfer"),
         (lambda r: r["missing"].update(cached_tokens=63), "shared-storage-missing-transfer"),
         (lambda r: r["truncated"].update(seconds=LOAD_TIMEOUT + 1), "shared-storage-truncated-transfer"),
-        (lambda r: r.update(orphan_left=True), "shared-storage-unread-transfer"),
+        (lambda r: r.update(orphan_left=True, storage_at_end=["orphan"]), "shared-storage-unread-transfer"),
         (lambda r: r["free"]["after"].update(decode=2037), "shared-storage-no-leaks"),
         (lambda r: r.update(storage_at_end=[".abc-staging"]), "shared-storage-no-leaks"),
     ],
@@ -176,3 +177,17 @@ def test_the_driver_gives_the_module_path_and_policy_only_when_asked(tmp_path: P
     assert plugin["kv_connector_module_path"] == "dynamo_base_plugin.shared_storage"
     assert plugin["kv_load_failure_policy"] == "fail" and plugin["kv_role"] == "kv_producer"
     assert pd_drive.stats_args(None) == {}  # no connector: stats stay on (vllm is not even imported)
+
+
+def test_the_tier_shows_each_checks_own_line_and_keeps_the_details(tmp_path: Path) -> None:
+    from toolkit.conformance.engine_tier_pd import tier_check
+
+    record = _record(tmp_path)
+    record.update(orphan_left=True, storage_at_end=["orphan"])
+    results = {r.name: r for r in (tier_check("engine-pd", c, {}) for c in storage_checks(record, SERIES))}
+    unread = results["engine-pd-shared-storage-unread-transfer"]
+    assert unread.status == "fail" and unread.detail.startswith("SharedStorageConnectorV1 (series: in tree, by name)")
+    assert "still in the storage directory" in unread.detail and '"all"' in unread.diff
+    loaded = results["engine-pd-shared-storage-loaded-transfer"]
+    assert loaded.status == "pass" and "every prompt loaded n-1 tokens" in loaded.detail
+    assert '"shared-b": 87' in loaded.diff
