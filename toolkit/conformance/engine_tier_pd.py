@@ -93,8 +93,8 @@ def tier_check(prefix: str, check: Check, documented: dict[str, tuple[str, str]]
     if check.status == "pass":  # a check that words what it saw ("seen", engine_pd_storage.py) shows that line
         line = check.details.get("seen")
         return CheckResult(name, PASS, str(line) if line else _detail(check.details), diff if line else "")
-    why = check.details.get("why")
-    return CheckResult(name, FAIL, str(why) if isinstance(why, str) else _detail(check.details), diff)
+    reason = check.details.get("why")
+    return CheckResult(name, FAIL, reason if isinstance(reason, str) else _detail(check.details), diff)
 
 
 def _offline(
