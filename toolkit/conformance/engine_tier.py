@@ -12,9 +12,11 @@ loads here (toolkit/conformance/engine_apply.py). Otherwise, with the tiny model
 - `engine-kv-*`: that same run, followed by `vpatch kv-watch` in another process, judged by the
   kv-routing contract (toolkit/contracts/kv.py): the consumer's exact index against the engine's cached
   blocks, and the router's overlap for every probe prompt, after every engine step;
-- `engine-pd-*`: dynamo-base's prefill and decode engines through each transport on CPU (ExampleConnector,
+- `engine-pd-*`: dynamo-base's prefill and decode engines through each transport on CPU (the series' own
+  SharedStorageConnectorV1 where the build registers it, upstream's ExampleConnector where it runs on CPU,
   NixlConnector): decode equals aggregated, sabotage, failure paths, leaks (toolkit/conformance/engine_pd*.py);
-- `engine-serve-*`: a prefill and a decode OpenAI server handing over `kv_transfer_params` over HTTP.
+- `engine-serve-*`: a prefill and a decode OpenAI server handing over `kv_transfer_params` over HTTP (through the
+  series' SharedStorageConnectorV1 where the build registers it, else NixlConnector).
 """
 
 from __future__ import annotations
@@ -115,12 +117,8 @@ def run_engine_tier(
         from toolkit.conformance.engine_tier_pd import pd_checks, upstream_transport_missing
 
         missing = upstream_transport_missing(fetch_artifact(cache, artifact, quiet=True))
-        if missing is not None:
-            for part in ("pd-disagg", "serve"):
-                if part in parts:
-                    checks.add(CheckResult(f"engine-{part}", NOT_APPLICABLE, missing))
-            return
-        pd_checks(checks, cache, envs, model, work, DOCUMENTED_STOCK.get(found.flavor_version.split("+")[0], {}), parts)
+        documented = DOCUMENTED_STOCK.get(found.flavor_version.split("+")[0], {})
+        pd_checks(checks, cache, envs, model, work, documented, parts, example_missing=missing)
 
 
 def stock_reference(cache: Path, env: EngineEnv, model: Path) -> tuple[EngineRun, str]:

