@@ -12,6 +12,7 @@ missing transfer is recomputed after the load timeout, a truncated one at once. 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,16 @@ from tests.harness import run_vpatch
 from tests.harness.paths import REPO_ROOT
 from toolkit.conformance.engine_pd import pd_prompts
 
-pytestmark = pytest.mark.engine
+# Opt-in: its engine venv is PyPI's CUDA torch 2.8.0 with the NVIDIA libraries it imports (7.05 GB, about 408 s to
+# build on a fresh machine) and the run takes 4-13 min, beyond the suite's engine budget; the main job runs the
+# same tier (`vpatch ci` conform-engine of 0.11.1), and `VPATCH_ENGINE_CARRIED=1 pytest -m engine` runs this.
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(
+        os.environ.get("VPATCH_ENGINE_CARRIED") != "1",
+        reason="set VPATCH_ENGINE_CARRIED=1: builds the 7 GB 0.11.1 engine venv (the main job runs this tier)",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
