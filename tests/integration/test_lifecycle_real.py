@@ -1,5 +1,5 @@
-"""The real lifecycle: the series rebased from vLLM 0.8.4 onto 0.8.5, from 0.8.5 onto 0.9.0, and on to 0.9.1 and
-0.10.2, committed.
+"""The real lifecycle: the series rebased from vLLM 0.8.4 onto 0.8.5, from 0.8.5 onto 0.9.0, and on to 0.9.1,
+0.10.2, 0.13.0, 0.16.0 and 0.22.1, committed (`carried_step` reads one step that carried every patch).
 
 The committed 0.8.5 series applies to its pinned base and re-exports byte for byte, its review files
 (range-diff.txt, evidence.json) account for every 0.8.4 patch, and the static conformance tier passes.
@@ -13,16 +13,20 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.harness import assert_series_round_trips, run_vpatch
 from tests.harness.paths import REPO_ROOT
+from tests.harness.replay import assert_replayed, replay_step
 from toolkit.apply import apply_series
 from toolkit.features import parent_of, sub_of
 from toolkit.git import Git
 from toolkit.lifecycle.rebase import EVIDENCE_FILE, RANGE_DIFF_FILE
+from toolkit.model import Series
+from toolkit.project import Project
 
 REPO = REPO_ROOT
 OLD, NEW = "0.8.4", "0.8.5"
@@ -33,6 +37,51 @@ pytestmark = pytest.mark.real
 def series_pair(repo_project):
     old_pin, new_pin = repo_project.pins.get(OLD), repo_project.pins.get(NEW)
     return old_pin, new_pin, repo_project.series(old_pin), repo_project.series(new_pin)
+
+
+@dataclass(frozen=True)
+class CarriedStep:
+    """One step of the chain that carried every patch: the two series, the patch names, the evidence the
+    rebase (and review) wrote, the patches that stopped for a resolution by hand, each patch's text."""
+
+    old_series: Series
+    new_series: Series
+    names: list[str]
+    evidence: dict
+    stopped: list[str]
+    by_number: dict[str, str]
+
+    def outcome(self, outcome: str) -> list[str]:
+        return [n[:4] for n in self.names if self.evidence["patches"][n]["outcome"] == outcome]
+
+
+def carried_step(project: Project, old: str, new: str, tmp_path: Path) -> CarriedStep:
+    """The committed NEW series round-trips on its base and carries every patch of OLD's under its name."""
+    old_pin, new_pin = project.pins.get(old), project.pins.get(new)
+    old_series, new_series = project.series(old_pin), project.series(new_pin)
+    assert_series_round_trips(project, new_pin, tmp_path)
+
+    names = [p.name for p in old_series.patches]
+    assert [p.name for p in new_series.patches] == names
+    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
+    assert evidence["old"]["version"] == old and evidence["new"]["version"] == new
+    assert evidence["kept"] == names and evidence["dropped"] == []
+    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
+    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
+    return CarriedStep(old_series, new_series, names, evidence, stopped, by_number)
+
+
+def assert_each_under_400_changed_lines(by_number: dict[str, str]) -> None:
+    for number, text in by_number.items():
+        hunks = text.split("\ndiff --git", 1)[1].splitlines()
+        changed = [line for line in hunks if line.startswith(("+", "-")) and not line.startswith(("+++ ", "--- "))]
+        assert len(changed) <= 400, (number, len(changed))
+
+
+def contract_sides(name: str) -> dict[str, dict[str, str]]:
+    """side -> item -> status of a committed contract evidence file."""
+    contract = json.loads((REPO / "patches/conformance" / name).read_text(encoding="utf-8"))
+    return {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
 
 
 def test_rebased_series_applies_clean_and_re_exports_byte_identically(repo_project, series_pair, tmp_path):
@@ -251,27 +300,17 @@ def test_0102_series_carries_every_091_patch_onto_the_connector_output(repo_proj
     """0.10.2: every P/D patch carried and reworked (0005, 0006, 0007, 0011 stopped in the rebase), failed
     loads on 0.10.1's KVConnectorOutput, the deadlines checked on every step; the contract evidence says
     stock 0.10.2 provides no pd-disagg item, so nothing retired."""
-    old_pin, new_pin = repo_project.pins.get("0.9.1"), repo_project.pins.get("0.10.2")
-    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
-    assert_series_round_trips(repo_project, new_pin, tmp_path)
-
-    names = [p.name for p in old_series.patches]
-    assert [p.name for p in new_series.patches] == names
-    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
-    assert evidence["old"]["version"] == "0.9.1" and evidence["new"]["version"] == "0.10.2"
-    assert evidence["kept"] == names and evidence["dropped"] == []
-    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
-    assert stopped == ["0005", "0006", "0007", "0011"]
-    assert all(evidence["patches"][n]["outcome"] == "reworked" for n in names)
-    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
+    step = carried_step(repo_project, "0.9.1", "0.10.2", tmp_path)
+    assert step.stopped == ["0005", "0006", "0007", "0011"]
+    assert step.outcome("reworked") == [n[:4] for n in step.names]
+    by_number = step.by_number
     assert "+    failed_recving: Optional[dict[str, str]] = None\n" in by_number["0007"]
     assert "+            output.failed_recving = kv_connector.get_failed_recving()\n" in by_number["0007"]
     assert "+    def _expire_kv_deadlines(self) -> None:\n" in by_number["0008"]
     assert "VLLM_NIXL_ABORT_REQUEST_TIMEOUT" in by_number["0010"] and "_cached_reqs_data" not in by_number["0009"]
-    contract = json.loads((REPO / "patches/conformance/vllm-0.10.2-against-0.9.1.json").read_text(encoding="utf-8"))
-    sides = {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
+    sides = contract_sides("vllm-0.10.2-against-0.9.1.json")
     assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
-    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    notes = (step.new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "outputs.py:76" in notes and "nixl_connector.py:415" in notes
 
 
@@ -283,30 +322,16 @@ def test_0130_series_carries_every_0111_patch_and_retires_nothing(repo_project, 
     0.13.0's per-request invalid-block helper, 0015 opens its side channel with vLLM's ZMQ helpers and is
     under 400 changed lines; the contract evidence says stock 0.13.0 provides no pd-disagg item (its factory
     does not know SharedStorageConnectorV1), so 0007 is not retired although 0.13.0 has a fail policy."""
-    old_pin, new_pin = repo_project.pins.get("0.11.1"), repo_project.pins.get("0.13.0")
-    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
-    assert_series_round_trips(repo_project, new_pin, tmp_path)
-
-    names = [p.name for p in old_series.patches]
-    assert [p.name for p in new_series.patches] == names
-    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
-    assert evidence["old"]["version"] == "0.11.1" and evidence["new"]["version"] == "0.13.0"
-    assert evidence["kept"] == names and evidence["dropped"] == []
-    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
-    assert stopped == ["0005", "0007", "0014"]
-    assert [n[:4] for n in names if evidence["patches"][n]["outcome"] == "reworked"] == ["0007", "0015"]
-    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
-    assert "+            self._update_requests_with_invalid_blocks(\n" in by_number["0007"]
-    assert "make_zmq_socket(self._zmq, address, zmq.REP, bind=True, linger=0)" in by_number["0015"]
-    for number, text in by_number.items():
-        hunks = text.split("\ndiff --git", 1)[1].splitlines()
-        changed = [line for line in hunks if line.startswith(("+", "-")) and not line.startswith(("+++ ", "--- "))]
-        assert len(changed) <= 400, (number, len(changed))
-    contract = json.loads((REPO / "patches/conformance/vllm-0.13.0-against-0.11.1.json").read_text(encoding="utf-8"))
-    sides = {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
+    step = carried_step(repo_project, "0.11.1", "0.13.0", tmp_path)
+    assert step.stopped == ["0005", "0007", "0014"]
+    assert step.outcome("reworked") == ["0007", "0015"]
+    assert "+            self._update_requests_with_invalid_blocks(\n" in step.by_number["0007"]
+    assert "make_zmq_socket(self._zmq, address, zmq.REP, bind=True, linger=0)" in step.by_number["0015"]
+    assert_each_under_400_changed_lines(step.by_number)
+    sides = contract_sides("vllm-0.13.0-against-0.11.1.json")
     assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
-    assert not (new_series.directory / "retired").exists()
-    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert not (step.new_series.directory / "retired").exists()
+    notes = (step.new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "config/kv_transfer.py:67" in notes and "kvc/factory.py:146-150" in notes
 
 
@@ -320,33 +345,56 @@ def test_0160_series_carries_every_0130_patch_and_reduces_0009_onto_upstream(rep
     0.16.0 moved it and 0013 imports AttentionMetadata from vllm.v1.attention.backend and reads
     resumed_req_ids; every patch under 400 changed lines; the contract evidence says stock 0.16.0 provides no
     pd-disagg item, so nothing retired."""
-    old_pin, new_pin = repo_project.pins.get("0.13.0"), repo_project.pins.get("0.16.0")
-    old_series, new_series = repo_project.series(old_pin), repo_project.series(new_pin)
-    assert_series_round_trips(repo_project, new_pin, tmp_path)
-
-    names = [p.name for p in old_series.patches]
-    assert [p.name for p in new_series.patches] == names
-    evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
-    assert evidence["old"]["version"] == "0.13.0" and evidence["new"]["version"] == "0.16.0"
-    assert evidence["kept"] == names and evidence["dropped"] == []
-    stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
-    assert stopped == ["0006", "0007", "0010"]
-    assert [n[:4] for n in names if evidence["patches"][n]["outcome"] == "reworked"] == ["0005", "0009", "0013"]
-    by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
+    step = carried_step(repo_project, "0.13.0", "0.16.0", tmp_path)
+    assert step.stopped == ["0006", "0007", "0010"]
+    assert step.outcome("reworked") == ["0005", "0009", "0013"]
+    by_number = step.by_number
     assert "+            delay_free_blocks = True\n" in by_number["0009"]
     assert "+            return None\n" not in by_number["0009"] and "+            return None\n" in (
-        old_series.directory / names[4]
+        step.old_series.directory / step.names[4]
     ).read_text(encoding="utf-8")
     assert "+from vllm.model_executor.layers.attention.mla_attention import MLACommonBackend\n" in by_number["0005"]
     assert "+    from vllm.v1.attention.backend import AttentionMetadata\n" in by_number["0013"]
     assert "+            if req_id in cached.resumed_req_ids:\n" in by_number["0013"]  # 0.16.0's CachedRequestData
-    for number, text in by_number.items():
-        hunks = text.split("\ndiff --git", 1)[1].splitlines()
-        changed = [line for line in hunks if line.startswith(("+", "-")) and not line.startswith(("+++ ", "--- "))]
-        assert len(changed) <= 400, (number, len(changed))
-    contract = json.loads((REPO / "patches/conformance/vllm-0.16.0-against-0.13.0.json").read_text(encoding="utf-8"))
-    sides = {run["side"]: {i["item"]: i["status"] for i in run["items"]} for run in contract["runs"]}
+    assert_each_under_400_changed_lines(by_number)
+    sides = contract_sides("vllm-0.16.0-against-0.13.0.json")
     assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
-    assert not (new_series.directory / "retired").exists()
-    notes = (new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert not (step.new_series.directory / "retired").exists()
+    notes = (step.new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "sched/scheduler.py:1704-1714" in notes and "kvc/factory.py:146-150" in notes
+
+
+# ---------------------------------------------------------------- 0.16.0 -> 0.22.1 (the sdist only)
+
+
+def test_0221_series_carries_every_0160_patch_and_reduces_0006_and_0011_onto_upstream(repo_project, tmp_path):
+    """0.22.1: every P/D patch carried (0005, 0006, 0007, 0008, 0014 stopped in the rebase); 0006 reduced onto
+    0.22's own resume at the announced tokens (no whole-block count left to correct: the table of loads in
+    flight stays), 0011 onto 0.22's has_finished_requests, which counts a request whose blocks a connector
+    holds (the has_requests() override is gone, the shutdown warning stays); every patch under 400 changed
+    lines; the contract evidence says stock 0.22.1 provides no pd-disagg item, so nothing retired. Replayed
+    from a fresh root, the step needs no hand: the recorded resolutions resolve every stop."""
+    step = carried_step(repo_project, "0.16.0", "0.22.1", tmp_path)
+    assert step.stopped == ["0005", "0006", "0007", "0008", "0014"]
+    # after the rebase: the tests set up their connector as 0.22 wants (HMA off), 0007 passes 0.22's
+    # num_scheduled_tokens and finds a loading request in skipped_waiting, 0010 frees a send vLLM kept
+    assert step.outcome("reworked") == ["0006", "0007", "0008", "0009", "0010", "0011", "0013", "0014", "0015"]
+    assert "+        self.skipped_waiting.remove_requests((request,))\n" in step.by_number["0007"]
+    by_number = step.by_number
+    assert "len(block_ids) * self.block_size" not in by_number["0006"]
+    assert "+                    self._kv_loading[request.request_id] = num_computed_tokens\n" in by_number["0006"]
+    assert "def has_requests" not in by_number["0011"] and "+        if self._kv_held:\n" in by_number["0011"]
+    assert "+    def has_requests(self) -> bool:\n" in (step.old_series.directory / step.names[6]).read_text(
+        encoding="utf-8"
+    )
+    assert_each_under_400_changed_lines(by_number)
+    sides = contract_sides("vllm-0.22.1-against-0.16.0.json")
+    assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
+    assert not (step.new_series.directory / "retired").exists()
+    notes = (step.new_series.directory / "NOTES.md").read_text(encoding="utf-8")
+    assert "sched/scheduler.py:1884-1893" in notes and "nixl/scheduler.py:70-76" in notes
+
+    replay = replay_step(REPO, repo_project, "0.16.0", "0.22.1", tmp_path / "project")
+    # one resolution per conflicted file: 0007 stopped in two (kvc/v1/base.py, vllm/v1/outputs.py)
+    assert sorted(entry.patch[:4] for entry in replay.index.resolutions) == sorted([*step.stopped, "0007"])
+    assert_replayed(replay, "0.22.1")

@@ -54,6 +54,10 @@ def test_runtime_extras_start_at_the_release_that_imports_them() -> None:
     assert at_16[: len(runtime_extras((0, 13, 0)))] == runtime_extras((0, 13, 0))
     assert "mistral-common==1.9.0" in at_16 and "pycountry==26.2.16" in at_16
     assert not any(req.startswith("mistral-common") for req in runtime_extras((0, 15, 9)))
+    # 0.22's vllm/v1/utils.py imports uvloop at module level; 0.16.0's layers do not carry it
+    at_22 = runtime_extras((0, 22, 1))
+    assert at_22[: len(at_16)] == at_16 and "uvloop==0.23.0" in at_22
+    assert not any(req.startswith("uvloop") for req in runtime_extras((0, 21, 9)))
 
 
 def test_release_layers_come_before_the_runtime_layer_on_the_path() -> None:

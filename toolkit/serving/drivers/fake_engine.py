@@ -136,7 +136,7 @@ class Engine:
         cache = CacheConfig(
             block_size=BLOCK_SIZE,
             gpu_memory_utilization=0.9,
-            swap_space=0,
+            **release_api.no_swap_space(CacheConfig),
             cache_dtype="auto",
             enable_prefix_caching=True,
             prefix_caching_hash_algo=hash_algo,
@@ -161,6 +161,7 @@ class Engine:
         )
         cache.num_gpu_blocks = num_blocks
         self.vllm_config = vllm_config
+        self.kv_cache_config = kv_cache_config  # the worker half's connector takes it too (vLLM >= 0.11.1)
         global _BLOCK_HASHER
         _BLOCK_HASHER = release_api.block_hasher(hash_algo, BLOCK_SIZE)
         structured = _structured_output_manager(StructuredOutputManager, vllm_config)

@@ -53,7 +53,9 @@ class WorkerHalf:
 
             # vLLM 0.10 renamed create_connector_v1 to create_connector (V0's connectors are gone)
             create = getattr(KVConnectorFactory, "create_connector_v1", None) or KVConnectorFactory.create_connector
-            self.connector = create(engine.vllm_config, KVConnectorRole.WORKER)
+            self.connector = create(
+                engine.vllm_config, KVConnectorRole.WORKER, **release_api.connector_cache_config(create, engine)
+            )
             self.api = "0.9" if hasattr(self.connector, "get_failed_recving") else "0.8.5"
         else:
             from vllm.config import KVTransferConfig

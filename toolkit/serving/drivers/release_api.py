@@ -159,3 +159,20 @@ def full_attention_spec(spec_cls: type, block_size: int, dtype: object):
     keyword-only and dropped `use_mla` (False here where the spec still has it)."""
     fields = {"block_size": block_size, "num_kv_heads": 1, "head_size": 1, "dtype": dtype, "use_mla": False}
     return spec_cls(**{k: v for k, v in fields.items() if k in field_names(spec_cls)})
+
+
+def no_swap_space(cache_config_cls: type) -> dict[str, int]:
+    """CacheConfig's `swap_space=0` (no CPU swap for preempted blocks) while the config has the field: vLLM
+    0.22 dropped it (a CacheConfig given it raises pydantic's unexpected_keyword_argument)."""
+    return {"swap_space": 0} if "swap_space" in field_names(cache_config_cls) else {}
+
+
+def connector_cache_config(create_connector, engine) -> dict[str, object]:
+    """The factory's `kv_cache_config` argument for a worker connector: optional from vLLM 0.11.1 (the series'
+    connectors take it and default it), required from 0.22 (`create_connector(config, role, kv_cache_config)`,
+    a TypeError without it); absent before 0.11.1."""
+    import inspect
+
+    if "kv_cache_config" not in inspect.signature(create_connector).parameters:
+        return {}
+    return {"kv_cache_config": engine.kv_cache_config}

