@@ -112,15 +112,18 @@ def run_engine_tier(
     work.mkdir(parents=True)
     _parity_and_kv(checks, cache, envs, model, work, feature_env(series), parts)
     if "pd-disagg" in parts or "serve" in parts:
-        from toolkit.conformance.engine_tier_pd import pd_checks, upstream_transport_missing
+        from toolkit.conformance.engine_tier_pd import nixl_only_checks, pd_checks, upstream_transport_missing
 
+        documented = DOCUMENTED_STOCK.get(found.flavor_version.split("+")[0], {})
         missing = upstream_transport_missing(fetch_artifact(cache, artifact, quiet=True))
         if missing is not None:
             for part in ("pd-disagg", "serve"):
                 if part in parts:
                     checks.add(CheckResult(f"engine-{part}", NOT_APPLICABLE, missing))
+            if "pd-disagg" in parts:
+                nixl_only_checks(checks, cache, envs, model, work / "nixl", documented)
             return
-        pd_checks(checks, cache, envs, model, work, DOCUMENTED_STOCK.get(found.flavor_version.split("+")[0], {}), parts)
+        pd_checks(checks, cache, envs, model, work, documented, parts)
 
 
 def stock_reference(cache: Path, env: EngineEnv, model: Path) -> tuple[EngineRun, str]:

@@ -1,7 +1,9 @@
 """The engine tier's P/D checks on the dynamo-base engine: every transport on CPU, and the OpenAI server.
 
 Reuses the P/D runs of the engine groundwork (engine_pd.py: ExampleConnector with three engine processes;
-engine_pd_nixl.py: NixlConnector, prefill and decode processes, the aggregated reference of the first run;
+engine_pd_nixl.py: upstream's NixlConnector and dynamo-base's NixlConnectorV1, each a prefill and a decode
+process, the aggregated reference of the first run, or of an aggregated engine where upstream's ExampleConnector
+cannot run on CPU (vLLM up to 0.16.0);
 engine_serve.py: a prefill and a decode server with `kv_transfer_params` over HTTP), each started from the
 dynamo-base venv. Each of their checks becomes one tier check `engine-pd-<name>` / `engine-serve-<name>`.
 A check whose outcome is upstream's own documented behaviour for this release (`documented`: what stock
@@ -22,12 +24,72 @@ from typing import Any
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS, CheckList, CheckResult
 from toolkit.conformance.engine_env import EngineEnv
 from toolkit.conformance.engine_pd import Check, PdRun, run_pd, write_results
-from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
+from toolkit.conformance.engine_pd_nixl import PREFIXES, SERIES, UPSTREAM, aggregated_reference, nixl_layer, run_pd_nixl
 from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
+from toolkit.conformance.nixl_blocks import UPSTREAM_FILES, site_packages
 
 DETAIL_CHARS = 600
 EXAMPLE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/example_connector.py"
 SHARED_STORAGE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/shared_storage_connector.py"
+SERIES_NIXL = "vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py"  # patch 0015
+
+
+def nixl_runs(env: EngineEnv, model: Path, site: Path, work: Path, reference: dict[str, list[int]]) -> dict[str, Any]:
+    """Both NIXL connectors over the dynamo-base engine, at once, each its own engines: PdRun, the exception it
+    failed with, or the reason it does not apply (str: the series has no NixlConnectorV1)."""
+    runs: dict[str, Any] = {}
+    connectors = [UPSTREAM]
+    if (site_packages(env.path) / SERIES_NIXL).is_file():
+        connectors.append(SERIES)
+    else:
+        runs[SERIES] = f"{env.wheel} has no NixlConnectorV1 ({SERIES_NIXL} is missing)"
+    with ThreadPoolExecutor(len(connectors)) as pool:
+        futures = {
+            c: pool.submit(run_pd_nixl, env, model, site, work / f"pd-{PREFIXES[c]}", reference, c) for c in connectors
+        }
+        for connector, future in futures.items():
+            try:
+                runs[connector] = future.result()
+            except Exception as exc:  # one failed check with its cause
+                runs[connector] = exc
+    return runs
+
+
+def add_nixl_checks(checks: CheckList, runs: dict[str, Any], documented: dict[str, tuple[str, str]]) -> None:
+    for connector, run in runs.items():
+        name = f"engine-pd-{PREFIXES[connector]}"
+        if isinstance(run, str):
+            checks.add(CheckResult(name, NOT_APPLICABLE, run))
+        elif isinstance(run, Exception):
+            checks.add(CheckResult(name, FAIL, f"the {connector} P/D run failed: {type(run).__name__}: {run}"))
+        else:
+            for check in run.checks:
+                checks.add(tier_check("engine-pd", check, documented))
+
+
+def nixl_only_checks(
+    checks: CheckList, cache: Path, envs: dict[str, EngineEnv], model: Path, work: Path, documented: dict
+) -> None:
+    """The NIXL runs alone (upstream's ExampleConnector cannot run here): the reference is the stock engine's,
+    aggregated (no connector)."""
+    began = time.perf_counter()
+    first = len(checks.results)
+    if not any((site_packages(envs["stock"].path) / member).is_file() for member in UPSTREAM_FILES):
+        why = f"{envs['stock'].wheel} has no upstream NIXL connector ({' or '.join(UPSTREAM_FILES)})"
+        checks.add(CheckResult("engine-pd-nixl", NOT_APPLICABLE, why))
+        return
+    site = nixl_layer(cache, envs["stock"])
+    try:
+        reference = aggregated_reference(envs["stock"], model, work / "aggregated")
+    except Exception as exc:
+        checks.add(CheckResult("engine-pd-nixl", FAIL, f"the aggregated reference failed: {exc}"))
+        return
+    runs = nixl_runs(envs["dynamo-base"], model, site, work, reference)
+    record = {PREFIXES[c]: r.to_json() for c, r in runs.items() if isinstance(r, PdRun)}
+    write_results(work / "pd-runs.json", {**record, "aggregated": reference})
+    add_nixl_checks(checks, runs, documented)
+    if len(checks.results) > first:
+        checks.results[first].seconds = time.perf_counter() - began
 
 
 def _cuda_line(archive: zipfile.ZipFile, member: str) -> int:
@@ -94,9 +156,9 @@ def pd_checks(
     env = envs["dynamo-base"]
     site = nixl_layer(cache, envs["stock"])  # the same Python and packages: the stock side's cached layer
 
-    def offline() -> tuple[PdRun, PdRun]:
+    def offline() -> tuple[PdRun, dict[str, Any]]:
         pd = run_pd(env, model, work / "pd-example")
-        return pd, run_pd_nixl(env, model, site, work / "pd-nixl", pd.aggregated_outputs)
+        return pd, nixl_runs(env, model, site, work, pd.aggregated_outputs)
 
     began = time.perf_counter()
     first = len(checks.results)
@@ -116,7 +178,8 @@ def pd_checks(
     record: dict[str, Any] = {}
     for key, run in runs.items():
         if key == "offline" and not isinstance(run, Exception):
-            record["pd"], record["nixl"] = run[0].to_json(), run[1].to_json()
+            record["pd"] = run[0].to_json()
+            record.update({PREFIXES[c]: r.to_json() for c, r in run[1].items() if isinstance(r, PdRun)})
         elif not isinstance(run, Exception):
             record[key] = run.to_json()
     write_results(work / "pd-runs.json", record)  # every detail, beyond what the checks' lines show
@@ -129,8 +192,7 @@ def pd_checks(
             reference = pd.aggregated_outputs
             for check in pd.checks:
                 checks.add(tier_check("engine-pd", check, documented))
-            for check in nixl.checks:
-                checks.add(tier_check("engine-pd", check, documented))
+            add_nixl_checks(checks, nixl, documented)
     if "serve" in runs:
         if isinstance(runs["serve"], Exception):
             checks.add(CheckResult("engine-serve", FAIL, f"the OpenAI server run failed: {runs['serve']}"))
