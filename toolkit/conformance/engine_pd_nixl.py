@@ -163,7 +163,7 @@ def run_pd_nixl(
         checks.append(Check(f"{prefix}-no-leaked-blocks", FAIL if leaked or not held else PASS, details))
         checks.append(_sabotage(pre, dec, prompts["len64"], reference["len64"], shape, prefix))
         checks.append(abort_while_loading(pre, dec, prompts, reference, prefix))
-        checks.append(_prefill_killed(pre, dec, prompts["len65"], free["decode"], prefix))
+        checks.append(_prefill_killed(pre, dec, prompts["len65"], free["decode"], prefix, connector))
         return PdRun(
             vllm_version=str(ready["decode"]["vllm_version"]),
             connector=connector,
@@ -194,9 +194,21 @@ def _sabotage(
     return Check(f"{prefix}-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
 
 
-def _prefill_killed(pre: EngineProcess, dec: EngineProcess, ids: list[int], decode_free: int, prefix: str) -> Check:
+def failed_load_path(connector: str, finish: str | None, params: dict[str, Any] | None) -> bool:
+    """Whether a decode request whose load failed took the documented "fail" path of `connector`: upstream's
+    kv_load_failure_policy finishes it as FINISHED_ERROR (finish_reason "error", vLLM 0.13.0 on); dynamo-base's
+    on_load_failure (patch 0007) finishes it as aborted with {"error": "remote KV load failed: ..."} in its
+    kv_transfer_params."""
+    if connector == SERIES:
+        return finish == "abort" and str((params or {}).get("error", "")).startswith("remote KV load failed")
+    return finish == "error"
+
+
+def _prefill_killed(
+    pre: EngineProcess, dec: EngineProcess, ids: list[int], decode_free: int, prefix: str, connector: str
+) -> Check:
     """The prefill engine is killed after handing over, before the decode reads: policy "fail" must end the
-    request with an error (not hang, not produce tokens) and give its blocks back."""
+    request the connector's documented way (not hang, not produce tokens) and give its blocks back."""
     params = generate_remote(pre, ids)["kv_transfer_params"][0]
     pre.proc.kill()
     pre.proc.wait(timeout=30)
@@ -205,7 +217,8 @@ def _prefill_killed(pre: EngineProcess, dec: EngineProcess, ids: list[int], deco
     seconds = round(time.monotonic() - began, 3)
     left = decode_free - dec.request({"op": "blocks"})["free_blocks"]
     finish = (decoded.get("finish_reasons") or [None])[0]
+    answered = (decoded.get("kv_transfer_params") or [None])[0]
     details = {"finish_reason": finish, "tokens": decoded.get("outputs"), "seconds": seconds, "blocks_left": left}
-    details["error"] = decoded.get("error")
-    ok = finish == "error" and not (decoded.get("outputs") or [[]])[0] and left == 0
+    details.update(error=decoded.get("error"), kv_transfer_params=answered)
+    ok = failed_load_path(connector, finish, answered) and not (decoded.get("outputs") or [[]])[0] and left == 0
     return Check(f"{prefix}-prefill-killed-mid-transfer", PASS if ok else FAIL, details)

@@ -117,8 +117,8 @@ def upstream_transport_missing(wheel: Path) -> str | None:
     else:
         return None
     return (
-        f"{why}: no upstream shared-storage transport runs on CPU here, and the tier's NIXL and server runs take "
-        "their aggregated reference from that run (the series' own transports are not driven by the tier yet)"
+        f"{why}: no upstream shared-storage transport runs on CPU here (the NIXL runs take their aggregated "
+        "reference from an aggregated engine instead; the OpenAI server run is not driven here)"
     )
 
 

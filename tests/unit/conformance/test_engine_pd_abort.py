@@ -59,3 +59,14 @@ def test_an_engine_that_does_not_serve_afterwards_fails() -> None:
         assert check.status == FAIL
         assert check.details["problems"] == ["the next P/D decode did not load and equal the aggregated tokens"]
     assert judge_abort(_state(), {}, failed, EXPECTED, "n").details["next_pd"]["error"] == "RuntimeError: gone"
+
+
+def test_each_connector_has_its_own_documented_fail_path() -> None:
+    from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM, failed_load_path
+
+    # upstream: kv_load_failure_policy "fail" -> FINISHED_ERROR; the series (patch 0007): aborted, with the reason
+    assert failed_load_path(UPSTREAM, "error", None)
+    assert not failed_load_path(UPSTREAM, "abort", {"error": "remote KV load failed: x"})
+    assert failed_load_path(SERIES, "abort", {"error": "remote KV load failed: NIXL_ERR_REMOTE_DISCONNECT"})
+    assert not failed_load_path(SERIES, "abort", None)  # an abort without the reason is not the failure path
+    assert not failed_load_path(SERIES, "error", None)
