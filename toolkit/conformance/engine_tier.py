@@ -13,7 +13,10 @@ loads here (toolkit/conformance/engine_apply.py). Otherwise, with the tiny model
   kv-routing contract (toolkit/contracts/kv.py): the consumer's exact index against the engine's cached
   blocks, and the router's overlap for every probe prompt, after every engine step;
 - `engine-pd-*`: dynamo-base's prefill and decode engines through each transport on CPU (ExampleConnector,
-  NixlConnector): decode equals aggregated, sabotage, failure paths, leaks (toolkit/conformance/engine_pd*.py);
+  upstream's NixlConnector `engine-pd-nixl-*`, the series' NixlConnectorV1 `engine-pd-nixl-v1-*`): decode equals
+  aggregated, sabotage, failure paths, an abort while the load is in flight, leaks
+  (toolkit/conformance/engine_pd*.py); where ExampleConnector cannot run on CPU (up to 0.16.0: `.cuda()`), the
+  NIXL runs alone, against an aggregated stock engine;
 - `engine-serve-*`: a prefill and a decode OpenAI server handing over `kv_transfer_params` over HTTP.
 """
 

@@ -13,7 +13,9 @@ against; this is the evidence the verdict reads instead (patches/conformance/, o
   hold timeouts, a corrupted, a missing and a truncated transfer). Stock alone has no such transport: not
   provided (its own ExampleConnector is judged in docs/engine-tier.md);
 - pd-disagg through upstream's NixlConnector (`new-engine-pd-nixl`, toolkit/conformance/engine_pd_nixl.py):
-  nixl-transport, where the nixl packages install and load here.
+  nixl-transport, where the nixl packages install and load here; the reference is the shared-storage run's
+  aggregated engine, else an aggregated engine of its own. The run's abort-while-loading scenario is the
+  scheduler's (patch 0009), not the transport's: its outcome is told in the item's line, not judged in it.
 
 The reference of every item is the same build's own ground truth and aggregated engine, so the record's OLD
 side is stock VERSION itself (`vllm-VERSION+plugin-against-VERSION.json`).
