@@ -223,5 +223,7 @@ def _prefill_killed(
     answered = (decoded.get("kv_transfer_params") or [None])[0]
     details = {"finish_reason": finish, "tokens": decoded.get("outputs"), "seconds": seconds, "blocks_left": left}
     details.update(error=decoded.get("error"), kv_transfer_params=answered)
+    if decoded.get("trace"):  # an exception out of generate: where it came from
+        details["trace"] = str(decoded["trace"])[-1200:]
     ok = failed_load_path(connector, finish, answered) and not (decoded.get("outputs") or [[]])[0] and left == 0
     return Check(f"{prefix}-prefill-killed-mid-transfer", PASS if ok else FAIL, details)
