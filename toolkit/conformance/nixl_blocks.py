@@ -2,8 +2,9 @@
 release's own code (the engine venv's `vllm` package), so the P/D run reads the ids the way that code writes them.
 
 - upstream's NixlConnector up to vLLM 0.16.0 (`kv_connector/v1/nixl_connector.py`): `RemoteMeta.block_ids:
-  list[int]`, one flat list (the connector is not `SupportsHMA`, so the scheduler's `_connector_finished` hands
-  `request_finished` the first KV-cache group's ids, `block_ids[0]`, and it returns them as they are);
+  list[int]` (0.11.1: `ReqMeta.remote_block_ids: list[int]`), one flat list (the connector is not
+  `SupportsHMA`, so the scheduler's `_connector_finished` hands `request_finished` the first KV-cache group's
+  ids, `block_ids[0]`, and it returns them as they are);
 - from its `nixl/` package on (0.32.0: `kv_connector/v1/nixl/metadata.py`): `RemoteMeta.block_ids: BlockIds`,
   with `BlockIds = tuple[list[int], ...] | list[list[int]]` in `kv_connector/utils.py`: one list per group;
 - dynamo-base's NixlConnectorV1 (patches 0013, 0015: `kv_connector/v1/async_transfer.py`): `request_finished`
@@ -27,6 +28,9 @@ KVC = "vllm/distributed/kv_transfer/kv_connector"
 UPSTREAM_FILES = (f"{KVC}/v1/nixl_connector.py", f"{KVC}/v1/nixl/metadata.py")
 UTILS = f"{KVC}/utils.py"
 SERIES_FILE = f"{KVC}/v1/async_transfer.py"
+# The dataclass field a decode's connector keeps the parameters' `remote_block_ids` in: RemoteMeta.block_ids from
+# 0.13.0 on, ReqMeta.remote_block_ids in 0.11.1.
+FIELDS = (("RemoteMeta", "block_ids"), ("ReqMeta", "remote_block_ids"))
 SHAPES = {"list[int]": FLAT, "list[list[int]]": PER_GROUP, "tuple[list[int], ...] | list[list[int]]": PER_GROUP}
 
 
@@ -78,9 +82,12 @@ def upstream_block_shape(root: Path) -> BlockShape:
     for member in UPSTREAM_FILES:
         if not (root / member).is_file():
             continue
-        item = _field(_parse(root, member), "RemoteMeta", "block_ids")
+        tree = _parse(root, member)
+        item = next((f for c, n in FIELDS if (f := _field(tree, c, n)) is not None), None)
         if item is None:
-            raise VpatchError(f"{member}: no RemoteMeta.block_ids field", path=root / member)
+            raise VpatchError(
+                f"{member}: no RemoteMeta.block_ids or ReqMeta.remote_block_ids field", path=root / member
+            )
         text = ast.unparse(item.annotation)
         where = f"{member}:{item.lineno}"
         if text in SHAPES:

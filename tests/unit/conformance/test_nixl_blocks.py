@@ -129,3 +129,9 @@ def test_site_packages_of_a_venv(tmp_path: Path) -> None:
     assert site_packages(tmp_path) == tmp_path / "lib" / "python3.11" / "site-packages"
     with pytest.raises(VpatchError):
         site_packages(tmp_path / "none")
+
+
+def test_0_11_1_keeps_the_ids_in_its_request_meta(tmp_path: Path) -> None:
+    meta = "@dataclass\nclass ReqMeta:\n    local_block_ids: list[int]\n    remote_block_ids: list[int]\n"
+    shape = upstream_block_shape(_tree(tmp_path, {f"{KVC}/v1/nixl_connector.py": meta}))
+    assert shape == BlockShape(FLAT, f"{KVC}/v1/nixl_connector.py:4 `list[int]`")
