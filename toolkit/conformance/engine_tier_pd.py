@@ -32,6 +32,25 @@ DETAIL_CHARS = 600
 EXAMPLE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/example_connector.py"
 SHARED_STORAGE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/shared_storage_connector.py"
 SERIES_NIXL = "vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py"  # patch 0015
+CONNECTOR_METRICS = "vllm/distributed/kv_transfer/kv_connector/v1/metrics.py"
+FRONTEND_ONLY = "assert not has_kv_transfer_group()"
+
+
+def in_process_blocked(root: Path) -> str | None:
+    """Why an in-process engine with a KV connector does not start from the vllm package in `root` (None when it
+    does): vLLM 0.11.1's KVConnectorLogging asserts it runs in a frontend process without a KV transfer group, and
+    with VLLM_ENABLE_V1_MULTIPROCESSING=0 (which the drivers' block-pool, corruption and abort ops need) the
+    frontend is the worker's process (measured: AssertionError in LLM(...), both NIXL connectors)."""
+    path = root / CONNECTOR_METRICS
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    line = next((n for n, text in enumerate(lines, 1) if FRONTEND_ONLY in text), 0)
+    if not line:
+        return None
+    return (
+        f"{CONNECTOR_METRICS}:{line} `{FRONTEND_ONLY}`: an in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0, "
+        "which the NIXL runs' block-pool, corruption and abort requests need) with a KV connector and stats on "
+        "does not start"
+    )
 
 
 def nixl_runs(env: EngineEnv, model: Path, site: Path, work: Path, reference: dict[str, list[int]]) -> dict[str, Any]:
@@ -77,6 +96,10 @@ def nixl_only_checks(
     if not any((site_packages(envs["stock"].path) / member).is_file() for member in UPSTREAM_FILES):
         why = f"{envs['stock'].wheel} has no upstream NIXL connector ({' or '.join(UPSTREAM_FILES)})"
         checks.add(CheckResult("engine-pd-nixl", NOT_APPLICABLE, why))
+        return
+    blocked = in_process_blocked(site_packages(envs["dynamo-base"].path))
+    if blocked is not None:
+        checks.add(CheckResult("engine-pd-nixl", NOT_APPLICABLE, blocked))
         return
     site = nixl_layer(cache, envs["stock"])
     try:
