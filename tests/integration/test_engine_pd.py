@@ -150,6 +150,21 @@ def test_nixl_one_corrupted_byte_in_the_prefill_memory_changes_the_decode(result
     assert abs(check.details["corruption"]["after"]) < float("inf")  # a finite value, not a NaN
 
 
+def test_nixl_block_ids_are_read_per_kv_cache_group_as_0_32_0_declares(results: dict[str, Any]) -> None:
+    source = results["nixl"].check("nixl-sabotage-corrupted-kv").details["block_ids"]
+    assert source.startswith("vllm/distributed/kv_transfer/kv_connector/v1/nixl/metadata.py:")
+    assert "`tuple[list[int], ...] | list[list[int]]`" in source  # BlockIds: one list per group
+
+
+def test_nixl_abort_while_the_read_is_in_flight_keeps_then_frees_the_blocks(results: dict[str, Any]) -> None:
+    check = results["nixl"].check("nixl-abort-while-loading")
+    assert check.status == PASS, check.details
+    abort = check.details["abort"]
+    assert abort["status_at_abort"] == "WAITING_FOR_REMOTE_KVS" and not abort["landed_before_abort"]
+    assert abort["held_after_abort"] == 3  # 0.32.0's finish_requests delays the free (delay_free_blocks)
+    assert check.details["leaked"] == {} and check.details["next_pd"]["loaded_tokens"] == 33
+
+
 def test_nixl_prefill_killed_before_the_read_fails_the_request(results: dict[str, Any]) -> None:
     check = results["nixl"].check("nixl-prefill-killed-mid-transfer")
     assert check.status == PASS, check.details

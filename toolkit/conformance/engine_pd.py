@@ -42,6 +42,16 @@ PASS, FAIL, NOT_PROVIDED = "pass", "fail", "not-provided"
 # Longer than a block, so ExampleConnector stores it under its own first block. Not shorter: the empty-prefix
 # folder a short prompt creates would make the connector skip storing 33-token prompts in later batches.
 WARM_UP = list(range(1000, 1040))
+# A prefill request for a remote decode (NIXL): upstream's NixlConnector reads every key, dynamo-base's
+# NixlConnectorV1 do_remote_decode alone.
+REMOTE_DECODE = {
+    "do_remote_decode": True,
+    "do_remote_prefill": False,
+    "remote_engine_id": None,
+    "remote_block_ids": None,
+    "remote_host": None,
+    "remote_port": None,
+}
 
 
 def pd_prompts(seed: int = 19) -> dict[str, list[int]]:
@@ -99,6 +109,16 @@ def generate_batch(engine: EngineProcess, prompts: list[list[int]], max_tokens: 
     if answer.get("error"):
         raise VpatchError(f"the {engine.role} engine failed: {answer['error']}", path=engine.log_path)
     return answer
+
+
+def generate_remote(pre: EngineProcess, ids: list[int]) -> dict[str, Any]:
+    """One prompt prefilled for a remote decode (1 token); its answer carries the `kv_transfer_params`."""
+    return pre.request({"op": "generate", "prompts": [ids], "max_tokens": 1, "kv_transfer_params": [REMOTE_DECODE]})
+
+
+def decode_one(dec: EngineProcess, ids: list[int], params: dict[str, Any] | None) -> dict[str, Any]:
+    """One prompt decoded from a prefill's `kv_transfer_params`."""
+    return dec.request({"op": "generate", "prompts": [ids], "max_tokens": MAX_TOKENS, "kv_transfer_params": [params]})
 
 
 def _corrupt_one_byte(path: Path) -> dict[str, Any]:

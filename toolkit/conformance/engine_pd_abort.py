@@ -1,0 +1,86 @@
+"""A decode request aborted while its NIXL load is in flight (one scenario of the NIXL P/D run, either connector).
+
+What the releases do (read in their sdists): vLLM 0.13.0's `Scheduler.finish_requests` frees an aborted
+request's blocks at once, also in WAITING_FOR_REMOTE_KVS, while the READ may still be writing into them; 0.16.0
+passes `delay_free_blocks` for a request in WAITING_FOR_REMOTE_KVS whose load has not landed and frees the blocks
+on the worker's `finished_recving`; dynamo-base's patch 0009 keeps them until the worker reports the load ended
+and tells the connector (`cancel_load`), and NixlConnectorV1 reports a cancelled READ once it has ended.
+
+Sequence: the prefill engine prefills a prompt for a remote decode and is then stopped (SIGSTOP), so nothing
+it must do for the READ happens; the decode engine adds the request, steps until it waits for its KV, and
+aborts it at once (pd_drive.py `abort-loading`); the prefill engine is continued (SIGCONT). Then both engines
+step again with plain requests, and one more prompt goes through P/D. Passes when the load was in flight at the
+abort (not seen landed by the scheduler), the decode kept the request's blocks over the abort, neither engine
+has a block left allocated afterwards, and the next P/D decode equals the aggregated reference.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+from toolkit.conformance.engine_pd import (
+    FAIL,
+    MAX_TOKENS,
+    PASS,
+    WARM_UP,
+    Check,
+    decode_one,
+    generate_batch,
+    generate_remote,
+)
+from toolkit.conformance.engine_procs import EngineProcess
+
+ABORTED, AFTER = "shared-b", "len33"  # 88 tokens (3 blocks) aborted; a 33-token prompt through P/D afterwards
+
+
+def _free(engine: EngineProcess) -> int:
+    return int(engine.request({"op": "blocks"})["free_blocks"])
+
+
+def judge_abort(
+    state: dict[str, Any], leaked: dict[str, int], serving: dict[str, Any], expected: list[int], name: str
+) -> Check:
+    """The scenario's verdict from what the engines reported (see the module doc)."""
+    problems = []
+    if state.get("status_at_abort") != "WAITING_FOR_REMOTE_KVS" or state.get("landed_before_abort"):
+        problems.append("the load was not in flight at the abort")
+    elif not state.get("held_after_abort"):
+        problems.append("the decode freed the blocks at the abort, while the READ may still write into them")
+    if leaked:
+        problems.append(f"blocks left allocated: {leaked}")
+    tokens = (serving.get("outputs") or [None])[0]
+    if serving.get("error") or tokens != expected or not serving.get("external_hits"):
+        problems.append("the next P/D decode did not load and equal the aggregated tokens")
+    next_pd: dict[str, Any] = {"tokens": tokens, "aggregated": expected, "loaded_tokens": serving.get("external_hits")}
+    if serving.get("error"):
+        next_pd["error"] = str(serving["error"])[:300]
+    details = {"abort": state, "leaked": leaked, "next_pd": next_pd, "problems": problems}
+    return Check(name, FAIL if problems else PASS, details)
+
+
+def abort_while_loading(
+    pre: EngineProcess,
+    dec: EngineProcess,
+    prompts: dict[str, list[int]],
+    reference: dict[str, list[int]],
+    prefix: str,
+) -> Check:
+    """Run the scenario on a running prefill/decode pair; both must be settled (nothing held) before."""
+    generate_batch(pre, [WARM_UP], 1)  # the prefill frees what earlier decodes read
+    free = {"prefill": _free(pre), "decode": _free(dec)}
+    params = generate_remote(pre, prompts[ABORTED])["kv_transfer_params"][0]
+    os.kill(pre.proc.pid, signal.SIGSTOP)
+    try:
+        request = {"op": "abort-loading", "prompt": prompts[ABORTED], "kv_transfer_params": params}
+        state = dec.request({**request, "max_tokens": MAX_TOKENS})
+    finally:
+        os.kill(pre.proc.pid, signal.SIGCONT)
+    generate_batch(dec, [WARM_UP], 1)  # steps the decode: the worker reports the aborted load's end
+    generate_batch(pre, [WARM_UP], 1)  # steps the prefill: the READ's notification frees its blocks
+    serving = decode_one(dec, prompts[AFTER], generate_remote(pre, prompts[AFTER])["kv_transfer_params"][0])
+    generate_batch(pre, [WARM_UP], 1)
+    after = {"prefill": _free(pre), "decode": _free(dec)}
+    leaked = {role: free[role] - after[role] for role in free if free[role] != after[role]}
+    return judge_abort(state, leaked, serving, reference[AFTER], f"{prefix}-abort-while-loading")
