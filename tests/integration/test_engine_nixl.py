@@ -11,8 +11,8 @@ while its READ is in flight, and checks that patch 0009 keeps the blocks over th
 
 from __future__ import annotations
 
-import os
 import json
+import os
 from typing import Any
 
 import pytest
