@@ -91,6 +91,7 @@ class _Runner:
         self.checkout, self.config, self.cache_dir = checkout, config, cache_dir
         self._tracked: dict[str, frozenset[str]] | None = None
         self.notes: list[str] = []  # what a run left out, and why
+        self.unparsed: set[str] = set()  # files mypy could not parse here: left out of the later runs at once
 
     def all_files(self, hook: Hook) -> list[str]:
         """What `pre-commit run --all-files` hands `hook`: the tracked files its filters and the config's
@@ -107,7 +108,8 @@ class _Runner:
             return run_hook(hook, venv, self.checkout.path, files)
         python = str(venv_python(venv)) if venv is not None else sys.executable
         universe = self.all_files(hook) if hook.script and not hook.script.endswith(".sh") else []
-        findings, left_out = run_mypy(hook, python, self.checkout.path, files, universe)
+        findings, left_out = run_mypy(hook, python, self.checkout.path, files, universe, frozenset(self.unparsed))
+        self.unparsed.update(left_out)
         if left_out:
             here = f"Python {sys.version_info[0]}.{sys.version_info[1]}"
             self.notes.append(

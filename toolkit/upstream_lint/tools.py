@@ -21,7 +21,7 @@ from toolkit.upstream_lint.config import Hook
 
 TOOL_TIMEOUT = 600.0
 # Part of every cached report's key: bump it when a runner's command line or output reading changes.
-RUNNERS_VERSION = 4
+RUNNERS_VERSION = 3
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
 _CODESPELL = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<message>.+)$")
 

@@ -33,6 +33,8 @@ from toolkit.upstream_lint.config import Hook
 from toolkit.upstream_lint.tools import RawFinding, run_tool_status, tool_failed
 
 _MYPY = re.compile(r"^(?P<path>[^:\s][^:]*):(?P<line>\d+): error: (?P<message>.+?)  \[(?P<code>[a-z-]+)\]$")
+# Part of a cached mypy report's key (with tools.RUNNERS_VERSION): bump it when how mypy is run changes.
+MYPY_RUNNER_VERSION = 1
 _PY = f"{sys.version_info.major}.{sys.version_info.minor}"
 # Asks the release's tools/pre_commit/mypy.py how it groups files (run by the tool venv's Python, which has
 # the `regex` the script imports): file names as JSON on stdin, {group: [files]} as JSON on stdout.
@@ -48,19 +50,22 @@ _GROUPS = (
 Checked = tuple[list[RawFinding], list[str]]  # the reports on changed files; the files left out unparsed
 
 
-def run_mypy(hook: Hook, python: str, tree: Path, files: list[str], universe: list[str]) -> Checked:
+def run_mypy(
+    hook: Hook, python: str, tree: Path, files: list[str], universe: list[str], unparsed: frozenset[str] = frozenset()
+) -> Checked:
     """mypy's reports on `files` (the changed files), run as the release's CI runs it, and the files left out
-    because this Python cannot parse them; `universe` is every file pre-commit would hand the hook in CI
-    (`--all-files`), for the groups that are checked whole."""
+    because this Python cannot parse them (`unparsed`: those an earlier run found, left out at once);
+    `universe` is every file pre-commit would hand the hook in CI (`--all-files`), for the groups that are
+    checked whole."""
     script = hook.script
     if not script or not (tree / script).is_file():
         raise VpatchError(f"hook {hook.id}: entry {hook.entry!r} is not a script of the tree")
     if script.endswith(".sh"):
-        return _by_directory(hook, python, tree, files)
-    return _by_script(hook, python, tree, files, universe)
+        return _by_directory(hook, python, tree, files, unparsed)
+    return _by_script(hook, python, tree, files, universe, unparsed)
 
 
-def _by_directory(hook: Hook, python: str, tree: Path, files: list[str]) -> Checked:
+def _by_directory(hook: Hook, python: str, tree: Path, files: list[str], unparsed: frozenset[str]) -> Checked:
     """tools/mypy.sh: its first run over `[tool.mypy] files`, then each `run_mypy DIR` whole."""
     text = (tree / (hook.script or "")).read_text(encoding="utf-8")
     runs: list[list[str]] = []
@@ -77,13 +82,15 @@ def _by_directory(hook: Hook, python: str, tree: Path, files: list[str]) -> Chec
     for targets in runs:
         # No cache left in the tree (--cache-dir): the tree is the release's, vpatch only reads it.
         argv = [python, "-m", "mypy", "--cache-dir", os.devnull, *hook.args]
-        found, dropped = _checked(hook, argv, targets, tree, set(files))
+        found, dropped = _checked(hook, argv, targets, tree, set(files), unparsed)
         findings += found
         left_out += dropped
     return findings, left_out
 
 
-def _by_script(hook: Hook, python: str, tree: Path, files: list[str], universe: list[str]) -> Checked:
+def _by_script(
+    hook: Hook, python: str, tree: Path, files: list[str], universe: list[str], unparsed: frozenset[str]
+) -> Checked:
     """tools/pre_commit/mypy.py: the release's script on what CI hands it for the groups of `files`."""
     groups = release_groups(hook, python, tree, sorted(set(universe) | set(files)))
     wanted = set(files)
@@ -95,16 +102,23 @@ def _by_script(hook: Hook, python: str, tree: Path, files: list[str], universe: 
         return [], []
     bin_dir = str(Path(python).parent)  # the script runs `mypy` from PATH, as under pre-commit
     env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), "MYPY_CACHE_DIR": os.devnull}
-    return _checked(hook, [python, *_script_argv(hook)], selected, tree, wanted, env)
+    return _checked(hook, [python, *_script_argv(hook)], selected, tree, wanted, unparsed, env)
 
 
 def _checked(
-    hook: Hook, argv: list[str], targets: list[str], tree: Path, wanted: set[str], env: dict[str, str] | None = None
+    hook: Hook,
+    argv: list[str],
+    targets: list[str],
+    tree: Path,
+    wanted: set[str],
+    known: frozenset[str],
+    env: dict[str, str] | None = None,
 ) -> Checked:
     """One run, its reports on `wanted`. A file of `targets` this Python cannot parse stops mypy (exit 2):
     CI parses with a newer Python (0.11.1's tests use 3.12's f-strings; vpatch runs on 3.11), so such a file,
     when no patch changed it, is left out and the run made again."""
-    targets, left_out = list(targets), list[str]()
+    left_out = sorted(known.intersection(targets) - wanted)
+    targets = [name for name in targets if name not in left_out]
     while True:
         code, stdout, stderr = run_tool_status(hook, [*argv, *targets], tree, env=env)
         reports = mypy_findings(stdout)
@@ -178,4 +192,4 @@ def mypy_findings(output: str) -> list[RawFinding]:
     return findings
 
 
-__all__ = ["mypy_findings", "release_groups", "run_mypy"]
+__all__ = ["MYPY_RUNNER_VERSION", "mypy_findings", "release_groups", "run_mypy"]
