@@ -60,4 +60,5 @@ def lint_line(lint: dict) -> str:
     ran = ", ".join(lint["tools"]) or "no hook"
     not_run = f"; not run: {', '.join(s['hook'] for s in lint['skipped'])}" if lint["skipped"] else ""
     upstream = f", {lint['upstream_findings']} on upstream lines not reported" if lint["upstream_findings"] else ""
+    ran += "".join(f"; {note}" for note in lint.get("notes", []))
     return f"lint: {found} finding(s) in {lint['files']} file(s){upstream} ({lint['seconds']:.1f}s; {ran}{not_run})"

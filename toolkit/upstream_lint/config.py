@@ -48,7 +48,8 @@ LOCAL_SCRIPTS: dict[str, str] = {
 # Flags that make a tool change files or pick its output format: vpatch asks for a report instead.
 DROPPED_ARGS = frozenset({"--in-place", "-i", "--fix", "--verbose", "-v", "-vv"})
 DROPPED_WITH_VALUE = frozenset({"--output-format"})
-_MYPY_ENTRY = re.compile(r"^tools/mypy\.sh\s+1\s+[\"']?(3\.\d+)[\"']?\s*$")
+# CI's mypy hooks: `tools/mypy.sh 1 "3.9"` (0.8.4 ... 0.10.2), `python tools/pre_commit/mypy.py 1 "3.10"` (0.11.1 on).
+_MYPY_ENTRY = re.compile(r"^(?:python3?\s+)?tools/(?:\w+/)*mypy\.(?:sh|py)\s+1\s+[\"']?(3\.\d+)[\"']?\s*$")
 _VERSION = re.compile(r"^v?(\d+(?:\.\d+)*(?:[.-]?(?:a|b|rc|post|dev)\d*)?)$")
 
 
@@ -165,22 +166,24 @@ def _hook(url: str, repo: dict, hook: dict, text: str) -> Hook | str:
 
 
 def _mypy_hook(hook_id: str, hook: dict, extra: tuple[str, ...]) -> Hook | str:
-    """`tools/mypy.sh 1 "3.9"`: mypy of the pinned version (from additional_dependencies) for that Python."""
+    """`tools/mypy.sh 1 "3.9"` / `python tools/pre_commit/mypy.py 1 "3.10"`: mypy of the pinned version (from
+    additional_dependencies, with the rest of them) for that Python; `typecheck` runs it as the script does."""
     python = _MYPY_ENTRY.match(str(hook["entry"]))
     pinned = [req.split("==", 1)[1] for req in extra if req.startswith("mypy==")]
     if python is None or not pinned:
         return "mypy hook without a pinned `mypy==X` in additional_dependencies"
-    types = frozenset(_strings(hook.get("types"))) or frozenset({"python"})
+    files, exclude, types, types_or = _filters(hook, frozenset({"python"}))
+    # The scripts check only vllm/ and tests/ (mypy.sh's runs, mypy.py's groups).
     return Hook(
         hook_id,
         "mypy",
         pinned[0],
         extra,
         ("--python-version", python.group(1)),
-        "^(vllm|tests)/",
-        "^$",
+        files or "^(vllm|tests)/",
+        exclude,
         types,
-        frozenset(),
+        types_or,
         entry=str(hook["entry"]),
     )
 

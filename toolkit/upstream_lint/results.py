@@ -19,6 +19,7 @@ from toolkit.records.codec import RecordError
 from toolkit.records.lint_results import ReportedLine, decode_result, encode_result
 from toolkit.upstream_lint.config import CONFIG_FILE, Hook
 from toolkit.upstream_lint.tools import RUNNERS_VERSION, RawFinding
+from toolkit.upstream_lint.typecheck import MYPY_RUNNER_VERSION
 
 # What the supported tools read besides the file: their configuration files at the tree's root.
 CONFIG_FILES = (
@@ -66,7 +67,7 @@ class ResultCache:
             blob,
         ]
         if hook.tool == "mypy":
-            what.append(self.together)
+            what += [self.together, MYPY_RUNNER_VERSION]
         key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
         return self.root / key[:2] / f"{key}.json"
 

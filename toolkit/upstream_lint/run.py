@@ -7,6 +7,8 @@ request's files; findings are kept only on lines a patch wrote (see `attribute`)
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,10 +17,12 @@ from pathlib import Path
 
 from toolkit.apply import PatchOutcome
 from toolkit.checkout import UPSTREAM_REF, Checkout
+from toolkit.envs import venv_python
 from toolkit.upstream_lint.attribute import Finding, attribute, line_owners
-from toolkit.upstream_lint.config import CONFIG_FILE, load_lint_config
+from toolkit.upstream_lint.config import CONFIG_FILE, Hook, LintConfig, load_lint_config
 from toolkit.upstream_lint.results import ResultCache
 from toolkit.upstream_lint.tools import RawFinding, run_hook, tool_env
+from toolkit.upstream_lint.typecheck import run_mypy
 
 _TYPES_BY_SUFFIX = {".py": "python", ".pyi": "pyi", ".pyx": "cython", ".pxd": "cython"}
 
@@ -32,6 +36,7 @@ class LintResult:
     findings: list[Finding] = field(default_factory=list)
     upstream_findings: int = 0  # on lines no patch wrote: upstream's, not reported
     linted: int = 0  # (hook, file) pairs a tool ran on; the rest came from the result cache
+    notes: list[str] = field(default_factory=list)  # what a tool run left out, and why
     seconds: float = 0.0
 
     def summary(self) -> dict:
@@ -44,6 +49,7 @@ class LintResult:
             "findings": [finding.as_dict() for finding in self.findings],
             "upstream_findings": self.upstream_findings,
             "linted": self.linted,
+            "notes": self.notes,
             "seconds": round(self.seconds, 3),
         }
 
@@ -78,6 +84,40 @@ def series_staged(checkout: Checkout) -> Iterator[None]:
         checkout.git.reset_soft(head)
 
 
+class _Runner:
+    """Runs a hook on files; mypy's script hooks also get every file pre-commit would hand them in CI."""
+
+    def __init__(self, checkout: Checkout, config: LintConfig, cache_dir: Path) -> None:
+        self.checkout, self.config, self.cache_dir = checkout, config, cache_dir
+        self._tracked: dict[str, frozenset[str]] | None = None
+        self.notes: list[str] = []  # what a run left out, and why
+        self.unparsed: set[str] = set()  # files mypy could not parse here: left out of the later runs at once
+
+    def all_files(self, hook: Hook) -> list[str]:
+        """What `pre-commit run --all-files` hands `hook`: the tracked files its filters and the config's
+        `exclude` let through."""
+        if self._tracked is None:
+            tree = self.checkout.path
+            names = [os.fsdecode(path) for path in self.checkout.git.tracked_paths()]
+            self._tracked = {name: file_types(tree / name) for name in names if (tree / name).is_file()}
+        return [name for name, kinds in self._tracked.items() if hook in self.config.hooks_for(name, kinds)]
+
+    def run(self, hook: Hook, files: list[str]) -> list[RawFinding]:
+        venv = tool_env(self.cache_dir, hook)
+        if hook.tool != "mypy":
+            return run_hook(hook, venv, self.checkout.path, files)
+        python = str(venv_python(venv)) if venv is not None else sys.executable
+        universe = self.all_files(hook) if hook.script and not hook.script.endswith(".sh") else []
+        findings, left_out = run_mypy(hook, python, self.checkout.path, files, universe, frozenset(self.unparsed))
+        self.unparsed.update(left_out)
+        if left_out:
+            here = f"Python {sys.version_info[0]}.{sys.version_info[1]}"
+            self.notes.append(
+                f"{hook.label}: left out {len(left_out)} file(s) {here} cannot parse: {', '.join(left_out)}"
+            )
+        return findings
+
+
 def lint_series(
     checkout: Checkout, outcomes: Sequence[PatchOutcome], cache_dir: Path, *, tools: Collection[str] | None = None
 ) -> LintResult:
@@ -94,6 +134,7 @@ def lint_series(
     owners: dict[str, dict[int, str]] = {}
     hooks = [hook for hook in config.hooks if tools is None or hook.tool in tools]
     cached = ResultCache(cache_dir, checkout.git, result.files, hooks)
+    everything = _Runner(checkout, config, cache_dir)
     # The release's own scripts may rewrite what they check (check_spdx_header.py adds the header): last.
     for hook in sorted(hooks, key=lambda h: h.tool == "spdx"):
         files = [name for name in result.files if hook in config.hooks_for(name, types[name])]
@@ -113,7 +154,7 @@ def lint_series(
             else:
                 reports.extend(known)
         if missing:
-            fresh = run_hook(hook, tool_env(cache_dir, hook), tree, missing)
+            fresh = everything.run(hook, missing)
             for name in missing:
                 cached.put(hook, name, fresh)
             reports.extend(fresh)
@@ -126,6 +167,7 @@ def lint_series(
             result.upstream_findings += not found
     # One line per finding: a rule hit twice on one line (two quoted annotations) is one thing to fix.
     result.findings = sorted(set(result.findings), key=lambda f: (f.patch, f.path, f.line, f.tool, f.code))
+    result.notes = everything.notes
     result.seconds = time.perf_counter() - started
     return result
 

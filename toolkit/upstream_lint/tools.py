@@ -9,7 +9,6 @@ Formatters are asked for a diff instead of rewriting; each hunk becomes one find
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -24,7 +23,6 @@ TOOL_TIMEOUT = 600.0
 # Part of every cached report's key: bump it when a runner's command line or output reading changes.
 RUNNERS_VERSION = 3
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")
-_MYPY = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+): error: (?P<message>.+?)  \[(?P<code>[a-z-]+)\]$")
 _CODESPELL = re.compile(r"^(?P<path>.+?):(?P<line>\d+): (?P<message>.+)$")
 
 
@@ -52,21 +50,19 @@ def run_hook(hook: Hook, venv: Path | None, tree: Path, files: list[str]) -> lis
     python = str(venv_python(venv)) if venv is not None else sys.executable
     if hook.tool == "ruff":
         argv = [python, "-m", "ruff", "check", "--no-fix", "--exit-zero", "--output-format", "json", *hook.args]
-        return _ruff_findings(_run(hook, [*argv, "--", *files], tree), tree)
+        return _ruff_findings(run_tool(hook, [*argv, "--", *files], tree), tree)
     if hook.tool == "ruff-format":
         argv = [python, "-m", "ruff", "format", "--diff", *hook.args, "--", *files]
-        return _diff_findings(_run(hook, argv, tree, ok=(0, 1)), tree, hook)
+        return _diff_findings(run_tool(hook, argv, tree, ok=(0, 1)), tree, hook)
     if hook.tool == "yapf":
         argv = [python, "-m", "yapf", "--diff", *hook.args, *files]
-        return _diff_findings(_run(hook, argv, tree, ok=(0, 1)), tree, hook)
+        return _diff_findings(run_tool(hook, argv, tree, ok=(0, 1)), tree, hook)
     if hook.tool == "isort":
         argv = [python, "-m", "isort", "--check-only", "--diff", *hook.args, *files]
-        return _diff_findings(_run(hook, argv, tree, ok=(0, 1)), tree, hook)
+        return _diff_findings(run_tool(hook, argv, tree, ok=(0, 1)), tree, hook)
     if hook.tool == "codespell":
         argv = [python, "-m", "codespell_lib", *hook.args, *files]
-        return _codespell_findings(_run(hook, argv, tree, ok=(0, 65)))
-    if hook.tool == "mypy":
-        return _mypy_by_directory(hook, python, tree, files)
+        return _codespell_findings(run_tool(hook, argv, tree, ok=(0, 65)))
     if hook.tool == "spdx":
         return _spdx_findings(hook, python, tree, files)
     if hook.tool in ("regex-import", "triton-import"):
@@ -74,15 +70,30 @@ def run_hook(hook: Hook, venv: Path | None, tree: Path, files: list[str]) -> lis
     raise VpatchError(f"no runner for hook {hook.id} ({hook.tool})")
 
 
-def _run(hook: Hook, argv: list[str], tree: Path, *, ok: tuple[int, ...] = (0,)) -> str:
+def run_tool(
+    hook: Hook, argv: list[str], tree: Path, *, ok: tuple[int, ...] = (0,), env: dict[str, str] | None = None
+) -> str:
+    """`argv` run in `tree`; its standard output, or a one-line error when its exit code is not in `ok`."""
+    code, stdout, stderr = run_tool_status(hook, argv, tree, env=env)
+    if code not in ok:
+        raise tool_failed(hook, code, stderr or stdout)
+    return stdout
+
+
+def run_tool_status(
+    hook: Hook, argv: list[str], tree: Path, *, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`argv` run in `tree`: (exit code, standard output, standard error)."""
     try:
-        proc = subprocess.run(argv, cwd=tree, capture_output=True, text=True, timeout=TOOL_TIMEOUT)
+        proc = subprocess.run(argv, cwd=tree, capture_output=True, text=True, timeout=TOOL_TIMEOUT, env=env)
     except subprocess.TimeoutExpired:
         raise VpatchError(f"{hook.label} did not finish within {TOOL_TIMEOUT:.0f} s") from None
-    if proc.returncode not in ok:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        raise VpatchError(f"{hook.label} failed (exit {proc.returncode}): {tail[0]}")
-    return proc.stdout
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def tool_failed(hook: Hook, code: int, output: str) -> VpatchError:
+    tail = output.strip().splitlines()[-1:] or [f"exit code {code}"]
+    return VpatchError(f"{hook.label} failed (exit {code}): {tail[0]}")
 
 
 def _relative(name: str, tree: Path) -> str:
@@ -155,37 +166,6 @@ def _diff_findings(output: str, tree: Path, hook: Hook) -> list[RawFinding]:
     return findings
 
 
-def _mypy_by_directory(hook: Hook, python: str, tree: Path, files: list[str]) -> list[RawFinding]:
-    """What tools/mypy.sh does in CI: each directory it names (`run_mypy vllm/v1`) checked whole, on its own,
-    imports skipped; files outside those directories are checked together. Only reports on `files` are kept
-    (a report in a file the series does not change cannot be placed on a patch's line)."""
-    script = tree / (hook.script or "")
-    if not hook.script or not script.is_file():
-        raise VpatchError(f"hook {hook.id}: entry {hook.entry!r} is not a script of the tree")
-    directories = re.findall(r"^run_mypy\s+(\S+)\s*$", script.read_text(encoding="utf-8"), re.MULTILINE)
-    targets: dict[str, list[str]] = {}
-    for name in files:
-        owner = max((d for d in directories if name.startswith(d.rstrip("/") + "/")), key=len, default="")
-        targets.setdefault(owner, []).append(name)
-    wanted = set(files)
-    findings: list[RawFinding] = []
-    for owner, group in targets.items():
-        # No cache left in the tree (--cache-dir): the tree is the release's, vpatch only reads it.
-        argv = [python, "-m", "mypy", "--follow-imports", "skip", "--cache-dir", os.devnull, *hook.args]
-        output = _run(hook, [*argv, *([owner] if owner else group)], tree, ok=(0, 1))
-        findings += [finding for finding in _mypy_findings(output) if finding.path in wanted]
-    return findings
-
-
-def _mypy_findings(output: str) -> list[RawFinding]:
-    findings = []
-    for line in output.splitlines():
-        match = _MYPY.match(line)
-        if match:
-            findings.append(RawFinding(match["path"], (int(match["line"]),), match["code"], match["message"]))
-    return findings
-
-
 def _codespell_findings(output: str) -> list[RawFinding]:
     findings = []
     for line in output.splitlines():
@@ -198,7 +178,7 @@ def _codespell_findings(output: str) -> list[RawFinding]:
 
 def _spdx_findings(hook: Hook, python: str, tree: Path, files: list[str]) -> list[RawFinding]:
     """The release's own tools/check_spdx_header.py; it lists the files that lack the header."""
-    listed = _run(hook, [python, _script(hook, tree), *files], tree, ok=(0, 1))
+    listed = run_tool(hook, [python, _script(hook, tree), *files], tree, ok=(0, 1))
     missing = {line.strip() for line in listed.splitlines() if line.startswith("  ")}
     return [RawFinding(f, (1,), "spdx", "missing the SPDX-License-Identifier header") for f in files if f in missing]
 
@@ -211,7 +191,7 @@ _TRITON_LINE = re.compile(r"^❌ (?P<path>[^:]+):(?P<line>\d+): (?P<code>.*)$")
 def _staged_script_findings(hook: Hook, python: str, tree: Path) -> list[RawFinding]:
     """tools/enforce_regex_import.py (`❌ path:` then `  Line N: code`) and tools/check_triton_import.py
     (`❌ path:N: code`), run on the staged series (the caller stages it)."""
-    listed = _run(hook, [python, _script(hook, tree)], tree, ok=(0, 1))
+    listed = run_tool(hook, [python, _script(hook, tree)], tree, ok=(0, 1))
     findings, path = [], None
     for line in listed.splitlines():
         if hook.tool == "regex-import":
@@ -233,4 +213,4 @@ def _script(hook: Hook, tree: Path) -> str:
     return hook.script
 
 
-__all__ = ["RawFinding", "run_hook", "tool_env"]
+__all__ = ["RawFinding", "run_hook", "run_tool", "run_tool_status", "tool_env", "tool_failed"]
