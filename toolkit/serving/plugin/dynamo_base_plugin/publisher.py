@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import MethodType
 from typing import Any
 
 import msgspec
@@ -62,8 +63,8 @@ class LoadPublisher:
         except BaseException:
             self.socket.close(linger=0)
             raise
-        # the compiled backend's send of this socket (what the sugar class's `send` ends in)
-        self._send_frame: Callable[[bytes, int], Any] = super(zmq.Socket, self.socket).send
+        # the compiled backend's send of this socket (pyzmq's sugar `zmq.Socket` subclasses it; its `send` ends in it)
+        self._send_frame: Callable[[bytes, int], Any] = MethodType(zmq.backend.Socket.send, self.socket)
         self._encode: Callable[[Any], bytes] = _ENCODER.encode
 
     def send(self, engine_index: int, figures: dict[str, Any]) -> int:
