@@ -1,9 +1,10 @@
 """The statistic of bench/engine_steps.py: per-repetition ratios of two runs of the same batch (mean step, median
-step, whole-batch process CPU), their median with IQR and min-max, and the order the sides run in. Pure
-functions, no engine (tests/unit/bench/test_bench_engine_steps.py)."""
+step, whole-batch process CPU), their median with IQR and min-max, the order the sides run in, and the run's
+header and subscriber summary. Pure functions, no engine (tests/unit/bench/test_bench_engine_steps.py)."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from typing import Any
 
@@ -67,3 +68,24 @@ def fmt_ratio(values: list[float]) -> str:
 def verdict(value: float, goal: float, at_most: bool) -> str:
     ok = value <= goal if at_most else value >= goal
     return f"{'PASS' if ok else 'MISS'} (goal {'≤' if at_most else '≥'} {goal})"
+
+
+def header(found: dict[str, Any], times: dict[str, str]) -> None:
+    loads = summary(found["loads"])
+    print(f"uptime at start: {times['start']}")
+    print(f"uptime at end:   {times['end']}")
+    spread = f"min {loads['min']:.1f}, max {loads['max']:.1f}"
+    print(f"1-min load during the repetitions: median {loads['median']:.1f} ({spread})")
+
+
+def watch_summary(out: str) -> str:
+    try:
+        data = json.loads(out)
+    except ValueError:
+        return f"no summary ({out.strip()[-200:]!r})"
+    if isinstance(data, dict) and isinstance(data.get("workers"), list) and data["workers"]:
+        data = data["workers"][0]
+    load = data.get("load") or {}
+    figures = ", ".join(f"{k} {v}" for k, v in load.items() if isinstance(v, int | float | str))
+    kept = ("batches", "blocks_stored", "decode_errors", "duplicates", "unrecoverable")
+    return ", ".join(f"{k} {data.get(k)}" for k in kept) + (f"; load messages: {figures}" if figures else "")

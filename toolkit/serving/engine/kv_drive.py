@@ -37,13 +37,8 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from drive import metric_totals, pair_record, tiny_engine_args  # sibling driver, found by the script's directory
+# the sibling driver, found by the script's directory (it imports no vLLM: set_engine_env() in main() comes first)
+from drive import metric_totals, pair_record, set_engine_env, tiny_engine_args
 
 PLUGIN_LOGGER = "dynamo_base_plugin.load_metrics.LoadMetricsLogger"
 
@@ -185,6 +180,7 @@ def run_wave(engine: Any, truth: Truth, prompts: list[tuple[str, str]], params: 
 
 
 def main() -> int:
+    set_engine_env()
     request = json.loads(sys.argv[1])
     import vllm
     from vllm import SamplingParams

@@ -19,17 +19,13 @@ Usage: python load_drive.py REQUEST_JSON   (keys: model, prompts, max_tokens, bl
 from __future__ import annotations
 
 import json
-import os
 import sys
-
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main() -> int:
+    from drive import set_engine_env  # the sibling driver (run by path: the script's directory is on sys.path)
+
+    set_engine_env()
     request = json.loads(sys.argv[1])
     import vllm
     from vllm import EngineArgs, SamplingParams

@@ -38,16 +38,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import sys
 import time
 import traceback
-
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 MARK = "VPATCH-PD "
 ROLES = {"prefill": "kv_producer", "decode": "kv_consumer"}
@@ -269,9 +262,11 @@ def abort_loading(llm, request: dict) -> dict:
 
 
 def main() -> int:
+    from drive import set_engine_env, tiny_llm  # the sibling driver (run by path: its directory is on sys.path)
+
+    set_engine_env()
     config = json.loads(sys.argv[1])
     import vllm
-    from drive import tiny_llm  # the sibling driver (Python puts a script's own directory first on sys.path)
 
     started = time.monotonic()
     extra = {"kv_events_config": config["kv_events"]} if config.get("kv_events") else {}

@@ -43,12 +43,6 @@ import threading
 import time
 from typing import Any
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
 MARK = "VPATCH-PD "
 PLUGIN_LOGGER = "dynamo_base_plugin.load_metrics.LoadMetricsLogger"
 DRAIN_TIMEOUT_S = 30.0
@@ -221,9 +215,11 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
 
 
 def main() -> int:
+    from drive import set_engine_env, tiny_llm  # the sibling driver (run by path: its directory is on sys.path)
+
+    set_engine_env()
     config = json.loads(sys.argv[1])
     import vllm
-    from drive import tiny_llm  # the sibling driver (Python puts a script's own directory first on sys.path)
 
     started = time.monotonic()
     extra = {"kv_events_config": config["kv_events"]} if config.get("kv_events") else {}
