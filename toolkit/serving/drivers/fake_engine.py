@@ -51,15 +51,38 @@ MODEL_CONFIG: dict = {
 def use_cpu_platform() -> None:
     """vLLM finds no platform on a machine without a GPU; its Python core runs fine on the CPU one.
 
-    Also makes block hashes comparable across processes (release_api.fixed_none_hash) and lets vLLM 0.8.5
-    import on the CPU runtime (the function below); both apply the same way to stock and dynamo-base.
+    Also makes block hashes comparable across processes (release_api.fixed_none_hash), lets vLLM 0.8.5
+    import on the CPU runtime (the function below) and has the model's architecture inspected in this
+    process (`_inspect_model_here`); all apply the same way to stock and dynamo-base.
     """
     import vllm.platforms as platforms
     from vllm.platforms.cpu import CpuPlatform
 
     platforms._current_platform = CpuPlatform()
     _torch_compile_despite_triton_stand_in()
+    _inspect_model_here()
     release_api.fixed_none_hash()
+
+
+def _inspect_model_here() -> None:
+    """vLLM registers its architectures lazily and inspects one (what its class supports: pipeline parallel,
+    attention-free, ...) in a fresh interpreter, so as not to initialize CUDA in the engine's: a second import
+    of vLLM and torch, about as long as this process's own, before the first scheduler is built. There is no
+    CUDA here, so the OPT class is registered as it is (vLLM's own `ModelRegistry.register_model`) and
+    inspected in this process: the same class and flags, one interpreter. vLLM warns that the architecture is
+    overwritten; that is this registration, not news, so its registry logger is quiet meanwhile."""
+    import logging
+
+    from vllm import ModelRegistry
+    from vllm.model_executor.models.opt import OPTForCausalLM
+
+    registry_log = logging.getLogger("vllm.model_executor.models.registry")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        ModelRegistry.register_model(MODEL_CONFIG["architectures"][0], OPTForCausalLM)
+    finally:
+        registry_log.setLevel(level)
 
 
 def _torch_compile_despite_triton_stand_in() -> None:
@@ -68,9 +91,9 @@ def _torch_compile_despite_triton_stand_in() -> None:
     Config`), which vLLM reaches at import time through `@torch.compile` (vocab_parallel_embedding).
 
     So, only when such a stand-in is there: import that part of torch once with the stand-in hidden (torch
-    sees what is true, no triton) and put the stand-in back for vLLM. The OPT architecture is registered
-    from its class, so vLLM inspects it in this process instead of a fresh interpreter that would hit the
-    same import failure. Scheduling is untouched; stock and dynamo-base runs take the same path.
+    sees what is true, no triton) and put the stand-in back for vLLM. The OPT architecture is then registered
+    from its class (`_inspect_model_here`), so vLLM inspects it in this process instead of a fresh interpreter
+    that would hit the same import failure. Scheduling is untouched; stock and dynamo-base runs take the same path.
     """
     try:
         import vllm.triton_utils  # noqa: F401  (installs the stand-in, in the vLLM releases that have one)
@@ -88,10 +111,6 @@ def _torch_compile_despite_triton_stand_in() -> None:
         import torch._inductor.compile_fx  # noqa: F401
     finally:
         sys.modules.update(stand_ins)
-    from vllm import ModelRegistry
-    from vllm.model_executor.models.opt import OPTForCausalLM
-
-    ModelRegistry.register_model(MODEL_CONFIG["architectures"][0], OPTForCausalLM)
 
 
 class Engine:
