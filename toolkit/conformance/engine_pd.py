@@ -93,7 +93,7 @@ class PdRun:
     prompt_lengths: dict[str, int]
     start_seconds: dict[str, float]  # per engine role: the LLM(...) construction
     timings: dict[str, float]  # generate wall times of each phase (whole prompt set)
-    loaded_tokens: dict[str, int]  # per prompt: tokens the decode engine loaded instead of computing
+    loaded_tokens: dict[str, int | None]  # per prompt: tokens the decode engine loaded (None: its decode failed)
     aggregated_outputs: dict[str, list[int]]  # the reference: the aggregated engine's greedy tokens
     checks: list[Check]
 
@@ -114,6 +114,21 @@ def generate_batch(engine: EngineProcess, prompts: list[list[int]], max_tokens: 
 def generate_remote(pre: EngineProcess, ids: list[int]) -> dict[str, Any]:
     """One prompt prefilled for a remote decode (1 token); its answer carries the `kv_transfer_params`."""
     return pre.request({"op": "generate", "prompts": [ids], "max_tokens": 1, "kv_transfer_params": [REMOTE_DECODE]})
+
+
+def loaded_tokens(answer: dict[str, Any]) -> int | None:
+    """Prompt tokens a decode's connector supplied, from one answer of pd_drive.py's generate: the engine's
+    external-hit counter, or where the engine runs without stats (vLLM 0.11.1 with a connector in process:
+    pd_drive.stats_args) its requests' num_cached_tokens, the local prefix cache reset first. None: it failed."""
+    if answer.get("error"):
+        return None
+    hits = answer.get("external_hits")
+    return int(hits) if hits is not None else sum(int(n) for n in answer.get("cached_tokens") or [])
+
+
+def loaded_counter(answer: dict[str, Any]) -> str:
+    """Which figure `loaded_tokens` read in that answer."""
+    return "num_cached_tokens (engine without stats)" if answer.get("external_hits") is None else "external_hits"
 
 
 def decode_one(dec: EngineProcess, ids: list[int], params: dict[str, Any] | None) -> dict[str, Any]:

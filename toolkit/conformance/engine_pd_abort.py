@@ -29,6 +29,8 @@ from toolkit.conformance.engine_pd import (
     decode_one,
     generate_batch,
     generate_remote,
+    loaded_counter,
+    loaded_tokens,
 )
 from toolkit.conformance.engine_procs import EngineProcess
 
@@ -51,9 +53,11 @@ def judge_abort(
     if leaked:
         problems.append(f"blocks left allocated: {leaked}")
     tokens = (serving.get("outputs") or [None])[0]
-    if serving.get("error") or tokens != expected or not serving.get("external_hits"):
+    loaded = loaded_tokens(serving)
+    if serving.get("error") or tokens != expected or not loaded:
         problems.append("the next P/D decode did not load and equal the aggregated tokens")
-    next_pd: dict[str, Any] = {"tokens": tokens, "aggregated": expected, "loaded_tokens": serving.get("external_hits")}
+    next_pd: dict[str, Any] = {"tokens": tokens, "aggregated": expected, "loaded_tokens": loaded}
+    next_pd["counted_by"] = loaded_counter(serving)
     if serving.get("error"):
         next_pd["error"] = str(serving["error"])[:300]
     details = {"abort": state, "leaked": leaked, "next_pd": next_pd, "problems": problems}

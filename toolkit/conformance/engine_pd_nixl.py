@@ -44,6 +44,8 @@ from toolkit.conformance.engine_pd import (
     decode_one,
     generate_batch,
     generate_remote,
+    loaded_counter,
+    loaded_tokens,
     pd_prompts,
 )
 from toolkit.conformance.engine_pd_abort import abort_while_loading
@@ -148,16 +150,12 @@ def run_pd_nixl(
         began = time.monotonic()
         decoded = [decode_one(dec, p, t) for p, t in zip(ids, prefill["kv_transfer_params"], strict=True)]
         decode_seconds = time.monotonic() - began
-        loaded = {n: d["external_hits"] for n, d in zip(names, decoded, strict=True)}
-        differing = [n for n, d in zip(names, decoded, strict=True) if d["outputs"][0] != reference[n]]
-        recomputed = [n for n in names if loaded[n] == 0]
-        checks = [
-            Check(
-                f"{prefix}-decode-equals-aggregated",
-                FAIL if differing or recomputed else PASS,
-                {"differing": differing, "recomputed": recomputed, "loaded": loaded},
-            )
-        ]
+        loaded = {n: loaded_tokens(d) for n, d in zip(names, decoded, strict=True)}
+        differing = [n for n, d in zip(names, decoded, strict=True) if (d.get("outputs") or [None])[0] != reference[n]]
+        recomputed = [n for n in names if not loaded[n]]
+        details = {"differing": differing, "recomputed": recomputed, "loaded": loaded}
+        details.update(counted_by=loaded_counter(decoded[0]), errors=[d["error"] for d in decoded if d.get("error")])
+        checks = [Check(f"{prefix}-decode-equals-aggregated", FAIL if differing or recomputed else PASS, details)]
         generate_batch(pre, [WARM_UP], 1)  # the prefill engine frees read blocks when it steps again
         after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         after["decode"] = after["decode"]["free_blocks"]
@@ -190,9 +188,10 @@ def _sabotage(
     block = remote_blocks(answer["kv_transfer_params"][0], shape)[0]
     change = pre.request({"op": "corrupt", "block_id": block, "layer": 0})
     decoded = decode_one(dec, ids, answer["kv_transfer_params"][0])
-    tokens = decoded["outputs"][0]
-    loaded = decoded["external_hits"]
+    tokens = (decoded.get("outputs") or [None])[0]
+    loaded = loaded_tokens(decoded)
     details = {"corruption": change, "loaded_tokens": loaded, "tokens": tokens, "aggregated": expected}
+    details.update(counted_by=loaded_counter(decoded), error=decoded.get("error"))
     details["block_ids"] = shape.source
     return Check(f"{prefix}-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
 

@@ -41,43 +41,32 @@ from toolkit.conformance.engine_pd_storage import (
 )
 from toolkit.conformance.engine_serve import run_pd_serve, serve_checks
 from toolkit.conformance.nixl_blocks import site_packages
+from toolkit.conformance.nixl_cpu_layout import upstream_nixl_cpu_blocked
 
 DETAIL_CHARS = 600
 EXAMPLE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/example_connector.py"
 SHARED_STORAGE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/shared_storage_connector.py"
 
 SERIES_NIXL = "vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py"  # patch 0015
-CONNECTOR_METRICS = "vllm/distributed/kv_transfer/kv_connector/v1/metrics.py"
-FRONTEND_ONLY = "assert not has_kv_transfer_group()"
-
-
-def in_process_blocked(root: Path) -> str | None:
-    """Why an in-process engine with a KV connector does not start from the vllm package in `root` (None when it
-    does): vLLM 0.11.1's KVConnectorLogging asserts it runs in a frontend process without a KV transfer group, and
-    with VLLM_ENABLE_V1_MULTIPROCESSING=0 (which the drivers' block-pool, corruption and abort ops need) the
-    frontend is the worker's process (measured: AssertionError in LLM(...), both NIXL connectors)."""
-    path = root / CONNECTOR_METRICS
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    line = next((n for n, text in enumerate(lines, 1) if FRONTEND_ONLY in text), 0)
-    if not line:
-        return None
-    return (
-        f"{CONNECTOR_METRICS}:{line} `{FRONTEND_ONLY}`: an in-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0, "
-        "which the NIXL runs' block-pool, corruption and abort requests need) with a KV connector and stats on "
-        "does not start"
-    )
 
 
 def nixl_runs(env: EngineEnv, model: Path, site: Path, work: Path, reference: dict[str, list[int]]) -> dict[str, Any]:
     """Both NIXL connectors over the dynamo-base engine, at once, each its own engines: PdRun, the exception it
-    failed with, or the reason it does not apply (str: the series has no NixlConnectorV1)."""
+    failed with, or the reason it does not apply (str: upstream's reads the CPU cache's layout wrong, vLLM 0.11.1,
+    nixl_cpu_layout.py; the series has no NixlConnectorV1). vLLM 0.11.1's engines with a connector run without
+    stats (pd_drive.stats_args: its KVConnectorLogging asserts a frontend process)."""
     runs: dict[str, Any] = {}
-    connectors = [UPSTREAM]
+    connectors = []
+    blocked = upstream_nixl_cpu_blocked(site_packages(env.path))
+    if blocked is None:
+        connectors.append(UPSTREAM)
+    else:
+        runs[UPSTREAM] = blocked
     if (site_packages(env.path) / SERIES_NIXL).is_file():
         connectors.append(SERIES_NIXL_CONNECTOR)
     else:
         runs[SERIES_NIXL_CONNECTOR] = f"{env.wheel} has no NixlConnectorV1 ({SERIES_NIXL} is missing)"
-    with ThreadPoolExecutor(len(connectors)) as pool:
+    with ThreadPoolExecutor(max(len(connectors), 1)) as pool:
         futures = {
             c: pool.submit(run_pd_nixl, env, model, site, work / f"pd-{PREFIXES[c]}", reference, c) for c in connectors
         }
@@ -172,8 +161,7 @@ def _offline(
     if reference is None:
         reference = aggregated_reference(envs["stock"], model, work / "pd-reference")
     runs["reference"] = reference
-    blocked = in_process_blocked(site_packages(env.path))
-    runs["nixl"] = blocked if blocked is not None else _attempt(lambda: nixl_runs(env, model, site, work, reference))
+    runs["nixl"] = _attempt(lambda: nixl_runs(env, model, site, work, reference))
     return runs
 
 

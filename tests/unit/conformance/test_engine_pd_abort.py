@@ -61,6 +61,15 @@ def test_an_engine_that_does_not_serve_afterwards_fails() -> None:
     assert judge_abort(_state(), {}, failed, EXPECTED, "n").details["next_pd"]["error"] == "RuntimeError: gone"
 
 
+def test_an_engine_without_stats_is_judged_by_its_cached_tokens() -> None:  # vLLM 0.11.1: pd_drive.stats_args
+    loaded = {"outputs": [EXPECTED], "external_hits": None, "cached_tokens": [32], "error": None}
+    check = judge_abort(_state(), {}, loaded, EXPECTED, "n")
+    assert check.status == PASS and check.details["next_pd"]["loaded_tokens"] == 32
+    assert check.details["next_pd"]["counted_by"] == "num_cached_tokens (engine without stats)"
+    recomputed = {**loaded, "cached_tokens": [0]}
+    assert judge_abort(_state(), {}, recomputed, EXPECTED, "n").status == FAIL
+
+
 def test_each_connector_has_its_own_documented_fail_path() -> None:
     from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM, failed_load_path
 

@@ -199,18 +199,34 @@ def test_each_nixl_connector_gets_its_own_checks_failure_or_reason() -> None:
     assert "exited (code -9)" in only.detail
 
 
-def test_an_in_process_engine_that_asserts_a_frontend_process_is_not_applicable_with_the_line(tmp_path: Path) -> None:
-    from toolkit.conformance.engine_tier_pd import CONNECTOR_METRICS, in_process_blocked
+def test_upstream_nixl_is_not_applicable_with_its_line_and_no_engine_starts_for_it(tmp_path: Path) -> None:
+    from tests.unit.conformance.test_nixl_cpu_layout import CPU_HND, NIXL_0111
+    from toolkit.conformance.engine_env import EngineEnv
+    from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM
+    from toolkit.conformance.engine_tier_pd import nixl_runs
+    from toolkit.conformance.nixl_cpu_layout import CPU_ATTN, NIXL
 
-    assert in_process_blocked(tmp_path) is None  # no such module: nothing blocks
-    metrics = tmp_path / CONNECTOR_METRICS
-    metrics.parent.mkdir(parents=True)
-    metrics.write_text("class KVConnectorLogging:\n    def __init__(self, c):\n        self.c = c\n", encoding="utf-8")
-    assert in_process_blocked(tmp_path) is None  # 0.13.0 on
-    metrics.write_text(  # vLLM 0.11.1's
-        "class KVConnectorLogging:\n    def __init__(self, c):\n"
-        "        # This should be called on frontend process.\n        assert not has_kv_transfer_group()\n",
-        encoding="utf-8",
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    for member, text in ((NIXL, NIXL_0111), (CPU_ATTN, CPU_HND)):
+        (site / member).parent.mkdir(parents=True, exist_ok=True)
+        (site / member).write_text(text, encoding="utf-8")
+    env = EngineEnv(tmp_path / "venv", "vllm-0.11.1+dynamo.cpu.whl", (), 0.0, 0)
+    runs = nixl_runs(env, tmp_path / "model", tmp_path / "nixl", tmp_path / "work", {})  # neither starts an engine
+    assert runs[UPSTREAM].startswith(
+        "upstream's NixlConnector reads a CPU cache's kernel block size as cache.shape[-3]"
     )
-    why = in_process_blocked(tmp_path)
-    assert why is not None and why.startswith(f"{CONNECTOR_METRICS}:4 `assert not has_kv_transfer_group()`")
+    assert runs[SERIES].endswith(
+        "has no NixlConnectorV1 (vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py is missing)"
+    )
+    assert not (tmp_path / "work").exists()
+
+
+def test_loaded_tokens_come_from_the_counter_or_without_stats_from_the_cached_tokens() -> None:
+    from toolkit.conformance.engine_pd import loaded_counter, loaded_tokens
+
+    with_stats = {"external_hits": 64, "cached_tokens": [63], "error": None}
+    assert loaded_tokens(with_stats) == 64 and loaded_counter(with_stats) == "external_hits"
+    without = {"external_hits": None, "cached_tokens": [63], "error": None}  # vLLM 0.11.1: pd_drive.stats_args
+    assert loaded_tokens(without) == 63 and loaded_counter(without).startswith("num_cached_tokens")
+    assert loaded_tokens({"external_hits": None, "cached_tokens": [0], "error": None}) == 0  # recomputed
+    assert loaded_tokens({"error": "RuntimeError: shape '[-1, 16, 32, 0, 32]' is invalid"}) is None
