@@ -166,7 +166,7 @@ def _pd_runs(
             "\n".join(f"{c.name}: {c.details}" for c in failed),
         )
     else:
-        loaded = sum(nixl.loaded_tokens.values())
+        loaded = sum(n or 0 for n in nixl.loaded_tokens.values())  # None: a decode that failed (then a check did)
         item = ItemResult(
             pd.FEATURE,
             "nixl-transport",
