@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import DIFF_AUTHORSHIP, commit_in, module_text
+from tests.harness.forks import forked_vpatch
 from toolkit.cli import main as vpatch_main
 from toolkit.faults import KILLED
 from toolkit.tempnames import PREFIX, owner_pid, pid_alive
@@ -93,11 +94,17 @@ def in_process(root: Path, cache: Path, url: str, *args: str) -> int:
     return vpatch_main(["--root", str(root), "--cache-dir", str(cache), "--index-url", url, *_at(root, args)])
 
 
-def killed_run(root: Path, cache: Path, url: str, fault: str, *args: str) -> subprocess.CompletedProcess[str]:
+def killed_run(
+    root: Path, cache: Path, url: str, fault: str, *args: str, fresh: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """`vpatch ARGS` with VPATCH_FAULT=FAULT in a process of its own: forked from one that has imported vpatch
+    (tests/harness/fork_server.py), or with `fresh` a new interpreter (`python -m toolkit.cli`)."""
     env = {**os.environ, "VPATCH_FAULT": fault}
-    command = [sys.executable, "-m", "toolkit.cli", "--root", str(root), "--cache-dir", str(cache)]
+    argv = ["--root", str(root), "--cache-dir", str(cache), "--index-url", url, *_at(root, args)]
+    if not fresh:
+        return forked_vpatch(argv, env=env, cwd=root, timeout=600)
     return subprocess.run(
-        [*command, "--index-url", url, *_at(root, args)], env=env, capture_output=True, text=True, timeout=600, cwd=root
+        [sys.executable, "-m", "toolkit.cli", *argv], env=env, capture_output=True, text=True, timeout=600, cwd=root
     )
 
 
@@ -136,7 +143,8 @@ def run_trials(
     for point in points:
         for n in range(1, (MAX_N if point in COUNTED else 1) + 1):
             root = fresh(f"{point}-{n}")
-            proc = killed_run(root, cache, url, f"{point}:{n}", *args)
+            # the first kill of each command in a new interpreter, the others forked from an imported vpatch
+            proc = killed_run(root, cache, url, f"{point}:{n}", *args, fresh=kills == 0)
             if proc.returncode == 0:
                 assert tree(root) == new, f"{name} at {point}:{n} (not reached) differs from an uninterrupted run"
                 break
@@ -295,7 +303,7 @@ def test_killed_download_leaves_no_part_file(pinned, tmp_path, capsys):
     ws = pinned
     ws.publish("1.1")
     cache = tmp_path / "cold-cache"
-    proc = killed_run(ws.root, cache, ws.index.url, "download.part", "pin", "add", "1.1")
+    proc = killed_run(ws.root, cache, ws.index.url, "download.part", "pin", "add", "1.1", fresh=True)
     assert proc.returncode == KILLED, proc.stderr
     parts = [p for p in cache.rglob("*") if p.name.startswith(PREFIX)]
     assert parts and all(p.name.endswith(".part") for p in parts)
@@ -320,7 +328,9 @@ def test_killed_apply_leaves_no_unrecognisable_checkout(pinned, tmp_path, capsys
     ws = pinned
     series_of_two(ws)
     into = ws.root / "checkouts" / "again"
-    proc = killed_run(ws.root, ws.cache, ws.index.url, "checkout.staged", "apply", "1.0", "--into", str(into))
+    proc = killed_run(
+        ws.root, ws.cache, ws.index.url, "checkout.staged", "apply", "1.0", "--into", str(into), fresh=True
+    )
     assert proc.returncode == KILLED, proc.stderr
     assert not into.exists()  # the clone was complete but is only under its temp name
     assert [p.name for p in (ws.root / "checkouts").iterdir() if p.name.startswith(PREFIX)]

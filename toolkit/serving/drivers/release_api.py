@@ -163,8 +163,13 @@ def full_attention_spec(spec_cls: type, block_size: int, dtype: object):
 
 def no_swap_space(cache_config_cls: type) -> dict[str, int]:
     """CacheConfig's `swap_space=0` (no CPU swap for preempted blocks) while the config has the field: vLLM
-    0.22 dropped it (a CacheConfig given it raises pydantic's unexpected_keyword_argument)."""
-    return {"swap_space": 0} if "swap_space" in field_names(cache_config_cls) else {}
+    0.22 dropped it (a CacheConfig given it raises pydantic's unexpected_keyword_argument). Up to vLLM 0.8.x
+    CacheConfig is a plain class, not a dataclass: its constructor's parameters say it, as in generate_task."""
+    import inspect
+
+    takes = set(getattr(cache_config_cls, "__dataclass_fields__", {}))
+    takes |= set(inspect.signature(cache_config_cls).parameters)
+    return {"swap_space": 0} if "swap_space" in takes else {}
 
 
 def connector_cache_config(create_connector, engine) -> dict[str, object]:

@@ -104,7 +104,9 @@ def test_rebase_replay_killed_between_patches_inside_git_am_and_at_each_state_wr
     for point in ("rebase.am", "atomic.write"):
         for n in range(1, MAX_N + 1):
             root = fresh(f"{point}-{n}")
-            proc = killed_run(root, cache, url, f"{point}:{n}", *REBASE)
+            proc = killed_run(
+                root, cache, url, f"{point}:{n}", *REBASE, fresh=kills == 0
+            )  # the first: a new interpreter
             if proc.returncode == 0:
                 assert tree(root) == new, f"{point}:{n} (not reached) differs from an uninterrupted run"
                 break

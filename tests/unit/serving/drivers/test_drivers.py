@@ -212,7 +212,12 @@ def test_swap_space_is_given_only_to_a_cache_config_that_has_it() -> None:
     class NoSwap:  # 0.22
         block_size: int = 16
 
+    class PlainWithSwap:  # up to 0.8.x: a plain class
+        def __init__(self, block_size: int, swap_space: float) -> None:
+            self.swap_space = swap_space
+
     assert WithSwap(**release_api.no_swap_space(WithSwap)).swap_space == 0
+    assert PlainWithSwap(16, **release_api.no_swap_space(PlainWithSwap)).swap_space == 0
     assert release_api.no_swap_space(NoSwap) == {}
     NoSwap(**release_api.no_swap_space(NoSwap))
 
