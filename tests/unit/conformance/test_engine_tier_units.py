@@ -183,7 +183,7 @@ def test_each_nixl_connector_gets_its_own_checks_failure_or_reason() -> None:
     from toolkit.conformance.checks import CheckList
     from toolkit.conformance.engine_pd import PdRun
     from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM
-    from toolkit.conformance.engine_tier_pd import add_nixl_checks
+    from toolkit.conformance.engine_tier_pd import add_nixl_checks, no_series_nixl
 
     upstream = PdRun("0.13.0", UPSTREAM, {}, {}, {}, {}, {}, [Check("nixl-abort-while-loading", "pass", {})])
     checks = CheckList()
@@ -192,6 +192,8 @@ def test_each_nixl_connector_gets_its_own_checks_failure_or_reason() -> None:
         ("engine-pd-nixl-abort-while-loading", PASS),
         ("engine-pd-nixl-v1", NOT_APPLICABLE),
     ]
+    why = no_series_nixl("vllm-0.13.0+dynamo.x.cpu-cp38-abi3-manylinux_2_28_x86_64.whl")
+    assert why.count("\n") == 0 and "has no NixlConnectorV1" in why and "becomes upstream's NixlConnector" in why
     failed = CheckList()
     add_nixl_checks(failed, {SERIES: RuntimeError("the decode engine exited (code -9)")}, {})
     (only,) = failed.results
