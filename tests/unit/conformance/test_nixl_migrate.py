@@ -111,3 +111,23 @@ def test_the_tiers_own_v1_options_are_refused_one_line_each():
         assert "\n" not in line
     with pytest.raises(VpatchError, match=r"on_load_failure: stock vLLM 0\.11\.1 recomputes"):
         migrated_engine("0.11.1", "decode", 15002)  # "fail" needs 0.13.0's kv_load_failure_policy
+
+
+def test_the_nixl_transport_line_says_what_was_mapped_and_refused():
+    from toolkit.conformance.engine_pd import Check
+    from toolkit.conformance.engine_pd_nixl import mapping_check
+    from toolkit.contracts.engine_stock import _mapped
+
+    transfer, env, _ = migrated_engine("0.13.0", "decode", 15002)
+    params = decode_params("0.13.0", UPSTREAM_ANSWER)
+    sent = {"prefill_params": prefill_params("0.13.0"), "decode_param_keys": sorted(params[0])}
+    check = mapping_check("0.13.0", {"kv_transfer_config": {"decode": transfer}, "env": {"decode": env}}, sent, "nixl")
+    assert check.name == "nixl-parameter-mapping" and check.status == "pass"
+    assert check.details["options_not_refused_once"] == []
+    line = _mapped([Check("nixl-decode-equals-aggregated", "pass", {}), check])
+    assert "configured by `vpatch config migrate`" in line and "'kv_buffer_device': 'cpu'" in line
+    assert "remote_request_id" in line and line.endswith(
+        "refused, one line each: kv_connector_extra_config.load_timeout_s, "
+        "kv_connector_extra_config.metadata_timeout_s)"
+    )
+    assert _mapped([Check("nixl-decode-equals-aggregated", "pass", {})]) == ""  # NixlConnectorV1's run: nothing mapped
