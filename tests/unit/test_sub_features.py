@@ -16,8 +16,11 @@ from tests.harness import DIFF_AUTHORSHIP, commit_in, module_text
 from tests.unit.importer.test_import import base_and_fork, diff_ruN, parsed, run
 from tests.unit.report.test_report import make_input, run_report, tables
 from toolkit.features import describe, grouped, name_problem, parent_of, sub_of, undeclared
+from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, encode_contract
+from toolkit.records.status import Status
 
 SUBS = ("failed-loads", "nixl")
+PD_STORAGE_ITEMS = ("decode-equals-aggregated", "no-leaks", "failure-semantics")
 
 
 def declare(ws, capsys, *subs: str) -> None:
@@ -259,3 +262,49 @@ def test_check_warns_about_a_patch_over_the_size_limit(pinned, capsys):
     text = json.dumps(data)
     assert text.count("over 400): split it by capability") == 1
     assert re.search(r"0002-v1-p-d-the-big-part\.patch.*changes 4\d\d lines \(\+4\d\d -0, over 400\)", text)
+
+
+def nixl_result(ws, kind: str, nixl: Status) -> None:
+    """A `vpatch conform 1.1 --tier engine --new-kind KIND` record: the shared-storage items not provided (stock has
+    no dynamo-base transport), nixl-transport `nixl`."""
+    wheels = ("dynamo_base_plugin-1.1-py3-none-any.whl",) if kind == "stock+plugin" else ()
+    new = BuildSpec("1.1", kind, wheels)  # type: ignore[arg-type]
+    items = [ItemResult("pd-disagg", i, Status.NOT_PROVIDED, "no shared storage") for i in PD_STORAGE_ITEMS]
+    runs = [
+        ConfigRun("new-engine-pd-shared-storage", "new", new, None, items),
+        ConfigRun("new-engine-pd-nixl", "new", new, None, [ItemResult("pd-disagg", "nixl-transport", nixl, "seen")]),
+    ]
+    results = ContractResults("vllm", new, BuildSpec("1.1", "stock"), ["pd-disagg"], "kv-watch", runs, ok=False)
+    suffix = "+plugin" if kind == "stock+plugin" else ""
+    path = ws.patches / "conformance" / f"vllm-1.1{suffix}-against-1.1.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(encode_contract(results))
+
+
+def test_the_nixl_part_retires_on_nixl_transport_passing_on_stock_alone(pinned, capsys):
+    """pd-disagg/nixl is judged by its own contract item (SUB_FEATURE_ITEMS): refused without a stock result that
+    judges nixl-transport, or with one where it does not pass; a plugin's pass is not stock's; passing on stock,
+    the patch retires although the parent's other items are not provided."""
+    ws = pinned
+    declare(ws, capsys, *SUBS)
+    names = pd_series(ws, capsys, *SUBS)
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
+    before = ws.snapshot()
+    code, _, err = run(ws, capsys, "retire", names[1], "--since", "1.1")
+    assert code == 1 and len(err) == 1 and "no stock pd-disagg result judges nixl-transport for vLLM 1.1" in err[0]
+    nixl_result(ws, "stock", Status.FAIL)
+    nixl_result(ws, "stock+plugin", Status.PASS)
+    code, _, err = run(ws, capsys, "retire", names[1], "--since", "1.1")
+    assert code == 1 and "stock vLLM 1.1 does not meet pd-disagg/nixl-transport" in err[0], err
+    assert "vllm-1.1-against-1.1.json" in err[0]
+    nixl_result(ws, "stock", Status.PASS)
+    code, data, _ = run(ws, capsys, "retire", names[1], "--since", "1.1", "--json")
+    assert code == 0, data
+    assert data["evidence"] == [
+        "contracts: pd-disagg/nixl-transport passes on stock vLLM 1.1: seen (vllm-1.1-against-1.1.json)"
+    ]
+    assert names[1] not in (ws.series_dir("1.1") / "series").read_text()
+    assert (ws.series_dir("1.1") / "retired" / names[1]).is_file() and ws.snapshot() != before

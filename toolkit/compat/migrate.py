@@ -136,6 +136,10 @@ class _Run:
             self.put(target, value)
         if outcome.note:
             self.result.notes.append(f"{where}: {outcome.note}")
+        if outcome.caution and explicit:
+            self.result.notes.append(f"{where}: {outcome.caution}")
+        elif outcome.caution:
+            self.say(where, outcome.caution, explicit=False)
         self.events_off |= outcome.events_off
         if outcome.plugin and self.with_plugin:
             self.result.plugin.append(where)

@@ -20,6 +20,7 @@ class Outcome:
     note: str | None = None
     plugin: bool = False
     events_off: bool = False
+    caution: str | None = None  # said as a warning when the value is dynamo-base's default, as a note when set
 
 
 Translator = Callable[[Any, str, str], Outcome]
@@ -81,6 +82,21 @@ def true_only(value: Any, target: str, text: str) -> Outcome:
     return Outcome(refusal=text)
 
 
+def vram_only(value: Any, target: str, text: str) -> Outcome:
+    """NixlConnectorV1 registers the KV cache where it lives; stock's NixlConnector before 0.11.1 as VRAM only."""
+    if value == "cuda":
+        return Outcome(sets=[(target, value)], caution=text)
+    return Outcome(refusal=text)
+
+
+def buffer_device(value: Any, target: str, text: str) -> Outcome:
+    """Stock's NixlConnector from 0.11.1 registers what kv_buffer_device names: "cuda" is right for a KV cache
+    on the GPU only, which dynamo-base's configuration does not say (its connector reads the tensors' device)."""
+    if value == "cuda":
+        return Outcome(sets=[(target, value)], caution=text)
+    return Outcome(sets=[(target, value)], note="host memory, registered as DRAM as dynamo-base does")
+
+
 TRANSLATORS: dict[str, Translator] = {
     "publisher": publisher,
     "bind_endpoint": bind_endpoint,
@@ -89,4 +105,6 @@ TRANSLATORS: dict[str, Translator] = {
     "whole_seconds": whole_seconds,
     "ucx_only": ucx_only,
     "true_only": true_only,
+    "vram_only": vram_only,
+    "buffer_device": buffer_device,
 }

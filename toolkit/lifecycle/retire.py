@@ -29,11 +29,11 @@ from pathlib import Path
 
 from toolkit.errors import VpatchError
 from toolkit.features import is_sub, parent_of
-from toolkit.lifecycle.upstream import against_results, contract_findings
+from toolkit.lifecycle.upstream import against_results, contract_findings, item_finding
 from toolkit.model import Patch, Pin, parse_patch, parse_series_file
 from toolkit.project import Project
 from toolkit.records.codec import RecordError
-from toolkit.records.contract import CONTRACT_FEATURES
+from toolkit.records.contract import CONTRACT_FEATURES, SUB_FEATURE_ITEMS
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.trailer import add_trailers
 from toolkit.txn import transaction
@@ -88,6 +88,22 @@ def contract_gate(project: Project, pin: Pin, feature: str, conformance: Path | 
     return False, f"vLLM {pin.version} does not meet the {feature} contract: {'; '.join(lacking)} ({file})"
 
 
+def item_gate(project: Project, pin: Pin, sub: str, conformance: Path | None) -> tuple[bool, str]:
+    """(passes, what the results say) for the contract item that judges sub-feature `sub` on stock NEW."""
+    feature, item = SUB_FEATURE_ITEMS[sub]
+    paths = against_results(project.options.root, pin, conformance, patches_dir=project.options.patches_dir)
+    finding = item_finding(paths, str(pin.version), feature, item)
+    if finding is None:
+        return False, (
+            f"no stock {feature} result judges {item} for vLLM {pin.version} "
+            f"(run `vpatch conform {pin.version} --tier engine --new-kind stock --save`)"
+        )
+    passes, line, file = finding
+    if passes:
+        return True, f"contracts: {feature}/{item} passes on stock vLLM {pin.version}: {line} ({file})"
+    return False, f"stock vLLM {pin.version} does not meet {feature}/{item}: {line} ({file})"
+
+
 def _series_without(series_file: Path, name: str) -> str:
     text = series_file.read_text(encoding="utf-8")
     kept = [line for line in text.split("\n") if line.split("#", 1)[0].split()[:1] != [name]]
@@ -128,7 +144,16 @@ def retire(
         passes, said = contract_gate(project, new_pin, parent, conformance)
         if passes:
             evidence.insert(0, said)
-    if gated:
+    if patch.feature in SUB_FEATURE_ITEMS:  # judged by its own item: gated by it, as a feature by its contract
+        gated = True
+        passes, said = item_gate(project, new_pin, patch.feature or "", conformance)
+        if passes:
+            evidence.insert(0, said)
+        elif not (force and reason):
+            raise VpatchError(f"refusing to retire {name}: {said}; use --force --reason TEXT to retire it anyway")
+        else:
+            evidence = [f"forced: {reason}", said, *evidence]
+    elif gated:
         passes, said = contract_gate(project, new_pin, patch.feature or "", conformance)
         if passes:
             evidence.insert(0, said)

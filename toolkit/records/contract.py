@@ -20,6 +20,10 @@ SCHEMA = 2  # schema 1 files of the same name were ConformanceResults of the in-
 BuildKind = Literal["dynamo-base", "stock", "stock+plugin"]
 BUILD_KINDS: tuple[str, ...] = ("dynamo-base", "stock", "stock+plugin")
 CONTRACT_FEATURES: tuple[str, ...] = ("kv-routing", "pd-disagg")  # the features toolkit/contracts/ judges
+# A sub-feature one contract item judges on its own (retiring its patch needs that item passing on stock NEW):
+# pd-disagg/nixl's nixl-transport is run with what `vpatch config migrate` makes of dynamo-base's NixlConnectorV1
+# configuration and request parameters (toolkit/conformance/engine_pd_nixl.py).
+SUB_FEATURE_ITEMS: dict[str, tuple[str, str]] = {"pd-disagg/nixl": ("pd-disagg", "nixl-transport")}
 
 
 class PluginRef(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -159,6 +163,11 @@ class ContractResults(msgspec.Struct):
         """Every item of `feature` on `side` passed, in every configuration (and there was at least one)."""
         items = self.items_of(side, feature)
         return bool(items) and all(i.status == Status.PASS for i in items)
+
+    def item_passes(self, feature: str, item: str, side: str = "new") -> bool | None:
+        """`item` of `feature` on `side` passed in every configuration that judged it (None: none did)."""
+        found = [i for i in self.items_of(side, feature) if i.item == item]
+        return all(i.status == Status.PASS for i in found) if found else None
 
     def lacking(self, feature: str, side: str = "new") -> list[str]:
         """The items of `feature` that `side` does not meet, each with how and where:

@@ -106,6 +106,7 @@ def test_a_json_deployment_gives_one_line_per_changed_key(tmp_path):
         "kv_transfer_config.kv_connector_extra_config.kv_lease_duration",
         "kv_events_config.enable_load_metrics: removed (dynamo-base-plugin publishes the load metrics: set "
         "DYNAMO_LOAD_METRICS_ENDPOINT, docs/plugin.md)",
+        'kv_transfer_config.kv_buffer_device: added "cuda"',
         'kv_transfer_config.kv_load_failure_policy: added "recompute"',
         'kv_events_config.publisher: added "zmq"',
         "env VLLM_NIXL_SIDE_CHANNEL_HOST=127.0.0.1",
@@ -113,7 +114,12 @@ def test_a_json_deployment_gives_one_line_per_changed_key(tmp_path):
     ]
     assert done.migrated["model"] == "/models/llama"  # other engine arguments untouched
     assert done.migrated["kv_transfer_config"]["kv_connector_extra_config"] == {"kv_lease_duration": 300}
-    assert done.warnings and "load_timeout_s" in done.warnings[0]  # dynamo-base's default 60 s has no equivalent
+    # dynamo-base's default 60 s load timeout has no equivalent; its connector's device is not in the file (host
+    # memory needs kv_buffer_device "cpu" on stock): both said as warnings
+    assert [w.split(":")[1].strip() for w in done.warnings] == [
+        "kv_transfer_config.kv_buffer_device",
+        "kv_transfer_config.kv_connector_extra_config.load_timeout_s",
+    ]
 
 
 def test_a_command_line_with_continuations_comments_and_inline_values(tmp_path):

@@ -183,7 +183,7 @@ def test_each_nixl_connector_gets_its_own_checks_failure_or_reason() -> None:
     from toolkit.conformance.checks import CheckList
     from toolkit.conformance.engine_pd import PdRun
     from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM
-    from toolkit.conformance.engine_tier_pd import add_nixl_checks
+    from toolkit.conformance.engine_tier_pd import add_nixl_checks, no_series_nixl
 
     upstream = PdRun("0.13.0", UPSTREAM, {}, {}, {}, {}, {}, [Check("nixl-abort-while-loading", "pass", {})])
     checks = CheckList()
@@ -192,6 +192,8 @@ def test_each_nixl_connector_gets_its_own_checks_failure_or_reason() -> None:
         ("engine-pd-nixl-abort-while-loading", PASS),
         ("engine-pd-nixl-v1", NOT_APPLICABLE),
     ]
+    why = no_series_nixl("vllm-0.13.0+dynamo.x.cpu-cp38-abi3-manylinux_2_28_x86_64.whl")
+    assert why.count("\n") == 0 and "has no NixlConnectorV1" in why and "becomes upstream's NixlConnector" in why
     failed = CheckList()
     add_nixl_checks(failed, {SERIES: RuntimeError("the decode engine exited (code -9)")}, {})
     (only,) = failed.results
@@ -203,7 +205,7 @@ def test_upstream_nixl_is_not_applicable_with_its_line_and_no_engine_starts_for_
     from tests.unit.conformance.test_nixl_cpu_layout import CPU_HND, NIXL_0111
     from toolkit.conformance.engine_env import EngineEnv
     from toolkit.conformance.engine_pd_nixl import SERIES, UPSTREAM
-    from toolkit.conformance.engine_tier_pd import nixl_runs
+    from toolkit.conformance.engine_tier_pd import nixl_runs, no_series_nixl
     from toolkit.conformance.nixl_cpu_layout import CPU_ATTN, NIXL
 
     site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
@@ -215,9 +217,7 @@ def test_upstream_nixl_is_not_applicable_with_its_line_and_no_engine_starts_for_
     assert runs[UPSTREAM].startswith(
         "upstream's NixlConnector reads a CPU cache's kernel block size as cache.shape[-3]"
     )
-    assert runs[SERIES].endswith(
-        "has no NixlConnectorV1 (vllm/distributed/kv_transfer/kv_connector/v1/nixl_transfer.py is missing)"
-    )
+    assert runs[SERIES] == no_series_nixl("vllm-0.11.1+dynamo.cpu.whl")
     assert not (tmp_path / "work").exists()
 
 

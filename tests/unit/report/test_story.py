@@ -288,10 +288,15 @@ def test_the_real_tree(tmp_path):
     assert set(kv_verdict.evidence) <= set(kv.evidence)
     # 0.32.0, reached by a jump (an empty series, no retired/): each pd-disagg capability is plugin where the
     # plugin's delivery table has a module for it there, else retired since its pins.toml native-since, on
-    # 0.32.0's own contract files
+    # 0.32.0's own contract files; one whose patch an earlier release retired (`vpatch retire`: pd-disagg/nixl
+    # since 0.13.0) is retired since then, on that retirement's evidence as well
     table, jumped = default_table(), story.release("0.32.0")
     assert jumped is not None and jumped.engine == "stock+plugin"
     derived: dict[str, set[str]] = {"plugin": set(), "retired": set()}
+    by_patch = {}
+    for path in sorted(project.options.patches_dir.glob("vllm-*/retired/*.patch")):
+        patch = parse_patch(path)
+        by_patch[patch.feature] = (patch.header("Retired-Since"), path.name)
     for cap in story.capabilities:
         cell = jumped.cell(cap.name)
         if cap.parent != "pd-disagg" or cell is None:
@@ -300,6 +305,12 @@ def test_the_real_tree(tmp_path):
         status = "plugin" if modules else "retired"
         derived[status].add(cap.name.split("/", 1)[1])
         assert cell.status == status, (cap.name, cell)
+        if cap.name in by_patch and not modules:
+            since, name = by_patch[cap.name]
+            assert cell.since == since and name in cell.patches, cell
+            assert f"vllm-{since}-against-{since}.json" in cell.evidence, cell
+            assert Version(since) <= Version("0.32.0")
+            continue
         assert cell.evidence and all(f.startswith("vllm-0.32.0") for f in cell.evidence), cell
         assert cell.items and not cell.patches and cell.judged_at is None, cell
         if modules:

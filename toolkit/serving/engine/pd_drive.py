@@ -9,9 +9,9 @@ Start-up: `python pd_drive.py CONFIG_JSON` with keys model, role ("prefill" | "d
 "aggregated"), connector ("ExampleConnector", or "SharedStorageConnectorV1": with connector_module_path the
 dynamo-base plugin's, without it the one a dynamo-base build registers in vLLM's factory; its
 kv_connector_extra_config beyond storage_path as extra_config), storage (the shared storage directory),
-block_size, max_model_len, kv_load_failure_policy, and optionally kv_events (an engine `kv_events_config`:
-KV-cache events published over ZMQ, bench/engine_tier.py). Once the engine is up it prints
-`VPATCH-PD {"ready": true, "start_seconds": s, "vllm_version": v}`.
+block_size, max_model_len, kv_load_failure_policy, kv_transfer_config (used as given), and optionally
+kv_events (an engine `kv_events_config`: KV-cache events published over ZMQ, bench/engine_tier.py). Once the
+engine is up it prints `VPATCH-PD {"ready": true, "start_seconds": s, "vllm_version": v}`.
 
 Then one JSON request per stdin line, one `VPATCH-PD {json}` answer line each (for
 "NixlConnector" the caller sets VLLM_NIXL_SIDE_CHANNEL_HOST/PORT, UCX_NET_DEVICES and PYTHONPATH
@@ -68,6 +68,8 @@ def _kv_transfer_config(config: dict) -> dict | None:
     role = config["role"]
     if role == "aggregated":
         return None
+    if config.get("kv_transfer_config"):  # given whole (upstream's NIXL: what vpatch config migrate made of V1's)
+        return dict(config["kv_transfer_config"])
     if config.get("connector") == "NixlConnector":  # host-memory transfers; the side channel comes from env vars
         return {
             "kv_connector": "NixlConnector",
