@@ -286,15 +286,29 @@ def test_the_real_tree(tmp_path):
     kv = story.release("0.9.0").cell("kv-routing")  # type: ignore[union-attr]
     assert kv is not None and kv.status == ("plugin" if kv_verdict.engine == "stock+plugin" else "retired")
     assert set(kv_verdict.evidence) <= set(kv.evidence)
-    # 0.32.0, reached by a jump (an empty series, no retired/): each pd-disagg capability is plugin where the
+    # 0.32.0, reached by a jump (an empty series, no retired/): each pd-disagg capability not retired before is
+    # plugin where the
     # plugin's delivery table has a module for it there, else retired since its pins.toml native-since, on
     # 0.32.0's own contract files
     table, jumped = default_table(), story.release("0.32.0")
     assert jumped is not None and jumped.engine == "stock+plugin"
     derived: dict[str, set[str]] = {"plugin": set(), "retired": set()}
+    # a capability retired along the chain before the jump (0011, stepping-while-held, since 0.22.1) stays retired
+    # since then, with its patch and its own evidence beside 0.32.0's
+    earlier = {
+        patch.feature: patch.header("Retired-Since")
+        for pin in project.pins.pins
+        if series[str(pin.version)] is not None
+        for patch in map(parse_patch, sorted((series[str(pin.version)].directory / "retired").glob("*.patch")))
+    }
     for cap in story.capabilities:
         cell = jumped.cell(cap.name)
         if cap.parent != "pd-disagg" or cell is None:
+            continue
+        if cap.name in earlier:
+            assert (cell.status, cell.since) == ("retired", earlier[cap.name]) and cell.patches, cell
+            assert any(f.startswith(f"vllm-{cell.since}") for f in cell.evidence), cell
+            derived["retired"].add(cap.name.split("/", 1)[1])
             continue
         modules = table.at(cap.name, "0.32.0")
         status = "plugin" if modules else "retired"
