@@ -287,9 +287,8 @@ def test_the_real_tree(tmp_path):
     assert kv is not None and kv.status == ("plugin" if kv_verdict.engine == "stock+plugin" else "retired")
     assert set(kv_verdict.evidence) <= set(kv.evidence)
     # 0.32.0, reached by a jump (an empty series, no retired/): each pd-disagg capability not retired before is
-    # plugin where the
-    # plugin's delivery table has a module for it there, else retired since its pins.toml native-since, on
-    # 0.32.0's own contract files
+    # plugin where the plugin's delivery table has a module for it there, else retired since its pins.toml
+    # native-since, on 0.32.0's own contract files
     table, jumped = default_table(), story.release("0.32.0")
     assert jumped is not None and jumped.engine == "stock+plugin"
     derived: dict[str, set[str]] = {"plugin": set(), "retired": set()}
