@@ -86,6 +86,7 @@ def test_pd_through_each_cpu_transport_and_the_openai_server(runs: dict[str, Any
         "engine-pd-nixl-sabotage-corrupted-kv",
         "engine-pd-nixl-prefill-killed-mid-transfer",
         "engine-pd-nixl-no-leaked-blocks",
+        "engine-pd-nixl-steps-while-held",
         "engine-pd-nixl-abort-while-loading",
         "engine-serve-decode-equals-aggregated",
         "engine-serve-kv-transfer-params",

