@@ -102,7 +102,9 @@ def test_a_lint_finding_fails_the_ci_check_step_until_the_patch_is_fixed(ws, cap
     # Nothing changed: the check step is reused with what its lint ran and found.
     code, warm = ci(ws, capsys, tmp_path / "out")
     check = next(s for s in warm["versions"][0]["steps"] if s["name"] == "check")
-    assert code == 0 and check["reused"] is True and check["key"] == next(
-        s["key"] for s in fixed["versions"][0]["steps"] if s["name"] == "check"
+    assert (
+        code == 0
+        and check["reused"] is True
+        and check["key"] == next(s["key"] for s in fixed["versions"][0]["steps"] if s["name"] == "check")
     )
     assert warm["versions"][0]["lint"] == fixed["versions"][0]["lint"]
