@@ -1,9 +1,10 @@
 """The main job (`vpatch ci`): for every pinned version, every step, each timed; the summary is always written.
 
 Steps per version: pin-verify (every pinned file re-hashed, unless its stat stamp says nothing wrote to it
-since it was last hashed in full), check (lint, zero-fuzz apply, re-export
-identical), build (the overlay wheel into OUT/wheels), verify (contents, RECORD, installs with pip and
-uv, `import vllm`), conform-static, conform-cpu and conform-engine (results in OUT/conform). A failing step fails the
+since it was last hashed in full), check (series lint, vLLM's own linters of the release on the lines the
+patches wrote, zero-fuzz apply, re-export identical: toolkit/ci_check.py), build (the overlay wheel into
+OUT/wheels), verify (contents, RECORD, installs with pip and uv, `import vllm`), conform-static, conform-cpu
+and conform-engine (results in OUT/conform). A failing step fails the
 job but the later steps that do not depend on it still run, and `OUT/ci-summary.json` is written with
 the failure in it (the input of `vpatch report`).
 
@@ -25,15 +26,15 @@ from pathlib import Path
 
 from toolkit import __version__, ui
 from toolkit.cache import atomic_write_text, still_verified
-from toolkit.check import check_pin
-from toolkit.ci_reuse import Done, Store, WheelStore, conform_key, files_digest, link_file, make_key, short, wheel_key
+from toolkit.ci_check import check_step
+from toolkit.ci_reuse import Done, Store, WheelStore, conform_key, link_file, make_key, short, wheel_key
 from toolkit.errors import VpatchError
 from toolkit.index import fetch_artifact
 from toolkit.lint import patch_stats
 from toolkit.model import Pin
 from toolkit.project import Project
 from toolkit.records import ci_summary as records
-from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Step, Summary, Wheel, encode_summary
+from toolkit.records.ci_summary import SCHEMA, SUMMARY_FILE, Lint, Step, Summary, Wheel, encode_summary
 from toolkit.records.codec import RecordError
 from toolkit.records.conformance import ConformanceResults
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
@@ -55,6 +56,7 @@ class VersionRun:
     wheel: Wheel | None = None
     conformance: dict[str, str] = field(default_factory=dict)
     apply: dict[str, str] = field(default_factory=dict)
+    lint: Lint | None = None
     live: bool = True
 
     def step(self, name: str, action: Callable[[], str | Done], *, quiet: bool, needs: tuple[str, ...] = ()) -> bool:
@@ -139,7 +141,7 @@ def _steps(job: Job, run: VersionRun) -> None:
     run.step("pin-verify", lambda: _pin_verify(job, pin), quiet=quiet)
     if not project.has_series(pin):
         return
-    run.step("check", lambda: _check(job, run), quiet=quiet)
+    run.step("check", lambda: check_step(job, run), quiet=quiet)
     from toolkit.ci_stock import is_stock_release, stock_steps
 
     if is_stock_release(job, run):  # empty series, no stock wheel: stock + plugin on the CPU build's engines
@@ -199,27 +201,6 @@ def _pin_verify(job: Job, pin: Pin) -> Done:
     for artifact in artifacts:
         fetch_artifact(cache_dir, artifact, quiet=job.quiet, rehash=True)
     return Done(f"{len(artifacts)} pinned files re-hashed")
-
-
-def _check(job: Job, run: VersionRun) -> Done:
-    project, pin = job.project, run.pin
-    key = make_key(
-        "check",
-        [str(pin.version), pin.base_commit, project.pins.feature_info, files_digest(project.series_dir(pin))],
-    )
-    store = job.store("check")
-    if (entry := store.get(key)) is not None:
-        run.apply = dict(entry["apply"])
-        return Done(f"reused (key {short(key)}): {entry['detail']}", key, reused=True)
-    problems, facts = check_pin(project, pin, wheels=False)
-    series = project.series(pin)
-    failing = {p.path.name for p in problems}
-    run.apply = {p.name: ("failed" if p.name in failing else "clean") for p in series.patches}
-    if problems:
-        raise VpatchError("; ".join(p.render() for p in problems[:5]))
-    detail = f"{facts['patches']} patches: lint clean, zero-fuzz apply, re-export identical"
-    store.put(key, {"detail": detail, "apply": run.apply})
-    return Done(detail, key)
 
 
 def _verify(job: Job, built: dict) -> Done:
@@ -317,6 +298,7 @@ def _summary(project: Project, runs: list[VersionRun], started: float, jobs: int
                 wheel=run.wheel,
                 conformance=run.conformance,
                 evidence=str(evidence.relative_to(project.options.root)) if evidence.exists() else None,
+                lint=run.lint,
             )
         )
     return Summary(

@@ -4,7 +4,8 @@
   version and SOURCE_DATE_EPOCH (the overlay build is byte-reproducible from these). Kept under
   `CACHE/ci/wheels/KEY/` with its sha256 and stat stamp; reused by a hard link into OUT/wheels while the
   kept file's stamp is unchanged (nothing wrote to it since it was hashed);
-- a passing `check` (the series directory's files, the pin, the declared features, the vpatch version);
+- a passing `check` (the series directory's files, the pin, the declared features, the vpatch version, and
+  for its upstream lint the sources of toolkit/upstream_lint), with what the lint ran and found;
 - a passing `verify` (the wheel's sha256, whether installs were checked, the vpatch version);
 - a conformance result that did not fail (the dynamo-base and stock wheels' sha256, the tier, the series,
   every pinned artifact and flavor build, the fingerprint of the driver and test sources, Python and the machine).
@@ -36,6 +37,8 @@ SHORT = 12
 # What the conformance tiers run: their drivers, scenario runners and test harness (toolkit/serving, the
 # checks in toolkit/conformance). A change in any of them is a new key, also within one vpatch version.
 SOURCE_DIRS = ("conformance", "serving", "contracts")
+# What the check step's upstream lint runs: which hooks, how, and which lines are a patch's.
+LINT_SOURCE_DIRS = ("upstream_lint",)
 
 
 @dataclass
@@ -78,11 +81,12 @@ def files_digest(directory: Path) -> str:
 
 
 @cache
-def sources_fingerprint() -> str:
-    """The driver and test sources the conformance tiers run (every file under SOURCE_DIRS)."""
+def sources_fingerprint(dirs: tuple[str, ...] = SOURCE_DIRS) -> str:
+    """The sources under `dirs` of toolkit/ (by default what the conformance tiers run; LINT_SOURCE_DIRS
+    for the check step's upstream lint)."""
     root = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in SOURCE_DIRS:
+    for name in dirs:
         if (root / name).is_dir():
             digest.update(name.encode() + b"\0" + files_digest(root / name).encode())
     return digest.hexdigest()

@@ -9,7 +9,8 @@ its summary sentence.
 Reuse (added within schema 2: optional fields, so older summaries read as before and older readers skip
 them): a step's `reused` says its outcome was taken from an earlier run instead of being produced again,
 `key` names what it is kept under (the build's wheel fingerprint, a conformance result's input key), and
-the summary's `jobs` is how many releases ran side by side.
+the summary's `jobs` is how many releases ran side by side. A version's `lint` is what the check step's
+upstream lint (`check --lint`, docs/lint.md) ran and found: the hooks, the files, each finding by patch.
 """
 
 from __future__ import annotations
@@ -106,6 +107,28 @@ class Step(msgspec.Struct):
             self.detail = ""
 
 
+class LintFinding(msgspec.Struct):
+    patch: str  # the patch file that wrote the line
+    path: str  # the file in the vLLM tree
+    line: Count
+    tool: str  # `ruff 0.9.3`, `mypy 1.11.1 (py3.10)`
+    code: str
+    message: str
+
+
+class Lint(msgspec.Struct):
+    """vLLM's own linters of the release on the lines the series wrote (toolkit/upstream_lint)."""
+
+    configured: bool = True  # False: the pinned source has no .pre-commit-config.yaml, nothing linted
+    tools: list[str] = []
+    files: Count = 0
+    findings: list[LintFinding] = []
+    upstream_findings: Count = 0  # on lines no patch wrote: counted, not reported
+    linted: Count = 0  # (hook, file) pairs a tool ran on; the rest came from the lint-results cache
+    seconds: NonNegative = 0.0
+    notes: list[str] = []
+
+
 class Wheel(msgspec.Struct):
     file: str
     version: str
@@ -122,6 +145,7 @@ class VersionRun(msgspec.Struct):
     wheel: Wheel | None = None
     conformance: dict[str, str] | None = None
     evidence: str | None = None
+    lint: Lint | None = None
 
 
 class Summary(msgspec.Struct):

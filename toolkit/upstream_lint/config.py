@@ -49,6 +49,7 @@ LOCAL_SCRIPTS: dict[str, str] = {
 DROPPED_ARGS = frozenset({"--in-place", "-i", "--fix", "--verbose", "-v", "-vv"})
 DROPPED_WITH_VALUE = frozenset({"--output-format"})
 # CI's mypy hooks: `tools/mypy.sh 1 "3.9"` (0.8.4 ... 0.10.2), `python tools/pre_commit/mypy.py 1 "3.10"` (0.11.1 on).
+_MYPY_PIN = re.compile(r"^mypy(?:\[[\w,.-]*\])?==(\S+)$")
 _MYPY_ENTRY = re.compile(r"^(?:python3?\s+)?tools/(?:\w+/)*mypy\.(?:sh|py)\s+1\s+[\"']?(3\.\d+)[\"']?\s*$")
 _VERSION = re.compile(r"^v?(\d+(?:\.\d+)*(?:[.-]?(?:a|b|rc|post|dev)\d*)?)$")
 
@@ -169,7 +170,8 @@ def _mypy_hook(hook_id: str, hook: dict, extra: tuple[str, ...]) -> Hook | str:
     """`tools/mypy.sh 1 "3.9"` / `python tools/pre_commit/mypy.py 1 "3.10"`: mypy of the pinned version (from
     additional_dependencies, with the rest of them) for that Python; `typecheck` runs it as the script does."""
     python = _MYPY_ENTRY.match(str(hook["entry"]))
-    pinned = [req.split("==", 1)[1] for req in extra if req.startswith("mypy==")]
+    # `mypy==1.11.1`; 0.22.1 pins `mypy[faster-cache]==1.19.1` (installed with its extra, as pre-commit does)
+    pinned = [m.group(1) for m in map(_MYPY_PIN.match, extra) if m]
     if python is None or not pinned:
         return "mypy hook without a pinned `mypy==X` in additional_dependencies"
     files, exclude, types, types_or = _filters(hook, frozenset({"python"}))

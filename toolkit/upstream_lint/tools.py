@@ -19,7 +19,8 @@ from toolkit.envs import cached_env, venv_python
 from toolkit.errors import VpatchError
 from toolkit.upstream_lint.config import Hook
 
-TOOL_TIMEOUT = 600.0
+# A hung tool, not a slow one: one mypy run of 0.13.0 took over 600 s on 2 cores at load 30.
+TOOL_TIMEOUT = 1800.0
 # Part of every cached report's key: bump it when a runner's command line or output reading changes.
 RUNNERS_VERSION = 3
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+\d+(?:,\d+)? @@")

@@ -225,3 +225,17 @@ def test_the_mypy_script_hook_is_read_with_its_merged_settings(tmp_path):
     assert hook.script == "tools/pre_commit/mypy.py" and hook.types_or == {"python", "pyi"}
     assert [h.id for h in config.hooks_for("vllm/core/kv.pyi", frozenset({"pyi", "text"}))] == ["mypy-3.10"]
     assert config.hooks_for("docs/conf.py", frozenset({"python", "text"})) == []
+
+
+def test_a_mypy_pinned_with_an_extra_is_read_as_its_version(tmp_path):
+    # 0.22.1's hooks pin `mypy[faster-cache]==1.19.1`: the same mypy, installed with its extra.
+    config_text = MYPY_PY_CONFIG.replace("[mypy==1.11.1]", '["mypy[faster-cache]==1.19.1", regex]')
+    (tmp_path / ".pre-commit-config.yaml").write_text(config_text)
+    config = load_lint_config(tmp_path)
+    assert config is not None and not config.skipped
+    (hook,) = config.hooks
+    assert (hook.tool, hook.version, hook.requirements) == ("mypy", "1.19.1", ("mypy[faster-cache]==1.19.1", "regex"))
+    (tmp_path / ".pre-commit-config.yaml").write_text(MYPY_PY_CONFIG.replace("[mypy==1.11.1]", "[mypy, regex]"))
+    config = load_lint_config(tmp_path)
+    assert config is not None and not config.hooks
+    assert ("mypy-3.10", "mypy hook without a pinned `mypy==X` in additional_dependencies") in config.skipped
