@@ -33,15 +33,15 @@ def check_step(job: Job, run: VersionRun) -> Done:
             pin.base_commit,
             project.pins.feature_info,
             files_digest(project.series_dir(pin)),
-            "lint",
-            sources_fingerprint(LINT_SOURCE_DIRS),
+            "lint" if job.upstream_lint else "no-upstream-lint",
+            sources_fingerprint(LINT_SOURCE_DIRS) if job.upstream_lint else "",
         ],
     )
     store = job.store("check")
-    if (entry := store.get(key)) is not None and (kept := _kept_lint(entry)) is not None:
+    if (entry := store.get(key)) is not None and ((kept := _kept_lint(entry)) is not None or not job.upstream_lint):
         run.apply, run.lint = dict(entry["apply"]), kept
         return Done(f"reused (key {short(key)}): {entry['detail']}", key, reused=True)
-    problems, facts = check_pin(project, pin, wheels=False, lint=True)
+    problems, facts = check_pin(project, pin, wheels=False, lint=job.upstream_lint)
     series = project.series(pin)
     if "lint" in facts:
         run.lint = msgspec.convert(facts["lint"], Lint)
@@ -50,7 +50,8 @@ def check_step(job: Job, run: VersionRun) -> Done:
     if problems:
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         raise VpatchError("; ".join(p.render() for p in problems[:5]) + more)
-    detail = f"{facts['patches']} patches: series lint clean, {_lint_detail(run.lint)}, zero-fuzz apply, "
+    linted = _lint_detail(run.lint) if job.upstream_lint else "vLLM's own linters not run (--no-upstream-lint)"
+    detail = f"{facts['patches']} patches: series lint clean, {linted}, zero-fuzz apply, "
     detail += "re-export identical"
     store.put(key, {"detail": detail, "apply": run.apply, "lint": msgspec.to_builtins(run.lint)})
     return Done(detail, key)

@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="run every step again instead of reusing what an earlier run produced for the same inputs",
     )
+    parser.add_argument(
+        "--no-upstream-lint",
+        action="store_true",
+        help="check without vLLM's own linters of each release (`check --lint`: minutes per release when cold)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 
@@ -70,6 +75,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
         install_check=not args.no_install_check,
         reuse=not args.no_reuse,
         jobs=args.jobs,
+        upstream_lint=not args.no_upstream_lint,
     )
     report_note = _report(out_dir, quiet=options.json)
     if options.json:

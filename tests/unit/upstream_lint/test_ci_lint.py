@@ -108,3 +108,24 @@ def test_a_lint_finding_fails_the_ci_check_step_until_the_patch_is_fixed(ws, cap
         and check["key"] == next(s["key"] for s in fixed["versions"][0]["steps"] if s["name"] == "check")
     )
     assert warm["versions"][0]["lint"] == fixed["versions"][0]["lint"]
+
+
+def test_no_upstream_lint_skips_the_linters_and_says_so(ws, capsys, tmp_path):
+    ws.write_series("1.0", {})
+    assert ws.run("apply", "1.0") == 0
+    commit_in(ws.checkout("1.0"), {SCHEDULER: upstream_scheduler() + LONG_LINE + "\n"}, subject="[Core] extra")
+    assert ws.run("export", "1.0") == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    args = ("ci", "-o", str(out), "--tiers", "static", "--no-install-check", "--json")
+    code = ws.run(*args, "--no-upstream-lint")
+    summary = json.loads(capsys.readouterr().out)
+    check = next(s for s in summary["versions"][0]["steps"] if s["name"] == "check")
+    # the long line the patch wrote is not looked at: the check passes and says the linters did not run
+    assert code == 0 and check["status"] == "pass" and "not run (--no-upstream-lint)" in check["detail"]
+    assert summary["versions"][0]["lint"] is None
+    # the linted check is another key: it runs, and fails on the patch's line
+    code = ws.run(*args)
+    linted = json.loads(capsys.readouterr().out)
+    check = next(s for s in linted["versions"][0]["steps"] if s["name"] == "check")
+    assert code == 1 and check["status"] == "fail" and check["reused"] is False and "E501" in check["detail"]
