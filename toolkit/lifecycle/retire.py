@@ -144,17 +144,11 @@ def retire(
         passes, said = contract_gate(project, new_pin, parent, conformance)
         if passes:
             evidence.insert(0, said)
-    if patch.feature in SUB_FEATURE_ITEMS:  # judged by its own item: gated by it, as a feature by its contract
+    if patch.feature in SUB_FEATURE_ITEMS or gated:
+        # judged by its own contract item (a sub-feature that has one), as a feature by its contract
+        gate = item_gate if patch.feature in SUB_FEATURE_ITEMS else contract_gate
         gated = True
-        passes, said = item_gate(project, new_pin, patch.feature or "", conformance)
-        if passes:
-            evidence.insert(0, said)
-        elif not (force and reason):
-            raise VpatchError(f"refusing to retire {name}: {said}; use --force --reason TEXT to retire it anyway")
-        else:
-            evidence = [f"forced: {reason}", said, *evidence]
-    elif gated:
-        passes, said = contract_gate(project, new_pin, patch.feature or "", conformance)
+        passes, said = gate(project, new_pin, patch.feature or "", conformance)
         if passes:
             evidence.insert(0, said)
         elif not (force and reason):
