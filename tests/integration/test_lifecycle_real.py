@@ -306,7 +306,8 @@ def test_091_series_carries_every_090_patch_with_the_partial_block_line_upstream
             recut.append(name[:4])
             continue
         assert entry["evidence"]["became_empty"] is False and entry["evidence"]["reverse_applies"] is False
-    assert recut == ["0012", "0013", "0014", "0015"]
+    # 0016 was added by hand to both series after the rebase (issue #19), which reads as re-cut in both
+    assert recut == ["0012", "0013", "0014", "0015", "0016"]
     partial = next(p for p in new_series.patches if p.name.startswith("0006-"))
     assert evidence["patches"][partial.name]["details"] == ["resolved by hand (committed with git)"]
     # Upstream's line is kept and ours caps it below; the commit message says what 0.9.1 absorbed.
@@ -347,9 +348,12 @@ def test_0130_series_carries_every_0111_patch_and_retires_nothing(repo_project, 
     0.13.0's per-request invalid-block helper, 0015 opens its side channel with vLLM's ZMQ helpers and is
     under 400 changed lines; the contract evidence says stock 0.13.0 provides no pd-disagg item (its factory
     does not know SharedStorageConnectorV1), so 0007 is not retired although 0.13.0 has a fail policy."""
-    step = carried_step(repo_project, "0.11.1", "0.13.0", tmp_path)
+    step = carried_step(repo_project, "0.11.1", "0.13.0", tmp_path, retired_after=("0015",))
     assert step.stopped == ["0005", "0007", "0014"]
-    assert step.outcome("reworked") == ["0007", "0015"]
+    # 0013 edited in both series since (clean under mypy); 0016 added to both after the rebase (issue #19);
+    # 0015 reworked by the rebase, then retired since 0.13.0 (`vpatch review` records it as removed)
+    assert step.outcome("reworked") == ["0007", "0013", "0016"]
+    assert step.evidence["patches"]["0015-v1-p-d-nixl-transfer-connector.patch"]["outcome"] == "removed"
     assert "+            self._update_requests_with_invalid_blocks(\n" in step.by_number["0007"]
     assert "make_zmq_socket(self._zmq, address, zmq.REP, bind=True, linger=0)" in step.by_number["0015"]
     assert_each_under_400_changed_lines(step.by_number)
@@ -375,7 +379,7 @@ def test_0160_series_carries_every_0130_patch_and_reduces_0009_onto_upstream(rep
     pd-disagg item, so nothing retired."""
     step = carried_step(repo_project, "0.13.0", "0.16.0", tmp_path)
     assert step.stopped == ["0006", "0007", "0010"]
-    assert step.outcome("reworked") == ["0005", "0009", "0013"]
+    assert step.outcome("reworked") == ["0005", "0009", "0013", "0016"]  # 0016: added to both, issue #19
     by_number = step.by_number
     assert "+            delay_free_blocks = True\n" in by_number["0009"]
     assert "+            return None\n" not in by_number["0009"] and "+            return None\n" in (
@@ -410,8 +414,9 @@ def test_0221_series_carries_the_0160_patches_reduces_0006_and_retires_0011(repo
     assert step.stopped == ["0005", "0006", "0007", "0008", "0014"]
     # after the rebase: the tests set up their connector as 0.22 wants (HMA off), 0007 passes 0.22's
     # num_scheduled_tokens and finds a loading request in skipped_waiting, 0010 frees a send vLLM kept
+    # 0016 added by hand to both series after the rebase (issue #19); the replay below carries it too
     # 0015 retired since 0.13.0 is in neither series (`vpatch review` says "gone from both series")
-    assert step.outcome("reworked") == ["0006", "0007", "0008", "0009", "0010", "0013", "0014"]
+    assert step.outcome("reworked") == ["0006", "0007", "0008", "0009", "0010", "0013", "0014", "0016"]
     assert "0015" not in [p.name[:4] for p in step.new_series.patches]
     assert step.evidence["patches"][RETIRED_0011]["outcome"] == "removed"
     assert "+        self.skipped_waiting.remove_requests((request,))\n" in step.by_number["0007"]

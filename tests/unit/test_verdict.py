@@ -201,7 +201,7 @@ def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path)
     root = REPO_ROOT
     status = json.loads(run_vpatch(root, "status", "0.9.0", "--json").stdout)
     found = status["versions"][0]["verdict"]
-    assert found["engine"] == "dynamo-base"  # pd-disagg still carried (0005-0015)
+    assert found["engine"] == "dynamo-base"  # pd-disagg still carried (0005-0016)
     kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
     assert kv["engine"] == "stock+plugin" and kv["adds"] == ["load-figures"]
     assert kv["evidence"][0] == "vllm-0.9.0+plugin-against-0.8.4.json"
@@ -209,7 +209,7 @@ def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path)
         "cached-prefixes (fail in new-bind-sha256, new-loopback-sha256)",
         "overlap (fail in new-bind-sha256, new-loopback-sha256)",
     ]
-    assert pd["engine"] == "dynamo-base" and len(pd["patches"]) == 11
+    assert pd["engine"] == "dynamo-base" and len(pd["patches"]) == 12
     built = json.loads(run_vpatch(root, "plugin", "build", "0.9.0", "-o", str(tmp_path), "--json").stdout)
     same_bytes = "SOURCE_DATE_EPOCH" in os.environ or kv["plugin"]["sha256"] == built["sha256"]  # else: fixed date
     assert kv["plugin"]["version"] == built["version"] and same_bytes, (

@@ -139,8 +139,13 @@ def _sampled_as_arrays(cls: type) -> bool:
 
 
 def field_names(cls: type) -> set[str]:
-    """The fields of one of vLLM's dataclasses (KVCacheConfig, ModelRunnerOutput) in this release."""
-    return {f.name for f in dataclasses.fields(cls)}
+    """The fields of one of vLLM's config classes (KVCacheConfig, ModelRunnerOutput) in this release: a
+    dataclass's fields, or a plain class's constructor arguments (vLLM <= 0.9's CacheConfig)."""
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+    import inspect
+
+    return set(inspect.signature(cls).parameters)
 
 
 def generate_task(model_config_cls: type) -> dict[str, str]:

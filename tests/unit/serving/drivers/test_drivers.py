@@ -171,6 +171,25 @@ def test_cached_requests_read_both_layouts_of_the_scheduler_output() -> None:
         )
 
 
+def test_no_swap_space_reads_a_plain_config_class_too() -> None:
+    """vLLM 0.8's CacheConfig is a plain class (its fields are its constructor's arguments), later ones are
+    dataclasses; 0.22 has no swap_space at all."""
+    import dataclasses
+
+    release_api = _release_api()
+
+    class PlainCacheConfig:
+        def __init__(self, block_size: int, swap_space: float = 4) -> None:
+            self.block_size, self.swap_space = block_size, swap_space
+
+    @dataclasses.dataclass
+    class CacheConfig022:
+        block_size: int = 16
+
+    assert release_api.no_swap_space(PlainCacheConfig) == {"swap_space": 0}
+    assert release_api.no_swap_space(CacheConfig022) == {}
+
+
 def test_generate_task_follows_the_model_config_fields() -> None:
     """ModelConfig takes task="generate" while it has a task field; vLLM 0.16.0 dropped it for runner."""
     import dataclasses
