@@ -106,6 +106,9 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
             if entry.outcome == Outcome.REWORKED and entry.kept:
                 if written != new_id:  # already recorded as reworked: no second note
                     changes.setdefault(patch.name, "reworked again")
+            elif entry.kept and entry.outcome == Outcome.CLEAN and old_ids.get(patch.name) == new_id:
+                # edited alike in both series since (a reformat): the step itself is still a clean replay
+                changes.setdefault(patch.name, "clean (edited alike in both series)")
             elif not entry.kept or (written is not None and written != new_id):
                 again = "written again" if not entry.kept else "reworked"
                 note = f"{entry.outcome} in the rebase; {again} by hand onto {new_pin.label} afterwards"
