@@ -89,19 +89,34 @@ def conform_084(tmp_path_factory, stock_env_084: Path, patched_env_084: Path) ->
     return ConformRun("0.8.4", json.loads(proc.stdout)["results"][0], out)
 
 
+# Ports for the engines' sockets, below the kernel's ephemeral range (32768-60999 here): a port the OS handed out
+# for bind(0) and we closed again could be handed to the next bind(0) or outgoing connection of another worker's
+# engine before ours binds it (seen: "Address already in use" under xdist). Each xdist worker draws from its own band.
+PORT_BAND = 1500
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_next_port = [20000 + _WORKER * PORT_BAND]
+
+
 @pytest.fixture
 def free_ports():
     import socket
 
+    def bindable(port: int) -> bool:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+        return True
+
     def pick(count: int) -> list[int]:
-        sockets = []
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        ports = [s.getsockname()[1] for s in sockets]
-        for sock in sockets:
-            sock.close()
+        ports: list[int] = []
+        band_end = 20000 + (_WORKER + 1) * PORT_BAND
+        while len(ports) < count:
+            port = _next_port[0]
+            _next_port[0] = port + 1 if port + 1 < band_end else band_end - PORT_BAND
+            if bindable(port):
+                ports.append(port)
         return ports
 
     return pick
