@@ -171,14 +171,19 @@ def test_status_and_verdict_group_sub_features_under_the_parent(pinned, capsys):
     assert row["verdict"]["features"] == ["pd-disagg (failed-loads, nixl)"]
 
 
-def test_a_sub_feature_retires_on_its_own_evidence_and_the_parent_contract_still_judges(pinned, capsys):
-    ws = pinned
-    declare(ws, capsys, *SUBS)
-    names = pd_series(ws, capsys, *SUBS)
+def next_release(ws) -> None:
+    """Release 1.1 pinned, 1.0's series carried to it unchanged, and an empty CHANGELOG for retire to write to."""
     ws.publish("1.1")
     assert ws.run("pin", "add", "1.1") == 0
     shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
+
+
+def test_a_sub_feature_retires_on_its_own_evidence_and_the_parent_contract_still_judges(pinned, capsys):
+    ws = pinned
+    declare(ws, capsys, *SUBS)
+    names = pd_series(ws, capsys, *SUBS)
+    next_release(ws)
     # no evidence at all: refused, as for any patch
     code, _, err = run(ws, capsys, "retire", names[0], "--since", "1.1")
     assert code == 1 and len(err) == 1 and "no evidence that vLLM 1.1 carries" in err[0]
@@ -288,10 +293,7 @@ def test_the_nixl_part_retires_on_nixl_transport_passing_on_stock_alone(pinned, 
     ws = pinned
     declare(ws, capsys, *SUBS)
     names = pd_series(ws, capsys, *SUBS)
-    ws.publish("1.1")
-    assert ws.run("pin", "add", "1.1") == 0
-    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
-    (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
+    next_release(ws)
     before = ws.snapshot()
     code, _, err = run(ws, capsys, "retire", names[1], "--since", "1.1")
     assert code == 1 and len(err) == 1 and "no stock pd-disagg result judges nixl-transport for vLLM 1.1" in err[0]
