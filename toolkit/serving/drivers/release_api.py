@@ -152,11 +152,7 @@ def generate_task(model_config_cls: type) -> dict[str, str]:
     """ModelConfig's argument for a generating model: `task="generate"` while the config takes a task (a
     field of the dataclass, or an argument of the plain class up to vLLM 0.9), `runner="generate"` from
     0.16.0, which dropped `task` (0.10 added `runner` beside it)."""
-    import inspect
-
-    takes = set(getattr(model_config_cls, "__dataclass_fields__", {}))
-    takes |= set(inspect.signature(model_config_cls).parameters)
-    return {"task": "generate"} if "task" in takes else {"runner": "generate"}
+    return {"task": "generate"} if "task" in field_names(model_config_cls) else {"runner": "generate"}
 
 
 def full_attention_spec(spec_cls: type, block_size: int, dtype: object):
@@ -168,13 +164,8 @@ def full_attention_spec(spec_cls: type, block_size: int, dtype: object):
 
 def no_swap_space(cache_config_cls: type) -> dict[str, int]:
     """CacheConfig's `swap_space=0` (no CPU swap for preempted blocks) while the config has the field: vLLM
-    0.22 dropped it (a CacheConfig given it raises pydantic's unexpected_keyword_argument). Up to vLLM 0.8.x
-    CacheConfig is a plain class, not a dataclass: its constructor's parameters say it, as in generate_task."""
-    import inspect
-
-    takes = set(getattr(cache_config_cls, "__dataclass_fields__", {}))
-    takes |= set(inspect.signature(cache_config_cls).parameters)
-    return {"swap_space": 0} if "swap_space" in takes else {}
+    0.22 dropped it (a CacheConfig given it raises pydantic's unexpected_keyword_argument)."""
+    return {"swap_space": 0} if "swap_space" in field_names(cache_config_cls) else {}
 
 
 def connector_cache_config(create_connector, engine) -> dict[str, object]:
