@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import LocalIndex, Workspace, commit_in, default_tree, module_text
+from tests.harness import Workspace, commit_in, default_tree, module_text
 from toolkit.git import Git
 
 PRE_COMMIT = """\
@@ -28,15 +28,9 @@ LONG_LINE = "LONG_NAME = " + repr("x" * 80)  # 94 characters: E501 at line-lengt
 SCHEDULER = "vllm/core/scheduler.py"
 
 
-@pytest.fixture(scope="module")
-def tool_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("ci-lint-cache")
-
-
 @pytest.fixture
-def ws(tmp_path: Path, index: LocalIndex, tool_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace(tmp_path / "project", tool_cache, index)
+def ws(lint_ws: Workspace) -> Workspace:
+    workspace = lint_ws
     tree = default_tree("1.0")
     tree.update({".pre-commit-config.yaml": PRE_COMMIT, "pyproject.toml": PYPROJECT})
     tree[SCHEDULER] = upstream_scheduler()  # upstream's own long line: never the patch's

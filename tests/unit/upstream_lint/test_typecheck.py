@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.harness import LocalIndex, Workspace, commit_in, default_tree
+from tests.harness import Workspace, commit_in, default_tree
 from toolkit.upstream_lint.config import load_lint_config
 
 MYPY_PY_CONFIG = """\
@@ -113,16 +112,9 @@ UPSTREAM_ENGINE = '"""Engine."""\n\nfrom vllm.engine.sizes import size\n\nTOTAL 
 SIZES = 'def size() -> int:\n    return 1\n\n\nWRONG_ELSEWHERE: int = "not a changed file"\n'
 
 
-@pytest.fixture(scope="module")
-def tool_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: the mypy venv is built once."""
-    return tmp_path_factory.mktemp("typecheck-cache")
-
-
 @pytest.fixture
-def ws(tmp_path: Path, index: LocalIndex, tool_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    monkeypatch.chdir(tmp_path)
-    return Workspace(tmp_path / "project", tool_cache, index)
+def ws(lint_ws: Workspace) -> Workspace:
+    return lint_ws  # the mypy venv is built once per module (conftest's tool_cache)
 
 
 def upstream(version: str, config: str, script: tuple[str, str]) -> dict[str, str | bytes]:

@@ -7,11 +7,10 @@ cache's tool venvs, shared by this module's tests); its pyproject's [tool.ruff] 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from tests.harness import LocalIndex, Workspace, commit_in, default_tree, module_text
+from tests.harness import Workspace, commit_in, default_tree, module_text
 from toolkit.errors import VpatchError
 from toolkit.upstream_lint.config import load_lint_config
 
@@ -68,18 +67,6 @@ def upstream_tree(version: str, *, config: bool = True) -> dict[str, str | bytes
         tree[".pre-commit-config.yaml"] = PRE_COMMIT
         tree["pyproject.toml"] = PYPROJECT
     return tree
-
-
-@pytest.fixture(scope="module")
-def tool_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache for the module: its tool venvs are built once."""
-    return tmp_path_factory.mktemp("lint-cache")
-
-
-@pytest.fixture
-def lint_ws(tmp_path: Path, index: LocalIndex, tool_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Workspace:
-    monkeypatch.chdir(tmp_path)
-    return Workspace(tmp_path / "project", tool_cache, index)
 
 
 def pin_with_series(ws: Workspace, version: str, tree: dict, commits: list[tuple[str, dict[str, str]]]) -> None:
