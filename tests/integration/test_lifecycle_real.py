@@ -55,11 +55,9 @@ class CarriedStep:
         return [n[:4] for n in self.names if self.evidence["patches"][n]["outcome"] == outcome]
 
 
-def carried_step(
-    project: Project, old: str, new: str, tmp_path: Path, retired_after: tuple[str, ...] = ()
-) -> CarriedStep:
+def carried_step(project: Project, old: str, new: str, tmp_path: Path) -> CarriedStep:
     """The committed NEW series round-trips on its base and carries every patch of OLD's under its name, except
-    those `vpatch retire` took out of NEW after the step (`retired_after`: numbers, recorded as removed)."""
+    those `vpatch retire` took out of NEW after the step (recorded as removed by `vpatch review`)."""
     old_pin, new_pin = project.pins.get(old), project.pins.get(new)
     old_series, new_series = project.series(old_pin), project.series(new_pin)
     assert_series_round_trips(project, new_pin, tmp_path)
@@ -67,14 +65,12 @@ def carried_step(
     names = [p.name for p in old_series.patches]
     evidence = json.loads((new_series.directory / EVIDENCE_FILE).read_text(encoding="utf-8"))
     assert evidence["old"]["version"] == old and evidence["new"]["version"] == new
-    # the rebase kept every patch; one retired since (`vpatch retire`, after the rebase) left the series then:
-    # recorded as removed where `vpatch review` ran after the retirement (retired_after), else still as kept
+    # the rebase kept every patch; one retired since left NEW's series then, and the review says it was removed
     retired = retired_by(project, new)
-    assert [p.name for p in new_series.patches] == [n for n in names if n not in retired]
-    dropped = [d["name"] for d in evidence["dropped"]]
-    assert set(dropped) <= retired and [d[:4] for d in dropped] == list(retired_after)
-    assert [n for n in evidence["kept"] if n not in retired] == [n for n in names if n not in retired]
-    names = [n for n in evidence["kept"] if n in names or n in retired]
+    carried = [n for n in names if n not in retired]
+    assert [p.name for p in new_series.patches] == carried and evidence["kept"] == carried
+    assert [d["name"] for d in evidence["dropped"]] == [n for n in names if n in retired]
+    names = carried
     stopped = [n[:4] for n in names if "conflict resolved by hand" in evidence["patches"][n]["details"]]
     by_number = {p.name[:4]: p.data.decode("utf-8") for p in new_series.patches}
     for kept in sorted((new_series.directory / "retired").glob("*.patch")):  # retired since NEW: kept here
@@ -348,7 +344,7 @@ def test_0130_series_carries_every_0111_patch_and_retires_nothing(repo_project, 
     0.13.0's per-request invalid-block helper, 0015 opens its side channel with vLLM's ZMQ helpers and is
     under 400 changed lines; the contract evidence says stock 0.13.0 provides no pd-disagg item (its factory
     does not know SharedStorageConnectorV1), so 0007 is not retired although 0.13.0 has a fail policy."""
-    step = carried_step(repo_project, "0.11.1", "0.13.0", tmp_path, retired_after=("0015",))
+    step = carried_step(repo_project, "0.11.1", "0.13.0", tmp_path)
     assert step.stopped == ["0005", "0007", "0014"]
     # 0013 edited in both series since (clean under mypy); 0016 added to both after the rebase (issue #19);
     # 0015 reworked by the rebase, then retired since 0.13.0 (`vpatch review` records it as removed)
@@ -410,7 +406,7 @@ def test_0221_series_carries_the_0160_patches_reduces_0006_and_retires_0011(repo
     stepping while its blocks are held and frees them (nixl-steps-while-held). Every patch under 400 changed
     lines; the --against evidence says stock 0.22.1 provides no pd-disagg item on the cpu tier. Replayed from a
     fresh root, the step needs no hand and leaves 0011 out: the recorded resolutions resolve every stop."""
-    step = carried_step(repo_project, "0.16.0", "0.22.1", tmp_path, retired_after=("0011",))
+    step = carried_step(repo_project, "0.16.0", "0.22.1", tmp_path)
     assert step.stopped == ["0005", "0006", "0007", "0008", "0014"]
     # after the rebase: the tests set up their connector as 0.22 wants (HMA off), 0007 passes 0.22's
     # num_scheduled_tokens and finds a loading request in skipped_waiting, 0010 frees a send vLLM kept
