@@ -106,7 +106,12 @@ def refresh_review(project: Project, new_pin: Pin) -> ReviewResult:
             if entry.outcome == Outcome.REWORKED and entry.kept:
                 if written != new_id:  # already recorded as reworked: no second note
                     changes.setdefault(patch.name, "reworked again")
-            elif entry.kept and entry.outcome == Outcome.CLEAN and written != new_id == old_ids.get(patch.name):
+            elif (
+                entry.kept
+                and entry.outcome == Outcome.CLEAN
+                and written != new_id
+                and new_id == old_ids.get(patch.name)
+            ):
                 # edited alike in both series since (a reformat): the step itself is still a clean replay
                 changes.setdefault(patch.name, "clean (edited alike in both series)")
             elif not entry.kept or (written is not None and written != new_id):
