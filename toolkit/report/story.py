@@ -306,7 +306,7 @@ def _cell(
     cell = Cell(
         cap.name,
         "plugin" if plugin else "retired",
-        patches=sorted(r.patch for r in gone),
+        patches=sorted({r.patch for r in gone}),  # one patch, however many directories record its retirement
         since=since,
         evidence=evidence,
         items=items,

@@ -254,6 +254,7 @@ def test_the_real_tree(tmp_path):
     for release in story.releases:
         names = {p.name for p in series[release.version].patches} if series[release.version] else set()
         for cell in release.cells:
+            assert len(cell.patches) == len(set(cell.patches)), (release.version, cell)  # each patch once
             if cell.status == "carried":
                 assert set(cell.patches) <= names, (release.version, cell)
     newest = series[story.releases[-1].version]
@@ -392,3 +393,22 @@ def test_a_retirement_only_evidence_json_records_and_a_contract_no_build_meets(t
     switch = story["switch"]
     assert switch["release"] is None and "needs" not in switch
     assert "the newest pin, 3.0, has no verdict (empty series, but kv-routing retired without" in switch["sentence"]
+
+
+def test_a_retired_patch_kept_in_later_retired_directories_is_listed_once(tmp_path, capsys):
+    """`vpatch retire` marks the patch in the release before (Retired-Since in its own series), copies it to
+    the retiring release's retired/, and a later rebase keeps the copy in its own retired/: three directories
+    record one retirement, and the cell names the patch once at every release."""
+    root = new_project(tmp_path)
+    release(root, "1.0", ALL)
+    kv = name_of("kv-routing")
+    marked = mail("kv-routing", "Retired-Since: 2.0", "Retired-Evidence: stock has it (vllm-2.0-against-1.0.json)")
+    (root / "patches" / "vllm-1.0" / kv).write_text(marked)
+    retired = {"kv-routing": ("2.0", "stock has it (vllm-2.0-against-1.0.json)")}
+    release(root, "2.0", ["pd-disagg/a", "pd-disagg/b"], retired)
+    release(root, "3.0", ["pd-disagg/a", "pd-disagg/b"], retired)
+    story = story_of(root, capsys)
+    for version in ("2.0", "3.0"):
+        cell = cells(story, version)["kv-routing"]
+        assert (cell["status"], cell["since"], cell["patches"]) == ("retired", "2.0", [kv]), (version, cell)
+    assert cells(story, "1.0")["kv-routing"]["status"] == "carried"
