@@ -2,13 +2,19 @@
 
 File names are stable: each mail carries its own name in a `Patch-File:` header,
 so reordering, rewording or inserting patches never renames the others. A commit
-without one (new work) gets `NNNN-<subject-slug>.patch` and the header is added to
-its mail. The series directory is rewritten as a whole: built beside the old one
-and swapped in as one transaction (toolkit/txn.py), so an interrupted export leaves the old series or the new.
+without one keeps the name of the old series' patch with the same subject (exported
+before, its commit never got the header); otherwise it is new work and gets
+`NNNN-<subject-slug>.patch`, NNNN the next number after the highest the project has used
+(this series, its `retired/`, and the other series directories the caller names), not its
+position in the series: a number names one patch in every release, and a retired one's is
+never given again. The header is added to its mail. The series directory is rewritten as a whole:
+built beside the old one and swapped in as one transaction (toolkit/txn.py), so an interrupted export
+leaves the old series or the new.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +55,9 @@ class ExportPlan:
         return result
 
 
-def plan_export(checkout: Checkout, directory: Path) -> ExportPlan:
+def plan_export(checkout: Checkout, directory: Path, elsewhere: Iterable[Path] = ()) -> ExportPlan:
+    """The series `directory` gets from the checkout's commits; `elsewhere`: the project's other series
+    directories, whose patch numbers (retired/ too) a new patch does not take."""
     rendered = render_range(checkout.git, UPSTREAM_REF, "HEAD")
     old_names: list[str] = []
     old_text = ""
@@ -72,22 +80,29 @@ def plan_export(checkout: Checkout, directory: Path) -> ExportPlan:
         else:
             patches.append(("", mail.data))
             pending.append((index, mail.data, parsed.subject))
-    numbers = [int(n[:4]) for n in taken | set(old_names) if n[:4].isdigit()]
-    next_number = max(numbers, default=0) + 1
+    unclaimed = [n for n in old_names if n not in taken]
+    used = {*taken, *old_names, *_patch_names([directory, *elsewhere])}
+    next_number = max((int(n[:4]) for n in used if n[:4].isdigit()), default=0) + 1
     for index, data, subject in pending:
-        name = f"{index + 1:04d}-{slugify(subject)}.patch"
-        # The old series may already hold this very patch under that name (exported before its
-        # commit carried a Patch-File header): same subject, same name. Anything else is a clash.
-        same_patch = name in old_names and _subject_of(directory / name) == subject
-        if name in taken or (name in old_names and not same_patch):
+        # the old series may hold this very patch (exported before its commit carried a Patch-File
+        # header): same subject, same name; anything else is new work, numbered after the highest
+        name = next((n for n in unclaimed if _subject_of(directory / n) == subject), None)
+        if name is None:
             name = f"{next_number:04d}-{slugify(subject)}.patch"
             next_number += 1
+        else:
+            unclaimed.remove(name)
         taken.add(name)
         patches[index] = (name, set_patch_file_header(data, name))
     names = [name for name, _ in patches]
     series_text = old_text if old_names == names else _series_text(old_text, names)
     removed = tuple(n for n in old_names if n not in names)
     return ExportPlan(directory, tuple(patches), series_text, removed)
+
+
+def _patch_names(directories: Iterable[Path]) -> set[str]:
+    """The patch files of these series directories and of their retired/."""
+    return {p.name for d in directories for p in (*d.glob("*.patch"), *d.glob("retired/*.patch"))}
 
 
 def _subject_of(path: Path) -> str | None:

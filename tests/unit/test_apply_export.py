@@ -128,6 +128,44 @@ def test_new_commit_gets_a_new_name_and_series_keeps_comments(series_10):
     assert ws.run("check", "1.0", "--no-wheels") == 0
 
 
+def test_a_new_commit_is_numbered_after_the_highest_number_the_project_used(series_10):
+    """Not by its position: with 0002 dropped and 0004 retired (kept in retired/), a commit added third is
+    0005, not a second 0003; the others keep their files byte for byte. Another release's series (retired/
+    too) counts as well: a number names one patch in every release."""
+    ws = series_10
+    retired = ws.series_dir("1.0") / "retired"
+    retired.mkdir()
+    (retired / "0004-v1-an-upstreamed-patch.patch").write_bytes(b"a retired patch, kept\n")
+    assert ws.run("apply", "1.0", "--force") == 0
+    repo = Git(ws.checkout("1.0"))
+    commits = repo.commits("refs/vpatch/upstream..HEAD")
+    repo.run("reset", "-q", "--hard", commits[0])
+    repo.run("cherry-pick", commits[2])
+    commit_in(ws.checkout("1.0"), {"README.md": "# patched\n"}, subject="Docs: say it is patched")
+    before = ws.snapshot()
+    assert ws.run("export", "1.0") == 0
+    after = ws.snapshot()
+    names = [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
+    assert names == [
+        "0001-core-scale-value-twenty.patch",
+        "0003-engine-add-disagg-args.patch",
+        "0005-docs-say-it-is-patched.patch",
+    ]
+    for kept in names[:2]:
+        assert after[f"vllm-1.0/{kept}"] == before[f"vllm-1.0/{kept}"]
+    assert "vllm-1.0/0002-v1-publish-block-events.patch" not in after
+    assert after["vllm-1.0/retired/0004-v1-an-upstreamed-patch.patch"] == b"a retired patch, kept\n"
+    assert ws.run("export", "1.0") == 0 and ws.snapshot() == after  # the headerless commit keeps its name
+
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    (ws.series_dir("1.1") / "retired").mkdir(parents=True)
+    (ws.series_dir("1.1") / "retired" / "0009-v1-retired-at-1-1.patch").write_bytes(b"retired at 1.1\n")
+    commit_in(ws.checkout("1.0"), {"NOTES.md": "notes\n"}, subject="Docs: notes")
+    assert ws.run("export", "1.0") == 0
+    assert (ws.series_dir("1.0") / "series").read_text().split()[-1] == "0010-docs-notes.patch"
+
+
 def test_dropping_a_commit_removes_its_file(series_10):
     ws = series_10
     assert ws.run("apply", "1.0", "--force") == 0
