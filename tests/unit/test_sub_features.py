@@ -269,7 +269,7 @@ def test_check_warns_about_a_patch_over_the_size_limit(pinned, capsys):
     assert re.search(r"0002-v1-p-d-the-big-part\.patch.*changes 4\d\d lines \(\+4\d\d -0, over 400\)", text)
 
 
-def nixl_result(ws, kind: str, nixl: Status) -> None:
+def nixl_result(ws, kind: str, nixl: Status, detail: str = "seen") -> None:
     """A `vpatch conform 1.1 --tier engine --new-kind KIND` record: the shared-storage items not provided (stock has
     no dynamo-base transport), nixl-transport `nixl`."""
     wheels = ("dynamo_base_plugin-1.1-py3-none-any.whl",) if kind == "stock+plugin" else ()
@@ -277,7 +277,7 @@ def nixl_result(ws, kind: str, nixl: Status) -> None:
     items = [ItemResult("pd-disagg", i, Status.NOT_PROVIDED, "no shared storage") for i in PD_STORAGE_ITEMS]
     runs = [
         ConfigRun("new-engine-pd-shared-storage", "new", new, None, items),
-        ConfigRun("new-engine-pd-nixl", "new", new, None, [ItemResult("pd-disagg", "nixl-transport", nixl, "seen")]),
+        ConfigRun("new-engine-pd-nixl", "new", new, None, [ItemResult("pd-disagg", "nixl-transport", nixl, detail)]),
     ]
     results = ContractResults("vllm", new, BuildSpec("1.1", "stock"), ["pd-disagg"], "kv-watch", runs, ok=False)
     suffix = "+plugin" if kind == "stock+plugin" else ""
@@ -310,3 +310,58 @@ def test_the_nixl_part_retires_on_nixl_transport_passing_on_stock_alone(pinned, 
     ]
     assert names[1] not in (ws.series_dir("1.1") / "series").read_text()
     assert (ws.series_dir("1.1") / "retired" / names[1]).is_file() and ws.snapshot() != before
+
+
+def told_line(steps: str) -> str:
+    """The nixl-transport item's line as the engine tier writes it, telling its scheduler scenarios."""
+    from toolkit.contracts.engine_stock import told
+    from toolkit.records.contract import TOLD
+
+    held = {"held_at_start": 13, "has_requests_at_start": True, "steps": 1, "left_after": 0 if steps == "pass" else 13}
+    scenarios = [
+        told("nixl-steps-while-held", steps, held),
+        told("nixl-abort-while-loading", "fail", {"problems": ["x; y"]}),
+    ]
+    return f"upstream NixlConnector: nixl-sabotage-corrupted-kv failed ({TOLD}{'; '.join(scenarios)})"
+
+
+def test_stepping_while_held_retires_on_the_scenario_the_stock_nixl_run_tells(pinned, capsys):
+    """pd-disagg/stepping-while-held is judged by the NIXL run's nixl-steps-while-held (SUB_FEATURE_ITEMS), which
+    the nixl-transport item's line tells without judging: it retires when stock tells it passing, even with
+    nixl-transport itself failing and the parent contract not met; a failing one, or a plugin's, is refused."""
+    ws = pinned
+    subs = ("failed-loads", "stepping-while-held")
+    declare(ws, capsys, *subs)
+    names = pd_series(ws, capsys, *subs)
+    next_release(ws)
+    code, _, err = run(ws, capsys, "retire", names[1], "--since", "1.1")
+    assert code == 1 and "no stock pd-disagg result judges nixl-steps-while-held for vLLM 1.1" in err[0], err
+    nixl_result(ws, "stock", Status.FAIL, told_line("fail"))
+    nixl_result(ws, "stock+plugin", Status.FAIL, told_line("pass"))
+    code, _, err = run(ws, capsys, "retire", names[1], "--since", "1.1")
+    assert code == 1 and "stock vLLM 1.1 does not meet pd-disagg/nixl-steps-while-held: " in err[0], err
+    assert "13 left), told in the nixl-transport item's line (vllm-1.1-against-1.1.json)" in err[0]
+    nixl_result(ws, "stock", Status.FAIL, told_line("pass"))
+    code, data, _ = run(ws, capsys, "retire", names[1], "--since", "1.1", "--json")
+    assert code == 0, data
+    assert data["evidence"] == [
+        "contracts: pd-disagg/nixl-steps-while-held passes on stock vLLM 1.1: nixl-steps-while-held: pass (13 "
+        "blocks held after the reads, has_requests True, 1 steps, 0 left), told in the nixl-transport item's line "
+        "(vllm-1.1-against-1.1.json)"
+    ]
+    assert not data["forced"]
+    kept = (ws.series_dir("1.1") / "retired" / names[1]).read_text()
+    assert "\nRetired-Evidence: contracts: pd-disagg/nixl-steps-while-held passes" in kept
+
+
+def test_the_committed_022_stock_run_tells_stepping_while_held_passing():
+    """The evidence 0011's retirement rests on, read as the gate reads it."""
+    from tests.harness.paths import REPO_ROOT
+    from toolkit.lifecycle.upstream import item_finding
+
+    path = REPO_ROOT / "patches" / "conformance" / "vllm-0.22.1-against-0.22.1.json"
+    passes, line, file = item_finding([path], "0.22.1", "pd-disagg", "nixl-steps-while-held") or (None, "", "")
+    assert (passes, file) == (True, path.name)
+    assert line.startswith("nixl-steps-while-held: pass (13 blocks held after the reads, has_requests True")
+    assert item_finding([path], "0.22.1", "pd-disagg", "nixl-abort-while-loading") is not None
+    assert item_finding([path], "0.22.1", "pd-disagg", "nixl-no-such-scenario") is None

@@ -38,7 +38,7 @@ from toolkit.contracts.run import contract_results, evidence_name, write_results
 from toolkit.errors import VpatchError
 from toolkit.model import Pin
 from toolkit.project import Project
-from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, Transport
+from toolkit.records.contract import TOLD, BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, Transport
 from toolkit.records.status import Status
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ def _pd_runs(
             "nixl-transport",
             Status.FAIL,
             f"upstream NixlConnector: {', '.join(c.name for c in failed)} failed"
-            + (f" (not judged here: {aborts})" if aborts else ""),
+            + (f" ({TOLD}{aborts})" if aborts else ""),
             "\n".join(f"{c.name}: {c.details}" for c in failed),
         )
     else:
@@ -178,7 +178,7 @@ def _pd_runs(
             Status.PASS,
             f"upstream NixlConnector (host memory over UCX on loopback): {names}; {loaded} tokens read over NIXL"
             + _mapped(nixl.checks)
-            + (f" (not judged here: {aborts})" if aborts else ""),
+            + (f" ({TOLD}{aborts})" if aborts else ""),
         )
     return [*runs, ConfigRun("new-engine-pd-nixl", "new", build, None, [item])]
 

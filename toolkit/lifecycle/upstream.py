@@ -178,17 +178,24 @@ def contract_findings(results: list[Path], version: str) -> dict[str, tuple[bool
 
 def item_finding(results: list[Path], version: str, feature: str, item: str) -> tuple[bool, str, str] | None:
     """(passes, its line, file) for one contract item on stock `version` (a stock build's result only: a plugin's
-    pass is the plugin's); a passing result wins; None when no stock result judged the item."""
+    pass is the plugin's), or for a scenario an item's line tells (records/contract.py TOLD); a passing result
+    wins; None when no stock result judged or told it."""
     found: tuple[bool, str, str] | None = None
     for path, result in contract_results(results, version):
         if result.new.kind != "stock":
             continue
         passes = result.item_passes(feature, item)
-        if passes is None:
+        if passes is not None:
+            lines = [
+                i.detail for i in result.items_of("new", feature) if i.item == item and (i.status == "pass") == passes
+            ]
+            line = lines[0] if lines else ""
+        elif (told := result.told(feature, item)) is not None:
+            passes, line = told
+        else:
             continue
-        lines = [i.detail for i in result.items_of("new", feature) if i.item == item and (i.status == "pass") == passes]
         if found is None or (passes and not found[0]):
-            found = (passes, lines[0] if lines else "", path.name)
+            found = (passes, line, path.name)
     return found
 
 

@@ -9,6 +9,7 @@ per-batch observations (`Observation`, JSON lines written by `vpatch kv-watch --
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import msgspec
@@ -22,8 +23,31 @@ BUILD_KINDS: tuple[str, ...] = ("dynamo-base", "stock", "stock+plugin")
 CONTRACT_FEATURES: tuple[str, ...] = ("kv-routing", "pd-disagg")  # the features toolkit/contracts/ judges
 # A sub-feature one contract item judges on its own (retiring its patch needs that item passing on stock NEW):
 # pd-disagg/nixl's nixl-transport is run with what `vpatch config migrate` makes of dynamo-base's NixlConnectorV1
-# configuration and request parameters (toolkit/conformance/engine_pd_nixl.py).
-SUB_FEATURE_ITEMS: dict[str, tuple[str, str]] = {"pd-disagg/nixl": ("pd-disagg", "nixl-transport")}
+# configuration and request parameters (toolkit/conformance/engine_pd_nixl.py). The item may also be a scenario
+# a run told in an item's line rather than judged in it (TOLD): the NIXL run's nixl-steps-while-held, the
+# prefill engine stepping while its blocks are held for the sends (patch 0011's capability).
+SUB_FEATURE_ITEMS: dict[str, tuple[str, str]] = {
+    "pd-disagg/nixl": ("pd-disagg", "nixl-transport"),
+    "pd-disagg/stepping-while-held": ("pd-disagg", "nixl-steps-while-held"),
+}
+# How an item's line tells a run's scenarios that are not its to judge (the NIXL run's scheduler scenarios,
+# toolkit/contracts/engine_stock.py): ` (not judged here: NAME: pass (...); NAME: fail [...])` at its end.
+TOLD = "not judged here: "
+_TOLD_PART = re.compile(r"([a-z][\w-]*): (pass|fail)\b")
+_TOLD_SPLIT = re.compile(r"; (?=[a-z][\w-]*: (?:pass|fail)\b)")
+
+
+def told_outcomes(detail: str) -> dict[str, tuple[bool, str]]:
+    """scenario -> (passed, what the line says of it), for the scenarios an item's line tells (TOLD)."""
+    start = detail.find(f"({TOLD}")
+    if start == -1:
+        return {}
+    body = detail[start + 1 + len(TOLD) :].removesuffix(")")
+    found: dict[str, tuple[bool, str]] = {}
+    for part in _TOLD_SPLIT.split(body):
+        if (match := _TOLD_PART.match(part)) is not None:
+            found.setdefault(match[1], (match[2] == "pass", part))
+    return found
 
 
 class PluginRef(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -168,6 +192,20 @@ class ContractResults(msgspec.Struct):
         """`item` of `feature` on `side` passed in every configuration that judged it (None: none did)."""
         found = [i for i in self.items_of(side, feature) if i.item == item]
         return all(i.status == Status.PASS for i in found) if found else None
+
+    def told(self, feature: str, scenario: str, side: str = "new") -> tuple[bool, str] | None:
+        """(passed in every line that told it, the first such line's words) for a scenario the items of
+        `feature` on `side` tell but do not judge (TOLD); None when none tells it."""
+        found = [
+            (item.item, outcome)
+            for item in self.items_of(side, feature)
+            if (outcome := told_outcomes(item.detail).get(scenario)) is not None
+        ]
+        if not found:
+            return None
+        passed = all(ok for _, (ok, _) in found)
+        item, (_, words) = next((f for f in found if f[1][0] == passed), found[0])
+        return passed, f"{words}, told in the {item} item's line"
 
     def lacking(self, feature: str, side: str = "new") -> list[str]:
         """The items of `feature` that `side` does not meet, each with how and where:
