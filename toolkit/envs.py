@@ -123,6 +123,7 @@ VLLM_SOURCE_BUILD = (
     "build",
 )
 STAMP = "vpatch-env.json"
+LAYERS_PTH = "_vpatch_runtime.pth"  # layer_on's: the layers' site-packages, one a line
 
 
 def _site_packages(venv: Path) -> Path:
@@ -310,7 +311,15 @@ def layer_on(venv: Path, *layers: Path) -> None:
     """Make the packages of `layers` importable from `venv`, after `venv`'s own, in the given order."""
     site = _site_packages(venv)
     site.mkdir(parents=True, exist_ok=True)
-    (site / "_vpatch_runtime.pth").write_text("".join(f"{_site_packages(layer)}\n" for layer in layers))
+    (site / LAYERS_PTH).write_text("".join(f"{_site_packages(layer)}\n" for layer in layers))
+
+
+def layers_under(site: Path) -> list[Path]:
+    """The site-packages directories `layer_on` put after the venv site-packages `site`, in import order."""
+    pth = site / LAYERS_PTH
+    if not pth.is_file():
+        return []
+    return [Path(line) for line in pth.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def offline_env() -> dict[str, str]:
@@ -332,6 +341,7 @@ __all__ = [
     "create_venv",
     "install",
     "layer_on",
+    "layers_under",
     "offline_env",
     "pinned_uv",
     "runtime_env",

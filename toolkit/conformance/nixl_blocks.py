@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from toolkit.envs import layers_under
 from toolkit.errors import VpatchError
 
 FLAT, PER_GROUP = "flat", "per-group"
@@ -41,11 +42,14 @@ class BlockShape:
 
 
 def site_packages(venv: Path) -> Path:
-    """The venv's own site-packages (the dynamo-base venv's holds its whole `vllm` package)."""
+    """The site-packages the engine venv imports `vllm` from: its own (a stock venv; the dynamo-base venv's
+    overlay wheel holds the whole package), else the first layer under it that has it (the stock+plugin venv
+    holds the plugin alone, layered over the stock engine venv: toolkit/envs.py layer_on)."""
     found = sorted(venv.glob("lib/python3*/site-packages"))
     if not found:
         raise VpatchError("no lib/python3*/site-packages in the engine venv", path=venv)
-    return found[0]
+    own = found[0]
+    return next((site for site in (own, *layers_under(own)) if (site / "vllm").is_dir()), own)
 
 
 def _parse(root: Path, member: str) -> ast.Module:

@@ -135,3 +135,32 @@ def test_0_11_1_keeps_the_ids_in_its_request_meta(tmp_path: Path) -> None:
     meta = "@dataclass\nclass ReqMeta:\n    local_block_ids: list[int]\n    remote_block_ids: list[int]\n"
     shape = upstream_block_shape(_tree(tmp_path, {f"{KVC}/v1/nixl_connector.py": meta}))
     assert shape == BlockShape(FLAT, f"{KVC}/v1/nixl_connector.py:4 `list[int]`")
+
+
+def test_the_plugin_venv_reads_vllm_from_the_stock_venv_it_is_layered_on(tmp_path: Path) -> None:
+    """`--new-kind stock+plugin`: the plugin's venv holds the plugin alone, layered (envs.layer_on) over the stock
+    engine venv, which holds `vllm`: the shape is read where that venv's Python imports `vllm` from; a venv
+    holding its own `vllm` (dynamo-base's overlay, layered too) reads its own."""
+    import subprocess
+
+    from toolkit.envs import _site_packages, create_venv, layer_on, venv_python
+
+    stock, plugin, overlay = (create_venv(tmp_path / n) for n in ("stock", "plugin", "overlay"))
+    _tree(_site_packages(stock), {"vllm/__init__.py": "", f"{KVC}/v1/nixl_connector.py": FLAT_META})
+    _tree(_site_packages(plugin), {"dynamo_base_plugin/__init__.py": ""})
+    _tree(_site_packages(overlay), {"vllm/__init__.py": "", f"{KVC}/v1/nixl/metadata.py": GROUPED_META})
+    _tree(_site_packages(overlay), {UTILS: GROUPED_UTILS})
+    for venv in (plugin, overlay):
+        layer_on(venv, stock)
+    assert site_packages(plugin) == _site_packages(stock)
+    assert upstream_block_shape(site_packages(plugin)).shape == FLAT
+    assert site_packages(overlay) == _site_packages(overlay)
+    assert upstream_block_shape(site_packages(overlay)).shape == PER_GROUP
+    for venv in (plugin, overlay):  # where the venv's own Python finds the package
+        found = subprocess.run(
+            [str(venv_python(venv)), "-c", "import vllm, os; print(os.path.dirname(os.path.dirname(vllm.__file__)))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert Path(found) == site_packages(venv), venv
