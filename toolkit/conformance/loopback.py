@@ -8,10 +8,11 @@ is bound there, and never hands out the same port twice in one process (engines 
 
 `last_words(log)`: how an engine that died says so in its log (vLLM's own line), for the one-line error.
 
-Process groups: a server started with `start_new_session=True` is the leader of its group, and its engine core
-(and any worker) are members. `end_group()` signals the group, waits until no member is left (reading /proc),
-and only signals while members are there: a process group id stays reserved by its live members, so the signal
-cannot reach a later, unrelated group that was given the same number after the old one was gone.
+Process groups: a server (and an engine process, engine_procs.py) started with `start_new_session=True` is the
+leader of its group, and its engine core (and any worker) are members. `end_group()` signals the group, waits
+until no member is left (reading /proc), and only signals while members are there: a process group id stays
+reserved by its live members, so the signal cannot reach a later, unrelated group that was given the same number
+after the old one was gone.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def group_members(pgid: int) -> list[int]:
     return found
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """`sig` to every member of process group `pgid`, only while it has members (see the module doc)."""
     if group_members(pgid):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, sig)
@@ -91,13 +93,20 @@ def _wait_gone(proc: subprocess.Popen, timeout: float) -> bool:
     return False
 
 
+def kill_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGKILL to the process group `proc` leads; returns once every member is gone (or raises after `timeout` s)."""
+    signal_group(proc.pid, signal.SIGKILL)
+    if not _wait_gone(proc, timeout):
+        raise VpatchError(f"process group {proc.pid} did not exit after SIGKILL: {group_members(proc.pid)}")
+
+
 def end_group(proc: subprocess.Popen, grace: float = 20.0) -> None:
     """End the process group `proc` leads: SIGTERM, then SIGKILL after `grace` s; returns once every member is
     gone (or raises after another `grace` s)."""
-    _signal_group(proc.pid, signal.SIGTERM)
+    signal_group(proc.pid, signal.SIGTERM)
     if _wait_gone(proc, grace):
         return
-    _signal_group(proc.pid, signal.SIGKILL)
+    signal_group(proc.pid, signal.SIGKILL)
     if not _wait_gone(proc, grace):
         raise VpatchError(f"process group {proc.pid} did not exit after SIGKILL: {group_members(proc.pid)}")
 

