@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 
 import msgspec
+import pytest
 import zmq
 
-from toolkit.serving.plugin.dynamo_base_plugin.publisher import LoadPublisher, encode_message
+from toolkit.serving.plugin.dynamo_base_plugin.publisher import REPEAT_S, LoadPublisher, encode_message, repeat_seconds
 
 FIGURES = {
     "num_running": 3,
@@ -121,3 +122,11 @@ def test_unchanged_figures_go_out_again_once_repeat_s_has_passed_and_every_step_
         sub.close()
         context.term()
     assert [m["step"] for m in got] == [0, 2, 3, 4]
+
+
+def test_the_repeat_setting_is_seconds_at_least_zero_and_defaults_when_unset() -> None:
+    assert repeat_seconds("") == repeat_seconds("  ") == REPEAT_S
+    assert repeat_seconds("0") == 0.0 and repeat_seconds("2.5") == 2.5
+    for bad in ("-1", "nan", "soon"):
+        with pytest.raises(ValueError, match=rf"DYNAMO_LOAD_METRICS_REPEAT_S='{bad}': expected seconds >= 0"):
+            repeat_seconds(bad)

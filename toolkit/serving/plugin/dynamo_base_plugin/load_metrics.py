@@ -17,7 +17,7 @@ from vllm.v1.metrics.loggers import StatLoggerBase
 
 from . import ENDPOINT_ENV, REPEAT_ENV, TOPIC_ENV
 from .figures import LoadTotals
-from .publisher import REPEAT_S, LoadPublisher, endpoint_for_engine
+from .publisher import LoadPublisher, endpoint_for_engine, repeat_seconds
 
 logger = logging.getLogger("dynamo_base_plugin")
 
@@ -54,19 +54,6 @@ class LoadMetricsLogger(StatLoggerBase):
     def close(self) -> None:
         if self.publisher is not None:
             self.publisher.close()
-
-
-def repeat_seconds(text: str) -> float:
-    """DYNAMO_LOAD_METRICS_REPEAT_S: seconds after which unchanged figures are sent again (0: every step)."""
-    if not text.strip():
-        return REPEAT_S
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0.0:  # also NaN
-        raise ValueError(f"{REPEAT_ENV}={text!r}: expected seconds >= 0")
-    return seconds
 
 
 def factory(endpoint: str, topic: str = "") -> Callable[[Any, int], LoadMetricsLogger]:

@@ -22,6 +22,8 @@ from typing import Any
 import msgspec
 import zmq
 
+from . import REPEAT_ENV
+
 MESSAGE_TYPE = "LoadMetrics"
 SOURCE = "dynamo-base-plugin"
 SEND_HWM = 10_000
@@ -46,6 +48,19 @@ def encode_message(
             "source": SOURCE,
         }
     )
+
+
+def repeat_seconds(text: str) -> float:
+    """DYNAMO_LOAD_METRICS_REPEAT_S: seconds after which unchanged figures are sent again (0: every step)."""
+    if not text.strip():
+        return REPEAT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0.0:  # also NaN
+        raise ValueError(f"{REPEAT_ENV}={text!r}: expected seconds >= 0")
+    return seconds
 
 
 def endpoint_for_engine(endpoint: str, engine_index: int) -> str:
