@@ -157,6 +157,8 @@ def link_install(wheel: Path, venv: Path, stock_venv: Path) -> LinkedInstall:
             else:
                 _write(archive, info, target)
                 done.written.append(name)
+        if not done.linked:  # another distribution (a plugin wheel): nothing to share, the installer places it
+            raise NotLinkable(f"{wheel.name} has no file in common with {stock_venv}")
         extra = _finish_dist_info(archive, venv, site, dist_info)
         record = [(name, *rows[name]) for name in (info.filename for info in files)]
         record += [*extra, (f"{dist_info}/RECORD", "", "")]

@@ -183,3 +183,14 @@ def _files_of(wheel: Path) -> dict[str, bytes]:
 
     with zipfile.ZipFile(wheel) as archive:
         return {n: archive.read(n) for n in archive.namelist() if n.startswith("vllm/")}
+
+
+def test_a_wheel_sharing_no_file_with_the_stock_venv_is_installed_the_ordinary_way(tmp_path, stock_venv):
+    plugin_files: dict[str, str | bytes] = {"dynamo_plugin/__init__.py": "NAME = 'plugin'\n"}
+    # (make_wheel always adds a vllm/_C.abi3.so: here one with other bytes than stock's)
+    other = {"vllm/_C.abi3.so": b"not the stock extension"}
+    plugin = make_wheel(tmp_path / "plugin", "1.0.0", plugin_files, project="dynamo_plugin", extra=other)
+    layered = create_venv(tmp_path / "layered")
+    how = install_over(layered, plugin, stock_venv, installer="pip")
+    assert "no file in common" in how["full_install"], how
+    assert (site_packages(layered) / "dynamo_plugin-1.0.0.dist-info" / "INSTALLER").read_text() == "pip\n"
