@@ -292,16 +292,19 @@ def cached_env(
     return venv
 
 
-def compile_bytecode(venv: Path) -> None:
+def compile_bytecode(venv: Path, files: list[Path] | None = None) -> None:
     """Write the .pyc of every module in `venv` now: uv installs without them and every run sets
     PYTHONDONTWRITEBYTECODE, so without this each process compiles the sources again on import (measured:
     about 15 s per process for the uv-installed engine venv; under 1 s of the 8 s a fake-runner process
     takes to import vLLM 0.9.0's KV-cache manager, where torch and transformers come from pip-installed,
-    compiled layers)."""
+    compiled layers). `files`: only these modules (the ones a linked install wrote: toolkit/wheel/linked_install.py)."""
+    if files is not None and not files:
+        return
+    targets = [str(f) for f in files] if files is not None else [str(_site_packages(venv))]
     # A few packages ship files that are not valid Python 3 (templates, tests): they stay uncompiled, so
     # compileall's exit code is not checked.
     subprocess.run(
-        [str(venv_python(venv)), "-m", "compileall", "-q", "-j", "0", str(_site_packages(venv))],
+        [str(venv_python(venv)), "-m", "compileall", "-q", "-j", "0", *targets],
         capture_output=True,
         timeout=1800,
     )

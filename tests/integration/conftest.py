@@ -38,8 +38,9 @@ def stock_env_084(repo_project: Project) -> Path:
 
 
 @pytest.fixture(scope="session")
-def patched_env_084(repo_project: Project, patched_wheel_084: Path) -> Path:
-    return vllm_env(repo_project.options.cache_dir, patched_wheel_084)
+def patched_env_084(repo_project: Project, patched_wheel_084: Path, stock_env_084: Path) -> Path:
+    """Hard links over the stock venv where the series' wheel is new (toolkit/wheel/linked_install.py)."""
+    return vllm_env(repo_project.options.cache_dir, patched_wheel_084, over=stock_env_084)
 
 
 @pytest.fixture(scope="session")

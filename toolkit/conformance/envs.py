@@ -29,15 +29,25 @@ from toolkit.envs import (
 )
 from toolkit.errors import VpatchError
 from toolkit.serving.drivers import driver_command
+from toolkit.wheel.linked_install import install_over
 
 STAMP = "vpatch-vllm-env.json"
 
 
 def vllm_env(
-    cache_dir: Path, wheel: Path, *, sha256: str | None = None, nixl: bool = False, extra: tuple[Path, ...] = ()
+    cache_dir: Path,
+    wheel: Path,
+    *,
+    sha256: str | None = None,
+    nixl: bool = False,
+    extra: tuple[Path, ...] = (),
+    over: Path | None = None,
 ) -> Path:
     """`nixl=True`: NIXL (the P/D series' fast transport) is importable too, from its own cached layer.
-    `extra`: wheels installed beside vLLM (a plugin for stock vLLM); the venv is keyed by them too."""
+    `extra`: wheels installed beside vLLM (a plugin for stock vLLM); the venv is keyed by them too.
+    `over`: the venv of the stock wheel `wheel` was overlaid on (a dynamo-base wheel): the install is then
+    hard links of that venv's unchanged files plus the few the series changed (toolkit/wheel/linked_install.py),
+    not a second unpacking of the whole wheel. The venv is the same either way, so the key does not change."""
     digest = sha256 or sha256_file(wheel)
     extras = "".join(f"-{sha256_file(w)[:12]}" for w in extra)
     venv = cache_dir / "envs" / f"vllm-{digest[:20]}{extras}{'-nixl' if nixl else ''}"
@@ -57,14 +67,20 @@ def vllm_env(
             shutil.rmtree(venv)
         layers = _layers(cache_dir, wheel, nixl)
         create_venv(venv)
+        installer = "uv" if uv_binary() else "pip"
+        how: dict = {}
         try:
-            install(venv, [str(wheel), *map(str, extra)], installer="uv" if uv_binary() else "pip", no_deps=True)
+            if extra:
+                install(venv, [str(wheel), *map(str, extra)], installer=installer, no_deps=True)
+                compile_bytecode(venv)
+            else:
+                how = install_over(venv, wheel, over, installer=installer)
             layer_on(venv, *on_path(layers))
-            compile_bytecode(venv)
         except BaseException:
             shutil.rmtree(venv, ignore_errors=True)
             raise
         stamp = {"wheel": wheel.name, "sha256": digest, **({"extra": [w.name for w in extra]} if extra else {})}
+        stamp.update({"install": how} if how else {})
         stamp["layers"] = [str(p) for p in layers[1:]]
         atomic_write_text(venv / STAMP, json.dumps({**stamp, "bytecode": True}) + "\n")
     return venv

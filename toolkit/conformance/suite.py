@@ -215,7 +215,9 @@ def _cpu_tier(
             sha = pin.wheels[0].sha256 if label == "stock" else None
             # dynamo-base with P/D patches gets NIXL, its fast transport, to test it for real.
             nixl = label == "patched" and has_pd
-            envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha, nixl=nixl)
+            # dynamo-base's venv is a thin layer of hard links over stock's (built first, just above)
+            over = envs.get("stock") if label == "patched" else None
+            envs[label] = vllm_env(project.options.cache_dir, wheels[label], sha256=sha, nixl=nixl, over=over)
             ensure_pytest(envs[label])  # before the stock runs' keys are taken: upstream-tests needs it anyway
             return CheckResult(f"env-{label}", PASS, str(envs[label]))
 

@@ -115,7 +115,10 @@ def prepare_side(project: Project, name: str, build: BuildSpec, *, nixl: bool = 
         series = project.series(pin)
         wheel = patched_wheel(project, pin, series)
         ref = WheelRef(wheel.name, sha256_file(wheel), series.fingerprint())
-        return Side(name, build, vllm_env(cache, wheel, nixl=nixl, extra=extra), ref)
+        over = None
+        if pin.wheels and not extra:  # a thin layer of hard links over the stock venv (the cpu tier's too)
+            over = vllm_env(cache, fetch_artifact(cache, pin.wheels[0], quiet=True), sha256=pin.wheels[0].sha256)
+        return Side(name, build, vllm_env(cache, wheel, nixl=nixl, extra=extra, over=over), ref)
     artifact = pin.wheels[0]
     wheel = fetch_artifact(cache, artifact, quiet=True)
     venv = vllm_env(cache, wheel, sha256=artifact.sha256, nixl=nixl, extra=extra)
