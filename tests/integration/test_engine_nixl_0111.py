@@ -15,17 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.paths import REPO_ROOT
-from toolkit.conformance.engine_apply import applicability
-from toolkit.conformance.engine_env import engine_env
+from tests.harness.pinned_engine import pinned_stock_engine
 from toolkit.conformance.engine_pd import REMOTE_DECODE, decode_one, pd_prompts
 from toolkit.conformance.engine_pd_nixl import START_TIMEOUT, UPSTREAM, engine_config, nixl_layer
-from toolkit.conformance.engine_procs import EngineProcess, nixl_environment
+from toolkit.conformance.engine_procs import EngineProcess
 from toolkit.conformance.nixl_blocks import site_packages
 from toolkit.conformance.nixl_cpu_layout import NIXL, upstream_nixl_cpu_blocked
 from toolkit.conformance.tiny_model import model_dir
-from toolkit.options import load_options
-from toolkit.project import Project
 
 pytestmark = [
     pytest.mark.engine,
@@ -37,21 +33,14 @@ pytestmark = [
 
 
 def test_stock_0_11_1_s_nixl_connector_fails_where_the_tier_s_reason_says(tmp_path: Path) -> None:
-    project = Project.load(load_options({"root": str(REPO_ROOT)}))
-    pin = project.pins.get("0.11.1")
-    cache = project.options.cache_dir
-    found = applicability(cache, pin, project.pins.path)
-    assert found.runs and found.artifact is not None, found.reason
-    stock = engine_env(cache, found.artifact, quiet=True)
+    cache, stock = pinned_stock_engine("0.11.1")
     reason = upstream_nixl_cpu_blocked(site_packages(stock.path))
     assert reason is not None and f"cache.shape[-3] ({NIXL}:1175)" in reason and f"{NIXL}:1556" in reason
     model, site = model_dir(cache, stock), nixl_layer(cache, stock)
-    engines = {
-        role: EngineProcess(
-            stock, engine_config(model, role, UPSTREAM), tmp_path / f"{role}.log", nixl_environment(site)
-        )
-        for role in ("prefill", "decode")
-    }
+    engines = {}
+    for role in ("prefill", "decode"):  # configured as the tier configures them (engine_config's signature)
+        config, env = engine_config(model, role, UPSTREAM, site, "0.11.1")
+        engines[role] = EngineProcess(stock, config, tmp_path / f"{role}.log", env)
     try:
         for engine in engines.values():
             engine.wait_ready(START_TIMEOUT)

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.paths import REPO_ROOT
-from toolkit.conformance.engine_apply import applicability
-from toolkit.conformance.engine_env import engine_env
+from tests.harness.pinned_engine import pinned_stock_engine
 from toolkit.conformance.engine_pd import (
     MAX_TOKENS,
     decode_one,
@@ -33,8 +31,6 @@ from toolkit.conformance.loopback import group_members
 from toolkit.conformance.nixl_blocks import remote_blocks, site_packages, upstream_block_shape
 from toolkit.conformance.nixl_migrate import decode_params, prefill_params
 from toolkit.conformance.tiny_model import model_dir
-from toolkit.options import load_options
-from toolkit.project import Project
 
 pytestmark = [
     pytest.mark.engine,
@@ -52,12 +48,7 @@ def _prefill(pre: EngineProcess, ids: list[int]) -> dict:
 
 
 def test_stock_0_22_1_nixl_loads_counted_by_the_request_and_a_killed_prefill_fails_the_decode(tmp_path: Path) -> None:
-    project = Project.load(load_options({"root": str(REPO_ROOT)}))
-    pin = project.pins.get("0.22.1")
-    cache = project.options.cache_dir
-    found = applicability(cache, pin, project.pins.path)
-    assert found.runs and found.artifact is not None, found.reason
-    stock = engine_env(cache, found.artifact, quiet=True)
+    cache, stock = pinned_stock_engine("0.22.1")
     shape = upstream_block_shape(site_packages(stock.path))
     model, site = model_dir(cache, stock), nixl_layer(cache, stock)
     engines = {}
