@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from toolkit.conformance.engine_pd import FAIL, PASS
+import pytest
+
+from toolkit.conformance.engine_pd import FAIL, PASS, Check
 from toolkit.conformance.engine_pd_abort import judge_abort
 
 EXPECTED = [5, 6, 7]
@@ -79,3 +81,31 @@ def test_each_connector_has_its_own_documented_fail_path() -> None:
     assert failed_load_path(SERIES, "abort", {"error": "remote KV load failed: NIXL_ERR_REMOTE_DISCONNECT"})
     assert not failed_load_path(SERIES, "abort", None)  # an abort without the reason is not the failure path
     assert not failed_load_path(SERIES, "error", None)
+
+
+def test_a_run_whose_load_landed_before_the_abort_is_run_again_and_other_failures_are_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """abort_while_loading reruns the scenario only while it was not set up (the READ beat the stop), at most
+    ATTEMPTS times, and says how many runs it took."""
+    from toolkit.conformance import engine_pd_abort as abort
+
+    def outcomes(*problem_lists: list[str]):
+        runs = iter(problem_lists)
+
+        def once(*_args: object) -> Check:
+            problems = next(runs)
+            return Check("x-abort-while-loading", FAIL if problems else PASS, {"problems": problems})
+
+        return once
+
+    monkeypatch.setattr(abort, "_abort_once", outcomes([abort.NOT_IN_FLIGHT], []))
+    check = abort.abort_while_loading(None, None, {}, {}, "x")  # type: ignore[arg-type]
+    assert (check.status, check.details["runs"]) == (PASS, 2)
+    monkeypatch.setattr(abort, "_abort_once", outcomes(*[[abort.NOT_IN_FLIGHT]] * abort.ATTEMPTS, []))
+    check = abort.abort_while_loading(None, None, {}, {}, "x")  # type: ignore[arg-type]
+    assert (check.status, check.details["runs"]) == (FAIL, abort.ATTEMPTS)
+    leaked = ["blocks left allocated: {'decode': 3}"]
+    monkeypatch.setattr(abort, "_abort_once", outcomes(leaked, []))
+    check = abort.abort_while_loading(None, None, {}, {}, "x")  # type: ignore[arg-type]
+    assert (check.status, check.details["runs"], check.details["problems"]) == (FAIL, 1, leaked)
