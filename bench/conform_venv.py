@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from toolkit import tempnames
-from toolkit.conformance.envs import _layers, on_path, vllm_env
+from toolkit.conformance.envs import on_path, runtime_layers, vllm_env
 from toolkit.envs import compile_bytecode, create_venv, install, layer_on, offline_env, venv_python
 from toolkit.index import fetch_artifact
 from toolkit.options import load_options
@@ -136,7 +136,7 @@ def main() -> int:
             pin = project.pins.get(args.version)
             stock_venv = vllm_env(cache, fetch_artifact(cache, pin.wheels[0]), sha256=pin.wheels[0].sha256)
             wheel = build_overlay(project, pin, Path(tmp) / "dist").path
-            layers = on_path(_layers(cache, wheel, False))
+            layers = on_path(runtime_layers(cache, wheel, False))
             installer = "uv"  # vllm_env's
         print(f"stock venv {stock_venv.name} and the wheel ready in {time.perf_counter() - started:.1f}s (untimed)")
         shared = inodes(stock_venv)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from toolkit import tempnames
-from toolkit.conformance.envs import _layers, on_path
+from toolkit.conformance.envs import on_path, runtime_layers
 from toolkit.envs import create_venv, layer_on, offline_env, venv_python
 from toolkit.wheel.linked_install import install_over, site_packages
 from toolkit.wheel.record import record_hash
@@ -47,7 +47,7 @@ def test_the_dynamo_base_layer_over_stock_084(repo_project, stock_env_084, patch
     with tempfile.TemporaryDirectory(prefix=tempnames.prefix("test-layer"), dir=scratch) as tmp:
         venv = create_venv(Path(tmp) / "venv")
         how = install_over(venv, patched_wheel_084, stock_env_084)
-        layer_on(venv, *on_path(_layers(cache, patched_wheel_084, False)))
+        layer_on(venv, *on_path(runtime_layers(cache, patched_wheel_084, False)))
         assert how.get("linked", 0) > 1000 and 0 < how["written"] < 100, how
 
         site = site_packages(venv)

@@ -54,7 +54,7 @@ def vllm_env(
     with locked(venv):
         stamp = _read_stamp(venv)
         if stamp is not None and venv_python(venv).exists():
-            layers = _layers(cache_dir, wheel, nixl)
+            layers = runtime_layers(cache_dir, wheel, nixl)
             if stamp.get("layers", []) != [str(p) for p in layers[1:]]:  # the release's layers changed
                 layer_on(venv, *on_path(layers))
                 stamp = {**stamp, "layers": [str(p) for p in layers[1:]]}
@@ -65,7 +65,7 @@ def vllm_env(
             return venv
         if venv.exists():
             shutil.rmtree(venv)
-        layers = _layers(cache_dir, wheel, nixl)
+        layers = runtime_layers(cache_dir, wheel, nixl)
         create_venv(venv)
         installer = "uv" if uv_binary() else "pip"
         how: dict = {}
@@ -86,7 +86,7 @@ def vllm_env(
     return venv
 
 
-def _layers(cache_dir: Path, wheel: Path, nixl: bool) -> list[Path]:
+def runtime_layers(cache_dir: Path, wheel: Path, nixl: bool) -> list[Path]:
     """The layers under a venv of `wheel`: the runtime layer, what the wheel's release imports beyond it, and
     NIXL when asked for (the release read from the wheel's name, the local version label ignored)."""
     release = parse_wheel_filename(wheel.name)[1].release
@@ -99,7 +99,7 @@ def _layers(cache_dir: Path, wheel: Path, nixl: bool) -> list[Path]:
 
 
 def on_path(layers: list[Path]) -> list[Path]:
-    """`_layers` in path order: the release's layers (and NIXL) first, the runtime layer last, so that a
+    """`runtime_layers` in path order: the release's layers (and NIXL) first, the runtime layer last, so that a
     release layer can carry a newer version of a package the runtime layer has (0.11.1's transformers)."""
     return [*layers[1:], layers[0]]
 
