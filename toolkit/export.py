@@ -81,7 +81,7 @@ def plan_export(checkout: Checkout, directory: Path, elsewhere: Iterable[Path] =
             patches.append(("", mail.data))
             pending.append((index, mail.data, parsed.subject))
     unclaimed = [n for n in old_names if n not in taken]
-    used = {*taken, *old_names, *_patch_names([directory, *elsewhere])}
+    used = {*taken, *old_names, *used_patch_names([directory, *elsewhere])}
     next_number = max((int(n[:4]) for n in used if n[:4].isdigit()), default=0) + 1
     for index, data, subject in pending:
         # the old series may hold this very patch (exported before its commit carried a Patch-File
@@ -100,8 +100,9 @@ def plan_export(checkout: Checkout, directory: Path, elsewhere: Iterable[Path] =
     return ExportPlan(directory, tuple(patches), series_text, removed)
 
 
-def _patch_names(directories: Iterable[Path]) -> set[str]:
-    """The patch files of these series directories and of their retired/."""
+def used_patch_names(directories: Iterable[Path]) -> set[str]:
+    """The patch files of these series directories and of their retired/: what a new patch's number comes after
+    (export and import number new work after the highest the project has used in any release)."""
     return {p.name for d in directories for p in (*d.glob("*.patch"), *d.glob("retired/*.patch"))}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
@@ -127,10 +128,13 @@ def plan_patches(
     options: ImportOptions,
     features: dict[str, str],
     author_override: tuple[str, str] | None,
+    used_elsewhere: Iterable[str] = (),
 ) -> list[PlannedPatch]:
+    """`used_elsewhere`: the patch names of the project's other series and retired/ (export.used_patch_names): a
+    new patch is numbered after the highest number used anywhere, as `vpatch export` numbers it."""
     subjects = {p.subject for p in series.patches}
     names = {p.name for p in series.patches} | ({p.name for p in directory.iterdir()} if directory.is_dir() else set())
-    numbers = [int(n[:4]) for n in names if n[:4].isdigit()]
+    numbers = [int(n[:4]) for n in (*names, *used_elsewhere) if n[:4].isdigit()]
     next_number = max([*numbers, len(series.patches)], default=0) + 1
     stems = {name_stem(n) for n in names}
     planned: list[PlannedPatch] = []

@@ -7,7 +7,7 @@ import time
 from toolkit.apply import apply_series
 from toolkit.checkout import Checkout
 from toolkit.errors import VpatchError
-from toolkit.export import plan_export, write_export
+from toolkit.export import plan_export, used_patch_names, write_export
 from toolkit.importer.applying import check_unit_applies, commit_planned, tree_paths
 from toolkit.importer.delta import applies, stock_delta
 from toolkit.importer.messages import parse_author
@@ -63,7 +63,9 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
                 if delta is not None:
                     unit.files = delta.files
                     notes.append(delta.note(unit, pin.label, len(series.patches)))
-        planned = plan_patches(units, series, directory, options, features, author_override)
+        others = [project.series_dir(p) for p in project.pins.pins if p is not pin]
+        used = used_patch_names([directory, *others])
+        planned = plan_patches(units, series, directory, options, features, author_override, used)
         for unit in units:
             diff = b"".join(change.render() for change in unit.files)
             notes.extend(

@@ -761,3 +761,24 @@ def test_the_command_offers_the_importers_split_modes():
     from toolkit.importer import SPLIT_MODES
 
     assert SPLIT_CHOICES == SPLIT_MODES
+
+
+def test_an_imported_patch_is_numbered_after_the_highest_number_the_project_used(pinned, tmp_path, capsys):
+    """As `vpatch export` numbers new work: after every number used in any release's series and retired/, so a
+    number names one patch in every release (here 0009, retired in 1.1, and 0004, retired in 1.0 itself)."""
+    ws = pinned
+    first = existing_series(ws)
+    (ws.series_dir("1.0") / "retired").mkdir()
+    (ws.series_dir("1.0") / "retired" / "0004-v1-retired-here.patch").write_bytes(b"retired in 1.0\n")
+    ws.publish("1.1")
+    assert ws.run("pin", "add", "1.1") == 0
+    (ws.series_dir("1.1") / "retired").mkdir(parents=True)
+    (ws.series_dir("1.1") / "retired" / "0009-v1-retired-at-1-1.patch").write_bytes(b"retired at 1.1\n")
+    base_and_fork(tmp_path, {"README.md": "# vllm, forked\n"})
+    path = diff_ruN(tmp_path)
+    code, data, err = run(
+        ws, capsys, "import", str(path), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing", "--json"
+    )
+    assert code == 0, err
+    assert series_names(ws) == [first, data["patches"][0]["name"]]
+    assert data["patches"][0]["name"].startswith("0010-")
