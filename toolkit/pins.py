@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from packaging.utils import (
@@ -25,7 +26,7 @@ from toolkit.errors import VpatchError
 from toolkit.features import is_sub, name_problem, parent_of
 from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Flavor, Pin, parse_version
 from toolkit.pin_flavors import flavor_table, parse_flavors
-from toolkit.tomlkeys import key_line, refuse_unknown
+from toolkit.tomlkeys import LazyLine, key_line, refuse_unknown
 
 SOURCES = ("sdist", "git")
 # The keys each table may have; anything else is a typo that would otherwise be silently ignored.
@@ -76,6 +77,10 @@ def _line_of(text: str, version: str) -> int | None:
     return text.count("\n", 0, match.start()) + 1 if match else None
 
 
+def _feature_line(text: str, name: str) -> int | None:
+    return key_line(text, name, key_line(text, "features"))
+
+
 def load_pins(path: Path) -> PinsFile:
     if not path.exists():
         raise VpatchError("pins file does not exist (run `vpatch pin add VERSION`)", path=path)
@@ -102,10 +107,10 @@ def parse_pins(path: Path, raw: bytes) -> PinsFile:
         raise VpatchError("[pins] must be a table of versions", path=path)
     pins = []
     for key, entry in data.get("pins", {}).items():
-        line = _line_of(text, key)
+        line = LazyLine(partial(_line_of, text, key))  # searched for only when an error names it
 
-        def fail(message: str, key: str = key, line: int | None = line) -> VpatchError:
-            return VpatchError(f"pin {key}: {message}", path=path, line=line)
+        def fail(message: str, key: str = key, line: LazyLine = line) -> VpatchError:
+            return VpatchError(f"pin {key}: {message}", path=path, line=line())
 
         if not isinstance(entry, dict):
             raise fail("must be a table")
@@ -117,9 +122,13 @@ def parse_pins(path: Path, raw: bytes) -> PinsFile:
             raise fail("wheels must be a list of tables with file and sha256")
         for kind, value in [("sdist", entry.get("sdist")), *(("wheel", w) for w in entry.get("wheels", []) or [])]:
             if isinstance(value, dict):
-                where = key_line(text, "sdist" if kind == "sdist" else "wheels", line)
+                table = "sdist" if kind == "sdist" else "wheels"
+                where = LazyLine(partial(key_line, text, table, line))
                 refuse_unknown(value, ARTIFACT_KEYS, path, text, start=where, prefix=f"pin {key}: {kind}: ")
-        version = parse_version(key, path=path, line=line)
+        try:
+            version = parse_version(key)
+        except VpatchError:
+            version = parse_version(key, path=path, line=line())  # raises again, with the line
         source = entry.get("source", "sdist")
         if source not in SOURCES:
             raise fail(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
@@ -159,16 +168,16 @@ def _features(table: object, path: Path, text: str) -> tuple[dict[str, str], dic
             value = {"description": value}
         if not isinstance(value, dict) or not isinstance(value.get("description", ""), str):
             raise problem
-        where = key_line(text, name, key_line(text, "features"))
+        where = LazyLine(partial(_feature_line, text, name))
         refuse_unknown(value, FEATURE_KEYS, path, text, start=where, prefix=f"feature {name}: ")
         bad_name = name_problem(name)
         if bad_name is not None:
-            raise VpatchError(bad_name, path=path, line=where)
+            raise VpatchError(bad_name, path=path, line=where())
         if is_sub(name) and parent_of(name) not in table:
             raise VpatchError(
                 f"sub-feature {name!r}: its parent feature {parent_of(name)!r} is not declared in [features]",
                 path=path,
-                line=where,
+                line=where(),
             )
         native, upstream = value.get("native-since"), value.get("upstream")
         if native is not None:

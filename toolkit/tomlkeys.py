@@ -8,10 +8,35 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from toolkit.errors import VpatchError
+
+
+class LazyLine:
+    """A line number searched for in the text only when an error names it, then kept.
+
+    A valid file needs none of them: every key's line searched for up front cost a pins.toml of four pins
+    ~50 searches (a pattern compiled and the text split for each) at every start-up.
+    """
+
+    def __init__(self, find: Callable[[], int | None]) -> None:
+        self._find: Callable[[], int | None] | None = find
+        self._line: int | None = None
+
+    def __call__(self) -> int | None:
+        if self._find is not None:
+            self._line, self._find = self._find(), None
+        return self._line
+
+
+Line = int | None | LazyLine
+"""A line number, or where to find it when it is needed."""
+
+
+def line_of(line: Line) -> int | None:
+    return line() if isinstance(line, LazyLine) else line
 
 
 def unknown_key_message(key: str, known: Iterable[str]) -> str:
@@ -22,17 +47,18 @@ def unknown_key_message(key: str, known: Iterable[str]) -> str:
     return f"unknown key {key!r} ({hint})"
 
 
-def key_line(text: str, key: str, start: int | None = 1) -> int | None:
+def key_line(text: str, key: str, start: Line = 1) -> int | None:
     """The first line from `start` on that sets `key` (`key =`, `{..., key =`) or opens a table `[key...`."""
+    start = line_of(start)
     name = rf'(?:"{re.escape(key)}"|\'{re.escape(key)}\'|{re.escape(key)})'
     pattern = re.compile(rf"(?:^|[{{,])\s*{name}\s*=|^\s*\[+\s*{name}\s*[.\]]")
     found = first_line_matching(text, pattern, start)
     return start if found is None else found
 
 
-def first_line_matching(text: str, pattern: re.Pattern[str], start: int | None = 1) -> int | None:
+def first_line_matching(text: str, pattern: re.Pattern[str], start: Line = 1) -> int | None:
     """The number of the first line from `start` on that `pattern` finds something in; None if none does."""
-    first = start or 1
+    first = line_of(start) or 1
     for number, line in enumerate(text.split("\n")[first - 1 :], start=first):
         if pattern.search(line):
             return number
@@ -40,7 +66,7 @@ def first_line_matching(text: str, pattern: re.Pattern[str], start: int | None =
 
 
 def refuse_unknown(
-    table: dict, known: Iterable[str], path: Path, text: str, *, start: int | None = 1, prefix: str = ""
+    table: dict, known: Iterable[str], path: Path, text: str, *, start: Line = 1, prefix: str = ""
 ) -> None:
     """Raise for the first key of `table` not in `known`, naming the line that sets it (searched from `start`)."""
     known = tuple(known)

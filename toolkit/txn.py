@@ -26,7 +26,6 @@ from pathlib import Path
 from toolkit import faults, tempnames
 from toolkit.cache import atomic_write_text, locked, project_lock
 from toolkit.errors import VpatchError
-from toolkit.records.evidence import EVIDENCE_FILE
 
 JOURNAL_PREFIX = ".vpatch-journal-"
 LOCK_NAME = ".vpatch-txn.lock"
@@ -167,6 +166,8 @@ def writer_lock(journal_dir: Path) -> contextlib.AbstractContextManager[None]:
 
 def owned_by_vpatch(name: str) -> bool:
     """Files of a series directory that vpatch writes (and may replace); anything else is the user's."""
+    from toolkit.records.evidence import EVIDENCE_FILE  # here: its msgspec schemas cost every start-up ~12 ms
+
     return name in ("series", "retired", "resolutions", EVIDENCE_FILE, "range-diff.txt") or name.endswith(".patch")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit import ui
 from toolkit.cache import require_writable_dir
@@ -13,6 +14,11 @@ from toolkit.lint import lint_headers
 from toolkit.options import Options
 from toolkit.project import Project
 from toolkit.wheel.naming import parse_dist_name, parse_user_version
+
+if TYPE_CHECKING:
+    from packaging.version import Version
+
+    from toolkit.model import Series
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,11 +73,16 @@ def run(args: argparse.Namespace, options: Options) -> int:
         pins = [p for p in pins if p.flavor(args.flavor) is not None]
     if len(pins) > 1 and args.wheel_version:
         raise VpatchError("--version applies to one pinned version at a time")
+    # Each series read and parsed once (its patches are parsed in full): the header check, the build and the
+    # dist-name check below use the same one.
+    series: dict[Version, Series] = {}
     for pin in pins:  # the headers `vpatch check` requires, before anything is built
-        if project.has_series(pin):
-            for patch in project.series(pin).patches:
-                for problem in lint_headers(patch, project.pins.features)[:1]:
-                    raise VpatchError(problem.message, path=problem.path, line=problem.line)
+        if not project.has_series(pin):
+            continue
+        series[pin.version] = project.series(pin)
+        for patch in series[pin.version].patches:
+            for problem in lint_headers(patch, project.pins.features)[:1]:
+                raise VpatchError(problem.message, path=problem.path, line=problem.line)
     out_dir = args.out if args.out.is_absolute() else Path.cwd() / args.out
     require_writable_dir(out_dir, "output directory")
     results = []
@@ -80,7 +91,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
     for pin in pins:
         # an empty series builds (stock relabelled, with provenance) but for a pin with no stock wheel, which
         # says there is nothing to build instead of failing
-        if not args.flavor and not pin.wheels and project.has_series(pin) and not project.series(pin).patches:
+        if not args.flavor and not pin.wheels and pin.version in series and not series[pin.version].patches:
             skipped.append({"version": str(pin.version), "skipped": empty_series_reason(pin)})
             continue
         if args.flavor:
@@ -92,7 +103,14 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 )
         elif args.mode == "overlay":
             with ui.step(f"overlay build of {pin.label}", quiet=options.json):
-                built = build_overlay(project, pin, out_dir, dist_name=args.dist_name, version=args.wheel_version)
+                built = build_overlay(
+                    project,
+                    pin,
+                    out_dir,
+                    dist_name=args.dist_name,
+                    version=args.wheel_version,
+                    series=series.get(pin.version),
+                )
         else:
             from toolkit.wheel.source import build_source
 
@@ -130,10 +148,11 @@ def run(args: argparse.Namespace, options: Options) -> int:
                 ui.err.print(f"warning: {built.path.name}: {warning}", markup=False, highlight=False)
             entry["verify"] = report.as_dict()
             failed |= not report.ok
-        elif project.has_series(pin):  # no verify: the series' own code is still read for its dist name
+        elif pin.version in series:  # no verify: the series' own code is still read for its dist name
             from toolkit.wheel.blame import added_by_patches, dist_name_contradictions
 
-            entry["warnings"] = dist_name_contradictions(built.dist_name, added_by_patches(project.series(pin).patches))
+            patches = series[pin.version].patches
+            entry["warnings"] = dist_name_contradictions(built.dist_name, added_by_patches(patches))
             for warning in entry["warnings"]:
                 ui.err.print(f"warning: {built.path.name}: {warning}", markup=False, highlight=False)
         if args.flavor and not (args.no_verify or args.no_install_check or args.no_runtime):

@@ -88,6 +88,8 @@ def dist_name_contradictions(dist: str, lines: Iterable[Added]) -> list[str]:
     """One warning per added line that looks the package up under another distribution name than `dist`."""
     warnings = []
     for added in lines:
+        if "version(" not in added.text and "distribution(" not in added.text:  # what every LOOKUP match holds
+            continue
         for match in LOOKUP.finditer(added.text):
             name = match["name"]
             if canonicalize_name(name) != canonicalize_name(dist):

@@ -170,8 +170,15 @@ def _version_tuple(version: Version) -> tuple:
 
 
 def build_overlay(
-    project: Project, pin: Pin, out_dir: Path, *, dist_name: str | None = None, version: str | None = None
+    project: Project,
+    pin: Pin,
+    out_dir: Path,
+    *,
+    dist_name: str | None = None,
+    version: str | None = None,
+    series: Series | None = None,
 ) -> BuiltWheel:
+    """The overlay wheel of `pin` in `out_dir`; `series` is the pin's series when the caller loaded it already."""
     started = time.perf_counter()
     if not pin.wheels:
         how = " (pinned with --no-wheel)" if pin.sdist is not None else ""
@@ -179,7 +186,8 @@ def build_overlay(
         raise VpatchError(f"pin {pin.version} has no stock wheel to overlay{how}{other}", path=project.pins.path)
     artifact: Artifact = pin.wheels[0]
     stock_path = fetch_artifact(project.options.cache_dir, artifact, quiet=project.options.json)
-    series = project.series(pin) if project.has_series(pin) else None
+    if series is None and project.has_series(pin):
+        series = project.series(pin)
     if series is None:
         raise VpatchError(f"no series for {pin.label} ({project.series_dir(pin)}/series)")
     name = dist_name or pin.project

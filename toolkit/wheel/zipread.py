@@ -10,17 +10,16 @@ the writer refuses them.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from toolkit.wheel.zipraw import CENTRAL_HEADER, CENTRAL_SIG, END_RECORD, END_SIG, LIMIT, LOCAL_HEADER, ZipFormatError
 
 END_SEARCH = 0xFFFF + END_RECORD.size  # the end record sits within the last 64 KiB (its comment) + 22 bytes
 
 
-@dataclass(frozen=True)
-class StoredMember:
+class StoredMember(NamedTuple):  # a tuple: made ~1000 times per build, at a third of a frozen dataclass's cost
     filename: str
     header_offset: int
     compress_type: int

@@ -4,6 +4,8 @@ closed environment of their own."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,28 @@ def test_no_git_recipe_is_spelt_out_outside_the_adapter() -> None:
                 if node.func.attr in ("run", "out", "ok", "attempt") and (named or starred):
                     found.append(f"{path.relative_to(root.parent)}:{node.lineno}")
     assert found == []
+
+
+def test_ref_commit_of_a_bare_repository_reads_its_loose_ref_without_gitpython(tmp_path: Path) -> None:
+    """The cached bases are bare repositories with a loose ref: a warm build reads it without importing
+    GitPython; packed and symbolic refs still resolve (through GitPython), a loose ref over a packed one wins."""
+    work, head = _repo_with_commit(tmp_path / "work")
+    bare = Git.init(tmp_path / "bare.git", bare=True)
+    bare.run("fetch", "-q", str(work.path), "HEAD")
+    bare.update_ref("refs/heads/upstream", head)
+    probe = (
+        "import sys; from pathlib import Path; from toolkit.git import Git; "
+        f"print(Git(Path({str(bare.path)!r})).ref_commit('refs/heads/upstream'), 'git' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert result.stdout.split() == [head, "False"]
+    bare.run("pack-refs", "--all")
+    assert not (bare.path / "refs" / "heads" / "upstream").exists()
+    assert bare.ref_commit("refs/heads/upstream") == head
+    work.run("commit", "-q", "--allow-empty", "-m", "two", env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"})
+    second = work.out("rev-parse", "HEAD")
+    bare.run("fetch", "-q", str(work.path), "HEAD")
+    bare.update_ref("refs/heads/upstream", second)  # loose again, beside the packed entry naming `head`
+    assert bare.ref_commit("refs/heads/upstream") == second == bare.rev_parse("refs/heads/upstream")
+    bare.run("symbolic-ref", "refs/heads/alias", "refs/heads/upstream")
+    assert bare.ref_commit("refs/heads/alias") == second
