@@ -295,10 +295,12 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
     print(f"the batch: 8 prompts, {MAX_TOKENS} greedy tokens each = {steps} engine steps; {n} repetitions")
     published = summary([float(r["published"]) for r in on])
     drained = summary([r["drain_seconds"] * 1e3 for r in on])["median"]
+    load_sent = summary([float(r.get("load_messages", steps)) for r in on])["median"]
     print(
         f"  features on: {published['median']:.0f} event batches published per batch "
-        f"({published['median'] / steps:.0%} of steps), the publisher drained {drained:.2f} ms after "
-        f"the last step; the subscriber got {watch_summary(found['kv_watch'])}"
+        f"({published['median'] / steps:.0%} of steps), {load_sent:.0f} load messages ({load_sent / steps:.0%}), "
+        f"the publisher drained {drained:.2f} ms after the last step; the subscriber got "
+        f"{watch_summary(found['kv_watch'])}"
     )
     print("1. KV-cache events over ZMQ + the plugin's load figures, on / off, the same engine process (A/B)")
     for clock in CLOCKS:

@@ -61,8 +61,9 @@ def test_the_plugins_figures_meet_the_contract_and_figures_that_are_off_fail(rep
         "load-figures": Status.PASS,
     }, good_run
     assert good_run.transport is not None and good_run.transport.metrics_endpoint is not None
-    assert good_run.seen is not None and good_run.seen.load_received == good_run.engine_steps > 0
-    assert "one LoadMetrics message per step" in items["load-figures"].detail
+    # a message for every step that changed the figures: at least one, at most one per step
+    assert good_run.seen is not None and 0 < good_run.seen.load_received <= good_run.engine_steps
+    assert f"in {good_run.seen.load_received} LoadMetrics messages" in items["load-figures"].detail
     assert good_run.build.plugins[0].name == "dynamo-base-plugin"
 
     load = next(i for i in off_run.items if i.item == "load-figures")

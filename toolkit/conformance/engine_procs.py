@@ -10,6 +10,12 @@ Each engine leads a process group of its own (`start_new_session`), which its wo
 (`platforms/cpu.py:140-141`). `stop()`, `resume()` and `kill()` signal the whole group: a SIGKILL or SIGSTOP to the
 driver alone left that worker serving the decode's READ (the "killed" prefill's KV was read in full, the "stopped"
 prefill's READ landed before the abort).
+
+The log file belongs to the reader thread: it writes every other stdout line there, and closes the file when
+stdout ends (so no line is written after the close, and none is dropped because the log was closed first). A
+child the driver started may keep stdout open after the driver exited; `close()` then returns after READER_BOUND
+and the reader goes on writing that child's lines until it is gone (only a child outside the engine's process
+group can: `close()` ends the group first).
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ def nixl_environment(site: Path) -> dict[str, str]:
 # engines started together at load average 23 (2 shared cores; the aggregated one was still warming up its model
 # at 305 s); the NIXL runs already waited 900 s (engine_pd_nixl.START_TIMEOUT).
 START_BOUND = 900.0
+# How long `close()` waits for the reader to see the end of stdout once the process has ended.
+READER_BOUND = 10.0
 
 
 class EngineProcess:
@@ -91,12 +99,15 @@ class EngineProcess:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.startswith(MARK):
-                self._answers.put(json.loads(line.removeprefix(MARK)))
-            else:
-                self._log.write(line)
-        self._answers.put(None)  # end of output: the process exited
+        try:
+            for line in self.proc.stdout:
+                if line.startswith(MARK):
+                    self._answers.put(json.loads(line.removeprefix(MARK)))
+                else:
+                    self._log.write(line)
+        finally:
+            self._log.close()  # before the end is told, so a reader of the log sees every line
+            self._answers.put(None)  # end of output: the process exited
 
     def _next(self, timeout: float) -> dict[str, Any]:
         try:
@@ -106,7 +117,6 @@ class EngineProcess:
             raise VpatchError(late, path=self.log_path) from None
         if answer is None:
             code = self.proc.wait(timeout=30)
-            self._log.flush()
             words = last_words(self.log_path)
             raise VpatchError(f"the {self.role} engine exited (code {code}): {words}", path=self.log_path)
         return answer
@@ -140,7 +150,7 @@ class EngineProcess:
         """SIGKILL to the engine and its workers; returns once none of them is left."""
         kill_group(self.proc)
 
-    def close(self) -> None:
+    def close(self, reader_bound: float = READER_BOUND) -> None:
         if self.alive():
             try:
                 assert self.proc.stdin is not None
@@ -151,5 +161,9 @@ class EngineProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=20)
         end_group(self.proc)  # a worker still shutting down after its driver quit (or was killed)
-        self._reader.join(timeout=10)
-        self._log.close()
+        self._reader.join(timeout=reader_bound)
+
+    def log_closed(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the reader to reach the end of stdout (and close the log); whether it did."""
+        self._reader.join(timeout=timeout)
+        return not self._reader.is_alive()

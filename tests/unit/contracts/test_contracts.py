@@ -165,7 +165,7 @@ def test_old_defaults_to_the_last_release_that_carried_the_feature():
     assert parse_features("pd-disagg, kv-routing") == ["pd-disagg", "kv-routing"]
 
 
-# -- stock + plugin: the load figures arrive on the plugin's own endpoint, one message per step
+# -- stock + plugin: the load figures arrive on the plugin's own endpoint (a plugin before `step`: one message per step)
 
 
 def plugin_trace() -> list[dict]:
@@ -202,7 +202,7 @@ def test_plugin_load_messages_are_judged_per_step_apart_from_the_event_batches()
     results = kv.judge("stock+plugin 9.9", trace, plugin_observations(), load_endpoint="tcp://*:5559")
     assert statuses(results) == {"cached-prefixes": "pass", "overlap": "pass", "load-figures": "pass"}, results
     load = results[2]
-    assert load.detail.startswith("6 steps:") and "one LoadMetrics message per step on tcp://*:5559" in load.detail
+    assert load.detail.startswith("6 steps:") and "in 4 LoadMetrics messages on tcp://*:5559" in load.detail
     # the figures in event batches do not count for the plugin side: only its own stream does
     assert kv.judge("stock+plugin 9.9", trace, plugin_observations()[:2], load_endpoint="tcp://*:5559")[2].status == (
         Status.NOT_PROVIDED
@@ -216,7 +216,38 @@ def test_plugin_figures_that_are_off_or_missing_fail_with_the_step():
     assert off.diff.splitlines()[0] == "v step 1: kv_cache_usage 0.75 != 0.25"
     lost = kv.judge("stock+plugin 9.9", trace, plugin_observations(skip=(0, 0)), load_endpoint="tcp://*:5559")[2]
     assert lost.status == Status.FAIL
-    assert lost.diff.splitlines()[0].startswith("w step 0: message 0 never reached the consumer (scheduler: ")
+    first = lost.diff.splitlines()[0]
+    assert first.startswith("w step 0: the message of stats 0 never reached the consumer (scheduler: ")
+
+
+def changes_trace(running: tuple[int, ...]) -> list[dict]:
+    """One workload whose steps each made stats, with these running counts (the rest of LOAD unchanged)."""
+    rows = []
+    for step, count in enumerate(running):
+        r = row(step, 1, [1], 1)
+        r["stats_handed"] = step + 1
+        r["load"] = dict(LOAD, num_running=count)
+        rows.append(r)
+    return rows
+
+
+def sent(seq: int, step: int, running: int) -> Observation:
+    return Observation("new", 0, seq, 0, [], {}, metrics=dict(LOAD, num_running=running), stream="load", step=step)
+
+
+def test_a_plugin_that_sends_only_changed_figures_is_judged_by_its_newest_message_at_each_step():
+    trace = changes_trace((0, 1, 1, 1, 2, 2))
+    only_changes = [seen(0, [1], 1), sent(0, 0, 0), sent(1, 1, 1), sent(2, 4, 2)]
+    item = kv.judge("stock+plugin 9.9", trace, only_changes, load_endpoint="tcp://*:5559")[2]
+    assert item.status == Status.PASS, item.diff
+    assert item.detail.startswith("6 steps:") and "in 3 LoadMetrics messages" in item.detail
+    # the change of step 4 not sent: steps 4 and 5 hold step 1's figures
+    unsent = kv.judge("stock+plugin 9.9", trace, only_changes[:3], load_endpoint="tcp://*:5559")[2]
+    assert unsent.status == Status.FAIL and "2 of 6 steps" in unsent.detail
+    assert unsent.diff.splitlines() == ["w step 4: num_running 1 != 2", "w step 5: num_running 1 != 2"]
+    # a message sent a step late counts for the step it says it carries, not the one before
+    late = kv.judge("stock+plugin 9.9", trace, [*only_changes[:3], sent(2, 5, 2)], load_endpoint="tcp://*:5559")[2]
+    assert late.status == Status.FAIL and late.diff.splitlines() == ["w step 4: num_running 1 != 2"]
 
 
 def test_a_plugin_side_whose_endpoint_stays_silent_does_not_provide_the_figures_and_says_where():

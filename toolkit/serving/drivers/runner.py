@@ -31,8 +31,8 @@ waiting, KV usage and cumulative prefix-cache queries/hits, from the
 scheduler's own SchedulerStats) and `probe_overlap` (for each prompt of the
 workload: how many of its leading blocks the block pool holds, by the engine's
 own block hash); with `--stat-loggers` also `stats_handed` (SchedulerStats handed to
-the stat loggers so far in this workload: a plugin publishing one message per
-step has then sent seqs 0 .. stats_handed - 1). `--probes-out PATH` first writes every workload's prompts
+the stat loggers so far in this workload: the plugin's newest message then
+carries `step` <= stats_handed - 1). `--probes-out PATH` first writes every workload's prompts
 (the probes a consumer routes) as {"<workload>/<request>": [tokens]}.
 
 Usage: python runner.py --out TRACE.jsonl [--workloads a,b] [--kv-events JSON] [--stat-loggers]
@@ -162,7 +162,7 @@ def run_workload(
     outputs: dict[str, list[int]] = {}
     probes = probes_of(name, spec) if contract else {}
     totals = {"prefix_cache_queries": 0, "prefix_cache_hits": 0}
-    stats_handed = 0  # SchedulerStats handed to the stat loggers in this workload (one plugin message each)
+    stats_handed = 0  # SchedulerStats handed to the stat loggers in this workload (the plugin's `step` counts them)
     step = 0
     while step < max_steps:
         actions = plan.get(step, [])

@@ -21,11 +21,11 @@ Requests, one JSON line each:
      vLLM's publisher thread that serializes and sends the batches, and libzmq's I/O threads). After the last
      step it waits (untimed in "seconds") until vLLM's publisher queue is empty, so that "batch_process" (the
      process's CPU from the first step to that point) holds every batch's serialization and send. Also:
-     "published" (batches handed to the publisher), "publish_cpu" / "plugin_cpu" (engine-thread CPU inside
-     `publish()` and inside the plugin's `record()`), "threads" (CPU seconds per kind of thread, read from each
-     thread's own CPU clock: engine, publisher, zmq (libzmq's I/O threads), other), "nivcsw"/"nvcsw" (the
-     engine thread's involuntary / voluntary context switches during the batch), "outputs", "tokens", "seconds"
-     (wall of the steps).
+     "published" (batches handed to the publisher), "load_messages" (messages the plugin sent), "publish_cpu" /
+     "plugin_cpu" (engine-thread CPU inside `publish()` and inside the plugin's `record()`), "threads" (CPU
+     seconds per kind of thread, read from each thread's own CPU clock: engine, publisher, zmq (libzmq's I/O
+     threads), other), "nivcsw"/"nvcsw" (the engine thread's involuntary / voluntary context switches during
+     the batch), "outputs", "tokens", "seconds" (wall of the steps).
   {"op": "quit"}
 Switched off, the engine does what one configured without them does: the block pool records no events
 (`enable_kv_cache_events` False in the pool and the KV-cache manager), the scheduler holds a NullEventPublisher,
@@ -81,6 +81,7 @@ class Features:
         self.own_record = self.logger_manager.record if self.logger_manager is not None else None
         self.with_plugin = None
         self.plugin_names: list[str] = []
+        self.plugins: list[Any] = []
         if load_metrics:
             self.with_plugin = self._plugin_record(llm)
         self.on: bool | str = self.configured_events or self.with_plugin is not None
@@ -95,6 +96,7 @@ class Features:
         if PLUGIN_LOGGER not in self.plugin_names or not os.environ.get("DYNAMO_LOAD_METRICS_ENDPOINT"):
             raise SystemExit(f"the plugin's stat logger is not set up: {self.plugin_names}, endpoint unset?")
         plugins = [make(llm.llm_engine.vllm_config, 0) for make in factories]
+        self.plugins = plugins
         own: Any = self.own_record
 
         def record(scheduler_stats: Any, iteration_stats: Any, *args: Any, **kwargs: Any) -> None:
@@ -120,6 +122,10 @@ class Features:
         if self.with_plugin is not None:
             self.logger_manager.record = self.with_plugin if load else self.own_record
         self.on = mode
+
+    def load_messages(self) -> int:
+        """Messages the plugin's publishers have sent so far (their seqs)."""
+        return sum(int(getattr(getattr(p, "publisher", None), "seq", 0) or 0) for p in self.plugins)
 
     def drain(self) -> float:
         """Wait until vLLM's publisher thread has sent every queued batch; the seconds waited."""
@@ -175,6 +181,7 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
     finished: dict = {}
     wall, thread, process = [], [], []
     published, publish_cpu, plugin_cpu = features.published, features.publish_cpu, features.plugin_cpu
+    load_messages = features.load_messages()
     tasks = task_times()
     before = resource.getrusage(resource.RUSAGE_THREAD)
     cpu_began, thread_began, began = time.process_time(), time.thread_time(), time.perf_counter()
@@ -208,6 +215,7 @@ def run_steps(llm: Any, features: Features, request: dict) -> dict:
         "published": features.published - published,
         "publish_cpu": features.publish_cpu - publish_cpu,
         "plugin_cpu": features.plugin_cpu - plugin_cpu,
+        "load_messages": features.load_messages() - load_messages,
         "threads": threads,
         "nivcsw": after.ru_nivcsw - before.ru_nivcsw,
         "nvcsw": after.ru_nvcsw - before.ru_nvcsw,

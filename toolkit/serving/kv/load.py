@@ -1,11 +1,12 @@
 """Load metrics from the dynamo-base plugin (stock vLLM + plugin): the message, and `LoadSubscriber`.
 
 Stock vLLM publishes KV-cache events but no load figures; the plugin (toolkit/serving/plugin/, docs/plugin.md)
-publishes them on an endpoint of their own, one `LoadMetrics` message per engine step:
-frames `[topic, seq (8-byte big-endian), payload]`, the payload a msgpack map
-`{"type": "LoadMetrics", "ts", "seq", "engine_index", "num_running", "num_waiting", "kv_cache_usage",
-"prefix_cache_queries", "prefix_cache_hits", "prefix_cache_hit_rate", "prefix_cache_unit", "source"}`
-(unknown keys ignored, so later plugin versions may add fields).
+publishes them on an endpoint of their own, a `LoadMetrics` message for every engine step that changed them
+(and again after a second of unchanged steps): frames `[topic, seq (8-byte big-endian), payload]`, the payload a
+msgpack map `{"type": "LoadMetrics", "ts", "seq", "step", "engine_index", "num_running", "num_waiting",
+"kv_cache_usage", "prefix_cache_queries", "prefix_cache_hits", "prefix_cache_hit_rate", "prefix_cache_unit",
+"source"}` (unknown keys ignored, so later plugin versions may add fields; a plugin before `step` sent every
+step, so its seq was the step).
 
 A router follows both endpoints of a worker under one name: the KV events with `Subscriber`, the load with
 `LoadSubscriber` (or `Subscriber(..., metrics_endpoint=...)`, which opens one itself); the figures land in
@@ -37,6 +38,7 @@ class _LoadMessage(Metrics, tag_field="type", tag="LoadMetrics"):
 
     ts: float
     seq: int
+    step: int | None = None  # which SchedulerStats of the engine (from 0) the figures are
     engine_index: int = 0
     prefix_cache_unit: str = "tokens"
     source: str = ""
@@ -53,6 +55,7 @@ class LoadReport:
     metrics: Metrics
     unit: str  # what prefix_cache_queries/hits count: "tokens" (the plugin) or "blocks" (dynamo-base)
     source: str
+    step: int  # which SchedulerStats of the engine (from 0) the figures are; = seq from a plugin without it
 
 
 def decode_load(data: bytes) -> LoadReport:
@@ -71,7 +74,10 @@ def decode_load(data: bytes) -> LoadReport:
         prefix_cache_hits=message.prefix_cache_hits,
         prefix_cache_hit_rate=message.prefix_cache_hit_rate,
     )
-    return LoadReport(message.ts, message.seq, message.engine_index, metrics, message.prefix_cache_unit, message.source)
+    step = message.seq if message.step is None else message.step
+    return LoadReport(
+        message.ts, message.seq, message.engine_index, metrics, message.prefix_cache_unit, message.source, step
+    )
 
 
 class Follower:

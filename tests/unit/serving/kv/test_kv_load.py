@@ -43,6 +43,11 @@ def test_the_plugins_message_decodes_and_is_never_taken_for_a_kv_batch() -> None
     assert report.metrics == Metrics(3, 2, 0.5, 100, 40, 0.4)
     later = msgspec.msgpack.encode({**msgspec.msgpack.decode(payload), "num_preempted": 4})  # a field added later
     assert decode_load(later).metrics == report.metrics
+    assert report.step == 7  # sent with every step: the step is the seq
+    assert decode_load(encode_message(8, 1, figures(3, 2, 0.5, 100, 40), step=30, ts=13.0)).step == 30
+    without = msgspec.msgpack.decode(payload)
+    del without["step"]  # a plugin from before `step`: one message per step, so the seq is the step
+    assert decode_load(msgspec.msgpack.encode(without)).step == 7
     with pytest.raises(WireError):
         decode(payload)  # a KV-event subscriber pointed at the load endpoint reports decode errors, no more
     for wrong in (dynamo(0, 1), b"\x93\x01\x02\x03", DEEP, b""):

@@ -4,14 +4,16 @@ Runs INSIDE a vLLM venv, installed beside stock vLLM from the wheel `vpatch plug
 nothing from vpatch (only vLLM, msgspec, pyzmq and the standard library).
 
 What it adds: a V1 stat logger, `load_metrics.LoadMetricsLogger`, that publishes on a ZMQ PUB socket, for
-every engine step vLLM's frontend records, the load figures dynamo-base 0.8.4/0.8.5 attached to every
-KV-event batch (patch 0004): running and waiting requests, KV-cache usage, prefix-cache queries, hits and
+every engine step vLLM's frontend records that changes them, the load figures dynamo-base 0.8.4/0.8.5 attached
+to every KV-event batch (patch 0004): running and waiting requests, KV-cache usage, prefix-cache queries, hits and
 hit rate (docs/plugin.md has the message). The figures are vLLM's own `SchedulerStats`, made by the
 engine's scheduler (`Scheduler.make_stats()`) after each step; vLLM's own KV-cache events are untouched.
 
 Configuration (environment of the vLLM process): `DYNAMO_LOAD_METRICS_ENDPOINT`, the endpoint the logger
 binds (e.g. `tcp://*:5559`; engine N of a data-parallel frontend binds port + N); unset, the plugin adds
 nothing. `DYNAMO_LOAD_METRICS_TOPIC`, the first frame of every message (default empty).
+`DYNAMO_LOAD_METRICS_REPEAT_S`: a step whose figures equal the last ones sent is not sent again until this many
+seconds have passed since that send (default 1; 0 sends every step).
 
 How the logger gets into the engine, per vLLM release:
 
@@ -34,6 +36,7 @@ import os
 
 ENDPOINT_ENV = "DYNAMO_LOAD_METRICS_ENDPOINT"
 TOPIC_ENV = "DYNAMO_LOAD_METRICS_TOPIC"
+REPEAT_ENV = "DYNAMO_LOAD_METRICS_REPEAT_S"
 STAT_LOGGER_GROUP_ATTR = "STAT_LOGGER_PLUGINS_GROUP"  # vllm.plugins names the group when vLLM has it
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-from . import ENDPOINT_ENV, TOPIC_ENV
+from . import ENDPOINT_ENV, REPEAT_ENV, TOPIC_ENV
 from .figures import LoadTotals
-from .publisher import LoadPublisher, endpoint_for_engine
+from .publisher import LoadPublisher, endpoint_for_engine, repeat_seconds
 
 logger = logging.getLogger("dynamo_base_plugin")
 
@@ -32,9 +32,11 @@ class LoadMetricsLogger(StatLoggerBase):
         self.totals = LoadTotals()
         endpoint = endpoint if endpoint is not None else os.environ.get(ENDPOINT_ENV, "")
         topic = topic if topic is not None else os.environ.get(TOPIC_ENV, "")
+        self.steps = 0  # SchedulerStats recorded so far: the next one's `step`
         self.publisher: LoadPublisher | None = None
         if endpoint:
-            self.publisher = LoadPublisher(endpoint_for_engine(endpoint, engine_index), topic)
+            repeat_s = repeat_seconds(os.environ.get(REPEAT_ENV, ""))
+            self.publisher = LoadPublisher(endpoint_for_engine(endpoint, engine_index), topic, repeat_s)
             logger.info("dynamo-base plugin: engine %d publishes load metrics on %s", engine_index, endpoint)
 
     def record(self, scheduler_stats: Any, iteration_stats: Any = None, *args: Any, **kwargs: Any) -> None:
@@ -42,7 +44,9 @@ class LoadMetricsLogger(StatLoggerBase):
         # engine_idx and may pass scheduler_stats=None (a step that made no stats).
         if scheduler_stats is None or self.publisher is None:
             return
-        self.publisher.send(self.engine_index, self.totals.figures(scheduler_stats))
+        step = self.steps
+        self.steps = step + 1
+        self.publisher.offer(self.engine_index, step, self.totals.figures(scheduler_stats))
 
     def log_engine_initialized(self) -> None:
         pass
