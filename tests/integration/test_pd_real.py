@@ -19,8 +19,9 @@ import pytest
 
 from tests.harness import patched_wheel_of, stock_env_of
 from toolkit.apply import apply_series
+from toolkit.conformance.checks import NOT_APPLICABLE
 from toolkit.conformance.envs import run_pd, vllm_env
-from toolkit.conformance.pdchecks import FAIL_MODE_SCENARIOS, pd_checks
+from toolkit.conformance.pdchecks import FAIL_MODE_SCENARIOS, nixl_check, pd_checks
 from toolkit.conformance.upstream_tests import run_series_tests, series_test_files, series_tests_result
 from toolkit.envs import offline_env, venv_python
 from toolkit.serving.drivers import drivers_pythonpath
@@ -171,6 +172,19 @@ def test_conformance_checks_pass(pd_runs):
         ("pd-failure-paths", "pass"),
         ("pd-nixl-transport", "pass"),
     ], [r.diff for r in results]
+
+
+def test_the_nixl_scenario_is_not_applicable_where_the_series_retired_its_connector(repo_project, tmp_path: Path):
+    """0.13.0's series retired 0015 (NixlConnectorV1): the P/D runner leaves the NIXL scenario out with the reason
+    (it failed the whole disagg run with 'Unsupported connector type'), and runs the others."""
+    wheel = patched_wheel_of(repo_project, "0.13.0", tmp_path / "dist")
+    patched = vllm_env(repo_project.options.cache_dir, wheel, nixl=True)  # NIXL importable: only the connector lacks
+    disagg = run_pd(patched, tmp_path / "disagg.json", mode="disagg", scenarios=["pd-handoff", "pd-nixl"])
+    assert "no NixlConnectorV1" in disagg["scenarios"]["pd-nixl"]["skipped"]
+    assert "skipped" not in disagg["scenarios"]["pd-handoff"]
+    assert disagg["scenarios"]["pd-handoff"]["outputs"]
+    result = nixl_check(disagg)
+    assert (result.status, result.detail) == (NOT_APPLICABLE, disagg["scenarios"]["pd-nixl"]["skipped"])
 
 
 def test_the_tests_the_series_ships_pass_in_dynamo_base(pd_version, pd_env, repo_project, tmp_path: Path):

@@ -14,6 +14,7 @@ Usage: python pd_scenarios.py --out RESULTS.json --mode aggregated|disagg [--sce
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import random
@@ -28,6 +29,9 @@ from pd_worker import BLOCK_SIZE, FakeWorker, WorkerHalf, blocks_of, referenced_
 
 SHARED_STORAGE = "SharedStorageConnectorV1"
 NIXL = "NixlConnectorV1"
+# Where dynamo-base's NixlConnectorV1 lives: 0.8.4's own connector interface (patch 0009), upstream's V1 connector
+# API from 0.8.5 (0009, then 0015 until it retired at 0.13.0).
+SERIES_NIXL_MODULES = ("vllm.v1.kv_transfer.nixl", "vllm.distributed.kv_transfer.kv_connector.v1.nixl_transfer")
 
 
 # ---------------------------------------------------------------- scenarios
@@ -97,8 +101,20 @@ def scenario(name: str, seed: int) -> dict:
 SCENARIOS = ("pd-handoff", "pd-hold", "pd-fallback", "pd-fail", "pd-abort", "pd-preempt", "pd-nixl")
 
 
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing (0.8.4's vllm.v1.kv_transfer elsewhere)
+        return False
+
+
 def nixl_missing() -> str | None:
-    """Why the NIXL scenario cannot run in this venv (None: it can)."""
+    """Why the NIXL scenario cannot run in this venv (None: it can): this vLLM has no NixlConnectorV1 (a series
+    that retired it, or stock), or NIXL does not load."""
+    if not any(_has_module(m) for m in SERIES_NIXL_MODULES):
+        modules = ", ".join(SERIES_NIXL_MODULES)
+        # the engine tier runs what a NixlConnectorV1 deployment moves to (engine-pd-nixl)
+        return f"this vLLM has no {NIXL} (none of {modules}): the series carries no NIXL patch"
     try:
         import nixl._api  # noqa: F401
     except Exception as e:  # ImportError, or a NIXL build that cannot load its libraries
