@@ -32,6 +32,10 @@ class Project:
     def series_dir(self, pin: Pin) -> Path:
         return self.options.patches_dir / pin.series_dirname
 
+    def other_series_dirs(self, pin: Pin) -> list[Path]:
+        """Every other pin's series directory: where a new patch's number must not have been used yet."""
+        return [self.series_dir(p) for p in self.pins.pins if p is not pin]
+
     def has_series(self, pin: Pin) -> bool:
         return (self.series_dir(pin) / "series").exists()
 

@@ -35,8 +35,7 @@ def run(args: argparse.Namespace, options: Options) -> int:
     if not checkout.git.is_clean():
         raise VpatchError(f"{path} has uncommitted changes to tracked files; commit them (or stash) first")
     directory = project.series_dir(pin)
-    others = [project.series_dir(p) for p in project.pins.pins if p is not pin]
-    plan = plan_export(checkout, directory, others)  # a new patch's number: after every release's
+    plan = plan_export(checkout, directory, project.other_series_dirs(pin))  # new numbers: after every release's
     changes = plan.changes()
     if not args.dry_run and changes:
         try:

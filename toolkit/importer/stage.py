@@ -63,8 +63,7 @@ def import_into_series(project: Project, pin: Pin, source: Source, options: Impo
                 if delta is not None:
                     unit.files = delta.files
                     notes.append(delta.note(unit, pin.label, len(series.patches)))
-        others = [project.series_dir(p) for p in project.pins.pins if p is not pin]
-        used = used_patch_names([directory, *others])
+        used = used_patch_names([directory, *project.other_series_dirs(pin)])
         planned = plan_patches(units, series, directory, options, features, author_override, used)
         for unit in units:
             diff = b"".join(change.render() for change in unit.files)
