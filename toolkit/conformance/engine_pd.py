@@ -135,6 +135,11 @@ def loaded_counter(answer: dict[str, Any]) -> str:
     return f"num_cached_tokens ({answer.get('hits_uncounted') or 'engine without stats'})"
 
 
+def free_blocks(engine: EngineProcess) -> int:
+    """The engine's free KV-cache blocks now (pd_drive.py `blocks`)."""
+    return int(engine.request({"op": "blocks"})["free_blocks"])
+
+
 def steps_until_freed(engine: EngineProcess, free: int) -> int:
     """Step `engine` (one-token requests) until its free blocks are back to `free`, within FREE_WAIT s: a NIXL
     engine frees a read request's blocks in the step after the other side's notification reaches its agent, which
@@ -146,7 +151,7 @@ def steps_until_freed(engine: EngineProcess, free: int) -> int:
     while True:
         generate_batch(engine, [WARM_UP], 1)
         steps += 1
-        if engine.request({"op": "blocks"})["free_blocks"] >= free or time.monotonic() > deadline:
+        if free_blocks(engine) >= free or time.monotonic() > deadline:
             return steps
         time.sleep(0.2)
 
@@ -188,7 +193,7 @@ def run_pd(env: EngineEnv, model: Path, workdir: Path, *, max_tokens: int = MAX_
         agg, pre, dec = engines["aggregated"], engines["prefill"], engines["decode"]
         for engine in engines.values():  # one-time costs of the first step stay out of the timings
             generate_batch(engine, [WARM_UP], 1)
-        free_before = {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()}
+        free_before = {role: free_blocks(e) for role, e in engines.items()}
 
         agg_one = generate_batch(agg, ids, 1)
         agg_full = generate_batch(agg, ids, max_tokens)
@@ -203,7 +208,7 @@ def run_pd(env: EngineEnv, model: Path, workdir: Path, *, max_tokens: int = MAX_
         ]
         checks.append(_sabotage(dec, storage, prompts, agg_full, names))
         checks.append(_missing_folder(dec, storage, prompts, agg_full, names))
-        free_after = {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()}
+        free_after = {role: free_blocks(e) for role, e in engines.items()}
         checks.append(_blocks_check(free_before, free_after))
         checks.append(_missing_layer_file(dec, storage, prompts, agg_full, names, free_after["decode"]))
         checks.append(_storage_check(stored, _listing(storage), prompts))
@@ -335,7 +340,7 @@ def _missing_layer_file(
         return Check("missing-layer-file", FAIL, {"file_existed": existed, "path": f"engine died: {exc}"})
     details: dict[str, Any] = {"file_existed": existed, "seconds": round(time.monotonic() - started, 2)}
     if answer.get("error"):
-        left = free - dec.request({"op": "blocks"})["free_blocks"] if dec.alive() else None
+        left = free - free_blocks(dec) if dec.alive() else None
         details.update(path="exception out of generate", error=answer["error"][:300], blocks_left_allocated=left)
         return Check("missing-layer-file", FAIL, details)
     equal = answer["outputs"][0] == agg["outputs"][names.index(name)]

@@ -27,6 +27,7 @@ from toolkit.conformance.engine_pd import (
     WARM_UP,
     Check,
     decode_one,
+    free_blocks,
     generate_batch,
     generate_remote,
     loaded_counter,
@@ -41,10 +42,6 @@ ABORTED, AFTER = "shared-b", "len33"  # 88 tokens (3 blocks) aborted; a 33-token
 # at most this many times; the check names how many runs it took.
 ATTEMPTS = 3
 NOT_IN_FLIGHT = "the load was not in flight at the abort"
-
-
-def _free(engine: EngineProcess) -> int:
-    return int(engine.request({"op": "blocks"})["free_blocks"])
 
 
 def judge_abort(
@@ -96,7 +93,7 @@ def _abort_once(
     prefix: str,
 ) -> Check:
     generate_batch(pre, [WARM_UP], 1)  # the prefill frees what earlier decodes read
-    free = {"prefill": _free(pre), "decode": _free(dec)}
+    free = {"prefill": free_blocks(pre), "decode": free_blocks(dec)}
     params = generate_remote(pre, prompts[ABORTED])["kv_transfer_params"][0]
     pre.stop()  # with its worker (engine_procs.py): nothing on the prefill side serves the READ until resumed
     try:
@@ -108,7 +105,7 @@ def _abort_once(
     generate_batch(pre, [WARM_UP], 1)  # steps the prefill: the READ's notification frees its blocks
     serving = decode_one(dec, prompts[AFTER], generate_remote(pre, prompts[AFTER])["kv_transfer_params"][0])
     steps = {"prefill": steps_until_freed(pre, free["prefill"]), "decode": steps_until_freed(dec, free["decode"])}
-    after = {"prefill": _free(pre), "decode": _free(dec)}
+    after = {"prefill": free_blocks(pre), "decode": free_blocks(dec)}
     leaked = {role: free[role] - after[role] for role in free if free[role] != after[role]}
     check = judge_abort(state, leaked, serving, reference[AFTER], f"{prefix}-abort-while-loading")
     check.details["steps_until_freed"] = steps

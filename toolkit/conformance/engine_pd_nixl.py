@@ -47,6 +47,7 @@ from toolkit.conformance.engine_pd import (
     Check,
     PdRun,
     decode_one,
+    free_blocks,
     generate_batch,
     generate_remote,
     loaded_counter,
@@ -188,12 +189,11 @@ def run_pd_nixl(
         ready = {"prefill": pre.wait_ready(START_TIMEOUT), "decode": dec.wait_ready(START_TIMEOUT)}
         for engine in (pre, dec):  # plain requests (no transfer): one-time costs stay out of the timings
             generate_batch(engine, [WARM_UP], 1)
-        free = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
-        free["decode"] = free["decode"]["free_blocks"]
+        free = {"prefill": free_blocks(pre), "decode": free_blocks(dec)}
         prefill = pre.request(
             {"op": "generate", "prompts": ids, "max_tokens": 1, "kv_transfer_params": [remote_decode] * len(ids)}
         )
-        held = free["prefill"] - pre.request({"op": "blocks"})["free_blocks"]
+        held = free["prefill"] - free_blocks(pre)
         answers: list[dict[str, Any]] = prefill["kv_transfer_params"]
         routed = [decode_params(version, a) for a in answers] if mapped else [(a, [], []) for a in answers]
         began = time.monotonic()
@@ -217,8 +217,7 @@ def run_pd_nixl(
             checks.append(mapping_check(version, {"kv_transfer_config": configs, "env": envs}, sent, prefix))
         checks.append(steps_while_held(pre, free["prefill"], prefix))
         steps = steps_until_freed(pre, free["prefill"])
-        after = {"prefill": pre.request({"op": "blocks"})["free_blocks"], "decode": dec.request({"op": "blocks"})}
-        after["decode"] = after["decode"]["free_blocks"]
+        after = {"prefill": free_blocks(pre), "decode": free_blocks(dec)}
         leaked = {r: free[r] - after[r] for r in free if free[r] != after[r]}
         details = {"held_by_prefill_until_read": held, "leaked_after_read_and_steps": leaked, "prefill_steps": steps}
         checks.append(Check(f"{prefix}-no-leaked-blocks", FAIL if leaked or not held else PASS, details))
@@ -294,7 +293,7 @@ def _prefill_killed(
     began = time.monotonic()
     decoded = decode_one(dec, ids, params)
     seconds = round(time.monotonic() - began, 3)
-    left = decode_free - dec.request({"op": "blocks"})["free_blocks"]
+    left = decode_free - free_blocks(dec)
     finish = (decoded.get("finish_reasons") or [None])[0]
     answered = (decoded.get("kv_transfer_params") or [None])[0]
     details = {"finish_reason": finish, "tokens": decoded.get("outputs"), "seconds": seconds, "blocks_left": left}

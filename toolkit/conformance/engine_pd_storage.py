@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.conformance.engine_env import EngineEnv
-from toolkit.conformance.engine_pd import BLOCK_SIZE, FAIL, MAX_TOKENS, PASS, WARM_UP, Check, pd_prompts
+from toolkit.conformance.engine_pd import BLOCK_SIZE, FAIL, MAX_TOKENS, PASS, WARM_UP, Check, free_blocks, pd_prompts
 from toolkit.conformance.engine_procs import EngineProcess
 
 LOAD_TIMEOUT = 3.0
@@ -155,7 +155,7 @@ def _sequence(engines: dict[str, EngineProcess], storage: Path, record: dict[str
     agg, pre, dec = engines["aggregated"], engines["prefill"], engines["decode"]
     for engine in engines.values():
         _generate(engine, [WARM_UP], 1)
-    free_before = {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()}
+    free_before = {role: free_blocks(e) for role, e in engines.items()}
     prompts = pd_prompts()
     names, ids = list(prompts), list(prompts.values())
     remote = [{"do_remote_decode": True}] * len(ids)
@@ -215,7 +215,7 @@ def _sequence(engines: dict[str, EngineProcess], storage: Path, record: dict[str
     _generate(pre, [WARM_UP], 1)
     record["free"] = {
         "before": free_before,
-        "after": {role: e.request({"op": "blocks"})["free_blocks"] for role, e in engines.items()},
+        "after": {role: free_blocks(e) for role, e in engines.items()},
     }
     record["storage_at_end"] = _entries(storage)
 
