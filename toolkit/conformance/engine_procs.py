@@ -38,6 +38,13 @@ MARK = "VPATCH-PD "
 
 
 def engine_environment() -> dict[str, str]:
+    """One engine process's environment; call it once per process (each gets its own `VLLM_PORT`).
+
+    `VLLM_PORT`: without it vLLM takes its torch.distributed port from the kernel's ephemeral range (a bind to
+    port 0, closed again before the store binds it), where any outgoing connection on the machine may take it
+    first: a decode engine of 0.22.1 died of EADDRINUSE that way in a main-job run. With it, vLLM scans upward
+    from the given port (vllm/utils/network_utils.py `_get_open_port`), which loopback.free_port picks below the
+    ephemeral range and never twice in one vpatch process."""
     environment = offline_env()
     environment.update(
         {
@@ -45,6 +52,7 @@ def engine_environment() -> dict[str, str]:
             "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
             "VLLM_CPU_OMP_THREADS_BIND": "nobind",
             "TOKENIZERS_PARALLELISM": "false",
+            "VLLM_PORT": str(free_port()),
         }
     )
     return environment

@@ -33,6 +33,16 @@ def test_ports_are_below_the_ephemeral_range_bindable_and_never_handed_out_twice
         sock.bind(("127.0.0.1", ports[0]))  # really free
 
 
+def test_each_engine_process_gets_its_own_vllm_port_below_the_ephemeral_range() -> None:
+    """vLLM scans upward from VLLM_PORT for its torch.distributed port; unset, it takes an ephemeral one that
+    another connection may take first (the EADDRINUSE of a decode engine in a main-job run)."""
+    from toolkit.conformance.engine_procs import engine_environment
+
+    ports = [int(engine_environment()["VLLM_PORT"]) for _ in range(8)]
+    assert len(set(ports)) == len(ports)
+    assert all(p < loopback._ephemeral_low() for p in ports)
+
+
 def test_a_bound_port_is_never_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
