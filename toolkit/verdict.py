@@ -19,8 +19,11 @@ judged it, marked "as judged at" (`judged_at`), as the story does; with none, no
 An empty series of a release pinned past the chain (nothing retired there because nothing was carried) is
 explained by its NOTES.md; every declared feature with a contract is then judged by the contract evidence.
 No verdict without a series, with an empty one nothing explains, or while no build meets a retired
-feature's contract. Per version the summary says what stock lacks (e.g. "stock vLLM 0.9.0 lacks:
-kv-routing load-figures"). `vpatch status` shows it, `vpatch ci` writes it into the summary.
+feature's contract. The summary is the headline: the release's verdict and each other feature's engine, with
+what the plugin adds and the condition a deployment must meet ("kv-routing: stock + plugin (adds load-figures;
+needs prefix_caching_hash_algo=builtin)"); each feature's own summary has the detail, and `lacks` what stock
+lacks per feature (the items no stock result of the release passes). `vpatch status` and `vpatch ci` print
+them, `vpatch ci` writes the record into the summary.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
-from toolkit.verdict_features import Evidence, feature_verdict, gather
+from toolkit.verdict_features import Evidence, condition_of, feature_verdict, gather, headline, stock_lacks
 
 NOTES_FILE = "NOTES.md"
 
@@ -54,29 +57,26 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         return Verdict(None, 0, [], "unknown: the series does not load")
     version = str(pin.version)
     paths = against_results(project.options.root, pin, patches_dir=project.options.patches_dir)
-    findings = contract_findings(paths, version)
-    stock_findings = contract_findings([p for p in paths if "+plugin-against-" not in p.name], version)
-    lacks = {f: lacking for f, (passes, lacking, _) in sorted(stock_findings.items()) if not passes}
-    contracts = sorted({file for _, _, file in findings.values()}) or None
-    lacking = (
-        f"; stock {name} {version} lacks: "
-        + "; ".join(f"{feature} {', '.join(items)}" for feature, items in lacks.items())
-        if lacks
-        else ""
-    )
+    contracts = sorted({file for _, _, file in contract_findings(paths, version).values()}) or None
     # an empty series with nothing retired in it (pinned past the chain) judges every declared feature with a
     # contract; one that a rebase emptied judges what it retired
     past_chain = not series.patches and not retirement_records(series.directory)[0]
     declared = tuple(f for f in CONTRACT_FEATURES if f in project.pins.features) if past_chain else ()
     retired = retired_features(project, pin, series)
     evidence = gather(paths, version)
+    # what stock alone lacks per feature: the items no stock result of this release passes (verdict_features)
+    lacks = {f: found for f, entries in sorted(evidence.items()) if (found := stock_lacks(entries)[0])}
     earlier = {f: r.since for f, r in retired.items() if r.since != version and f not in evidence}
-    inherited = {f: v for f, v in ((f, judged_earlier(project, pin, f, since)) for f, since in earlier.items()) if v}
+    judged = {f: j for f, j in ((f, judged_earlier(project, pin, f, since)) for f, since in earlier.items()) if j}
+    inherited = {f: verdict for f, (verdict, _) in judged.items()}
+    conditions = {f: condition_of(entries) for f, entries in evidence.items()}
+    conditions.update({f: condition for f, (_, condition) in judged.items()})
     verdicts = feature_verdicts(
         name, version, series, evidence, declared=declared, retired=retired, inherited=inherited
     )
     plugin = next((v.plugin for v in verdicts if v.engine == "stock+plugin" and v.plugin is not None), None)
-    others = "".join(f"; {v.feature}: {v.label} ({v.summary})" for v in verdicts if v.engine != "dynamo-base")
+    # the headline gives each feature's engine; its own line (`summary`) the detail
+    others = "".join(f"; {headline(v, conditions.get(v.feature, ''))}" for v in verdicts if v.engine != "dynamo-base")
 
     def make(engine: Engine | None, count: int, features: list[str], summary: str, records: list[str] | None):
         return Verdict(engine, count, features, summary, records, lacks or None, contracts, verdicts, plugin)
@@ -86,7 +86,7 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         features = describe(p.feature or "(no feature)" for p in series.patches)
         count = len(series.patches)
         summary = f"dynamo-base needed ({count} active patch{'es' if count != 1 else ''}: {', '.join(features)})"
-        return make("dynamo-base", count, features, summary + others + lacking, None)
+        return make("dynamo-base", count, features, summary + others, None)
     records, unexplained = retirement_records(series.directory)
     unmet = [v.feature for v in verdicts if v.engine is None]
     if not records and (series.directory / NOTES_FILE).is_file() and not unexplained:
@@ -94,17 +94,15 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         records = [NOTES_FILE]
         if unmet:
             summary = f"empty series (see {NOTES_FILE}), but no build meets the contract of {', '.join(unmet)}"
-            return make(None, 0, [], summary + lacking + "; not stock", records)
+            return make(None, 0, [], summary + "; not stock", records)
     if records and not unexplained and unmet:
-        summary = f"empty series, but {', '.join(unmet)} retired without a passing contract{lacking}; not stock"
+        summary = f"empty series, but {', '.join(unmet)} retired without a passing contract; not stock"
         return make(None, 0, [], summary, records)
     if records and not unexplained and plugin is not None:
-        summary = (
-            f"stock {name} {version} with {plugin.label} provides every feature; recommended default{others}{lacking}"
-        )
+        summary = f"stock {name} {version} with {plugin.label} provides every feature; recommended default{others}"
         return make("stock+plugin", 0, [], summary, records)
     if records and not unexplained:
-        summary = f"stock {name} {version} provides every feature; recommended default{lacking}"
+        summary = f"stock {name} {version} provides every feature; recommended default"
         return make("stock", 0, [], summary, records)
     if unexplained:
         summary = f"empty series, but {', '.join(unexplained)} left without upstream evidence; not a verdict for stock"
@@ -166,9 +164,10 @@ def feature_verdicts(
     return verdicts
 
 
-def judged_earlier(project: Project, pin: Pin, feature: str, since: str) -> FeatureVerdict | None:
+def judged_earlier(project: Project, pin: Pin, feature: str, since: str) -> tuple[FeatureVerdict, str] | None:
     """The verdict on `feature` of the last release from `since` up to before `pin`'s that has contract evidence
-    for it, as `judged_at` that release (None: no release from `since` on has any)."""
+    for it, as `judged_at` that release, with the condition a deployment must meet on that evidence (None: no
+    release from `since` on has any)."""
     name = "vLLM" if pin.project == "vllm" else pin.project
     earlier = [p for p in project.pins.pins if p.project == pin.project and Version(since) <= p.version < pin.version]
     for other in sorted(earlier, key=lambda p: p.version, reverse=True):
@@ -179,7 +178,7 @@ def judged_earlier(project: Project, pin: Pin, feature: str, since: str) -> Feat
             judged = feature_verdict(name, feature, version, [], evidence)
             retired = f" (retired at {since})" if since != version else ""
             summary = f"as judged at {version}{retired}: {judged.summary}"
-            return msgspec.structs.replace(judged, summary=summary, judged_at=version)
+            return msgspec.structs.replace(judged, summary=summary, judged_at=version), condition_of(evidence)
     return None
 
 

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.lifecycle.upstream import contract_results
+from toolkit import verdict_terms as terms
+from toolkit.lifecycle.upstream import contract_results, lacking_in
 from toolkit.records.contract import ContractResults, PluginRef
 from toolkit.records.status import Status
 from toolkit.records.verdict import FeatureVerdict
@@ -48,7 +49,13 @@ class Evidence:
 
     @property
     def lacking(self) -> list[str]:
-        return self.results.lacking(self.feature)
+        """The items not met everywhere, in a deployment's terms (toolkit/verdict_terms.py)."""
+        return terms.lacking(self.results, self.feature)
+
+    @property
+    def condition(self) -> str:
+        """What a deployment needs where the feature passes in some configurations only, else ""."""
+        return "" if self.everywhere else terms.needs(self.results, self.feature)
 
     @property
     def plugin(self) -> PluginRef | None:
@@ -80,23 +87,22 @@ def _pick(evidence: list[Evidence]) -> Evidence | None:
     return None
 
 
-def _adds(chosen: Evidence, stock: Evidence | None) -> list[str]:
-    """Items the plugin side passes in a configuration where stock alone does not (or where stock has no run)."""
-    stock_runs = stock.runs if stock is not None else {}
+def _adds(chosen: Evidence, stock: list[Evidence]) -> list[str]:
+    """Items the plugin side passes in a configuration where no stock result does (or where stock has no run)."""
     adds: set[str] = set()
     for run, items in chosen.runs.items():
         for item, status in items.items():
-            if status == Status.PASS and stock_runs.get(run, {}).get(item) != Status.PASS:
+            if status == Status.PASS and all(s.runs.get(run, {}).get(item) != Status.PASS for s in stock):
                 adds.add(item)
     return sorted(adds)
 
 
-def stock_lacks(evidence: Iterable[Evidence]) -> tuple[list[str], str | None]:
-    """What stock alone lacks of the feature, from its first stock result (and that file)."""
-    for entry in evidence:
-        if entry.kind == "stock":
-            return entry.lacking, entry.file
-    return [], None
+def stock_lacks(evidence: Iterable[Evidence]) -> tuple[list[str], list[str]]:
+    """What stock alone lacks of the feature: the items no stock result passes (`lacking_in`), and the files
+    of those results."""
+    stock = [entry for entry in evidence if entry.kind == "stock"]
+    lacks = lacking_in([e.results for e in stock], stock[0].feature, terms.lacking) if stock else []
+    return lacks, [e.file for e in stock]
 
 
 def patch_span(names: list[str]) -> str:
@@ -117,22 +123,21 @@ def feature_verdict(
     name: str, feature: str, version: str, patches: list[str], evidence: list[Evidence]
 ) -> FeatureVerdict:
     """The verdict of one feature on one release (`name`: the project's display name, e.g. vLLM)."""
-    lacks, lacks_file = stock_lacks(evidence)
-    stock = next((e for e in evidence if e.kind == "stock"), None)
+    lacks, stock_files = stock_lacks(evidence)
     if patches:
         summary = f"patches {patch_span(patches)}"
         if lacks:
             summary += f" (stock {name} {version} lacks {', '.join(item.split(' (')[0] for item in lacks)})"
-        files = [lacks_file] if lacks_file else []
-        return FeatureVerdict(feature, "dynamo-base", summary, patches=patches, lacks=lacks, evidence=files)
+        return FeatureVerdict(feature, "dynamo-base", summary, patches=patches, lacks=lacks, evidence=stock_files)
     chosen = _pick(evidence)
     if chosen is None:
         why = f"stock {name} {version} lacks {'; '.join(lacks)}" if lacks else "no build meets its contract"
         files = sorted({e.file for e in evidence})
         return FeatureVerdict(feature, None, f"no build meets its contract: {why}", lacks=lacks, evidence=files)
     unmet = [] if chosen.everywhere else chosen.lacking
-    passing = [run for run, items in chosen.runs.items() if all(s == Status.PASS for s in items.values())]
-    condition = f"; only under {', '.join(passing)} (not met: {'; '.join(unmet)})" if unmet else ""
+    # in a deployment's terms: "needs prefix_caching_hash_algo=builtin: cached-prefixes and overlap fail with ..."
+    needs = condition if (condition := chosen.condition).startswith("needs ") else ""
+    condition = f"; {': '.join(filter(None, (needs, terms.otherwise(chosen.results, feature))))}" if unmet else ""
     if chosen.kind == "stock":
         return FeatureVerdict(
             feature,
@@ -142,12 +147,12 @@ def feature_verdict(
             evidence=[chosen.file],
         )
     plugin = chosen.plugin
-    adds = _adds(chosen, stock)
+    adds = _adds(chosen, [e for e in evidence if e.kind == "stock"])
     what = plugin.label if plugin is not None else "a plugin"
     delivers = plugin.delivers.get(feature) if plugin is not None else None
     summary = f"{what} adds {', '.join(adds) or 'nothing stock lacks'}"
     summary += f" ({delivers})" if delivers else ""
-    files = [chosen.file] + ([stock.file] if stock is not None and stock.file != chosen.file else [])
+    files = [chosen.file] + [f for f in stock_files if f != chosen.file]
     return FeatureVerdict(
         feature,
         "stock+plugin",
@@ -158,3 +163,23 @@ def feature_verdict(
         unmet=unmet,
         evidence=files,
     )
+
+
+def condition_of(evidence: list[Evidence]) -> str:
+    """The condition a deployment must meet for the build chosen on `evidence` (`needs ...`), else ""."""
+    chosen = _pick(evidence)
+    return chosen.condition if chosen is not None else ""
+
+
+def headline(verdict: FeatureVerdict, condition: str = "") -> str:
+    """The feature's part of the release's one-line verdict: its engine, what the plugin adds and the condition
+    (`kv-routing: stock + plugin (adds load-figures; needs prefix_caching_hash_algo=builtin)`); the feature's own
+    line (its `summary`) has the rest."""
+    details = [f"as judged at {verdict.judged_at}"] if verdict.judged_at else []
+    details += [f"adds {', '.join(verdict.adds)}"] if verdict.adds else []
+    details += [condition] if condition else []
+    if not details and verdict.engine is None:
+        details = [verdict.summary.split(": ", 1)[0]]  # why there is none
+    elif not details and verdict.engine == "stock" and not verdict.summary.startswith("stock "):
+        details = [verdict.summary]  # retired by force, or without a contract
+    return f"{verdict.feature}: {verdict.label}" + (f" ({'; '.join(details)})" if details else "")

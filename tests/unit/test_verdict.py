@@ -11,7 +11,15 @@ import pytest
 
 from tests.harness import commit_in, module_text
 from tests.harness.paths import REPO_ROOT
-from toolkit.records.contract import BuildSpec, ConfigRun, ContractResults, ItemResult, PluginRef, encode_contract
+from toolkit.records.contract import (
+    BuildSpec,
+    ConfigRun,
+    ContractResults,
+    ItemResult,
+    PluginRef,
+    Transport,
+    encode_contract,
+)
 from toolkit.records.status import Status
 from toolkit.verdict_features import patch_span
 
@@ -47,7 +55,9 @@ def contract(ws, kind: str, statuses: dict[str, dict[str, Status]], version: str
     new = BuildSpec(version, kind, ("p.whl",) if plugins else (), plugins)
     old = BuildSpec("1.0", "dynamo-base")
     runs = [
-        ConfigRun(name, "new", new, None, [ItemResult("kv-routing", i, s, f"{i} {s}") for i, s in items.items()])
+        ConfigRun(
+            name, "new", new, transport(name), [ItemResult("kv-routing", i, s, f"{i} {s}") for i, s in items.items()]
+        )
         for name, items in statuses.items()
     ]
     ok = all(s == Status.PASS for items in statuses.values() for s in items.values())
@@ -56,6 +66,15 @@ def contract(ws, kind: str, statuses: dict[str, dict[str, Status]], version: str
     path = ws.patches / "conformance" / name
     path.parent.mkdir(exist_ok=True)
     path.write_text(encode_contract(results))
+
+
+def transport(run: str) -> Transport | None:
+    """The transport record `vpatch conform` writes for a run named `new-FORM-ALGO` (none for another name)."""
+    parts = run.split("-")
+    if len(parts) != 3 or parts[1] not in ("bind", "loopback"):
+        return None
+    endpoint = "tcp://*:5557" if parts[1] == "bind" else "tcp://127.0.0.1:5557"
+    return Transport(endpoint, "tcp://127.0.0.1:5557", parts[1] == "loopback", parts[2])
 
 
 def every(status: Status = Status.PASS, **special: Status) -> dict[str, Status]:
@@ -97,7 +116,10 @@ def test_the_three_verdicts_follow_the_contract_evidence(pinned, capsys):
     assert kv["plugin"]["name"] == "dynamo-base-plugin" and kv["plugin"]["sha256"] == "cd" * 32
     assert kv["summary"] == "dynamo-base-plugin 1.1+plugin.abc adds load-figures (load metrics)"
     assert kv["evidence"] == ["vllm-1.1+plugin-against-1.0.json", "vllm-1.1-against-1.0.json"]
-    assert "; kv-routing: stock + plugin (dynamo-base-plugin 1.1+plugin.abc adds load-figures" in found["summary"]
+    assert (
+        found["summary"]
+        == "dynamo-base needed (1 active patch: pd-disagg); kv-routing: stock + plugin (adds load-figures)"
+    )
     assert found["plugin"]["version"] == "1.1+plugin.abc"
 
     # the last patch goes (forced): the series is empty and the release is "stock + plugin"
@@ -113,13 +135,48 @@ def test_the_three_verdicts_follow_the_contract_evidence(pinned, capsys):
     assert ws.run("status", "1.1") == 0
     shown = " ".join(capsys.readouterr().out.split())
     assert "kv-routing stock + plugin: dynamo-base-plugin 1.1+plugin.abc adds load-figures" in shown
-    assert "(wheel sha256 cdcdcdcdcdcdcdcd)" in shown
+    assert "; wheel sha256 cdcdcdcdcdcdcdcd" in shown
 
-    # the plugin's figures off in one configuration: a condition, named
+    # the plugin's figures off in one configuration: a condition, named by the deployment's setting
     contract(ws, "stock+plugin", {"new-bind-builtin": every(), "new-bind-sha256": every(load_figures=Status.FAIL)})
+    found = verdict(ws, capsys)
+    kv = by_feature(found)["kv-routing"]
+    assert kv["engine"] == "stock+plugin" and kv["unmet"] == [
+        "load-figures (fails with prefix_caching_hash_algo=sha256)"
+    ]
+    assert kv["summary"].endswith(
+        "; needs prefix_caching_hash_algo=builtin: load-figures fails with prefix_caching_hash_algo=sha256"
+    )
+    assert (
+        "; kv-routing: stock + plugin (adds cached-prefixes, load-figures, overlap; needs "
+        "prefix_caching_hash_algo=builtin)" in found["summary"]
+    )
+    # in both endpoint forms, the loopback one failing too: the hash still picks the failing runs out
+    runs = {f"new-{form}-{algo}": every() for form in ("bind", "loopback") for algo in ("builtin", "sha256")}
+    runs |= {"new-bind-sha256": every(overlap=Status.FAIL, cached_prefixes=Status.FAIL)}
+    runs |= {"new-loopback-sha256": every(overlap=Status.FAIL, cached_prefixes=Status.FAIL)}
+    contract(ws, "stock+plugin", runs)
     kv = by_feature(verdict(ws, capsys))["kv-routing"]
-    assert kv["engine"] == "stock+plugin" and kv["unmet"] == ["load-figures (fail in new-bind-sha256)"]
-    assert kv["summary"].endswith("; only under new-bind-builtin (not met: load-figures (fail in new-bind-sha256))")
+    assert kv["summary"].endswith(
+        "; needs prefix_caching_hash_algo=builtin: cached-prefixes and overlap fail with "
+        "prefix_caching_hash_algo=sha256"
+    )
+    # only the loopback endpoint with sha256 fails: no one setting picks it out, both are named
+    contract(ws, "stock+plugin", {**runs, "new-bind-sha256": every()})
+    found = verdict(ws, capsys)
+    kv = by_feature(found)["kv-routing"]
+    assert kv["unmet"] == [
+        f"{item} (fails with prefix_caching_hash_algo=sha256 and kv_events_config endpoint tcp://127.0.0.1:PORT)"
+        for item in ("cached-prefixes", "overlap")
+    ]
+    assert kv["summary"].endswith(
+        "(load metrics); cached-prefixes and overlap fail with prefix_caching_hash_algo=sha256 and kv_events_config "
+        "endpoint tcp://127.0.0.1:PORT"
+    )
+    assert (
+        "kv-routing: stock + plugin (adds cached-prefixes, load-figures, overlap; except with "
+        "prefix_caching_hash_algo=sha256 and kv_events_config endpoint tcp://127.0.0.1:PORT)"
+    ) in found["summary"]
 
     # off everywhere: no build meets kv-routing, so no verdict for the release
     contract(ws, "stock+plugin", {"new-bind-builtin": every(load_figures=Status.FAIL)})
@@ -167,7 +224,7 @@ def test_a_feature_retired_at_a_release_stays_retired_at_every_later_one(pinned,
     )
     adds = "cached-prefixes, load-figures, overlap"  # 1.1 has no stock-alone result: everything is the plugin's
     assert kv["summary"] == f"as judged at 1.1: dynamo-base-plugin 1.1+plugin.abc adds {adds} (load metrics)"
-    assert "; kv-routing: stock + plugin (as judged at 1.1: " in found["summary"]
+    assert found["summary"].endswith("; kv-routing: stock + plugin (as judged at 1.1; adds " + adds + ")")
 
     contract(ws, "stock+plugin", {"new-bind-builtin": every()}, version="1.2")  # 1.2's own evidence comes first
     kv = by_feature(verdict(ws, capsys, "1.2"))["kv-routing"]
@@ -205,10 +262,19 @@ def test_the_committed_090_evidence_makes_kv_routing_stock_plus_plugin(tmp_path)
     kv, pd = by_feature(found)["kv-routing"], by_feature(found)["pd-disagg"]
     assert kv["engine"] == "stock+plugin" and kv["adds"] == ["load-figures"]
     assert kv["evidence"][0] == "vllm-0.9.0+plugin-against-0.8.4.json"
+    # in a deployment's terms: the runs with the sha256 prefix hash fail (0.9.0 cannot publish sha256 hashes)
     assert kv["unmet"] == [
-        "cached-prefixes (fail in new-bind-sha256, new-loopback-sha256)",
-        "overlap (fail in new-bind-sha256, new-loopback-sha256)",
+        "cached-prefixes (fails with prefix_caching_hash_algo=sha256)",
+        "overlap (fails with prefix_caching_hash_algo=sha256)",
     ]
+    assert kv["summary"].endswith(
+        "; needs prefix_caching_hash_algo=builtin: cached-prefixes and overlap fail with "
+        "prefix_caching_hash_algo=sha256"
+    )
+    assert found["summary"].endswith(
+        "; kv-routing: stock + plugin (adds load-figures; needs prefix_caching_hash_algo=builtin)"
+    )
+    assert "new-bind" not in json.dumps(found) and "new-loopback" not in json.dumps(found)  # no run names
     assert pd["engine"] == "dynamo-base" and len(pd["patches"]) == 12
     built = json.loads(run_vpatch(root, "plugin", "build", "0.9.0", "-o", str(tmp_path), "--json").stdout)
     same_bytes = "SOURCE_DATE_EPOCH" in os.environ or kv["plugin"]["sha256"] == built["sha256"]  # else: fixed date
@@ -343,3 +409,24 @@ def test_new_kind_needs_against_or_the_engine_tier(pinned, capsys):
     assert "--new-kind needs --against OLD or --tier engine" in capsys.readouterr().err
     assert pinned.run("conform", "1.0", "--save") == 1
     assert "--plugin-wheel and --save need --against or --tier engine --new-kind" in capsys.readouterr().err
+
+
+def test_the_committed_090_stock_evidence_in_a_deployments_terms():
+    """Stock 0.9.0's contract result names its four runs (bind / loopback x builtin / sha256); the verdict says
+    what fails by the setting that picks the runs out, the endpoint form (the same outcome in both) unnamed."""
+    from toolkit import verdict_terms
+    from toolkit.records.contract import decode_contract
+
+    path = REPO_ROOT / "patches/conformance/vllm-0.9.0-against-0.8.4.json"
+    result = decode_contract(path.read_bytes())
+    assert verdict_terms.lacking(result, "kv-routing") == [
+        "cached-prefixes (fails with prefix_caching_hash_algo=sha256)",
+        "overlap (fails with prefix_caching_hash_algo=sha256)",
+        "load-figures (not provided with prefix_caching_hash_algo=builtin, fails with prefix_caching_hash_algo=sha256)",
+    ]
+    assert verdict_terms.needs(result, "kv-routing") == ""  # no configuration passes every item on stock alone
+    assert verdict_terms.lacking(result, "pd-disagg")[0] == "decode-equals-aggregated (not provided)"
+    assert verdict_terms.otherwise(result, "kv-routing") == (
+        "cached-prefixes and overlap fail with prefix_caching_hash_algo=sha256; load-figures is not provided with "
+        "prefix_caching_hash_algo=builtin, fails with prefix_caching_hash_algo=sha256"
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 import msgspec
 
 from toolkit import ui
+from toolkit.commands.status import print_verdict
 from toolkit.errors import VpatchError
 from toolkit.options import Options
 from toolkit.project import Project
@@ -100,8 +101,10 @@ def run(args: argparse.Namespace, options: Options) -> int:
         total = sum(len(v.steps) for v in summary.versions)
         ui.out.print(f"{summary.reused_steps} of {total} steps reused from earlier runs (--no-reuse runs them all)")
         for version in summary.versions:
-            verdict = version.verdict.summary if version.verdict else "no verdict"
-            ui.out.print(f"{project.pins.project} {version.version}: {verdict}")
+            if version.verdict is None:
+                ui.out.print(f"{project.pins.project} {version.version}: no verdict")
+            else:  # the verdict, then its line per feature, as `vpatch status` shows them
+                print_verdict(project.pins.project, {"version": version.version, "verdict": version.verdict.as_dict()})
         if report_note:
             ui.out.print(report_note)
     report_failed = bool(report_note and report_note.startswith("report failed"))

@@ -131,13 +131,14 @@ def print_defaults(story: Story, versions: list[str]) -> None:
 
 
 def print_verdict(project: str, row: dict) -> None:
-    """The release's verdict (engine label first), then one line per feature: which build meets it and why."""
+    """The release's verdict (engine label first), then one line per feature: which build meets it and why
+    (`vpatch ci` prints the same lines)."""
     from rich.markup import escape
 
     verdict = row["verdict"]
     ui.out.print(f"[bold]{project} {row['version']}[/]: {escape(verdict['summary'])}")
     for feature in verdict.get("feature_verdicts", []):
         plugin = feature.get("plugin")
-        wheel = f" (wheel sha256 {plugin['sha256'][:16]})" if plugin else ""
+        wheel = f"; wheel sha256 {plugin['sha256'][:16]}" if plugin else ""
         engine = engine_label(feature.get("engine"))
         ui.out.print(f"  {escape(feature['feature'])} [bold]{engine}[/]: {escape(feature['summary'] + wheel)}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -164,15 +165,38 @@ def conformance_evidence(results: list[Path], version: str) -> dict[str, Conform
     return found
 
 
+def lacking_in(
+    found: list[ContractResults],
+    feature: str,
+    describe: Callable[[ContractResults, str], list[str]] = ContractResults.lacking,
+) -> list[str]:
+    """The items of `feature` that none of `found` passes on NEW (per item a passing result wins, as in
+    `item_finding`: the cpu tier's "no CPU P/D transport" does not outweigh the engine tier's pass), each with
+    how and where as the first result that lacks it says (`describe`: `NAME (HOW)` lines, by default with
+    the run names, ContractResults.lacking)."""
+    passed = {i.item for r in found for i in r.items_of("new", feature) if r.item_passes(feature, i.item)}
+    lines: dict[str, str] = {}
+    for result in found:
+        for line in describe(result, feature):
+            name = line.split(" (", 1)[0]
+            if name not in passed:
+                lines.setdefault(name, line)
+    return list(lines.values())
+
+
 def contract_findings(results: list[Path], version: str) -> dict[str, tuple[bool, list[str], str]]:
-    """feature -> (passes, the items NEW lacks, file): a passing result wins; else the stock build's."""
+    """feature -> (passes, the items NEW lacks, file). `passes`: one result passes every item (a retirement
+    rests on one run of the whole contract); its file then. Else the items no stock result passes
+    (`lacking_in`; without a stock result, the first result's) and the first stock result's file."""
     findings: dict[str, tuple[bool, list[str], str]] = {}
-    ordered = sorted(contract_results(results, version), key=lambda pr: pr[1].new.kind != "stock")
+    found = contract_results(results, version)
+    ordered = sorted(found, key=lambda pr: pr[1].new.kind != "stock")
     for path, result in ordered:
         for feature in result.features:
             passes = result.feature_passes(feature)
             if feature not in findings or (passes and not findings[feature][0]):
-                findings[feature] = (passes, result.lacking(feature), path.name)
+                judged = [r for _, r in ordered if r.new.kind == "stock" and feature in r.features] or [result]
+                findings[feature] = (passes, [] if passes else lacking_in(judged, feature), path.name)
     return findings
 
 

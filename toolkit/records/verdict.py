@@ -14,7 +14,8 @@ Per release the engine is one of three, each derived from contract evidence per 
 
 `engine` None: no verdict (no series, a series that does not load, a retired feature no build meets).
 A feature met in some transport configurations only lists the others under `unmet` (a condition on the
-deployment, e.g. "the builtin block hash only"), and the summary says so.
+deployment, in its settings: "cached-prefixes (fails with prefix_caching_hash_algo=sha256)",
+toolkit/verdict_terms.py), and the summary says so ("needs prefix_caching_hash_algo=builtin: ...").
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Verdict(msgspec.Struct, omit_defaults=True):
     features: list[str]
     summary: str
     records: list[str] | None = None
-    # feature -> the contract items stock lacks on this release, from the contract results in `contracts`
+    # feature -> the contract items no stock result of this release passes (in a deployment's terms)
     lacks: dict[str, list[str]] | None = None
     contracts: list[str] | None = None
     feature_verdicts: list[FeatureVerdict] = []

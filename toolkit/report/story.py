@@ -48,11 +48,12 @@ PLUGIN_MODULE = re.compile(r"\bdynamo_base_plugin(?:\.[A-Za-z_]\w*)+")
 PR_REF = re.compile(r"(?:https://github\.com/[\w.-]+/[\w.-]+/pull/\d+|[\w.-]+/[\w.-]+#\d+|#\d+)")
 
 
-def plugin_modules() -> dict[str, str]:
-    """feature -> the plugin module(s) that deliver it or its parts, from the plugin's delivery table
-    (toolkit/plugin/delivers.toml): the stat logger for kv-routing's load metrics, the connector for pd-disagg."""
+def plugin_modules(version: str) -> dict[str, str]:
+    """feature -> the plugin module(s) that deliver it or its parts on vLLM `version`, from the plugin's delivery
+    table (toolkit/plugin/delivers.toml): the stat logger for kv-routing's load metrics, the connector for
+    pd-disagg (from its `since` on)."""
     found: dict[str, list[str]] = {}
-    for delivery in default_table().deliveries:
+    for delivery in default_table().delivered(version):
         for feature in dict.fromkeys(parent_of(n) for n in delivery.capabilities):
             found.setdefault(feature, []).append(delivery.module)
     return {feature: ", ".join(sorted(set(modules))) for feature, modules in found.items()}
@@ -302,7 +303,7 @@ def _cell(
     items: list[str] = []
     if fv is not None:
         items = [f"adds {a}" for a in fv.adds] if plugin else []
-        items += [f"not met: {u}" for u in fv.unmet]
+        items += unmet_items(fv)
     cell = Cell(
         cap.name,
         "plugin" if plugin else "retired",
@@ -315,9 +316,14 @@ def _cell(
     )
     if plugin:
         found = sorted({m for t in texts for m in PLUGIN_MODULE.findall(t)})
-        cell.module = ", ".join(found) or plugin_modules().get(top)
+        cell.module = ", ".join(found) or plugin_modules(version).get(top)
         cell.plugin = fv.plugin.label if fv is not None and fv.plugin is not None else DIST_NAME
     return cell
+
+
+def unmet_items(fv: FeatureVerdict) -> list[str]:
+    """The contract items the verdict's build does not meet, as one item of the cell ("not met: a (...); b (...)")."""
+    return [f"not met: {'; '.join(fv.unmet)}"] if fv.unmet else []
 
 
 def _jumped(cap: Capability, version: str, here: Here, plugin_table) -> Cell:
@@ -341,7 +347,7 @@ def _jumped(cap: Capability, version: str, here: Here, plugin_table) -> Cell:
                 plugin=fv.plugin.label if fv.plugin is not None else DIST_NAME,
                 module=", ".join(dict.fromkeys(d.module for d in modules)),
                 evidence=list(fv.evidence),
-                items=[f"adds {a}" for a in fv.adds] + [f"not met: {u}" for u in fv.unmet],
+                items=[f"adds {a}" for a in fv.adds] + unmet_items(fv),
                 note=f"{absent}; delivered by {shown}, per {display_path(plugin_table().path)}",
             )
     native = cap.native_since
@@ -353,7 +359,7 @@ def _jumped(cap: Capability, version: str, here: Here, plugin_table) -> Cell:
             "retired",
             since=native,
             evidence=list(fv.evidence),
-            items=[f"passes {i}" for i in passing] + [f"not met: {u}" for u in fv.unmet],
+            items=[f"passes {i}" for i in passing] + unmet_items(fv),
             note=f"native since {native} (pins.toml [features] native-since); the {top} contract passes in "
             f"{chosen}; {absent}",
         )

@@ -85,10 +85,11 @@ def test_retire_is_gated_by_the_feature_contract(pinned, capsys):
     assert ws.snapshot() == before
     assert ws.run("status", "1.1", "--json") == 0
     verdict = json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
-    assert verdict["summary"].endswith(
-        "stock vLLM 1.1 lacks: kv-routing load-figures (not provided in new-bind-builtin)"
-    )
-    assert verdict["lacks"] == {"kv-routing": ["load-figures (not provided in new-bind-builtin)"]}
+    # the headline says the verdict; what stock lacks is the feature's line and `lacks`, in a deployment's terms
+    assert verdict["summary"] == "dynamo-base needed (2 active patches: kv-routing, pd-disagg)"
+    kv = next(f for f in verdict["feature_verdicts"] if f["feature"] == "kv-routing")
+    assert kv["summary"] == "patches 0001 (stock vLLM 1.1 lacks load-figures)"
+    assert verdict["lacks"] == {"kv-routing": ["load-figures (not provided)"]}
     contract_file(ws, Status.PASS)
     assert ws.run("retire", names[0], "--since", "1.1", "--json") == 0
     result = json.loads(capsys.readouterr().out)
@@ -158,3 +159,63 @@ def test_retire_and_imports_at_once_lose_nothing(pinned, capsys, tmp_path):
     assert (ws.series_dir("1.1") / "retired" / names[0]).is_file()
     assert sorted(p.name for p in ws.series_dir("1.1").glob("*.patch")) == sorted(series)
     assert (ws.root / "CHANGELOG.md").read_text().count(f"`{names[0]}`") == 1
+
+
+PD_ITEMS = ("decode-equals-aggregated", "no-leaks", "failure-semantics", "nixl-transport")
+
+
+def pd_file(ws, name: str, runs: dict[str, dict[str, Status]], old: str = "1.0") -> None:
+    """A stock 1.1 pd-disagg result (`runs`: run name -> item -> status), as `vpatch conform --save` writes it."""
+    new = BuildSpec("1.1", "stock")
+    config_runs = [
+        ConfigRun(run, "new", new, None, [ItemResult("pd-disagg", i, s, f"{i} {s} in {run}") for i, s in items.items()])
+        for run, items in runs.items()
+    ]
+    ok = all(s == Status.PASS for items in runs.values() for s in items.values())
+    results = ContractResults("vllm", new, BuildSpec(old, "dynamo-base"), ["pd-disagg"], "-", config_runs, ok=ok)
+    path = ws.patches / "conformance" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(encode_contract(results))
+
+
+def test_what_stock_lacks_drops_an_item_another_stock_result_passes(pinned, capsys):
+    """The cpu tier's result has no CPU P/D transport (every item not provided); the engine tier's, at the same
+    release, passes nixl-transport. Stock lacks the three shared-storage items, not nixl-transport; the
+    retirement still needs one result passing every item."""
+    from toolkit.lifecycle.upstream import contract_findings
+
+    ws = pinned
+    names = two_releases(ws, capsys)
+    cpu = "vllm-1.1-against-1.0.json"
+    pd_file(ws, cpu, {"new-pd": dict.fromkeys(PD_ITEMS, Status.NOT_PROVIDED)})
+    storage = dict.fromkeys(PD_ITEMS[:3], Status.NOT_PROVIDED)
+    engine = "vllm-1.1-against-1.1.json"
+    runs = {"new-engine-pd-shared-storage": storage, "new-engine-pd-nixl": {"nixl-transport": Status.PASS}}
+    pd_file(ws, engine, runs, old="1.1")
+    paths = sorted((ws.patches / "conformance").glob("*.json"))
+    lacking = [f"{i} (not provided in new-pd)" for i in PD_ITEMS[:3]]
+    assert contract_findings(paths, "1.1")["pd-disagg"] == (False, lacking, cpu)
+
+    assert ws.run("status", "1.1", "--json") == 0
+    verdict = json.loads(capsys.readouterr().out)["versions"][0]["verdict"]
+    assert verdict["lacks"] == {"pd-disagg": [f"{i} (not provided)" for i in PD_ITEMS[:3]]}
+    pd = next(f for f in verdict["feature_verdicts"] if f["feature"] == "pd-disagg")
+    assert pd["summary"].endswith("(stock vLLM 1.1 lacks decode-equals-aggregated, no-leaks, failure-semantics)")
+    assert pd["evidence"] == [cpu, engine]
+    assert ws.run("retire", names[1], "--since", "1.1") == 1
+    assert "does not meet the pd-disagg contract: decode-equals-aggregated (not provided in new-pd)" in (
+        capsys.readouterr().err
+    )
+
+    # every item passes in some stock result, but no one result passes them all: nothing lacks, no retirement
+    pd_file(ws, cpu, {"new-pd": {**dict.fromkeys(PD_ITEMS, Status.NOT_PROVIDED), "nixl-transport": Status.PASS}})
+    storage = dict.fromkeys(PD_ITEMS[:3], Status.PASS)
+    pd_file(
+        ws,
+        engine,
+        {**runs, "new-engine-pd-shared-storage": storage, "new-engine-pd-nixl": {"nixl-transport": Status.FAIL}},
+        old="1.1",
+    )
+    assert contract_findings(paths, "1.1")["pd-disagg"] == (False, [], cpu)
+    assert ws.run("retire", names[1], "--since", "1.1") == 1
+    assert f"does not meet the pd-disagg contract: no one result passes every item ({cpu})" in capsys.readouterr().err

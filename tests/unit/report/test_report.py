@@ -120,11 +120,11 @@ V090_FEATURES = [
     {
         "feature": "kv-routing",
         "engine": "stock+plugin",
-        "summary": "dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; only under new-bind-builtin "
-        "(not met: cached-prefixes (fail in new-bind-sha256))",
+        "summary": "dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; needs prefix_caching_hash_algo=builtin: "
+        "cached-prefixes fails with prefix_caching_hash_algo=sha256",
         "plugin": {"name": "dynamo-base-plugin", "version": "0.9.0+plugin.abc", "file": "p.whl", "sha256": PLUGIN_SHA},
         "adds": ["load-figures"],
-        "unmet": ["cached-prefixes (fail in new-bind-sha256)"],
+        "unmet": ["cached-prefixes (fails with prefix_caching_hash_algo=sha256)"],
         "evidence": ["vllm-0.9.0+plugin-against-0.8.4.json"],
     },
     {"feature": "pd-disagg", "engine": "dynamo-base", "summary": "patches 0005–0014", "patches": ["0005-a.patch"]},
@@ -445,9 +445,9 @@ def test_markdown_summary(rendered):
     assert "<summary>0.8.4 cpu <b>parity</b>: step 7 of shared-prefix differs: scheduled tokens</summary>" in md
     assert "```diff\n" + PARITY_DIFF.rstrip("\n") + "\n```" in md  # the diff itself, verbatim in a fence
     assert (
-        "| 0.9.0 | kv-routing | **stock + plugin** | dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; only under "
-        "new-bind-builtin (not met: cached-prefixes (fail in new-bind-sha256)) | dynamo-base-plugin 0.9.0+plugin.abc "
-        "(sha256 abababababababab) | vllm-0.9.0+plugin-against-0.8.4.json |"
+        "| 0.9.0 | kv-routing | **stock + plugin** | dynamo-base-plugin 0.9.0+plugin.abc adds load-figures; needs "
+        "prefix\\_caching\\_hash\\_algo=builtin: cached-prefixes fails with prefix\\_caching\\_hash\\_algo=sha256 | "
+        "dynamo-base-plugin 0.9.0+plugin.abc (sha256 abababababababab) | vllm-0.9.0+plugin-against-0.8.4.json |"
     ) in md
     assert "| 0.9.0 | pd-disagg | **dynamo-base needed** | patches 0005–0014 | — | — |" in md
     assert "- 0.9.0: rebased from 0.8.4; retired: 0004\\-" not in md

@@ -287,6 +287,10 @@ def test_the_real_tree(tmp_path):
     kv = story.release("0.9.0").cell("kv-routing")  # type: ignore[union-attr]
     assert kv is not None and kv.status == ("plugin" if kv_verdict.engine == "stock+plugin" else "retired")
     assert set(kv_verdict.evidence) <= set(kv.evidence)
+    # what the build does not meet is one item of the cell, each item of the contract once, not "not met:" twice
+    unmet = [i for i in kv.items if i.startswith("not met")]
+    assert unmet == ([f"not met: {'; '.join(kv_verdict.unmet)}"] if kv_verdict.unmet else []), kv.items
+    assert all(u in unmet[0] for u in kv_verdict.unmet) and sum(i.count("not met") for i in kv.items) <= 1
     # 0.32.0, reached by a jump (an empty series, no retired/): each pd-disagg capability is plugin where the
     # plugin's delivery table has a module for it there, else retired since its pins.toml native-since, on
     # 0.32.0's own contract files; one whose patch an earlier release retired (`vpatch retire`: pd-disagg/nixl
