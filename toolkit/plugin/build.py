@@ -71,7 +71,8 @@ HOOKS = (
     },
 )
 # Out-of-tree KV connectors: vLLM imports `module` and takes the class named by `kv_connector` from it; not an
-# entry point (nothing is loaded unless a KVTransferConfig names it).
+# entry point (nothing is loaded unless a KVTransferConfig names it). The provenance lists those the delivery
+# table delivers on the wheel's release (`kv_connectors`); elsewhere the plugin refuses the name.
 KV_CONNECTORS = {
     "SharedStorageConnectorV1": {
         "kv_connector_module_path": f"{PACKAGE}.shared_storage",
@@ -129,16 +130,32 @@ def build_timestamp() -> tuple[int, str]:
     return ZIP_EPOCH, "fixed"
 
 
-FINGERPRINT_OF = "sha256 over the series fingerprint, the vpatch version and every shipped source (first 12 hex)"
+FINGERPRINT_OF = (
+    "sha256 over the series fingerprint, the vpatch version, every shipped source and what the wheel says it "
+    "delivers on its release (first 12 hex)"
+)
 
 
-def fingerprint(series: Series | None, sources: dict[str, bytes], toolkit: str = toolkit_version) -> str:
+def release_claims(release: Version) -> dict[str, Any]:
+    """What a wheel for vLLM `release` says it delivers (its provenance's `delivers` and `kv_connectors`)."""
+    return {"delivers": default_table().summaries(release), "kv_connectors": kv_connectors(release)}
+
+
+def fingerprint(
+    series: Series | None,
+    sources: dict[str, bytes],
+    toolkit: str = toolkit_version,
+    claims: dict[str, Any] | None = None,
+) -> str:
     """The wheel's local version: changes with the series, with vpatch (whose version the wheel records in
-    WHEEL and its provenance, so two vpatch releases never ship different bytes as one version) and with
-    any source."""
+    WHEEL and its provenance, so two vpatch releases never ship different bytes as one version), with any
+    source and with the `claims` of its release (delivers.toml's rows there: a row edited, or a module
+    delivered from a release on, gives another version, never other bytes under the same one)."""
     digest = hashlib.sha256(f"series:{series.fingerprint() if series else '-'}\0vpatch:{toolkit}\0".encode())
     for name, data in sources.items():
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    if claims is not None:
+        digest.update(b"claims\0" + json.dumps(claims, sort_keys=True).encode())
     return digest.hexdigest()[:12]
 
 
@@ -159,7 +176,22 @@ def plugin_pin(project: Project, version: str | None) -> Pin:
     return pin
 
 
-def provenance(pin: Pin, series: Series | None, sources: dict[str, bytes], version: Version, stamp: tuple[int, str]):
+def kv_connectors(release: Version) -> dict[str, dict[str, Any]]:
+    """The KV connectors the plugin delivers on vLLM `release`: a connector whose class and module a module of
+    the delivery table delivers there (since <= release)."""
+    delivered = {(d.module, d.obj) for d in default_table().delivered(release)}
+    return {name: info for name, info in KV_CONNECTORS.items() if (info["kv_connector_module_path"], name) in delivered}
+
+
+def provenance(
+    pin: Pin,
+    series: Series | None,
+    sources: dict[str, bytes],
+    version: Version,
+    stamp: tuple[int, str],
+    claims: dict[str, Any],
+):
+    """The wheel's provenance; `claims` are `release_claims(pin.version)`, the ones its version's fingerprint covers."""
     return {
         "schema": SCHEMA,
         "kind": "dynamo-base-plugin",
@@ -170,8 +202,8 @@ def provenance(pin: Pin, series: Series | None, sources: dict[str, bytes], versi
             "sdist_sha256": pin.sdist.sha256 if pin.sdist else None,
             "hooks": list(HOOKS),
         },
-        "delivers": default_table().summaries(),  # toolkit/plugin/delivers.toml
-        "kv_connectors": KV_CONNECTORS,
+        # what the wheel delivers on its own release (toolkit/plugin/delivers.toml, `since`), not on the newest
+        **claims,
         "series": {
             "fingerprint": series.fingerprint() if series else None,
             "patches": [p.name for p in series.patches] if series else [],
@@ -221,8 +253,9 @@ def build_plugin(project: Project, version: str | None, out_dir: Path, *, source
     series = project.series(pin) if project.has_series(pin) else None
     sources = plugin_sources(source)
     stamp = build_timestamp()
-    out_version = Version(f"{pin.version}+plugin.{fingerprint(series, sources)}")
-    info = provenance(pin, series, sources, out_version, stamp)
+    claims = release_claims(pin.version)  # written into the provenance, and so covered by the version
+    out_version = Version(f"{pin.version}+plugin.{fingerprint(series, sources, claims=claims)}")
+    info = provenance(pin, series, sources, out_version, stamp, claims)
     dist_info = dist_info_dir(DIST_NAME, out_version)
     members = dict(sources)
     members[f"{dist_info}/METADATA"] = metadata_text(out_version, pin, info)

@@ -3,7 +3,8 @@
 One table per plugin module (`["dynamo_base_plugin.shared_storage"]`): `capabilities` (features or
 sub-features of pins.toml `[features]`), `since` (the first vLLM release the module delivers them on),
 `object` (the class or function vLLM loads) and `what` (one sentence, quoted by the wheel's provenance and so
-by the verdict's plugin label). The story (toolkit/report/story.py) reads `at`, the build `summaries`.
+by the verdict's plugin label). The story (toolkit/report/story.py) reads `at`, the build `summaries` and
+`delivered` (both for the wheel's vLLM release).
 
 Bad input is one line naming the file and the line: an unknown key, a module the plugin package does not
 have, a version that does not parse, a capability name that is not one (`load_table`), or one the project
@@ -74,12 +75,19 @@ class PluginTable:
         def mine(name: str) -> bool:
             return name == capability or (parts and parent_of(name) == capability and name != capability)
 
-        return [d for d in self.deliveries if d.since <= here and any(mine(n) for n in d.capabilities)]
+        return [d for d in self.delivered(here) if any(mine(n) for n in d.capabilities)]
 
-    def summaries(self) -> dict[str, str]:
-        """feature -> what the plugin delivers for it (the modules' `what`, joined), for the wheel's provenance."""
+    def delivered(self, version: str | Version) -> list[Delivery]:
+        """The modules that deliver something on vLLM `version` (since <= version), in table order."""
+        here = Version(str(version))
+        return [d for d in self.deliveries if d.since <= here]
+
+    def summaries(self, version: str | Version) -> dict[str, str]:
+        """feature -> what the plugin delivers for it on vLLM `version` (the `what` of the modules delivered
+        there, joined), for the provenance of the wheel built for that release: a module whose `since` is later
+        is left out, as the plugin refuses it there (connector_names.py)."""
         found: dict[str, list[str]] = {}
-        for delivery in self.deliveries:
+        for delivery in self.delivered(version):
             for feature in dict.fromkeys(parent_of(n) for n in delivery.capabilities):
                 if delivery.what and delivery.what not in found.setdefault(feature, []):
                     found[feature].append(delivery.what)

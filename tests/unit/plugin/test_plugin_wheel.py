@@ -182,15 +182,20 @@ def test_bad_sources_and_epoch_are_named(project, tmp_path) -> None:
 
 
 def test_the_version_follows_the_series_and_vpatch_and_the_wheel_says_what_it_is(project, tmp_path) -> None:
-    from toolkit.plugin.build import fingerprint, plugin_sources
+    from toolkit.plugin.build import fingerprint, plugin_sources, release_claims
     from toolkit.plugin.ref import plugin_ref
 
     built = build_plugin(project, "0.9.0", tmp_path)
     series = project.series(project.pins.get("0.9.0"))
     sources = plugin_sources()
-    assert built.version.local == f"plugin.{fingerprint(series, sources)}"
+    claims = release_claims(project.pins.get("0.9.0").version)
+    assert built.version.local == f"plugin.{fingerprint(series, sources, claims=claims)}"
     assert fingerprint(series, sources, "0.1.0") != fingerprint(series, sources, "0.2.0")  # vpatch changes it
     assert fingerprint(None, sources) != fingerprint(series, sources)  # and the series does
+    # and what the wheel says it delivers on its release: an edited delivers.toml row is another version
+    claims = {"delivers": {"kv-routing": "load metrics"}, "kv_connectors": {}}
+    edited = {"delivers": {"kv-routing": "load metrics over ZMQ"}, "kv_connectors": {}}
+    assert fingerprint(series, sources, claims=claims) != fingerprint(series, sources, claims=edited)
     assert built.provenance["version"]["fingerprint_of"].startswith("sha256 over the series fingerprint, the vpatch")
     ref = plugin_ref(built.path)
     assert (ref.name, ref.version, ref.file, ref.sha256) == (
@@ -204,3 +209,34 @@ def test_the_version_follows_the_series_and_vpatch_and_the_wheel_says_what_it_is
     not_a_wheel.write_bytes(b"no zip")
     with pytest.raises(VpatchError, match="cannot read the wheel"):
         plugin_ref(not_a_wheel)
+
+
+def provenance_of(wheel: Path) -> dict:
+    """The dist-info's dynamo_base_plugin.json of the wheel file, as installed."""
+    files = members(wheel)
+    return json.loads(next(data for name, data in files.items() if name.endswith(".dist-info/dynamo_base_plugin.json")))
+
+
+def test_what_the_wheel_says_it_delivers_is_what_it_delivers_on_its_own_release(project, tmp_path) -> None:
+    from toolkit.plugin.delivers import default_table
+    from toolkit.plugin.ref import plugin_ref
+
+    # shared_storage delivers pd-disagg's parts from its `since` on (0.32.0); below it the plugin refuses its
+    # SharedStorageConnectorV1 (connector_names.py), so a wheel built for 0.13.0 must not claim pd-disagg
+    connector = next(d for d in default_table().deliveries if d.obj == "SharedStorageConnectorV1")
+    older = build_plugin(project, "0.13.0", tmp_path / "older")
+    newer = build_plugin(project, str(connector.since), tmp_path / "newer")
+    assert older.provenance == provenance_of(older.path) and newer.provenance == provenance_of(newer.path)
+    before, since = provenance_of(older.path), provenance_of(newer.path)
+    assert before["vllm"]["series_version"] == "0.13.0" and since["vllm"]["series_version"] == str(connector.since)
+
+    assert sorted(before["delivers"]) == ["kv-routing"]
+    assert "SharedStorageConnectorV1" not in before["delivers"]["kv-routing"]
+    assert before["kv_connectors"] == {}
+    assert plugin_ref(older.path).delivers == before["delivers"]  # the evidence's PluginRef, hence the verdict
+
+    assert sorted(since["delivers"]) == ["kv-routing", "pd-disagg"]
+    assert since["delivers"]["pd-disagg"] == connector.what
+    assert since["kv_connectors"]["SharedStorageConnectorV1"]["kv_connector_module_path"] == connector.module
+    assert since["delivers"]["kv-routing"] == before["delivers"]["kv-routing"]
+    assert plugin_ref(newer.path).delivers == since["delivers"]
