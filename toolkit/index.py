@@ -19,13 +19,6 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
 from packaging.version import Version
 
 from toolkit import faults, tempnames
@@ -67,6 +60,15 @@ def list_release_files(index_url: str, project: str, version: Version) -> list[I
 
 def list_project_files(index_url: str, project: str) -> list[tuple[Version, IndexFile]]:
     """(version, file) for every unyanked sdist and wheel of `project` the index lists with a sha256."""
+    # Here only (a network call anyway): packaging.utils loads packaging.tags, which a warm build never needs.
+    from packaging.utils import (
+        InvalidSdistFilename,
+        InvalidWheelFilename,
+        canonicalize_name,
+        parse_sdist_filename,
+        parse_wheel_filename,
+    )
+
     url = f"{index_url}/{canonicalize_name(project)}/"
     try:
         with _open(url, "application/vnd.pypi.simple.v1+json") as response:

@@ -26,6 +26,7 @@ from toolkit.patch_mail import (
     check_tree_path,
     parse_patch,
 )
+from toolkit.tomlkeys import Line, line_of
 
 __all__ = [
     "COMMIT_RE",
@@ -206,8 +207,9 @@ def empty_series(directory: Path, version: Version) -> Series:
     return Series(version, directory, (), (), "")
 
 
-def parse_version(text: str, *, path: Path | None = None, line: int | None = None) -> Version:
+def parse_version(text: str, *, path: Path | None = None, line: Line = None) -> Version:
+    """`text` as a version; else a VpatchError naming `path` and `line` (a LazyLine is searched for only then)."""
     try:
         return Version(text)
     except InvalidVersion:
-        raise VpatchError(f"invalid version {text!r}", path=path, line=line) from None
+        raise VpatchError(f"invalid version {text!r}", path=path, line=line_of(line)) from None

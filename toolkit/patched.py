@@ -20,7 +20,6 @@ from pathlib import Path
 from toolkit import tempnames
 from toolkit.cache import atomic_write_text, locked
 from toolkit.errors import VpatchError
-from toolkit.git import Git
 from toolkit.model import Series
 from toolkit.sources import Base
 
@@ -73,6 +72,8 @@ def git_blob_id(data: bytes) -> str:
 
 
 def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFiles:
+    from toolkit.git import Git  # only when the cache misses: its verb modules cost a warm build ~10 ms
+
     scratch_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=tempnames.prefix("index"), dir=scratch_root) as tmp:
         objects = Path(tmp) / "objects"

@@ -77,10 +77,7 @@ def parse_flavors(
         raw_version = entry.get("version")
         if not isinstance(raw_version, str):
             raise bad('version must be a string (the flavor\'s own release, e.g. "0.9.0.post2")')
-        try:
-            version = parse_version(raw_version)
-        except VpatchError:
-            version = parse_version(raw_version, path=path, line=where())  # raises again, with the line
+        version = parse_version(raw_version, path=path, line=where)
         if not same_release(version, pin_version):
             raise bad(f"version {version} is not {pin_version} or a post-release of it")
         wheels = entry.get("wheels")

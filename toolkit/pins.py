@@ -12,16 +12,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    canonicalize_name,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
 from packaging.version import Version
 
 from toolkit.cache import update_file
+from toolkit.dist_files import FileNameError, canonical_name, sdist_name_version, wheel_name_version
 from toolkit.errors import VpatchError
 from toolkit.features import is_sub, name_problem, parent_of
 from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Flavor, Pin, parse_version
@@ -125,10 +119,7 @@ def parse_pins(path: Path, raw: bytes) -> PinsFile:
                 table = "sdist" if kind == "sdist" else "wheels"
                 where = LazyLine(partial(key_line, text, table, line))
                 refuse_unknown(value, ARTIFACT_KEYS, path, text, start=where, prefix=f"pin {key}: {kind}: ")
-        try:
-            version = parse_version(key)
-        except VpatchError:
-            version = parse_version(key, path=path, line=line())  # raises again, with the line
+        version = parse_version(key, path=path, line=line)
         source = entry.get("source", "sdist")
         if source not in SOURCES:
             raise fail(f"source must be one of {', '.join(SOURCES)}, not {source!r}")
@@ -205,13 +196,10 @@ def _artifact(value: object, project: str, version: Version, kind: str, fail) ->
     if not isinstance(file, str):
         raise fail(f"invalid {kind} file name {file!r}")
     try:
-        if kind == "wheel":
-            name, file_version, _, _ = parse_wheel_filename(file)
-        else:
-            name, file_version = parse_sdist_filename(file)
-    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        name, file_version = wheel_name_version(file) if kind == "wheel" else sdist_name_version(file)
+    except FileNameError as exc:
         raise fail(f"invalid {kind} file name {file!r}: {exc}") from None
-    if name != canonicalize_name(project) or file_version != version:
+    if name != canonical_name(project) or file_version != version:
         raise fail(f"{kind} {file} is not {project} {version}")
     return Artifact(file=file, sha256=sha, url=value.get("url", ""))
 

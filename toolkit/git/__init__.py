@@ -8,7 +8,12 @@ format git writes or reads (C-quoted paths, `git apply -v` and `git am` output) 
 * `runner`: the fixed environment and configuration, `GitError`, `Result`, the one `subprocess` call;
 * `repo`: the `Git` class; discovery, refs, configuration and the git directory, read with GitPython;
 * `worktree`, `index`, `mail`, `history`: the verbs, as mixins of `Git`;
-* `formats`: the text formats.
+* `formats`: the text formats (`quoting`: the C-quoted paths among them);
+* `refs`: a bare repository's loose refs read from its files (a warm build's one question to git).
+
+Each name is imported from its module on first use (`__getattr__` below): `vpatch build` from warm caches needs
+`GitError`, a path unquoted and one ref, and loading every verb module, their dataclasses and patterns for it cost
+~20-30 ms per run.
 
 GitPython, and where a raw `git` run stays (`bench/git_adapter_costs.py` on the 2-core machine under its
 shared load, a vLLM sdist base from the cache, GitPython 3.2.1, git 2.39: the best of 30-60 calls, in five
@@ -36,31 +41,79 @@ runs; medians vary 1-5x with the load):
   patch-id ...) have no GitPython equivalent that is not itself a git run.
 """
 
-from toolkit.git.formats import (
-    ALREADY_APPLIED,
-    FILE_REFUSALS,
-    THREE_WAY_NOTE,
-    ApplyingWithRejects,
-    ApplyLine,
-    CheckingPatch,
-    FileRefused,
-    HunkOffset,
-    HunkRejected,
-    PatchFailedAt,
-    am_sections,
-    fast_import_path,
-    fell_back_to_three_way,
-    printed_path,
-    quote_path,
-    read_apply_output,
-    unquote_name,
-    unquote_path,
-)
-from toolkit.git.history import LITERAL
-from toolkit.git.index import Index, IndexChange
-from toolkit.git.mail import AM_ARGS, FORMAT_PATCH_ARGS
-from toolkit.git.repo import Git
-from toolkit.git.runner import STABLE_CONFIG, TOOL_EMAIL, TOOL_NAME, GitError, Result, git_env
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from toolkit.git.formats import (
+        ALREADY_APPLIED,
+        FILE_REFUSALS,
+        THREE_WAY_NOTE,
+        ApplyingWithRejects,
+        ApplyLine,
+        CheckingPatch,
+        FileRefused,
+        HunkOffset,
+        HunkRejected,
+        PatchFailedAt,
+        am_sections,
+        fell_back_to_three_way,
+        read_apply_output,
+    )
+    from toolkit.git.history import LITERAL
+    from toolkit.git.index import Index, IndexChange
+    from toolkit.git.mail import AM_ARGS, FORMAT_PATCH_ARGS
+    from toolkit.git.quoting import fast_import_path, printed_path, quote_path, unquote_name, unquote_path
+    from toolkit.git.refs import ref_commit
+    from toolkit.git.repo import Git
+    from toolkit.git.runner import STABLE_CONFIG, TOOL_EMAIL, TOOL_NAME, GitError, Result, git_env
+
+# Exported name -> the module of this package that defines it.
+_HOMES: dict[str, str] = {
+    "ALREADY_APPLIED": "formats",
+    "AM_ARGS": "mail",
+    "ApplyLine": "formats",
+    "ApplyingWithRejects": "formats",
+    "CheckingPatch": "formats",
+    "FILE_REFUSALS": "formats",
+    "FORMAT_PATCH_ARGS": "mail",
+    "FileRefused": "formats",
+    "Git": "repo",
+    "GitError": "runner",
+    "HunkOffset": "formats",
+    "HunkRejected": "formats",
+    "Index": "index",
+    "IndexChange": "index",
+    "LITERAL": "history",
+    "PatchFailedAt": "formats",
+    "Result": "runner",
+    "STABLE_CONFIG": "runner",
+    "THREE_WAY_NOTE": "formats",
+    "TOOL_EMAIL": "runner",
+    "TOOL_NAME": "runner",
+    "am_sections": "formats",
+    "fast_import_path": "quoting",
+    "fell_back_to_three_way": "formats",
+    "git_env": "runner",
+    "printed_path": "quoting",
+    "quote_path": "quoting",
+    "read_apply_output": "formats",
+    "ref_commit": "refs",
+    "unquote_name": "quoting",
+    "unquote_path": "quoting",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
 
 __all__ = [
     "ALREADY_APPLIED",
@@ -91,6 +144,7 @@ __all__ = [
     "printed_path",
     "quote_path",
     "read_apply_output",
+    "ref_commit",
     "unquote_name",
     "unquote_path",
 ]

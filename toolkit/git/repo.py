@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from toolkit.git.history import HistoryVerbs
 from toolkit.git.index import IndexVerbs
 from toolkit.git.mail import MailVerbs
+from toolkit.git.refs import bare_loose_ref
 from toolkit.git.runner import GitError
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class Git(IndexVerbs, MailVerbs, HistoryVerbs):
         not check that the object exists; callers pair it with their own check."""
         if not ref.startswith("refs/") or ".." in ref:
             return None
-        loose = _bare_loose_ref(self.path, ref)
+        loose = bare_loose_ref(self.path, ref)
         if loose is not None:  # the cached bases' case: no GitPython import (~50-100 ms) on a warm build
             return loose
         import git as gitpython
@@ -126,22 +127,6 @@ class Git(IndexVerbs, MailVerbs, HistoryVerbs):
         repo = Git(dest)
         repo.run("remote", "remove", "origin")
         return repo
-
-
-def _bare_loose_ref(path: Path, ref: str) -> str | None:
-    """The object id of `ref` when `path` is a bare repository (no worktree's git dir) holding it as a loose
-    ref file naming an object id; None for anything else (packed, symbolic, reftable, not a bare repository),
-    which GitPython then reads. A loose ref takes precedence over packed-refs in git's files backend."""
-    if not (path / "objects").is_dir() or not (path / "HEAD").is_file() or (path / "commondir").exists():
-        return None
-    try:
-        text = (path / ref).read_bytes()
-    except OSError:  # absent (packed or no such ref), a directory, unreadable
-        return None
-    sha = text.removesuffix(b"\n")
-    if len(sha) == 40 and all(c in b"0123456789abcdef" for c in sha):
-        return sha.decode("ascii")
-    return None
 
 
 def _config_key(key: str) -> tuple[str, str]:

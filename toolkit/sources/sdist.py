@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from toolkit.cache import locked, staging_dir
 from toolkit.errors import VpatchError
-from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError, fast_import_path
+from toolkit.git import ref_commit
 from toolkit.index import fetch_artifact
 from toolkit.model import Pin, check_tree_path
 from toolkit.sources import Base, discard, read_stamp, write_stamp
@@ -37,7 +37,7 @@ def materialize_sdist(pin: Pin, cache_dir: Path, *, quiet: bool = False) -> Base
     with locked(repo):
         stamp = read_stamp(repo)
         # The stamp vouches for the object files holding the commit; the ref is read without a git run.
-        if stamp is None or Git(repo).ref_commit(BASE_REF) != stamp.get("commit"):
+        if stamp is None or ref_commit(repo, BASE_REF) != stamp.get("commit"):
             discard(repo)  # missing, incomplete or damaged: rebuild, never use
             tarball = fetch_artifact(cache_dir, pin.sdist, quiet=quiet)
             with staging_dir(repo) as staged:
@@ -72,6 +72,9 @@ def build_base_repo(tarball: Path, repo_dir: Path, *, message: str) -> str:
 def commit_records(records: list[tuple[str, str, bytes]], repo_dir: Path, *, message: str, source: Path) -> str:
     """A bare repository in `repo_dir` whose `upstream` branch holds (path, git mode, content) `records`,
     committed with the fixed author and date (the same records give the same commit id)."""
+    # Only here, where a base is made: a warm build reads the cached base's ref alone (toolkit.git.refs).
+    from toolkit.git import TOOL_EMAIL, TOOL_NAME, Git, GitError, fast_import_path
+
     repo = Git.init(repo_dir, bare=True)
     stream = bytearray()
     marks: dict[str, tuple[str, int]] = {}

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
-from packaging.utils import canonicalize_name
-
+from toolkit.dist_files import canonical_name
 from toolkit.model import Patch
 
 
-@dataclass(frozen=True)
-class Added:
-    """One line a change adds: where it is said (patch and its line, or a wheel member and its line)."""
+class Added(NamedTuple):
+    """One line a change adds: where it is said (patch and its line, or a wheel member and its line).
+
+    A NamedTuple: a series adds ~1,800 lines of Python, each one made at every build (~4 ms as a dataclass)."""
 
     source: str  # a patch's file name, or a wheel member
     line: int  # line number in `source`
@@ -92,7 +92,7 @@ def dist_name_contradictions(dist: str, lines: Iterable[Added]) -> list[str]:
             continue
         for match in LOOKUP.finditer(added.text):
             name = match["name"]
-            if canonicalize_name(name) != canonicalize_name(dist):
+            if canonical_name(name) != canonical_name(dist):
                 warnings.append(
                     f"{added.where()}: the code looks itself up as {name!r} ({match['call']}(...)) "
                     f"but the distribution is named {dist!r}: build with --dist-name {name} or change the code"

@@ -1,12 +1,13 @@
-"""Distribution names and versions of dynamo-base wheels (PEP 427 / 440 / 503 via `packaging`)."""
+"""Distribution names and versions of dynamo-base wheels (PEP 427 / 440 / 503; file names: toolkit.dist_files)."""
 
 from __future__ import annotations
 
 import re
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from toolkit.dist_files import canonical_name, wheel_name_version
+from toolkit.dist_files import wheel_tags as _expanded_tags
 from toolkit.errors import VpatchError
 
 LOCAL_PREFIX = "dynamo"
@@ -34,7 +35,7 @@ def parse_dist_name(text: str) -> str:
 
 def wheel_name_part(name: str) -> str:
     """The distribution part of a wheel file name or dist-info directory (PEP 427 escaping)."""
-    return canonicalize_name(name).replace("-", "_")
+    return canonical_name(name).replace("-", "_")
 
 
 def dist_info_dir(name: str, version: Version) -> str:
@@ -42,7 +43,7 @@ def dist_info_dir(name: str, version: Version) -> str:
 
 
 def wheel_filename(name: str, version: Version, stock_filename: str) -> str:
-    parse_wheel_filename(stock_filename)  # validates
+    wheel_name_version(stock_filename)  # validates
     # keep the stock file's tag triple verbatim (e.g. cp38-abi3-manylinux1_x86_64)
     tag_text = "-".join(stock_filename[:-4].split("-")[-3:])
     return f"{wheel_name_part(name)}-{version}-{tag_text}.whl"
@@ -50,5 +51,4 @@ def wheel_filename(name: str, version: Version, stock_filename: str) -> str:
 
 def wheel_tags(filename: str) -> list[str]:
     """Every `Tag:` line a WHEEL file must carry for this file name."""
-    _, _, _, tags = parse_wheel_filename(filename)
-    return sorted(str(tag) for tag in tags)
+    return _expanded_tags(filename)

@@ -187,13 +187,20 @@ def test_no_git_recipe_is_spelt_out_outside_the_adapter() -> None:
     assert found == []
 
 
-def test_ref_commit_of_a_bare_repository_reads_its_loose_ref_without_gitpython(tmp_path: Path) -> None:
-    """The cached bases are bare repositories with a loose ref: a warm build reads it without importing
-    GitPython; packed and symbolic refs still resolve (through GitPython), a loose ref over a packed one wins."""
+def _bare_with_loose_ref(tmp_path: Path) -> tuple[Git, Git, str]:
+    """A work repository with one commit, and a bare one (as the cached bases are) holding it as the loose ref
+    refs/heads/upstream: (work, bare, the commit)."""
     work, head = _repo_with_commit(tmp_path / "work")
     bare = Git.init(tmp_path / "bare.git", bare=True)
     bare.run("fetch", "-q", str(work.path), "HEAD")
     bare.update_ref("refs/heads/upstream", head)
+    return work, bare, head
+
+
+def test_ref_commit_of_a_bare_repository_reads_its_loose_ref_without_gitpython(tmp_path: Path) -> None:
+    """The cached bases are bare repositories with a loose ref: a warm build reads it without importing
+    GitPython; packed and symbolic refs still resolve (through GitPython), a loose ref over a packed one wins."""
+    work, bare, head = _bare_with_loose_ref(tmp_path)
     probe = (
         "import sys; from pathlib import Path; from toolkit.git import Git; "
         f"print(Git(Path({str(bare.path)!r})).ref_commit('refs/heads/upstream'), 'git' in sys.modules)"
@@ -210,3 +217,35 @@ def test_ref_commit_of_a_bare_repository_reads_its_loose_ref_without_gitpython(t
     assert bare.ref_commit("refs/heads/upstream") == second == bare.rev_parse("refs/heads/upstream")
     bare.run("symbolic-ref", "refs/heads/alias", "refs/heads/upstream")
     assert bare.ref_commit("refs/heads/alias") == second
+
+
+def test_ref_commit_function_reads_a_loose_ref_without_the_verb_modules_and_falls_back_to_git(tmp_path: Path) -> None:
+    """`toolkit.git.ref_commit(path, ref)` answers a bare repository's loose ref from its files alone (no
+    `Git` class, its verb modules or GitPython loaded: a warm build's one git question) and anything else as
+    `Git(path).ref_commit` does."""
+    work, bare, head = _bare_with_loose_ref(tmp_path)
+    probe = (
+        "import sys; from pathlib import Path; from toolkit.git import GitError, ref_commit, unquote_name; "
+        f"print(ref_commit(Path({str(bare.path)!r}), 'refs/heads/upstream'), unquote_name('\"caf\\\\303\\\\251\"'), "
+        "sorted(m for m in ('git', 'toolkit.git.repo', 'toolkit.git.formats', 'toolkit.git.index') "
+        "if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert result.stdout.split() == [head, "café", "[]"]
+    from toolkit.git import ref_commit
+
+    bare.run("pack-refs", "--all")  # packed: read through Git (GitPython)
+    assert ref_commit(bare.path, "refs/heads/upstream") == head
+    assert ref_commit(work.path, "refs/heads/master") == work.ref_commit("refs/heads/master")
+    for ref in ("refs/missing", "HEAD", "refs/../HEAD"):
+        assert ref_commit(bare.path, ref) is None
+    assert ref_commit(tmp_path / "absent", "refs/heads/upstream") is None
+
+
+def test_every_exported_name_of_the_adapter_resolves_and_unknown_ones_fail() -> None:
+    import toolkit.git as adapter
+
+    for name in adapter.__all__:
+        assert getattr(adapter, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = adapter.nope  # type: ignore[attr-defined]
