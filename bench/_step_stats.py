@@ -8,6 +8,8 @@ import json
 import statistics
 from typing import Any
 
+STEP_CLOCKS = ("wall", "thread", "process")
+
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
     """(p25, median, p75), linear interpolation between order statistics (one value: itself three times)."""
@@ -89,3 +91,50 @@ def watch_summary(out: str) -> str:
     figures = ", ".join(f"{k} {v}" for k, v in load.items() if isinstance(v, int | float | str))
     kept = ("batches", "blocks_stored", "decode_errors", "duplicates", "unrecoverable")
     return ", ".join(f"{k} {data.get(k)}" for k in kept) + (f"; load messages: {figures}" if figures else "")
+
+
+def clock_lines(ours: list[dict[str, Any]], base: list[dict[str, Any]], indent: str) -> list[str]:
+    lines = []
+    for clock in STEP_CLOCKS:
+        lines.append(
+            f"{indent}{clock:7} mean step {fmt_ratio(ratios(ours, base, clock, 'mean'))}; "
+            f"median step {fmt_ratio(ratios(ours, base, clock, 'median'))}"
+        )
+    lines.append(
+        f"{indent}process CPU of the whole batch, publisher drained: {fmt_ratio(ratios(ours, base, '', 'batch'))}"
+    )
+    return lines
+
+
+def per_step(runs: list[dict[str, Any]], clock: str) -> str:
+    means = [sum(r[clock]) / len(r[clock]) * 1e6 for r in runs]
+    s = summary(means)
+    return f"{s['median']:.0f} µs (IQR {s['p25']:.0f}-{s['p75']:.0f})"
+
+
+def per_batch(runs: list[dict[str, Any]], get: Any) -> float:
+    """Median over runs of one figure of a run."""
+    return statistics.median([float(get(r)) for r in runs])
+
+
+def cost_lines(on: list[dict[str, Any]], off: list[dict[str, Any]], steps: int) -> list[str]:
+    """Where the features' CPU goes, µs per step: their own calls on the engine thread, and the other threads."""
+    us = 1e6 / steps
+    inline = {k: per_batch(on, lambda r, k=k: r[k]) * us for k in ("publish_cpu", "plugin_cpu")}
+    kinds = ("engine", "publisher", "zmq", "other")
+    threads = {
+        k: (per_batch(on, lambda r, k=k: r["threads"][k]) * us, per_batch(off, lambda r, k=k: r["threads"][k]) * us)
+        for k in kinds
+    }
+    direct = inline["publish_cpu"] + inline["plugin_cpu"] + sum(threads[k][0] - threads[k][1] for k in kinds[1:3])
+    base = per_batch(off, lambda r: r["batch_process"]) * us
+    return [
+        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (queue put,"
+        f" notify) {inline['publish_cpu']:.1f}, inside the plugin's record() (figures, msgpack, send)"
+        f" {inline['plugin_cpu']:.1f};",
+        "   CPU per thread kind: " + ", ".join(f"{k} {threads[k][0]:.0f} vs {threads[k][1]:.0f}" for k in kinds),
+        "   the features' own work (those two calls + the publisher and libzmq threads' extra):"
+        f" {direct:.0f} µs per step = {direct / base:.1%} of the off step's process CPU ({base:.0f} µs); the events'"
+        " recording in the block pool"
+        " is inside the engine thread's figure, not in this sum",
+    ]

