@@ -36,14 +36,14 @@ from packaging.version import InvalidVersion, Version
 
 from toolkit.errors import VpatchError
 from toolkit.features import describe, parent_of
-from toolkit.lifecycle.upstream import against_results, contract_findings
+from toolkit.lifecycle.upstream import against_results, contract_files
 from toolkit.model import Pin, Series, parse_patch
 from toolkit.project import Project
 from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
 from toolkit.records.evidence import EVIDENCE_FILE, decode_evidence
 from toolkit.records.verdict import Engine, FeatureVerdict, Verdict
-from toolkit.verdict_features import Evidence, condition_of, feature_verdict, gather, headline, stock_lacks
+from toolkit.verdict_features import Weighed, condition_of, feature_verdict, gather, headline, weigh
 
 NOTES_FILE = "NOTES.md"
 
@@ -57,19 +57,19 @@ def decide(project: Project, pin: Pin, series: Series | None) -> Verdict:
         return Verdict(None, 0, [], "unknown: the series does not load")
     version = str(pin.version)
     paths = against_results(project.options.root, pin, patches_dir=project.options.patches_dir)
-    contracts = sorted({file for _, _, file in contract_findings(paths, version).values()}) or None
+    contracts = contract_files(paths, version) or None
     # an empty series with nothing retired in it (pinned past the chain) judges every declared feature with a
     # contract; one that a rebase emptied judges what it retired
     past_chain = not series.patches and not retirement_records(series.directory)[0]
     declared = tuple(f for f in CONTRACT_FEATURES if f in project.pins.features) if past_chain else ()
     retired = retired_features(project, pin, series)
-    evidence = gather(paths, version)
-    # what stock alone lacks per feature: the items no stock result of this release passes (verdict_features)
-    lacks = {f: found for f, entries in sorted(evidence.items()) if (found := stock_lacks(entries)[0])}
+    # per feature: what stock alone lacks (the items no stock result of this release passes) and the build chosen
+    evidence = {f: weigh(entries) for f, entries in gather(paths, version).items()}
+    lacks = {f: weighed.lacks for f, weighed in sorted(evidence.items()) if weighed.lacks}
     earlier = {f: r.since for f, r in retired.items() if r.since != version and f not in evidence}
     judged = {f: j for f, j in ((f, judged_earlier(project, pin, f, since)) for f, since in earlier.items()) if j}
     inherited = {f: verdict for f, (verdict, _) in judged.items()}
-    conditions = {f: condition_of(entries) for f, entries in evidence.items()}
+    conditions = {f: condition_of(weighed.chosen) for f, weighed in evidence.items()}
     conditions.update({f: condition for f, (_, condition) in judged.items()})
     verdicts = feature_verdicts(
         name, version, series, evidence, declared=declared, retired=retired, inherited=inherited
@@ -125,16 +125,16 @@ def feature_verdicts(
     name: str,
     version: str,
     series: Series,
-    evidence: dict[str, list[Evidence]],
+    evidence: dict[str, Weighed],
     *,
     declared: tuple[str, ...] = (),
     retired: dict[str, RetiredFeature] | None = None,
     inherited: dict[str, FeatureVerdict] | None = None,
 ) -> list[FeatureVerdict]:
     """One verdict per feature the series carries or retired (`retired`: default, its own `retired/` only; and per
-    `declared` feature): its active patches, else the contract evidence (toolkit/verdict_features.py); a forced
-    retirement, or a feature without a contract, counts as stock; one retired at an earlier release without
-    contract evidence on this one takes its `inherited` verdict (`judged_earlier`), else has none."""
+    `declared` feature): its active patches, else its weighed contract `evidence` (toolkit/verdict_features.py);
+    a forced retirement, or a feature without a contract, counts as stock; one retired at an earlier release
+    without contract evidence on this one takes its `inherited` verdict (`judged_earlier`), else has none."""
     active: dict[str, list[str]] = {}
     for patch in series.patches:  # sub-features under their parent: the parent's contract judges it
         active.setdefault(parent_of(patch.feature or "") or "(no feature)", []).append(patch.name)
@@ -142,7 +142,7 @@ def feature_verdicts(
         retired = _retired_in(series.directory, version, set(), own=True)
     verdicts = []
     for feature in sorted(set(active) | set(retired) | set(declared)):
-        verdict = feature_verdict(name, feature, version, active.get(feature, []), evidence.get(feature, []))
+        verdict = feature_verdict(name, feature, version, active.get(feature, []), evidence.get(feature) or weigh([]))
         gone = retired.get(feature)
         earlier = gone is not None and gone.since != version  # retired at an earlier release
         if verdict.engine is None and earlier and feature in (inherited or {}):
@@ -175,10 +175,11 @@ def judged_earlier(project: Project, pin: Pin, feature: str, since: str) -> tupl
         paths = against_results(project.options.root, other, patches_dir=project.options.patches_dir)
         evidence = gather(paths, version).get(feature)
         if evidence:
-            judged = feature_verdict(name, feature, version, [], evidence)
+            weighed = weigh(evidence)
+            judged = feature_verdict(name, feature, version, [], weighed)
             retired = f" (retired at {since})" if since != version else ""
             summary = f"as judged at {version}{retired}: {judged.summary}"
-            return msgspec.structs.replace(judged, summary=summary, judged_at=version), condition_of(evidence)
+            return msgspec.structs.replace(judged, summary=summary, judged_at=version), condition_of(weighed.chosen)
     return None
 
 

@@ -74,6 +74,7 @@ def gather(paths: list[Path], version: str) -> dict[str, list[Evidence]]:
 
 
 def _pick(evidence: list[Evidence]) -> Evidence | None:
+    """The build the verdict rests on: the first result of the best-ranked kind (the module's docstring)."""
     ranked = [
         (0, "stock", "everywhere"),
         (1, "stock+plugin", "everywhere"),
@@ -105,6 +106,23 @@ def stock_lacks(evidence: Iterable[Evidence]) -> tuple[list[str], list[str]]:
     return lacks, [e.file for e in stock]
 
 
+@dataclass(frozen=True)
+class Weighed:
+    """A feature's contract evidence on one release, with what its verdict reads of it worked out once (`weigh`):
+    what stock alone lacks (`stock_lacks`), the files of the stock results, and the result `chosen` to judge by."""
+
+    evidence: list[Evidence]
+    lacks: list[str]
+    stock_files: list[str]
+    chosen: Evidence | None
+
+
+def weigh(evidence: list[Evidence]) -> Weighed:
+    """`evidence` (one feature's, as `gather` finds it) with what stock lacks and the build chosen."""
+    lacks, stock_files = stock_lacks(evidence)
+    return Weighed(evidence, lacks, stock_files, _pick(evidence))
+
+
 def patch_span(names: list[str]) -> str:
     """`0005-a.patch ... 0014-j.patch` as `0005–0014` (consecutive numbers), else the names."""
     numbers = [n.split("-", 1)[0] for n in names]
@@ -119,17 +137,15 @@ def patch_span(names: list[str]) -> str:
     return ", ".join(s[0] if len(s) == 1 else f"{s[0]}–{s[-1]}" for s in spans)
 
 
-def feature_verdict(
-    name: str, feature: str, version: str, patches: list[str], evidence: list[Evidence]
-) -> FeatureVerdict:
-    """The verdict of one feature on one release (`name`: the project's display name, e.g. vLLM)."""
-    lacks, stock_files = stock_lacks(evidence)
+def feature_verdict(name: str, feature: str, version: str, patches: list[str], weighed: Weighed) -> FeatureVerdict:
+    """The verdict of one feature on one release (`name`: the project's display name, e.g. vLLM), from its active
+    `patches`, else its `weighed` contract evidence."""
+    evidence, lacks, stock_files, chosen = weighed.evidence, weighed.lacks, weighed.stock_files, weighed.chosen
     if patches:
         summary = f"patches {patch_span(patches)}"
         if lacks:
             summary += f" (stock {name} {version} lacks {', '.join(item.split(' (')[0] for item in lacks)})"
         return FeatureVerdict(feature, "dynamo-base", summary, patches=patches, lacks=lacks, evidence=stock_files)
-    chosen = _pick(evidence)
     if chosen is None:
         why = f"stock {name} {version} lacks {'; '.join(lacks)}" if lacks else "no build meets its contract"
         files = sorted({e.file for e in evidence})
@@ -165,9 +181,8 @@ def feature_verdict(
     )
 
 
-def condition_of(evidence: list[Evidence]) -> str:
-    """The condition a deployment must meet for the build chosen on `evidence` (`needs ...`), else ""."""
-    chosen = _pick(evidence)
+def condition_of(chosen: Evidence | None) -> str:
+    """The condition a deployment must meet for the build `chosen` (`Weighed.chosen`: `needs ...`), else ""."""
     return chosen.condition if chosen is not None else ""
 
 

@@ -189,15 +189,33 @@ def contract_findings(results: list[Path], version: str) -> dict[str, tuple[bool
     rests on one run of the whole contract); its file then. Else the items no stock result passes
     (`lacking_in`; without a stock result, the first result's) and the first stock result's file."""
     findings: dict[str, tuple[bool, list[str], str]] = {}
-    found = contract_results(results, version)
-    ordered = sorted(found, key=lambda pr: pr[1].new.kind != "stock")
+    ordered = _stock_first(contract_results(results, version))
+    for feature, (passes, path, result) in _finding_results(ordered).items():
+        judged = [r for _, r in ordered if r.new.kind == "stock" and feature in r.features] or [result]
+        findings[feature] = (passes, [] if passes else lacking_in(judged, feature), path.name)
+    return findings
+
+
+def contract_files(results: list[Path], version: str) -> list[str]:
+    """The files `contract_findings` rests its findings on, sorted (without working out what NEW lacks)."""
+    ordered = _stock_first(contract_results(results, version))
+    return sorted({path.name for _, path, _ in _finding_results(ordered).values()})
+
+
+def _stock_first(found: list[tuple[Path, ContractResults]]) -> list[tuple[Path, ContractResults]]:
+    return sorted(found, key=lambda pr: pr[1].new.kind != "stock")
+
+
+def _finding_results(ordered: list[tuple[Path, ContractResults]]) -> dict[str, tuple[bool, Path, ContractResults]]:
+    """feature -> (passes, file, result) of the result a finding rests on: the first that passes every item,
+    else the first of `ordered` (stock results first) that judges the feature."""
+    found: dict[str, tuple[bool, Path, ContractResults]] = {}
     for path, result in ordered:
         for feature in result.features:
             passes = result.feature_passes(feature)
-            if feature not in findings or (passes and not findings[feature][0]):
-                judged = [r for _, r in ordered if r.new.kind == "stock" and feature in r.features] or [result]
-                findings[feature] = (passes, [] if passes else lacking_in(judged, feature), path.name)
-    return findings
+            if feature not in found or (passes and not found[feature][0]):
+                found[feature] = (passes, path, result)
+    return found
 
 
 def item_finding(results: list[Path], version: str, feature: str, item: str) -> tuple[bool, str, str] | None:
