@@ -46,8 +46,38 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from toolkit.git.formats import (
+# The names this package exports, by the module that defines them: `__getattr__` imports a name's module on its
+# first use, and `__all__` lists them. Mypy cannot read a name's type off this table, so the imports below say
+# the same for it; they run for the type checker only, and tests/unit/git/test_surface.py keeps the two alike.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "formats": (
+        "ALREADY_APPLIED",
+        "FILE_REFUSALS",
+        "THREE_WAY_NOTE",
+        "ApplyingWithRejects",
+        "ApplyLine",
+        "CheckingPatch",
+        "FileRefused",
+        "HunkOffset",
+        "HunkRejected",
+        "PatchFailedAt",
+        "am_sections",
+        "fell_back_to_three_way",
+        "read_apply_output",
+    ),
+    "history": ("LITERAL",),
+    "index": ("Index", "IndexChange"),
+    "mail": ("AM_ARGS", "FORMAT_PATCH_ARGS"),
+    "quoting": ("fast_import_path", "printed_path", "quote_path", "unquote_name", "unquote_path"),
+    "refs": ("ref_commit",),
+    "repo": ("Git",),
+    "runner": ("STABLE_CONFIG", "TOOL_EMAIL", "TOOL_NAME", "GitError", "Result", "git_env"),
+}
+_HOMES = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_HOMES)
+
+if TYPE_CHECKING:  # F401: the names are this package's exports (`__all__`, built from _EXPORTS)
+    from toolkit.git.formats import (  # noqa: F401
         ALREADY_APPLIED,
         FILE_REFUSALS,
         THREE_WAY_NOTE,
@@ -62,48 +92,13 @@ if TYPE_CHECKING:
         fell_back_to_three_way,
         read_apply_output,
     )
-    from toolkit.git.history import LITERAL
-    from toolkit.git.index import Index, IndexChange
-    from toolkit.git.mail import AM_ARGS, FORMAT_PATCH_ARGS
-    from toolkit.git.quoting import fast_import_path, printed_path, quote_path, unquote_name, unquote_path
-    from toolkit.git.refs import ref_commit
-    from toolkit.git.repo import Git
-    from toolkit.git.runner import STABLE_CONFIG, TOOL_EMAIL, TOOL_NAME, GitError, Result, git_env
-
-# Exported name -> the module of this package that defines it.
-_HOMES: dict[str, str] = {
-    "ALREADY_APPLIED": "formats",
-    "AM_ARGS": "mail",
-    "ApplyLine": "formats",
-    "ApplyingWithRejects": "formats",
-    "CheckingPatch": "formats",
-    "FILE_REFUSALS": "formats",
-    "FORMAT_PATCH_ARGS": "mail",
-    "FileRefused": "formats",
-    "Git": "repo",
-    "GitError": "runner",
-    "HunkOffset": "formats",
-    "HunkRejected": "formats",
-    "Index": "index",
-    "IndexChange": "index",
-    "LITERAL": "history",
-    "PatchFailedAt": "formats",
-    "Result": "runner",
-    "STABLE_CONFIG": "runner",
-    "THREE_WAY_NOTE": "formats",
-    "TOOL_EMAIL": "runner",
-    "TOOL_NAME": "runner",
-    "am_sections": "formats",
-    "fast_import_path": "quoting",
-    "fell_back_to_three_way": "formats",
-    "git_env": "runner",
-    "printed_path": "quoting",
-    "quote_path": "quoting",
-    "read_apply_output": "formats",
-    "ref_commit": "refs",
-    "unquote_name": "quoting",
-    "unquote_path": "quoting",
-}
+    from toolkit.git.history import LITERAL  # noqa: F401
+    from toolkit.git.index import Index, IndexChange  # noqa: F401
+    from toolkit.git.mail import AM_ARGS, FORMAT_PATCH_ARGS  # noqa: F401
+    from toolkit.git.quoting import fast_import_path, printed_path, quote_path, unquote_name, unquote_path  # noqa: F401
+    from toolkit.git.refs import ref_commit  # noqa: F401
+    from toolkit.git.repo import Git  # noqa: F401
+    from toolkit.git.runner import STABLE_CONFIG, TOOL_EMAIL, TOOL_NAME, GitError, Result, git_env  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -113,38 +108,3 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
     globals()[name] = value  # the next lookup is a plain one
     return value
-
-
-__all__ = [
-    "ALREADY_APPLIED",
-    "AM_ARGS",
-    "FILE_REFUSALS",
-    "FORMAT_PATCH_ARGS",
-    "LITERAL",
-    "STABLE_CONFIG",
-    "THREE_WAY_NOTE",
-    "TOOL_EMAIL",
-    "TOOL_NAME",
-    "ApplyLine",
-    "ApplyingWithRejects",
-    "CheckingPatch",
-    "FileRefused",
-    "Git",
-    "GitError",
-    "HunkOffset",
-    "HunkRejected",
-    "Index",
-    "IndexChange",
-    "PatchFailedAt",
-    "Result",
-    "am_sections",
-    "fast_import_path",
-    "fell_back_to_three_way",
-    "git_env",
-    "printed_path",
-    "quote_path",
-    "read_apply_output",
-    "ref_commit",
-    "unquote_name",
-    "unquote_path",
-]
