@@ -48,6 +48,7 @@ __all__ = [
     "parse_patch",
     "parse_series_file",
     "parse_version",
+    "series_patches",
 ]
 
 # ---------------------------------------------------------------- artifacts and pins
@@ -205,6 +206,18 @@ def load_series(directory: Path, version: Version) -> Series:
 
 def empty_series(directory: Path, version: Version) -> Series:
     return Series(version, directory, (), (), "")
+
+
+def series_patches(directory: Path) -> list[tuple[Path, Patch]]:
+    """The patch files of series `directory` and of its `retired/`, in path order, each with what it parses to;
+    those that do not parse are left out (`vpatch check` names them)."""
+    found = []
+    for path in sorted([*directory.glob("*.patch"), *directory.glob("retired/*.patch")]):
+        try:
+            found.append((path, parse_patch(path)))
+        except VpatchError:
+            continue
+    return found
 
 
 def parse_version(text: str, *, path: Path | None = None, line: Line = None) -> Version:

@@ -34,10 +34,9 @@ from pathlib import Path
 import msgspec
 from packaging.version import InvalidVersion, Version
 
-from toolkit.errors import VpatchError
 from toolkit.features import describe, parent_of
 from toolkit.lifecycle.upstream import against_results, contract_files
-from toolkit.model import Pin, Series, parse_patch
+from toolkit.model import Pin, Series, series_patches
 from toolkit.project import Project
 from toolkit.records.codec import RecordError
 from toolkit.records.contract import CONTRACT_FEATURES
@@ -201,11 +200,7 @@ def _retired_in(directory: Path, version: str, active: set[str], *, own: bool) -
     """The features of the patches in series `directory` retired for `version`: its `retired/` copies when it is
     that release's `own` series, and any patch whose `Retired-Since:` is `version` or earlier."""
     found: dict[str, RetiredFeature] = {}
-    for path in sorted([*directory.glob("retired/*.patch"), *directory.glob("*.patch")]):
-        try:
-            patch = parse_patch(path)
-        except VpatchError:
-            continue
+    for path, patch in series_patches(directory):
         since = patch.header("Retired-Since")
         if patch.name in active or not (_not_after(since, version) or (own and path.parent.name == "retired")):
             continue
@@ -250,10 +245,7 @@ def retirement_records(directory: Path) -> tuple[list[str], list[str]]:
             unexplained = sorted(n for n, e in patches.items() if not e.kept and not e.upstream_signals)
             if evidence.dropped or evidence.earlier:
                 records.append(EVIDENCE_FILE)
-    for path in sorted([*directory.glob("*.patch"), *directory.glob("retired/*.patch")]):
-        try:
-            if parse_patch(path).header("Retired-Since") is not None:
-                records.append(str(path.relative_to(directory)))
-        except VpatchError:
-            continue
+    for path, patch in series_patches(directory):
+        if patch.header("Retired-Since") is not None:
+            records.append(str(path.relative_to(directory)))
     return records, unexplained

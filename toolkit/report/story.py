@@ -29,7 +29,7 @@ from packaging.version import Version
 from toolkit.errors import VpatchError, display_path
 from toolkit.features import parent_of
 from toolkit.lifecycle.upstream import against_results
-from toolkit.model import Pin, Series, parse_patch
+from toolkit.model import Pin, Series, series_patches
 from toolkit.patch_mail import Patch
 from toolkit.plugin.build import DIST_NAME
 from toolkit.plugin.delivers import PluginTable, default_table
@@ -100,11 +100,7 @@ def retirements(project: Project) -> dict[str, list[Retirement]]:
     found: Found = {}
     for pin in project.pins.pins:
         directory, version = project.series_dir(pin), str(pin.version)
-        for path in sorted([*directory.glob("retired/*.patch"), *directory.glob("*.patch")]):
-            try:
-                patch = parse_patch(path)
-            except VpatchError:
-                continue
+        for _, patch in series_patches(directory):
             since = patch.header("Retired-Since")
             if since is not None:
                 _add(found, version, patch.name, patch.feature, since, texts=[patch.header("Retired-Evidence") or ""])
