@@ -59,6 +59,20 @@ def version_of(text: str | bytes, key: str = "schema") -> Any:
     return getattr(head, key)
 
 
+def require_version(text: str | bytes, expected: Any, key: str = "schema") -> None:
+    """RecordError at `$.<key>` unless the document's schema (or format) number is `expected`: a file of another
+    one says so, rather than naming the first field that differs."""
+    found = version_of(text, key)
+    if found != expected:
+        raise RecordError(f"unsupported {key} {show(found)} (expected {expected})", where=f"$.{key}")
+
+
+def decode_versioned(text: str | bytes, kind: type[T], expected: Any, key: str = "schema") -> T:
+    """The document as `kind`, once its `key` is `expected` (`require_version`); RecordError otherwise."""
+    require_version(text, expected, key)
+    return decode(text, kind)
+
+
 def show(value: Any) -> str:
     text = json.dumps(value, sort_keys=True)
     return text if len(text) <= 60 else text[:57] + "..."

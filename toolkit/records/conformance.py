@@ -11,7 +11,7 @@ from typing import Annotated
 
 import msgspec
 
-from toolkit.records.codec import RecordError, decode, encode, show, version_of
+from toolkit.records.codec import decode_versioned, encode
 from toolkit.records.status import CHECK_STATUSES, Status, require
 
 SCHEMA = 1
@@ -71,7 +71,4 @@ def encode_results(results: ConformanceResults) -> str:
 
 def decode_results(text: str | bytes) -> ConformanceResults:
     """The results; RecordError for another schema or a field of the wrong shape."""
-    schema = version_of(text)
-    if schema != SCHEMA:
-        raise RecordError(f"unsupported schema {show(schema)} (expected {SCHEMA})", where="$.schema")
-    return decode(text, ConformanceResults)
+    return decode_versioned(text, ConformanceResults, SCHEMA)

@@ -14,7 +14,7 @@ from typing import Literal
 
 import msgspec
 
-from toolkit.records.codec import RecordError, decode, encode, show, version_of
+from toolkit.records.codec import RecordError, decode_versioned, encode
 from toolkit.records.status import CONTRACT_STATUSES, Status, require
 
 SCHEMA = 2  # schema 1 files of the same name were ConformanceResults of the in-process comparison
@@ -251,10 +251,7 @@ def encode_contract(results: ContractResults) -> str:
 
 def decode_contract(text: str | bytes) -> ContractResults:
     """The results; RecordError for another schema or a field of the wrong shape."""
-    schema = version_of(text)
-    if schema != SCHEMA:
-        raise RecordError(f"unsupported schema {show(schema)} (expected {SCHEMA})", where="$.schema")
-    return decode(text, ContractResults)
+    return decode_versioned(text, ContractResults, SCHEMA)
 
 
 OBSERVATION_ENCODER = msgspec.json.Encoder()

@@ -20,7 +20,7 @@ from typing import Annotated
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from toolkit.records.codec import RecordError, decode, encode, show, version_of
+from toolkit.records.codec import RecordError, decode, encode, require_version
 from toolkit.records.outcome import Outcome
 
 EVIDENCE_FILE = "evidence.json"
@@ -159,9 +159,7 @@ def encode_evidence(evidence: Evidence) -> str:
 
 def decode_evidence(text: str | bytes) -> Evidence:
     """The evidence; RecordError for another format or a field of the wrong shape (a patch named by its name)."""
-    version = version_of(text, "format")
-    if version != EVIDENCE_FORMAT:
-        raise RecordError(f"unsupported format {show(version)} (expected {EVIDENCE_FORMAT})", where="$.format")
+    require_version(text, EVIDENCE_FORMAT, "format")
     try:
         return decode(text, Evidence)
     except RecordError as exc:

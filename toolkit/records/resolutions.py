@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from toolkit.records.codec import RecordError, decode, encode, show, version_of
+from toolkit.records.codec import decode_versioned, encode
 
 INDEX_FILE = "index.json"
 RESOLUTIONS_DIR = "resolutions"
@@ -58,7 +58,4 @@ def encode_index(index: ResolutionIndex) -> str:
 
 def decode_index(text: str | bytes) -> ResolutionIndex:
     """The index; RecordError for another format or a field of the wrong shape."""
-    version = version_of(text, "format")
-    if version != RESOLUTIONS_FORMAT:
-        raise RecordError(f"unsupported format {show(version)} (expected {RESOLUTIONS_FORMAT})", where="$.format")
-    return decode(text, ResolutionIndex)
+    return decode_versioned(text, ResolutionIndex, RESOLUTIONS_FORMAT, "format")

@@ -26,7 +26,7 @@ from typing import Literal
 
 import msgspec
 
-from toolkit.records.codec import RecordError, decode, encode, show, version_of
+from toolkit.records.codec import decode_versioned, encode
 from toolkit.records.verdict import Engine
 
 STORY_FILE = "story.json"
@@ -109,7 +109,4 @@ def encode_story(story: Story) -> str:
 
 def decode_story(text: str | bytes) -> Story:
     """The story; RecordError for another format or a field of the wrong shape (named by its JSON path)."""
-    found = version_of(text, "format")
-    if found != STORY_FORMAT:
-        raise RecordError(f"unsupported format {show(found)} (expected {STORY_FORMAT})", where="$.format")
-    return decode(text, Story)
+    return decode_versioned(text, Story, STORY_FORMAT, "format")
