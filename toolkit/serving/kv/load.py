@@ -84,6 +84,9 @@ class Follower:
     """What a subscriber of one worker's stream holds: the endpoint it follows (SUB; `bind=True` binds it
     instead), its topic, and the worker it feeds in `index` (a fresh KVIndex when none is given)."""
 
+    errors: deque[str]  # the latest problems, newest last
+    other_topics: int  # messages on a topic not ours
+
     def follow(self, endpoint: str, topic: bytes, worker: str, index: KVIndex | None, bind: bool) -> None:
         self.endpoint = endpoint
         self.topic = topic
@@ -91,6 +94,18 @@ class Follower:
         self.bind = bind
         self.index = index if index is not None else KVIndex()
         self.index.add_worker(worker)
+
+    def our_message(self, frames: list[bytes], stream: str) -> tuple[bytes, bytes] | None:
+        """(seq frame, payload) of a `[topic, seq, payload]` message on our topic; else None, the message counted
+        in `other_topics` (another topic) or named in `errors` (another number of frames)."""
+        if len(frames) != 3:
+            self.errors.append(f"{stream} message with {len(frames)} frames, expected 3")
+            return None
+        topic, seq_frame, payload = frames
+        if topic != self.topic:
+            self.other_topics += 1
+            return None
+        return seq_frame, payload
 
 
 def open_sub(context: zmq.Context, endpoint: str, topic: bytes, *, bind: bool, hwm: int | None = None) -> zmq.Socket:
@@ -164,13 +179,9 @@ class LoadSubscriber(Follower):
         return applied
 
     def _on_message(self, frames: list[bytes]) -> int:
-        if len(frames) != 3:
-            self.errors.append(f"load message with {len(frames)} frames, expected 3")
+        if (message := self.our_message(frames, "load")) is None:
             return 0
-        topic, seq_frame, payload = frames
-        if topic != self.topic:
-            self.other_topics += 1
-            return 0
+        seq_frame, payload = message
         self.received += 1
         try:
             seq = unpack_seq(seq_frame)

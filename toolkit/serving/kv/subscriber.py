@@ -178,13 +178,9 @@ class Subscriber(Follower):
 
     def _on_stream(self, frames: list[bytes]) -> int:
         deadline = self._deadline
-        if len(frames) != 3:
-            self.errors.append(f"stream message with {len(frames)} frames, expected 3")
+        if (message := self.our_message(frames, "stream")) is None:
             return 0
-        topic, seq_frame, payload = frames
-        if topic != self.topic:
-            self.other_topics += 1
-            return 0
+        seq_frame, payload = message
         try:
             seq = unpack_seq(seq_frame)
         except ValueError as exc:
