@@ -100,15 +100,34 @@ def _flavor_line(text: str, name: str, pin_line: Line) -> int | None:
     return found if found is not None else key_line(text, name, key_line(text, "flavors", pin_line))
 
 
-def flavor_table(flavor: Flavor, artifact_table: Callable):
+def flavor_table(flavor: Flavor):
     import tomlkit
 
     table = tomlkit.table()
     table["project"] = flavor.project
     table["version"] = str(flavor.version)
-    wheels = tomlkit.array()
-    wheels.multiline(True)
-    for wheel in flavor.wheels:
-        wheels.append(artifact_table(wheel))
-    table["wheels"] = wheels
+    table["wheels"] = wheels_array(flavor.wheels)
+    return table
+
+
+def wheels_array(wheels: tuple[Artifact, ...]):
+    """`wheels = [...]` of a pin or a flavor: one inline `artifact_table` a line."""
+    import tomlkit
+
+    array = tomlkit.array()
+    array.multiline(True)
+    for wheel in wheels:
+        array.append(artifact_table(wheel))
+    return array
+
+
+def artifact_table(artifact: Artifact):
+    """`{file = ..., sha256 = ..., url = ...}`: one artifact of pins.toml (`url` when it has one)."""
+    import tomlkit
+
+    table = tomlkit.inline_table()
+    table["file"] = artifact.file
+    table["sha256"] = artifact.sha256
+    if artifact.url:
+        table["url"] = artifact.url
     return table

@@ -19,7 +19,7 @@ from toolkit.dist_files import FileNameError, canonical_name, sdist_name_version
 from toolkit.errors import VpatchError
 from toolkit.features import is_sub, name_problem, parent_of
 from toolkit.model import COMMIT_RE, SHA256_RE, Artifact, Flavor, Pin, parse_version
-from toolkit.pin_flavors import flavor_table, parse_flavors
+from toolkit.pin_flavors import artifact_table, flavor_table, parse_flavors, wheels_array
 from toolkit.tomlkeys import LazyLine, key_line, refuse_unknown
 
 SOURCES = ("sdist", "git")
@@ -251,17 +251,13 @@ def _with_pin(old: bytes | None, pin: Pin) -> str:
     if pin.base_commit:
         entry["base-commit"] = pin.base_commit
     if pin.sdist:
-        entry["sdist"] = _artifact_table(pin.sdist)
-    wheels = tomlkit.array()
-    wheels.multiline(True)
-    for wheel in pin.wheels:
-        wheels.append(_artifact_table(wheel))
-    entry["wheels"] = wheels
+        entry["sdist"] = artifact_table(pin.sdist)
+    entry["wheels"] = wheels_array(pin.wheels)
     old_entry = pins.get(str(pin.version))
     if pin.flavors:
         flavors = tomlkit.table(is_super_table=True)
         for flavor in pin.flavors:
-            flavors[flavor.name] = flavor_table(flavor, _artifact_table)
+            flavors[flavor.name] = flavor_table(flavor)
         entry["flavors"] = flavors
     elif old_entry is not None and "flavors" in old_entry:  # a re-pinned release keeps its pinned flavors
         entry["flavors"] = old_entry["flavors"]
@@ -293,7 +289,7 @@ def write_flavor(path: Path, version: Version, flavor: Flavor, *, replace: bool 
         entry = next(v for k, v in document["pins"].items() if Version(k) == version)
         if "flavors" not in entry:
             entry["flavors"] = tomlkit.table(is_super_table=True)
-        entry["flavors"][flavor.name] = flavor_table(flavor, _artifact_table)
+        entry["flavors"][flavor.name] = flavor_table(flavor)
         return _tidy_spacing(tomlkit.dumps(document)).encode("utf-8")
 
     update_file(path, change)
@@ -305,14 +301,3 @@ def _tidy_spacing(text: str) -> str:
     text = re.sub(r"\n(?:[ \t]*\n)+(?=\[pins\.)", "\n\n", text)
     text = re.sub(r"(?m)^(?![ \t]*#)([^\n]*\S[^\n]*)\n(?=\[pins\.)", "\\1\n\n", text)
     return text.rstrip("\n") + "\n"
-
-
-def _artifact_table(artifact: Artifact):
-    import tomlkit
-
-    table = tomlkit.inline_table()
-    table["file"] = artifact.file
-    table["sha256"] = artifact.sha256
-    if artifact.url:
-        table["url"] = artifact.url
-    return table
