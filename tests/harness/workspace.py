@@ -44,6 +44,13 @@ class Workspace:
             self.index.add(make_wheel(self.root / "build", version, shipped))
         return sdist
 
+    def pin_carrying(self, version: str, tree: dict[str, str | bytes] | None = None, *, series_of: str = "1.0") -> None:
+        """Publish `version` (`tree`: its sdist's files, default the stock ones), pin it and give it `series_of`'s
+        series unchanged, as a clean rebase would leave it."""
+        self.publish(version, tree)
+        assert self.run("pin", "add", version) == 0
+        shutil.copytree(self.series_dir(series_of), self.series_dir(version))
+
     def series_dir(self, version: str) -> Path:
         return self.patches / f"vllm-{version}"
 

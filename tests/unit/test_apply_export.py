@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -178,17 +177,9 @@ def test_dropping_a_commit_removes_its_file(series_10):
     assert files == ["0001-core-scale-value-twenty.patch", "0003-engine-add-disagg-args.patch", "series"]
 
 
-def copy_series(ws, old: str, new: str) -> None:
-    shutil.copytree(ws.series_dir(old), ws.series_dir(new))
-
-
 def test_offsets_are_reported_per_hunk(series_10, capsys):
     ws = series_10
-    tree = default_tree("1.1")
-    tree["vllm/core/scheduler.py"] = scheduler(prepend="# new header line\n# another\n")
-    ws.publish("1.1", tree)
-    assert ws.run("pin", "add", "1.1") == 0
-    copy_series(ws, "1.0", "1.1")
+    ws.pin_carrying("1.1", tree_with("1.1", vllm__core__scheduler=scheduler(prepend="# new header line\n# another\n")))
     capsys.readouterr()
     assert ws.run("apply", "1.1", "--json") == 0
     result = outcomes(capsys)
@@ -205,11 +196,9 @@ def test_offsets_are_reported_per_hunk(series_10, capsys):
 def conflicting_12(series_10, capsys):
     """vllm 1.2 changed a context line of patch 0001: it no longer applies with zero fuzz."""
     ws = series_10
-    tree = default_tree("1.2")
-    tree["vllm/core/scheduler.py"] = scheduler({"VALUE_18 = 18": "VALUE_18 = 18  # touched upstream"})
-    ws.publish("1.2", tree)
-    assert ws.run("pin", "add", "1.2") == 0
-    copy_series(ws, "1.0", "1.2")
+    ws.pin_carrying(
+        "1.2", tree_with("1.2", vllm__core__scheduler=scheduler({"VALUE_18 = 18": "VALUE_18 = 18  # touched upstream"}))
+    )
     capsys.readouterr()
     return ws
 
@@ -271,11 +260,7 @@ def test_three_way_merges_what_zero_fuzz_refuses(conflicting_12, capsys):
 
 def test_three_way_conflict_lists_files_and_continues(series_10, capsys):
     ws = series_10
-    tree = default_tree("1.3")
-    tree["vllm/core/scheduler.py"] = scheduler({"VALUE_20 = 20": "VALUE_20 = 20000"})
-    ws.publish("1.3", tree)
-    assert ws.run("pin", "add", "1.3") == 0
-    copy_series(ws, "1.0", "1.3")
+    ws.pin_carrying("1.3", tree_with("1.3", vllm__core__scheduler=scheduler({"VALUE_20 = 20": "VALUE_20 = 20000"})))
     capsys.readouterr()
     assert ws.run("apply", "1.3", "--3way", "--json") == 1
     result = outcomes(capsys)

@@ -237,9 +237,7 @@ def test_import_killed_at_each_boundary(pinned, tmp_path, capsys):
 def test_retire_killed_at_each_boundary(pinned, tmp_path, capsys):
     ws = pinned
     names = series_of_two(ws)
-    ws.publish("1.1")
-    assert ws.run("pin", "add", "1.1") == 0
-    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    ws.pin_carrying("1.1")
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n- things\n")
     args = ("retire", names[0], "--since", "1.1", "--force", "--reason", "upstream has it")
     kills = run_trials(ws, tmp_path, capsys, "retire", args, points=(*SINGLE, *COUNTED))

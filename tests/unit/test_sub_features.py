@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tomllib
 
 import pytest
@@ -173,9 +172,7 @@ def test_status_and_verdict_group_sub_features_under_the_parent(pinned, capsys):
 
 def next_release(ws) -> None:
     """Release 1.1 pinned, 1.0's series carried to it unchanged, and an empty CHANGELOG for retire to write to."""
-    ws.publish("1.1")
-    assert ws.run("pin", "add", "1.1") == 0
-    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    ws.pin_carrying("1.1")
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
 
 

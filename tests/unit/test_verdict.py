@@ -40,9 +40,7 @@ def releases(ws, capsys) -> list[str]:
             ws.checkout("1.0"), {path: body}, subject=subject, headers=f"Upstream-Status: Pending\nFeature: {feature}"
         )
     assert ws.run("export", "1.0") == 0
-    ws.publish("1.1")
-    assert ws.run("pin", "add", "1.1") == 0
-    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    ws.pin_carrying("1.1")
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n")
     capsys.readouterr()
     return [n for n in (ws.series_dir("1.1") / "series").read_text().split() if n.endswith(".patch")]

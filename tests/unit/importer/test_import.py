@@ -90,6 +90,11 @@ def run(ws, capsys, *args: str) -> tuple[int, dict | None, list[str]]:
     return code, data, err.strip().splitlines()
 
 
+def import_diff(ws, capsys, patch: str, *args: str) -> tuple[int, dict | None, list[str]]:
+    """`vpatch import PATCH --version 1.0` of a plain diff (so with DIFF_AUTHORSHIP), and `args`, as `run`."""
+    return run(ws, capsys, "import", patch, "--version", "1.0", *DIFF_AUTHORSHIP, *args)
+
+
 def series_names(ws, version: str = "1.0") -> list[str]:
     lines = (ws.series_dir(version) / "series").read_text().splitlines()
     return [line for line in lines if line and not line.startswith("#")]
@@ -199,9 +204,7 @@ def test_diff_ruN_imports_as_one_patch_and_round_trips_into_the_overlay_wheel(pi
     ws = pinned
     base_and_fork(tmp_path, FORK_CHANGES)
     patch_file = diff_ruN(tmp_path)
-    code, data, _ = run(
-        ws, capsys, "import", str(patch_file), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing", "--json"
-    )
+    code, data, _ = import_diff(ws, capsys, str(patch_file), "--feature", "kv-routing", "--json")
     assert code == 0
     (patch,) = data["patches"]
     assert patch["name"] == "0001-kv-routing-files.patch"
@@ -304,14 +307,10 @@ def test_split_modes_group_files_and_number_after_the_existing_patches(pinned, t
     }
     write_tree(repo.path, changes)
     (tmp_path / "changes.diff").write_bytes(repo.run("diff").stdout)
-    code, data, _ = run(
+    code, data, _ = import_diff(
         ws,
         capsys,
-        "import",
         str(tmp_path / "changes.diff"),
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
         "--split",
         mode,
         "--feature",
@@ -738,19 +737,7 @@ def test_dry_run_checks_everything_and_writes_nothing(pinned, tmp_path, capsys):
     base_and_fork(tmp_path, FORK_CHANGES)
     patch = str(diff_ruN(tmp_path))
     before = ws.snapshot()
-    code, data, _ = run(
-        ws,
-        capsys,
-        "import",
-        patch,
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
-        "--feature",
-        "kv-routing",
-        "--dry-run",
-        "--json",
-    )
+    code, data, _ = import_diff(ws, capsys, patch, "--feature", "kv-routing", "--dry-run", "--json")
     assert code == 0 and data["written"] is False and data["existing"] == 1
     assert [p["name"] for p in data["patches"]] == ["0002-kv-routing-files.patch"]
     assert ws.snapshot() == before
@@ -776,9 +763,7 @@ def test_an_imported_patch_is_numbered_after_the_highest_number_the_project_used
     (ws.series_dir("1.1") / "retired" / "0009-v1-retired-at-1-1.patch").write_bytes(b"retired at 1.1\n")
     base_and_fork(tmp_path, {"README.md": "# vllm, forked\n"})
     path = diff_ruN(tmp_path)
-    code, data, err = run(
-        ws, capsys, "import", str(path), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "kv-routing", "--json"
-    )
+    code, data, err = import_diff(ws, capsys, str(path), "--feature", "kv-routing", "--json")
     assert code == 0, err
     assert series_names(ws) == [first, data["patches"][0]["name"]]
     assert data["patches"][0]["name"].startswith("0010-")

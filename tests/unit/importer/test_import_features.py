@@ -20,6 +20,7 @@ from tests.unit.importer.test_import import (
     checkout_files,
     diff_ruN,
     expected,
+    import_diff,
     parsed,
     run,
     series_names,
@@ -86,20 +87,7 @@ def test_a_feature_map_file_with_split_per_file(pinned, tmp_path, capsys, kind):
         feature_map.write_text(
             '[map]\n"vllm/core/**" = "kv-routing"\n"vllm/engine/**" = "pd-disagg"\n"*.md" = "pd-disagg"\n'
         )
-    code, data, _ = run(
-        ws,
-        capsys,
-        "import",
-        patch,
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
-        "--feature-map",
-        str(feature_map),
-        "--split",
-        "per-file",
-        "--json",
-    )
+    code, data, _ = import_diff(ws, capsys, patch, "--feature-map", str(feature_map), "--split", "per-file", "--json")
     assert code == 0
     got = [(p["feature"], p["files"]) for p in data["patches"]]
     # per feature, then per file inside each feature's group
@@ -116,14 +104,10 @@ def test_a_flag_rule_wins_over_the_map(pinned, tmp_path, capsys):
     base_and_fork(tmp_path, {"vllm/core/kv_events.py": KV_EVENTS, "vllm/core/block_pool.py": FORK_BLOCK_POOL})
     patch = str(diff_ruN(tmp_path))
     (tmp_path / "map.txt").write_text("vllm/** kv-routing\n")
-    code, data, _ = run(
+    code, data, _ = import_diff(
         ws,
         capsys,
-        "import",
         patch,
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
         "--feature",
         "vllm/core/block_pool.py=pd-disagg",
         "--feature-map",
@@ -143,9 +127,7 @@ def test_unmatched_files_are_listed_one_line_each_and_refused_without_a_default(
     patch = diff_ruN(tmp_path)
     text = patch.read_text().splitlines()
     before = user_files(ws)
-    code, _, err = run(
-        ws, capsys, "import", str(patch), "--version", "1.0", *DIFF_AUTHORSHIP, "--feature", "vllm/core/**=kv-routing"
-    )
+    code, _, err = import_diff(ws, capsys, str(patch), "--feature", "vllm/core/**=kv-routing")
     assert code == 1
     unmatched = [line for line in err if line.startswith("unmatched: ")]
     # README.md and vllm/engine/args.py, each with the diff line where its section starts
@@ -216,19 +198,8 @@ def test_feature_add_declares_in_pins_toml_and_import_accepts_it(pinned, tmp_pat
     # the new feature is usable at once
     base_and_fork(tmp_path, MIXED)
     patch = str(diff_ruN(tmp_path))
-    code, data, _ = run(
-        ws,
-        capsys,
-        "import",
-        patch,
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
-        "--feature",
-        "*.md=licence-headers",
-        "--feature",
-        "kv-routing",
-        "--json",
+    code, data, _ = import_diff(
+        ws, capsys, patch, "--feature", "*.md=licence-headers", "--feature", "kv-routing", "--json"
     )
     assert code == 0
     assert next((p["feature"], p["files"]) for p in data["patches"]) == ("licence-headers", ["README.md"])
@@ -260,45 +231,15 @@ def test_names_and_subjects_say_what_each_patch_touches_and_stay_unique(pinned, 
         ("0005-kv-routing-core-scheduler.patch", "[kv-routing] vllm/core/scheduler.py"),
     ]
     # several files: the common directory; a second patch touching the same place gets a unique name
-    (tmp_path / "more.diff").write_text(
-        "--- /dev/null\n+++ b/vllm/core/extra_a.py\n@@ -0,0 +1 @@\n+A = 1\n"
-        "--- /dev/null\n+++ b/vllm/core/extra_b.py\n@@ -0,0 +1 @@\n+B = 1\n"
-    )
-    code, data, _ = run(
-        ws,
-        capsys,
-        "import",
-        str(tmp_path / "more.diff"),
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
-        "--feature",
-        "kv-routing",
-        "--json",
-    )
-    assert code == 0
-    assert [(p["name"], p["subject"]) for p in data["patches"]] == [
-        ("0006-kv-routing-core.patch", "[kv-routing] vllm/core/ (2 files)")
-    ]
-    (tmp_path / "more2.diff").write_text(
-        "--- /dev/null\n+++ b/vllm/core/extra_e.py\n@@ -0,0 +1 @@\n+E = 1\n"
-        "--- /dev/null\n+++ b/vllm/core/extra_f.py\n@@ -0,0 +1 @@\n+F = 1\n"
-    )
-    code, data, _ = run(
-        ws,
-        capsys,
-        "import",
-        str(tmp_path / "more2.diff"),
-        "--version",
-        "1.0",
-        *DIFF_AUTHORSHIP,
-        "--feature",
-        "kv-routing",
-        "--json",
-    )
-    assert code == 0
-    assert [(p["name"], p["subject"]) for p in data["patches"]] == [
-        ("0007-kv-routing-core-2.patch", "[kv-routing] vllm/core/ (2 files) (2)")
-    ]
+    for diff, modules, made in [
+        ("more.diff", "ab", ("0006-kv-routing-core.patch", "[kv-routing] vllm/core/ (2 files)")),
+        ("more2.diff", "ef", ("0007-kv-routing-core-2.patch", "[kv-routing] vllm/core/ (2 files) (2)")),
+    ]:
+        (tmp_path / diff).write_text(
+            "".join(f"--- /dev/null\n+++ b/vllm/core/extra_{m}.py\n@@ -0,0 +1 @@\n+{m.upper()} = 1\n" for m in modules)
+        )
+        code, data, _ = import_diff(ws, capsys, str(tmp_path / diff), "--feature", "kv-routing", "--json")
+        assert code == 0
+        assert [(p["name"], p["subject"]) for p in data["patches"]] == [made]
     assert len({n.split("-", 1)[1] for n in series_names(ws)}) == len(series_names(ws)) == 7
     assert ws.run("check", "1.0", "--no-wheels") == 0

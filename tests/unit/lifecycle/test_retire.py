@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from tests.harness import DIFF_AUTHORSHIP, commit_in, module_text
@@ -29,9 +28,7 @@ def two_releases(ws, capsys):
         headers="Upstream-Status: Pending\nFeature: pd-disagg",
     )
     assert ws.run("export", "1.0") == 0
-    ws.publish("1.1")
-    assert ws.run("pin", "add", "1.1") == 0
-    shutil.copytree(ws.series_dir("1.0"), ws.series_dir("1.1"))
+    ws.pin_carrying("1.1")
     (ws.root / "CHANGELOG.md").write_text("# Changelog\n\n## [Unreleased]\n\n### Added\n- things\n")
     capsys.readouterr()
     names = [n for n in (ws.series_dir("1.0") / "series").read_text().split() if n.endswith(".patch")]
