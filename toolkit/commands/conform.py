@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 from rich.markup import escape
@@ -14,6 +15,9 @@ from toolkit.options import Options
 from toolkit.project import Project
 from toolkit.records.contract import ContractResults
 from toolkit.records.status import TERMINAL_STYLE
+
+if TYPE_CHECKING:
+    from toolkit.model import Pin
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -131,14 +135,10 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
     workloads = [w for w in (args.workloads or "").split(",") if w] or None
     if args.plugin_wheel and args.new_kind != "stock+plugin":
         raise VpatchError("--plugin-wheel needs --new-kind stock+plugin")
-    documents, ok = [], True
+    runs = _Runs(options)
     for pin in pins:
         old_pin = project.pins.get(args.against) if args.against else default_old(project, pin, features[0])
-        wheels = [w.resolve() for w in args.plugin_wheel]
-        if args.new_kind == "stock+plugin" and not wheels:
-            from toolkit.plugin.build import plugin_wheel
-
-            wheels = [plugin_wheel(project, str(pin.version))]  # the plugin of VERSION's series, built now
+        wheels = _plugin_wheels(project, pin, args)
         new = BuildSpec(str(pin.version), args.new_kind, tuple(str(w) for w in wheels))
         old = BuildSpec(str(old_pin.version), "dynamo-base")
         with ui.step(f"contracts of {new.label} against {old.label}", quiet=options.json):
@@ -152,13 +152,8 @@ def run_against(project: Project, pins: list, args: argparse.Namespace, options:
                 workloads=workloads,
                 save=args.save,
             )
-        ok = ok and results.ok
-        documents.append(msgspec.to_builtins(results))
-        if not options.json:
-            _show(results, paths)
-    if options.json:
-        ui.print_json({"ok": ok, "results": documents})
-    return 0 if ok else 1
+        runs.add(results, paths)
+    return runs.finish()
 
 
 def run_engine_contracts(
@@ -170,24 +165,47 @@ def run_engine_contracts(
     features = parse_features(args.features)
     if args.plugin_wheel and args.new_kind != "stock+plugin":
         raise VpatchError("--plugin-wheel needs --new-kind stock+plugin")
-    documents, ok = [], True
+    runs = _Runs(options)
     for pin in pins:
-        wheels = [w.resolve() for w in args.plugin_wheel]
-        if args.new_kind == "stock+plugin" and not wheels:
-            from toolkit.plugin.build import plugin_wheel
-
-            wheels = [plugin_wheel(project, str(pin.version))]
+        wheels = _plugin_wheels(project, pin, args)
         with ui.step(f"engine contracts of {args.new_kind} {pin.version}", quiet=options.json):
             results, paths = engine_contracts(
                 project, pin, args.new_kind, wheels, out_dir, features=features, save=args.save
             )
-        ok = ok and results.ok
-        documents.append(msgspec.to_builtins(results))
-        if not options.json:
+        runs.add(results, paths)
+    return runs.finish()
+
+
+def _plugin_wheels(project: Project, pin: Pin, args: argparse.Namespace) -> list[Path]:
+    """The plugin wheels beside stock `pin`: --plugin-wheel, else with --new-kind stock+plugin the plugin of the
+    pin's series, built now."""
+    wheels = [w.resolve() for w in args.plugin_wheel]
+    if args.new_kind == "stock+plugin" and not wheels:
+        from toolkit.plugin.build import plugin_wheel
+
+        wheels = [plugin_wheel(project, str(pin.version))]
+    return wheels
+
+
+class _Runs:
+    """The contract results of each pin: shown as they come, or with --json printed together at the end."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.documents: list[dict] = []
+        self.ok = True
+
+    def add(self, results: ContractResults, paths: list[Path]) -> None:
+        self.ok = self.ok and results.ok
+        self.documents.append(msgspec.to_builtins(results))
+        if not self.options.json:
             _show(results, paths)
-    if options.json:
-        ui.print_json({"ok": ok, "results": documents})
-    return 0 if ok else 1
+
+    def finish(self) -> int:
+        """The exit code: 0 when every result is ok, else 1."""
+        if self.options.json:
+            ui.print_json({"ok": self.ok, "results": self.documents})
+        return 0 if self.ok else 1
 
 
 def _show(results: ContractResults, paths: list[Path]) -> None:
