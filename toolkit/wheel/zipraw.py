@@ -171,7 +171,10 @@ class RawZipWriter:
 
     def _write_at_end(self, data: bytes) -> int:
         offset = self._end
-        _pwrite_all(self._fd, data, offset)
+        if self._copier is not None:  # after the copies queued before it: the file is written front to back
+            self._copier.submit_write(data, offset)
+        else:
+            _pwrite_all(self._fd, data, offset)
         self._end += len(data)
         return offset
 
@@ -262,7 +265,9 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
 
 
 class _Copier:
-    """A thread copying byte ranges from sources into one file, at the offsets given, in the order given.
+    """A thread copying byte ranges from sources into one file, and writing bytes, at the offsets given, in the
+    order given (front to back: a write beyond what is copied yet would leave a hole that the copy then fills,
+    costing ext4 more kernel time than appending).
 
     The file descriptors are duplicated, so closing the caller's files cannot hand their numbers to another
     file while a copy runs. An error is kept and raised by `stop`; `stop(cancel=True)` ends the copy early.
@@ -274,7 +279,7 @@ class _Copier:
 
         self._target = os.dup(target_fd)
         self._sources: dict[int, int] = {}  # id of the caller's file -> our duplicate of its descriptor
-        self._jobs: queue.SimpleQueue[tuple[int, int, int, int] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[tuple[int, int, int, int] | tuple[bytes, int] | None] = queue.SimpleQueue()
         self._cancelled = False
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="zipraw-copy", daemon=True)
@@ -285,6 +290,9 @@ class _Copier:
         if fd is None:
             fd = self._sources[id(source)] = os.dup(source.fileno())
         self._jobs.put((fd, start, length, offset))
+
+    def submit_write(self, data: bytes, offset: int) -> None:
+        self._jobs.put((data, offset))
 
     def stop(self, *, cancel: bool) -> None:
         self._cancelled |= cancel
@@ -298,9 +306,12 @@ class _Copier:
     def _run(self) -> None:
         try:
             while (job := self._jobs.get()) is not None:
-                source, start, length, offset = job
-                if not self._cancelled:
-                    copy_range(source, start, length, self._target, offset, lambda: self._cancelled)
+                if self._cancelled:
+                    continue
+                if len(job) == 2:
+                    _pwrite_all(self._target, *job)
+                else:
+                    copy_range(*job[:3], self._target, job[3], lambda: self._cancelled)
         except BaseException as exc:  # raised in the caller's thread by stop()
             self.error = exc
             while self._jobs.get() is not None:  # the rest is not copied; stop() still ends the loop
