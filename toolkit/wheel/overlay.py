@@ -103,49 +103,61 @@ def build_time(stock: zipfile.ZipFile | StoredZip) -> tuple[int, str]:
         return calendar.timegm((*newest, 0, 0, 0)), "stock-wheel"
 
 
-def classify_changes(
-    patched: PatchedFiles, series: Series, stock_names: set[str], package: str, stock: zipfile.ZipFile | StoredZip
-) -> FileChanges:
-    """Map the patched tree's changes onto wheel members; refuse what an overlay cannot carry."""
+def _owners(series: Series) -> dict[str, str]:
     owners: dict[str, str] = {}
     for patch in series.patches:
         for path in patch.touched_paths:
             owners.setdefault(path, patch.name)
+    return owners
+
+
+def _refusal(owner: str, path: str, why: str) -> VpatchError:
+    return VpatchError(
+        f"{owner} changes {path}: {why}; overlay builds carry only the wheel's own Python "
+        "files, use `vpatch build --mode source`"
+    )
+
+
+def classify_changes(patched: PatchedFiles, series: Series, stock_names: set[str], package: str) -> FileChanges:
+    """Map the patched tree's changes onto wheel members; refuse what an overlay cannot carry.
+
+    That the stock wheel ships the pinned source's copy of each modified file is `check_stock_copies`."""
+    owners = _owners(series)
     modified, added, removed, not_shipped = [], [], [], []
     for status, path in patched.changes:
         owner = owners.get(path, "the series")
-
-        def refuse(why: str, path: str = path, owner: str = owner) -> VpatchError:
-            return VpatchError(
-                f"{owner} changes {path}: {why}; overlay builds carry only the wheel's own Python "
-                "files, use `vpatch build --mode source`"
-            )
-
         if any(p.search(path) for p in BUILD_INPUT_PATTERNS):
-            raise refuse("it is a build input or a compiled file")
+            raise _refusal(owner, path, "it is a build input or a compiled file")
         shipped = PurePosixPath(path).parts[0] == package
         if not shipped:
             not_shipped.append(path)
             continue
         if path in patched.symlinks:
             # a zip member is installed as a plain file: pip would ship the link's target as its content
-            raise refuse("it is a symlink, which a wheel cannot carry")
+            raise _refusal(owner, path, "it is a symlink, which a wheel cannot carry")
         if status == "A":
             if path in stock_names:
-                raise refuse("the stock wheel already ships a different file there")
+                raise _refusal(owner, path, "the stock wheel already ships a different file there")
             added.append(path)
         elif status in ("M", "T"):
             if path not in stock_names:
-                raise refuse("the stock wheel does not ship this file")
-            if git_blob_id(stock.read(path)) != patched.base_blobs[path]:
-                raise refuse("the stock wheel's copy differs from the pinned source, so it is not shipped as-is")
+                raise _refusal(owner, path, "the stock wheel does not ship this file")
             modified.append(path)
         elif status == "D":
             if path in stock_names:
                 removed.append(path)
         else:
-            raise refuse(f"unsupported change kind {status}")
+            raise _refusal(owner, path, f"unsupported change kind {status}")
     return FileChanges(tuple(modified), tuple(added), tuple(removed), (), tuple(not_shipped))
+
+
+def check_stock_copies(patched: PatchedFiles, series: Series, modified: tuple[str, ...], stock: StoredZip) -> None:
+    """Refuse a modified file whose stock copy is not the pinned source's (the patch was made against that)."""
+    owners = _owners(series)
+    for path in modified:
+        if git_blob_id(stock.read(path)) != patched.base_blobs[path]:
+            why = "the stock wheel's copy differs from the pinned source, so it is not shipped as-is"
+            raise _refusal(owners.get(path, "the series"), path, why)
 
 
 def _rewrite_metadata(metadata: bytes, name: str, version: Version) -> bytes:
@@ -231,7 +243,7 @@ def _write_overlay(
             if old_dist_info is None:
                 raise VpatchError("the stock wheel has no .dist-info directory", path=stock_path)
             package = pin.project.replace("-", "_")
-            changes = classify_changes(patched, series, stock_names, package, stock)
+            changes = classify_changes(patched, series, stock_names, package)
             timestamp, time_source = build_time(stock)
             date_time = time.gmtime(timestamp)[:6]
             new_dist_info = dist_info_dir(name, out_version)
@@ -272,6 +284,7 @@ def _write_overlay(
                             writer.copy_raw(source, info, spans[member])
                     writer.flush_raw()
                     # Checked while the copy runs: a refusal stops it, and the temporary file goes.
+                    check_stock_copies(patched, series, changes.modified, stock)
                     for info in infos:
                         problem = None if info.filename.endswith("/") else check_tree_path(info.filename)
                         if problem:
