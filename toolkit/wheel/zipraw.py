@@ -250,9 +250,9 @@ class RawZipWriter:
         directory = b"".join(central)
         end = END_RECORD.pack(END_SIG, 0, 0, len(self.entries), len(self.entries), len(directory), central_start, 0)
         self._write_at_end(directory + end)
-        if self._copier is not None:
-            copier, self._copier = self._copier, None
-            copier.stop(cancel=False)
+        if self._copier is not None:  # kept until it stopped: interrupted in the join, leaving the block cancels it
+            self._copier.stop(cancel=False)
+            self._copier = None
         self.out.seek(self._end)
 
 
@@ -281,6 +281,7 @@ class _Copier:
         self._sources: dict[int, int] = {}  # id of the caller's file -> our duplicate of its descriptor
         self._jobs: queue.SimpleQueue[tuple[int, int, int, int] | tuple[bytes, int] | None] = queue.SimpleQueue()
         self._cancelled = False
+        self._fds_open = True
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="zipraw-copy", daemon=True)
         self._thread.start()
@@ -295,13 +296,20 @@ class _Copier:
         self._jobs.put((data, offset))
 
     def stop(self, *, cancel: bool) -> None:
+        """Wait for the queued work (or, cancelled, its current chunk) and raise its error; again, a no-op."""
         self._cancelled |= cancel
-        self._jobs.put(None)
-        self._thread.join()
-        for fd in [self._target, *self._sources.values()]:
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        fds, self._fds_open = (self._fds(), False) if self._fds_open else ([], False)
+        for fd in fds:
             os.close(fd)
-        if self.error is not None and not cancel:
-            raise self.error
+        error, self.error = self.error, None
+        if error is not None and not cancel:
+            raise error
+
+    def _fds(self) -> list[int]:
+        return [self._target, *self._sources.values()]
 
     def _run(self) -> None:
         try:
