@@ -10,7 +10,6 @@ series does not run git at all.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import tempfile
@@ -18,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit import tempnames
-from toolkit.cache import atomic_write_text, locked
+from toolkit.cache import atomic_write_bytes, locked
 from toolkit.errors import VpatchError
 from toolkit.model import Series
 from toolkit.sources import Base
 
-FORMAT = 2  # 2: paths verbatim (1 kept non-ASCII paths C-quoted)
+FORMAT = 3  # 3: contents as bytes after a JSON line, sha256 of the stored bytes (2: JSON, contents in base64)
+MAGIC = "vpatch-patched-files"
 
 
 @dataclass(frozen=True)
@@ -34,34 +34,46 @@ class PatchedFiles:
     base_blobs: dict[str, str]  # base blob id of modified and deleted paths
     symlinks: tuple[str, ...] = ()  # added or modified paths that are symlinks (mode 120000) afterwards
 
-    def to_json(self) -> str:
-        payload = {
-            "format": FORMAT,
+    def to_bytes(self) -> bytes:
+        """The cache entry: a line naming the format and the sha256 of the rest, the rest a JSON line of the
+        changes and the contents' sizes, then the contents themselves, as they are.
+
+        The check hashes the stored bytes as read (re-serialising the payload as JSON to hash it again, and
+        the contents' base64, cost a warm build ~9 ms of its ~0.1 s besides the copy)."""
+        paths = sorted(self.contents)
+        meta = {
             "base_commit": self.base_commit,
             "changes": [list(c) for c in self.changes],
-            "contents": {k: base64.b64encode(v).decode() for k, v in sorted(self.contents.items())},
+            "contents": [[path, len(self.contents[path])] for path in paths],
             "base_blobs": dict(sorted(self.base_blobs.items())),
             "symlinks": list(self.symlinks),
         }
-        body = json.dumps(payload, sort_keys=True)
-        return json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "payload": payload}) + "\n"
+        body = json.dumps(meta, sort_keys=True).encode() + b"\n" + b"".join(self.contents[p] for p in paths)
+        return f"{MAGIC} {FORMAT} {hashlib.sha256(body).hexdigest()}\n".encode() + body
 
     @classmethod
-    def from_json(cls, text: str) -> PatchedFiles | None:
+    def from_bytes(cls, data: bytes) -> PatchedFiles | None:
         """None when the entry is damaged or of another format."""
+        head, _, body = data.partition(b"\n")
+        if head.split(b" ")[:2] != [MAGIC.encode(), str(FORMAT).encode()]:
+            return None
+        if head.split(b" ")[2:] != [hashlib.sha256(body).hexdigest().encode()]:
+            return None
         try:
-            data = json.loads(text)
-            payload = data["payload"]
-            if hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest() != data["sha256"]:
-                return None
-            if payload["format"] != FORMAT:
+            line, _, blob = body.partition(b"\n")
+            meta = json.loads(line)
+            contents, at = {}, 0
+            for path, size in meta["contents"]:
+                contents[path] = blob[at : at + size]
+                at += size
+            if at != len(blob):
                 return None
             return cls(
-                payload["base_commit"],
-                tuple((s, p) for s, p in payload["changes"]),
-                {k: base64.b64decode(v) for k, v in payload["contents"].items()},
-                dict(payload["base_blobs"]),
-                tuple(payload["symlinks"]),
+                meta["base_commit"],
+                tuple((s, p) for s, p in meta["changes"]),
+                contents,
+                dict(meta["base_blobs"]),
+                tuple(meta["symlinks"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -106,12 +118,12 @@ def apply_in_index(base: Base, series: Series, scratch_root: Path) -> PatchedFil
 def patched_files(base: Base, series: Series, cache_dir: Path) -> PatchedFiles:
     """`apply_in_index`, cached by base commit and series fingerprint (the patches' full contents)."""
     key = hashlib.sha256(f"{base.commit}\0{series.fingerprint()}\0{FORMAT}".encode()).hexdigest()[:32]
-    entry = cache_dir / "patched" / f"{key}.json"
+    entry = cache_dir / "patched" / f"{key}.files"
     with locked(entry):
         if entry.is_file():
-            cached = PatchedFiles.from_json(entry.read_text(encoding="utf-8"))
+            cached = PatchedFiles.from_bytes(entry.read_bytes())
             if cached is not None and cached.base_commit == base.commit:
                 return cached
         result = apply_in_index(base, series, cache_dir / "tmp")
-        atomic_write_text(entry, result.to_json())
+        atomic_write_bytes(entry, result.to_bytes())
     return result

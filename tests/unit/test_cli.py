@@ -47,6 +47,17 @@ def test_help_lists_every_command():
     assert "migrate-config" not in proc.stdout  # one command migrates a configuration: `config migrate`
 
 
+def test_help_before_a_command_is_the_top_level_help():
+    """`vpatch -h build` prints what `vpatch -h` prints (every command), not a list of `build` alone."""
+    top = subprocess.run([sys.executable, "-m", "toolkit.cli", "-h"], capture_output=True, text=True)
+    for argv in (["-h", "build"], ["--help", "build", "0.8.4"]):
+        proc = subprocess.run([sys.executable, "-m", "toolkit.cli", *argv], capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stdout == top.stdout, argv
+    assert "    rebase " in top.stdout and "    build " in top.stdout
+    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "build", "-h"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: vpatch build ") and "--no-verify" in proc.stdout
+
+
 def test_config_migrate_loads_only_its_command(tmp_path):
     deploy = tmp_path / "d.json"
     deploy.write_text('{"model": "/m", "kv_events_config": {"enable_kv_cache_events": true}}', encoding="utf-8")

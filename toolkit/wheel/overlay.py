@@ -12,7 +12,6 @@ and are refused with the patch and file named.
 from __future__ import annotations
 
 import base64
-import calendar
 import contextlib
 import csv
 import io
@@ -20,10 +19,11 @@ import os
 import re
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from packaging.version import Version
 
@@ -39,6 +39,9 @@ from toolkit.wheel.provenance import PROVENANCE_FILE, FileChanges, Provenance
 from toolkit.wheel.record import record_hash as _record_hash
 from toolkit.wheel.zipraw import RawZipWriter, ZipFormatError, member_spans
 from toolkit.wheel.zipread import StoredZip
+
+if TYPE_CHECKING:
+    import zipfile  # the types only: the build reads the stock wheel with zipread
 
 # What a wheel is built from rather than what it ships: changing these needs a source build.
 BUILD_INPUT_PATTERNS = (
@@ -89,53 +92,72 @@ def build_time(stock: zipfile.ZipFile | StoredZip) -> tuple[int, str]:
         except ValueError:
             raise VpatchError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer") from None
     newest = max(info.date_time for info in stock.infolist())
-    # zip dates carry no zone: read them as UTC (time.mktime would add the local DST hour)
-    return calendar.timegm((*newest, 0, 0, 0)), "stock-wheel"
+    # zip dates carry no zone: read them as UTC (time.mktime would add the local DST hour). datetime, as
+    # calendar (and locale with it) is not loaded otherwise; a date no calendar has (a DOS date's month or day
+    # 0, second 60-62) is left to calendar.timegm's arithmetic, as before.
+    try:
+        return int(datetime(*newest, tzinfo=UTC).timestamp()), "stock-wheel"
+    except ValueError:
+        import calendar
+
+        return calendar.timegm((*newest, 0, 0, 0)), "stock-wheel"
 
 
-def classify_changes(
-    patched: PatchedFiles, series: Series, stock_names: set[str], package: str, stock: zipfile.ZipFile | StoredZip
-) -> FileChanges:
-    """Map the patched tree's changes onto wheel members; refuse what an overlay cannot carry."""
+def _owners(series: Series) -> dict[str, str]:
     owners: dict[str, str] = {}
     for patch in series.patches:
         for path in patch.touched_paths:
             owners.setdefault(path, patch.name)
+    return owners
+
+
+def _refusal(owner: str, path: str, why: str) -> VpatchError:
+    return VpatchError(
+        f"{owner} changes {path}: {why}; overlay builds carry only the wheel's own Python "
+        "files, use `vpatch build --mode source`"
+    )
+
+
+def classify_changes(patched: PatchedFiles, series: Series, stock_names: set[str], package: str) -> FileChanges:
+    """Map the patched tree's changes onto wheel members; refuse what an overlay cannot carry.
+
+    That the stock wheel ships the pinned source's copy of each modified file is `check_stock_copies`."""
+    owners = _owners(series)
     modified, added, removed, not_shipped = [], [], [], []
     for status, path in patched.changes:
         owner = owners.get(path, "the series")
-
-        def refuse(why: str, path: str = path, owner: str = owner) -> VpatchError:
-            return VpatchError(
-                f"{owner} changes {path}: {why}; overlay builds carry only the wheel's own Python "
-                "files, use `vpatch build --mode source`"
-            )
-
         if any(p.search(path) for p in BUILD_INPUT_PATTERNS):
-            raise refuse("it is a build input or a compiled file")
+            raise _refusal(owner, path, "it is a build input or a compiled file")
         shipped = PurePosixPath(path).parts[0] == package
         if not shipped:
             not_shipped.append(path)
             continue
         if path in patched.symlinks:
             # a zip member is installed as a plain file: pip would ship the link's target as its content
-            raise refuse("it is a symlink, which a wheel cannot carry")
+            raise _refusal(owner, path, "it is a symlink, which a wheel cannot carry")
         if status == "A":
             if path in stock_names:
-                raise refuse("the stock wheel already ships a different file there")
+                raise _refusal(owner, path, "the stock wheel already ships a different file there")
             added.append(path)
         elif status in ("M", "T"):
             if path not in stock_names:
-                raise refuse("the stock wheel does not ship this file")
-            if git_blob_id(stock.read(path)) != patched.base_blobs[path]:
-                raise refuse("the stock wheel's copy differs from the pinned source, so it is not shipped as-is")
+                raise _refusal(owner, path, "the stock wheel does not ship this file")
             modified.append(path)
         elif status == "D":
             if path in stock_names:
                 removed.append(path)
         else:
-            raise refuse(f"unsupported change kind {status}")
+            raise _refusal(owner, path, f"unsupported change kind {status}")
     return FileChanges(tuple(modified), tuple(added), tuple(removed), (), tuple(not_shipped))
+
+
+def check_stock_copies(patched: PatchedFiles, series: Series, modified: tuple[str, ...], stock: StoredZip) -> None:
+    """Refuse a modified file whose stock copy is not the pinned source's (the patch was made against that)."""
+    owners = _owners(series)
+    for path in modified:
+        if git_blob_id(stock.read(path)) != patched.base_blobs[path]:
+            why = "the stock wheel's copy differs from the pinned source, so it is not shipped as-is"
+            raise _refusal(owners.get(path, "the series"), path, why)
 
 
 def _rewrite_metadata(metadata: bytes, name: str, version: Version) -> bytes:
@@ -216,18 +238,12 @@ def _write_overlay(
     try:
         with stock:
             infos = stock.infolist()
-            for info in infos:
-                if info.filename.endswith("/"):
-                    continue
-                problem = check_tree_path(info.filename)
-                if problem:
-                    raise VpatchError(f"the stock wheel has an unsafe member: {problem}", path=stock_path)
             stock_names = {i.filename for i in infos}
             old_dist_info = next((n.split("/")[0] for n in stock_names if n.split("/")[0].endswith(".dist-info")), None)
             if old_dist_info is None:
                 raise VpatchError("the stock wheel has no .dist-info directory", path=stock_path)
             package = pin.project.replace("-", "_")
-            changes = classify_changes(patched, series, stock_names, package, stock)
+            changes = classify_changes(patched, series, stock_names, package)
             timestamp, time_source = build_time(stock)
             date_time = time.gmtime(timestamp)[:6]
             new_dist_info = dist_info_dir(name, out_version)
@@ -238,45 +254,11 @@ def _write_overlay(
                 changes.modified, changes.added, changes.removed, tuple(generated), changes.not_shipped
             )
 
-            stock_record = stock.read(f"{old_dist_info}/RECORD").decode()
-            record_rows: dict[str, tuple[str, str]] = {
-                row[0]: (row[1], row[2]) for row in csv.reader(io.StringIO(stock_record)) if len(row) == 3
-            }
-            compiled = {
-                p: base64.urlsafe_b64decode(h.removeprefix("sha256=") + "==").hex()
-                for p, (h, _) in record_rows.items()
-                if p.endswith((".so", ".pyd")) and h.startswith("sha256=")
-            }
-            provenance = Provenance(
-                pin=pin,
-                series=series,
-                base_commit=patched.base_commit,
-                stock_wheel=artifact.file,
-                stock_sha256=artifact.sha256,
-                dist_name=name,
-                version=str(out_version),
-                mode="overlay",
-                time_source=time_source,
-                timestamp=timestamp,
-                changes=changes,
-                compiled=compiled,
-                flavor=flavor,
-            )
-            replaced: dict[str, bytes] = {}
-            for path in changes.modified:
-                replaced[path] = patched.contents[path]
+            replaced: dict[str, bytes] = {path: patched.contents[path] for path in changes.modified}
             if generated:
                 replaced[version_file] = VERSION_TEMPLATE.format(
                     version=str(out_version), version_tuple=_version_tuple(out_version)
                 ).encode()
-            dist_info_files = {
-                n.split("/", 1)[1]: stock.read(n)
-                for n in stock_names
-                if n.startswith(old_dist_info + "/") and not n.endswith("/RECORD") and not n.endswith("/")
-            }
-            dist_info_files["METADATA"] = _rewrite_metadata(dist_info_files["METADATA"], name, out_version)
-            dist_info_files["WHEEL"] = _rewrite_wheel_file(dist_info_files["WHEEL"], filename)
-            dist_info_files[PROVENANCE_FILE] = provenance.to_json()
 
             out_dir.mkdir(parents=True, exist_ok=True)
             target = out_dir / filename
@@ -284,26 +266,54 @@ def _write_overlay(
             fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(filename), suffix=".tmp", dir=out_dir)
             tmp = Path(tmp_name)
             try:
-                with os.fdopen(fd, "w+b") as out, stock_path.open("rb") as source:
+                with os.fdopen(fd, "w+b") as out, stock_path.open("rb") as source, RawZipWriter(out) as writer:
+                    # The members in the stock wheel's order first: the unchanged ones are copied by the
+                    # writer's thread from here on, while the rest (RECORD, dist-info) is worked out.
                     spans = member_spans(stock, stock_path.stat().st_size)
-                    writer = RawZipWriter(out)
-                    record: list[tuple[str, str, str]] = []
+                    kept: list[str] = []
                     removed = set(changes.removed)
                     for info in infos:
                         member = info.filename
                         if member.startswith(old_dist_info + "/") or member in removed:
                             continue
+                        kept.append(member)
                         if member in replaced:
-                            data = replaced[member]
-                            writer.write(
-                                member, data, date_time=date_time, mode=(info.external_attr >> 16) & 0o777 or 0o644
-                            )
-                            record.append((member, _record_hash(data), str(len(data))))
+                            mode = (info.external_attr >> 16) & 0o777 or 0o644
+                            writer.write(member, replaced[member], date_time=date_time, mode=mode)
                         else:
                             writer.copy_raw(source, info, spans[member])
-                            if member not in record_rows:
-                                raise VpatchError(f"the stock wheel's RECORD does not list {member}", path=stock_path)
-                            record.append((member, *record_rows[member]))
+                    writer.flush_raw()
+                    # Checked while the copy runs: a refusal stops it, and the temporary file goes.
+                    check_stock_copies(patched, series, changes.modified, stock)
+                    for info in infos:
+                        problem = None if info.filename.endswith("/") else check_tree_path(info.filename)
+                        if problem:
+                            raise VpatchError(f"the stock wheel has an unsafe member: {problem}", path=stock_path)
+                    record_rows = _stock_record(stock, old_dist_info)
+                    record = _kept_record(kept, replaced, record_rows, stock_path)
+                    provenance = Provenance(
+                        pin=pin,
+                        series=series,
+                        base_commit=patched.base_commit,
+                        stock_wheel=artifact.file,
+                        stock_sha256=artifact.sha256,
+                        dist_name=name,
+                        version=str(out_version),
+                        mode="overlay",
+                        time_source=time_source,
+                        timestamp=timestamp,
+                        changes=changes,
+                        compiled=_compiled_hashes(record_rows),
+                        flavor=flavor,
+                    )
+                    dist_info_files = {
+                        n.split("/", 1)[1]: stock.read(n)
+                        for n in stock_names
+                        if n.startswith(old_dist_info + "/") and not n.endswith("/RECORD") and not n.endswith("/")
+                    }
+                    dist_info_files[PROVENANCE_FILE] = provenance.to_json()
+                    dist_info_files["METADATA"] = _rewrite_metadata(dist_info_files["METADATA"], name, out_version)
+                    dist_info_files["WHEEL"] = _rewrite_wheel_file(dist_info_files["WHEEL"], filename)
                     for path in sorted(changes.added):
                         data = patched.contents[path]
                         writer.write(path, data, date_time=date_time)
@@ -321,7 +331,6 @@ def _write_overlay(
                     writer.close()
                     # No fsync: the rename below makes the wheel appear whole or not at all if the
                     # build is interrupted; flushing 300 MB to disk would double the build time.
-                    out.flush()
                 os.chmod(tmp, 0o644)
                 replace_file(tmp, target)
             except ZipFormatError as exc:
@@ -336,3 +345,34 @@ def _write_overlay(
     return BuiltWheel(
         target, name, out_version, target.stat().st_size, stock_path, provenance, time.perf_counter() - started
     )
+
+
+def _stock_record(stock: StoredZip, dist_info: str) -> dict[str, tuple[str, str]]:
+    """The stock wheel's RECORD: member -> (hash, size)."""
+    text = stock.read(f"{dist_info}/RECORD").decode()
+    return {row[0]: (row[1], row[2]) for row in csv.reader(io.StringIO(text)) if len(row) == 3}
+
+
+def _compiled_hashes(record_rows: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """The compiled members' sha256 (hex), as the stock RECORD states them."""
+    return {
+        p: base64.urlsafe_b64decode(h.removeprefix("sha256=") + "==").hex()
+        for p, (h, _) in record_rows.items()
+        if p.endswith((".so", ".pyd")) and h.startswith("sha256=")
+    }
+
+
+def _kept_record(
+    kept: list[str], replaced: dict[str, bytes], record_rows: dict[str, tuple[str, str]], stock_path: Path
+) -> list[tuple[str, str, str]]:
+    """RECORD rows of the members carried over from the stock wheel (the replaced ones hashed anew)."""
+    record: list[tuple[str, str, str]] = []
+    for member in kept:
+        if member in replaced:
+            data = replaced[member]
+            record.append((member, _record_hash(data), str(len(data))))
+        elif member in record_rows:
+            record.append((member, *record_rows[member]))
+        else:
+            raise VpatchError(f"the stock wheel's RECORD does not list {member}", path=stock_path)
+    return record

@@ -150,12 +150,16 @@ def _add_provenance(built: Path, out_dir: Path, provenance: Provenance) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(built.name), suffix=".tmp", dir=out_dir)
     tmp = Path(tmp_name)
     try:
-        with zipfile.ZipFile(built) as source_zip, built.open("rb") as source, os.fdopen(fd, "w+b") as out:
+        with (
+            zipfile.ZipFile(built) as source_zip,
+            built.open("rb") as source,
+            os.fdopen(fd, "w+b") as out,
+            RawZipWriter(out) as writer,
+        ):
             infos = source_zip.infolist()
             dist_info = next(i.filename.split("/")[0] for i in infos if i.filename.split("/")[0].endswith(".dist-info"))
             record_name = f"{dist_info}/RECORD"
             spans = member_spans(source_zip, built.stat().st_size)
-            writer = RawZipWriter(out)
             data = provenance.to_json()
             date_time = time.gmtime(provenance.timestamp)[:6]
             for info in infos:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import struct
-import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
 
 if TYPE_CHECKING:
+    import zipfile  # the types only: not loaded by an overlay build
+
     from toolkit.wheel.zipread import StoredMember, StoredZip
 
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -23,7 +25,8 @@ CENTRAL_HEADER = struct.Struct("<4s6H3L5H2L")
 END_RECORD = struct.Struct("<4s4H2LH")
 LOCAL_SIG, CENTRAL_SIG, END_SIG = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"
 LIMIT = 0xFFFFFFFF
-COPY_CHUNK = 16 << 20
+ZIP_DEFLATED = 8  # ZIP_DEFLATED
+COPY_CHUNK = 64 << 20  # per call: a cancelled copy stops within one
 
 
 class ZipFormatError(Exception):
@@ -88,14 +91,33 @@ def member_spans(archive: zipfile.ZipFile | StoredZip, size: int) -> dict[str, t
 
 
 class RawZipWriter:
-    """Append members to `out`, either raw-copied from another zip or freshly deflated."""
+    """Append members to `out`, either raw-copied from another zip or freshly deflated.
+
+    Raw byte ranges are copied by a thread of their own (`_Copier`) while the caller goes on: the offsets
+    of everything are known when a member is added, so the copy of a 300 MB wheel's unchanged members runs
+    beside the Python work of writing the rest (RECORD, dist-info, the central directory) instead of before
+    it. Every write has its offset (`os.pwrite`, `copy_file_range` with both offsets), none uses the file
+    position. Use it as a context manager: leaving the block stops and joins the copier (before the caller
+    closes or unlinks the files it copies between); `close()` writes the central directory and waits for it.
+    """
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
+        out.flush()
+        self._fd = out.fileno()
+        self._end = out.tell()  # where the next member goes: what is written or queued ends here
         self.entries: list[Entry | CopiedEntry] = []
         self.names: set[str] = set()
-        self._pending: tuple[BinaryIO, int, int] | None = None  # (source, start, end) not yet copied
-        self._pending_end = 0
+        self._pending: tuple[BinaryIO, int, int] | None = None  # (source, start, end) not yet queued
+        self._copier: _Copier | None = None
+
+    def __enter__(self) -> RawZipWriter:
+        return self
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        if self._copier is not None:
+            self._copier.stop(cancel=kind is not None)
+            self._copier = None
 
     def _add(self, entry: Entry | CopiedEntry) -> None:
         if entry.name in self.names:
@@ -109,12 +131,12 @@ class RawZipWriter:
         With the central record as stored (`zipread.StoredMember`), that too is kept, only its offset
         changed. Consecutive members of the source are copied as one byte range (see `flush_raw`).
         """
-        offset = self._pending_end if self._pending is not None else self.out.tell()
+        offset = self._end
         central = getattr(info, "central", None)
         if central is not None:
             self._add(CopiedEntry(info.filename, central, offset))
-        else:
-            assert isinstance(info, zipfile.ZipInfo)
+        else:  # a zipfile.ZipInfo
+            info = cast("zipfile.ZipInfo", info)
             self._add(
                 Entry(
                     info.filename,
@@ -136,14 +158,25 @@ class RawZipWriter:
         else:
             self.flush_raw()
             self._pending = (source, span[0], span[1])
-        self._pending_end = offset + span[1] - span[0]
+        self._end = offset + span[1] - span[0]
 
     def flush_raw(self) -> None:
-        """Copy the pending run of raw members; called before anything else is written."""
+        """Hand the pending run of raw members to the copier (it starts copying at once)."""
         if self._pending is not None:
             source, start, end = self._pending
             self._pending = None
-            copy_range(source, self.out, start, end - start)
+            if self._copier is None:
+                self._copier = _Copier(self._fd)
+            self._copier.submit(source, start, end - start, self._end - (end - start))
+
+    def _write_at_end(self, data: bytes) -> int:
+        offset = self._end
+        if self._copier is not None:  # after the copies queued before it: the file is written front to back
+            self._copier.submit_write(data, offset)
+        else:
+            _pwrite_all(self._fd, data, offset)
+        self._end += len(data)
+        return offset
 
     def write(
         self, name: str, data: bytes, *, date_time: tuple[int, int, int, int, int, int], mode: int = 0o644
@@ -156,21 +189,17 @@ class RawZipWriter:
         encoded = name.encode("utf-8")
         flags = 0x800 if not encoded.isascii() else 0
         date, time = dos_datetime(date_time)
-        offset = self.out.tell()
-        self.out.write(
-            LOCAL_HEADER.pack(
-                LOCAL_SIG, 20, flags, zipfile.ZIP_DEFLATED, time, date, crc, len(compressed), len(data), len(encoded), 0
-            )
+        header = LOCAL_HEADER.pack(
+            LOCAL_SIG, 20, flags, ZIP_DEFLATED, time, date, crc, len(compressed), len(data), len(encoded), 0
         )
-        self.out.write(encoded)
-        self.out.write(compressed)
+        offset = self._write_at_end(header + encoded + compressed)
         self._add(
             Entry(
                 name,
                 crc,
                 len(compressed),
                 len(data),
-                zipfile.ZIP_DEFLATED,
+                ZIP_DEFLATED,
                 flags,
                 date_time,
                 (0o100000 | mode) << 16,
@@ -182,19 +211,21 @@ class RawZipWriter:
         )
 
     def close(self) -> None:
+        """Write the central directory, wait for the copier, and leave the file position at the end."""
         self.flush_raw()
-        central_start = self.out.tell()
+        central_start = self._end
         if len(self.entries) > 0xFFFF or central_start > LIMIT:  # every offset is below central_start
             raise ZipFormatError("archive needs zip64, which the overlay writer does not support")
+        central: list[bytes] = []
         for entry in self.entries:
             if isinstance(entry, CopiedEntry):
                 # The offset is the header's last field (bytes 42-46); name, extra and comment follow as stored.
-                self.out.write(entry.central[:42] + entry.offset.to_bytes(4, "little") + entry.central[46:])
+                central.append(entry.central[:42] + entry.offset.to_bytes(4, "little") + entry.central[46:])
                 continue
             encoded = entry.name.encode("utf-8")
             date, time = dos_datetime(entry.date_time)
             # Flags are carried as stored (a data-descriptor bit stays valid: the descriptor was copied too).
-            self.out.write(
+            central.append(
                 CENTRAL_HEADER.pack(
                     CENTRAL_SIG,
                     entry.create_system << 8 | entry.create_version,
@@ -214,37 +245,108 @@ class RawZipWriter:
                     entry.external_attr,
                     entry.offset,
                 )
+                + encoded
             )
-            self.out.write(encoded)
-        central_size = self.out.tell() - central_start
-        self.out.write(
-            END_RECORD.pack(END_SIG, 0, 0, len(self.entries), len(self.entries), central_size, central_start, 0)
-        )
+        directory = b"".join(central)
+        end = END_RECORD.pack(END_SIG, 0, 0, len(self.entries), len(self.entries), len(directory), central_start, 0)
+        self._write_at_end(directory + end)
+        if self._copier is not None:  # kept until it stopped: interrupted in the join, leaving the block cancels it
+            self._copier.stop(cancel=False)
+            self._copier = None
+        self.out.seek(self._end)
 
 
-def copy_range(source: BinaryIO, target: BinaryIO, start: int, length: int) -> None:
-    """Copy bytes [start, start+length) of `source` to the current end of `target`."""
-    target.flush()
-    src_fd, dst_fd = source.fileno(), target.fileno()
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+class _Copier:
+    """A thread copying byte ranges from sources into one file, and writing bytes, at the offsets given, in the
+    order given (front to back: a write beyond what is copied yet would leave a hole that the copy then fills,
+    costing ext4 more kernel time than appending).
+
+    The file descriptors are duplicated, so closing the caller's files cannot hand their numbers to another
+    file while a copy runs. An error is kept and raised by `stop`; `stop(cancel=True)` ends the copy early.
+    """
+
+    def __init__(self, target_fd: int) -> None:
+        import queue  # only here: what the writer needs of a thread
+        import threading
+
+        self._target = os.dup(target_fd)
+        self._sources: dict[int, int] = {}  # id of the caller's file -> our duplicate of its descriptor
+        self._jobs: queue.SimpleQueue[tuple[int, int, int, int] | tuple[bytes, int] | None] = queue.SimpleQueue()
+        self._cancelled = False
+        self._fds_open = True
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="zipraw-copy", daemon=True)
+        self._thread.start()
+
+    def submit(self, source: BinaryIO, start: int, length: int, offset: int) -> None:
+        fd = self._sources.get(id(source))
+        if fd is None:
+            fd = self._sources[id(source)] = os.dup(source.fileno())
+        self._jobs.put((fd, start, length, offset))
+
+    def submit_write(self, data: bytes, offset: int) -> None:
+        self._jobs.put((data, offset))
+
+    def stop(self, *, cancel: bool) -> None:
+        """Wait for the queued work (or, cancelled, its current chunk) and raise its error; again, a no-op."""
+        self._cancelled |= cancel
+        if self._thread.is_alive():
+            self._jobs.put(None)
+            self._thread.join()
+        fds, self._fds_open = (self._fds(), False) if self._fds_open else ([], False)
+        for fd in fds:
+            os.close(fd)
+        error, self.error = self.error, None
+        if error is not None and not cancel:
+            raise error
+
+    def _fds(self) -> list[int]:
+        return [self._target, *self._sources.values()]
+
+    def _run(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                if self._cancelled:
+                    continue
+                if len(job) == 2:
+                    _pwrite_all(self._target, *job)
+                else:
+                    copy_range(*job[:3], self._target, job[3], lambda: self._cancelled)
+        except BaseException as exc:  # raised in the caller's thread by stop()
+            self.error = exc
+            while self._jobs.get() is not None:  # the rest is not copied; stop() still ends the loop
+                pass
+
+
+def copy_range(
+    source: int, start: int, length: int, target: int, offset: int, cancelled: Callable[[], bool] = lambda: False
+) -> None:
+    """Copy bytes [start, start+length) of file descriptor `source` to `target` at `offset` (positions unused)."""
     remaining = length
-    position = start
-    dst_position = target.tell()
     if hasattr(os, "copy_file_range"):
         try:
-            while remaining:
-                copied = os.copy_file_range(src_fd, dst_fd, min(remaining, 1 << 30), position, dst_position)
+            while remaining and not cancelled():
+                copied = os.copy_file_range(source, target, min(remaining, COPY_CHUNK), start, offset)
                 if copied == 0:
                     break
                 remaining -= copied
-                position += copied
-                dst_position += copied
-            target.seek(dst_position)
-        except OSError:
-            target.seek(dst_position)
-    source.seek(position)
-    while remaining:
-        chunk = source.read(min(remaining, COPY_CHUNK))
+                start += copied
+                offset += copied
+        except OSError:  # no copy_file_range between these files (another file system, an old kernel)
+            pass
+    while remaining and not cancelled():
+        chunk = os.pread(source, min(remaining, COPY_CHUNK), start)
         if not chunk:
             raise ZipFormatError("unexpected end of the source archive")
-        target.write(chunk)
+        _pwrite_all(target, chunk, offset)
         remaining -= len(chunk)
+        start += len(chunk)
+        offset += len(chunk)

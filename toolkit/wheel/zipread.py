@@ -79,7 +79,8 @@ class StoredZip:
             raw_name = directory[pos + CENTRAL_HEADER.size : pos + CENTRAL_HEADER.size + name_len]
             if LIMIT in (csize, usize, offset) or end > len(directory):
                 raise ZipFormatError(f"member {raw_name!r} needs zip64, which the overlay writer does not support")
-            name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+            # ASCII reads the same either way, and utf-8's decoder is C (cp437's is a Python codec: ~3 ms a wheel)
+            name = raw_name.decode("utf-8" if flags & 0x800 or raw_name.isascii() else "cp437")
             members.append(
                 StoredMember(
                     name, offset, method, csize, usize, crc, flags, _date_time(date, time), external_attr,
