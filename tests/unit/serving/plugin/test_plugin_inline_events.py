@@ -105,7 +105,9 @@ def test_a_subscriber_process_gets_each_batch_numbered_and_replay_returns_the_bu
     got = json.loads(stdout)
     payloads = [msgspec.msgpack.encode(b) for b in batches]
     assert seqs == list(range(6))  # numbered from 0, one per batch
-    assert got["live"] == [[b"kv".hex(), s.to_bytes(8, "big").hex(), p.hex()] for s, p in zip(seqs, payloads)]
+    assert got["live"] == [
+        [b"kv".hex(), s.to_bytes(8, "big").hex(), p.hex()] for s, p in zip(seqs, payloads, strict=True)
+    ]
     # buffer_steps 4: seqs 2..5 are kept; a request from seq 1 gets those, then the end marker
     head = ["", b"kv".hex()] if replay_topic else [""]
     expected = [[*head, s.to_bytes(8, "big").hex(), payloads[s].hex()] for s in range(2, 6)]
