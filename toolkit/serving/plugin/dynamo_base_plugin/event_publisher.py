@@ -16,8 +16,10 @@ builds its scheduler) then imports this module, and `install()` adds the class t
 build it in that process. Why "zmq" and not only the new name: from vLLM 0.13.0 `KVEventsConfig.publisher` is
 `Literal["null", "zmq"]`, which pydantic enforces, so `--kv-events-config '{"publisher": "dynamo-inline"}'` is
 refused before any registry is asked (0.9.0's `publisher: str` takes it). The wire is upstream's, so the consumer
-cannot tell; a deployment opts in by the variable, and a log line says so. Unset (or "zmq"), this module is not
-imported and vLLM's publisher is untouched; another value is a logged error, upstream's publisher stays.
+cannot tell; a deployment opts in by the variable, and each publisher logs a line saying so (INFO, through
+vLLM's logger: "dynamo-base plugin: KV events published inline on the engine thread (ENDPOINT)"). Unset (or
+"zmq"), this module is not imported and vLLM's publisher is untouched; another value is a logged error, upstream's
+publisher stays.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from vllm.distributed.kv_events import EventPublisherFactory, ZmqEventPublisher
 
 from .inline_events import InlineSender
 
-logger = logging.getLogger("dynamo_base_plugin")
+# under vLLM's logger, whose handler and INFO level vLLM sets up: the selection line shows in the engine's log
+logger = logging.getLogger("vllm.dynamo_base_plugin")
 
 NAME = "dynamo-inline"
 
