@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 STEP_CLOCKS = ("wall", "thread", "process")
@@ -70,6 +71,31 @@ def fmt_ratio(values: list[float]) -> str:
 def verdict(value: float, goal: float, at_most: bool) -> str:
     ok = value <= goal if at_most else value >= goal
     return f"{'PASS' if ok else 'MISS'} (goal {'≤' if at_most else '≥'} {goal})"
+
+
+# "features on" publishes the KV events through the plugin's inline publisher (docs/plugin.md) unless
+# `--publisher upstream` asks for vLLM's own ZmqEventPublisher (its thread); the engine's log says which it built
+PUBLISHERS = ("inline", "upstream")
+INLINE_ENV = {"DYNAMO_KV_EVENTS_PUBLISHER": "inline"}
+INLINE_LINE = "dynamo-base plugin: KV events published inline on the engine thread"
+
+
+def publisher_env(publisher: str) -> dict[str, str]:
+    """The plugin-on engine's extra environment for `--publisher`."""
+    return dict(INLINE_ENV) if publisher == "inline" else {}
+
+
+def check_publisher(publisher: str, log: Path) -> str:
+    """The publisher the plugin-on engine built, from its log; exits when it is not the one asked for."""
+    text = log.read_text("utf-8", "replace") if log.exists() else ""
+    built = "inline" if INLINE_LINE in text else "upstream"
+    if built != publisher:
+        raise SystemExit(f"{log}: the engine built the {built} KV-event publisher, not the {publisher} one asked for")
+    return (
+        "the plugin's inline publisher (DYNAMO_KV_EVENTS_PUBLISHER=inline: encoded and sent on the engine thread)"
+        if built == "inline"
+        else "vLLM's ZmqEventPublisher (its publisher thread)"
+    )
 
 
 def header(found: dict[str, Any], times: dict[str, str]) -> None:
