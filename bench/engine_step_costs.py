@@ -155,7 +155,7 @@ ROWS = (
     ("rest", "  the rest of the step (LLMEngine.step, InprocClient, our timers)"),
     ("cache_blocks", "    of which BlockPool.cache_full_blocks"),
     ("take_events", "    of which take_events"),
-    ("publish", "    of which publish() (inline publisher: encode + send)"),
+    ("publish", "    of which publish() (inline: encode + send; upstream: queue put)"),
     ("plugin_record", "    of which the plugin's record()"),
     ("gc", "    of which the cyclic collector (anywhere in the step)"),
     ("utime", "engine thread, user CPU"),
