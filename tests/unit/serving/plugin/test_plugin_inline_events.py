@@ -185,3 +185,31 @@ def test_a_pub_at_its_high_water_mark_drops_batches_instead_of_blocking_the_send
     assert seqs == list(range(3000))  # every batch kept its number (a gap is what the consumer sees of a drop)
     assert received < 3000 // 2, f"{received} of 3000 arrived: the stalled subscriber should have caused drops"
     assert len(out.buffered()) == 3000  # the replay buffer holds them all the same
+
+
+def test_a_batch_that_cannot_be_encoded_is_skipped_with_its_seq_and_the_next_one_goes_out() -> None:
+    """vLLM 0.9.0 with sha256 block hashes hands over ints msgpack cannot hold: upstream's thread logs and goes on;
+    so does the inline sender, on the engine thread, without raising into the step."""
+    out, pub_port, _ = sender()
+    context = zmq.Context.instance()
+    sub = context.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.RCVTIMEO, 5000)
+    sub.connect(f"tcp://127.0.0.1:{pub_port}")
+    try:
+        for _attempt in range(200):
+            out.pub.send_multipart([out.topic, b"probe", b""])
+            if sub.poll(25):
+                break
+        while sub.poll(100):
+            sub.recv_multipart()
+        good = Batch(ts=1.0, events=[["BlockRemoved", [1], None]])
+        seqs = [out.send(good), out.send(Batch(ts=2.0, events=[["BlockStored", [2**70], None, [1], 1, None]]))]
+        seqs.append(out.send(good))
+        frames = [sub.recv_multipart(), sub.recv_multipart()]
+    finally:
+        sub.close(linger=0)
+        out.close()
+    assert seqs == [0, 1, 2] and out.failed == 1
+    assert [int.from_bytes(f[1], "big") for f in frames] == [0, 2]  # seq 1 is the gap a consumer sees
+    assert [seq for seq, _ in out.buffered()] == [0, 2]

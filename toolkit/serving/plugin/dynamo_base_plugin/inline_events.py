@@ -16,7 +16,9 @@ The wire is that of vLLM's `ZmqEventPublisher` (vllm/distributed/kv_events.py, 0
   reads it from the release's own `_service_replay`).
 - `buffer_steps` bounds the replay buffer (the last N batches), `hwm` is the PUB socket's high-water mark: a PUB
   socket drops at its HWM instead of blocking, and every frame goes out with NOBLOCK, so `send` never waits for a
-  subscriber (a dropped batch keeps its seq: the consumer sees the gap, and replay still has the batch).
+  subscriber (a dropped batch keeps its seq: the consumer sees the gap, and replay still has the batch). A batch
+  that cannot be encoded is logged and skipped, its seq taken, as upstream's thread does: publishing never raises
+  into the engine's step.
 
 Thread-safety. vLLM's publisher hands each batch to a Python thread, which then wakes once per published step and
 takes the GIL from the engine thread (bench/README.md, "where the engine thread's extra goes"). Here:
@@ -71,6 +73,7 @@ class InlineSender:
         self.topic = topic.encode("utf-8")
         self.replay_topic = replay_topic
         self.dropped = 0  # batches the PUB socket refused (NOBLOCK): their seq stays taken
+        self.failed = 0  # batches that could not be encoded or sent (logged): their seq stays taken too
         self._seqs = count()
         self._buffer: deque[tuple[int, bytes]] = deque(maxlen=buffer_steps)
         self._lock = threading.Lock()
@@ -92,9 +95,16 @@ class InlineSender:
             self._thread.start()
 
     def send(self, batch: Any) -> int:
-        """Encode `batch` and send it now, on this thread, without blocking; its seq."""
-        payload = self._encode(batch)
+        """Encode `batch` and send it now, on this thread, without blocking; its seq. Never raises for a batch:
+        one that cannot be encoded (vLLM 0.9.0's sha256 block hashes overflow msgpack) or sent is logged and lost
+        with its seq taken, as upstream's publisher thread does, and the engine goes on."""
         seq = next(self._seqs)
+        try:
+            payload = self._encode(batch)
+        except Exception:
+            self.failed += 1
+            logger.exception("dynamo-base plugin: KV-event batch %d cannot be encoded; not published", seq)
+            return seq
         send = self._send
         try:
             send(self.topic, _MORE)
@@ -102,6 +112,9 @@ class InlineSender:
             send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
+        except Exception:
+            self.failed += 1
+            logger.exception("dynamo-base plugin: KV-event batch %d not sent", seq)
         if self.replay is not None:
             with self._lock:
                 self._buffer.append((seq, payload))
