@@ -155,8 +155,9 @@ def cost_lines(on: list[dict[str, Any]], off: list[dict[str, Any]], steps: int) 
     direct = inline["publish_cpu"] + inline["plugin_cpu"] + sum(threads[k][0] - threads[k][1] for k in kinds[1:3])
     base = per_batch(off, lambda r: r["batch_process"]) * us
     return [
-        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (queue put,"
-        f" notify) {inline['publish_cpu']:.1f}, inside the plugin's record() (figures, msgpack, send)"
+        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (upstream's:"
+        f" queue put, notify; the inline one: msgpack, send) {inline['publish_cpu']:.1f}, inside the plugin's"
+        f" record() (figures, msgpack, send)"
         f" {inline['plugin_cpu']:.1f};",
         "   CPU per thread kind: " + ", ".join(f"{k} {threads[k][0]:.0f} vs {threads[k][1]:.0f}" for k in kinds),
         "   the features' own work (those two calls + the publisher and libzmq threads' extra):"
