@@ -13,6 +13,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -137,12 +138,26 @@ def test_the_replay_thread_sleeps_while_batches_are_sent_and_close_leaves_nothin
     assert after - before <= 2, "the replay thread woke while batches were sent (it must wake only on requests)"
     assert not thread.is_alive() and out.pub.closed and out.replay is not None and out.replay.closed
     assert "dynamo-kv-replay" not in [t.name for t in threading.enumerate()]
-    context = zmq.Context.instance()
     for port in (pub_port, replay_port):  # no socket lingers on the endpoints
-        again = context.socket(zmq.PUB)
-        again.bind(f"tcp://127.0.0.1:{port}")
-        again.close(linger=0)
+        assert _bindable_soon(port), f"port {port} is still bound 5 s after close()"
     out.close()  # idempotent
+
+
+def _bindable_soon(port: int, seconds: float = 5.0) -> bool:
+    """libzmq closes a socket on its I/O thread, a moment after `close()` returns: bindable within `seconds`."""
+    context = zmq.Context.instance()
+    deadline = time.monotonic() + seconds
+    while True:
+        again = context.socket(zmq.PUB)
+        try:
+            again.bind(f"tcp://127.0.0.1:{port}")
+            return True
+        except zmq.ZMQError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        finally:
+            again.close(linger=0)
 
 
 # A subscriber that connects with a receive high-water mark of 1, reads nothing until told, then counts what is left.
