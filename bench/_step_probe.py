@@ -24,10 +24,8 @@ time; the profiler's overhead inflates every Python call, so only on-vs-off diff
 
 Per step, too: the forward pass's and schedule's CPU, the events take_events returned, the steps the plugin
 sent a load message on (its publisher's send wrapped on the object: instrumentation, the plugin's code unchanged).
-PROTOTYPE, not vLLM's nor the plugin's code: mode "inline" publishes the events with vLLM's own publisher's socket,
-sequence and replay buffer, but encoded and sent on the engine thread inside publish() (what a publisher kind
-registered through vLLM's EventPublisherFactory.register_publisher could do), so vLLM's publisher thread never
-wakes; the subscriber sees the same stream.
+Which publisher carries the events is the engine's own (vLLM's factory: upstream's ZmqEventPublisher, or the
+plugin's inline one with DYNAMO_KV_EVENTS_PUBLISHER=inline); the prototype "inline" mode this driver had is gone.
 One more mode beside step_drive's: "recorded", the events recorded, taken and batched as with "events" (load
 figures off) but handed to a NullEventPublisher: no wake-up of vLLM's publisher thread, no ZMQ send.
 
@@ -53,7 +51,6 @@ sys.path.insert(0, str(ENGINE_DRIVERS))
 import step_drive  # noqa: E402  (toolkit/serving/engine/, put on the path above)
 
 PROBE_SERIES: dict[str, list[float]] = {}  # Probe.series, for since()
-INLINE: list[Any] = []  # the prototype's publisher, once the engine is up
 SCHED_FIELDS = ("se.nr_migrations", "nr_switches", "nr_voluntary_switches", "nr_involuntary_switches", "nr_wakeups")
 
 
@@ -181,25 +178,6 @@ def install(llm: Any, features: Any, probe: Probe) -> None:
     PROBE_SERIES.update(probe.series)  # the same lists
 
 
-class InlinePublisher:
-    """PROTOTYPE (see the module doc): vLLM 0.32.0's ZmqEventPublisher's send, done in publish() itself."""
-
-    def __init__(self, publisher: Any) -> None:
-        import msgspec
-
-        self.publisher = publisher
-        self.encoder = msgspec.msgpack.Encoder()
-
-    def publish(self, batch: Any) -> None:
-        zmq_publisher = self.publisher
-        if batch.data_parallel_rank is None:
-            batch.data_parallel_rank = zmq_publisher._data_parallel_rank
-        seq = next(zmq_publisher._seq_gen)
-        payload = self.encoder.encode(batch)
-        zmq_publisher._pub.send_multipart((zmq_publisher._topic_bytes, seq.to_bytes(8, "big"), payload))
-        zmq_publisher._buffer.append((seq, payload))
-
-
 def profile_rows(profile: cProfile.Profile) -> list[list[Any]]:
     """Every function's calls, own and cumulative engine-thread CPU (the profiler's clock is time.thread_time:
     time spent preempted or waiting for the GIL is not charged to whatever function was running)."""
@@ -214,11 +192,9 @@ def profile_rows(profile: cProfile.Profile) -> list[list[Any]]:
 def run(llm: Any, features: Any, probe: Probe, request: dict[str, Any]) -> dict[str, Any]:
     mode = request.get("features")
     if mode is not None:
-        features.set("events" if mode in ("recorded", "inline") else mode)
+        features.set("events" if mode == "recorded" else mode)
         if mode == "recorded":  # events built, taken and batched on the engine thread, handed to no publisher
             features.scheduler.kv_event_publisher = features.null
-        if mode == "inline":  # PROTOTYPE: sent on the engine thread (InlinePublisher)
-            features.scheduler.kv_event_publisher = INLINE[0]
         if features.logger_manager is not None:  # set() put back the unwrapped attribute's value: ours is timed
             load = mode in (True, "load")
             features.logger_manager.record = features.with_plugin if load else features.own_record
@@ -257,9 +233,6 @@ def main() -> int:
     features = step_drive.Features(llm, bool(config.get("load_metrics")))
     probe = Probe()
     install(llm, features, probe)
-    if features.configured_events:
-        INLINE.append(InlinePublisher(features.publisher))
-        probe.wrap(INLINE[0], "publish", "publish_inline")
     step_drive.answer(
         {
             "ready": True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 STEP_CLOCKS = ("wall", "thread", "process")
@@ -72,6 +73,31 @@ def verdict(value: float, goal: float, at_most: bool) -> str:
     return f"{'PASS' if ok else 'MISS'} (goal {'≤' if at_most else '≥'} {goal})"
 
 
+# "features on" publishes the KV events through the plugin's inline publisher (docs/plugin.md) unless
+# `--publisher upstream` asks for vLLM's own ZmqEventPublisher (its thread); the engine's log says which it built
+PUBLISHERS = ("inline", "upstream")
+INLINE_ENV = {"DYNAMO_KV_EVENTS_PUBLISHER": "inline"}
+INLINE_LINE = "dynamo-base plugin: KV events published inline on the engine thread"
+
+
+def publisher_env(publisher: str) -> dict[str, str]:
+    """The plugin-on engine's extra environment for `--publisher`."""
+    return dict(INLINE_ENV) if publisher == "inline" else {}
+
+
+def check_publisher(publisher: str, log: Path) -> str:
+    """The publisher the plugin-on engine built, from its log; exits when it is not the one asked for."""
+    text = log.read_text("utf-8", "replace") if log.exists() else ""
+    built = "inline" if INLINE_LINE in text else "upstream"
+    if built != publisher:
+        raise SystemExit(f"{log}: the engine built the {built} KV-event publisher, not the {publisher} one asked for")
+    return (
+        "the plugin's inline publisher (DYNAMO_KV_EVENTS_PUBLISHER=inline: encoded and sent on the engine thread)"
+        if built == "inline"
+        else "vLLM's ZmqEventPublisher (its publisher thread)"
+    )
+
+
 def header(found: dict[str, Any], times: dict[str, str]) -> None:
     loads = summary(found["loads"])
     print(f"uptime at start: {times['start']}")
@@ -129,8 +155,9 @@ def cost_lines(on: list[dict[str, Any]], off: list[dict[str, Any]], steps: int) 
     direct = inline["publish_cpu"] + inline["plugin_cpu"] + sum(threads[k][0] - threads[k][1] for k in kinds[1:3])
     base = per_batch(off, lambda r: r["batch_process"]) * us
     return [
-        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (queue put,"
-        f" notify) {inline['publish_cpu']:.1f}, inside the plugin's record() (figures, msgpack, send)"
+        "   where it goes, µs per step (medians; on vs off): on the engine thread, inside publish() (upstream's:"
+        f" queue put, notify; the inline one: msgpack, send) {inline['publish_cpu']:.1f}, inside the plugin's"
+        f" record() (figures, msgpack, send)"
         f" {inline['plugin_cpu']:.1f};",
         "   CPU per thread kind: " + ", ".join(f"{k} {threads[k][0]:.0f} vs {threads[k][1]:.0f}" for k in kinds),
         "   the features' own work (those two calls + the publisher and libzmq threads' extra):"

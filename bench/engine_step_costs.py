@@ -17,13 +17,16 @@ own time, on - off).
 
 The forward pass's CPU is also compared step by step (same step index, on against off), grouped by what the
 features did on the step before. Mode "recorded": the events built as with "events" but handed to vLLM's
-NullEventPublisher (no publisher-thread wake-up, no ZMQ). Mode "inline", a PROTOTYPE (bench/_step_probe.py's
-InlinePublisher, neither vLLM's code nor the plugin's): the events encoded and sent on the engine thread inside
-publish(), with vLLM's publisher's socket, sequence and replay buffer; its publisher thread never wakes.
+NullEventPublisher (no publisher-thread wake-up, no ZMQ). The events of "on" and "events" go through the plugin's
+inline publisher (DYNAMO_KV_EVENTS_PUBLISHER=inline: encoded and sent on the engine thread inside publish(), no
+publisher thread; docs/plugin.md) unless `--publisher upstream` asks for vLLM's ZmqEventPublisher (the engine's
+log says which one it built, checked). The prototype mode "inline" of before is gone: the real publisher replaced
+it.
 
 `--model larger` runs it on engine_steps.py's larger generated model instead (bench/_larger_model.py).
 
-Run: .venv/bin/python bench/engine_step_costs.py [--repeat 16] [--profile 4] [--model tiny|larger] [--json OUT]
+Run: .venv/bin/python bench/engine_step_costs.py [--repeat 16] [--profile 4] [--model tiny|larger]
+     [--publisher inline|upstream] [--json OUT]
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _step_stats import header, rotated, summary, watch_summary  # bench/, the script's directory
+from _step_stats import (
+    PUBLISHERS,
+    check_publisher,
+    header,
+    publisher_env,
+    rotated,
+    summary,
+    watch_summary,
+)  # bench/, the script's directory
 from engine_steps import (
     BLOCK_SIZE,
     MAX_TOKENS,
@@ -53,13 +64,13 @@ from engine_steps import (
 )
 
 PROBE = Path(__file__).resolve().parent / "_step_probe.py"
-MODES = ("on", "off", "events", "recorded", "inline", "load", "off-b")
+MODES = ("on", "off", "events", "recorded", "load", "off-b")
 TOP = ("schedule", "execute", "update", "process_outputs", "record")  # a partition of the step (nested: below)
 NESTED = ("cache_blocks", "take_events", "gc")
 START_TIMEOUT_S = 1200
 
 
-def start_engine(ctx: dict[str, Any], work: Path) -> tuple[Any, subprocess.Popen[str], Path]:
+def start_engine(ctx: dict[str, Any], work: Path, publisher: str) -> tuple[Any, subprocess.Popen[str], Path]:
     from toolkit.conformance.engine_procs import EngineProcess
     from toolkit.conformance.engine_serve import free_port
 
@@ -69,18 +80,19 @@ def start_engine(ctx: dict[str, Any], work: Path) -> tuple[Any, subprocess.Popen
     config["load_metrics"] = True
     until = work / "kv-watch.until"
     watch = start_watch(events_port, load_port, until, 7200)
-    extra = {"DYNAMO_LOAD_METRICS_ENDPOINT": f"tcp://*:{load_port}"}
+    extra = {"DYNAMO_LOAD_METRICS_ENDPOINT": f"tcp://*:{load_port}", **publisher_env(publisher)}
     engine = EngineProcess(ctx["plugin"], config, work / "probe.log", extra, driver=PROBE)
     return engine, watch, until
 
 
-def run(ctx: dict[str, Any], work: Path, repeat: int, profiled: int) -> dict[str, Any]:
-    engine, watch, until = start_engine(ctx, work)
+def run(ctx: dict[str, Any], work: Path, repeat: int, profiled: int, publisher: str = "inline") -> dict[str, Any]:
+    engine, watch, until = start_engine(ctx, work, publisher)
     found: dict[str, Any] = {"runs": {k: [] for k in MODES}, "profiled": {"on": [], "off": []}, "loads": []}
     try:
         began = time.monotonic()
         found["ready"] = engine.wait_ready(START_TIMEOUT_S)
         found["start_seconds"] = time.monotonic() - began
+        found["publisher"] = check_publisher(publisher, work / "probe.log")
         request = {"op": "steps", "prompts": batch_prompts(), "max_tokens": MAX_TOKENS}
         time.sleep(2.0)  # the subscriber has connected before anything is published
         for mode in (True, False):  # one-time costs of the first steps stay out
@@ -106,7 +118,7 @@ def figures(run: dict[str, Any]) -> dict[str, float]:
     us = 1e6 / steps
     cpu = run["probe"]["cpu"]
     found = {k: cpu.get(k, 0.0) * us for k in (*TOP, *NESTED)}
-    found["publish"] = (run["publish_cpu"] + cpu.get("publish_inline", 0.0)) * us
+    found["publish"] = run["publish_cpu"] * us
     found["plugin_record"] = run["plugin_cpu"] * us
     found["engine_thread"] = sum(run["thread"]) * us
     found["rest"] = found["engine_thread"] - sum(found[k] for k in TOP)
@@ -143,7 +155,7 @@ ROWS = (
     ("rest", "  the rest of the step (LLMEngine.step, InprocClient, our timers)"),
     ("cache_blocks", "    of which BlockPool.cache_full_blocks"),
     ("take_events", "    of which take_events"),
-    ("publish", "    of which publish() (inline: encode + send)"),
+    ("publish", "    of which publish() (inline: encode + send; upstream: queue put)"),
     ("plugin_record", "    of which the plugin's record()"),
     ("gc", "    of which the cyclic collector (anywhere in the step)"),
     ("utime", "engine thread, user CPU"),
@@ -167,6 +179,7 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
         f"{found['start_seconds']:.0f} s; whole run {wall:.0f} s; {steps} steps per batch, {len(off)} repetitions;"
         f" gc thresholds {found['ready'].get('gc_threshold')}"
     )
+    print(f"KV events (on, events): through {found['publisher']}")
     print(f"subscriber: {watch_summary(found['kv_watch'])}")
     print("µs per step: median per mode; Δ = paired per-repetition difference against off, median (IQR)")
     print(f"{'':62} {'off':>7} {'on':>7} {'Δ on':>22} " + " ".join(f"{'Δ ' + m:>8}" for m in MODES[2:]))
@@ -242,18 +255,25 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=16, help="repetitions of the five modes (default 16)")
     parser.add_argument("--profile", type=int, default=4, help="cProfiled on/off pairs after them (default 4)")
     parser.add_argument("--model", choices=("tiny", "larger"), default="tiny")
+    parser.add_argument("--publisher", choices=PUBLISHERS, default="inline", help="the KV-event publisher (on, events)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     times = {"start": uptime()}
     began = time.monotonic()
     ctx = setup(VERSION, args.model)
     with tempfile.TemporaryDirectory(prefix="bench-step-costs-") as tmp:
-        found = run(ctx, Path(tmp), args.repeat, args.profile)
+        found = run(ctx, Path(tmp), args.repeat, args.profile, args.publisher)
     times["end"] = uptime()
     wall = time.monotonic() - began
     report(found, ctx, times, wall)
     if args.json:
-        record = {"found": found, "uptime": times, "wall": wall, "model": ctx["model_label"]}
+        record = {
+            "found": found,
+            "uptime": times,
+            "wall": wall,
+            "model": ctx["model_label"],
+            "publisher": args.publisher,
+        }
         args.json.write_text(json.dumps(record, default=str) + "\n", encoding="utf-8")
     return 0
 

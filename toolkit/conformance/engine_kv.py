@@ -16,12 +16,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.conformance.engine import PAIRS, PROMPTS, EngineRun, parse_run
+from toolkit.conformance.engine import MARK, PAIRS, PROMPTS, EngineRun, parse_run
 from toolkit.conformance.engine_env import EngineEnv
 from toolkit.conformance.engine_procs import engine_environment
 from toolkit.conformance.engine_serve import free_port
 from toolkit.conformance.envs import read_trace
 from toolkit.contracts import kv
+from toolkit.contracts.sides import INLINE_PUBLISHER, PLUGIN_PUBLISHER_ENV
 from toolkit.envs import offline_env
 from toolkit.errors import VpatchError
 from toolkit.records.contract import ItemResult, decode_observations
@@ -39,6 +40,13 @@ class KvRun:
     published: int
     batches_applied: int
     error: str = ""
+    publisher: str = ""  # the KV-event publisher class the engine built (module.class), as it reported it
+
+
+def engine_publisher(stdout: str) -> str:
+    """The KV-event publisher class kv_drive.py reports on its result line ('' from a driver that does not)."""
+    line = next((ln for ln in reversed(stdout.splitlines()) if ln.startswith(MARK)), "")
+    return str(json.loads(line.removeprefix(MARK)).get("publisher") or "") if line else ""
 
 
 def run_kv_routing(
@@ -65,6 +73,7 @@ def run_kv_routing(
     if load_endpoint is not None:
         consumer_argv += ["--metrics", load_endpoint]
         extra_env = {**(extra_env or {}), "DYNAMO_LOAD_METRICS_ENDPOINT": load_endpoint.replace("127.0.0.1", "*")}
+        extra_env.update(PLUGIN_PUBLISHER_ENV)  # the plugin's inline KV-event publisher carries the events
     consumer_argv += ["--seconds", str(TIMEOUT_S + 60), "--json"]
     consumer = subprocess.Popen(
         consumer_argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=offline_env()
@@ -85,7 +94,7 @@ def run_kv_routing(
         "probes": str(files["probes"]),
         "start_delay": 2.0,
     }
-    error, engine_run = "", None
+    error, engine_run, publisher = "", None, ""
     try:
         with files["log"].open("w", encoding="utf-8") as log:
             proc = subprocess.run(
@@ -103,6 +112,10 @@ def run_kv_routing(
             error = f"the engine exited ({proc.returncode}): {lines[-1][:300]}"
         else:
             engine_run = parse_run(proc.stdout, model)
+            publisher = engine_publisher(proc.stdout)
+            if load and publisher != INLINE_PUBLISHER:
+                what = publisher or "not reported"
+                error = f"the engine's KV-event publisher was {what}, not the plugin's {INLINE_PUBLISHER}"
     except subprocess.TimeoutExpired:
         error = f"the engine did not finish within {TIMEOUT_S} s"
     except VpatchError as exc:
@@ -115,7 +128,7 @@ def run_kv_routing(
             consumer.kill()
             out, err = consumer.communicate()
     if error:
-        return KvRun(None, [ItemResult(kv.FEATURE, i, Status.FAIL, error) for i in kv.ITEMS], 0, 0, 0, error)
+        return KvRun(None, [ItemResult(kv.FEATURE, i, Status.FAIL, error) for i in kv.ITEMS], 0, 0, 0, error, publisher)
     try:
         summary = json.loads(out or "")
     except ValueError:
@@ -125,4 +138,4 @@ def run_kv_routing(
     observations = decode_observations(files["record"].read_bytes()) if files["record"].exists() else []
     items = kv.judge(build, trace, observations, load_endpoint=load_endpoint)
     published = max((r["published"] for r in trace), default=0)
-    return KvRun(engine_run, items, len(trace), published, int(summary.get("batches", 0)))
+    return KvRun(engine_run, items, len(trace), published, int(summary.get("batches", 0)), publisher=publisher)

@@ -105,6 +105,8 @@ def _kv_run(side: EngineEnv, build: BuildSpec, model: Path, work: Path) -> Confi
     transport = Transport(
         "tcp://*:P", "tcp://127.0.0.1:P", False, "default", "tcp://*:R", "tcp://*:L" if plugin else None
     )
+    if plugin:  # the plugin's inline publisher carried the events (run_kv_routing fails the items otherwise)
+        transport.publisher = run.publisher or None
     items = run.items
     if not plugin:  # stock alone publishes no load figures: say so as the contract's not-provided
         items = [

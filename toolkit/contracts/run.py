@@ -28,7 +28,9 @@ from toolkit.cache import atomic_write_text
 from toolkit.conformance.envs import free_port, offline_env, read_trace, run_runner
 from toolkit.contracts import kv, pd
 from toolkit.contracts.sides import (
+    INLINE_PUBLISHER,
     PLUGIN_ENDPOINT_ENV,
+    PLUGIN_PUBLISHER_ENV,
     Side,
     TransportConfig,
     consumer_binds,
@@ -85,7 +87,7 @@ def run_kv_config(side: Side, config: TransportConfig, work: Path, workloads: li
             extra_args=("--contract", "--probes-out", str(files["probes"])),
             log=files["log"],
             stat_loggers=load is not None,
-            extra_env={PLUGIN_ENDPOINT_ENV: load} if load is not None else None,
+            extra_env={PLUGIN_ENDPOINT_ENV: load, **PLUGIN_PUBLISHER_ENV} if load is not None else None,
         )
         assert isinstance(started, subprocess.Popen)
         runner = started
@@ -112,6 +114,13 @@ def run_kv_config(side: Side, config: TransportConfig, work: Path, workloads: li
         return ConfigRun(name, side.name, side.build, transport, items, seen, workloads, error=why)
     seen.errors = (engine_errors + seen.errors)[:8]
     trace = read_trace(files["trace"])
+    publishers = {str(r["publisher"]) for r in trace if r.get("summary") and r.get("publisher")}
+    if load is not None:  # stock + plugin: the events must have gone through the plugin's inline publisher
+        transport.publisher = ", ".join(sorted(publishers)) or None
+        if publishers != {INLINE_PUBLISHER}:
+            why = f"the engine's KV-event publisher was {transport.publisher}, not the plugin's {INLINE_PUBLISHER}"
+            items = [ItemResult(kv.FEATURE, item, Status.FAIL, why) for item in kv.ITEMS]
+            return ConfigRun(name, side.name, side.build, transport, items, seen, workloads, error=why)
     try:
         observations = decode_observations(files["record"].read_bytes()) if files["record"].exists() else []
     except RecordError as exc:

@@ -27,6 +27,11 @@ from toolkit.records.contract import BuildSpec
 
 HASH_ALGOS = ("builtin", "sha256")
 PLUGIN_ENDPOINT_ENV = "DYNAMO_LOAD_METRICS_ENDPOINT"  # where the dynamo-base plugin binds (docs/plugin.md)
+# stock + plugin runs publish their KV events through the plugin's inline publisher (docs/plugin.md), so the
+# kv-routing contracts are proven over it; the engine reports the publisher class it built, checked against this
+PLUGIN_PUBLISHER_ENV = {"DYNAMO_KV_EVENTS_PUBLISHER": "inline"}
+INLINE_PUBLISHER = "dynamo_base_plugin.event_publisher.InlineZmqEventPublisher"
+UPSTREAM_PUBLISHER = "vllm.distributed.kv_events.ZmqEventPublisher"
 ENDPOINT_FORMS = ("bind", "loopback")
 
 

@@ -50,6 +50,8 @@ ENTRY_POINTS = {
         "dynamo_base_load_metrics": f"{PACKAGE}:register",
         # dynamo-base's connector names in vLLM's connector registry (connector_names.py)
         "dynamo_base_connector_names": f"{PACKAGE}.connector_names:register",
+        # DYNAMO_KV_EVENTS_PUBLISHER=inline: the KV-event publisher without a thread (event_publisher.py)
+        "dynamo_base_kv_events": f"{PACKAGE}:register_kv_events",
     },
     # the stat-logger group of later vLLM (0.32.0 has it): AsyncLLM loads the logger class itself
     "vllm.stat_logger_plugins": {"dynamo_base_load_metrics": f"{PACKAGE}.load_metrics:LoadMetricsLogger"},

@@ -114,6 +114,9 @@ class Transport(msgspec.Struct, omit_defaults=True):
     hash_algo: str
     replay_endpoint: str | None = None
     metrics_endpoint: str | None = None  # the plugin's load endpoint the consumer followed (stock+plugin)
+    # the engine's KV-event publisher class when it is not vLLM's own ZmqEventPublisher, as the engine reported
+    # it (stock+plugin: dynamo_base_plugin.event_publisher.InlineZmqEventPublisher, DYNAMO_KV_EVENTS_PUBLISHER)
+    publisher: str | None = None
 
 
 class Seen(msgspec.Struct, omit_defaults=True):

@@ -185,7 +185,12 @@ class Engine:
         _BLOCK_HASHER = release_api.block_hasher(hash_algo, BLOCK_SIZE)
         structured = _structured_output_manager(StructuredOutputManager, vllm_config)
         if "vllm_config" in inspect.signature(Scheduler.__init__).parameters:
-            # vLLM >= 0.9: the scheduler takes the whole VllmConfig, KV events included (upstream's own).
+            # vLLM >= 0.9: the scheduler takes the whole VllmConfig, KV events included (upstream's own). The
+            # engine core loads the general plugins before it builds its scheduler (0.9.0's EngineCore.__init__),
+            # so an installed plugin's KV-event publisher is the one the factory builds here too.
+            from vllm.plugins import load_general_plugins
+
+            load_general_plugins()
             if kv_events is not None:
                 from vllm.config import KVEventsConfig
 

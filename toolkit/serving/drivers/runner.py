@@ -229,6 +229,7 @@ def run_workload(
                 "outputs": dict(sorted(outputs.items())),
                 "num_free_blocks": engine.block_pool.get_num_free_blocks(),
                 "num_blocks": engine.block_pool.num_gpu_blocks,
+                "publisher": _publisher_class(engine),
             },
             sort_keys=True,
         )
@@ -261,6 +262,12 @@ def run_stream(engine: Engine, *, steps: int, seed: int, model_seconds: float = 
         scheduler.update_from_output(output, fake_output(scheduler, output, seed))
         spent += time.perf_counter() - start
     return spent
+
+
+def _publisher_class(engine: Engine) -> str | None:
+    """The KV-event publisher vLLM's factory built for this engine (module.class), None without one."""
+    publisher = getattr(engine.scheduler, "kv_event_publisher", None)
+    return None if publisher is None else f"{type(publisher).__module__}.{type(publisher).__qualname__}"
 
 
 def _wait_until_free(kv_events: dict | None, seconds: float = 20.0) -> None:

@@ -117,6 +117,7 @@ class Truth:
         self.pool = self.scheduler.kv_cache_manager.block_pool
         self.published = 0
         publisher = self.scheduler.kv_event_publisher
+        self.publisher = f"{type(publisher).__module__}.{type(publisher).__qualname__}"  # the class vLLM built
         original = publisher.publish
 
         def counted(batch: Any) -> None:
@@ -236,6 +237,7 @@ def main() -> int:
         "published": truth.published,
         "steps": truth.step,
         "prefix_cache_reset": cleared,
+        "publisher": truth.publisher,
     }
     sys.stdout.write("VPATCH-ENGINE " + json.dumps(record) + "\n")
     sys.stdout.flush()

@@ -7,7 +7,9 @@ What it adds: a V1 stat logger, `load_metrics.LoadMetricsLogger`, that publishes
 every engine step vLLM's frontend records that changes them, the load figures dynamo-base 0.8.4/0.8.5 attached
 to every KV-event batch (patch 0004): running and waiting requests, KV-cache usage, prefix-cache queries, hits and
 hit rate (docs/plugin.md has the message). The figures are vLLM's own `SchedulerStats`, made by the
-engine's scheduler (`Scheduler.make_stats()`) after each step; vLLM's own KV-cache events are untouched.
+engine's scheduler (`Scheduler.make_stats()`) after each step; vLLM's own KV-cache events are untouched, unless
+`DYNAMO_KV_EVENTS_PUBLISHER=inline` asks for the plugin's publisher of them (`event_publisher.py`: upstream's
+wire, sent on the engine thread instead of vLLM's publisher thread).
 
 Configuration (environment of the vLLM process): `DYNAMO_LOAD_METRICS_ENDPOINT`, the endpoint the logger
 binds (e.g. `tcp://*:5559`; engine N of a data-parallel frontend binds port + N); unset, the plugin adds
@@ -37,6 +39,7 @@ import os
 ENDPOINT_ENV = "DYNAMO_LOAD_METRICS_ENDPOINT"
 TOPIC_ENV = "DYNAMO_LOAD_METRICS_TOPIC"
 REPEAT_ENV = "DYNAMO_LOAD_METRICS_REPEAT_S"
+PUBLISHER_ENV = "DYNAMO_KV_EVENTS_PUBLISHER"  # "inline": event_publisher.InlineZmqEventPublisher serves "zmq"
 STAT_LOGGER_GROUP_ATTR = "STAT_LOGGER_PLUGINS_GROUP"  # vllm.plugins names the group when vLLM has it
 
 
@@ -51,3 +54,24 @@ def register() -> None:
     from .hooks import wrap_setup_default_loggers
 
     wrap_setup_default_loggers()
+
+
+def register_kv_events() -> None:
+    """The `vllm.general_plugins` entry point of the inline KV-event publisher (event_publisher.py): with
+    DYNAMO_KV_EVENTS_PUBLISHER=inline, vLLM's "zmq" publisher name builds it in this process. vLLM is imported
+    only then: unset, this costs one environment lookup."""
+    choice = os.environ.get(PUBLISHER_ENV, "").strip()
+    if choice in ("", "zmq"):
+        return
+    if choice != "inline":
+        import logging
+
+        logging.getLogger("dynamo_base_plugin").error(
+            "dynamo-base plugin: %s=%r: expected 'inline' or 'zmq'; vLLM's own KV-event publisher stays",
+            PUBLISHER_ENV,
+            choice,
+        )
+        return
+    from .event_publisher import install
+
+    install()

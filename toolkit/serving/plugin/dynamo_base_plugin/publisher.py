@@ -116,10 +116,9 @@ class LoadPublisher:
         """Send one message now (`step` defaults to its seq); its seq."""
         # Once per engine step that changed the figures, on the thread that records vLLM's stats, right after a
         # forward pass that evicted this code from the caches: each Python call here is paid cold (bench/README.md,
-        # the per-step rows). So
-        # the three frames go straight to the compiled socket's `send` (pyzmq's `send_multipart` type-checks them
-        # and passes each through its sugar class's Python `send`: the same libzmq calls, 49-52 µs cold against
-        # 36-39 µs direct), and the encoder is bound once.
+        # the per-step rows). So the three frames go straight to the compiled socket's `send` (pyzmq's
+        # `send_multipart` type-checks them and passes each through its sugar class's Python `send`: the same
+        # libzmq calls, 49-52 µs cold against 36-39 µs direct), and the encoder is bound once.
         seq = self.seq
         self.seq = seq + 1
         payload = self._encode(
