@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 PLAN_FORMAT = 1
 PLANS_DIR = "build-plans"
+KEEP_PLANS = 8
 
 _session: _Session | None = None
 _current: Speculation | None = None
@@ -155,6 +156,16 @@ def record(target: Path, stock: Path, plan: list[Job], inputs: Sequence[Path], c
         from toolkit.cache import atomic_write_bytes
 
         atomic_write_bytes(Path(session.path), data)
+        _prune(os.path.dirname(session.path))
+
+
+def _prune(directory: str) -> None:
+    """Keep the KEEP_PLANS plans written last (one per command line and directory: a bench's tmp dirs add up)."""
+    with os.scandir(directory) as entries:
+        plans = sorted((e for e in entries if e.name.endswith(".json")), key=lambda e: e.stat().st_mtime_ns)
+    for entry in plans[:-KEEP_PLANS]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
 
 
 def end() -> str | None:

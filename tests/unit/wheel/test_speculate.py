@@ -159,3 +159,12 @@ def test_a_build_that_never_gets_to_the_copy_removes_the_speculation(planned, mo
     [speculative] = [name for name in seen if name.endswith(".tmp")]  # named so that a later run sweeps it if killed
     assert tempnames.owner_pid(speculative) == os.getpid()
     assert only_the_wheel(out) == first  # the previous wheel untouched, the speculative file gone
+
+
+def test_the_plans_kept_are_the_last_few(planned, tmp_path):
+    ws, _, _ = planned
+    for n in range(speculate.KEEP_PLANS + 2):  # another output directory: another command line, another plan
+        assert console_build(ws, tmp_path / f"out-{n}") == (0, None)
+    plans = plan_files(ws)
+    assert len(plans) == speculate.KEEP_PLANS
+    assert console_build(ws, tmp_path / f"out-{speculate.KEEP_PLANS + 1}") == (0, "adopted")  # the last one kept
