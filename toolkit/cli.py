@@ -104,16 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console() -> int:
-    """The `vpatch` console script: `main`, its objects then left to the process's end.
+    """The console script of installs made before `toolkit.console` was it (same run, without its head start)."""
+    from toolkit.console import console as run
 
-    At exit the interpreter's collections walk every object the run made (~10-15 ms after a build), memory
-    the process's end returns anyway; frozen objects are skipped. Not in `main`: in-process callers (the
-    tests) go on running and collecting."""
-    code = main()
-    import gc
-
-    gc.freeze()
-    return code
+    return run()
 
 
 if __name__ == "__main__":

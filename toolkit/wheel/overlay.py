@@ -34,6 +34,7 @@ from toolkit.index import fetch_artifact
 from toolkit.model import Artifact, Pin, Series, check_tree_path
 from toolkit.patched import PatchedFiles, git_blob_id, patched_files
 from toolkit.project import Project
+from toolkit.wheel import speculate
 from toolkit.wheel.naming import default_version, dist_info_dir, wheel_filename, wheel_tags
 from toolkit.wheel.provenance import PROVENANCE_FILE, FileChanges, Provenance
 from toolkit.wheel.record import record_hash as _record_hash
@@ -76,6 +77,7 @@ class BuiltWheel:
     stock: Path
     provenance: Provenance
     seconds: float
+    speculated: bool = False  # written in the file a speculative copy (`speculate`) started at process start
 
     @cached_property
     def sha256(self) -> str:
@@ -215,7 +217,9 @@ def build_overlay(
     name = dist_name or pin.project
     out_version = Version(version) if version else default_version(pin.version, series.fingerprint())
     patched = patched_files(project.base(pin), series, project.options.cache_dir)
-    return _write_overlay(patched, pin, series, artifact, stock_path, out_dir, name, out_version, started)
+    # What the copy plan's stamps cover besides the stock wheel, and where it is kept (`speculate`).
+    plan = ((project.pins.path, project.series_dir(pin)), project.options.cache_dir)
+    return _write_overlay(patched, pin, series, artifact, stock_path, out_dir, name, out_version, started, plan=plan)
 
 
 def _write_overlay(
@@ -230,7 +234,10 @@ def _write_overlay(
     started: float,
     *,
     flavor: dict | None = None,
+    plan: tuple[tuple[Path, ...], Path] | None = None,
 ) -> BuiltWheel:
+    """Write the wheel; with `plan` (its inputs, the cache), a speculative copy of it (`speculate`) is taken over
+    if it matches, and the copy plan is saved for the next such build."""
     try:
         stock = StoredZip(stock_path)
     except (ZipFormatError, OSError) as exc:
@@ -263,10 +270,16 @@ def _write_overlay(
             out_dir.mkdir(parents=True, exist_ok=True)
             target = out_dir / filename
             tempnames.sweep(out_dir)  # partial wheels of killed builds
+            speculation = speculate.claim(target) if plan else None
             fd, tmp_name = tempfile.mkstemp(prefix=tempnames.prefix(filename), suffix=".tmp", dir=out_dir)
             tmp = Path(tmp_name)
+            speculated = False
             try:
-                with os.fdopen(fd, "w+b") as out, stock_path.open("rb") as source, RawZipWriter(out) as writer:
+                with (
+                    os.fdopen(fd, "w+b") as out,
+                    stock_path.open("rb") as source,
+                    RawZipWriter(out, speculation=speculation) as writer,
+                ):
                     # The members in the stock wheel's order first: the unchanged ones are copied by the
                     # writer's thread from here on, while the rest (RECORD, dist-info) is worked out.
                     spans = member_spans(stock, stock_path.stat().st_size)
@@ -282,7 +295,10 @@ def _write_overlay(
                             writer.write(member, replaced[member], date_time=date_time, mode=mode)
                         else:
                             writer.copy_raw(source, info, spans[member])
-                    writer.flush_raw()
+                    if writer.settle(source):  # the speculative copy was this one: the wheel is written in its file
+                        assert speculation is not None and speculation.path is not None
+                        tmp.unlink()
+                        tmp, speculated = Path(speculation.path), True
                     # Checked while the copy runs: a refusal stops it, and the temporary file goes.
                     check_stock_copies(patched, series, changes.modified, stock)
                     for info in infos:
@@ -333,6 +349,8 @@ def _write_overlay(
                     # build is interrupted; flushing 300 MB to disk would double the build time.
                 os.chmod(tmp, 0o644)
                 replace_file(tmp, target)
+                if plan:
+                    speculate.record(target, stock_path, writer.plan, *plan)
             except ZipFormatError as exc:
                 raise VpatchError(f"cannot overlay the stock wheel: {exc}", path=stock_path) from None
             except OSError as exc:
@@ -340,11 +358,12 @@ def _write_overlay(
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
+                if speculation is not None:
+                    speculation.discard()
     except ZipFormatError as exc:  # a member that does not inflate to its CRC: a damaged stock wheel
         raise VpatchError(f"cannot read the stock wheel: {exc}", path=stock_path) from None
-    return BuiltWheel(
-        target, name, out_version, target.stat().st_size, stock_path, provenance, time.perf_counter() - started
-    )
+    seconds = time.perf_counter() - started
+    return BuiltWheel(target, name, out_version, target.stat().st_size, stock_path, provenance, seconds, speculated)
 
 
 def _stock_record(stock: StoredZip, dist_info: str) -> dict[str, tuple[str, str]]:

@@ -8,16 +8,17 @@ byte ranges (with `copy_file_range` where the kernel offers it) takes as long as
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol, cast
+
+from toolkit.wheel.copier import Copier, ZipFormatError, pwrite_all
 
 if TYPE_CHECKING:
     import zipfile  # the types only: not loaded by an overlay build
 
+    from toolkit.wheel.speculate import Job, Speculation
     from toolkit.wheel.zipread import StoredMember, StoredZip
 
 LOCAL_HEADER = struct.Struct("<4s5H3L2H")
@@ -26,11 +27,6 @@ END_RECORD = struct.Struct("<4s4H2LH")
 LOCAL_SIG, CENTRAL_SIG, END_SIG = b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06"
 LIMIT = 0xFFFFFFFF
 ZIP_DEFLATED = 8  # ZIP_DEFLATED
-COPY_CHUNK = 64 << 20  # per call: a cancelled copy stops within one
-
-
-class ZipFormatError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -93,7 +89,7 @@ def member_spans(archive: zipfile.ZipFile | StoredZip, size: int) -> dict[str, t
 class RawZipWriter:
     """Append members to `out`, either raw-copied from another zip or freshly deflated.
 
-    Raw byte ranges are copied by a thread of their own (`_Copier`) while the caller goes on: the offsets
+    Raw byte ranges are copied by a thread of their own (`Copier`) while the caller goes on: the offsets
     of everything are known when a member is added, so the copy of a 300 MB wheel's unchanged members runs
     beside the Python work of writing the rest (RECORD, dist-info, the central directory) instead of before
     it. Every write has its offset (`os.pwrite`, `copy_file_range` with both offsets), none uses the file
@@ -101,7 +97,7 @@ class RawZipWriter:
     closes or unlinks the files it copies between); `close()` writes the central directory and waits for it.
     """
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, *, speculation: Speculation | None = None) -> None:
         self.out = out
         out.flush()
         self._fd = out.fileno()
@@ -109,7 +105,12 @@ class RawZipWriter:
         self.entries: list[Entry | CopiedEntry] = []
         self.names: set[str] = set()
         self._pending: tuple[BinaryIO, int, int] | None = None  # (source, start, end) not yet queued
-        self._copier: _Copier | None = None
+        self._copier: Copier | None = None
+        # The work up to `settle()` (the copy plan, `speculate.Job`s); with a speculation it is held back until then.
+        self.plan: list[Job] = []
+        self._planning = True
+        self._speculation = speculation
+        self._held: list[tuple[BinaryIO | None, Job]] = []
 
     def __enter__(self) -> RawZipWriter:
         return self
@@ -165,18 +166,49 @@ class RawZipWriter:
         if self._pending is not None:
             source, start, end = self._pending
             self._pending = None
-            if self._copier is None:
-                self._copier = _Copier(self._fd)
-            self._copier.submit(source, start, end - start, self._end - (end - start))
+            self._run(source, ("copy", start, end - start, self._end - (end - start)))
 
     def _write_at_end(self, data: bytes) -> int:
         offset = self._end
-        if self._copier is not None:  # after the copies queued before it: the file is written front to back
-            self._copier.submit_write(data, offset)
-        else:
-            _pwrite_all(self._fd, data, offset)
+        self._run(None, ("write", data, offset))
         self._end += len(data)
         return offset
+
+    def _run(self, source: BinaryIO | None, job: Job) -> None:
+        if self._planning:
+            self.plan.append(job)
+            if self._speculation is not None:
+                self._held.append((source, job))
+                return
+        if job[0] == "copy":
+            assert source is not None
+            if self._copier is None:
+                self._copier = Copier(self._fd)
+            self._copier.submit(source, *cast("tuple[int, int, int]", job[1:]))
+        elif self._copier is not None:  # after the copies queued before it: the file is written front to back
+            self._copier.submit_write(*cast("tuple[bytes, int]", job[1:]))
+        else:
+            pwrite_all(self._fd, *cast("tuple[bytes, int]", job[1:]))
+
+    def settle(self, source: BinaryIO) -> bool:
+        """End the plan (what was added so far, raw copies from `source`); with a speculation, take it over
+        if it is doing exactly that work into a file of its own, else cancel it and do the work here.
+
+        Taken over, the writer goes on in the speculation's file (`self.out`): the caller renames that one."""
+        self.flush_raw()
+        speculation, self._speculation = self._speculation, None
+        held, self._held = self._held, []
+        self._planning = False
+        if speculation is None:
+            return False
+        if speculation.matches(self.plan, source):
+            self.out, self._copier = speculation.hand_over()
+            self._fd = self.out.fileno()
+            return True
+        speculation.discard()
+        for job_source, job in held:
+            self._run(job_source, job)
+        return False
 
     def write(
         self, name: str, data: bytes, *, date_time: tuple[int, int, int, int, int, int], mode: int = 0o644
@@ -254,99 +286,3 @@ class RawZipWriter:
             self._copier.stop(cancel=False)
             self._copier = None
         self.out.seek(self._end)
-
-
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view = view[written:]
-        offset += written
-
-
-class _Copier:
-    """A thread copying byte ranges from sources into one file, and writing bytes, at the offsets given, in the
-    order given (front to back: a write beyond what is copied yet would leave a hole that the copy then fills,
-    costing ext4 more kernel time than appending).
-
-    The file descriptors are duplicated, so closing the caller's files cannot hand their numbers to another
-    file while a copy runs. An error is kept and raised by `stop`; `stop(cancel=True)` ends the copy early.
-    """
-
-    def __init__(self, target_fd: int) -> None:
-        import queue  # only here: what the writer needs of a thread
-        import threading
-
-        self._target = os.dup(target_fd)
-        self._sources: dict[int, int] = {}  # id of the caller's file -> our duplicate of its descriptor
-        self._jobs: queue.SimpleQueue[tuple[int, int, int, int] | tuple[bytes, int] | None] = queue.SimpleQueue()
-        self._cancelled = False
-        self._fds_open = True
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="zipraw-copy", daemon=True)
-        self._thread.start()
-
-    def submit(self, source: BinaryIO, start: int, length: int, offset: int) -> None:
-        fd = self._sources.get(id(source))
-        if fd is None:
-            fd = self._sources[id(source)] = os.dup(source.fileno())
-        self._jobs.put((fd, start, length, offset))
-
-    def submit_write(self, data: bytes, offset: int) -> None:
-        self._jobs.put((data, offset))
-
-    def stop(self, *, cancel: bool) -> None:
-        """Wait for the queued work (or, cancelled, its current chunk) and raise its error; again, a no-op."""
-        self._cancelled |= cancel
-        if self._thread.is_alive():
-            self._jobs.put(None)
-            self._thread.join()
-        fds, self._fds_open = (self._fds(), False) if self._fds_open else ([], False)
-        for fd in fds:
-            os.close(fd)
-        error, self.error = self.error, None
-        if error is not None and not cancel:
-            raise error
-
-    def _fds(self) -> list[int]:
-        return [self._target, *self._sources.values()]
-
-    def _run(self) -> None:
-        try:
-            while (job := self._jobs.get()) is not None:
-                if self._cancelled:
-                    continue
-                if len(job) == 2:
-                    _pwrite_all(self._target, *job)
-                else:
-                    copy_range(*job[:3], self._target, job[3], lambda: self._cancelled)
-        except BaseException as exc:  # raised in the caller's thread by stop()
-            self.error = exc
-            while self._jobs.get() is not None:  # the rest is not copied; stop() still ends the loop
-                pass
-
-
-def copy_range(
-    source: int, start: int, length: int, target: int, offset: int, cancelled: Callable[[], bool] = lambda: False
-) -> None:
-    """Copy bytes [start, start+length) of file descriptor `source` to `target` at `offset` (positions unused)."""
-    remaining = length
-    if hasattr(os, "copy_file_range"):
-        try:
-            while remaining and not cancelled():
-                copied = os.copy_file_range(source, target, min(remaining, COPY_CHUNK), start, offset)
-                if copied == 0:
-                    break
-                remaining -= copied
-                start += copied
-                offset += copied
-        except OSError:  # no copy_file_range between these files (another file system, an old kernel)
-            pass
-    while remaining and not cancelled():
-        chunk = os.pread(source, min(remaining, COPY_CHUNK), start)
-        if not chunk:
-            raise ZipFormatError("unexpected end of the source archive")
-        _pwrite_all(target, chunk, offset)
-        remaining -= len(chunk)
-        start += len(chunk)
-        offset += len(chunk)
