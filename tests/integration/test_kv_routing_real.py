@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.conformance.envs import read_trace, run_runner
+from toolkit.conformance.suite import EVENTS_ON_FIELDS
 from toolkit.envs import offline_env, venv_python
 from toolkit.serving.drivers import driver_command, drivers_pythonpath
 from toolkit.serving.kv.hashes import Vllm084BlockHasher, pickle_sha256
@@ -35,7 +36,7 @@ def steps(trace: list[dict]) -> list[dict]:
 
 
 def without_events(trace: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in ("events", "event_seq")} for r in trace]
+    return [{k: v for k, v in r.items() if k not in EVENTS_ON_FIELDS} for r in trace]
 
 
 # The three traces of the six workloads are the ones `vpatch conform 0.8.4` ran (tests/integration/conftest.py):

@@ -58,6 +58,8 @@ from toolkit.wheel.overlay import build_overlay
 
 TIERS = ("static", "cpu", "gpu", "engine")
 EVENTS_NULL = {"enable_kv_cache_events": True, "publisher": "null"}
+# Trace fields only a build with KV events on fills: the batches, their seq and the publisher class vLLM built.
+EVENTS_ON_FIELDS = ("events", "event_seq", "publisher")
 GPU_UNAVAILABLE = (
     "cannot run here: these machines have no GPU, and the GPU machine has no network and a 64 MiB upload "
     "limit, so vLLM's wheel and its CUDA dependencies cannot be brought to it"
@@ -266,7 +268,7 @@ def _cpu_tier(
             traces["patched-events"],
             label_a="stock",
             label_b="dynamo-base (KV events on)",
-            ignore=("events", "event_seq"),
+            ignore=EVENTS_ON_FIELDS,
         )
 
     def invariant() -> CheckResult:
